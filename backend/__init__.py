@@ -1,0 +1,1 @@
+"""The datamodels explorer library: datasets, training, regression, analysis and storage."""

@@ -1,0 +1,134 @@
+"""K independent networks evaluated as one batched computation.
+
+Every layer holds the parameters of all K models stacked along a leading axis (or as
+conv groups), so one matmul or one grouped convolution trains K models at once. No
+parameter, normalisation statistic or gradient is shared between models: training
+the stack is exactly training K separate networks, only faster.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _init_per_model(weight: torch.Tensor, K: int, fan_in: int, generators: list[torch.Generator]) -> None:
+    """Uniform(±1/sqrt(fan_in)) init (PyTorch's Linear/Conv default), each model from its own generator."""
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        for k, view in enumerate(weight.view(K, -1)):
+            view.copy_(torch.rand(view.shape, generator=generators[k]) * (2 * bound) - bound)
+
+
+class BatchedMLP(nn.Module):
+    """K two-layer MLPs (in -> hidden -> classes) as batched matmuls (baddbmm).
+
+    Input x : tensor of shape (K, B, in_features); output logits of shape (K, B, n_classes).
+    """
+
+    def __init__(self, K: int, in_features: int, n_classes: int, generators: list[torch.Generator], hidden: int = 128):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(K, in_features, hidden))
+        self.b1 = nn.Parameter(torch.empty(K, 1, hidden))
+        self.w2 = nn.Parameter(torch.empty(K, hidden, n_classes))
+        self.b2 = nn.Parameter(torch.empty(K, 1, n_classes))
+        for p, fan_in in ((self.w1, in_features), (self.b1, in_features), (self.w2, hidden), (self.b2, hidden)):
+            _init_per_model(p, K, fan_in, generators)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations, shape (K, B, hidden)."""
+        return torch.relu(torch.baddbmm(self.b1, x.flatten(2), self.w1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.b2, self.features(x), self.w2)
+
+
+def _conv_bn(K: int, c_in: int, c_out: int, generators: list[torch.Generator]) -> nn.Sequential:
+    # groups=K keeps the K models' channels apart; BatchNorm over K*c_out channels
+    # then normalises each model's channels with its own statistics.
+    conv = nn.Conv2d(K * c_in, K * c_out, 3, padding=1, groups=K, bias=False)
+    _init_per_model(conv.weight, K, c_in * 9, generators)
+    return nn.Sequential(conv, nn.BatchNorm2d(K * c_out), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, K: int, c: int, generators: list[torch.Generator]):
+        super().__init__()
+        self.a = _conv_bn(K, c, c, generators)
+        self.b = _conv_bn(K, c, c, generators)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.a(x))
+
+
+class BatchedResNet9(nn.Module):
+    """K copies of the fast CIFAR-10 ResNet-9 used by the Datamodels paper, as grouped convolutions.
+
+    Input x : tensor of shape (K, B, C, H, W); output logits of shape (K, B, n_classes).
+    `width` scales the channel counts (64, 128, 256, 512) so tests can run a narrow copy on CPU.
+    """
+
+    OUT_SCALE = 0.125  # the paper's ResNet-9 multiplies logits by 0.125 before the loss
+
+    def __init__(self, K: int, in_channels: int, n_classes: int, generators: list[torch.Generator], width: float = 1.0):
+        super().__init__()
+        c1, c2, c3, c4 = (max(1, int(round(c * width))) for c in (64, 128, 256, 512))
+        self.K, self.c4 = K, c4
+        self.body = nn.Sequential(
+            _conv_bn(K, in_channels, c1, generators),
+            _conv_bn(K, c1, c2, generators),
+            nn.MaxPool2d(2),
+            _Residual(K, c2, generators),
+            _conv_bn(K, c2, c3, generators),
+            nn.MaxPool2d(2),
+            _conv_bn(K, c3, c4, generators),
+            nn.MaxPool2d(2),
+            _Residual(K, c4, generators),
+            nn.AdaptiveMaxPool2d(1),
+        )
+        self.fc = nn.Parameter(torch.empty(K, c4, n_classes))
+        _init_per_model(self.fc, K, c4, generators)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        K, B = x.shape[:2]
+        stacked = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
+        return self.body(stacked).reshape(B, K, self.c4).transpose(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.features(x), self.fc) * self.OUT_SCALE
+
+
+ARCHITECTURES = {
+    "mlp": BatchedMLP,
+    "resnet9": BatchedResNet9,
+}
+
+# Defaults per architecture; every value can be overridden from the CLI and is recorded in the manifest.
+DEFAULT_HPARAMS = {
+    "mlp": dict(hidden=128, epochs=30, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                peak_epoch_frac=0.25, augment=False, label_smoothing=0.0),
+    # Datamodels paper, App. A: SGD, momentum 0.9, wd 5e-4, triangular LR peaking at epoch 5 of 24, batch 512.
+    "resnet9": dict(width=1.0, epochs=24, batch_size=512, lr=0.5, momentum=0.9, weight_decay=5e-4,
+                    peak_epoch_frac=5 / 24, augment=True, label_smoothing=0.0),
+}
+
+DEFAULT_ARCH = {"digits": "mlp", "cifar10": "resnet9"}
+
+
+def default_arch(dataset_name: str, image_shape: tuple[int, int, int]) -> str:
+    """The MLP for small images (digits, 8x8), ResNet-9 for anything CIFAR-sized."""
+    if dataset_name in DEFAULT_ARCH:
+        return DEFAULT_ARCH[dataset_name]
+    return "mlp" if image_shape[0] * image_shape[1] <= 16 * 16 else "resnet9"
+
+
+def build(arch: str, K: int, image_shape: tuple[int, int, int], n_classes: int,
+          generators: list[torch.Generator], hparams: dict) -> nn.Module:
+    """K freshly initialised models of one architecture, model k drawn from generators[k]."""
+    H, W, C = image_shape
+    if arch == "mlp":
+        return BatchedMLP(K, H * W * C, n_classes, generators, hidden=int(hparams["hidden"]))
+    if arch == "resnet9":
+        return BatchedResNet9(K, C, n_classes, generators, width=float(hparams["width"]))
+    raise ValueError(f"unknown architecture {arch!r}: choose one of {sorted(ARCHITECTURES)}")

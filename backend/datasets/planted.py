@@ -1,0 +1,62 @@
+"""Train-test leakage planted on purpose, with ground truth, to check that the explorer finds it.
+
+Datamodels flag a test example whose prediction rests on one or two training examples; Ilyas
+et al. (2022) quantify train-test leakage in CIFAR-10 that way, finding near-duplicate pairs.
+Planting known near-duplicates gives a dataset where the right answer is known in advance.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Dataset, DatasetError
+
+# One-pixel shifts: up, down, left, right.
+SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def plant_leaks(ds: Dataset, n: int, noise: float, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Replace ``n`` test images by perturbed copies of ``n`` distinct training images.
+
+    Each copy gets Gaussian pixel noise of std ``noise * 255``, a one-pixel shift in a random
+    direction (edges repeated) and a brightness offset of ``+-noise * 255``, and takes the label
+    of its source. Returns ``(arrays, ground_truth)``: ``arrays`` are the keys of an ``npz:``
+    dataset (images, labels, split, class_names) plus the ground truth
+    planted_test : int64 ndarray of shape (n,), positions in the test split
+    planted_train : int64 ndarray of shape (n,), positions in the training split of each source
+    which ``ground_truth`` holds too. Positions follow the order load_dataset("npz:...") gives.
+    """
+    if not 1 <= n <= min(ds.n_train, ds.n_test):
+        raise DatasetError(
+            f"cannot plant {n} leaks in {ds.n_train} train / {ds.n_test} test images: "
+            f"choose 1 <= n <= {min(ds.n_train, ds.n_test)}"
+        )
+    if noise < 0:
+        raise DatasetError(f"leak noise {noise} is negative: choose a noise level >= 0, e.g. 0.02")
+    rng = np.random.default_rng(seed)
+    planted_test = np.sort(rng.choice(ds.n_test, size=n, replace=False)).astype(np.int64)
+    planted_train = rng.choice(ds.n_train, size=n, replace=False).astype(np.int64)
+    test_images = ds.test_images.copy()
+    test_labels = ds.test_labels.astype(np.int64, copy=True)
+    for t, s in zip(planted_test, planted_train):
+        test_images[t] = _perturb(ds.train_images[s], noise, rng)
+        test_labels[t] = ds.train_labels[s]
+    ground_truth = {"planted_test": planted_test, "planted_train": planted_train}
+    arrays = {
+        "images": np.concatenate([ds.train_images, test_images]),
+        "labels": np.concatenate([ds.train_labels.astype(np.int64), test_labels]),
+        "split": np.array(["train"] * ds.n_train + ["test"] * ds.n_test),
+        "class_names": np.array(ds.class_names, dtype=str),
+        **ground_truth,
+    }
+    return arrays, ground_truth
+
+
+def _perturb(image: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A near-duplicate of ``image`` (uint8 of shape (H, W, C)): shifted, brightened, noised."""
+    dy, dx = SHIFTS[rng.integers(len(SHIFTS))]
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    shifted = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.float64)
+    brightness = rng.choice((-1.0, 1.0)) * noise * 255
+    noisy = shifted + brightness + rng.normal(0.0, noise * 255, size=shifted.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)

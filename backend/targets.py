@@ -1,0 +1,49 @@
+"""Target names: `train:i` and `test:j`, the one way targets are named in the CLI, URLs and the API.
+
+`train:i` is column i of the margins, `test:j` is column n_train + j.
+"""
+from __future__ import annotations
+
+import re
+
+_NAME = re.compile(r"^(train|test):(\d+)$")
+_RANGE = re.compile(r"^(train|test):(\d+)-(\d+)$")
+
+
+class TargetError(ValueError):
+    """A target name that is malformed or out of range."""
+
+
+def target_column(name: str, n_train: int, n_test: int) -> int:
+    """The margins column of a target name like 'test:42'."""
+    match = _NAME.match(name.strip())
+    if not match:
+        raise TargetError(f"bad target {name!r}: write train:<i> or test:<j>, e.g. test:42")
+    split, index = match.group(1), int(match.group(2))
+    size = n_train if split == "train" else n_test
+    if index >= size:
+        raise TargetError(f"target {name} is out of range: the run has {size} {split} images (0..{size - 1})")
+    return index if split == "train" else n_train + index
+
+
+def target_name(column: int, n_train: int) -> str:
+    """The name of margins column `column`."""
+    return f"train:{column}" if column < n_train else f"test:{column - n_train}"
+
+
+def parse_targets(spec: str, n_train: int, n_test: int) -> list[int]:
+    """Columns for a comma-separated list of names and inclusive ranges, e.g. 'test:0-99,train:5'."""
+    columns: list[int] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        match = _RANGE.match(part)
+        if match:
+            split, lo, hi = match.group(1), int(match.group(2)), int(match.group(3))
+            if hi < lo:
+                raise TargetError(f"bad target range {part!r}: the end must not be below the start")
+            columns.extend(target_column(f"{split}:{i}", n_train, n_test) for i in (lo, hi))
+            columns[-2:] = range(columns[-2], columns[-1] + 1)
+        else:
+            columns.append(target_column(part, n_train, n_test))
+    if not columns:
+        raise TargetError("no targets given: write e.g. test:0-99")
+    return columns

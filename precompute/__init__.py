@@ -1,0 +1,1 @@
+"""Command-line jobs that build and analyse runs: `python -m precompute --help`."""
