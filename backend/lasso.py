@@ -1,0 +1,441 @@
+"""Batched LASSO regularisation paths for many regression targets at once (torch, CPU or CUDA).
+
+Every target t solves scikit-learn's `Lasso` problem on its own rows R_t of a 0/1 design:
+
+    min_{w, b}  1/(2 M_t) · Σ_{i ∈ R_t} (y_it − b − x_i·w)² + λ_t · ‖w‖₁,      M_t = |R_t|.
+
+Datamodels (Ilyas et al. 2022, eq. 9) fit a *training* target only on the models that did not train
+on it, so R_t differs per training target; test targets use every row.
+
+Centring each target's rows on their own means removes the unpenalised intercept and leaves the
+smooth part f_t(w) = ½ wᵀH_t w − q_tᵀw + c_t, with H_t = X_cᵀX_c / M_t, q_t = X_cᵀy_c / M_t and
+c_t = ‖y_c‖² / (2 M_t). The solver needs nothing from the data but products H_t·w for a whole block
+of targets, which come in two forms:
+
+* `GramDesign`: the targets share their rows, so H = G/M is one F×F matrix and an iteration is one
+  F×F×T GEMM.
+* `MaskedDesign`: per-target rows. With Z the rows centred on their common mean and z̄_t the mean of
+  Z over R_t, H_t w = Zᵀ(s_t ⊙ Z w)/M_t − z̄_t (z̄_tᵀ w): two M×F×T GEMMs, whatever the row sets.
+
+Random-subset masks make H_t close to α(1−α)·I on the centred space, so accelerated proximal gradient
+(FISTA with adaptive restart) needs few iterations, most of all with warm starts along the path.
+
+Memory: the mask rows stay on the device as float when M·F·itemsize ≤ `resident_bytes` (2 GiB), else
+they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product.
+A block of T targets holds its margins (M·T floats), about ten F×T tensors of solver state, and,
+for a `GramDesign`, the shared F×F Gram matrix.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+RESIDENT_BYTES = 2 << 30
+CHUNK_BYTES = 256 << 20
+
+
+class MaskRows:
+    """Rows `rows` of a bool mask matrix, on `device`, resident or re-read in chunks.
+
+    masks : ndarray of shape (n_models, n_features), bool (an np.memmap is fine)
+    rows : int array of model indices to use
+    """
+
+    def __init__(self, masks, rows, *, device="cpu", dtype=torch.float32,
+                 resident_bytes: int = RESIDENT_BYTES, chunk_bytes: int = CHUNK_BYTES):
+        self.masks = masks
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.n = len(self.rows)
+        self.n_features = masks.shape[1]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        self.resident = self.n * self.n_features * itemsize <= resident_bytes
+        self.chunk_rows = self.n if self.resident else max(1, chunk_bytes // (self.n_features * itemsize))
+        counts = np.zeros(self.n_features, dtype=np.int64)
+        for lo, hi in self.spans():
+            counts += self._read(lo, hi).sum(axis=0)
+        self.mean = torch.as_tensor(counts / max(self.n, 1), dtype=dtype, device=self.device)
+        self._chunks = [self._convert(lo, hi) for lo, hi in self.spans()] if self.resident else None
+        self._gram: torch.Tensor | None = None
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(lo, hi) positions into `rows` of each chunk."""
+        return [(lo, min(lo + self.chunk_rows, self.n)) for lo in range(0, self.n, max(self.chunk_rows, 1))]
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        return np.asarray(self.masks[self.rows[lo:hi]], dtype=bool)
+
+    def _convert(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(self._read(lo, hi), device=self.device)
+        return x.to(self.dtype) - self.mean, x
+
+    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """(lo, hi, Z, X): Z the centred float rows (m, F), X the bool rows (m, F)."""
+        for k, (lo, hi) in enumerate(self.spans()):
+            z, x = self._chunks[k] if self._chunks is not None else self._convert(lo, hi)
+            yield lo, hi, z, x
+
+    def gram(self) -> torch.Tensor:
+        """Centred Gram matrix over all rows divided by their number, (F, F); computed once.
+
+        XᵀX of 0/1 rows is integer-exact in float32 below 2**24 rows; the centring is done in float64.
+        """
+        if self._gram is None:
+            xtx = torch.zeros(self.n_features, self.n_features, dtype=torch.float64, device=self.device)
+            for _, _, _, x in self:
+                xf = x.to(torch.float32)
+                xtx += (xf.T @ xf).double()
+            mean = self.mean.double()
+            self._gram = ((xtx - self.n * torch.outer(mean, mean)) / self.n).to(self.dtype)
+        return self._gram
+
+
+def _include(x: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+    """Bool (m, T): which of these rows each target is fitted on (eq. 9: not the models that saw it)."""
+    has = excluded >= 0
+    return ~(x.index_select(1, excluded.clamp(min=0)) & has)
+
+
+class GramDesign:
+    """H·W = G·W for targets sharing all rows: one F×F×T GEMM."""
+
+    def __init__(self, gram: torch.Tensor):
+        self.gram = gram
+
+    def apply(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.gram @ w
+
+    def lipschitz(self, idx: torch.Tensor) -> torch.Tensor:
+        return _power_iteration(self, idx[:1], self.gram.shape[0]).expand(len(idx)).clone()
+
+
+class MaskedDesign:
+    """H_t·w_t = Zᵀ(s_t ⊙ Z w_t)/M_t − z̄_t (z̄_tᵀ w_t) for per-target rows: two M×F×T GEMMs."""
+
+    def __init__(self, rows: MaskRows, excluded: torch.Tensor, n_rows: torch.Tensor, z_mean: torch.Tensor):
+        self.rows, self.excluded, self.n_rows, self.z_mean = rows, excluded, n_rows, z_mean
+
+    def apply(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        excluded = self.excluded[idx]
+        out = torch.zeros_like(w)
+        for _, _, z, x in self.rows:
+            p = z @ w
+            p.mul_(_include(x, excluded))
+            out.addmm_(z.T, p)
+        z_mean = self.z_mean[:, idx]
+        out.div_(self.n_rows[idx])
+        out.sub_(z_mean * (z_mean * w).sum(0))
+        return out
+
+    def lipschitz(self, idx: torch.Tensor) -> torch.Tensor:
+        # The H_t of random row subsets share their spectrum closely: estimate on a few, use the max
+        # for all; the solver's step check catches any target whose curvature is larger.
+        sample = idx[torch.linspace(0, len(idx) - 1, min(len(idx), 8)).round().long()]
+        return _power_iteration(self, sample, self.z_mean.shape[0]).max().expand(len(idx)).clone()
+
+
+def _power_iteration(design, idx: torch.Tensor, n_features: int, steps: int = 30) -> torch.Tensor:
+    """Largest eigenvalue of each H_t, from below (Rayleigh quotients), with a 5 % margin."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn(n_features, len(idx), generator=gen).to(design_dtype(design), copy=False)
+    v = v.to(design_device(design))
+    rq = torch.zeros(len(idx), dtype=v.dtype, device=v.device)
+    for _ in range(steps):
+        v = v / v.norm(dim=0).clamp(min=1e-30)
+        hv = design.apply(v, idx)
+        rq = (v * hv).sum(0)
+        v = hv
+    return 1.05 * rq.clamp(min=1e-12)
+
+
+def design_dtype(design) -> torch.dtype:
+    return design.gram.dtype if isinstance(design, GramDesign) else design.z_mean.dtype
+
+
+def design_device(design) -> torch.device:
+    return design.gram.device if isinstance(design, GramDesign) else design.z_mean.device
+
+
+class TargetBlock:
+    """A block of targets on one set of rows: their margins, row sets and means.
+
+    rows : MaskRows over the models to use
+    margins : ndarray of shape (n_models, n_targets_total), float (memmap fine); read only at `columns`
+    columns : int array of shape (T,), the targets (margins columns)
+    n_train : columns below it are training targets, fitted without the models that saw them (eq. 9)
+    """
+
+    def __init__(self, rows: MaskRows, margins, columns, n_train: int):
+        self.rows = rows
+        self.columns = np.asarray(columns, dtype=np.int64)
+        dev, dt = rows.device, rows.dtype
+        excluded = np.where(self.columns < n_train, self.columns, -1)
+        self.excluded = torch.as_tensor(excluded, device=dev)
+        self.has_excluded = bool((excluded >= 0).any())
+        y = np.asarray(margins[np.ix_(rows.rows, self.columns)], dtype=np.float64)
+        self.y = torch.as_tensor(y, device=dev)
+        T, F = len(self.columns), rows.n_features
+        n = torch.zeros(T, dtype=torch.float64, device=dev)
+        y_sum = torch.zeros(T, dtype=torch.float64, device=dev)
+        x_sum = torch.zeros(F, T, dtype=torch.float32, device=dev)
+        for lo, hi, _, x in rows:
+            s = _include(x, self.excluded)
+            n += s.sum(0)
+            y_sum += (self.y[lo:hi] * s).sum(0)
+            if self.has_excluded:
+                x_sum.addmm_(x.T.to(torch.float32), s.to(torch.float32))  # integer counts: exact
+        self.n_rows = n
+        safe_n = n.clamp(min=1)
+        self.y_mean = y_sum / safe_n
+        # Raw mask means over each target's rows (the intercept needs them); shared when no exclusion.
+        mean = rows.mean.double()[:, None]
+        self.x_mean = (x_sum.double() / safe_n) if self.has_excluded else mean
+        self._quadratic = None
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def quadratic(self):
+        """(design, q, c0): H's operator, q = X_cᵀy_c/M_t of shape (F, T), c0 = ‖y_c‖²/(2M_t) of shape (T,)."""
+        if self._quadratic is None:
+            rows, dt = self.rows, self.rows.dtype
+            F, T = rows.n_features, len(self)
+            q = torch.zeros(F, T, dtype=dt, device=rows.device)
+            c0 = torch.zeros(T, dtype=torch.float64, device=rows.device)
+            for lo, hi, z, x in rows:
+                yc = (self.y[lo:hi] - self.y_mean) * _include(x, self.excluded)
+                c0 += (yc * yc).sum(0)
+                q.addmm_(z.T, yc.to(dt))  # Σ_R (y−ȳ) = 0, so centring x by any constant is exact
+            safe_n = self.n_rows.clamp(min=1)
+            q /= safe_n.to(dt)
+            c0 /= 2 * safe_n
+            if self.has_excluded:
+                z_mean = (self.x_mean - rows.mean.double()[:, None]).to(dt)
+                design = MaskedDesign(rows, self.excluded, self.n_rows.to(dt), z_mean)
+            else:
+                design = GramDesign(rows.gram())
+            self._quadratic = (design, q, c0.to(dt))
+        return self._quadratic
+
+    def lambda_max(self) -> torch.Tensor:
+        """Smallest λ with w = 0 for each target, (T,): max_j |X_cᵀy_c|_j / M_t."""
+        return self.quadratic()[1].abs().amax(0)
+
+    def intercept(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """b_t = ȳ_t − x̄_tᵀw_t for raw 0/1 masks, (T_a,) for w of shape (F, T_a)."""
+        x_mean = self.x_mean[:, idx] if self.has_excluded else self.x_mean
+        return (self.y_mean[idx] - (x_mean * w.double()).sum(0)).to(w.dtype)
+
+    def mse(self, w: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of x·w_t + b_t over each target's own rows, (T_a,); NaN with no rows."""
+        rows = self.rows
+        excluded = self.excluded[idx]
+        offset = (rows.mean[:, None] * w).sum(0) + b  # predictions use raw x = z + mean
+        sse = torch.zeros(len(idx), dtype=torch.float64, device=w.device)
+        for lo, hi, z, x in rows:
+            r = self.y[lo:hi].index_select(1, idx) - (z @ w + offset).double()
+            sse += (r * r * _include(x, excluded)).sum(0)
+        n = self.n_rows[idx]
+        return torch.where(n > 0, sse / n.clamp(min=1), torch.nan)
+
+
+def _soft_threshold(v: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+    return torch.sign(v) * (v.abs() - thresh).clamp(min=0)
+
+
+def _duality_gap(w, hw, q, c0, lam):
+    """sklearn's Lasso duality gap (divided by M_t), from H·w alone; dual point = rescaled residual."""
+    grad = hw - q
+    qw = (q * w).sum(0)
+    f = (0.5 * hw * w).sum(0) - qw + c0
+    grad_inf = grad.abs().amax(0)
+    s = torch.where(grad_inf > lam, lam / grad_inf.clamp(min=1e-30), torch.ones_like(lam))
+    return f * (1 + s * s) + lam * w.abs().sum(0) - s * (2 * c0 - qw)
+
+
+@dataclass
+class SolveStats:
+    n_iter: torch.Tensor  # (T,) prox steps taken
+    gap: torch.Tensor  # (T,) duality gap (objective units) at the returned point
+    lipschitz: torch.Tensor  # (T,) step-size curvature used at the end
+
+
+def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int):
+    """Solve every target of `idx` at its own λ by FISTA with adaptive restart.
+
+    q : (F, T) and c0 : (T,) for the targets `idx`; lam, lipschitz : (T,); w0 : (F, T) warm start.
+    Stops a target when its duality gap ≤ tol·‖y_c‖²/M_t (scikit-learn's criterion) or at max_iter.
+    Returns (w of shape (F, T), SolveStats).
+    """
+    T = w0.shape[1]
+    w_out = w0.clone()
+    n_iter = torch.zeros(T, dtype=torch.long, device=w0.device)
+    gap_out = torch.zeros(T, dtype=w0.dtype, device=w0.device)
+    lip_out = lipschitz.clone()
+    live = torch.arange(T, device=w0.device)
+    # Solver state, compacted to the targets still running.
+    w, lam_l, lip, q_l, c0_l, tgt = w0.clone(), lam.clone(), lipschitz.clone(), q, c0, idx
+    thresh = tol * 2 * c0
+    hw = design.apply(w, tgt)
+    w_prev, hw_prev = w, hw
+    v = hv = None
+    momentum = torch.ones(T, dtype=w0.dtype, device=w0.device)
+    for k in range(max_iter + 1):
+        gap = _duality_gap(w, hw, q_l, c0_l, lam_l)
+        done = (gap <= thresh[live]) | (k == max_iter)
+        if done.any():
+            d = live[done]
+            w_out[:, d], gap_out[d], lip_out[d] = w[:, done], gap[done], lip[done]
+            n_iter[d] = k
+            keep = ~done
+            if not keep.any():
+                break
+            live = live[keep]
+            w, hw, w_prev, hw_prev = w[:, keep], hw[:, keep], w_prev[:, keep], hw_prev[:, keep]
+            lam_l, lip, momentum, tgt = lam_l[keep], lip[keep], momentum[keep], tgt[keep]
+            q_l, c0_l = q_l[:, keep], c0_l[keep]
+            if v is not None:
+                v, hv = v[:, keep], hv[:, keep]
+        if v is not None:
+            # The last step from v assumed curvature ≤ lip along w − v: f is quadratic, so check exactly.
+            d_w, d_hw = w - v, hw - hv
+            curv = (d_w * d_hw).sum(0)
+            sq = (d_w * d_w).sum(0)
+            bad = curv > lip * sq * (1 + 1e-4)
+            if bad.any():
+                lip = torch.where(bad, torch.maximum(2 * lip, 1.1 * curv / sq.clamp(min=1e-30)), lip)
+                w = torch.where(bad, w_prev, w)
+                hw = torch.where(bad, hw_prev, hw)
+            # Restart momentum where it points uphill (O'Donoghue & Candès 2015) or after a rejected step.
+            uphill = ((v - w) * (w - w_prev)).sum(0) > 0
+            momentum = torch.where(bad | uphill, torch.ones_like(momentum), momentum)
+        nxt = (1 + torch.sqrt(1 + 4 * momentum * momentum)) / 2
+        beta = (momentum - 1) / nxt
+        v = w + beta * (w - w_prev)
+        hv = hw + beta * (hw - hw_prev)
+        w_prev, hw_prev = w, hw
+        w = _soft_threshold(v - (hv - q_l) / lip, lam_l / lip)
+        hw = design.apply(w, tgt)
+        momentum = nxt
+    return w_out, SolveStats(n_iter, gap_out, lip_out)
+
+
+@dataclass
+class LassoPath:
+    """A regularisation path per target and, with validation, the best point on it.
+
+    lambdas : ndarray (T, K); n_iter : ndarray (T, K), -1 where the step was not run (early stop);
+    scores : ndarray (T, K) validation MSE, NaN where not computed; best : ndarray (T,) step index;
+    weights : Tensor (F, T) and intercept : Tensor (T,) at `best`;
+    coefs : ndarray (K, F, T) and intercepts : ndarray (K, T) when kept (NaN past an early stop).
+    """
+
+    lambdas: np.ndarray
+    n_iter: np.ndarray
+    scores: np.ndarray
+    best: np.ndarray
+    weights: torch.Tensor
+    intercept: torch.Tensor
+    lipschitz: torch.Tensor
+    coefs: np.ndarray | None = None
+    intercepts: np.ndarray | None = None
+
+
+def lambda_grid(lam_max: torch.Tensor, n_lambdas: int, eps: float) -> torch.Tensor:
+    """(T, K) log-spaced from each λ_max down to λ_max·eps, like scikit-learn's `lasso_path`."""
+    if n_lambdas == 1:
+        return lam_max[:, None].clone()
+    steps = torch.arange(n_lambdas, dtype=torch.float64, device=lam_max.device) / (n_lambdas - 1)
+    return (lam_max.double()[:, None] * eps ** steps[None, :]).to(lam_max.dtype)
+
+
+def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, tol: float = 1e-4,
+               max_iter: int = 1000, score: Callable | None = None, patience: int | None = None,
+               keep_path: bool = False, progress: Callable[[int], None] | None = None) -> LassoPath:
+    """The LASSO path of every target of `block`, all targets batched, warm-started along λ.
+
+    score(w (F, T_a), b (T_a,), idx (T_a,)) -> (T_a,) validation error, lower is better; the path
+    keeps the best point per target. With `patience`, a target's path stops once its score has not
+    improved for that many steps, as the datamodels solver does (fast_l1 stops at the first rise).
+    progress(n) is told each time n target-steps are finished (skipped ones included).
+    """
+    design, q, c0 = block.quadratic()
+    F, T = q.shape
+    dev, dt = q.device, q.dtype
+    lams = lambda_grid(block.lambda_max(), n_lambdas, eps)
+    lams_np = lams.double().cpu().numpy()
+    n_iter = np.full((T, n_lambdas), -1, dtype=np.int64)
+    scores = np.full((T, n_lambdas), np.nan)
+    best = np.zeros(T, dtype=np.int64)
+    best_score = torch.full((T,), math.inf, dtype=torch.float64, device=dev)
+    stale = torch.zeros(T, dtype=torch.long, device=dev)
+    w = torch.zeros(F, T, dtype=dt, device=dev)
+    best_w = w.clone()
+    coefs = np.full((n_lambdas, F, T), np.nan, dtype=np.float64) if keep_path else None
+    intercepts = np.full((n_lambdas, T), np.nan, dtype=np.float64) if keep_path else None
+    active = torch.arange(T, device=dev)
+    lip = design.lipschitz(active) if T else torch.zeros(0, dtype=dt, device=dev)
+    for k in range(n_lambdas):
+        if not len(active):
+            break
+        # At λ_max the answer is w = 0 (KKT), so step 0 needs no iterations.
+        if k == 0:
+            w_a, its = w[:, active], torch.zeros(len(active), dtype=torch.long)
+        else:
+            w_a, stats = fista(design, q[:, active], c0[active], lams[active, k], w[:, active],
+                               lip[active], active, tol=tol, max_iter=max_iter)
+            lip[active] = stats.lipschitz
+            its = stats.n_iter
+        w[:, active] = w_a
+        act_np = active.cpu().numpy()
+        n_iter[act_np, k] = its.cpu().numpy()
+        b_a = block.intercept(w_a, active)
+        if keep_path:
+            coefs[k][:, act_np] = w_a.double().cpu().numpy()
+            intercepts[k, act_np] = b_a.double().cpu().numpy()
+        if score is None:
+            best_w[:, active] = w_a
+            best[act_np] = k
+            if progress:
+                progress(len(active))
+            continue
+        s = score(w_a, b_a, active).double()
+        scores[act_np, k] = s.cpu().numpy()
+        better = s < best_score[active]
+        improved = active[better]
+        best_score[improved] = s[better]
+        best_w[:, improved] = w_a[:, better]
+        best[improved.cpu().numpy()] = k
+        stale[active] = torch.where(better, 0, stale[active] + 1)
+        finished = k == n_lambdas - 1
+        if patience is not None and not finished:
+            stop = stale[active] >= patience
+            if stop.any():
+                if progress:
+                    progress(int(stop.sum()) * (n_lambdas - 1 - k))
+                active = active[~stop]
+        if progress:
+            progress(len(active) if not finished else len(active))
+    idx_all = torch.arange(T, device=dev)
+    return LassoPath(lams_np, n_iter, scores, best, best_w, block.intercept(best_w, idx_all), lip,
+                     coefs, intercepts)
+
+
+def lasso_solve(block: TargetBlock, lam: torch.Tensor, w0: torch.Tensor | None = None, *,
+                tol: float = 1e-4, max_iter: int = 1000):
+    """Solve every target of `block` at its own λ (T,), warm-started from w0 (F, T).
+
+    Returns (weights (F, T), intercept (T,), SolveStats).
+    """
+    design, q, c0 = block.quadratic()
+    F, T = q.shape
+    idx = torch.arange(T, device=q.device)
+    w0 = torch.zeros(F, T, dtype=q.dtype, device=q.device) if w0 is None else w0.to(q.device, q.dtype)
+    lam = lam.to(q.device, q.dtype)
+    w, stats = fista(design, q, c0, lam, w0, design.lipschitz(idx), idx, tol=tol, max_iter=max_iter)
+    return w, block.intercept(w, idx), stats

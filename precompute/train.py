@@ -1,0 +1,45 @@
+"""`train` and `merge`: build a run's models in resumable shards."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .args import ProgressBar, add_train_args, hparam_overrides
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    from backend.datasets import load_dataset
+    from backend.run_training import parse_shard, train_run
+
+    shard = parse_shard(args.shard)
+    ds = load_dataset(args.dataset, args.data_dir, args.download)
+    bar = ProgressBar("training", "model")
+    try:
+        return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
+                         arch=args.arch, hparams=hparam_overrides(args), device=args.device,
+                         batch_models=args.batch_models, shard=shard, progress=bar, on_start=bar.start)
+    finally:
+        bar.close()
+
+
+def cmd_merge(args: argparse.Namespace) -> dict:
+    from backend import run_store
+    manifest = run_store.read_manifest(args.run)
+    n_train, n_test = manifest["dataset"]["n_train"], manifest["dataset"]["n_test"]
+    n = run_store.merge_shards(args.run, n_train, n_train + n_test)
+    return {"run": str(args.run), "n_models": n}
+
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train (or top up) a run's models on random alpha-subsets",
+                       description="Train models, each on a random alpha-fraction of the training set, in resumable shards; "
+                                   "record masks and margins on every train and test target.")
+    add_train_args(p)
+    p.add_argument("--out", type=Path, required=True, help="run directory (e.g. data/runs/digits); created if missing")
+    p.add_argument("--shard", default="0/1", help="train only the i-th of n disjoint ranges of model indices, as i/n (default 0/1: all)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("merge", help="merge finished shards into masks.npy and margins.npy",
+                       description="Assemble masks.npy/margins.npy from the shards that workers (--shard i/n) finished.")
+    p.add_argument("--run", type=Path, required=True, help="run directory")
+    p.set_defaults(func=cmd_merge)
