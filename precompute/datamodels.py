@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from .args import ProgressBar, add_train_args, hparam_overrides, open_unit_float, positive_int
 
 
@@ -42,6 +44,62 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=open_unit_float, default=1e-3, help="the path runs from λ_max down to λ_max·eps (default 1e-3)")
 
 
+def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto") -> dict:
+    """Score the run's datamodels on another run's models; write metrics.json and per-target lds.npy."""
+    from backend import evaluation
+    from backend.run_store import Run, RunError, save_json, save_npy
+    from backend.training import resolve_device
+
+    run, heldout = Run(run_dir), Run(heldout_dir)
+    if heldout.manifest["dataset"]["fingerprint"] != run.manifest["dataset"]["fingerprint"]:
+        raise RunError(f"{heldout_dir} holds another dataset than {run_dir}: evaluate on a run of the same dataset")
+    if heldout.manifest["seed"] == run.manifest["seed"]:
+        raise RunError(f"{heldout_dir} has the same seed as {run_dir}, so its models are not held out: train it with another --seed")
+    weights = run.array("weights.npy", (run.n_targets, run.n_train))
+    bias = run.array("bias.npy", (run.n_targets,))
+    per_target = evaluation.lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
+    metrics = {"heldout_run": str(heldout_dir), "n_fit_models": int(len(run.masks)),
+               **evaluation._report(per_target, len(heldout.masks), run.n_train),
+               "table5": evaluation.table5_report(weights, bias, run.masks, run.margins, heldout.masks,
+                                                  heldout.margins, run.n_train)}
+    if complexity:
+        metrics["sample_complexity"] = evaluation.sample_complexity(
+            run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, device=resolve_device(device))
+    save_npy(run.dir / "lds.npy", per_target["spearman"].astype(np.float32))
+    save_json(run.dir / "metrics.json", metrics)
+    return metrics
+
+
+def cmd_eval(args: argparse.Namespace) -> dict:
+    return eval_run(args.run, args.heldout, complexity=not args.no_complexity, device=args.device)
+
+
+def cmd_all(args: argparse.Namespace) -> dict:
+    from backend.datasets import load_dataset
+    from backend.run_training import train_run
+
+    ds = load_dataset(args.dataset, args.data_dir, args.download)
+    heldout_dir = args.out / "heldout"
+    heldout_seed = args.seed + 1 if args.heldout_seed is None else args.heldout_seed
+    summaries = {}
+    for name, out, n, seed in (("train", args.out, args.models, args.seed),
+                               ("heldout", heldout_dir, args.heldout_models, heldout_seed)):
+        bar = ProgressBar(f"training ({name})", "model")
+        try:
+            summaries[name] = train_run(ds, args.dataset, out, alpha=args.alpha, n_models=n, seed=seed, arch=args.arch,
+                                        hparams=hparam_overrides(args), device=args.device,
+                                        batch_models=args.batch_models, progress=bar, on_start=bar.start)
+        finally:
+            bar.close()
+        if name == "train":
+            summaries["fit"] = fit_run(args.out, args.device, args.val_frac, args.n_lambdas, args.eps)
+    metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device)
+    summaries["heldout_lds"] = metrics["lds"]
+    summaries["table5_test_spearman"] = {k: metrics["table5"][k]["spearman"]["test"].get("mean")
+                                        for k in ("empirical_influence", "difference_of_means", "datamodel")}
+    return summaries
+
+
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit every target's datamodel (LASSO path, validation-selected λ, refit)",
                        description="Fit one LASSO per target from masks to margins (eq. 9 exclusion for training targets); "
@@ -50,3 +108,23 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
     add_fit_args(p)
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("eval", help="score a run's datamodels on another run's (held-out) models",
+                       description="Held-out LDS and MSE, the sample-complexity curve and the paper's Table 5, "
+                                   "measured on the models of another run of the same dataset; writes metrics.json and lds.npy.")
+    p.add_argument("--run", type=Path, required=True, help="run directory with fitted datamodels")
+    p.add_argument("--heldout", type=Path, required=True, help="run of the same dataset trained with another --seed")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for the sample-complexity refits")
+    p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits (1/8, 1/4, 1/2, all models)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("all", help="train, fit, train a held-out run, then evaluate",
+                       description="The whole pipeline: train the run, fit its datamodels, train a small held-out run "
+                                   "(OUT/heldout, another seed) and report the held-out LDS.")
+    add_train_args(p, models_default=5000)
+    p.add_argument("--out", type=Path, required=True, help="run directory (e.g. data/runs/digits)")
+    p.add_argument("--heldout-models", type=positive_int, default=300, help="models in the held-out run (default 300)")
+    p.add_argument("--heldout-seed", type=int, default=None, help="seed of the held-out run (default: --seed + 1)")
+    p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits")
+    add_fit_args(p)
+    p.set_defaults(func=cmd_all)
