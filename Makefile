@@ -12,9 +12,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# Each stage is skipped when its last artifact exists; an interrupted stage resumes.
 run: $(BIN)/.installed
-	@if [ -f $(RUN)/manifest.json ]; then echo "run $(RUN) exists"; \
-	 else $(BIN)/python -m precompute train --dataset digits --alpha 0.5 --models 5000 --seed 0 --out $(RUN); fi
+	@test -f $(RUN)/metrics.json || $(BIN)/python -m precompute all --dataset digits --alpha 0.5 --models 5000 --seed 0 --out $(RUN)
+	@test -f $(RUN)/analysis.json || $(BIN)/python -m precompute analyze --run $(RUN)
+	$(BIN)/streamlit run app.py --server.address localhost --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

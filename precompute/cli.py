@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 
-from . import train
+from . import analyze, counterfactual, datamodels, leakage, structure, train
 
 EXIT_BAD_INPUT = 2
-VERB_MODULES = [train]
+VERB_MODULES = [train, datamodels, analyze, structure, counterfactual, leakage]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,3 +30,169 @@ def tiny_run(tmp_path_factory) -> Path:
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "60", "--seed", "0",
             "--out", out, "--batch-models", "30", *FAST_TRAIN)
     return out
+
+
+@pytest.fixture(scope="session")
+def structure_run(tmp_path_factory) -> Path:
+    """A small digits run with scikit-learn LASSO datamodels and its structure analysis (tests/structure).
+
+    300 train / 150 test digits (an npz dataset), 100 models; each target's datamodel is sklearn's Lasso
+    on the masks (a training target only on the models that did not see it, eq. 9 of the paper); then
+    `analyze_structure` with 10 components and 3 clusters per class. About half a minute.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    from precompute.structure import analyze_structure
+
+    tmp = tmp_path_factory.mktemp("structure")
+    digits = load_digits()
+    pick = np.random.default_rng(0).permutation(len(digits.target))[:450]
+    np.savez(tmp / "digits450.npz", images=np.round(digits.images[pick] * 255 / 16).astype(np.uint8),
+             labels=digits.target[pick], split=np.where(np.arange(450) < 300, "train", "test"))
+    out = tmp / "run"
+    run_cli("train", "--dataset", f"npz:{tmp / 'digits450.npz'}", "--models", "100", "--out", out,
+            "--epochs", "20", "--hidden", "32")
+    masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
+    n_train, x = masks.shape[1], masks.astype(np.float64)
+    weights = np.zeros((margins.shape[1], n_train), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weights[n_train:] = Lasso(alpha=0.01).fit(x, margins[:, n_train:]).coef_
+        for i in range(n_train):
+            rows = ~masks[:, i]
+            weights[i] = Lasso(alpha=0.01).fit(x[rows], margins[rows, i]).coef_
+    np.save(out / "weights.npy", weights)
+    analyze_structure(out, n_components=10, k_per_class=3, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="session")
+def counterfactual_run(tiny_run, tmp_path_factory) -> Path:
+    """A private copy of tiny_run with test-target LASSO datamodels and 8 control models (tests/counterfactuals).
+
+    One multi-output scikit-learn Lasso on the 60 masks gives every *test* target a datamodel; training
+    targets keep empty ones (the counterfactual tests ask about test targets only). A few seconds.
+    """
+    import shutil
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    from backend.control import ensure_control
+    from backend.run_store import Run
+
+    out = tmp_path_factory.mktemp("runs") / "counterfactual"
+    shutil.copytree(tiny_run, out)
+    masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
+    n_train = masks.shape[1]
+    weights = np.zeros((margins.shape[1], n_train), dtype=np.float32)
+    bias = margins.mean(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = Lasso(alpha=0.05, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
+    weights[n_train:], bias[n_train:] = fit.coef_, fit.intercept_
+    np.save(out / "weights.npy", weights)
+    np.save(out / "bias.npy", bias.astype(np.float32))
+    np.save(out / "lam.npy", np.full(len(bias), 0.05, dtype=np.float32))
+    ensure_control(Run(out), n_control=8, device="cpu")
+    return out
+
+
+@pytest.fixture
+def cf_run(counterfactual_run, tmp_path) -> Path:
+    """A fresh copy of counterfactual_run for a test that writes to the run (log, support results)."""
+    import shutil
+    return Path(shutil.copytree(counterfactual_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
+    """A DATAMODELS_DATA_DIR for the dashboard tests (tests/dashboard): runs/ holds four runs.
+
+    - `digits-tiny`: a copy of tiny_run with datamodels, 30 held-out models (seed 1) in heldout/ and the
+      real eval stage's metrics.json and lds.npy (`eval --no-complexity`). The datamodels are one
+      multi-output scikit-learn Lasso (λ = 0.1) on all 60 models, every target but train:0-4, which are
+      left unfitted (zero weights, NaN bias and λ, as save_datamodels leaves them): the pages need the
+      contract's files and shapes, not the paper's λ selection, and backend.datamodels' path fit takes
+      minutes at this size. About half a minute with the held-out run.
+    - `no-datamodels`: tiny_run itself (masks and margins only).
+    - `truncated`: digits-tiny with weights.npy cut short.
+    - `bad-manifest`: a manifest.json that is not JSON.
+    """
+    import json
+    import shutil
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    root = tmp_path_factory.mktemp("dashboard")
+    runs = root / "runs"
+    runs.mkdir()
+    fitted = runs / "digits-tiny"
+    shutil.copytree(tiny_run, fitted)
+    masks, margins = np.load(fitted / "masks.npy"), np.load(fitted / "margins.npy")
+    n_train, n_targets = masks.shape[1], margins.shape[1]
+    columns = np.arange(5, n_targets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lasso = Lasso(alpha=0.1, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, columns])
+    weights = np.zeros((n_targets, n_train), dtype=np.float32)
+    bias, lam = np.full(n_targets, np.nan, dtype=np.float32), np.full(n_targets, np.nan, dtype=np.float32)
+    weights[columns], bias[columns], lam[columns] = lasso.coef_, lasso.intercept_, 0.1
+    np.save(fitted / "weights.npy", weights)
+    np.save(fitted / "bias.npy", bias)
+    np.save(fitted / "lam.npy", lam)
+    run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "30", "--seed", "1",
+            "--out", fitted / "heldout", "--batch-models", "30", *FAST_TRAIN)
+    run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity")
+    (runs / "no-datamodels").symlink_to(tiny_run, target_is_directory=True)
+    truncated = runs / "truncated"
+    shutil.copytree(fitted, truncated, ignore=shutil.ignore_patterns("heldout"))
+    with open(truncated / "weights.npy", "r+b") as f:
+        f.truncate(4096)
+    (runs / "bad-manifest").mkdir()
+    (runs / "bad-manifest" / "manifest.json").write_text(json.dumps({"dataset": "x"})[:-3])
+    return root
+
+
+@pytest.fixture(scope="session")
+def leakage_data_dir(tmp_path_factory) -> Path:
+    """A data directory whose runs/planted is a digits run with 12 planted exact copies, analysed for leaks.
+
+    `plant-leaks --noise 0 --no-shift` makes the copies exact, so the feature baseline must find each
+    at rank 1. 60 fast models; test-target datamodels from one multi-target scikit-learn Lasso; the
+    control model (its features are the baseline) is trained by analyze_leakage itself.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    from backend.leakage import analyze_leakage
+
+    root = tmp_path_factory.mktemp("leakage")
+    npz = root / "planted.npz"
+    run_cli("plant-leaks", "--dataset", "digits", "--n", "12", "--noise", "0", "--no-shift", "--seed", "3", "--out", npz)
+    out = root / "runs" / "planted"
+    run_cli("train", "--dataset", f"npz:{npz}", "--alpha", "0.5", "--models", "60", "--seed", "0",
+            "--out", out, "--batch-models", "30", *FAST_TRAIN)
+    masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
+    n_train, n_targets = masks.shape[1], margins.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lasso = Lasso(alpha=0.05, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
+    weights = np.zeros((n_targets, n_train), dtype=np.float32)
+    weights[n_train:] = lasso.coef_
+    np.save(out / "weights.npy", weights)
+    analyze_leakage(out, device="cpu")
+    return root

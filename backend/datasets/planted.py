@@ -14,13 +14,17 @@ from .base import Dataset, DatasetError
 SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
-def plant_leaks(ds: Dataset, n: int, noise: float, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def plant_leaks(ds: Dataset, n: int, noise: float, seed: int,
+                shift: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Replace ``n`` test images by perturbed copies of ``n`` distinct training images.
 
     Each copy gets Gaussian pixel noise of std ``noise * 255``, a one-pixel shift in a random
-    direction (edges repeated) and a brightness offset of ``+-noise * 255``, and takes the label
-    of its source. Returns ``(arrays, ground_truth)``: ``arrays`` are the keys of an ``npz:``
-    dataset (images, labels, split, class_names) plus the ground truth
+    direction (edges repeated; ``shift=False`` leaves it out, the rest of the draws unchanged) and a
+    brightness offset of ``+-noise * 255``, and takes the label of its source. On 8x8 digits a
+    one-pixel shift is an eighth of the image: it moves a copy farther from its source than most
+    other training images of its class, in pixels and in a classifier's features alike.
+    Returns ``(arrays, ground_truth)``: ``arrays`` are the keys of an ``npz:`` dataset (images,
+    labels, split, class_names) plus the ground truth
     planted_test : int64 ndarray of shape (n,), positions in the test split
     planted_train : int64 ndarray of shape (n,), positions in the training split of each source
     which ``ground_truth`` holds too. Positions follow the order load_dataset("npz:...") gives.
@@ -38,7 +42,7 @@ def plant_leaks(ds: Dataset, n: int, noise: float, seed: int) -> tuple[dict[str,
     test_images = ds.test_images.copy()
     test_labels = ds.test_labels.astype(np.int64, copy=True)
     for t, s in zip(planted_test, planted_train):
-        test_images[t] = _perturb(ds.train_images[s], noise, rng)
+        test_images[t] = _perturb(ds.train_images[s], noise, rng, shift)
         test_labels[t] = ds.train_labels[s]
     ground_truth = {"planted_test": planted_test, "planted_train": planted_train}
     arrays = {
@@ -51,9 +55,10 @@ def plant_leaks(ds: Dataset, n: int, noise: float, seed: int) -> tuple[dict[str,
     return arrays, ground_truth
 
 
-def _perturb(image: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+def _perturb(image: np.ndarray, noise: float, rng: np.random.Generator, shift: bool) -> np.ndarray:
     """A near-duplicate of ``image`` (uint8 of shape (H, W, C)): shifted, brightened, noised."""
-    dy, dx = SHIFTS[rng.integers(len(SHIFTS))]
+    direction = SHIFTS[rng.integers(len(SHIFTS))]  # drawn either way, so shift=False keeps the other draws
+    dy, dx = direction if shift else (0, 0)
     h, w = image.shape[:2]
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
     shifted = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.float64)

@@ -1,0 +1,180 @@
+"""Latency of the backend queries behind each dashboard page on a synthetic CIFAR-scale run.
+
+Run: .venv/bin/python benchmarks/bench_dashboard.py [--dir /tmp/cifar-scale] [--queries 500]
+
+The run is built in a child process (so its writes do not count toward this process's peak RSS) and
+has the contract's shapes at CIFAR-10 scale: 50,000 training and 10,000 test targets, weights.npy of
+shape (60,000, 50,000) float32. Only the 10,000 test rows are written (2 GB, in blocks through
+np.lib.format.open_memmap); the training rows stay a hole in a sparse file and read as zeros. Queries
+run on random test targets through memory-mapped arrays, as the dashboard does. Prints p50/p95 per
+query, the one-off per-target margin summary, and this process's peak RSS. Targets: p95 < 100 ms,
+peak RSS < 1 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backend import quality, run_store, target_stats, thumbnails
+from backend.array_rows import read_row
+from backend.neighbours import class_members, sparsity, top_weights, weight_profile
+
+N_TRAIN, N_TEST, N_MODELS, N_CLASSES = 50_000, 10_000, 2_000, 10
+N_HELDOUT, N_LDS_TARGETS = 300, 1_000
+BLOCK_ROWS = 500
+
+
+def build_run(run_dir: Path, seed: int = 0) -> None:
+    """Write a CIFAR-scale run with random but consistent arrays, block by block."""
+    rng = np.random.default_rng(seed)
+    n_targets = N_TRAIN + N_TEST
+    run_dir.mkdir(parents=True, exist_ok=True)
+    labels = rng.integers(N_CLASSES, size=n_targets)
+    run_store.save_npy(run_dir / run_store.LABELS, labels)
+    images = np.lib.format.open_memmap(run_dir / run_store.IMAGES, "w+", np.uint8, (n_targets, 32, 32, 3))
+    for lo in range(0, n_targets, 10_000):
+        images[lo:lo + 10_000] = rng.integers(256, size=(min(10_000, n_targets - lo), 32, 32, 3), dtype=np.uint8)
+    del images
+    masks = np.lib.format.open_memmap(run_dir / run_store.MASKS, "w+", bool, (N_MODELS, N_TRAIN))
+    margins = np.lib.format.open_memmap(run_dir / run_store.MARGINS, "w+", np.float32, (N_MODELS, n_targets))
+    for lo in range(0, N_MODELS, BLOCK_ROWS):
+        hi = min(lo + BLOCK_ROWS, N_MODELS)
+        masks[lo:hi] = rng.random((hi - lo, N_TRAIN)) < 0.5
+        margins[lo:hi] = rng.normal(1.0, 2.0, (hi - lo, n_targets)).astype(np.float32)
+    del masks, margins
+    weights = np.lib.format.open_memmap(run_dir / "weights.npy", "w+", np.float32, (n_targets, N_TRAIN))
+    for lo in range(N_TRAIN, n_targets, BLOCK_ROWS):
+        hi = min(lo + BLOCK_ROWS, n_targets)
+        block = rng.standard_normal((hi - lo, N_TRAIN), dtype=np.float32) * 1e-3
+        block[rng.random(block.shape) < 0.9] = 0  # LASSO datamodels are sparse
+        weights[lo:hi] = block
+    del weights
+    run_store.save_npy(run_dir / "bias.npy", rng.normal(size=n_targets).astype(np.float32))
+    run_store.save_npy(run_dir / "lam.npy", np.full(n_targets, 1e-3, dtype=np.float32))
+    run_store.save_npy(run_dir / quality.LDS, rng.uniform(-1, 1, n_targets).astype(np.float32))
+    manifest = {"dataset": {"spec": "synthetic", "name": "synthetic", "n_train": N_TRAIN, "n_test": N_TEST,
+                            "image_shape": [32, 32, 3], "class_names": [f"class {c}" for c in range(N_CLASSES)],
+                            "n_classes": N_CLASSES},
+                "alpha": 0.5, "seed": seed, "arch": "resnet9", "hparams": {}, "n_models": N_MODELS,
+                "format_version": run_store.FORMAT_VERSION}
+    run_store.save_json(run_dir / run_store.MANIFEST, manifest)
+    heldout = run_dir / "heldout"
+    heldout.mkdir()
+    run_store.save_npy(heldout / run_store.MASKS, rng.random((N_HELDOUT, N_TRAIN)) < 0.5)
+    run_store.save_npy(heldout / run_store.MARGINS, rng.normal(1.0, 2.0, (N_HELDOUT, n_targets)).astype(np.float32))
+    run_store.save_json(heldout / run_store.MANIFEST, dict(manifest, seed=seed + 1, n_models=N_HELDOUT))
+
+
+def score_lds(run_dir: Path) -> None:
+    """Per-target LDS of N_LDS_TARGETS test targets on the held-out models: the eval stage's cost, timed."""
+    from backend.evaluation import lds
+
+    run, heldout = run_store.Run(run_dir), run_store.Run(run_dir / "heldout")
+    weights = run.array("weights.npy", (run.n_targets, run.n_train))
+    bias = run.array("bias.npy", (run.n_targets,))
+    t = time.perf_counter()
+    lds(weights, bias, heldout.masks, heldout.margins, run.n_train, np.arange(run.n_train, run.n_train + N_LDS_TARGETS))
+    seconds = time.perf_counter() - t
+    print(f"per-target LDS on {N_HELDOUT} held-out models: {seconds:.1f} s per {N_LDS_TARGETS} targets, "
+          f"about {seconds * run.n_targets / N_LDS_TARGETS / 60:.0f} min for all {run.n_targets} (an eval-stage job)")
+
+
+def summarise_margins(run_dir: Path) -> None:
+    """The precompute-side summary the least-stable list reads (target_mean_margin/accuracy.npy)."""
+    target_stats.save_target_stats(run_store.Run(run_dir))
+
+
+def in_child(func, *args) -> None:
+    """Run func in a fresh process so its memory never shows in this one's peak RSS."""
+    proc = multiprocessing.get_context("spawn").Process(target=func, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{func.__name__} failed with exit code {proc.exitcode}")
+
+
+def time_query(name: str, query, targets: np.ndarray) -> dict:
+    times = []
+    for column in targets:
+        t = time.perf_counter()
+        query(int(column))
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return {"query": name, "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=None, help="reuse (or build) the synthetic run here; default: a temp dir")
+    parser.add_argument("--queries", type=int, default=500, help="random targets per query")
+    parser.add_argument("--k", type=int, default=12, help="images per grid")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
+        run_dir = args.dir or Path(tmp) / "cifar-scale"
+        if not (run_dir / run_store.MANIFEST).exists():
+            t = time.perf_counter()
+            in_child(build_run, run_dir)
+            print(f"built synthetic run in {run_dir} in {time.perf_counter() - t:.0f} s")
+        t = time.perf_counter()
+        in_child(summarise_margins, run_dir)
+        print(f"per-target margin summary ({N_MODELS} models x {N_TRAIN + N_TEST} targets, in chunks): "
+              f"{time.perf_counter() - t:.1f} s, once per run")
+        in_child(score_lds, run_dir)
+        measure(run_dir, args.queries, args.k)
+
+
+def measure(run_dir: Path, n_queries: int, k: int) -> None:
+    run = run_store.Run(run_dir)
+    weights = run.array("weights.npy", (run.n_targets, run.n_train))
+    bias, lam = run.array("bias.npy", (run.n_targets,)), run.array("lam.npy", (run.n_targets,))
+    mean_margin, accuracy = target_stats.stored_target_stats(run)
+    labels, images = run.labels, run.images
+    rng = np.random.default_rng(1)
+    targets = rng.integers(run.n_train, run.n_targets, size=n_queries)
+
+    def neighbours(column: int) -> None:
+        row = read_row(weights, column)
+        positive, negative = top_weights(row, k)
+        (bias[column], lam[column], mean_margin[column], accuracy[column], sparsity(row))
+        for j in (column, *positive, *negative):
+            thumbnails.upscale(read_row(images, j), 96)
+
+    def profile(column: int) -> None:
+        weight_profile(read_row(weights, column))
+
+    def per_class(column: int) -> None:
+        class_members(labels, run.n_train, run.n_targets, int(labels[column]))
+
+    def unstable(column: int) -> None:
+        target_stats.lowest_targets(mean_margin, run.n_train, run.n_targets, k)
+
+    lds = quality.stored_lds(run)
+
+    def worst_predicted(column: int) -> None:
+        worst = target_stats.lowest_targets(lds, run.n_train, run.n_targets, k)
+        for j in worst:
+            thumbnails.upscale(read_row(images, j), 96)
+        [np.asarray(a[run.n_train:]) for a in (lds, mean_margin, accuracy, labels)]  # the table's columns
+
+    rows = [time_query(name, query, targets) for name, query in
+            [("neighbours (row, top-k +/-, summary, 2k+1 thumbnails)", neighbours), ("weight profile", profile),
+             ("per-class listing", per_class), ("least stable list", unstable),
+             ("quality: worst predicted k + 10,000-row table columns", worst_predicted)]]
+    print(f"\n{n_queries} random test targets, weights {weights.shape} float32 memory-mapped, k = {k}")
+    print(f"{'query':58s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s}")
+    for r in rows:
+        print(f"{r['query']:58s} {r['p50']:8.2f} {r['p95']:8.2f} {r['max']:8.2f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the query process: {peak:.0f} MiB (target < 1024 MiB); "
+          f"worst p95 {max(r['p95'] for r in rows):.2f} ms (target < 100 ms)")
+
+
+if __name__ == "__main__":
+    main()

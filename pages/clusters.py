@@ -1,0 +1,79 @@
+"""Clusters: sub-populations of a class found by spectral clustering of datamodel embeddings (App. I).
+
+Pick a class (or the whole test set); each cluster is a grid of its most typical members, the 2-D
+spectral layout shows how they separate, and a box or lasso selection on it shows the chosen targets.
+Clicking an image makes it the target, whose most similar targets (by datamodel) are listed below.
+"""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from backend import clusters, similar_targets, thumbnails
+from backend.array_rows import read_row
+from backend.targets import target_name
+from pages import components
+
+NEIGHBOURS_PAGE = "pages/neighbours.py"
+WHOLE = -1
+
+run = components.current_run()
+quality = clusters.load_quality(run)
+column = components.current_target(run)
+name = target_name(column, run.n_train)
+
+st.title("Clusters of datamodel embeddings")
+current_class = int(run.labels[column]) if column >= run.n_train else 0
+choice = st.selectbox("Class", [*range(len(run.class_names)), WHOLE], key="clusters_class", index=current_class,
+                      format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}")
+if choice == WHOLE:
+    members, clustering, info = np.arange(run.n_test), clusters.whole_clustering(run), quality["whole"]
+else:
+    members, clustering = clusters.class_clustering(run, choice)
+    info = next(q for q in quality["per_class"] if q["class"] == choice)
+columns = run.n_train + members
+cluster_of = dict(zip(columns.tolist(), clustering.labels.tolist()))
+
+metrics = st.columns(4)
+metrics[0].metric("Targets", f"{len(members):,}")
+metrics[1].metric("Clusters", info["k"])
+metrics[2].metric("Mean silhouette", "—" if info["silhouette"] is None else f"{info['silhouette']:.3f}",
+                  help="From -1 to 1: how much closer each target is to its own cluster than to the next one")
+if choice == WHOLE:
+    metrics[3].metric("NMI with the labels", f"{info['nmi']:.3f}", delta=f"{info['nmi'] - quality['pixels']['nmi']:+.3f} vs pixels",
+                      help=f"Normalised mutual information between clusters and classes. Raw pixels, clustered by the "
+                           f"identical procedure: {quality['pixels']['nmi']:.3f}")
+
+st.subheader("2-D spectral layout", help="The two leading non-trivial spectral coordinates of the affinity matrix. "
+             "Draw a box or lasso to see the selected targets.")
+figure = go.Figure()
+for k in range(clustering.k):
+    inside = clustering.labels == k
+    figure.add_trace(go.Scattergl(x=clustering.layout[inside, 0], y=clustering.layout[inside, 1], mode="markers",
+                                  name=f"cluster {k}", customdata=columns[inside][:, None],
+                                  hovertext=[target_name(int(c), run.n_train) for c in columns[inside]],
+                                  hoverinfo="text+name"))
+figure.update_layout(height=420, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",
+                     yaxis_title="spectral 2")
+event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
+selected = [int(point["customdata"][0]) for point in (event["selection"]["points"] if event else [])]
+if selected:
+    st.subheader(f"Selected targets ({len(selected)})")
+    components.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
+
+per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
+                        help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
+for k in range(clustering.k):
+    inside = np.flatnonzero(clustering.labels == k)
+    silhouette = info["cluster_silhouettes"][k]
+    st.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
+    typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
+    components.image_grid(run, columns[typical], [f"s {clustering.silhouette[j]:+.2f}" for j in typical], key=f"cluster-{k}")
+
+st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: they "
+          "depend on the same training examples. Click an image above to change the target; click one here to open it "
+          "on the Neighbours page.")
+neighbours, similarity = similar_targets.similar_to(run, column)
+left, right = st.columns([1, 5])
+left.image(thumbnails.upscale(read_row(run.images, column), 160), caption=f"{name} · {components.label_of(run, column)}")
+with right:
+    components.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE)

@@ -1,0 +1,224 @@
+"""UI pieces every page shares: the run picker, the target in the URL, the target picker, the image grid.
+
+Not a page: app.PAGES does not list it. Page state lives in the URL (`?run=digits&target=test:42`), so
+every view is a link and the browser's back button walks back through targets. Widgets that show the
+target are set from the URL before they are drawn, and write the URL in their on_change callbacks,
+which run before the next script run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+
+from backend import run_catalog, target_stats, thumbnails
+from backend.array_rows import read_row
+from backend.neighbours import class_members
+from backend.run_store import Run, RunError
+from backend.targets import TargetError, target_column, target_name
+
+WEIGHTS, BIAS, LAM = "weights.npy", "bias.npy", "lam.npy"
+THUMB = 96
+SHELL_RAN = "shell_ran"
+CREATE_RUN = ["make run", "python -m precompute all --dataset digits --out data/runs/digits"]
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def open_run(path: str, stamp: int) -> Run:
+    """One Run (and so one set of memmaps) per run directory and version of its contents.
+
+    `stamp` is the directory's mtime: every stage adds files by atomic rename, which changes it, so a
+    rerun stage gives a fresh Run instead of a memmap of a replaced file.
+    """
+    return Run(path)
+
+
+def _stamp(path: Path) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+def current_run() -> Run:
+    """The run named by the URL's `run` (the sidebar picker keeps it there); every page calls this first.
+
+    Streamlit runs a page file alone, without app.py, in its old pages/-folder mode, which it keeps until
+    some session has executed st.navigation. On a fresh server whose first request is a page link that
+    would leave the page without its shell, so that mode is switched off and the script rerun. (AppTest
+    reruns a page alone too, after a first run through app.py; the URL carries what the page needs.)
+    """
+    if getattr(PagesManager, "uses_pages_directory", False) and SHELL_RAN not in st.session_state:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    follow_open_request()
+    path = run_catalog.data_dir() / "runs" / st.query_params.get("run", "")
+    try:
+        return open_run(str(path), _stamp(path) if path.exists() else 0)
+    except (KeyError, TypeError) as exc:
+        raise RunError(f"{path / 'manifest.json'} is not a run manifest (no {exc}): recreate the run") from None
+
+
+def _run_changed() -> None:
+    st.query_params["run"] = st.session_state["run_picker"]
+    st.query_params.pop("target", None)
+
+
+def run_picker(root: Path) -> str | None:
+    """Sidebar select box of the runs under root/runs; the choice is the URL's `run`, else the last one.
+
+    Returns the chosen run's name, or None (after explaining how to create one) when there is none.
+    """
+    names = run_catalog.list_runs(root)
+    if not names:
+        st.title("Datamodels explorer")
+        st.info(f"No run found in `{root / 'runs'}`. Create the digits run with one of:")
+        for command in CREATE_RUN:
+            st.code(command, language="bash")
+        return None
+    wanted = st.query_params.get("run")
+    if wanted is not None and wanted not in names:
+        st.sidebar.warning(f"run {wanted!r} is not in {root / 'runs'}; showing another")
+        wanted = None
+    if wanted is not None:
+        st.session_state["run_picker"] = wanted
+    elif st.session_state.get("run_picker") not in names:
+        st.session_state["run_picker"] = names[0]
+    name = st.sidebar.selectbox("Run", names, key="run_picker", on_change=_run_changed)
+    st.query_params["run"] = name
+    st.session_state[SHELL_RAN] = True
+    return name
+
+
+def require_datamodels(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights (n_targets, n_train), bias (n_targets,), lam (n_targets,)), memory-mapped.
+
+    A run without them is a RunError naming the missing file and the command that writes it.
+    """
+    for name in (WEIGHTS, BIAS, LAM):
+        if not run.has(name):
+            raise RunError(f"run {run.name} has no datamodels yet ({run.dir / name} is missing): "
+                           f"fit them with `python -m precompute fit --run {run.dir}`")
+    return (run.array(WEIGHTS, (run.n_targets, run.n_train)), run.array(BIAS, (run.n_targets,)),
+            run.array(LAM, (run.n_targets,)))
+
+
+@st.cache_data(max_entries=8, show_spinner="Summarising margins per target…")
+def _computed_target_stats(path: str, stamp: int) -> tuple[np.ndarray, np.ndarray]:
+    return target_stats.target_stats(open_run(path, stamp).margins)
+
+
+def margin_summary(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(mean margin, accuracy) per target, shape (n_targets,): stored in the run, else computed once."""
+    stored = target_stats.stored_target_stats(run)
+    if stored is not None:
+        return stored
+    return _computed_target_stats(str(run.dir), _stamp(run.dir))
+
+
+def split_range(run: Run, split: str) -> tuple[int, int]:
+    """Column range [start, stop) of the 'train' or 'test' targets."""
+    return (0, run.n_train) if split == "train" else (run.n_train, run.n_targets)
+
+
+def current_target(run: Run) -> int:
+    """The margins column of the URL's `target` (default: the first test image, else train:0)."""
+    default = target_name(run.n_train if run.n_test else 0, run.n_train)
+    name = st.query_params.get("target", default)
+    try:
+        column = target_column(name, run.n_train, run.n_test)
+    except TargetError as exc:
+        st.warning(f"{exc}; showing {default}")
+        column = target_column(default, run.n_train, run.n_test)
+    st.query_params["target"] = target_name(column, run.n_train)
+    return column
+
+
+def open_target(page: str, run: Run, name: str) -> None:
+    """Ask the shell to show target `name` on another page (st.switch_page does nothing inside a callback)."""
+    st.session_state["open_request"] = (page, {"run": run.name, "target": name})
+
+
+def follow_open_request() -> None:
+    """Go to the page an open_target callback asked for (current_run calls this before the page draws)."""
+    request = st.session_state.pop("open_request", None)
+    if request is not None:
+        st.switch_page(request[0], query_params=request[1])
+
+
+def set_target(name: str) -> None:
+    """Make `name` ('train:i' / 'test:j') the target: a new URL, so one more step for the back button."""
+    st.query_params["target"] = name
+
+
+def _pick_by_index(run: Run) -> None:
+    split = st.session_state["pick_split"]
+    start, stop = split_range(run, split)
+    index = min(int(st.session_state["pick_index"]), stop - start - 1)
+    set_target(f"{split}:{index}")
+
+
+def _pick_member(key: str) -> None:
+    name = st.session_state[key]
+    if name is not None:
+        set_target(name)
+
+
+def _pick_random(run: Run, split: str) -> None:
+    start, stop = split_range(run, split)
+    set_target(f"{split}:{np.random.default_rng().integers(stop - start)}")
+
+
+def target_picker(run: Run, column: int, mean_margin: np.ndarray, n_unstable: int = 12) -> None:
+    """Choose a target by index, by class, from the least stable list, or at random."""
+    splits = [s for s in ("test", "train") if split_range(run, s)[1] > split_range(run, s)[0]]
+    by_index, by_class, unstable, random = st.tabs(["By index", "By class", "Least stable", "Random"])
+    with by_index:
+        split, index = target_name(column, run.n_train).split(":")
+        st.session_state["pick_split"], st.session_state["pick_index"] = split, int(index)
+        left, right = st.columns([1, 2])
+        left.radio("Split", splits, key="pick_split", horizontal=True, on_change=_pick_by_index, args=(run,))
+        start, stop = split_range(run, st.session_state["pick_split"])
+        right.number_input("Index", min_value=0, max_value=stop - start - 1, step=1, key="pick_index",
+                           on_change=_pick_by_index, args=(run,))
+    with by_class:
+        left, middle, right = st.columns([1, 1, 2])
+        split = left.radio("Split", splits, key="class_split", horizontal=True)
+        label = middle.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c],
+                                 key="class_label")
+        start, stop = split_range(run, split)
+        names = [target_name(c, run.n_train) for c in class_members(run.labels, start, stop, label)]
+        right.selectbox(f"{len(names)} images of class {run.class_names[label]}", names, index=None,
+                        placeholder="Pick an image", key="class_member", on_change=_pick_member,
+                        args=("class_member",))
+    with unstable:
+        split = st.radio("Split", splits, key="unstable_split", horizontal=True,
+                         help="Targets with the lowest margin averaged over the run's models")
+        start, stop = split_range(run, split)
+        columns = target_stats.lowest_targets(mean_margin, start, stop, n_unstable)
+        image_grid(run, columns, [f"mean margin {mean_margin[c]:+.2f}" for c in columns], key="unstable")
+    with random:
+        for split in splits:
+            st.button(f"Random {split} image", key=f"random-{split}", on_click=_pick_random, args=(run, split))
+
+
+def label_of(run: Run, column: int) -> str:
+    return run.class_names[int(run.labels[column])]
+
+
+def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,
+               page: str | None = None) -> None:
+    """Thumbnails with a caption and a button each; a button makes its image the target, on `page` if given."""
+    if len(columns) == 0:
+        st.caption("none")
+        return
+    slots = st.columns(n_cols)
+    for i, (column, caption) in enumerate(zip(columns, captions)):
+        name = target_name(int(column), run.n_train)
+        with slots[i % n_cols]:
+            st.image(thumbnails.upscale(read_row(run.images, column), THUMB), caption=f"{label_of(run, column)} · {caption}")
+            if page is None:
+                st.button(name, key=f"{key}-{name}", help=f"Make {name} the target", on_click=set_target, args=(name,))
+            else:
+                st.button(name, key=f"{key}-{name}", help=f"Open {name} on the {Path(page).stem} page",
+                          on_click=open_target, args=(page, run, name))

@@ -1,0 +1,109 @@
+"""Leakage results: annotation scores, leakage scores (the paper's Fig. 11), agreement, and exports.
+
+A pair's annotation score is the fraction of its annotators who marked it a near duplicate; a test
+image's leakage score is the largest over its candidates (Ilyas et al. 2022, Sec. 4.3). Agreement is
+Fleiss' κ over all pairs and Cohen's κ for each pair of annotators (backend/agreement.py).
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from backend import thumbnails
+from backend.agreement import category_counts, fleiss_kappa, pairwise_cohen_kappa
+from backend.annotations import AnnotationStoreError, shared_store
+from backend.array_rows import read_row
+from backend.leakage_scores import image_scores, rating_matrix
+from pages import components
+
+MAX_PAIRS_SHOWN = 24
+# Spreadsheets run cells starting with these as formulas; a leading quote keeps an exported name inert (OWASP).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+
+def plain(value):
+    """numpy scalars as Python ones, for json.dumps."""
+    return value.item()
+
+
+run = components.current_run()
+st.title(f"Leakage results · {run.name}")
+try:
+    store = shared_store()
+    votes = store.votes(run.name)
+    skipped = store.skip_counts(run.name)
+except AnnotationStoreError as exc:
+    st.error(str(exc))
+    st.stop()
+if not votes:
+    st.info(f"No votes on run {run.name} yet: annotators vote on the Review page.")
+    st.stop()
+
+names, pairs, ratings = rating_matrix(votes)
+tests, leakage = image_scores(pairs)
+scores = pd.DataFrame({"test": pairs.test, "train": pairs.train, "annotators": pairs.n_votes,
+                       "marked": pairs.n_leak, "annotation_score": pairs.score, "conflict": pairs.conflict})
+per_image = pd.DataFrame({"test": tests, "leakage_score": leakage})
+
+fleiss = fleiss_kappa(category_counts(ratings, np.array([0.0, 1.0])))
+a, b, c, d = st.columns(4)
+a.metric("Annotators", len(names))
+b.metric("Test images reviewed", len(tests))
+c.metric("Pairs voted", len(scores))
+d.metric("Fleiss' κ", f"{fleiss:.3f}" if np.isfinite(fleiss) else "—",
+         help="Agreement of all annotators beyond chance, on the pairs two or more of them voted on")
+
+st.subheader("Leakage score per test image", help="Largest annotation score over each test image's candidates (paper Fig. 11)")
+figure = go.Figure(go.Histogram(x=leakage, xbins=dict(start=-0.05, end=1.05, size=0.1), marker_color="#1565c0"))
+figure.update_layout(xaxis_title="leakage score", yaxis_title="test images", xaxis_range=[-0.05, 1.05], height=300,
+                     margin=dict(t=10, b=40), bargap=0.05)
+st.plotly_chart(figure, key="leakage-histogram")
+
+st.subheader("Pairs by annotation score")
+left, right = st.columns([2, 1])
+levels = [float(x) for x in np.unique(np.round(pairs.score, 6))]
+level = levels[0] if len(levels) == 1 else left.select_slider(
+    "Annotation score", options=levels, value=levels[-1], format_func=lambda x: f"{x:.2f}", key="score_level")
+conflicts_only = right.checkbox("Conflicts only", key="conflicts_only",
+                                help="Pairs some but not all of their annotators marked as near duplicates")
+chosen = scores[np.isclose(scores["annotation_score"], level) & (scores["conflict"] | (not conflicts_only))]
+st.caption(f"{len(chosen)} pair(s) at score {level:.2f}" + (" with conflicting votes" if conflicts_only else "")
+           + (f"; showing the first {MAX_PAIRS_SHOWN}" if len(chosen) > MAX_PAIRS_SHOWN else ""))
+slots = st.columns(4)
+for i, row in enumerate(chosen.head(MAX_PAIRS_SHOWN).itertuples()):
+    test_column, test_name = run.n_train + int(row.test), f"test:{int(row.test)}"
+    with slots[i % 4]:
+        pair = np.concatenate([thumbnails.upscale(read_row(run.images, test_column), 96),
+                               thumbnails.upscale(read_row(run.images, int(row.train)), 96)], axis=1)
+        st.image(pair, caption=f"{test_name} | train:{int(row.train)} · {row.marked}/{row.annotators} marked")
+        st.page_link("pages/neighbours.py", label=f"Neighbours of {test_name}", query_params={"run": run.name, "target": test_name})
+        st.page_link("pages/counterfactuals.py", label="Counterfactual", query_params={"run": run.name, "target": test_name})
+
+st.subheader("Agreement")
+kappa, overlap = pairwise_cohen_kappa(ratings)
+voted_tests = {name: len({v.test for v in votes if v.annotator == name}) for name in names}
+st.dataframe(pd.DataFrame({"annotator": names, "test images submitted": [voted_tests[n] for n in names],
+                           "pairs voted": np.diag(overlap), "skipped": [skipped.get(n, 0) for n in names]}),
+             hide_index=True, key="per-annotator")
+if len(names) > 1:
+    st.caption("Cohen's κ of each pair of annotators on the pairs both voted on (items in common in brackets)")
+    cells = [[f"{kappa[i, j]:.2f} ({overlap[i, j]})" if np.isfinite(kappa[i, j]) else f"— ({overlap[i, j]})"
+              for j in range(len(names))] for i in range(len(names))]
+    st.dataframe(pd.DataFrame(cells, index=names, columns=names), key="pairwise-kappa")
+
+st.subheader("Export")
+vote_rows = pd.DataFrame([{"run": run.name, "annotator": v.annotator, "test": v.test, "train": v.train,
+                           "is_leak": v.is_leak, "voted_at": v.voted_at.isoformat()} for v in votes])
+safe = vote_rows.assign(annotator=[("'" + n) if n.startswith(FORMULA_START) else n for n in vote_rows["annotator"]])
+e1, e2, e3, e4 = st.columns(4)
+e1.download_button("Votes (CSV)", safe.to_csv(index=False), file_name=f"{run.name}-votes.csv", mime="text/csv", key="votes-csv")
+e2.download_button("Votes (JSON)", json.dumps(vote_rows.to_dict(orient="records"), indent=1, default=plain),
+                   file_name=f"{run.name}-votes.json", mime="application/json", key="votes-json")
+e3.download_button("Scores (CSV)", scores.merge(per_image, on="test").to_csv(index=False),
+                   file_name=f"{run.name}-scores.csv", mime="text/csv", key="scores-csv")
+e4.download_button("Scores (JSON)", json.dumps({"pairs": scores.to_dict(orient="records"),
+                                               "test_images": per_image.to_dict(orient="records")}, indent=1, default=plain),
+                   file_name=f"{run.name}-scores.json", mime="application/json", key="scores-json")

@@ -1,0 +1,60 @@
+"""Neighbours: one target's datamodel, the training images that most raise and most lower its margin."""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from backend import thumbnails
+from backend.array_rows import read_row
+from backend.neighbours import sparsity, top_weights, weight_profile
+from backend.targets import target_name
+from pages import components
+
+run = components.current_run()
+weights, bias, lam = components.require_datamodels(run)
+mean_margin, accuracy = components.margin_summary(run)
+column = components.current_target(run)
+name = target_name(column, run.n_train)
+
+st.title(f"Neighbours of {name}")
+with st.expander("Choose a target", expanded=False):
+    components.target_picker(run, column, mean_margin)
+
+row = read_row(weights, column)
+fitted = bool(np.isfinite(bias[column]))
+left, right = st.columns([1, 3])
+left.image(thumbnails.upscale(read_row(run.images, column), 224), caption=f"{name} · label {components.label_of(run, column)}")
+with right:
+    a, b, c = st.columns(3)
+    a.metric("Label", components.label_of(run, column))
+    b.metric("Mean margin over models", f"{mean_margin[column]:+.3f}")
+    c.metric("Accuracy over models", f"{accuracy[column]:.1%}")
+    a.metric("Datamodel bias", f"{bias[column]:+.3f}" if fitted else "—")
+    b.metric("Nonzero weights", f"{sparsity(row)} / {run.n_train}")
+    c.metric("LASSO λ", f"{lam[column]:.2e}" if fitted else "—")
+if not fitted:
+    st.info(f"{name} has no datamodel: the fit did not cover this target (fit.json lists the targets it fitted).")
+    st.stop()
+
+k = st.slider("Images per grid (k)", min_value=1, max_value=48, value=12, key="k")
+positive, negative = top_weights(row, k)
+st.subheader("Top positive weights", help="Training images whose inclusion most raises the target's margin")
+components.image_grid(run, positive, [f"w {row[j]:+.4f}" for j in positive], key="positive")
+st.subheader("Top negative weights", help="Training images whose inclusion most lowers the target's margin")
+components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key="negative")
+
+
+def open_clicked(key: str, indices: np.ndarray) -> None:
+    points = st.session_state[key].selection.points
+    if points:
+        components.set_target(target_name(int(indices[points[0]["point_index"]]), run.n_train))
+
+
+st.subheader("Weight profile", help="Nonzero weights sorted from most positive to most negative; click a bar to open that image")
+indices, values = weight_profile(row)
+profile = go.Figure(go.Bar(x=np.arange(len(values)), y=values, customdata=indices,
+                           marker_color=np.where(values > 0, "#2e7d32", "#c62828"),
+                           hovertemplate="train:%{customdata}<br>w = %{y:.4f}<extra></extra>"))
+profile.update_layout(xaxis_title="rank", yaxis_title="weight", height=320, margin=dict(t=10, b=40), bargap=0)
+key = f"profile-{name}"
+st.plotly_chart(profile, key=key, on_select=lambda: open_clicked(key, indices), selection_mode="points")
+st.caption(f"{len(values)} of {sparsity(row)} nonzero weights shown")

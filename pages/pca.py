@@ -1,0 +1,105 @@
+"""PCA: the principal components of datamodel embeddings, what they pick out, and whether they are real.
+
+Ilyas et al. 2022, §4.3 and Fig. 14: the targets at either end of a component share a feature the
+models rely on; App. J: removing the training examples at one end of it moves exactly those targets.
+"""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from backend import embeddings, faithfulness
+from pages import components
+
+NEIGHBOURS_PAGE = "pages/neighbours.py"
+GROUP_NAMES = {"positive": "most positive projections", "negative": "most negative projections", "all": "whole test set"}
+
+run = components.current_run()
+comps = embeddings.pca_components(run)
+projections = embeddings.pca_projections(run)
+datamodel_ratio, representation_ratio = embeddings.explained_ratios(run)
+summary = embeddings.load_summary(run)
+
+st.title("Principal components of datamodel embeddings")
+st.caption("Each target's datamodel, scaled to unit norm, is its embedding; the PCA is fit on the training "
+           f"targets' embeddings ({summary.get('pca', {}).get('fit_targets', run.n_train):,} of them).")
+
+st.subheader("Explained variance", help="Cumulative share of variance explained by the leading components. "
+             "Representation baseline: penultimate-layer features of a model trained on the whole training set.")
+chart = go.Figure()
+chart.add_trace(go.Scatter(x=np.arange(1, len(datamodel_ratio) + 1), y=np.cumsum(datamodel_ratio),
+                           mode="lines+markers", name="datamodel embeddings"))
+if representation_ratio is not None:
+    chart.add_trace(go.Scatter(x=np.arange(1, len(representation_ratio) + 1), y=np.cumsum(representation_ratio),
+                               mode="lines+markers", name="representation baseline"))
+chart.update_layout(xaxis_title="components", yaxis_title="cumulative explained variance", yaxis_range=[0, 1.02],
+                    height=320, margin=dict(t=10, b=40))
+st.plotly_chart(chart, key="explained-variance")
+if "effective_dimensionality" in summary:
+    st.caption(summary["effective_dimensionality"])
+
+pc = st.selectbox("Component", range(len(comps)), key="pca_component",
+                  format_func=lambda c: f"PC {c} · {datamodel_ratio[c]:.2%} of variance")
+k = st.slider("Images per grid", min_value=1, max_value=36, value=12, key="pca_k")
+coordinates = np.asarray(projections[:, pc])
+
+for split, (start, stop) in (("test", (run.n_train, run.n_targets)), ("train", (0, run.n_train))):
+    top, bottom = embeddings.extremes(coordinates[start:stop], k)
+    st.subheader(f"{split.capitalize()} targets projecting most positively onto PC {pc}")
+    components.image_grid(run, start + top, [f"{coordinates[start + j]:+.3f}" for j in top],
+                          key=f"{split}-top", page=NEIGHBOURS_PAGE)
+    st.subheader(f"{split.capitalize()} targets projecting most negatively onto PC {pc}")
+    components.image_grid(run, start + bottom, [f"{coordinates[start + j]:+.3f}" for j in bottom],
+                          key=f"{split}-bottom", page=NEIGHBOURS_PAGE)
+
+component = np.asarray(comps[pc])
+top, bottom = embeddings.extremes(component, k)
+st.subheader(f"Training images with the largest coordinates of PC {pc}",
+             help="The training examples the component's positive side depends on: removing them is the faithfulness check below")
+components.image_grid(run, top, [f"{component[j]:+.4f}" for j in top], key="coord-top", page=NEIGHBOURS_PAGE)
+st.subheader(f"Training images with the most negative coordinates of PC {pc}")
+components.image_grid(run, bottom, [f"{component[j]:+.4f}" for j in bottom], key="coord-bottom", page=NEIGHBOURS_PAGE)
+
+st.header("Is the component faithful? (App. J)")
+st.caption("Remove the k training examples at one end of the component, retrain models on the rest, and compare "
+           "their margins with control models trained on everything. Removing the positive end should lower the "
+           "targets that project most positively and raise those that project most negatively, while the test set "
+           "as a whole barely moves. Every retrained model is stored in the run.")
+left, right = st.columns(2)
+k_removed = left.number_input("Training examples removed per side (k)", min_value=1, max_value=run.n_train - 1,
+                              value=min(40, run.n_train - 1), step=10, key="faith_k")
+n_models = right.number_input("Models per removal set", min_value=1, max_value=256, value=faithfulness.DEFAULT_MODELS,
+                              key="faith_models")
+todo = faithfulness.models_to_train(run, pc, int(k_removed), n_models=int(n_models))
+result = None
+if todo == 0:
+    result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models))
+elif st.button(f"Retrain {todo} models", key="faith_run", type="primary",
+               help="Trains the missing control models and retrained models, then stores them in the run"):
+    bar = st.progress(0.0, text=f"training {todo} models…")
+    result = faithfulness.faithfulness_check(
+        run, pc, int(k_removed), n_models=int(n_models),
+        progress=lambda done: bar.progress(min(1.0, done / todo), text=f"{done:.1f} / {todo} models"))
+    bar.empty()
+else:
+    st.info(f"{todo} models must be trained for this request (stored results are shown without retraining).")
+
+if result is not None:
+    groups = list(GROUP_NAMES)
+    bars = go.Figure([go.Bar(name=f"removed the {side} end", x=[GROUP_NAMES[g] for g in groups],
+                             y=[result["sides"][side]["shift"][g] for g in groups]) for side in result["sides"]])
+    bars.update_layout(barmode="group", yaxis_title="mean margin change vs control", height=340, margin=dict(t=10, b=40))
+    st.plotly_chart(bars, key="faith-bars")
+    st.caption(f"{result['n_models']} retrained models per side against {result['n_control']} control models; "
+               f"groups of {result['n_group']} test targets.")
+    with st.expander("Removed training images"):
+        for side, info in result["sides"].items():
+            st.markdown(f"**{side.capitalize()} end** ({len(info['removed'])} images)")
+            removed = np.asarray(info["removed"])
+            components.image_grid(run, removed, [f"{component[j]:+.4f}" for j in removed], key=f"removed-{side}", n_cols=10)
+
+stored = faithfulness.stored_checks(run)
+if stored:
+    with st.expander(f"Stored retrains ({len(stored)})"):
+        st.dataframe([{"PC": s["pc"], "k": s["k"], "side": s["side"], "models": s["n_models"],
+                       "matches current PCA": s["current"], "file": s["file"]} for s in stored], hide_index=True)
+st.caption(f"Command line: `python -m precompute faithfulness --run {run.dir} --pc {pc} --k {int(k_removed)}`")

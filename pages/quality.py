@@ -1,0 +1,50 @@
+"""Quality: how well each target's datamodel predicts held-out models (per-target LDS), worst first."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from backend import quality
+from backend.target_stats import lowest_targets
+from backend.targets import target_name
+from pages import components
+
+NEIGHBOURS = "pages/neighbours.py"
+
+run = components.current_run()
+components.require_datamodels(run)
+st.title("Datamodel quality")
+lds = quality.stored_lds(run)
+if lds is None:
+    st.info(f"Run {run.name} has no per-target LDS yet (lds.npy is missing). The eval stage writes it:")
+    st.code(quality.eval_command(run), language="bash")
+    st.stop()
+if quality.is_stale(run):
+    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{quality.eval_command(run)}`.")
+mean_margin, accuracy = components.margin_summary(run)
+
+split = st.radio("Targets", ["test", "train"], horizontal=True, key="quality_split")
+start, stop = components.split_range(run, split)
+st.caption("Per-target linear datamodeling score: the Spearman correlation, over held-out models, between the "
+           "margin the datamodel predicts from a model's training subset and the margin the model reached "
+           "(a training target only over the models that left it out). Empty where undefined.")
+
+k = st.slider("Worst-predicted images", min_value=1, max_value=48, value=12, key="quality_k")
+worst = lowest_targets(lds, start, stop, k)
+st.subheader("Worst predicted", help="Lowest per-target LDS; click one to see its neighbours")
+components.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
+
+st.subheader(f"All {split} targets", help="Click a column header to sort; click a row to open its neighbours")
+table = pd.DataFrame({
+    "target": [target_name(c, run.n_train) for c in range(start, stop)],
+    "label": [run.class_names[int(y)] for y in run.labels[start:stop]],
+    "LDS": np.asarray(lds[start:stop]),
+    "mean margin": np.asarray(mean_margin[start:stop]),
+    "accuracy": np.asarray(accuracy[start:stop]),
+})
+event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"lds-{split}",
+                     column_config={"LDS": st.column_config.NumberColumn(format="%.3f"),
+                                    "mean margin": st.column_config.NumberColumn(format="%+.3f"),
+                                    "accuracy": st.column_config.NumberColumn(format="percent")})
+if event.selection.rows:
+    components.open_target(NEIGHBOURS, run, table["target"].iloc[event.selection.rows[0]])
+    components.follow_open_request()

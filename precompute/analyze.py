@@ -1,0 +1,49 @@
+"""`analyze`: control models, dataset structure and leakage candidates, from a run's datamodels."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .args import ProgressBar, positive_int
+
+
+def cmd_analyze(args: argparse.Namespace) -> dict:
+    from backend.control import ensure_control
+    from backend.leakage import analyze_leakage
+    from backend.run_store import Run, save_json
+
+    from .structure import analyze_structure
+
+    run = Run(args.run)
+    summary: dict = {"run": str(run.dir)}
+    started = time.time()
+    bar = ProgressBar("control models", "model")
+    try:
+        ensure_control(run, n_control=args.n_control, device=args.device, progress=bar, on_start=bar.start)
+    finally:
+        bar.close()
+    for name, step in (("structure", lambda p: analyze_structure(run, args.components, args.clusters_per_class, p, args.device)),
+                       ("leakage", lambda p: analyze_leakage(run, p, device=args.device))):
+        bar = ProgressBar(name, "%")
+        bar.start(100)
+        try:
+            summary[name] = step(lambda f: bar(100 * f))
+        finally:
+            bar.close()
+    summary["seconds"] = round(time.time() - started, 1)
+    save_json(run.dir / "analysis.json", summary)
+    return summary
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="control models, PCA/spectral structure and leakage candidates",
+                       description="Train the full-training-set control models (control_margins.npy), then write the "
+                                   "structure/ artifacts (PCA, spectral clusters, similar targets) and the leakage "
+                                   "candidate lists; summary in analysis.json.")
+    p.add_argument("--run", type=Path, required=True, help="run directory with fitted datamodels")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    p.add_argument("--n-control", type=positive_int, default=64, help="models trained on the full training set (default 64)")
+    p.add_argument("--components", type=positive_int, default=50, help="principal components of the datamodel embeddings (default 50)")
+    p.add_argument("--clusters-per-class", type=positive_int, default=5, help="spectral clusters per class (default 5)")
+    p.set_defaults(func=cmd_analyze)

@@ -1,0 +1,226 @@
+"""`control`, `counterfactual`, `support` and `cf-eval`: retraining experiments that check the datamodels."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .args import ProgressBar, non_negative_int, positive_int
+
+REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | ids:I,J,... (training indices)"
+
+
+def _ensure_control(run, args: argparse.Namespace) -> np.ndarray:
+    from backend.control import ensure_control
+    bar = ProgressBar("control models", "model")
+    try:
+        return ensure_control(run, args.control_models, device=args.device, progress=bar, on_start=bar.start)
+    finally:
+        bar.close()
+
+
+def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
+    """Training indices for a --remove spec (REMOVE_HELP), before validation."""
+    from backend.array_rows import read_row
+    from backend.counterfactuals import load_weights
+    from backend.removal import HEURISTICS, RemovalError, removal_set
+
+    kind, _, value = spec.partition(":")
+    if kind == "ids":
+        try:
+            return np.array([int(x) for x in value.split(",") if x.strip()], dtype=np.int64)
+        except ValueError:
+            raise RemovalError(f"bad --remove {spec!r}: ids must be integers, e.g. ids:3,17,99") from None
+    if kind not in HEURISTICS or not value.isdigit() or int(value) == 0:
+        raise RemovalError(f"bad --remove {spec!r}: write {REMOVE_HELP}, with K a positive integer")
+    labels = np.asarray(run.labels)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, target]))
+    return removal_set(kind, int(value), read_row(load_weights(run), target), labels[:run.n_train], int(labels[target]), rng)
+
+
+def cmd_control(args: argparse.Namespace) -> dict:
+    from backend.control import CONTROL_META
+    from backend.run_store import Run
+    run = Run(args.run)
+    margins = _ensure_control(run, args)
+    meta = json.loads((run.dir / CONTROL_META).read_text())
+    return {"run": str(run.dir), "n_control": len(margins), "mean_test_accuracy": meta["mean_test_accuracy"],
+            "features_dim": meta["features_dim"]}
+
+
+def cmd_counterfactual(args: argparse.Namespace) -> dict:
+    from backend.array_rows import read_row
+    from backend.counterfactuals import actual_margin, load_weights, predict_removal, retrain
+    from backend.removal import competitor_class, default_max_remove, validate_removal
+    from backend.run_store import Run
+    from backend.targets import target_column
+
+    run = Run(args.run)
+    target = target_column(args.target, run.n_train, run.n_test)
+    labels = np.asarray(run.labels)
+    removed = validate_removal(parse_removal(args.remove, run, target, args.seed), labels[:run.n_train], run.class_names,
+                               args.max_remove or default_max_remove(run.n_train))
+    control = _ensure_control(run, args).mean(axis=0, dtype=np.float64)
+    prediction = predict_removal(run, target, removed, control)
+    relabel = None
+    if args.relabel:
+        to = competitor_class(read_row(load_weights(run), target), labels[:run.n_train], int(labels[target]), len(run.class_names))
+        relabel = np.full(len(removed), to)
+    bar = ProgressBar("retraining", "model")
+    bar.start(args.models)
+    try:
+        cf = retrain(run, removed, relabel, args.models, args.device, bar, target=target)
+    finally:
+        bar.close()
+    margin = actual_margin(cf, target)
+    test_mean = cf.margins[:, run.n_train:].mean(axis=0, dtype=np.float64)
+    return {
+        "target": args.target, "label": run.class_names[labels[target]], "remove": args.remove,
+        "n_changed": len(removed), "changed": removed.tolist(),
+        "relabelled_to": None if relabel is None else run.class_names[int(relabel[0])],
+        "control_margin": prediction.control_margin,
+        "predicted": None if relabel is not None else {
+            "margin": prediction.predicted_margin, "delta": prediction.delta, "flips": prediction.flips,
+            "test_flips": int(len(prediction.flipped))},
+        "actual": {"margin": margin, "delta": margin - prediction.control_margin,
+                   "flips": bool((prediction.control_margin > 0) != (margin > 0)),
+                   "test_flips": int(((prediction.test_control > 0) != (test_mean > 0)).sum()),
+                   "model_margins": [round(float(m), 4) for m in cf.margins[:, target]],
+                   "n_models": len(cf.margins), "from_log": cf.cached, "key": cf.request.key},
+    }
+
+
+def cmd_support(args: argparse.Namespace) -> dict:
+    from backend import run_store
+    from backend.counterfactuals import load_weights
+    from backend.run_store import Run
+    from backend.support import (SUPPORT_DIR, brittleness_cdf, certified_array, certified_supports, heuristic_support,
+                                 search_summary)
+    from backend.targets import parse_targets
+
+    run = Run(args.run)
+    targets = parse_targets(args.targets, run.n_train, run.n_test)
+    if args.k_max is not None and not 0 < args.k_max < run.n_train:
+        raise ValueError(f"--k-max {args.k_max} is out of range: give 1..{run.n_train - 1}")
+    weights = load_weights(run)
+    control = _ensure_control(run, args).mean(axis=0, dtype=np.float64)
+    heuristic = heuristic_support(weights, control[run.n_train:], np.arange(run.n_train, run.n_targets))
+    bar = ProgressBar("certified support", "target")
+    try:
+        records = certified_supports(run, targets, args.models, mislabel=args.mislabel, k_max=args.k_max,
+                                     budget=args.budget, check=args.check, device=args.device, progress=bar,
+                                     on_start=bar.start)
+    finally:
+        bar.close()
+    mode = "mislabel" if args.mislabel else "remove"
+    per_target = [{k: r[k] for k in ("name", "support", "lower", "control_margin", "check_margin") if k in r}
+                  | {"heuristic": _finite(heuristic[r["target"] - run.n_train]) if r["target"] >= run.n_train else None}
+                  for r in records]
+    summary = {"mode": mode, "targets": args.targets, "search": search_summary(records),
+               "certified_cdf": _cdf(certified_array(records), brittleness_cdf),
+               "heuristic_all_test": {"n": run.n_test, "median": _finite(np.median(heuristic)),
+                                      "cdf": _cdf(heuristic, brittleness_cdf)}}
+    path = run.dir / SUPPORT_DIR / f"summary-{mode}.json"
+    run_store.save_json(path, dict(summary, per_target=per_target))
+    return {"mode": mode, "search": summary["search"], "heuristic_median_all_test": summary["heuristic_all_test"]["median"],
+            "written": str(path)}
+
+
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
+
+
+def _cdf(supports: np.ndarray, cdf) -> dict:
+    ks = np.unique(supports[np.isfinite(supports)])
+    return {"k": ks.tolist(), "fraction": np.round(cdf(supports, ks), 4).tolist(),
+            "never": int((~np.isfinite(supports)).sum())}
+
+
+def cmd_cf_eval(args: argparse.Namespace) -> dict:
+    from backend.counterfactual_eval import RESULT, evaluate_counterfactuals, sample_test_targets
+    from backend.removal import HEURISTICS
+    from backend.run_store import Run
+    from backend.targets import parse_targets
+
+    run = Run(args.run)
+    targets = (sample_test_targets(run, int(args.targets), args.seed) if args.targets.isdigit()
+               else parse_targets(args.targets, run.n_train, run.n_test))
+    ks = _int_list(args.k, "--k")
+    heuristics = tuple(h.strip() for h in args.heuristics.split(",") if h.strip())
+    unknown = [h for h in heuristics if h not in HEURISTICS]
+    if unknown or not heuristics:
+        raise ValueError(f"bad --heuristics {args.heuristics!r}: choose from {','.join(HEURISTICS)}")
+    _ensure_control(run, args)
+    bar = ProgressBar("retraining", "model")
+    try:
+        result = evaluate_counterfactuals(run, targets, ks, args.models, heuristics, seed=args.seed, device=args.device,
+                                          progress=bar, on_start=bar.start)
+    finally:
+        bar.close()
+    return {k: result[k] for k in ("overall", "per_heuristic", "n_counterfactuals", "n_skipped", "n_models", "ks")} | {
+        "n_targets": len(targets), "written": str(run.dir / RESULT)}
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"bad {flag} {text!r}: write positive integers separated by commas, e.g. 10,20,40") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"bad {flag} {text!r}: write positive integers separated by commas, e.g. 10,20,40")
+    return values
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="run directory with datamodels (weights.npy)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present (default auto)")
+    p.add_argument("--control-models", type=positive_int, default=64,
+                   help="models trained on the full training set as the baseline, built once per run (default 64)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("control", help="train the control models (full training set) once per run",
+                       description="Train N models on the full training set: control_margins.npy, control_features.npy "
+                                   "(penultimate features of model 0) and control.json. Existing ones are kept.")
+    _common(p)
+    p.set_defaults(func=cmd_control)
+
+    p = sub.add_parser("counterfactual", help="predict, then retrain to check, the effect of removing training images",
+                       description="Predict a target's margin without a set of training images (control mean − Σ weights), "
+                                   "retrain N models without them (or with them relabelled) and print both.")
+    _common(p)
+    p.add_argument("--target", required=True, help="train:i or test:j, e.g. test:42")
+    p.add_argument("--remove", required=True, help=f"the set: {REMOVE_HELP}")
+    p.add_argument("--models", type=positive_int, default=8, help="models to retrain (default 8)")
+    p.add_argument("--relabel", action="store_true",
+                   help="relabel the set to the target's competing class (read from its datamodel) instead of removing it")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random heuristics (default 0)")
+    p.add_argument("--max-remove", type=positive_int, default=None, help="largest set accepted (default min(1280, n_train/2))")
+    p.set_defaults(func=cmd_counterfactual)
+
+    p = sub.add_parser("support", help="certified data support (brittleness) of targets by bisection with retraining",
+                       description="For each target, bisect over k: retrain N models without its top-k positive-weight "
+                                   "training images and accept k when their mean margin is below zero (App. F.3). "
+                                   "Results are stored per target in RUN/support/; a rerun resumes.")
+    _common(p)
+    p.add_argument("--targets", required=True, help="targets, e.g. test:0-99")
+    p.add_argument("--mislabel", action="store_true", help="relabel the top-k to the competing class instead of removing them")
+    p.add_argument("--models", type=positive_int, default=8, help="models per bisection step (default 8)")
+    p.add_argument("--budget", type=positive_int, default=7, help="bisection steps (default 7)")
+    p.add_argument("--k-max", type=positive_int, default=None, help="largest k searched (default min(1280, n_train - 1))")
+    p.add_argument("--check", action="store_true",
+                   help="retrain fresh models (other seeds) without each certified support and record their mean margin")
+    p.set_defaults(func=cmd_support)
+
+    p = sub.add_parser("cf-eval", help="predicted vs actual margin change over many removals (the paper's Figure 8)",
+                       description="Targets × removal sizes × heuristics: retrain without each set and report Pearson and "
+                                   "Spearman of predicted vs actual margin change, overall and per heuristic.")
+    _common(p)
+    p.add_argument("--targets", default="30", help="a number of random test targets, or target names (default 30)")
+    p.add_argument("--k", default="10,20,40,80,160", help="removal sizes (default 10,20,40,80,160)")
+    p.add_argument("--heuristics", default="top,bottom,random-class,random", help="which removal heuristics (default all four)")
+    p.add_argument("--models", type=positive_int, default=8, help="models per counterfactual (default 8)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the target sample and random sets (default 0)")
+    p.set_defaults(func=cmd_cf_eval)

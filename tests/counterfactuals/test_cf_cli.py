@@ -1,0 +1,84 @@
+"""The counterfactual, support, cf-eval and control verbs, as a user runs them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from precompute.cli import main
+from tests.conftest import run_cli
+
+
+def test_counterfactual_prints_predicted_and_actual(cf_run):
+    proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:3,17,99",
+                   "--models", "2", "--control-models", "8", "--device", "cpu")
+    out = json.loads(proc.stdout)
+    assert out["n_changed"] == 3 and out["changed"] == [3, 17, 99]
+    assert out["predicted"]["margin"] == pytest.approx(out["control_margin"] + out["predicted"]["delta"])
+    assert len(out["actual"]["model_margins"]) == 2 and not out["actual"]["from_log"]
+    assert isinstance(out["actual"]["test_flips"], int) and isinstance(out["predicted"]["test_flips"], int)
+    again = json.loads(run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:99,3,17",
+                               "--models", "2", "--control-models", "8", "--device", "cpu").stdout)
+    assert again["actual"]["from_log"] and again["actual"]["margin"] == out["actual"]["margin"]
+
+
+def test_relabel_counterfactual_has_no_prediction(cf_run, capsys):
+    assert main(["counterfactual", "--run", str(cf_run), "--target", "test:5", "--remove", "top:4", "--relabel",
+                 "--models", "1", "--control-models", "8", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predicted"] is None and out["relabelled_to"] is not None and out["n_changed"] == 4
+
+
+@pytest.mark.parametrize("remove, message", [
+    ("ids:", "empty"),
+    ("ids:5,99999", "training index 99999 is out of range"),
+    ("top:0", "bad --remove 'top:0'"),
+    ("best:3", "bad --remove 'best:3'"),
+    ("random:1297", "removing all 1297 training images"),
+    ("random:700", "more than this run's cap of 648"),
+])
+def test_bad_removal_requests_exit_2_before_training(cf_run, remove, message, capsys):
+    code = main(["counterfactual", "--run", str(cf_run), "--target", "test:1", "--remove", remove, "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (cf_run / "counterfactuals").exists()
+
+
+def test_whole_class_removal_is_refused_in_a_fresh_process(cf_run):
+    labels = np.load(cf_run / "labels.npy")[:1297]
+    ids = ",".join(str(i) for i in np.flatnonzero(labels == 3))
+    proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:1", "--remove", f"ids:{ids}", check=False)
+    assert proc.returncode == 2 and "every training image of class '3'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (cf_run / "counterfactuals").exists()
+
+
+def test_support_writes_estimates_and_cdfs_and_resumes(cf_run):
+    args = ("support", "--run", cf_run, "--targets", "test:0-2", "--models", "1", "--budget", "2", "--k-max", "600",
+            "--control-models", "8", "--device", "cpu")
+    out = json.loads(run_cli(*args).stdout)
+    assert out["search"]["targets"] == 3
+    summary = json.loads((cf_run / "support" / "summary-remove.json").read_text())
+    assert len(summary["per_target"]) == 3 and summary["heuristic_all_test"]["n"] == 500
+    assert summary["certified_cdf"]["fraction"] == sorted(summary["certified_cdf"]["fraction"])
+    resumed = run_cli(*args)
+    assert "0/0 target" in resumed.stderr and json.loads(resumed.stdout)["search"] == out["search"]
+
+
+def test_cf_eval_reports_correlations(cf_run, capsys):
+    assert main(["cf-eval", "--run", str(cf_run), "--targets", "2", "--k", "5,20", "--models", "1",
+                 "--heuristics", "top,bottom", "--control-models", "8", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_counterfactuals"] == 8 and set(out["per_heuristic"]) == {"top", "bottom"}
+    assert -1 <= out["overall"]["pearson"] <= 1
+
+
+def test_control_verb_and_bad_input(cf_run, tiny_run, capsys):
+    out = json.loads(run_cli("control", "--run", cf_run, "--control-models", "8").stdout)
+    assert out["n_control"] == 8 and out["features_dim"] == 16
+    assert main(["counterfactual", "--run", str(tiny_run), "--target", "test:1", "--remove", "top:3"]) == 2
+    assert "fit them first" in capsys.readouterr().err
+    assert main(["cf-eval", "--run", str(cf_run), "--k", "5,x"]) == 2
+    assert "bad --k '5,x'" in capsys.readouterr().err
+    assert main(["support", "--run", str(cf_run), "--targets", "test:0", "--k-max", "5000"]) == 2
+    assert "--k-max 5000 is out of range" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""Eight annotator processes voting at once on one SQLite file lose no vote and duplicate none."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from backend.annotations import AnnotationStore
+
+ROOT = Path(__file__).resolve().parents[2]
+N_PROCESSES, N_VOTES, N_DISTINCT = 8, 300, 240
+
+# Vote i of a process: pairs 0..239 once, then votes 240..299 re-vote pairs 0, 4, 8, ... with the opposite answer.
+WORKER = f"""
+import sys, time
+from pathlib import Path
+from backend.annotations import AnnotationStore
+url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+store = AnnotationStore(url)
+while not go.exists():
+    time.sleep(0.005)
+store.annotator_id("everyone")
+written = 0
+for i in range({N_VOTES}):
+    key = i if i < {N_DISTINCT} else (i - {N_DISTINCT}) * 4
+    test, train = divmod(key, 8)
+    written += store.submit("run", test, name, {{train: (key % 3 == 0) != (i >= {N_DISTINCT})}})
+print(written)
+"""
+
+
+def expected_votes() -> dict[tuple[int, int], bool]:
+    final = {}
+    for i in range(N_VOTES):
+        key = i if i < N_DISTINCT else (i - N_DISTINCT) * 4
+        final[divmod(key, 8)] = (key % 3 == 0) != (i >= N_DISTINCT)
+    return final
+
+
+def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
+    path = tmp_path / "shared.db"
+    path.touch()
+    url = f"sqlite:///{path}"
+    AnnotationStore(url).dispose()
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, f"annotator-{k}", str(go)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(N_PROCESSES)]
+    time.sleep(1.0)  # let every process import and connect, so the votes really overlap
+    go.touch()
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err[-2000:]
+        assert int(out) == N_VOTES
+
+    store = AnnotationStore(url)
+    got = store.votes("run")
+    assert len(got) == N_PROCESSES * N_DISTINCT
+    want = expected_votes()
+    for k in range(N_PROCESSES):
+        mine = {(v.test, v.train): v.is_leak for v in got if v.annotator == f"annotator-{k}"}
+        assert mine == want
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from annotators where name = 'everyone'").scalar() == 1
+        assert conn.exec_driver_sql("select count(*) from (select 1 from votes group by run, test, train, "
+                                    "annotator_id having count(*) > 1)").scalar() == 0
+    store.dispose()

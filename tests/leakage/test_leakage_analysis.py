@@ -1,0 +1,93 @@
+"""analyze_leakage on a real tiny run with planted exact copies: stored lists equal brute force, recall is right."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from backend.datasets import write_npz_dataset
+from backend.leakage import (LEAKAGE_DIR, analyze_leakage, load_candidates, planted_ground_truth,
+                             review_candidates)
+from backend.leakage_candidates import NO_CANDIDATE
+from backend.run_store import Run, RunError
+
+
+@pytest.fixture(scope="module")
+def run(leakage_data_dir) -> Run:
+    return Run(leakage_data_dir / "runs" / "planted")
+
+
+def test_lists_equal_brute_force_over_the_stored_weights_and_features(run):
+    c = load_candidates(run)
+    k = c.summary["k"]
+    weights = np.load(run.dir / "weights.npy")[run.n_train:]
+    features = np.load(run.dir / "control_features.npy").astype(np.float64)
+    assert features.shape[0] == run.n_targets
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-300)
+    cosine = unit[run.n_train:] @ unit[:run.n_train].T
+    for j in range(0, run.n_test, 7):
+        positive = [i for i in np.argsort(-weights[j], kind="stable")[:k] if weights[j, i] > 0]
+        np.testing.assert_array_equal(c.weight_top[j][: len(positive)], positive)
+        assert (c.weight_top[j][len(positive):] == NO_CANDIDATE).all()
+        np.testing.assert_allclose(np.sort(cosine[j])[::-1][:k], c.feature_similarity[j], atol=1e-5)
+        np.testing.assert_allclose(cosine[j, c.feature_nn[j]], c.feature_similarity[j], atol=1e-5)
+    assert sorted(c.queue.tolist()) == list(range(run.n_test))
+    assert np.all(np.diff(np.asarray(c.queue_score)[c.queue]) <= 0)
+
+
+def test_recall_of_planted_exact_copies(run):
+    c = load_candidates(run)
+    planted_test, planted_train = planted_ground_truth(run)
+    assert len(planted_test) == 12
+    # Exact copies have cosine 1 with their source: the baseline must put each first.
+    np.testing.assert_array_equal(c.feature_nn[planted_test, 0], planted_train)
+    recall = c.summary["planted"]["recall_at_10"]
+    assert recall["baseline"] == 1.0 and recall["combined"] == 1.0
+    by_hand = np.mean([s in c.weight_top[t] for t, s in zip(planted_test, planted_train)])
+    assert recall["datamodel"] == pytest.approx(by_hand, abs=1e-4)
+    assert set(c.summary["planted"]["queue_average_precision"]) == {"datamodel", "baseline", "combined"}
+    on_disk = json.loads((run.dir / LEAKAGE_DIR / "leakage.json").read_text())
+    assert on_disk["planted"] == c.summary["planted"]
+
+
+def test_review_candidates_show_top_and_bottom_then_unseen_neighbours(run):
+    c = load_candidates(run)
+    weights = np.load(run.dir / "weights.npy")
+    for test in range(0, run.n_test, 50):
+        shown = review_candidates(run, c, test, n=5)
+        trains = [x.train for x in shown]
+        assert len(trains) == len(set(trains))
+        top = [t for t in c.weight_top[test, :5] if t >= 0]
+        bottom = [t for t in c.weight_bottom[test, :5] if t >= 0]
+        assert trains[: len(top) + len(bottom)] == top + bottom
+        extra = [x for x in shown if x.source == "features"]
+        assert len(extra) == 5 and all(x.train in c.feature_nn[test] for x in extra)
+        for x in shown:
+            assert x.weight == pytest.approx(weights[run.n_train + test, x.train])
+
+
+def test_missing_inputs_name_the_command_that_makes_them(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run.dir, copy, ignore=shutil.ignore_patterns("weights.npy", LEAKAGE_DIR))
+    with pytest.raises(RunError, match="precompute fit"):
+        analyze_leakage(copy)
+    with pytest.raises(RunError, match="precompute analyze"):
+        load_candidates(Run(copy))
+
+
+def test_a_rewritten_dataset_file_is_not_scored(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run.dir, copy)
+    spec = run.manifest["dataset"]["spec"]
+    arrays = dict(np.load(spec[len("npz:"):]))
+    arrays["planted_train"] = arrays["planted_train"][::-1].copy()
+    arrays["images"][-1] = 255 - arrays["images"][-1]
+    other = write_npz_dataset(tmp_path / "other.npz", arrays)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["dataset"]["spec"] = f"npz:{other}"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    summary = analyze_leakage(copy, device="cpu")
+    assert "changed since the run was trained" in summary["planted"]["note"]
+    manifest["dataset"]["spec"] = "digits"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert "planted" not in analyze_leakage(copy, device="cpu")

@@ -1,0 +1,75 @@
+"""Spectral clustering of embeddings against scikit-learn run on the raw points, and brute-force quality."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import pdist, squareform
+from sklearn.cluster import SpectralClustering
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.neighbors import kneighbors_graph
+
+from backend.clusters import cluster_each_class, knn_rbf_affinity, nmi, spectral_clusters, squared_distances
+
+
+def blobs(n=120, centers=4, seed=0):
+    x, y = make_blobs(n_samples=n, centers=centers, n_features=30, cluster_std=2.0, random_state=seed)
+    return x.astype(np.float32), y
+
+
+def sklearn_knn_rbf(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """The same affinity built independently: scikit-learn's kNN graph, symmetrised, RBF-weighted."""
+    graph = kneighbors_graph(x.astype(np.float64), k, mode="distance", include_self=False)
+    edges = (graph + graph.T).toarray() > 0
+    d2 = squareform(pdist(x.astype(np.float64), "sqeuclidean"))
+    gamma = 1 / np.median(d2[edges])
+    return np.where(edges, np.exp(-gamma * d2), 0.0) + np.eye(len(x)), gamma
+
+
+def test_squared_distances_match_brute_force():
+    x, _ = blobs()
+    d2 = squareform(pdist(x.astype(np.float64), "sqeuclidean"))
+    np.testing.assert_allclose(squared_distances(torch.from_numpy(x)), d2, rtol=1e-4, atol=1e-2)
+
+
+def test_affinity_is_the_rbf_weighted_symmetric_knn_graph():
+    x, _ = blobs()
+    ours, gamma = knn_rbf_affinity(squareform(pdist(x.astype(np.float64), "sqeuclidean")), 7)
+    theirs, their_gamma = sklearn_knn_rbf(x, 7)
+    assert np.isclose(gamma, their_gamma)
+    np.testing.assert_allclose(ours.toarray(), theirs, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")  # well-separated blobs: the oracle warns
+def test_clusters_equal_sklearn_spectral_clustering_of_that_affinity():
+    x, y = blobs()
+    ours = spectral_clusters(torch.from_numpy(x), 4, seed=0)
+    affinity, gamma = sklearn_knn_rbf(x, 10)
+    theirs = SpectralClustering(4, affinity="precomputed", random_state=0).fit_predict(affinity)
+    assert np.isclose(ours.gamma, gamma, rtol=1e-4)
+    assert adjusted_rand_score(theirs, ours.labels) == 1.0
+    assert nmi(ours, y) == 1.0
+    assert np.isclose(ours.quality()["silhouette"], silhouette_score(x, ours.labels), atol=1e-4)
+
+
+def test_quality_reports_sizes_largest_first_and_per_cluster_silhouettes():
+    x, _ = blobs(n=100, centers=[[0] * 30, [12] * 30], seed=1)
+    x = np.concatenate([x, x[:30] + 0.01])  # make the first blob larger
+    c = spectral_clusters(torch.from_numpy(x), 2)
+    q = c.quality()
+    assert q["sizes"] == sorted(q["sizes"], reverse=True) and sum(q["sizes"]) == len(x)
+    assert c.layout.shape == (len(x), 2) and np.isfinite(c.layout).all()
+    for k, s in enumerate(q["cluster_silhouettes"]):
+        assert np.isclose(s, c.silhouette[c.labels == k].mean())
+
+
+def test_each_class_is_clustered_alone_and_tiny_classes_form_one_cluster():
+    x, y = blobs(n=90, centers=3)
+    labels = np.where(np.arange(90) < 2, 9, y)  # class 9 has two members
+    per_class = cluster_each_class(torch.from_numpy(x), labels, 2)
+    assert sorted(per_class) == sorted(np.unique(labels).tolist())
+    for c, clustering in per_class.items():
+        assert len(clustering.labels) == (labels == c).sum()
+    assert per_class[9].k == 1 and per_class[9].quality()["silhouette"] is None
+    assert all(per_class[c].k == 2 for c in (0, 1, 2))

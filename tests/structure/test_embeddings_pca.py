@@ -1,0 +1,123 @@
+"""The streamed PCA of datamodel embeddings against scikit-learn's exact PCA."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA as SkPCA
+
+from backend.embeddings import (EmbeddingRows, components_for, count_sketch, fit_pca, project, read_rows, sketch_hash,
+                                unit_rows)
+
+
+def low_rank_plus_noise(n: int, d: int, rank: int, seed: int = 0) -> np.ndarray:
+    """Rows with a decaying spectrum, like datamodel embeddings: a few strong directions over isotropic noise."""
+    rng = np.random.default_rng(seed)
+    scales = 3.0 * 0.7 ** np.arange(rank)
+    return (rng.normal(size=(n, rank)) * scales @ rng.normal(size=(rank, d)) + rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    x = low_rank_plus_noise(300, 120, rank=8)
+    x[7] = 0.0  # a target whose datamodel is empty
+    path = tmp_path_factory.mktemp("emb") / "weights.npy"
+    np.save(path, x)
+    return np.load(path, mmap_mode="r")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1)
+
+
+def test_read_rows_matches_indexing_for_runs_gaps_and_views(weights_file):
+    rows = np.array([0, 1, 2, 10, 11, 50, 299])
+    np.testing.assert_array_equal(read_rows(weights_file, rows), np.asarray(weights_file)[rows])
+    tail = weights_file[100:]  # a view of the memmap: must not be read from the file's start
+    np.testing.assert_array_equal(read_rows(tail, np.array([0, 5])), np.asarray(weights_file)[[100, 105]])
+
+
+def test_unit_rows_keeps_zero_rows_zero():
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(unit_rows(x).numpy(), [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_exact_pca_matches_sklearn_full_pca_on_every_component(weights_file):
+    x = unit(np.asarray(weights_file, dtype=np.float64))
+    sk = SkPCA(n_components=10, svd_solver="full").fit(x)
+    pca = fit_pca(EmbeddingRows(weights_file, block_rows=37), 10, method="exact")
+    np.testing.assert_allclose(pca.components, sk.components_, atol=1e-4)
+    np.testing.assert_allclose(pca.explained_variance, sk.explained_variance_, rtol=1e-4)
+    np.testing.assert_allclose(pca.explained_variance_ratio, sk.explained_variance_ratio_, rtol=1e-4)
+    np.testing.assert_allclose(pca.mean, sk.mean_, atol=1e-6)
+
+
+def test_randomized_pca_matches_sklearn_full_pca(weights_file):
+    x = unit(np.asarray(weights_file, dtype=np.float64))
+    sk = SkPCA(n_components=10, svd_solver="full").fit(x)
+    pca = fit_pca(EmbeddingRows(weights_file, block_rows=37), 10, method="randomized", n_iter=6)
+    # Same sign convention as scikit-learn, so components compare directly.
+    np.testing.assert_allclose(pca.components[:8], sk.components_[:8], atol=2e-3)
+    # The signal components are exact; the last two sit in the noise floor, where a randomized SVD is close.
+    np.testing.assert_allclose(pca.explained_variance[:8], sk.explained_variance_[:8], rtol=1e-4)
+    np.testing.assert_allclose(pca.explained_variance_ratio, sk.explained_variance_ratio_, rtol=1e-2)
+    np.testing.assert_allclose(pca.mean, sk.mean_, atol=1e-6)
+    coords = project(torch.from_numpy(x.astype(np.float32)), pca).numpy()
+    np.testing.assert_allclose(coords[:, :8], sk.transform(x)[:, :8], atol=5e-3)
+
+
+@pytest.mark.parametrize("method", ["exact", "randomized"])
+def test_pca_of_a_row_subset_is_the_pca_of_those_rows(weights_file, method):
+    rows = np.arange(0, 300, 3)
+    x = unit(np.asarray(weights_file, dtype=np.float64)[rows])
+    sk = SkPCA(n_components=5, svd_solver="full").fit(x)
+    pca = fit_pca(EmbeddingRows(weights_file, rows, block_rows=16), 5, method=method, n_iter=6)
+    assert pca.n_samples == len(rows)
+    np.testing.assert_allclose(pca.explained_variance[:4], sk.explained_variance_[:4], rtol=5e-3)
+    assert np.isclose(pca.total_variance, np.var(x, axis=0, ddof=1).sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["exact", "randomized"])
+def test_more_components_than_dimensions_is_capped(method):
+    x = np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)
+    pca = fit_pca(EmbeddingRows(x), 20, method=method)
+    sk = SkPCA(svd_solver="full").fit(unit(x.astype(np.float64)))
+    assert pca.components.shape == (6, 6)
+    np.testing.assert_allclose(pca.explained_variance_ratio.sum(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(pca.explained_variance, sk.explained_variance_, rtol=1e-4)
+
+
+def test_progress_reaches_one():
+    seen = []
+    fit_pca(EmbeddingRows(np.eye(10, dtype=np.float32)), 3, method="randomized", n_iter=2, progress=seen.append)
+    assert seen[-1] == pytest.approx(1.0) and seen == sorted(seen) and len(seen) == 2 * 2 + 2
+
+
+def test_components_for_counts_leading_components():
+    ratio = np.array([0.4, 0.3, 0.2, 0.05])
+    assert components_for(ratio, 0.5) == 2
+    assert components_for(ratio, 0.9) == 3
+    assert components_for(ratio, 0.4) == 1
+    assert components_for(ratio, 0.99) is None
+
+
+def test_count_sketch_is_a_signed_bucket_matrix_product():
+    x = torch.randn(5, 40)
+    buckets, signs = sketch_hash(40, 8, seed=3)
+    dense = torch.zeros(40, 8)
+    dense[torch.arange(40), buckets] = signs
+    torch.testing.assert_close(count_sketch(x, buckets, signs, 8), x @ dense)
+
+
+def test_count_sketch_preserves_inner_products_on_average():
+    rng = np.random.default_rng(0)
+    a, b = unit(rng.normal(size=(2, 20_000)))
+    exact = float(a @ b)
+    estimates = []
+    for seed in range(20):
+        buckets, signs = sketch_hash(20_000, 1024, seed)
+        sa, sb = count_sketch(torch.from_numpy(np.stack([a, b]).astype(np.float32)), buckets, signs, 1024)
+        estimates.append(float(sa @ sb))
+    # Standard error of the mean of 20 sketches is about sqrt(1/1024)/sqrt(20) = 0.007.
+    assert abs(np.mean(estimates) - exact) < 0.03
