@@ -18,8 +18,10 @@ run: $(BIN)/.installed
 	@test -f $(RUN)/analysis.json || $(BIN)/python -m precompute analyze --run $(RUN)
 	$(BIN)/streamlit run app.py --server.address localhost --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
+# Passive OpenMP waits: tests run a Streamlit server or CLI subprocesses beside the test process,
+# and spinning torch threads would starve them on 2 cores.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_training.py

@@ -45,16 +45,19 @@ components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key
 
 def open_clicked(key: str, indices: np.ndarray) -> None:
     points = st.session_state[key].selection.points
-    if points:
-        components.set_target(target_name(int(indices[points[0]["point_index"]]), run.n_train))
+    if points:  # x is the bar's rank in the profile
+        components.set_target(target_name(int(indices[int(points[0]["x"])]), run.n_train))
 
 
 st.subheader("Weight profile", help="Nonzero weights sorted from most positive to most negative; click a bar to open that image")
 indices, values = weight_profile(row)
-profile = go.Figure(go.Bar(x=np.arange(len(values)), y=values, customdata=indices,
-                           marker_color=np.where(values > 0, "#2e7d32", "#c62828"),
-                           hovertemplate="train:%{customdata}<br>w = %{y:.4f}<extra></extra>"))
-profile.update_layout(xaxis_title="rank", yaxis_title="weight", height=320, margin=dict(t=10, b=40), bargap=0)
+rank = np.arange(len(values))
+# One trace per sign: a per-bar colour array makes plotly validate every bar (7x slower at 2,000 bars).
+profile = go.Figure([go.Bar(x=rank[side], y=values[side], customdata=indices[side], marker_color=colour,
+                            hovertemplate="train:%{customdata}<br>w = %{y:.4f}<extra></extra>")
+                     for side, colour in ((values > 0, "#2e7d32"), (values < 0, "#c62828"))])
+profile.update_layout(xaxis_title="rank", yaxis_title="weight", height=320, margin=dict(t=10, b=40), bargap=0,
+                      showlegend=False)
 key = f"profile-{name}"
 st.plotly_chart(profile, key=key, on_select=lambda: open_clicked(key, indices), selection_mode="points")
 st.caption(f"{len(values)} of {sparsity(row)} nonzero weights shown")

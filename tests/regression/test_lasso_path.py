@@ -73,9 +73,9 @@ def test_blocks_and_streamed_chunks_give_the_one_block_answer(problem):
     masks, margins = problem
     rows = MaskRows(masks, np.arange(len(masks)), dtype=torch.float64)
     whole = lasso_path(TargetBlock(rows, margins, COLUMNS, N_TRAIN), n_lambdas=6, tol=1e-12, keep_path=True)
-    # Blocks of two targets each, on rows re-read in chunks of 7 models instead of held resident.
+    # Blocks of two targets each, on rows re-read in chunks of 40 models instead of held resident.
     streamed = MaskRows(masks, np.arange(len(masks)), dtype=torch.float64, resident_bytes=0,
-                        chunk_bytes=7 * N_TRAIN * 8)
+                        chunk_bytes=40 * N_TRAIN * 8)
     assert not streamed.resident and len(streamed.spans()) > 1
     for lo in range(0, len(COLUMNS), 2):
         part = lasso_path(TargetBlock(streamed, margins, COLUMNS[lo:lo + 2], N_TRAIN), n_lambdas=6,
