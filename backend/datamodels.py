@@ -138,8 +138,9 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     Per target: λ path of `n_lambdas` values from λ_max to λ_max·eps on the models outside the
     validation split (val_frac, seed); the λ with the lowest validation MSE (over the validation
     models the target's eq. 9 rows include) is refitted on all models. A path stops `patience` steps
-    after its last improvement (None: run it whole). A training target that no validation model
-    leaves out gets the median λ/λ_max of its block's validated targets (listed in info).
+    after its last improvement (None: run it whole); fast_l1, the paper's solver, stops at the first
+    rise. A training target that no validation model leaves out gets the median λ/λ_max of the
+    validated targets fitted before it and beside it (listed in info["unvalidated_targets"]).
     tol is scikit-learn's: duality gap ≤ tol·‖y_c‖²/M_t. progress(done, total) counts target-steps
     (n_lambdas path steps and one refit per target) and suits tqdm or st.progress.
     """
@@ -173,6 +174,7 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     path_iters = np.zeros(T, dtype=np.int64)
     steps_run = np.zeros(T, dtype=np.int64)
     refit_iters = np.zeros(T, dtype=np.int64)
+    unconverged = 0  # solves stopped by max_iter rather than the duality gap
     best_step = np.zeros(T, dtype=np.int64)
     val_mse = np.full(T, np.nan)
     unvalidated: list[int] = []
@@ -185,6 +187,7 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
         path = lasso_path(fit_block, n_lambdas=n_lambdas, eps=eps, tol=tol, max_iter=max_iter,
                           score=val_block.mse, patience=patience, progress=step)
         ran = path.n_iter >= 0
+        unconverged += int((path.n_iter >= max_iter).sum())
         path_iters[pos] = np.where(ran, path.n_iter, 0).sum(axis=1)
         steps_run[pos] = ran.sum(axis=1)
         best_step[pos] = path.best
@@ -206,6 +209,7 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
         bias[pos] = b.cpu().numpy()
         lam[pos] = chosen
         refit_iters[pos] = stats.n_iter.cpu().numpy()
+        unconverged += int((refit_iters[pos] >= max_iter).sum())
         step(len(cols))
 
     info = {
@@ -217,6 +221,7 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
         "block_size": size, "n_blocks": len(blocks),
         "path_iterations": path_iters, "path_steps_run": steps_run, "refit_iterations": refit_iters,
         "best_step": best_step, "val_mse": val_mse, "unvalidated_targets": unvalidated,
+        "unconverged_solves": unconverged,
         "wall_time_s": time.perf_counter() - start,
     }
     return DatamodelFit(columns, weights, bias, lam, n_train, margins.shape[1] - n_train, info)

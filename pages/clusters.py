@@ -22,8 +22,9 @@ column = components.current_target(run)
 name = target_name(column, run.n_train)
 
 st.title("Clusters of datamodel embeddings")
-current_class = int(run.labels[column]) if column >= run.n_train else 0
-choice = st.selectbox("Class", [*range(len(run.class_names)), WHOLE], key="clusters_class", index=current_class,
+classes = [q["class"] for q in quality["per_class"]]  # the classes that have test targets
+current_class = int(run.labels[column]) if column >= run.n_train else classes[0]
+choice = st.selectbox("Class", [*classes, WHOLE], key="clusters_class", index=classes.index(current_class),
                       format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}")
 if choice == WHOLE:
     members, clustering, info = np.arange(run.n_test), clusters.whole_clustering(run), quality["whole"]

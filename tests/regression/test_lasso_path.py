@@ -59,8 +59,10 @@ def test_lambda_max_is_the_smallest_lambda_with_zero_weights(problem):
         assert sklearn_lasso(x, y, 0.99 * expected).coef_.any()
     at_max, _, _ = lasso_solve(block, lam_max, tol=1e-10)
     assert not at_max.any()
-    below, _, _ = lasso_solve(block, 0.99 * lam_max, tol=1e-10)
+    below, _, stats = lasso_solve(block, 0.99 * lam_max, tol=1e-10)
     assert (below != 0).any(dim=0).all()
+    _, _, c0 = block.quadratic()
+    assert (stats.gap <= 1e-10 * 2 * c0).all() and (stats.n_iter < 1000).all()  # stopped by the gap
 
 
 def predictions(masks, path):
