@@ -24,7 +24,7 @@ cols[4].metric("Models", f"{manifest.get('n_models', 0):,}")
 cols[5].metric("Architecture", manifest["arch"])
 cols[6].metric("Seed", manifest["seed"])
 accuracy = manifest.get("mean_test_accuracy")
-cols[7].metric("Mean test accuracy", "—" if accuracy is None else f"{accuracy:.1%}",
+cols[7].metric("Test accuracy", "—" if accuracy is None else f"{accuracy:.1%}",
                help="mean over the run's models of their accuracy on the test set")
 with st.expander("Manifest"):
     st.json(manifest)
@@ -92,12 +92,13 @@ with left:
         curve = quality.complexity_curve(metrics)
         chart = go.Figure([
             go.Scatter(x=np.r_[curve["n_models"], curve["n_models"][::-1]], y=np.r_[curve["q75"], curve["q25"][::-1]],
-                       fill="toself", line=dict(width=0), fillcolor="rgba(31,119,180,0.2)", hoverinfo="skip",
-                       name="quartiles"),
+                       fill="toself", mode="lines", line=dict(width=0), fillcolor="rgba(31,119,180,0.2)",
+                       hoverinfo="skip", name="quartiles"),
             go.Scatter(x=curve["n_models"], y=curve["mean"], mode="lines+markers", name="mean"),
         ])
-        chart.update_layout(xaxis_title="models used to fit", yaxis_title="test LDS", xaxis_type="log", height=320,
-                            margin=dict(t=10, b=40))
+        chart.update_layout(xaxis_title="models used to fit", yaxis_title="test LDS", height=320, margin=dict(t=10, b=40),
+                            xaxis=dict(type="log", tickvals=curve["n_models"], ticktext=[f"{n:,}" for n in curve["n_models"]]),
+                            legend=dict(orientation="h", y=1.1))
         st.plotly_chart(chart, key="sample-complexity")
         st.caption(metrics["sample_complexity"].get("targets", "") + "".join(
             f" · {n} models: skipped ({reason.split(':')[0]})" for n, reason in curve["skipped"]))
@@ -106,6 +107,6 @@ with right:
                  help="Ilyas et al. 2022, Table 5: mean over test targets, scored on the same held-out models")
     split = st.radio("Targets", ["test", "train"], horizontal=True, key="table5_split")
     st.dataframe(pd.DataFrame(quality.table5_rows(metrics, split)), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                 column_config={c: st.column_config.NumberColumn(format="%.3f", width="small")
                                 for c in ("Spearman (own target)", "Spearman (margin)", "AUC (correct)")})
     st.caption(f"fit on {metrics['table5']['n_fit_models']:,} models, scored on {metrics['table5']['n_heldout_models']:,}")

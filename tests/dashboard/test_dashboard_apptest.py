@@ -110,7 +110,7 @@ def test_overview_shows_the_manifest_and_the_eval_stage_results(app, fitted):
     shown = {m.label: m.value for m in at.metric}
     assert shown["Dataset"] == "digits" and shown["Models"] == "60"
     assert shown["Train images"] == f"{fitted.n_train:,}" and shown["Test images"] == f"{fitted.n_test:,}"
-    assert shown["Mean test accuracy"] == f"{fitted.manifest['mean_test_accuracy']:.1%}"
+    assert shown["Test accuracy"] == f"{fitted.manifest['mean_test_accuracy']:.1%}"
     metrics = json.loads((fitted.dir / "metrics.json").read_text())
     assert shown["Mean test LDS"] == f"{metrics['lds']['test']['mean']:.3f}" and shown["Held-out models"] == "30"
     assert len(at.get("plotly_chart")) == 2  # LDS histogram, predicted vs actual; no curve (--no-complexity)
