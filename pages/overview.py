@@ -107,6 +107,9 @@ with right:
                  help="Ilyas et al. 2022, Table 5: mean over test targets, scored on the same held-out models")
     split = st.radio("Targets", ["test", "train"], horizontal=True, key="table5_split")
     st.dataframe(pd.DataFrame(quality.table5_rows(metrics, split)), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f", width="small")
-                                for c in ("Spearman (own target)", "Spearman (margin)", "AUC (correct)")})
+                 column_config={
+                     "Spearman (own target)": st.column_config.NumberColumn(
+                         "Spearman", format="%.3f", help="with what it predicts: correctness for empirical influence, else margins"),
+                     "Spearman (margin)": st.column_config.NumberColumn("vs margin", format="%.3f", help="Spearman with margins"),
+                     "AUC (correct)": st.column_config.NumberColumn("AUC", format="%.3f", help="AUC for predicting correctness")})
     st.caption(f"fit on {metrics['table5']['n_fit_models']:,} models, scored on {metrics['table5']['n_heldout_models']:,}")
