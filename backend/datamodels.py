@@ -75,7 +75,8 @@ def _check_inputs(masks, margins, n_train: int, targets, val_frac: float) -> np.
         raise DatamodelError(f"masks is a {desc}, expected a 2-D bool array (models, n_train): "
                              "store masks as bool, e.g. masks.astype(bool)")
     if getattr(margins, "ndim", 0) != 2 or margins.dtype.kind != "f":
-        desc = f"{margins.dtype} array of shape {margins.shape}" if hasattr(margins, "shape") else type(margins).__name__
+        desc = (f"{margins.dtype} array of shape {margins.shape}" if hasattr(margins, "shape")
+                else type(margins).__name__)
         raise DatamodelError(f"margins is a {desc}, expected a 2-D float array (models, n_train + n_test)")
     n_models = masks.shape[0]
     if margins.shape[0] != n_models:

@@ -364,7 +364,8 @@ class LassoPath:
 
     lambdas : ndarray (T, K); n_iter : ndarray (T, K), -1 where the step was not run (early stop);
     scores : ndarray (T, K) validation MSE, NaN where not computed; best : ndarray (T,) step index;
-    weights : Tensor (F, T) and intercept : Tensor (T,) at `best`; coefs : ndarray (K, F, T) and intercepts : ndarray (K, T) when kept (NaN past an early stop).
+    weights : Tensor (F, T) and intercept : Tensor (T,) at `best`;
+    coefs : ndarray (K, F, T) and intercepts : ndarray (K, T) when kept (NaN past an early stop).
     """
 
     lambdas: np.ndarray

@@ -81,12 +81,15 @@ def main() -> None:
     n_models, n_train = masks.shape
     n_test = margins.shape[1] - n_train
     pool = np.arange(n_train) if args.kind == "train" else np.arange(n_train, n_train + n_test)
-    columns = pool[np.linspace(0, len(pool) - 1, min(args.targets, len(pool))).round().astype(int)]
-    batch = pool if args.batch is None else pool[np.linspace(0, len(pool) - 1, min(args.batch, len(pool))).round().astype(int)]
-    batch = np.union1d(batch, columns)
+
+    def spread(n: int) -> np.ndarray:
+        return pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
+    columns = spread(args.targets)
+    batch = np.union1d(pool if args.batch is None else spread(args.batch), columns)
     print(f"{source}: {n_models} models, {n_train} features; {len(batch)} {args.kind} targets for ours, "
           f"{len(columns)} for sklearn; {args.n_lambdas} λ down to {args.eps}·λ_max, tol {args.tol}; "
-          f"torch threads {torch.get_num_threads()}, cpus {len(os.sched_getaffinity(0))}, load {os.getloadavg()[0]:.1f}")
+          f"torch threads {torch.get_num_threads()}, cpus {len(os.sched_getaffinity(0))}, "
+          f"load {os.getloadavg()[0]:.1f}")
 
     rows = MaskRows(masks, np.arange(n_models))
     t0, c0 = time.perf_counter(), time.process_time()
