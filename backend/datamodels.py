@@ -11,8 +11,6 @@ margins columns being the targets (training examples first, then test examples).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .run_store import atomic_path
 from .lasso import CHUNK_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
@@ -247,17 +246,6 @@ def fit_summary(fit: DatamodelFit) -> dict:
     return summary
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -> None:
     """Write weights.npy (N_train+N_test, N_train) float32, bias.npy, lam.npy and fit.json atomically.
 
@@ -292,7 +280,11 @@ def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -
     def write_json(tmp: Path) -> None:
         tmp.write_text(json.dumps(fit_summary(fit), indent=2))
 
-    _replace_atomically(run_dir / "weights.npy", write_weights)
-    _replace_atomically(run_dir / "bias.npy", write_vector(fit.bias))
-    _replace_atomically(run_dir / "lam.npy", write_vector(fit.lam))
-    _replace_atomically(run_dir / "fit.json", write_json)
+    with atomic_path(run_dir / "weights.npy") as tmp:
+        write_weights(tmp)
+    with atomic_path(run_dir / "bias.npy") as tmp:
+        write_vector(fit.bias)(tmp)
+    with atomic_path(run_dir / "lam.npy") as tmp:
+        write_vector(fit.lam)(tmp)
+    with atomic_path(run_dir / "fit.json") as tmp:
+        write_json(tmp)
