@@ -4,7 +4,8 @@ Files (plain .npy/.json; rows are test positions j = 0..n_test-1, entries traini
   weight_top.npy, weight_top_value.npy        int64 / float32 (n_test, k)  largest positive datamodel weights
   weight_bottom.npy, weight_bottom_value.npy  int64 / float32 (n_test, k)  most negative datamodel weights
   feature_nn.npy, feature_similarity.npy      int64 / float32 (n_test, k)  nearest by control-feature cosine
-  combined.npy, combined_score.npy            int64 / float32 (n_test, k)  rank fusion of the two lists
+  pixel_nn.npy, pixel_similarity.npy          int64 / float32 (n_test, k)  nearest by pixel correlation, best shift
+  combined.npy, combined_score.npy            int64 / float32 (n_test, k)  rank fusion of top weights, features, pixels
   queue.npy                                   int64 (n_test,)  test positions, likeliest leak first
   queue_score.npy                             float32 (n_test,)  fused queue score of test j
   leakage.json                                settings, timings and, for a planted dataset, recall@k
@@ -22,17 +23,20 @@ import numpy as np
 
 from . import run_store
 from .control import CONTROL_FEATURES, CONTROL_MARGINS, ensure_control, load_control_features
-from .leakage_candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, average_precision, feature_neighbours,
-                                 fuse_lists, fuse_scores, ratio_test, recall_at_k, unit_rows, weight_extremes)
+from .leakage_candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHIFT, average_precision,
+                                 feature_neighbours, fuse_lists, fuse_scores, pixel_neighbours, ratio_test,
+                                 recall_at_k, unit_rows, weight_extremes)
 from .run_store import Run, RunError
 
 LEAKAGE_DIR = "leakage"
 SUMMARY = "leakage.json"
 WEIGHTS = "weights.npy"
 DEFAULT_K = 10
-LISTS = ("weight_top", "weight_bottom", "feature_nn", "combined")
+LISTS = ("weight_top", "weight_bottom", "feature_nn", "pixel_nn", "combined")
 VALUES = {"weight_top": "weight_top_value", "weight_bottom": "weight_bottom_value",
-          "feature_nn": "feature_similarity", "combined": "combined_score"}
+          "feature_nn": "feature_similarity", "pixel_nn": "pixel_similarity", "combined": "combined_score"}
+# Recall is reported per candidate list: the name in leakage.json, then the stored list.
+RECALL_LISTS = (("datamodel", "weight_top"), ("baseline", "feature_nn"), ("pixels", "pixel_nn"), ("combined", "combined"))
 
 
 def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | None = None, *,
@@ -63,15 +67,18 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     report(0.7)
     features = load_control_features(run)
     nn, similarity = feature_neighbours(features[run.n_train:], features[:run.n_train], depth)
+    report(0.8)
+    pixels, pixel_similarity = pixel_neighbours(run.images[run.n_train:], run.images[:run.n_train], depth)
     report(0.9)
-    combined, combined_score = fuse_lists([top, nn], k)
+    combined, combined_score = fuse_lists([top, nn, pixels], k)
     # Queue statistics per test image: its largest weight, and how far its nearest neighbour stands out.
-    best_weight, ratio = top_value[:, 0], ratio_test(similarity)
-    queue, queue_score = fuse_scores([best_weight, -ratio])
+    best_weight, ratio, pixel_ratio = top_value[:, 0], ratio_test(similarity), ratio_test(pixel_similarity)
+    queue, queue_score = fuse_scores([best_weight, -ratio, -pixel_ratio])
     arrays = {
         "weight_top": top[:, :k], "weight_top_value": top_value[:, :k],
         "weight_bottom": bottom[:, :k], "weight_bottom_value": bottom_value[:, :k],
         "feature_nn": nn[:, :k], "feature_similarity": similarity[:, :k],
+        "pixel_nn": pixels[:, :k], "pixel_similarity": pixel_similarity[:, :k],
         "combined": combined, "combined_score": combined_score,
         "queue": queue, "queue_score": queue_score,
     }
@@ -82,7 +89,8 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     summary = {
         "run": str(run.dir), "n_test": run.n_test, "n_train": run.n_train, "k": k,
         "fusion": {"method": "reciprocal rank fusion", "k": FUSION_K, "depth": depth},
-        "queue": "fusion over test images of the largest datamodel weight and Lowe's feature ratio test",
+        "pixels": {"similarity": "pixel correlation", "max_shift": PIXEL_SHIFT},
+        "queue": "fusion over test images of the largest datamodel weight and Lowe's ratio test in features and in pixels",
         "features_dim": int(features.shape[1]), "trained_control": need_control,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -90,19 +98,19 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     if isinstance(truth, str):
         summary["planted"] = {"note": truth}
     elif truth is not None:
-        summary["planted"] = planted_scores(arrays, *truth, best_weight=best_weight, ratio=ratio, k=k)
+        summary["planted"] = planted_scores(arrays, *truth, best_weight=best_weight, ratio=ratio,
+                                            pixel_ratio=pixel_ratio, k=k)
     run_store.save_json(out / SUMMARY, summary)
     report(1.0)
     return summary
 
 
 def planted_scores(arrays: dict[str, np.ndarray], planted_test: np.ndarray, planted_train: np.ndarray, *,
-                   best_weight: np.ndarray, ratio: np.ndarray, k: int) -> dict:
+                   best_weight: np.ndarray, ratio: np.ndarray, pixel_ratio: np.ndarray, k: int) -> dict:
     """Recall@k of the planted pairs for each list, and the average precision of each possible queue."""
-    recall = {name: round(recall_at_k(arrays[lst], planted_test, planted_train, k), 4)
-              for name, lst in (("datamodel", "weight_top"), ("baseline", "feature_nn"), ("combined", "combined"))}
+    recall = {name: round(recall_at_k(arrays[lst], planted_test, planted_train, k), 4) for name, lst in RECALL_LISTS}
     orders = {"datamodel": np.argsort(-best_weight, kind="stable"), "baseline": np.argsort(ratio, kind="stable"),
-              "combined": arrays["queue"]}
+              "pixels": np.argsort(pixel_ratio, kind="stable"), "combined": arrays["queue"]}
     return {"n": int(len(planted_test)), f"recall_at_{k}": recall,
             "queue_average_precision": {name: round(average_precision(order, planted_test), 4)
                                         for name, order in orders.items()}}
@@ -145,6 +153,8 @@ class LeakageCandidates:
     weight_bottom_value: np.ndarray
     feature_nn: np.ndarray
     feature_similarity: np.ndarray
+    pixel_nn: np.ndarray
+    pixel_similarity: np.ndarray
     combined: np.ndarray
     combined_score: np.ndarray
     queue: np.ndarray
@@ -159,6 +169,9 @@ def load_candidates(run: Run) -> LeakageCandidates:
         raise RunError(f"run {run.name} has no leak candidates yet ({out / SUMMARY} is missing): "
                        f"compute them with `python -m precompute analyze --run {run.dir}`")
     summary = _read_json(out / SUMMARY)
+    if "pixels" not in summary:
+        raise RunError(f"run {run.name}'s leak candidates predate the pixel list: recompute them with "
+                       f"`python -m precompute analyze --run {run.dir}`")
     k = int(summary["k"])
     arrays = {}
     for name in (*LISTS, *VALUES.values()):
@@ -180,20 +193,20 @@ class Candidate:
     """One training image shown beside a test image for review."""
 
     train: int
-    source: str  # "top weight", "bottom weight" or "features"
+    source: str  # "top weight", "bottom weight", "features" or "pixels"
     weight: float
     similarity: float
 
 
 def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int = 5) -> list[Candidate]:
     """What a reviewer sees for test image `test`: the paper's top n and bottom n training images by
-    datamodel weight, then up to n nearest by features that are not already shown.
+    datamodel weight, then up to n nearest by features and up to n nearest in pixels not already shown.
 
     Each comes with its weight in test's datamodel and its feature cosine with the test image.
     """
     chosen: list[tuple[int, str]] = []
     for source, row in (("top weight", candidates.weight_top[test, :n]), ("bottom weight", candidates.weight_bottom[test, :n]),
-                        ("features", candidates.feature_nn[test])):
+                        ("features", candidates.feature_nn[test]), ("pixels", candidates.pixel_nn[test])):
         shown = {t for t, _ in chosen}
         fresh = [int(t) for t in row if t != NO_CANDIDATE and int(t) not in shown]
         chosen.extend((t, source) for t in fresh[:n])

@@ -1,23 +1,29 @@
 """Candidate train-test leaks: for each test image, the training images most likely to be its near-duplicate.
 
-Two independent sources (Ilyas et al. 2022, Sec. 4.3):
-  * datamodels: a training image that is a near-copy of a test image should carry a large positive
-    weight in the test image's datamodel, since training on it raises the test margin;
-  * the representation baseline: the nearest training images by cosine similarity of penultimate
-    features of a model trained on the full training set.
+Three sources:
+  * datamodels (Ilyas et al. 2022, Sec. 4.3): a training image that is a near-copy of a test image
+    should carry a large positive weight in the test image's datamodel, since training on it raises
+    the test margin;
+  * the paper's representation baseline: the nearest training images by cosine similarity of
+    penultimate features of a model trained on the full training set;
+  * pixels, tolerant to small shifts: the nearest training images by pixel correlation, the best over
+    every translation of the test image by up to a pixel. Near-duplicates are often a crop or a shift
+    apart, and on 8x8 digits a one-pixel shift hides a copy from both other lists (it moves the copy
+    farther from its source than most training images of its class), while this list finds it.
 
 They are merged by reciprocal rank fusion (Cormack, Clarke & Büttcher 2009): an item at rank r of a
 list scores 1 / (FUSION_K + r), summed over the lists. Ranks need no calibration between weights
 (margin units) and cosines, and neither source can drown the other when it fails on a dataset (on
 8x8 digits the datamodel list misses leaks the feature list finds at rank 1). FUSION_K is 1, not the
-customary 60 (tuned for fusing many 1000-long lists): with two lists and a cut at 10, K = 1 keeps each
-list's first entry near the top of the fusion (its score 1/2 is beaten only by items ranked (1, any) or
-(2, <= 4), and tied by (3, 3)), while agreement still counts: (2, 2) outscores (1, absent). With K = 60,
-any item ranked 61st or better in both lists outscores a first place in one.
+customary 60 (tuned for fusing many 1000-long lists): with a few lists and a cut at 10, K = 1 keeps each
+list's first entry near the top of the fusion (its score 1/2 is beaten only by items that two lists rank
+high, as (2, <= 4)), while agreement still counts: (2, 2) outscores (1, absent). With K = 60, any item
+ranked 61st or better in two lists outscores a first place in one.
 
-The review queue orders test images by the same fusion over the test set, of two per-image statistics:
-the largest datamodel weight, and the feature ratio test of Lowe (2004): nearest-neighbour distance over
-second-nearest distance, small when one training image is far closer than all others, as a duplicate is.
+The review queue orders test images by the same fusion over the test set, of per-image statistics: the
+largest datamodel weight, and the ratio test of Lowe (2004) in features and in pixels: nearest-neighbour
+distance over second-nearest distance, small when one training image is far closer than all others, as a
+duplicate is.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ NO_CANDIDATE = -1
 # Each list is fused from this many of its best entries; deeper entries would add at most 1/(K + 101).
 FUSION_DEPTH = 100
 ROW_BLOCK_BYTES = 64 << 20
+# Pixel matches try every translation of the test image by up to this many pixels in each direction.
+PIXEL_SHIFT = 1
 
 
 def weight_extremes(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -86,6 +94,57 @@ def feature_neighbours(test_features: np.ndarray, train_features: np.ndarray, k:
     index.add(train)
     similarity, neighbours = index.search(unit_rows(test_features), min(k, len(train)))
     return neighbours.astype(np.int64), similarity.astype(np.float32)
+
+
+def centred_unit_rows(images: np.ndarray) -> np.ndarray:
+    """Images (n, H, W, C) as float32 rows minus their own mean, scaled to unit norm: inner products of
+    these are pixel correlations, blind to a change of brightness or contrast. Flat images stay zero."""
+    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    return unit_rows(x - x.mean(axis=1, keepdims=True))
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Images (n, H, W, C) moved by dy rows and dx columns, edges repeated into the space left behind."""
+    s = max(abs(dy), abs(dx))
+    if s == 0:
+        return np.asarray(images)
+    h, w = images.shape[1:3]
+    padded = np.pad(np.asarray(images), ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+    return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
+
+
+def pixel_neighbours(test_images: np.ndarray, train_images: np.ndarray, k: int, max_shift: int = PIXEL_SHIFT,
+                     block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The k training images most correlated in pixels with each test image, at its best shift.
+
+    test_images : (n_test, H, W, C); train_images : (n_train, H, W, C); memmaps are read a block at a time.
+    A training image's similarity is the largest correlation (`centred_unit_rows`) between it and any
+    translation of the test image by up to max_shift pixels (exact faiss search per translation).
+    Returns (neighbours int64 (n_test, k'), similarity float32 (n_test, k')), k' = min(k, n_train),
+    most similar first, ties by lower training position.
+    """
+    n_train = len(train_images)
+    k = min(k, n_train)
+    index = faiss.IndexFlatIP(int(np.prod(train_images.shape[1:])))
+    for lo in range(0, n_train, block):
+        index.add(centred_unit_rows(train_images[lo:lo + block]))
+    moves = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)]
+    neighbours = np.empty((len(test_images), k), dtype=np.int64)
+    similarity = np.empty((len(test_images), k), dtype=np.float32)
+    for lo in range(0, len(test_images), block):
+        images = np.asarray(test_images[lo:lo + block])
+        found = [index.search(centred_unit_rows(shifted(images, dy, dx)), k) for dy, dx in moves]
+        sims = np.concatenate([f[0] for f in found], axis=1)
+        ids = np.concatenate([f[1] for f in found], axis=1).astype(np.int64)
+        # Keep each training image once, at its best shift: order by id, then similarity descending.
+        order = np.lexsort((-sims, ids), axis=1)
+        ids, sims = np.take_along_axis(ids, order, axis=1), np.take_along_axis(sims, order, axis=1)
+        first = np.ones(ids.shape, dtype=bool)
+        first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+        best = np.lexsort((ids, np.where(first, -sims, np.inf)), axis=1)[:, :k]
+        neighbours[lo:lo + block] = np.take_along_axis(ids, best, axis=1)
+        similarity[lo:lo + block] = np.take_along_axis(sims, best, axis=1)
+    return neighbours, similarity
 
 
 def ratio_test(similarity: np.ndarray) -> np.ndarray:

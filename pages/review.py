@@ -17,6 +17,9 @@ from pages import components
 N_SHOWN = 5
 N_COLS = 5
 SHORTCUTS = {"submit": "S", "skip": "K", "undo": "U"}
+# Candidate groups in the order shown, with what each source means.
+SOURCES = {"top weight": "", "bottom weight": "", "features": " (nearest in the control model's features)",
+           "pixels": " (nearest in pixels, at the best shift by up to a pixel)"}
 
 run = components.current_run()
 candidates = load_candidates(run)
@@ -143,11 +146,11 @@ left.image(thumbnails.upscale(read_row(run.images, column), 256),
            caption=f"test:{test} · label {components.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
 with right:
     st.caption("Mark every training image that shows the same scene or a near duplicate of the test image.")
-    for source in ("top weight", "bottom weight", "features"):
+    for source, note in SOURCES.items():
         group = [c for c in shown if c.source == source]
         if not group:
             continue
-        st.markdown(f"**{source.capitalize()}**" + (" (nearest in the control model's features)" if source == "features" else ""))
+        st.markdown(f"**{source.capitalize()}**" + note)
         slots = st.columns(N_COLS)
         for i, c in enumerate(group):
             with slots[i % N_COLS]:

@@ -8,7 +8,7 @@ import pytest
 from backend.datasets import write_npz_dataset
 from backend.leakage import (LEAKAGE_DIR, analyze_leakage, load_candidates, planted_ground_truth,
                              review_candidates)
-from backend.leakage_candidates import NO_CANDIDATE
+from backend.leakage_candidates import NO_CANDIDATE, pixel_neighbours
 from backend.run_store import Run, RunError
 
 
@@ -31,6 +31,9 @@ def test_lists_equal_brute_force_over_the_stored_weights_and_features(run):
         assert (c.weight_top[j][len(positive):] == NO_CANDIDATE).all()
         np.testing.assert_allclose(np.sort(cosine[j])[::-1][:k], c.feature_similarity[j], atol=1e-5)
         np.testing.assert_allclose(cosine[j, c.feature_nn[j]], c.feature_similarity[j], atol=1e-5)
+    pixels, pixel_similarity = pixel_neighbours(run.images[run.n_train:], run.images[:run.n_train], k)
+    np.testing.assert_array_equal(c.pixel_nn, pixels)
+    np.testing.assert_allclose(c.pixel_similarity, pixel_similarity, atol=1e-6)
     assert sorted(c.queue.tolist()) == list(range(run.n_test))
     assert np.all(np.diff(np.asarray(c.queue_score)[c.queue]) <= 0)
 
@@ -41,11 +44,12 @@ def test_recall_of_planted_exact_copies(run):
     assert len(planted_test) == 12
     # Exact copies have cosine 1 with their source: the baseline must put each first.
     np.testing.assert_array_equal(c.feature_nn[planted_test, 0], planted_train)
+    np.testing.assert_array_equal(c.pixel_nn[planted_test, 0], planted_train)
     recall = c.summary["planted"]["recall_at_10"]
-    assert recall["baseline"] == 1.0 and recall["combined"] == 1.0
+    assert recall["baseline"] == recall["pixels"] == recall["combined"] == 1.0
     by_hand = np.mean([s in c.weight_top[t] for t, s in zip(planted_test, planted_train)])
     assert recall["datamodel"] == pytest.approx(by_hand, abs=1e-4)
-    assert set(c.summary["planted"]["queue_average_precision"]) == {"datamodel", "baseline", "combined"}
+    assert set(c.summary["planted"]["queue_average_precision"]) == {"datamodel", "baseline", "pixels", "combined"}
     on_disk = json.loads((run.dir / LEAKAGE_DIR / "leakage.json").read_text())
     assert on_disk["planted"] == c.summary["planted"]
 
@@ -62,6 +66,9 @@ def test_review_candidates_show_top_and_bottom_then_unseen_neighbours(run):
         assert trains[: len(top) + len(bottom)] == top + bottom
         extra = [x for x in shown if x.source == "features"]
         assert len(extra) == 5 and all(x.train in c.feature_nn[test] for x in extra)
+        pixels = [x.train for x in shown if x.source == "pixels"]
+        unseen = [t for t in c.pixel_nn[test] if t not in trains[: len(trains) - len(pixels)]]
+        assert pixels == unseen[:5]
         for x in shown:
             assert x.weight == pytest.approx(weights[run.n_train + test, x.train])
 
@@ -72,6 +79,16 @@ def test_missing_inputs_name_the_command_that_makes_them(run, tmp_path):
     with pytest.raises(RunError, match="precompute fit"):
         analyze_leakage(copy)
     with pytest.raises(RunError, match="precompute analyze"):
+        load_candidates(Run(copy))
+
+
+def test_candidates_from_before_the_pixel_list_ask_for_a_new_analysis(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run.dir, copy)
+    summary = json.loads((copy / LEAKAGE_DIR / "leakage.json").read_text())
+    del summary["pixels"]
+    (copy / LEAKAGE_DIR / "leakage.json").write_text(json.dumps(summary))
+    with pytest.raises(RunError, match="predate the pixel list.*precompute analyze"):
         load_candidates(Run(copy))
 
 

@@ -1,11 +1,15 @@
-"""Candidate lists against brute force: numpy argsort, brute-force cosine, dictionary rank fusion, sklearn AP."""
+"""Candidate lists against brute force: numpy argsort, brute-force cosine and correlation, dictionary rank
+fusion, sklearn AP."""
 import numpy as np
 import pytest
+from scipy import ndimage
 from sklearn.metrics import average_precision_score
 
 from backend import leakage_candidates as lc
+from backend.datasets import load_dataset
+from backend.datasets.planted import plant_leaks
 from backend.leakage_candidates import (NO_CANDIDATE, average_precision, feature_neighbours, fuse_lists, fuse_scores,
-                                        ratio_test, recall_at_k, weight_extremes)
+                                        pixel_neighbours, ratio_test, recall_at_k, weight_extremes)
 
 
 def sparse_weights(n_rows, n_cols, seed=0):
@@ -42,6 +46,39 @@ def test_feature_neighbours_match_brute_force_cosine():
     cosine = unit(test) @ unit(train).T
     np.testing.assert_array_equal(nn, np.argsort(-cosine, axis=1, kind="stable")[:, :12])
     np.testing.assert_allclose(sim, np.take_along_axis(cosine, nn, axis=1), atol=1e-5)
+
+
+def test_pixel_neighbours_match_brute_force_correlation_at_the_best_shift():
+    rng = np.random.default_rng(4)
+    train = rng.integers(0, 256, size=(40, 6, 7, 2), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(9, 6, 7, 2), dtype=np.uint8)
+    test[0] = train[3]
+    neighbours, similarity = pixel_neighbours(test, train, 5, block=4)  # block 4: exercises the blocking
+    assert neighbours.shape == similarity.shape == (9, 5) and neighbours.dtype == np.int64
+    # Oracle: Pearson correlation (np.corrcoef) of every training image with every edge-repeating shift
+    # (scipy.ndimage, mode "nearest") of the test image, best over the nine shifts.
+    best = np.full((len(test), len(train)), -np.inf)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            moved = np.stack([ndimage.shift(t, (dy, dx, 0), order=0, mode="nearest") for t in test])
+            r = np.corrcoef(moved.reshape(len(test), -1).astype(np.float64),
+                            train.reshape(len(train), -1).astype(np.float64))[:len(test), len(test):]
+            best = np.maximum(best, r)
+    for j in range(len(test)):
+        np.testing.assert_allclose(similarity[j], np.sort(best[j])[::-1][:5], atol=1e-5)
+        np.testing.assert_allclose(best[j, neighbours[j]], similarity[j], atol=1e-5)
+    assert neighbours[0, 0] == 3 and similarity[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pixel_list_finds_shifted_planted_copies_that_exact_alignment_misses():
+    """The default planted set (1-px shift, noise and brightness 0.05): every copy is found."""
+    arrays, truth = plant_leaks(load_dataset("digits"), n=30, noise=0.05, seed=0)
+    test = arrays["images"][arrays["split"] == "test"]
+    train = arrays["images"][arrays["split"] == "train"]
+    tolerant, _ = pixel_neighbours(test, train, 10)
+    aligned, _ = pixel_neighbours(test, train, 10, max_shift=0)
+    assert recall_at_k(tolerant, truth["planted_test"], truth["planted_train"], 10) == 1.0
+    assert recall_at_k(aligned, truth["planted_test"], truth["planted_train"], 10) < 0.5
 
 
 def test_ratio_test_is_nearest_over_second_nearest_distance():
