@@ -19,6 +19,7 @@ import torch
 from . import architectures, run_store
 from .datasets import Dataset
 from .subsets import model_seed, model_subset, subset_size, subsets_to_masks
+from .target_stats import save_target_stats
 from .training import TrainingData, resolve_device, train_models, use_all_cores
 
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -129,9 +130,8 @@ def train_run(
                "models_per_second": round(done / elapsed, 2) if done else None,
                "n_models": n_merged, "device": str(dev)}
     if n_merged:
-        run = run_store.Run(run_dir)
-        correct = sum(int((run.margins[a:a + 4096, ds.n_train:] > 0).sum()) for a in range(0, n_merged, 4096))
-        summary["mean_test_accuracy"] = round(correct / (n_merged * ds.n_test), 4)
+        _, accuracy = save_target_stats(run_store.Run(run_dir))
+        summary["mean_test_accuracy"] = round(float(accuracy[ds.n_train:].astype(np.float64).mean()), 4)
         run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
     if n_merged < n_models:
         summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"

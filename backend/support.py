@@ -32,6 +32,10 @@ from .targets import target_name
 SUPPORT_DIR = "support"
 DEFAULT_K_MAX = 1280
 DEFAULT_BUDGET = 7
+# Models per bisection step. The accepted k is the first whose mean margin dips below zero, so it sits
+# where margins are near zero and the mean's noise decides; on digits, 8 models per step gave supports
+# that fresh models confirmed for 26 of 29 targets, 16 for 32 of 33.
+DEFAULT_SUPPORT_MODELS = 16
 
 
 def heuristic_support(weights: np.ndarray, margins: np.ndarray, rows: np.ndarray | None = None,
@@ -104,7 +108,7 @@ def default_k_max(n_train: int) -> int:
 def certified_supports(
     run: Run,
     targets: list[int],
-    n_models: int = 8,
+    n_models: int = DEFAULT_SUPPORT_MODELS,
     *,
     mislabel: bool = False,
     k_max: int | None = None,

@@ -96,8 +96,8 @@ def cmd_support(args: argparse.Namespace) -> dict:
     from backend import run_store
     from backend.counterfactuals import load_weights
     from backend.run_store import Run
-    from backend.support import (SUPPORT_DIR, brittleness_cdf, certified_array, certified_supports, heuristic_support,
-                                 search_summary)
+    from backend.support import (DEFAULT_SUPPORT_MODELS, SUPPORT_DIR, brittleness_cdf, certified_array,
+                                 certified_supports, heuristic_support, search_summary)
     from backend.targets import parse_targets
 
     run = Run(args.run)
@@ -109,7 +109,7 @@ def cmd_support(args: argparse.Namespace) -> dict:
     heuristic = heuristic_support(weights, control[run.n_train:], np.arange(run.n_train, run.n_targets))
     bar = ProgressBar("certified support", "target")
     try:
-        records = certified_supports(run, targets, args.models, mislabel=args.mislabel, k_max=args.k_max,
+        records = certified_supports(run, targets, args.models or DEFAULT_SUPPORT_MODELS, mislabel=args.mislabel, k_max=args.k_max,
                                      budget=args.budget, check=args.check, device=args.device, progress=bar,
                                      on_start=bar.start)
     finally:
@@ -207,7 +207,8 @@ def register(sub) -> None:
     _common(p)
     p.add_argument("--targets", required=True, help="targets, e.g. test:0-99")
     p.add_argument("--mislabel", action="store_true", help="relabel the top-k to the competing class instead of removing them")
-    p.add_argument("--models", type=positive_int, default=8, help="models per bisection step (default 8)")
+    p.add_argument("--models", type=positive_int, default=None,
+                   help="models per bisection step (default backend.support.DEFAULT_SUPPORT_MODELS, 16)")
     p.add_argument("--budget", type=positive_int, default=7, help="bisection steps (default 7)")
     p.add_argument("--k-max", type=positive_int, default=None, help="largest k searched (default min(1280, n_train - 1))")
     p.add_argument("--check", action="store_true",

@@ -32,6 +32,9 @@ def test_run_files_follow_the_contract(tiny_run):
         assert key in manifest
     assert manifest["n_models"] == 60 and manifest["dataset"]["n_train"] == ds.n_train
     assert manifest["mean_test_accuracy"] == pytest.approx(float((margins[:, ds.n_train:] > 0).mean()), abs=1e-4)
+    # The per-target summary the dashboard ranks targets by is written with the margins.
+    np.testing.assert_allclose(np.load(tiny_run / "target_mean_margin.npy"), np.asarray(margins).mean(axis=0), atol=1e-5)
+    np.testing.assert_array_equal(np.load(tiny_run / "target_accuracy.npy"), (np.asarray(margins) > 0).mean(axis=0).astype(np.float32))
 
 
 def test_masks_come_from_seed_and_index_alone(tiny_run):
@@ -76,6 +79,7 @@ def test_shard_workers_merge_to_the_same_run(tmp_path, tiny_run):
         run_cli("train", "--models", "60", "--out", out, "--shard", f"{i}/3", "--batch-models", "30", *FAST_TRAIN)
     assert json.loads(run_cli("merge", "--run", out).stdout)["n_models"] == 60
     assert np.array_equal(np.load(out / "masks.npy"), np.load(tiny_run / "masks.npy"))
+    np.testing.assert_allclose(np.load(out / "target_accuracy.npy"), np.load(tiny_run / "target_accuracy.npy"))
     np.testing.assert_allclose(np.load(out / "margins.npy"), np.load(tiny_run / "margins.npy"), atol=1e-4)
 
 
