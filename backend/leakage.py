@@ -27,6 +27,7 @@ from .leakage_candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHI
                                  feature_neighbours, fuse_lists, fuse_scores, pixel_neighbours, ratio_test,
                                  recall_at_k, unit_rows, weight_extremes)
 from .run_store import Run, RunError
+from .training import resolve_device
 
 LEAKAGE_DIR = "leakage"
 SUMMARY = "leakage.json"
@@ -68,7 +69,8 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     features = load_control_features(run)
     nn, similarity = feature_neighbours(features[run.n_train:], features[:run.n_train], depth)
     report(0.8)
-    pixels, pixel_similarity = pixel_neighbours(run.images[run.n_train:], run.images[:run.n_train], depth)
+    pixels, pixel_similarity = pixel_neighbours(run.images[run.n_train:], run.images[:run.n_train], depth,
+                                                device=resolve_device(device))
     report(0.9)
     combined, combined_score = fuse_lists([top, nn, pixels], k)
     # Queue statistics per test image: its largest weight, and how far its nearest neighbour stands out.

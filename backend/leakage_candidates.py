@@ -31,6 +31,7 @@ from typing import Sequence
 
 import faiss
 import numpy as np
+import torch
 
 FUSION_K = 1
 # Marks an empty slot in a candidate list (a sparse datamodel with fewer than k nonzero weights).
@@ -114,36 +115,33 @@ def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def pixel_neighbours(test_images: np.ndarray, train_images: np.ndarray, k: int, max_shift: int = PIXEL_SHIFT,
-                     block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                     block: int = 1024, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """The k training images most correlated in pixels with each test image, at its best shift.
 
     test_images : (n_test, H, W, C); train_images : (n_train, H, W, C); memmaps are read a block at a time.
     A training image's similarity is the largest correlation (`centred_unit_rows`) between it and any
-    translation of the test image by up to max_shift pixels (exact faiss search per translation).
+    translation of the test image by up to max_shift pixels: exact products, a GEMM per translation and
+    block of test images, on `device` (faiss's flat index ran 5x slower at 3,072 pixels: benchmarks/bench_pixels.py).
     Returns (neighbours int64 (n_test, k'), similarity float32 (n_test, k')), k' = min(k, n_train),
-    most similar first, ties by lower training position.
+    most similar first, ties among them by lower training position.
     """
     n_train = len(train_images)
     k = min(k, n_train)
-    index = faiss.IndexFlatIP(int(np.prod(train_images.shape[1:])))
-    for lo in range(0, n_train, block):
-        index.add(centred_unit_rows(train_images[lo:lo + block]))
+    train = torch.cat([torch.from_numpy(centred_unit_rows(train_images[lo:lo + block])).to(device)
+                       for lo in range(0, n_train, block)])
     moves = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)]
     neighbours = np.empty((len(test_images), k), dtype=np.int64)
     similarity = np.empty((len(test_images), k), dtype=np.float32)
     for lo in range(0, len(test_images), block):
         images = np.asarray(test_images[lo:lo + block])
-        found = [index.search(centred_unit_rows(shifted(images, dy, dx)), k) for dy, dx in moves]
-        sims = np.concatenate([f[0] for f in found], axis=1)
-        ids = np.concatenate([f[1] for f in found], axis=1).astype(np.int64)
-        # Keep each training image once, at its best shift: order by id, then similarity descending.
-        order = np.lexsort((-sims, ids), axis=1)
-        ids, sims = np.take_along_axis(ids, order, axis=1), np.take_along_axis(sims, order, axis=1)
-        first = np.ones(ids.shape, dtype=bool)
-        first[:, 1:] = ids[:, 1:] != ids[:, :-1]
-        best = np.lexsort((ids, np.where(first, -sims, np.inf)), axis=1)[:, :k]
-        neighbours[lo:lo + block] = np.take_along_axis(ids, best, axis=1)
-        similarity[lo:lo + block] = np.take_along_axis(sims, best, axis=1)
+        best = None
+        for dy, dx in moves:
+            sims = torch.from_numpy(centred_unit_rows(shifted(images, dy, dx))).to(device) @ train.T
+            best = sims if best is None else torch.maximum(best, sims, out=best)
+        values, ids = (t.cpu().numpy() for t in torch.topk(best, k, dim=1))
+        order = np.lexsort((ids, -values), axis=1)
+        neighbours[lo:lo + block] = np.take_along_axis(ids, order, axis=1)
+        similarity[lo:lo + block] = np.take_along_axis(values, order, axis=1)
     return neighbours, similarity
 
 
