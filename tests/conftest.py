@@ -121,9 +121,11 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
       multi-output scikit-learn Lasso (λ = 0.1) on all 60 models, every target but train:0-4, which are
       left unfitted (zero weights, NaN bias and λ, as save_datamodels leaves them): the pages need the
       contract's files and shapes, not the paper's λ selection, and backend.datamodels' path fit takes
-      minutes at this size. About half a minute with the held-out run.
+      minutes at this size. About half a minute with the held-out run. Then the real analyze stage, kept
+      small (8 control models, 10 components, 3 clusters per class; about 10 s): control margins, structure/
+      and leakage/ for the PCA, Clusters, Counterfactuals, Review and Leakage results pages.
     - `no-datamodels`: tiny_run itself (masks and margins only).
-    - `truncated`: digits-tiny with weights.npy cut short.
+    - `truncated`: digits-tiny (without heldout/) with weights.npy cut short.
     - `bad-manifest`: a manifest.json that is not JSON.
     """
     import json
@@ -154,6 +156,8 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "30", "--seed", "1",
             "--out", fitted / "heldout", "--batch-models", "30", *FAST_TRAIN)
     run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity")
+    run_cli("analyze", "--run", fitted, "--n-control", "8", "--components", "10", "--clusters-per-class", "3",
+            "--device", "cpu")
     (runs / "no-datamodels").symlink_to(tiny_run, target_is_directory=True)
     truncated = runs / "truncated"
     shutil.copytree(fitted, truncated, ignore=shutil.ignore_patterns("heldout"))
