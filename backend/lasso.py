@@ -164,7 +164,7 @@ class MaskedDesign:
             p = z @ w
             p.mul_(includes[k] if includes is not None else _include(x, excluded).to(p.dtype))
             out.addmm_(z.T, p)
-        z_mean = self.z_mean[:, idx]
+        z_mean = self.z_mean.index_select(1, idx)
         out.div_(self.n_rows[idx])
         out.sub_(z_mean * (z_mean * w).sum(0))
         return out
@@ -240,7 +240,7 @@ class TargetBlock:
 
     def intercept(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """b_t = ȳ_t − x̄_tᵀw_t for raw 0/1 masks, (T_a,) for w of shape (F, T_a)."""
-        x_mean = self.x_mean[:, idx] if self.has_excluded else self.x_mean
+        x_mean = self.x_mean.index_select(1, idx) if self.has_excluded else self.x_mean
         return (self.y_mean[idx] - (x_mean * w.double()).sum(0)).to(w.dtype)
 
     def mse(self, w: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -254,6 +254,12 @@ class TargetBlock:
             sse += (r * r * _include(x, excluded)).sum(0)
         n = self.n_rows[idx]
         return torch.where(n > 0, sse / n.clamp(min=1), torch.nan)
+
+
+def _put(dst: torch.Tensor, columns: torch.Tensor, src: torch.Tensor, src_columns: torch.Tensor | None = None) -> None:
+    """dst[:, columns] = src[:, src_columns or columns], in place; index_select/index_copy_ run ~25x faster
+    on CPU than advanced indexing for the few columns a solver step touches."""
+    dst.index_copy_(1, columns, src.index_select(1, columns if src_columns is None else src_columns))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -321,8 +327,8 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
             old_w_prev, old_hw_prev = w_prev, hw_prev
             w_prev, hw_prev, w, hw = w, hw, cand, hcand
             if len(rejected):  # these keep their iterates and retry from the same v
-                w[:, rejected], hw[:, rejected] = w_prev[:, rejected], hw_prev[:, rejected]
-                w_prev[:, rejected], hw_prev[:, rejected] = old_w_prev[:, rejected], old_hw_prev[:, rejected]
+                _put(w, rejected, w_prev), _put(hw, rejected, hw_prev)
+                _put(w_prev, rejected, old_w_prev), _put(hw_prev, rejected, old_hw_prev)
             momentum = torch.where(accept & uphill, torch.ones_like(momentum), momentum)
             lip = torch.where(accept, torch.maximum(0.5 * lip, 1.2 * curv), torch.maximum(lip, 1.3 * curv))
             lip = lip.clamp(min=lip_floor)  # steps along H's null space (the all-ones direction) meet no curvature
@@ -330,7 +336,9 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
         done = ~finished & ((accept & (gap <= thresh)) | (steps >= max_iter))
         if done.any():
             d_idx = live[done]
-            w_out[:, d_idx], hw_out[:, d_idx], gap_out[d_idx] = w[:, done], hw[:, done], gap[done]
+            d_pos = done.nonzero().squeeze(1)
+            _put(w_out, d_idx, w, d_pos), _put(hw_out, d_idx, hw, d_pos)
+            gap_out[d_idx] = gap[done]
             lip_out[d_idx], n_iter[d_idx] = lip[done], steps[done]
             finished |= done
             if finished.all():
@@ -338,7 +346,8 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
             if finished.sum() * 4 >= len(live):
                 keep = ~finished
                 live, finished = live[keep], finished[keep]
-                w, hw, w_prev, hw_prev, v, hv, q_l = (a[:, keep] for a in (w, hw, w_prev, hw_prev, v, hv, q_l))
+                kept = keep.nonzero().squeeze(1)
+                w, hw, w_prev, hw_prev, v, hv, q_l = (a.index_select(1, kept) for a in (w, hw, w_prev, hw_prev, v, hv, q_l))
                 lip, momentum, steps, accept, lam_l, c0_l, tgt, thresh = (
                     a[keep] for a in (lip, momentum, steps, accept, lam_l, c0_l, tgt, thresh))
         nxt = (1 + torch.sqrt(1 + 4 * momentum * momentum)) / 2
@@ -348,7 +357,7 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
         v, hv = (w - w_prev).mul_(beta).add_(w), (hw - hw_prev).mul_(beta).add_(hw)
         rejected = (~accept).nonzero().squeeze(1)
         if len(rejected):
-            v[:, rejected], hv[:, rejected] = old_v[:, rejected], old_hv[:, rejected]
+            _put(v, rejected, old_v), _put(hv, rejected, old_hv)
         # Proximal step: soft-threshold u = v − ∇f(v)/L at λ/L (u minus its clamp into [−λ/L, λ/L]).
         u = torch.addcdiv(v, hv - q_l, lip, value=-1)
         shrink = lam_l / lip
@@ -447,7 +456,7 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
             better = s < best_score[active]
             improved = active[better]
             best_score[improved] = s[better]
-            best_w[:, improved] = w[:, better]
+            _put(best_w, improved, w, better.nonzero().squeeze(1))
             best[improved.cpu().numpy()] = k
             stale[active] = torch.where(better, 0, stale[active] + 1)
         if progress:
@@ -462,10 +471,11 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
             stop = torch.zeros(len(active), dtype=torch.bool, device=dev)
         if stop.any():
             if score is None:
-                best_w[:, active[stop]] = w[:, stop]
+                _put(best_w, active[stop], w, stop.nonzero().squeeze(1))
             keep = ~stop
             active, lip, c0_a = active[keep], lip[keep], c0_a[keep]
-            w, hw, w_before, hw_before, q_a = (a[:, keep] for a in (w, hw, w_before, hw_before, q_a))
+            kept = keep.nonzero().squeeze(1)
+            w, hw, w_before, hw_before, q_a = (a.index_select(1, kept) for a in (w, hw, w_before, hw_before, q_a))
     idx_all = torch.arange(T, device=dev)
     return LassoPath(lams_np, n_iter, scores, best, best_w, block.intercept(best_w, idx_all), coefs, intercepts)
 
