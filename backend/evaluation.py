@@ -118,10 +118,11 @@ def summarize(values: np.ndarray, columns: np.ndarray, n_train: int) -> dict:
 
 def lds_report(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
     """JSON-able LDS and held-out MSE summaries (mean, quartiles) for test and training targets."""
-    return _report(lds(weights, bias, masks, margins, n_train, targets), masks.shape[0], n_train)
+    return summary_report(lds(weights, bias, masks, margins, n_train, targets), masks.shape[0], n_train)
 
 
-def _report(res: dict, n_heldout: int, n_train: int) -> dict:
+def summary_report(res: dict, n_heldout: int, n_train: int) -> dict:
+    """metrics.json's LDS and MSE summaries from `lds`'s per-target result (for an LDS already computed)."""
     return {"n_heldout_models": int(n_heldout),
             "lds": summarize(res["spearman"], res["targets"], n_train),
             "mse": summarize(res["mse"], res["targets"], n_train)}
@@ -241,7 +242,7 @@ def sample_complexity(masks, margins, heldout_masks, heldout_margins, n_train: i
             rows = [where[int(c)] for c in cols]
             return fit.weights[rows], fit.bias[rows]
         res = _lds(datamodels, heldout_masks, heldout_margins, n_train, columns)
-        point.update(_report(res, heldout_masks.shape[0], n_train))
+        point.update(summary_report(res, heldout_masks.shape[0], n_train))
         points.append(point)
     n_tr = int((columns < n_train).sum())
     return {"targets": f"{len(columns) - n_tr} test and {n_tr} training targets", "points": points}

@@ -216,9 +216,13 @@ class Run:
         if not self.dir.is_dir():
             raise RunError(f"run {self.dir} does not exist: create it with `python -m precompute train --out {self.dir}`")
         self.manifest = read_manifest(self.dir)
-        self.n_train = int(self.manifest["dataset"]["n_train"])
-        self.n_test = int(self.manifest["dataset"]["n_test"])
-        self.class_names = list(self.manifest["dataset"]["class_names"])
+        try:
+            dataset = self.manifest["dataset"]
+            self.n_train, self.n_test = int(dataset["n_train"]), int(dataset["n_test"])
+            self.class_names = list(dataset["class_names"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunError(f"{self.dir / MANIFEST} lacks a valid dataset entry ({exc!r}): it is not a manifest "
+                           f"`python -m precompute train` wrote; restore it or start a new run") from None
         self._arrays: dict[str, np.ndarray] = {}
 
     @property

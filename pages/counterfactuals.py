@@ -200,7 +200,9 @@ if len(record):
     fig.update_layout(xaxis_title="predicted Δ margin", yaxis_title="actual Δ margin", height=400, showlegend=False,
                       margin=dict(t=10, b=40))
     st.plotly_chart(fig, key="cf_figure8")
-    st.caption(f"{stats['n']} counterfactuals · Pearson {stats['pearson']} · Spearman {stats['spearman']}")
+    st.caption(f"{stats['n']} counterfactual{'' if stats['n'] == 1 else 's'} · " + (
+        f"Pearson {stats['pearson']} · Spearman {stats['spearman']}" if stats["pearson"] is not None
+        else "correlations need at least 3 verified removals with differing changes"))
 else:
     st.caption("No verified removals yet.")
 

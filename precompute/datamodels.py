@@ -59,7 +59,7 @@ def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: 
     bias = run.array("bias.npy", (run.n_targets,))
     per_target = evaluation.lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
     metrics = {"heldout_run": str(heldout_dir), "n_fit_models": int(len(run.masks)),
-               **evaluation._report(per_target, len(heldout.masks), run.n_train),
+               **evaluation.summary_report(per_target, len(heldout.masks), run.n_train),
                "table5": evaluation.table5_report(weights, bias, run.masks, run.margins, heldout.masks,
                                                   heldout.margins, run.n_train)}
     if complexity:

@@ -57,7 +57,7 @@ def test_click_three_images_then_verify_with_four_models(page):
     (cf,) = counterfactual_log.entries(run)
     assert len(cf.request.seeds) == 4 and sorted(clicked) == cf.request.remove.tolist() and cf.targets == [column]
     assert metrics(at)["Actual margin"] == f"{cf.margins[:, column].mean():+.3f}"
-    assert any("1 counterfactuals" in c.value for c in at.caption)
+    assert any(c.value.startswith("1 counterfactual · correlations need at least 3") for c in at.caption)
 
 
 def test_removing_a_whole_class_is_refused_without_training(page):

@@ -77,3 +77,9 @@ def test_help_explains_every_verb():
     train_help = run_cli("train", "--help").stdout
     for flag in ("--alpha", "--models", "--seed", "--out", "--device", "--batch-models", "--shard", "--dataset"):
         assert flag in train_help
+
+
+@pytest.mark.parametrize("manifest", ['{"dataset": {"n_train": 10}}', '{"dataset": "digits"}', "[]"])
+def test_a_manifest_without_its_dataset_entry_is_a_clean_error(tmp_path, manifest):
+    (tmp_path / "manifest.json").write_text(manifest)
+    assert_clean_error(run_cli("fit", "--run", tmp_path, check=False), "lacks a valid dataset entry")
