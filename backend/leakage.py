@@ -197,14 +197,15 @@ class Candidate:
     train: int
     source: str  # "top weight", "bottom weight", "features" or "pixels"
     weight: float
-    similarity: float
+    similarity: float  # cosine of control-model features
+    pixel: float  # pixel correlation at the best shift (the pixel list's score)
 
 
 def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int = 5) -> list[Candidate]:
     """What a reviewer sees for test image `test`: the paper's top n and bottom n training images by
     datamodel weight, then up to n nearest by features and up to n nearest in pixels not already shown.
 
-    Each comes with its weight in test's datamodel and its feature cosine with the test image.
+    Each comes with its weight in test's datamodel, its feature cosine and its pixel correlation with the test image.
     """
     chosen: list[tuple[int, str]] = []
     for source, row in (("top weight", candidates.weight_top[test, :n]), ("bottom weight", candidates.weight_bottom[test, :n]),
@@ -213,9 +214,15 @@ def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int
         fresh = [int(t) for t in row if t != NO_CANDIDATE and int(t) not in shown]
         chosen.extend((t, source) for t in fresh[:n])
     trains = np.array([t for t, _ in chosen], dtype=np.int64)
+    if not len(trains):
+        return []
     column = run.n_train + test
     weights = np.asarray(run.array(WEIGHTS, (run.n_targets, run.n_train))[column, trains], dtype=np.float64)
     features = load_control_features(run)
     vectors = unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
     similarity = vectors[1:] @ vectors[0]
-    return [Candidate(t, source, float(w), float(s)) for (t, source), w, s in zip(chosen, weights, similarity)]
+    found, correlation = pixel_neighbours(run.images[column:column + 1], np.asarray(run.images[trains]), len(trains))
+    pixel = np.empty(len(trains), dtype=np.float64)
+    pixel[found[0]] = correlation[0]
+    return [Candidate(t, source, float(w), float(s), float(px))
+            for (t, source), w, s, px in zip(chosen, weights, similarity, pixel)]

@@ -145,7 +145,8 @@ left, right = st.columns([1, 3])
 left.image(thumbnails.upscale(read_row(run.images, column), 256),
            caption=f"test:{test} · label {components.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
 with right:
-    st.caption("Mark every training image that shows the same scene or a near duplicate of the test image.")
+    st.caption("Mark every training image that shows the same scene or a near duplicate of the test image. "
+               "w: its datamodel weight · cos: feature cosine · px: pixel correlation at the best shift.")
     for source, note in SOURCES.items():
         group = [c for c in shown if c.source == source]
         if not group:
@@ -155,5 +156,6 @@ with right:
         for i, c in enumerate(group):
             with slots[i % N_COLS]:
                 st.image(thumbnails.upscale(read_row(run.images, c.train), components.THUMB),
-                         caption=f"train:{c.train} · {components.label_of(run, c.train)} · w {c.weight:+.3f} · cos {c.similarity:.3f}")
+                         caption=f"train:{c.train} · {components.label_of(run, c.train)} · w {c.weight:+.3f} · "
+                                 f"cos {c.similarity:.3f} · px {c.pixel:.3f}")
                 st.toggle("same scene / near duplicate", key=toggle_key(test, c.train), wrap=True)

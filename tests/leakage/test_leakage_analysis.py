@@ -8,7 +8,7 @@ import pytest
 from backend.datasets import write_npz_dataset
 from backend.leakage import (LEAKAGE_DIR, analyze_leakage, load_candidates, planted_ground_truth,
                              review_candidates)
-from backend.leakage_candidates import NO_CANDIDATE, pixel_neighbours
+from backend.leakage_candidates import NO_CANDIDATE, pixel_neighbours, shifted
 from backend.run_store import Run, RunError
 
 
@@ -71,6 +71,9 @@ def test_review_candidates_show_top_and_bottom_then_unseen_neighbours(run):
         assert pixels == unseen[:5]
         for x in shown:
             assert x.weight == pytest.approx(weights[run.n_train + test, x.train])
+            moved = [np.corrcoef(shifted(run.images[run.n_train + test:run.n_train + test + 1], dy, dx).ravel(),
+                                 run.images[x.train].ravel())[0, 1] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            assert x.pixel == pytest.approx(max(moved), abs=1e-5)
 
 
 def test_missing_inputs_name_the_command_that_makes_them(run, tmp_path):
