@@ -33,6 +33,8 @@ import faiss
 import numpy as np
 import torch
 
+from .datasets.planted import shifted
+
 FUSION_K = 1
 # Marks an empty slot in a candidate list (a sparse datamodel with fewer than k nonzero weights).
 NO_CANDIDATE = -1
@@ -102,16 +104,6 @@ def centred_unit_rows(images: np.ndarray) -> np.ndarray:
     these are pixel correlations, blind to a change of brightness or contrast. Flat images stay zero."""
     x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
     return unit_rows(x - x.mean(axis=1, keepdims=True))
-
-
-def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Images (n, H, W, C) moved by dy rows and dx columns, edges repeated into the space left behind."""
-    s = max(abs(dy), abs(dx))
-    if s == 0:
-        return np.asarray(images)
-    h, w = images.shape[1:3]
-    padded = np.pad(np.asarray(images), ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
-    return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
 
 
 def pixel_neighbours(test_images: np.ndarray, train_images: np.ndarray, k: int, max_shift: int = PIXEL_SHIFT,

@@ -20,7 +20,8 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backend.leakage_candidates import centred_unit_rows, pixel_neighbours, shifted  # noqa: E402
+from backend.datasets.planted import shifted  # noqa: E402
+from backend.leakage_candidates import centred_unit_rows, pixel_neighbours  # noqa: E402
 from backend.training import resolve_device  # noqa: E402
 
 K = 100

@@ -55,13 +55,21 @@ def plant_leaks(ds: Dataset, n: int, noise: float, seed: int,
     return arrays, ground_truth
 
 
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Images (n, H, W, C) translated: pixel (y, x) of the result is pixel (y + dy, x + dx) of the image,
+    edges repeated past the border. The leak search (backend.leakage_candidates) undoes such shifts."""
+    s = max(abs(dy), abs(dx))
+    if s == 0:
+        return np.asarray(images)
+    h, w = images.shape[1:3]
+    padded = np.pad(np.asarray(images), ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+    return padded[:, s + dy:s + dy + h, s + dx:s + dx + w]
+
+
 def _perturb(image: np.ndarray, noise: float, rng: np.random.Generator, shift: bool) -> np.ndarray:
     """A near-duplicate of ``image`` (uint8 of shape (H, W, C)): shifted, brightened, noised."""
     direction = SHIFTS[rng.integers(len(SHIFTS))]  # drawn either way, so shift=False keeps the other draws
-    dy, dx = direction if shift else (0, 0)
-    h, w = image.shape[:2]
-    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    shifted = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.float64)
+    moved = shifted(image[None], *(direction if shift else (0, 0)))[0].astype(np.float64)
     brightness = rng.choice((-1.0, 1.0)) * noise * 255
-    noisy = shifted + brightness + rng.normal(0.0, noise * 255, size=shifted.shape)
+    noisy = moved + brightness + rng.normal(0.0, noise * 255, size=moved.shape)
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
