@@ -19,7 +19,7 @@ import torch
 from . import architectures, run_store
 from .datasets import Dataset
 from .subsets import model_seed, model_subset, subset_size, subsets_to_masks
-from .target_stats import save_target_stats
+from .target_stats import save_target_stats, stored_target_stats
 from .training import TrainingData, resolve_device, train_models, use_all_cores
 
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -79,6 +79,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def merge_run(run_dir: Path, n_train: int, n_targets: int) -> int:
+    """Merge the finished shards into masks.npy/margins.npy, then refresh the per-target summary the
+    dashboard ranks targets by; returns the number of models merged (`train` and `merge` both end here)."""
+    n = run_store.merge_shards(run_dir, n_train, n_targets)
+    if n:
+        save_target_stats(run_store.Run(run_dir))
+    return n
+
+
 def train_run(
     ds: Dataset,
     spec: str,
@@ -125,12 +134,12 @@ def train_run(
         run_store.write_shard(run_dir, s, subsets_to_masks(subsets, ds.n_train), margins)
         done += e - s
     elapsed = time.time() - started
-    n_merged = run_store.merge_shards(run_dir, ds.n_train, ds.n_train + ds.n_test)
+    n_merged = merge_run(run_dir, ds.n_train, ds.n_train + ds.n_test)
     summary = {"run": str(run_dir), "trained_now": done, "seconds": round(elapsed, 2),
                "models_per_second": round(done / elapsed, 2) if done else None,
                "n_models": n_merged, "device": str(dev)}
     if n_merged:
-        _, accuracy = save_target_stats(run_store.Run(run_dir))
+        _, accuracy = stored_target_stats(run_store.Run(run_dir))
         summary["mean_test_accuracy"] = round(float(accuracy[ds.n_train:].astype(np.float64).mean()), 4)
         run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
     if n_merged < n_models:

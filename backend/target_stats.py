@@ -37,13 +37,12 @@ def target_stats(margins: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> tuple[n
         return (total / n_models).astype(np.float32), (correct / n_models).astype(np.float32)
 
 
-def save_target_stats(run: run_store.Run) -> tuple[np.ndarray, np.ndarray]:
-    """Write target_mean_margin.npy and target_accuracy.npy into the run (the train and merge stages do,
-    after each merge); return (mean_margin, accuracy)."""
+def save_target_stats(run: run_store.Run) -> None:
+    """Write target_mean_margin.npy and target_accuracy.npy into the run (backend.run_training.merge_run
+    does, after each merge)."""
     mean_margin, accuracy = target_stats(run.margins)
     run_store.save_npy(Path(run.dir) / MEAN_MARGIN, mean_margin)
     run_store.save_npy(Path(run.dir) / ACCURACY, accuracy)
-    return mean_margin, accuracy
 
 
 def stored_target_stats(run: run_store.Run) -> tuple[np.ndarray, np.ndarray] | None:

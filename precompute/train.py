@@ -23,13 +23,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def cmd_merge(args: argparse.Namespace) -> dict:
     from backend import run_store
-    from backend.target_stats import save_target_stats
+    from backend.run_training import merge_run
     manifest = run_store.read_manifest(args.run)
     n_train, n_test = manifest["dataset"]["n_train"], manifest["dataset"]["n_test"]
-    n = run_store.merge_shards(args.run, n_train, n_train + n_test)
-    if n:
-        save_target_stats(run_store.Run(args.run))
-    return {"run": str(args.run), "n_models": n}
+    return {"run": str(args.run), "n_models": merge_run(args.run, n_train, n_train + n_test)}
 
 
 
