@@ -327,8 +327,10 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
             old_w_prev, old_hw_prev = w_prev, hw_prev
             w_prev, hw_prev, w, hw = w, hw, cand, hcand
             if len(rejected):  # these keep their iterates and retry from the same v
-                _put(w, rejected, w_prev), _put(hw, rejected, hw_prev)
-                _put(w_prev, rejected, old_w_prev), _put(hw_prev, rejected, old_hw_prev)
+                _put(w, rejected, w_prev)
+                _put(hw, rejected, hw_prev)
+                _put(w_prev, rejected, old_w_prev)
+                _put(hw_prev, rejected, old_hw_prev)
             momentum = torch.where(accept & uphill, torch.ones_like(momentum), momentum)
             lip = torch.where(accept, torch.maximum(0.5 * lip, 1.2 * curv), torch.maximum(lip, 1.3 * curv))
             lip = lip.clamp(min=lip_floor)  # steps along H's null space (the all-ones direction) meet no curvature
@@ -337,7 +339,8 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
         if done.any():
             d_idx = live[done]
             d_pos = done.nonzero().squeeze(1)
-            _put(w_out, d_idx, w, d_pos), _put(hw_out, d_idx, hw, d_pos)
+            _put(w_out, d_idx, w, d_pos)
+            _put(hw_out, d_idx, hw, d_pos)
             gap_out[d_idx] = gap[done]
             lip_out[d_idx], n_iter[d_idx] = lip[done], steps[done]
             finished |= done
@@ -357,7 +360,8 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
         v, hv = (w - w_prev).mul_(beta).add_(w), (hw - hw_prev).mul_(beta).add_(hw)
         rejected = (~accept).nonzero().squeeze(1)
         if len(rejected):
-            _put(v, rejected, old_v), _put(hv, rejected, old_hv)
+            _put(v, rejected, old_v)
+            _put(hv, rejected, old_hv)
         # Proximal step: soft-threshold u = v − ∇f(v)/L at λ/L (u minus its clamp into [−λ/L, λ/L]).
         u = torch.addcdiv(v, hv - q_l, lip, value=-1)
         shrink = lam_l / lip

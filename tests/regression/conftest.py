@@ -1,8 +1,10 @@
-"""Small random datamodel problems: fixed-size random subsets and margins with a sparse linear signal."""
+"""Small random datamodel problems (fixed-size random subsets, margins with a sparse linear signal) and the
+scikit-learn oracle the solver is held to."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.linear_model import Lasso
 
 
 def random_problem(n_models: int = 160, n_train: int = 24, n_test: int = 4, alpha: float = 0.5,
@@ -23,3 +25,19 @@ def random_problem(n_models: int = 160, n_train: int = 24, n_test: int = 4, alph
 @pytest.fixture(scope="module")
 def problem():
     return random_problem()
+
+
+def rows_of(masks, column, n_train):
+    """The models a target is fitted on: all, or for a training target those that left it out (eq. 9)."""
+    return ~masks[:, column] if column < n_train else np.ones(len(masks), dtype=bool)
+
+
+def objective(x, y, w, b, lam):
+    """scikit-learn's Lasso objective on rows x, y."""
+    r = y - b - x @ w
+    return r @ r / (2 * len(y)) + lam * np.abs(w).sum()
+
+
+def sklearn_lasso(x, y, lam):
+    """scikit-learn's Lasso, converged far past the solver's tolerance."""
+    return Lasso(alpha=lam, tol=1e-12, max_iter=1_000_000).fit(x, y)

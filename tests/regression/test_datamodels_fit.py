@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Lasso
 
 from backend.datamodels import DatamodelError, fit_datamodels, save_datamodels, validation_split
-from conftest import random_problem
+from conftest import objective, random_problem, rows_of, sklearn_lasso
 
 N_TRAIN, N_TEST = 16, 3
 SETTINGS = dict(val_frac=0.2, n_lambdas=12, eps=1e-2, tol=1e-7, seed=3)
@@ -25,26 +24,13 @@ def full_path_fit(small):
     return fit_datamodels(masks, margins, N_TRAIN, patience=None, **SETTINGS)
 
 
-def rows_of(masks, column):
-    return ~masks[:, column] if column < N_TRAIN else np.ones(len(masks), dtype=bool)
-
-
-def objective(x, y, w, b, lam):
-    r = y - b - x @ w
-    return r @ r / (2 * len(y)) + lam * np.abs(w).sum()
-
-
-def sklearn_lasso(x, y, lam):
-    return Lasso(alpha=lam, tol=1e-12, max_iter=1_000_000).fit(x, y)
-
-
 def test_selection_and_refit_match_brute_force_sklearn(small, full_path_fit):
     masks, margins = small
     fit = full_path_fit
     fit_rows, val_rows = validation_split(len(masks), SETTINGS["val_frac"], SETTINGS["seed"])
     np.testing.assert_array_equal(fit.info["val_models"], val_rows)
     for j, c in enumerate(fit.targets):
-        inc = rows_of(masks, c)
+        inc = rows_of(masks, c, N_TRAIN)
         f, v = fit_rows[inc[fit_rows]], val_rows[inc[val_rows]]
         x, y = masks[f].astype(np.float64), margins[f, c].astype(np.float64)
         lam_max = np.abs((x - x.mean(0)).T @ (y - y.mean())).max() / len(y)

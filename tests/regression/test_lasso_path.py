@@ -4,26 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import Lasso
 
 from backend.lasso import MaskRows, TargetBlock, lasso_path, lasso_solve
+from conftest import objective, rows_of, sklearn_lasso
 
 N_TRAIN = 24
 COLUMNS = np.array([0, 5, 11, N_TRAIN, N_TRAIN + 2])  # three training targets (eq. 9), two test targets
-
-
-def rows_of(masks, column):
-    """The models a target is fitted on: all, or for a training target those that left it out."""
-    return ~masks[:, column] if column < N_TRAIN else np.ones(len(masks), dtype=bool)
-
-
-def objective(x, y, w, b, lam):
-    r = y - b - x @ w
-    return r @ r / (2 * len(y)) + lam * np.abs(w).sum()
-
-
-def sklearn_lasso(x, y, lam):
-    return Lasso(alpha=lam, tol=1e-12, max_iter=1_000_000).fit(x, y)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-6)])
@@ -33,7 +19,7 @@ def test_objective_matches_sklearn_at_every_lambda(problem, dtype, tol):
     path = lasso_path(block, n_lambdas=8, eps=1e-2, tol=tol, keep_path=True)
     worst = 0.0
     for j, c in enumerate(COLUMNS):
-        inc = rows_of(masks, c)
+        inc = rows_of(masks, c, N_TRAIN)
         x, y = masks[inc].astype(np.float64), margins[inc, c].astype(np.float64)
         for k, lam in enumerate(path.lambdas[j]):
             w, b = path.coefs[k][:, j], path.intercepts[k, j]
@@ -51,7 +37,7 @@ def test_lambda_max_is_the_smallest_lambda_with_zero_weights(problem):
     block = TargetBlock(MaskRows(masks, np.arange(len(masks)), dtype=torch.float64), margins, COLUMNS, N_TRAIN)
     lam_max = block.lambda_max()
     for j, c in enumerate(COLUMNS):
-        inc = rows_of(masks, c)
+        inc = rows_of(masks, c, N_TRAIN)
         x, y = masks[inc].astype(np.float64), margins[inc, c].astype(np.float64)
         expected = np.abs((x - x.mean(0)).T @ (y - y.mean())).max() / len(y)
         assert lam_max[j].item() == pytest.approx(expected, rel=1e-10)
