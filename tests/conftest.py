@@ -23,6 +23,21 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.
     return proc
 
 
+def open_app(params: dict, page: str | None = None, *, timeout: float = 60, check: bool = True):
+    """An AppTest that has run app.py with these query parameters, then `pages/<page>.py` through the shell,
+    as a browser opening a shared link does; with `check`, no script run may have raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    at.query_params.update(params)
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py").run()
+    if check:
+        assert not at.exception, at.exception
+    return at
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A digits run of 60 fast models (alpha 0.5, seed 0), trained once per test session."""

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from backend import counterfactual_log
 from backend.run_catalog import DATA_DIR_ENV
 from backend.run_store import Run
-from tests.conftest import ROOT
+from tests.conftest import open_app
 
 RUN = "cf"
 
@@ -23,11 +23,7 @@ def page(counterfactual_run, tmp_path, monkeypatch):
     run = Run(run_dir)
     weights = np.load(run_dir / "weights.npy")
     column = next(t for t in range(run.n_train, run.n_targets) if (weights[t] > 0).sum() >= 3)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params.update(run=RUN, target=f"test:{column - run.n_train}")
-    at.run()
-    at.switch_page("pages/counterfactuals.py").run()
-    assert not at.exception, at.exception
+    at = open_app({"run": RUN, "target": f"test:{column - run.n_train}"}, "counterfactuals", timeout=120)
     return at, run, column
 
 

@@ -15,7 +15,7 @@ from backend.neighbours import top_weights
 from backend.run_catalog import DATA_DIR_ENV
 from backend.run_store import Run
 from pages.components import CREATE_RUN
-from tests.conftest import ROOT
+from tests.conftest import ROOT, open_app
 
 RUN = "digits-tiny"
 
@@ -35,16 +35,10 @@ def app(dashboard_data_dir, monkeypatch):
 
     monkeypatch.setattr(PagesManager, "__init__", server_mode)
 
-    def open_app(page: str | None = None, root=dashboard_data_dir, **params: str) -> AppTest:
+    def open_page(page: str | None = None, root=dashboard_data_dir, **params: str) -> AppTest:
         monkeypatch.setenv(DATA_DIR_ENV, str(root))
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-        at.query_params.update(params)
-        at.run()
-        if page is not None:
-            at.switch_page(f"pages/{page}.py").run()
-        assert not at.exception, at.exception
-        return at
-    return open_app
+        return open_app(params, page)
+    return open_page
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from backend.annotations import ENV_VAR, AnnotationStore
 from backend.leakage import load_candidates, review_candidates
 from backend.run_catalog import DATA_DIR_ENV
 from backend.run_store import Run
-from tests.conftest import ROOT
+from tests.conftest import open_app
 
 RUN = "planted"
 HOSTILE = "<b>Zoë</b> O'Neil\"); DROP TABLE votes;--[x](javascript:1)"
@@ -28,14 +28,9 @@ def app(leakage_data_dir, db, monkeypatch):
     """open(page, **query_params) -> an AppTest that has run the app, then `page`."""
     monkeypatch.setenv(DATA_DIR_ENV, str(leakage_data_dir))
 
-    def open_app(page: str, **params: str) -> AppTest:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-        at.query_params.update({"run": RUN, **params})
-        at.run()
-        at.switch_page(f"pages/{page}.py").run()
-        assert not at.exception, at.exception
-        return at
-    return open_app
+    def open_page(page: str, **params: str) -> AppTest:
+        return open_app({"run": RUN, **params}, page)
+    return open_page
 
 
 @pytest.fixture(scope="module")

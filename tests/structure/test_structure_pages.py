@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from backend import clusters, faithfulness, similar_targets
 from backend.run_catalog import DATA_DIR_ENV
 from backend.run_store import Run
-from tests.conftest import ROOT
+from tests.conftest import open_app
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,7 @@ def app(data_dir, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
 
     def open_page(page: str, **query) -> AppTest:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-        at.query_params.update(run="small", **query)
-        at.run()
-        return at.switch_page(page).run()
+        return open_app({"run": "small", **query}, page, timeout=300)
     return open_page
 
 
@@ -42,7 +39,7 @@ def no_errors(at: AppTest) -> None:
 
 
 def test_pca_page_shows_chart_and_grids_for_first_and_last_component(app, data_dir):
-    at = app("pages/pca.py")
+    at = app("pca")
     no_errors(at)
     assert at.title[0].value == "Principal components of datamodel embeddings"
     assert at.get("plotly_chart")  # explained variance, datamodels vs representation
@@ -57,7 +54,7 @@ def test_pca_page_shows_chart_and_grids_for_first_and_last_component(app, data_d
 
 
 def test_pca_grid_buttons_are_the_extreme_test_targets(app, data_dir):
-    at = app("pages/pca.py")
+    at = app("pca")
     run = run_of(data_dir)
     projection = np.load(data_dir / "runs" / "small" / "structure" / "pca_projections.npy")[run.n_train:, 0]
     want = {f"test:{j}" for j in np.argsort(-projection)[:12]}
@@ -65,7 +62,7 @@ def test_pca_grid_buttons_are_the_extreme_test_targets(app, data_dir):
 
 
 def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir):
-    at = app("pages/clusters.py")
+    at = app("clusters")
     no_errors(at)
     run = run_of(data_dir)
     for choice in [*range(len(run.class_names)), -1]:
@@ -79,7 +76,7 @@ def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir)
 
 
 def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir):
-    at = app("pages/clusters.py")
+    at = app("clusters")
     at.selectbox(key="clusters_class").set_value(3).run()
     run = run_of(data_dir)
     members, _ = clusters.class_clustering(run, 3)
@@ -94,7 +91,7 @@ def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir)
 
 
 def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targets(app, data_dir):
-    at = app("pages/clusters.py", target="test:0")
+    at = app("clusters", target="test:0")
     run = run_of(data_dir)
     want = {f"{'train' if c < run.n_train else 'test'}:{c if c < run.n_train else c - run.n_train}"
             for c in similar_targets.similar_to(run, run.n_train)[0]}
@@ -107,7 +104,7 @@ def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targ
 
 
 def test_faithfulness_retrains_on_click_then_answers_from_the_run(app, data_dir):
-    at = app("pages/pca.py")
+    at = app("pca")
     at.number_input(key="faith_k").set_value(10)
     at.number_input(key="faith_models").set_value(1).run()
     run = run_of(data_dir)
@@ -125,11 +122,8 @@ def test_faithfulness_retrains_on_click_then_answers_from_the_run(app, data_dir)
 def test_pages_tell_how_to_build_the_analysis_when_it_is_missing(tiny_run, tmp_path, monkeypatch):
     shutil.copytree(tiny_run, tmp_path / "runs" / "bare")
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
-    for page in ("pages/pca.py", "pages/clusters.py"):
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.query_params["run"] = "bare"
-        at.run()
-        at.switch_page(page).run()
+    for page in ("pca", "clusters"):
+        at = open_app({"run": "bare"}, page, timeout=120, check=False)
         # app.py shows a RunError with st.error; AppTest may run a page outside app.py, where it is an exception.
         messages = [e.value for e in at.error] + [e.message for e in at.exception]
         assert any("has no" in m and "precompute analyze" in m for m in messages), (page, messages)
