@@ -31,15 +31,13 @@ from sklearn.linear_model import lasso_path as sk_lasso_path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backend.datamodels import fit_datamodels  # noqa: E402
 from backend.lasso import MaskRows, TargetBlock, lasso_path  # noqa: E402
+from backend.subsets import model_subset, subsets_to_masks  # noqa: E402
 
 
 def synthetic(n_models: int, n_train: int, n_test: int, alpha: float, seed: int):
-    """Random fixed-size subsets; margins = sparse linear signal (30 examples per target) + noise."""
+    """A run's own random subsets (backend.subsets); margins = sparse linear signal (30 examples per target) + noise."""
+    masks = subsets_to_masks(np.stack([model_subset(seed, m, n_train, alpha) for m in range(n_models)]), n_train)
     rng = np.random.default_rng(seed)
-    size = int(round(alpha * n_train))
-    masks = np.zeros((n_models, n_train), dtype=bool)
-    for i in range(n_models):
-        masks[i, rng.choice(n_train, size, replace=False)] = True
     n_targets = n_train + n_test
     w = np.zeros((n_train, n_targets), dtype=np.float32)
     for t in range(n_targets):
