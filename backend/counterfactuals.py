@@ -19,9 +19,9 @@ from .array_rows import read_row
 from .control import control_mean
 from .counterfactual_log import Counterfactual, Request
 from .embeddings import read_rows
-from .retraining import COUNTERFACTUAL_STREAM, default_batch_models, stream_seeds, train_sets, training_data
+from .retraining import COUNTERFACTUAL_STREAM, stream_seeds, train_sets, training_data
 from .run_store import Run, RunError
-from .training import TrainingData
+from .training import TrainingData, default_batch_models
 
 WEIGHTS = "weights.npy"
 

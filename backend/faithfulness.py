@@ -21,8 +21,9 @@ import numpy as np
 from . import run_store
 from .control import CONTROL_FEATURES, CONTROL_MARGINS, DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
 from .embeddings import extremes, pca_components, pca_projections
-from .retraining import default_batch_models, stream_seeds, train_sets, training_data
+from .retraining import stream_seeds, train_sets, training_data
 from .run_store import Run, RunError
+from .training import default_batch_models
 
 # Seed stream of the retrained models (see retraining.py); model i of every removal set shares seed i,
 # so the positive- and negative-side retrains differ only in their data.

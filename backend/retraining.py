@@ -14,7 +14,7 @@ import torch
 
 from .datasets import Dataset
 from .run_store import Run
-from .training import TrainingData, resolve_device, train_models, use_all_cores
+from .training import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 # Seed streams: SeedSequence([run_seed, index, stream]). Streams 0 and 1 are the run's own subsets and
 # model seeds (subsets.py); extra models draw from streams of their own, so none repeats a run model.
@@ -46,11 +46,6 @@ def training_data(run: Run, device: str = "auto") -> TrainingData:
     if dev.type == "cpu":
         use_all_cores()
     return TrainingData.from_dataset(run_dataset(run), dev)
-
-
-def default_batch_models(arch: str, device: torch.device) -> int:
-    """Models per batched call: the MLP is tiny; ResNet-9 is limited by GPU memory (same as `train`)."""
-    return 500 if arch == "mlp" else (16 if device.type == "cuda" else 2)
 
 
 def train_sets(

@@ -20,7 +20,7 @@ from . import architectures, run_store
 from .datasets import Dataset
 from .subsets import model_seed, model_subset, subset_size, subsets_to_masks
 from .target_stats import save_target_stats, stored_target_stats
-from .training import TrainingData, resolve_device, train_models, use_all_cores
+from .training import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def train_run(
                                   ds.target_labels(), ds.target_images())
     run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
                               versions=package_versions(), **code_version())
-    K = batch_models or (500 if arch == "mlp" else (16 if dev.type == "cuda" else 2))
+    K = batch_models or default_batch_models(arch, dev)
     i, n_shards = shard
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
     todo = [(s, e) for s, e in run_store.missing_ranges(run_dir, hi, lo)]

@@ -25,9 +25,10 @@ from .control import control_mean
 from .counterfactuals import actual_margin, load_weights, make_request, retrain_many
 from .embeddings import read_rows
 from .removal import competitor_class, top_positive
-from .retraining import default_batch_models, training_data
+from .retraining import training_data
 from .run_store import Run
 from .targets import target_name
+from .training import default_batch_models
 
 SUPPORT_DIR = "support"
 DEFAULT_K_MAX = 1280

@@ -73,6 +73,11 @@ class TrainingData:
         )
 
 
+def default_batch_models(arch: str, device: torch.device) -> int:
+    """Models per batched call: the MLP is tiny; ResNet-9 is limited by GPU memory."""
+    return 500 if arch == "mlp" else (16 if device.type == "cuda" else 2)
+
+
 def triangular_lr(step: int, total: int, peak_frac: float) -> float:
     """Linear warm-up to 1 at peak_frac of training, then linear decay to 0 (the paper's cyclic LR)."""
     peak = max(1, int(round(peak_frac * total)))
