@@ -14,6 +14,7 @@ import torch
 
 from .datasets import Dataset
 from .run_store import Run
+from .subsets import stream_seed
 from .training import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 # Seed streams: SeedSequence([run_seed, index, stream]). Streams 0 and 1 are the run's own subsets and
@@ -23,12 +24,8 @@ COUNTERFACTUAL_STREAM = 0xCF
 
 
 def stream_seeds(run_seed: int, stream: int, start: int, n: int) -> list[int]:
-    """63-bit seeds of models [start, start + n) of a seed stream (same construction as subsets.model_seed)."""
-    seeds = []
-    for index in range(start, start + n):
-        state = np.random.SeedSequence([run_seed, index, stream]).generate_state(2, np.uint32)
-        seeds.append(int((int(state[0]) << 31) ^ int(state[1])))
-    return seeds
+    """63-bit seeds of models [start, start + n) of a seed stream (subsets.stream_seed)."""
+    return [stream_seed(run_seed, index, stream) for index in range(start, start + n)]
 
 
 def run_dataset(run: Run) -> Dataset:

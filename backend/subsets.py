@@ -13,10 +13,16 @@ def subset_size(n_train: int, alpha: float) -> int:
     return int(round(alpha * n_train))
 
 
+def stream_seed(run_seed: int, index: int, stream: int) -> int:
+    """A 63-bit seed from SeedSequence([run_seed, index, stream]): stream 1 is a run's models; other
+    streams serve models trained later (backend.retraining), so none repeats a run model's seed."""
+    state = np.random.SeedSequence([run_seed, index, stream]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
 def model_seed(run_seed: int, index: int) -> int:
     """A 63-bit seed for model `index`'s own randomness (initialisation, shuffling, augmentation)."""
-    state = np.random.SeedSequence([run_seed, index, 1]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
+    return stream_seed(run_seed, index, 1)
 
 
 def model_subset(run_seed: int, index: int, n_train: int, alpha: float) -> np.ndarray:
