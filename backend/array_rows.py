@@ -1,4 +1,4 @@
-"""Single rows of memory-mapped run arrays, read with a positioned file read instead of the mapping.
+"""Rows of memory-mapped run arrays, read with positioned file reads instead of the mapping.
 
 Touching a mapping maps the page-cache pages behind it into the process, whole large folios at a time
 (often far more than the row), and they stay counted in its resident set. A dashboard session that
@@ -19,9 +19,34 @@ def read_row(array: np.ndarray, index: int) -> np.ndarray:
     array : ndarray of shape (n, *row_shape), C-ordered; any other array is simply indexed.
     Returns ndarray of shape row_shape.
     """
-    if not (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.flags.c_contiguous):
+    if not _whole_file_memmap(array):
         return np.array(array[index])
     index = range(len(array))[index]  # negative indices, and an IndexError like numpy's
     count = int(np.prod(array.shape[1:], dtype=np.int64))
     row = np.fromfile(array.filename, dtype=array.dtype, count=count, offset=array.offset + index * count * array.itemsize)
     return row.reshape(array.shape[1:])
+
+
+def _whole_file_memmap(matrix: np.ndarray) -> bool:
+    """True for the C-ordered memmap np.load(mmap_mode='r') returns (a view of it has a memmap, not the mmap, as base)."""
+    return isinstance(matrix, np.memmap) and isinstance(matrix.base, mmap.mmap) and matrix.flags.c_contiguous
+
+
+def read_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` (sorted, unique) of a 2-D array as a new in-memory float32 array of shape (len(rows), d).
+
+    A whole-file memmap is read with plain file reads, one per run of consecutive rows, so the pages
+    read do not stay mapped into this process (the many-row form of read_row).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not _whole_file_memmap(matrix):
+        return np.asarray(matrix[rows], dtype=np.float32)
+    out = np.empty((len(rows), matrix.shape[1]), dtype=matrix.dtype)
+    row_bytes = matrix.shape[1] * matrix.dtype.itemsize
+    starts = np.r_[0, np.flatnonzero(np.diff(rows) != 1) + 1]
+    ends = np.r_[starts[1:], len(rows)]
+    with open(matrix.filename, "rb") as f:
+        for a, b in zip(starts, ends):
+            f.seek(matrix.offset + int(rows[a]) * row_bytes)
+            f.readinto(out[a:b])
+    return out.astype(np.float32, copy=False)

@@ -15,10 +15,9 @@ from typing import Callable
 import numpy as np
 
 from . import counterfactual_log
-from .array_rows import read_row
+from .array_rows import read_row, read_rows
 from .control import control_mean
 from .counterfactual_log import Counterfactual, Request
-from .embeddings import read_rows
 from .retraining import COUNTERFACTUAL_STREAM, stream_seeds, train_sets, training_data
 from .run_store import Run, RunError
 from .training import TrainingData, default_batch_models

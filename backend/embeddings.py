@@ -14,7 +14,6 @@ with blocks of rows, 2·n_iter + 2 passes over the data.
 from __future__ import annotations
 
 import json
-import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,34 +21,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .array_rows import read_rows
 from .run_store import RunError, save_npy
 
 BLOCK_BYTES = 256 << 20
-
-
-def _whole_file_memmap(matrix: np.ndarray) -> bool:
-    """True for the C-ordered memmap np.load(mmap_mode='r') returns (a view of it has a memmap, not the mmap, as base)."""
-    return isinstance(matrix, np.memmap) and isinstance(matrix.base, mmap.mmap) and matrix.flags.c_contiguous
-
-
-def read_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows `rows` (sorted, unique) of a 2-D array as a new in-memory float32 array of shape (len(rows), d).
-
-    A whole-file memmap is read with plain file reads, one per run of consecutive rows, so the pages
-    read do not stay mapped into this process (the many-row form of array_rows.read_row).
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    if not _whole_file_memmap(matrix):
-        return np.asarray(matrix[rows], dtype=np.float32)
-    out = np.empty((len(rows), matrix.shape[1]), dtype=matrix.dtype)
-    row_bytes = matrix.shape[1] * matrix.dtype.itemsize
-    starts = np.r_[0, np.flatnonzero(np.diff(rows) != 1) + 1]
-    ends = np.r_[starts[1:], len(rows)]
-    with open(matrix.filename, "rb") as f:
-        for a, b in zip(starts, ends):
-            f.seek(matrix.offset + int(rows[a]) * row_bytes)
-            f.readinto(out[a:b])
-    return out.astype(np.float32, copy=False)
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:

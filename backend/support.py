@@ -20,10 +20,9 @@ from typing import Callable
 import numpy as np
 
 from . import run_store
-from .array_rows import read_row
+from .array_rows import read_row, read_rows
 from .control import control_mean
 from .counterfactuals import actual_margin, load_weights, make_request, retrain_many
-from .embeddings import read_rows
 from .removal import competitor_class, top_positive
 from .retraining import training_data
 from .run_store import Run

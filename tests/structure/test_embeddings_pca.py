@@ -6,7 +6,8 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 
-from backend.embeddings import (EmbeddingRows, components_for, count_sketch, fit_pca, project, read_rows, sketch_hash,
+from backend.array_rows import read_rows
+from backend.embeddings import (EmbeddingRows, components_for, count_sketch, fit_pca, project, sketch_hash,
                                 unit_rows)
 
 
