@@ -6,9 +6,9 @@ has its own URL (`/neighbours?run=digits&target=test:42`) and can be tested alon
 """
 import streamlit as st
 
-from backend.run_catalog import data_dir
-from backend.run_store import RunError
-from backend.targets import TargetError
+from backend.store.catalog import data_dir
+from backend.store.run_dir import RunError
+from backend.store.targets import TargetError
 from pages import components
 
 # The one list of pages: to add a page, put its file in pages/ and add a line here.

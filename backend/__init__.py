@@ -1,1 +1,10 @@
-"""The datamodels explorer library: datasets, training, regression, analysis and storage."""
+"""The datamodels explorer library, one sub-package per stage of the data's one-way trip.
+
+    store            the run directory: its schema, atomic writes, row reads, the run catalogue, target names
+    datasets         loading and validating datasets (digits, CIFAR-10, npz, image folders), fingerprints
+    training         the batched engine and the models of a run: masks and margins, control models, retraining
+    datamodels       LASSO datamodels fitted from masks to margins, their evaluation (LDS, Table 5), queries
+    structure        datamodel embeddings: PCA, spectral clusters, similar targets, faithfulness checks
+    counterfactuals  removal sets, predicted and retrained effects, data support, the Figure 8 evaluation
+    leakage          train-test leak candidates, the annotation store, leak scores and annotator agreement
+"""

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.run_store import save_json, save_npy  # noqa: E402
+from backend.store.run_dir import save_json, save_npy  # noqa: E402
 
 N_TRAIN, N_TEST, N_CLASSES, N_SUB = 50_000, 10_000, 10, 5
 NNZ_SAME, NNZ_CLASS, NNZ_OTHER = 150, 100, 50
@@ -90,7 +90,7 @@ def build(out: Path, seed: int = 0) -> None:
 
 def analyze(out: Path, fit_rows: int | None, device: str) -> None:
     """The measured part, run in its own process: print the summary, wall time and peak RSS as JSON."""
-    from precompute.structure import analyze_structure
+    from backend.structure.analyze import analyze_structure
 
     started = time.perf_counter()
     summary = analyze_structure(out, fit_rows=fit_rows, device=device)
@@ -107,7 +107,7 @@ def neighbour_quality(out: Path, n_queries: int, seed: int = 0) -> dict:
     """
     import torch
 
-    from backend.embeddings import EmbeddingRows
+    from backend.structure.embeddings import EmbeddingRows
 
     weights = np.load(out / "weights.npy", mmap_mode="r")
     stored = np.load(out / "structure" / "neighbors.npy")

@@ -21,9 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from backend import quality, run_store, target_stats, thumbnails
-from backend.array_rows import read_row
-from backend.neighbours import class_members, sparsity, top_weights, weight_profile
+from backend.datamodels import quality
+
+from backend.store import run_dir as run_store
+
+from backend.training import target_stats
+
+from backend.datasets import thumbnails
+from backend.store.rows import read_row
+from backend.datamodels.queries import class_members, sparsity, top_weights, weight_profile
 
 N_TRAIN, N_TEST, N_MODELS, N_CLASSES = 50_000, 10_000, 2_000, 10
 N_HELDOUT, N_LDS_TARGETS = 300, 1_000
@@ -73,7 +79,7 @@ def build_run(run_dir: Path, seed: int = 0) -> None:
 
 def score_lds(run_dir: Path) -> None:
     """Per-target LDS of N_LDS_TARGETS test targets on the held-out models: the eval stage's cost, timed."""
-    from backend.evaluation import lds
+    from backend.datamodels.evaluation import lds
 
     run, heldout = run_store.Run(run_dir), run_store.Run(run_dir / "heldout")
     weights = run.array("weights.npy", (run.n_targets, run.n_train))

@@ -1,4 +1,4 @@
-"""Batched LASSO paths (backend.lasso) against scikit-learn's lasso_path, side by side on one machine.
+"""Batched LASSO paths (backend.datamodels.lasso) against scikit-learn's lasso_path, side by side on one machine.
 
 Same λ grid per target (its own λ_max down to λ_max·eps), same tolerance (sklearn's duality-gap
 criterion), three ways: sklearn `lasso_path` on centred data, sklearn with a precomputed Gram
@@ -29,13 +29,13 @@ import torch
 from sklearn.linear_model import lasso_path as sk_lasso_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backend.datamodels import fit_datamodels  # noqa: E402
-from backend.lasso import MaskRows, TargetBlock, lasso_path  # noqa: E402
-from backend.subsets import model_subset, subsets_to_masks  # noqa: E402
+from backend.datamodels.fit import fit_datamodels  # noqa: E402
+from backend.datamodels.lasso import MaskRows, TargetBlock, lasso_path  # noqa: E402
+from backend.training.subsets import model_subset, subsets_to_masks  # noqa: E402
 
 
 def synthetic(n_models: int, n_train: int, n_test: int, alpha: float, seed: int):
-    """A run's own random subsets (backend.subsets); margins = sparse linear signal (30 examples per target) + noise."""
+    """A run's own random subsets (backend.training.subsets); margins = sparse linear signal (30 examples per target) + noise."""
     masks = subsets_to_masks(np.stack([model_subset(seed, m, n_train, alpha) for m in range(n_models)]), n_train)
     rng = np.random.default_rng(seed)
     n_targets = n_train + n_test

@@ -1,4 +1,4 @@
-"""The pixel leak-candidate list at CIFAR-10 scale: torch GEMMs (backend.leakage_candidates) against faiss.
+"""The pixel leak-candidate list at CIFAR-10 scale: torch GEMMs (backend.leakage.candidates) against faiss.
 
 Run: .venv/bin/python benchmarks/bench_pixels.py [--test 500] [--train 50000] [--device auto]
 
@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backend.datasets.planted import shifted  # noqa: E402
-from backend.leakage_candidates import centred_unit_rows, pixel_neighbours  # noqa: E402
-from backend.training import resolve_device  # noqa: E402
+from backend.leakage.candidates import centred_unit_rows, pixel_neighbours  # noqa: E402
+from backend.training.engine import resolve_device  # noqa: E402
 
 K = 100
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from backend.datasets import load_dataset
-from backend.run_training import resolve_hparams
-from backend.subsets import model_seed, model_subset
-from backend.training import TrainingData, resolve_device, train_models, use_all_cores
+from backend.training.train_stage import resolve_hparams
+from backend.training.subsets import model_seed, model_subset
+from backend.training.engine import TrainingData, resolve_device, train_models, use_all_cores
 
 
 def mlp_train_flops(hp: dict, n: int, d: int, c: int) -> float:

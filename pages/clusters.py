@@ -8,9 +8,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend import clusters, similar_targets, thumbnails
-from backend.array_rows import read_row
-from backend.targets import target_name
+from backend.structure import clusters
+
+from backend.structure import similar_targets
+
+from backend.datasets import thumbnails
+from backend.store.rows import read_row
+from backend.store.targets import target_name
 from pages import components
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"

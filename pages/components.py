@@ -14,11 +14,15 @@ import numpy as np
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from backend import run_catalog, target_stats, thumbnails
-from backend.array_rows import read_row
-from backend.neighbours import class_members
-from backend.run_store import Run, RunError
-from backend.targets import TargetError, target_column, target_name
+from backend.store import catalog
+
+from backend.training import target_stats
+
+from backend.datasets import thumbnails
+from backend.store.rows import read_row
+from backend.datamodels.queries import class_members
+from backend.store.run_dir import Run, RunError
+from backend.store.targets import TargetError, target_column, target_name
 
 WEIGHTS, BIAS, LAM = "weights.npy", "bias.npy", "lam.npy"
 THUMB = 96
@@ -52,7 +56,7 @@ def current_run() -> Run:
         PagesManager.uses_pages_directory = False
         st.rerun()
     follow_open_request()
-    path = run_catalog.data_dir() / "runs" / st.query_params.get("run", "")
+    path = catalog.data_dir() / "runs" / st.query_params.get("run", "")
     try:
         return open_run(str(path), _stamp(path) if path.exists() else 0)
     except (KeyError, TypeError) as exc:
@@ -69,7 +73,7 @@ def run_picker(root: Path) -> str | None:
 
     Returns the chosen run's name, or None (after explaining how to create one) when there is none.
     """
-    names = run_catalog.list_runs(root)
+    names = catalog.list_runs(root)
     if not names:
         st.title("Datamodels explorer")
         st.info(f"No run found in `{root / 'runs'}`. Create the digits run with one of:")

@@ -8,15 +8,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend import counterfactual_log, thumbnails
-from backend.array_rows import read_row
-from backend.control import CONTROL_FEATURES, CONTROL_MARGINS, DEFAULT_N_CONTROL, control_mean, ensure_control
-from backend.counterfactual_eval import correlations
-from backend.counterfactuals import actual_margin, predict_removal, retrain, verified_removals
-from backend.neighbours import top_weights
-from backend.removal import RemovalError, default_max_remove, validate_removal
-from backend.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
-from backend.targets import target_name
+from backend.training import retrain_store
+
+from backend.datasets import thumbnails
+from backend.store.rows import read_row
+from backend.training.control import CONTROL_FEATURES, CONTROL_MARGINS, DEFAULT_N_CONTROL, control_mean, ensure_control
+from backend.counterfactuals.evaluation import correlations
+from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, verified_removals
+from backend.datamodels.queries import top_weights
+from backend.counterfactuals.removal import RemovalError, default_max_remove, validate_removal
+from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
+from backend.store.targets import target_name
 from pages import components
 
 N_COLS = 6
@@ -175,7 +177,7 @@ if removed is not None:
         st.session_state[f"cf_verified:{run.name}"] = (column, tuple(removed.tolist()), cf.request.key)
     verified = st.session_state.get(f"cf_verified:{run.name}")
     if verified is not None and verified[:2] == (column, tuple(removed.tolist())):
-        cf = counterfactual_log.load(run, verified[2])
+        cf = retrain_store.load(run, verified[2])
         actual = actual_margin(cf, column)
         a, b, c = st.columns(3)
         a.metric("Predicted margin", f"{prediction.predicted_margin:+.3f}", f"{prediction.delta:+.3f}")

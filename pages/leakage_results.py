@@ -11,11 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend import thumbnails
-from backend.agreement import category_counts, fleiss_kappa, pairwise_cohen_kappa
-from backend.annotations import AnnotationStoreError, shared_store
-from backend.array_rows import read_row
-from backend.leakage_scores import image_scores, rating_matrix
+from backend.datasets import thumbnails
+from backend.leakage.agreement import category_counts, fleiss_kappa, pairwise_cohen_kappa
+from backend.leakage.annotations import AnnotationStoreError, shared_store
+from backend.store.rows import read_row
+from backend.leakage.scores import image_scores, rating_matrix
 from pages import components
 
 MAX_PAIRS_SHOWN = 24

@@ -3,10 +3,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend import thumbnails
-from backend.array_rows import read_row
-from backend.neighbours import sparsity, top_weights, weight_profile
-from backend.targets import target_name
+from backend.datasets import thumbnails
+from backend.store.rows import read_row
+from backend.datamodels.queries import sparsity, top_weights, weight_profile
+from backend.store.targets import target_name
 from pages import components
 
 run = components.current_run()

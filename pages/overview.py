@@ -4,9 +4,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend import quality
-from backend.evaluation import predict
-from backend.run_store import Run
+from backend.datamodels import quality
+from backend.datamodels.evaluation import predict
+from backend.store.run_dir import Run
 from pages import components
 
 N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 200

@@ -7,7 +7,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend import embeddings, faithfulness
+from backend.structure import embeddings
+
+from backend.structure import faithfulness
 from pages import components
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"

@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend import quality
-from backend.target_stats import lowest_targets
-from backend.targets import target_name
+from backend.datamodels import quality
+from backend.training.target_stats import lowest_targets
+from backend.store.targets import target_name
 from pages import components
 
 NEIGHBOURS = "pages/neighbours.py"

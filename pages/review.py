@@ -8,10 +8,10 @@ An annotator sees only their own votes here.
 """
 import streamlit as st
 
-from backend import thumbnails
-from backend.annotations import AnnotationStoreError, AnnotatorNameError, shared_store, validate_name
-from backend.array_rows import read_row
-from backend.leakage import load_candidates, review_candidates
+from backend.datasets import thumbnails
+from backend.leakage.annotations import AnnotationStoreError, AnnotatorNameError, shared_store, validate_name
+from backend.store.rows import read_row
+from backend.leakage.analysis import load_candidates, review_candidates
 from pages import components
 
 N_SHOWN = 5

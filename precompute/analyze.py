@@ -9,11 +9,11 @@ from .args import ProgressBar, positive_int
 
 
 def cmd_analyze(args: argparse.Namespace) -> dict:
-    from backend.control import ensure_control
-    from backend.leakage import analyze_leakage
-    from backend.run_store import Run, save_json
+    from backend.training.control import ensure_control
+    from backend.leakage.analysis import analyze_leakage
+    from backend.store.run_dir import Run, save_json
 
-    from .structure import analyze_structure
+    from backend.structure.analyze import analyze_structure
 
     run = Run(args.run)
     summary: dict = {"run": str(run.dir)}

@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 
-from . import analyze, counterfactual, datamodels, leakage, structure, train
+from . import analyze, counterfactual, datamodels, faithfulness, leakage, train
 
 EXIT_BAD_INPUT = 2
-VERB_MODULES = [train, datamodels, analyze, structure, counterfactual, leakage]
+VERB_MODULES = [train, datamodels, analyze, faithfulness, counterfactual, leakage]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | ids:I,J,... (train
 
 
 def _ensure_control(run, args: argparse.Namespace) -> np.ndarray:
-    from backend.control import ensure_control
+    from backend.training.control import ensure_control
     bar = ProgressBar("control models", "model")
     try:
         return ensure_control(run, args.control_models, device=args.device, progress=bar, on_start=bar.start)
@@ -23,9 +23,9 @@ def _ensure_control(run, args: argparse.Namespace) -> np.ndarray:
 
 def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
     """Training indices for a --remove spec (REMOVE_HELP), before validation."""
-    from backend.array_rows import read_row
-    from backend.counterfactuals import load_weights
-    from backend.removal import HEURISTICS, RemovalError, removal_set
+    from backend.store.rows import read_row
+    from backend.counterfactuals.predict import load_weights
+    from backend.counterfactuals.removal import HEURISTICS, RemovalError, removal_set
 
     kind, _, value = spec.partition(":")
     if kind == "ids":
@@ -41,8 +41,8 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
 
 
 def cmd_control(args: argparse.Namespace) -> dict:
-    from backend.control import CONTROL_META
-    from backend.run_store import Run
+    from backend.training.control import CONTROL_META
+    from backend.store.run_dir import Run
     run = Run(args.run)
     margins = _ensure_control(run, args)
     meta = json.loads((run.dir / CONTROL_META).read_text())
@@ -51,11 +51,11 @@ def cmd_control(args: argparse.Namespace) -> dict:
 
 
 def cmd_counterfactual(args: argparse.Namespace) -> dict:
-    from backend.array_rows import read_row
-    from backend.counterfactuals import actual_margin, load_weights, predict_removal, retrain
-    from backend.removal import competitor_class, default_max_remove, validate_removal
-    from backend.run_store import Run
-    from backend.targets import target_column
+    from backend.store.rows import read_row
+    from backend.counterfactuals.predict import actual_margin, load_weights, predict_removal, retrain
+    from backend.counterfactuals.removal import competitor_class, default_max_remove, validate_removal
+    from backend.store.run_dir import Run
+    from backend.store.targets import target_column
 
     run = Run(args.run)
     target = target_column(args.target, run.n_train, run.n_test)
@@ -93,12 +93,12 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
 
 
 def cmd_support(args: argparse.Namespace) -> dict:
-    from backend import run_store
-    from backend.counterfactuals import load_weights
-    from backend.run_store import Run
-    from backend.support import (DEFAULT_SUPPORT_MODELS, SUPPORT_DIR, brittleness_cdf, certified_array,
+    from backend.store import run_dir as run_store
+    from backend.counterfactuals.predict import load_weights
+    from backend.store.run_dir import Run
+    from backend.counterfactuals.support import (DEFAULT_SUPPORT_MODELS, SUPPORT_DIR, brittleness_cdf, certified_array,
                                  certified_supports, heuristic_support, search_summary)
-    from backend.targets import parse_targets
+    from backend.store.targets import parse_targets
 
     run = Run(args.run)
     targets = parse_targets(args.targets, run.n_train, run.n_test)
@@ -139,10 +139,10 @@ def _cdf(supports: np.ndarray, cdf) -> dict:
 
 
 def cmd_cf_eval(args: argparse.Namespace) -> dict:
-    from backend.counterfactual_eval import RESULT, evaluate_counterfactuals, sample_test_targets
-    from backend.removal import HEURISTICS
-    from backend.run_store import Run
-    from backend.targets import parse_targets
+    from backend.counterfactuals.evaluation import RESULT, evaluate_counterfactuals, sample_test_targets
+    from backend.counterfactuals.removal import HEURISTICS
+    from backend.store.run_dir import Run
+    from backend.store.targets import parse_targets
 
     run = Run(args.run)
     targets = (sample_test_targets(run, int(args.targets), args.seed) if args.targets.isdigit()
@@ -208,7 +208,7 @@ def register(sub) -> None:
     p.add_argument("--targets", required=True, help="targets, e.g. test:0-99")
     p.add_argument("--mislabel", action="store_true", help="relabel the top-k to the competing class instead of removing them")
     p.add_argument("--models", type=positive_int, default=None,
-                   help="models per bisection step (default backend.support.DEFAULT_SUPPORT_MODELS, 16)")
+                   help="models per bisection step (default backend.counterfactuals.support.DEFAULT_SUPPORT_MODELS, 16)")
     p.add_argument("--budget", type=positive_int, default=7, help="bisection steps (default 7)")
     p.add_argument("--k-max", type=positive_int, default=None, help="largest k searched (default min(1280, n_train - 1))")
     p.add_argument("--check", action="store_true",

@@ -10,9 +10,9 @@ from .args import ProgressBar, add_train_args, hparam_overrides, open_unit_float
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float, seed: int = 0) -> dict:
-    from backend.datamodels import fit_datamodels, fit_summary, save_datamodels
-    from backend.run_store import Run
-    from backend.training import resolve_device
+    from backend.datamodels.fit import fit_datamodels, fit_summary, save_datamodels
+    from backend.store.run_dir import Run
+    from backend.training.engine import resolve_device
 
     run = Run(run_dir)
     bar = ProgressBar("fitting", "step")
@@ -46,9 +46,9 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
 
 def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto") -> dict:
     """Score the run's datamodels on another run's models; write metrics.json and per-target lds.npy."""
-    from backend import evaluation
-    from backend.run_store import Run, RunError, save_json, save_npy
-    from backend.training import resolve_device
+    from backend.datamodels import evaluation
+    from backend.store.run_dir import Run, RunError, save_json, save_npy
+    from backend.training.engine import resolve_device
 
     run, heldout = Run(run_dir), Run(heldout_dir)
     if heldout.manifest["dataset"]["fingerprint"] != run.manifest["dataset"]["fingerprint"]:
@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 def cmd_all(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset
-    from backend.run_training import train_run
+    from backend.training.train_stage import train_run
 
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     heldout_dir = args.out / "heldout"

@@ -1,6 +1,6 @@
 """`plant-leaks`: write a dataset with known train-test leaks, to measure how well the leak candidates find them.
 
-The leak candidates themselves are computed by `analyze` (backend.leakage.analyze_leakage), which reports
+The leak candidates themselves are computed by `analyze` (backend.leakage.analysis.analyze_leakage), which reports
 recall@k of the planted pairs when the run's dataset is such a file.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from .args import ProgressBar, add_train_args, hparam_overrides
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset
-    from backend.run_training import parse_shard, train_run
+    from backend.training.train_stage import parse_shard, train_run
 
     shard = parse_shard(args.shard)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
@@ -22,9 +22,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def cmd_merge(args: argparse.Namespace) -> dict:
-    from backend import run_store
-    from backend.run_training import merge_run
-    manifest = run_store.read_manifest(args.run)
+    from backend.store import run_dir
+    from backend.training.train_stage import merge_run
+    manifest = run_dir.read_manifest(args.run)
     n_train, n_test = manifest["dataset"]["n_train"], manifest["dataset"]["n_test"]
     return {"run": str(args.run), "n_models": merge_run(args.run, n_train, n_train + n_test)}
 

@@ -62,7 +62,7 @@ def structure_run(tmp_path_factory) -> Path:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    from precompute.structure import analyze_structure
+    from backend.structure.analyze import analyze_structure
 
     tmp = tmp_path_factory.mktemp("structure")
     digits = load_digits()
@@ -100,8 +100,8 @@ def counterfactual_run(tiny_run, tmp_path_factory) -> Path:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    from backend.control import ensure_control
-    from backend.run_store import Run
+    from backend.training.control import ensure_control
+    from backend.store.run_dir import Run
 
     out = tmp_path_factory.mktemp("runs") / "counterfactual"
     shutil.copytree(tiny_run, out)
@@ -135,7 +135,7 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
       real eval stage's metrics.json and lds.npy (`eval --no-complexity`). The datamodels are one
       multi-output scikit-learn Lasso (λ = 0.1) on all 60 models, every target but train:0-4, which are
       left unfitted (zero weights, NaN bias and λ, as save_datamodels leaves them): the pages need the
-      contract's files and shapes, not the paper's λ selection, and backend.datamodels' path fit takes
+      contract's files and shapes, not the paper's λ selection, and backend.datamodels.fit' path fit takes
       minutes at this size. About half a minute with the held-out run. Then the real analyze stage, kept
       small (8 control models, 10 components, 3 clusters per class; about 10 s): control margins, structure/
       and leakage/ for the PCA, Clusters, Counterfactuals, Review and Leakage results pages.
@@ -197,7 +197,7 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 
-    from backend.leakage import analyze_leakage
+    from backend.leakage.analysis import analyze_leakage
 
     root = tmp_path_factory.mktemp("leakage")
     npz = root / "planted.npz"

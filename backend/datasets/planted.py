@@ -57,7 +57,7 @@ def plant_leaks(ds: Dataset, n: int, noise: float, seed: int,
 
 def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Images (n, H, W, C) translated: pixel (y, x) of the result is pixel (y + dy, x + dx) of the image,
-    edges repeated past the border. The leak search (backend.leakage_candidates) undoes such shifts."""
+    edges repeated past the border. The leak search (backend.leakage.candidates) undoes such shifts."""
     s = max(abs(dy), abs(dx))
     if s == 0:
         return np.asarray(images)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from backend import counterfactual_log
-from backend.control import control_mean
-from backend.counterfactual_eval import correlations, evaluate_counterfactuals, evaluation_plan, sample_test_targets
-from backend.counterfactuals import load_weights
-from backend.run_store import Run
+from backend.training import retrain_store
+from backend.training.control import control_mean
+from backend.counterfactuals.evaluation import correlations, evaluate_counterfactuals, evaluation_plan, sample_test_targets
+from backend.counterfactuals.predict import load_weights
+from backend.store.run_dir import Run
 
 
 def test_correlations_match_scipy_and_are_none_when_undefined():
@@ -44,7 +44,7 @@ def test_evaluation_reports_predicted_and_actual_change(cf_run):
     weights, control = load_weights(run), control_mean(run)
     assert result["n_counterfactuals"] == 8 and len(result["rows"]) == 8
     for row in result["rows"][:3]:
-        cf = counterfactual_log.load(run, row["key"])
+        cf = retrain_store.load(run, row["key"])
         assert row["predicted_delta"] == pytest.approx(-weights[row["target"], cf.request.remove].astype(np.float64).sum())
         assert row["actual_delta"] == pytest.approx(cf.margins[:, row["target"]].mean() - control[row["target"]], abs=1e-6)
         assert row["target"] in cf.targets

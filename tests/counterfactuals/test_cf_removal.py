@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.removal import (RemovalError, competitor_class, default_max_remove, removal_set, top_negative, top_positive,
+from backend.counterfactuals.removal import (RemovalError, competitor_class, default_max_remove, removal_set, top_negative, top_positive,
                              validate_removal)
 
 LABELS = np.repeat(np.arange(3), [4, 5, 6])  # 15 training images in 3 classes

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 
-from backend import counterfactuals
-from backend.control import control_mean
-from backend.counterfactuals import load_weights
-from backend.removal import competitor_class
-from backend.run_store import Run
-from backend.support import bisect_supports, brittleness_cdf, certified_supports, heuristic_support, search_summary
+from backend.counterfactuals import predict as counterfactuals
+from backend.training.control import control_mean
+from backend.counterfactuals.predict import load_weights
+from backend.counterfactuals.removal import competitor_class
+from backend.store.run_dir import Run
+from backend.counterfactuals.support import bisect_supports, brittleness_cdf, certified_supports, heuristic_support, search_summary
 
 
 def brute_support(w: np.ndarray, margin: float) -> float:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from backend.agreement import category_counts, cohen_kappa, fleiss_kappa, pairwise_cohen_kappa
+from backend.leakage.agreement import category_counts, cohen_kappa, fleiss_kappa, pairwise_cohen_kappa
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -4,7 +4,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.annotations import AnnotationStore
+from backend.leakage.annotations import AnnotationStore
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PROCESSES, N_VOTES, N_DISTINCT = 8, 300, 240
@@ -13,7 +13,7 @@ N_PROCESSES, N_VOTES, N_DISTINCT = 8, 300, 240
 WORKER = f"""
 import sys, time
 from pathlib import Path
-from backend.annotations import AnnotationStore
+from backend.leakage.annotations import AnnotationStore
 url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 store = AnnotationStore(url)
 while not go.exists():

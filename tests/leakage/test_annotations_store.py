@@ -4,8 +4,8 @@ import sqlite3
 import pytest
 import sqlalchemy as sa
 
-from backend import annotations
-from backend.annotations import AnnotationStore, AnnotationStoreError, AnnotatorNameError, validate_name
+from backend.leakage import annotations
+from backend.leakage.annotations import AnnotationStore, AnnotationStoreError, AnnotatorNameError, validate_name
 
 
 @pytest.fixture

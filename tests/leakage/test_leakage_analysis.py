@@ -7,10 +7,10 @@ import pytest
 
 from backend.datasets import write_npz_dataset
 from backend.datasets.planted import shifted
-from backend.leakage import (LEAKAGE_DIR, analyze_leakage, load_candidates, planted_ground_truth,
+from backend.leakage.analysis import (LEAKAGE_DIR, analyze_leakage, load_candidates, planted_ground_truth,
                              review_candidates)
-from backend.leakage_candidates import NO_CANDIDATE, pixel_neighbours
-from backend.run_store import Run, RunError
+from backend.leakage.candidates import NO_CANDIDATE, pixel_neighbours
+from backend.store.run_dir import Run, RunError
 
 
 @pytest.fixture(scope="module")

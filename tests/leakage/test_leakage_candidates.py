@@ -5,10 +5,10 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score
 
-from backend import leakage_candidates as lc
+from backend.leakage import candidates as lc
 from backend.datasets import load_dataset
 from backend.datasets.planted import plant_leaks
-from backend.leakage_candidates import (NO_CANDIDATE, average_precision, feature_neighbours, fuse_lists, fuse_scores,
+from backend.leakage.candidates import (NO_CANDIDATE, average_precision, feature_neighbours, fuse_lists, fuse_scores,
                                         pixel_neighbours, ratio_test, recall_at_k, weight_extremes)
 
 

@@ -3,8 +3,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from backend.annotations import Vote
-from backend.leakage_scores import image_scores, pair_scores, rating_matrix
+from backend.leakage.annotations import Vote
+from backend.leakage.scores import image_scores, pair_scores, rating_matrix
 
 NOW = datetime(2024, 1, 1, tzinfo=timezone.utc)
 VOTES = [Vote(name, test, train, leak, NOW) for name, test, train, leak in [

@@ -10,16 +10,16 @@ from sklearn.cluster import SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.metrics import normalized_mutual_info_score
 
-from backend import clusters, embeddings, similar_targets
-from backend.run_store import Run, RunError
-from precompute.structure import analyze_structure
-from test_clusters_spectral import sklearn_knn_rbf
+from backend.structure import clusters
+
+from backend.structure import embeddings
+
+from backend.structure import similar_targets
+from backend.store.run_dir import Run, RunError
+from backend.structure.analyze import analyze_structure
+from tests.oracles import sklearn_knn_rbf, unit
 
 
-def unit(x):
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1)
 
 
 @pytest.fixture(scope="module")

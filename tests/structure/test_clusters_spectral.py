@@ -8,9 +8,9 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import SpectralClustering
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
-from sklearn.neighbors import kneighbors_graph
 
-from backend.clusters import cluster_each_class, knn_rbf_affinity, nmi, spectral_clusters, squared_distances
+from backend.structure.clusters import cluster_each_class, knn_rbf_affinity, nmi, spectral_clusters, squared_distances
+from tests.oracles import sklearn_knn_rbf
 
 
 def blobs(n=120, centers=4, seed=0):
@@ -18,13 +18,6 @@ def blobs(n=120, centers=4, seed=0):
     return x.astype(np.float32), y
 
 
-def sklearn_knn_rbf(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """The same affinity built independently: scikit-learn's kNN graph, symmetrised, RBF-weighted."""
-    graph = kneighbors_graph(x.astype(np.float64), k, mode="distance", include_self=False)
-    edges = (graph + graph.T).toarray() > 0
-    d2 = squareform(pdist(x.astype(np.float64), "sqeuclidean"))
-    gamma = 1 / np.median(d2[edges])
-    return np.where(edges, np.exp(-gamma * d2), 0.0) + np.eye(len(x)), gamma
 
 
 def test_squared_distances_match_brute_force():

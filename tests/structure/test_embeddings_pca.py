@@ -6,8 +6,9 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 
-from backend.array_rows import read_rows
-from backend.embeddings import (EmbeddingRows, components_for, count_sketch, fit_pca, project, sketch_hash,
+from backend.store.rows import read_rows
+from tests.oracles import unit
+from backend.structure.embeddings import (EmbeddingRows, components_for, count_sketch, fit_pca, project, sketch_hash,
                                 unit_rows)
 
 
@@ -27,9 +28,6 @@ def weights_file(tmp_path_factory):
     return np.load(path, mmap_mode="r")
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1)
 
 
 def test_read_rows_matches_indexing_for_runs_gaps_and_views(weights_file):

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from backend import faithfulness as fa
-from backend.control import control_mean
-from backend.embeddings import pca_components, pca_projections
-from backend.retraining import stream_seeds, train_sets, training_data
-from backend.run_store import Run, RunError
+from backend.structure import faithfulness as fa
+from backend.training.control import control_mean
+from backend.structure.embeddings import pca_components, pca_projections
+from backend.training.retraining import stream_seeds, train_sets, training_data
+from backend.store.run_dir import Run, RunError
 from tests.conftest import run_cli
 
 

@@ -1,0 +1,97 @@
+"""The eval stage's measurements of datamodel quality, read back and shaped for the dashboard.
+
+`python -m precompute eval` (backend.datamodels.evaluation) scores a run's datamodels on the models of a held-out
+run and writes metrics.json (LDS summaries, the sample-complexity curve, the paper's Table 5) and
+lds.npy (one LDS per target, NaN where undefined) into the run. Nothing here recomputes them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from backend.store.run_dir import MANIFEST, Run, RunError
+
+METRICS = "metrics.json"
+LDS = "lds.npy"
+HELDOUT = "heldout"
+WEIGHTS = "weights.npy"
+ESTIMATOR_NAMES = {"empirical_influence": "Empirical influence", "difference_of_means": "Difference of means",
+                   "datamodel": "Datamodel (LASSO)"}
+
+
+def eval_command(run: Run) -> str:
+    """The command that writes metrics.json and lds.npy for this run."""
+    return f"python -m precompute eval --run {run.dir} --heldout {run.dir / HELDOUT}"
+
+
+# Hyperparameters the train command takes as flags; the rest are the architecture's fixed defaults.
+TRAIN_FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "width": "--width", "hidden": "--hidden"}
+
+
+def heldout_command(run: Run, n_models: int = 300) -> str:
+    """The command that trains the held-out run the eval stage scores on: the run's recipe, the next seed."""
+    m = run.manifest
+    flags = "".join(f" {flag} {m['hparams'][key]}" for key, flag in TRAIN_FLAGS.items() if key in m.get("hparams", {}))
+    return (f"python -m precompute train --dataset {m['dataset']['spec']} --alpha {m['alpha']} --models {n_models} "
+            f"--seed {int(m['seed']) + 1} --arch {m['arch']}{flags} --out {run.dir / HELDOUT}")
+
+
+def read_metrics(run: Run) -> dict | None:
+    """metrics.json as a dict, or None when the eval stage has not run."""
+    path = run.dir / METRICS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is corrupt ({exc}): rerun `{eval_command(run)}`") from None
+
+
+def stored_lds(run: Run) -> np.ndarray | None:
+    """Per-target LDS, float32 memmap of shape (n_targets,), or None when the eval stage has not run."""
+    return run.array(LDS, (run.n_targets,)) if run.has(LDS) else None
+
+
+def is_stale(run: Run) -> bool:
+    """Whether the datamodels were refitted after the eval stage scored them."""
+    if not run.has(WEIGHTS):
+        return False
+    fitted = (run.dir / WEIGHTS).stat().st_mtime_ns
+    return any((run.dir / name).stat().st_mtime_ns < fitted for name in (METRICS, LDS) if run.has(name))
+
+
+def heldout_dir(run: Run, metrics: dict | None) -> Path | None:
+    """The held-out run the metrics were measured on (or the run's heldout/ before any eval), if present."""
+    candidates = [Path(metrics["heldout_run"])] if metrics and metrics.get("heldout_run") else []
+    candidates.append(run.dir / HELDOUT)
+    return next((path for path in candidates if (path / MANIFEST).is_file()), None)
+
+
+def complexity_curve(metrics: dict, split: str = "test") -> dict:
+    """The sample-complexity curve of metrics.json as arrays, one entry per fitted fraction of models.
+
+    Returns {"n_models", "mean", "q25", "median", "q75"}: arrays of shape (n_points,) of held-out LDS
+    over `split` targets, and "skipped": the [n_models, reason] of fractions with too few models.
+    """
+    points = metrics.get("sample_complexity", {}).get("points", [])
+    fitted = [p for p in points if "skipped" not in p and "mean" in p["lds"][split]]
+    curve = {key: np.array([p["lds"][split][key] for p in fitted], dtype=float) for key in ("mean", "q25", "median", "q75")}
+    curve["n_models"] = np.array([p["n_models"] for p in fitted], dtype=int)
+    curve["skipped"] = [[p["n_models"], p["skipped"]] for p in points if "skipped" in p]
+    return curve
+
+
+def table5_rows(metrics: dict, split: str = "test") -> list[dict]:
+    """Table 5 of Ilyas et al. 2022 from metrics.json: one row per estimator, mean scores over `split` targets.
+
+    Columns: the Spearman correlation with what the estimator predicts (correctness for empirical
+    influence, margins otherwise), with margins, and the AUC for correctness; None where undefined.
+    """
+    table = metrics.get("table5", {})
+    return [{"estimator": label,
+             "Spearman (own target)": table[key]["spearman"][split].get("mean"),
+             "Spearman (margin)": table[key]["spearman_margin"][split].get("mean"),
+             "AUC (correct)": table[key]["auc"][split].get("mean")}
+            for key, label in ESTIMATOR_NAMES.items() if key in table]

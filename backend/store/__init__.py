@@ -1,0 +1,7 @@
+"""The run directory, the one store every stage reads and writes: `schema` names every artifact.
+
+    run_dir   Run (open, check, read), atomic writes, the manifest, model shards
+    rows      rows of memory-mapped arrays read with positioned reads
+    catalog   the data directory and the runs it holds
+    targets   target names `train:i` / `test:j`
+"""

@@ -1,0 +1,167 @@
+"""The `analyze` structure stage: PCA, spectral clusters and similar targets of a run's datamodels.
+
+analyze_structure writes into RUN/structure/: the PCA of datamodel embeddings (fit on the training
+targets, §4.3), its explained variance beside the representation baseline's, spectral clusters of the
+test targets per class and for the whole test set (App. I), and every target's nearest targets.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+WEIGHTS = "weights.npy"
+
+
+class _Stages:
+    """Maps each stage's own 0..1 progress onto its share of the whole analysis."""
+
+    def __init__(self, progress: Callable[[float], None] | None, shares: dict[str, float]):
+        self.progress, self.shares, self.base, self.total = progress, shares, 0.0, sum(shares.values())
+
+    def stage(self, name: str) -> Callable[[float], None]:
+        base, share = self.base, self.shares[name]
+        self.base += share
+
+        def report(fraction: float) -> None:
+            if self.progress is not None:
+                self.progress(min(1.0, (base + share * fraction) / self.total))
+        return report
+
+
+def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Callable[[float], None] | None = None,
+                      device: str = "auto", *, k_whole: int | None = None, n_neighbors: int = 10,
+                      fit_rows: int | None = None, sketch_dim: int = 2048, n_iter: int = 5, seed: int = 0) -> dict:
+    """Compute and write the run's structure artifacts (see README "structure/"); return a JSON-able summary.
+
+    run        : a Run or a run directory holding weights.npy
+    fit_rows   : fit the PCA on this many training targets drawn at random (default: all of them)
+    sketch_dim : embeddings longer than this are count-sketched to it for clustering and neighbours
+    k_whole    : clusters for the whole test set (default: the number of classes)
+    progress   : called with the fraction of the analysis done
+    The representation baseline is the penultimate features of control model 0 (backend/control.py);
+    if the run has no control models yet, one is trained.
+    """
+    import torch
+
+    from backend.structure import clusters
+
+    from backend.structure import embeddings
+
+    from backend.structure import similar_targets
+    from backend.training.control import ensure_control, load_control_features
+    from backend.store.run_dir import Run, save_json
+    from backend.training.engine import resolve_device, use_all_cores
+
+    run = run if isinstance(run, Run) else Run(run)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        use_all_cores()
+    weights = run.array(WEIGHTS, (run.n_targets, run.n_train))
+    need_control = not (run.has("control_margins.npy") and run.has("control_features.npy"))
+    stages = _Stages(progress, {"control": 0.05 if need_control else 0.0, "pca": 0.6, "project": 0.15,
+                                "representation": 0.02, "clusters": 0.1, "neighbors": 0.08})
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        seconds[name] = round(time.perf_counter() - clock, 2)
+        clock = time.perf_counter()
+
+    control_progress = stages.stage("control")
+    if need_control:
+        ensure_control(run, 1, device=device, progress=control_progress)  # one model: its features are the baseline
+        lap("control")
+
+    # §4.3: PCA of the unit-normalised training-target embeddings.
+    train_rows = np.arange(run.n_train)
+    if fit_rows is not None and fit_rows < run.n_train:
+        train_rows = np.sort(np.random.default_rng(seed).choice(run.n_train, size=fit_rows, replace=False))
+    pca = embeddings.fit_pca(embeddings.EmbeddingRows(weights, train_rows, device=dev), n_components,
+                             n_iter=n_iter, seed=seed, progress=stages.stage("pca"))
+    lap("pca_fit")
+
+    # One pass over every target: its PCA coordinates and its vector for clustering and neighbours.
+    projections, vectors = embeddings.embed_targets(embeddings.EmbeddingRows(weights, device=dev), pca, sketch_dim,
+                                                    seed, progress=stages.stage("project"))
+    lap("project")
+
+    features = load_control_features(run)
+    representation = embeddings.fit_pca(embeddings.EmbeddingRows(features, np.arange(run.n_train), device=dev),
+                                        n_components, n_iter=n_iter, seed=seed)
+    stages.stage("representation")(1.0)
+    embeddings.save_pca(run.dir, pca, projections, representation)
+    lap("representation")
+
+    # App. I: spectral clusters of the test targets, per class and for the whole test set; raw pixels
+    # clustered by the identical procedure as the reference.
+    cluster_progress = stages.stage("clusters")
+    labels = np.asarray(run.labels)
+    test_labels = labels[run.n_train:]
+    test_vectors = torch.from_numpy(vectors[run.n_train:]).to(dev)
+    per_class = clusters.cluster_each_class(test_vectors, test_labels, k_per_class, seed)
+    cluster_progress(0.4)
+    k_whole = k_whole or len(run.class_names)
+    whole = clusters.spectral_clusters(test_vectors, k_whole, seed)
+    cluster_progress(0.7)
+    pixels = torch.from_numpy(np.asarray(run.images[run.n_train:], dtype=np.float32).reshape(run.n_test, -1)).to(dev)
+    pixel_clusters = clusters.spectral_clusters(embeddings.unit_rows(pixels), k_whole, seed)
+    cluster_progress(1.0)
+    quality = {
+        "affinity": f"RBF on the symmetrised {clusters.N_NEIGHBORS}-nearest-neighbour graph, gamma = 1 / median "
+                    "squared distance over its edges",
+        "per_class": [dict(per_class[c].quality(), **{"class": c, "name": run.class_names[c]}) for c in sorted(per_class)],
+        "whole": dict(whole.quality(), nmi=clusters.nmi(whole, test_labels)),
+        "pixels": dict(pixel_clusters.quality(), nmi=clusters.nmi(pixel_clusters, test_labels)),
+    }
+    clusters.save_clusterings(run.dir, test_labels, per_class, whole, quality)
+    lap("clusters")
+
+    neighbors, similarity = similar_targets.nearest_targets(vectors, n_neighbors, seed=seed)
+    similar_targets.save_neighbors(run.dir, neighbors, similarity)
+    stages.stage("neighbors")(1.0)
+    lap("neighbors")
+
+    summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
+                       width=vectors.shape[1], n_train=run.n_train, n_targets=run.n_targets,
+                       n_neighbors=neighbors.shape[1], k_per_class=k_per_class, seconds=seconds, device=str(dev))
+    save_json(run.dir / embeddings.SUMMARY, summary)
+    return summary
+
+
+def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train, n_targets,
+             n_neighbors, k_per_class, seconds, device) -> dict:
+    from backend.structure.embeddings import components_for
+    from backend.structure.similar_targets import IVF_THRESHOLD
+
+    def spectrum(p) -> dict:
+        ratio = p.explained_variance_ratio
+        return {"n_components": len(ratio), "variance_explained": round(float(ratio.sum()), 4),
+                "components_for_50pct": components_for(ratio, 0.5), "components_for_90pct": components_for(ratio, 0.9)}
+
+    def count(n: int | None, p) -> str:
+        return f"{n}" if n is not None else f"> {len(p.explained_variance_ratio)}"
+
+    dm, rep = spectrum(pca), spectrum(representation)
+    silhouettes = [q["silhouette"] for q in quality["per_class"] if q["silhouette"] is not None]
+    return {
+        "pca": dict(dm, fit_targets=fit_targets, n_components_requested=n_components),
+        "representation": rep,
+        "effective_dimensionality": (
+            f"components for 50% / 90% of variance: datamodel embeddings {count(dm['components_for_50pct'], pca)} / "
+            f"{count(dm['components_for_90pct'], pca)}, representation baseline "
+            f"{count(rep['components_for_50pct'], representation)} / {count(rep['components_for_90pct'], representation)}"),
+        "clusters": {
+            "k_per_class": k_per_class,
+            "mean_silhouette_per_class": round(float(np.mean(silhouettes)), 4) if silhouettes else None,
+            "whole_test_set": {"k": quality["whole"]["k"], "nmi_datamodels": round(quality["whole"]["nmi"], 4),
+                               "nmi_raw_pixels": round(quality["pixels"]["nmi"], 4),
+                               "silhouette": quality["whole"]["silhouette"]},
+        },
+        "embedding_space": (f"count sketch of the unit embeddings to {width} dims" if width < n_train
+                            else f"exact unit embeddings ({width} dims)"),
+        "neighbors": {"k": n_neighbors, "index": "IndexIVFFlat" if n_targets > IVF_THRESHOLD else "IndexFlatIP"},
+        "seconds": seconds, "device": device,
+    }

@@ -1,0 +1,300 @@
+"""Datamodel embeddings and their principal components (Ilyas et al. 2022, §4.3, App. I and J).
+
+A target's datamodel (its row of weights.npy) is its *embedding*: one coordinate per training example.
+Embeddings are scaled to unit norm first, so that the geometry reflects *which* training examples a
+target depends on, not how much its margin varies overall. The PCA is fit on the training-set targets,
+as in the paper, and every train and test target is then projected onto it.
+
+At CIFAR scale weights.npy is 60,000 × 50,000 float32 (12 GB), so nothing here holds it whole: rows are
+read in blocks with plain file reads (slicing the memmap would leave every page it touched counted in
+the process's resident set). The PCA is exact (one pass, d × d covariance) while the embeddings have at
+most 4,096 coordinates, and above that a randomized SVD (Halko et al. 2011) that needs only products
+with blocks of rows, 2·n_iter + 2 passes over the data.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from backend.store.rows import read_rows
+from backend.store.run_dir import RunError, save_npy
+
+BLOCK_BYTES = 256 << 20
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to unit L2 norm; all-zero rows (targets whose datamodel is empty) stay zero."""
+    norms = x.norm(dim=1, keepdim=True)
+    return x / torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
+class EmbeddingRows:
+    """Rows `rows` of a matrix (typically a memmapped weights.npy), unit-normalised, in blocks on `device`.
+
+    matrix : ndarray of shape (n_rows, d)
+    rows   : sorted int array of the rows to use (default: all)
+    Iterating yields (lo, hi, X) with X a float32 tensor of shape (hi - lo, d): positions lo..hi of `rows`.
+    """
+
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray | None = None, *, device: str | torch.device = "cpu",
+                 block_rows: int | None = None):
+        self.matrix = matrix
+        self.rows = np.arange(len(matrix)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.device = torch.device(device)
+        self.n_features = matrix.shape[1]
+        self.block_rows = block_rows or max(1, BLOCK_BYTES // (4 * self.n_features))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-len(self.rows) // self.block_rows)
+
+    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        for lo in range(0, len(self.rows), self.block_rows):
+            hi = min(lo + self.block_rows, len(self.rows))
+            x = torch.from_numpy(read_rows(self.matrix, self.rows[lo:hi])).to(self.device)
+            yield lo, hi, unit_rows(x)
+
+
+@dataclass
+class PCA:
+    """A fitted PCA, in scikit-learn's terms.
+
+    components         : ndarray of shape (n_components, d), orthonormal rows
+    explained_variance : ndarray of shape (n_components,), variance along each component (ddof=1)
+    mean               : ndarray of shape (d,)
+    total_variance     : summed variance of all d coordinates, so ratios are exact whatever n_components
+    """
+
+    components: np.ndarray
+    explained_variance: np.ndarray
+    mean: np.ndarray
+    total_variance: float
+    n_samples: int
+
+    @property
+    def explained_variance_ratio(self) -> np.ndarray:
+        return self.explained_variance / self.total_variance if self.total_variance > 0 else np.zeros_like(self.explained_variance)
+
+
+EXACT_MAX_FEATURES = 4096
+
+
+def fit_pca(data: EmbeddingRows, n_components: int, *, method: str = "auto", n_iter: int = 5,
+            oversample: int | None = None, seed: int = 0, progress: Callable[[float], None] | None = None) -> PCA:
+    """PCA of data's rows, streaming blocks of rows; signs as scikit-learn's (largest coordinate positive).
+
+    method : "exact" accumulates the d × d covariance in one pass and diagonalises it; "randomized"
+        runs a randomized SVD of the centred matrix; "auto" is exact up to EXACT_MAX_FEATURES features
+        (digits: 1,297) and randomized above (CIFAR: 50,000, where d × d would not fit).
+    The randomized range finder uses n_components + oversample directions (default oversample =
+    max(n_components, 10): datamodel spectra decay slowly) refined by n_iter power iterations, each a
+    pass over the data; centring is implicit, (X - 1μᵀ)·V = X·V - 1(μᵀV), so blocks are never rewritten.
+    progress : called with the fraction of passes done.
+    """
+    if method == "auto":
+        method = "exact" if data.n_features <= EXACT_MAX_FEATURES else "randomized"
+    if method == "exact":
+        components, variance, mean, total_variance = _exact_pca(data, n_components)
+        if progress is not None:
+            progress(1.0)
+    else:
+        components, variance, mean, total_variance = _randomized_pca(data, n_components, n_iter, oversample, seed, progress)
+    signs = torch.sign(components.gather(1, components.abs().argmax(1, keepdim=True)))
+    components = components * torch.where(signs == 0, torch.ones_like(signs), signs)
+    return PCA(components=components.float().cpu().numpy(), explained_variance=variance.float().cpu().numpy(),
+               mean=mean.float().cpu().numpy(), total_variance=float(total_variance), n_samples=len(data))
+
+
+def _exact_pca(data: EmbeddingRows, n_components: int):
+    """Top eigenvectors of the covariance, accumulated in float64 over blocks of rows."""
+    n, d, dev = len(data), data.n_features, data.device
+    total = torch.zeros(d, dtype=torch.float64, device=dev)
+    scatter = torch.zeros(d, d, dtype=torch.float64, device=dev)
+    for _, _, x in data:
+        x = x.double()
+        total += x.sum(0)
+        scatter += x.T @ x
+    mean = total / n
+    cov = (scatter - n * torch.outer(mean, mean)) / max(n - 1, 1)
+    values, vectors = torch.linalg.eigh(cov)
+    top = torch.arange(d - 1, max(d - 1 - min(n_components, d), -1), -1, device=dev)
+    return vectors[:, top].T, values[top].clamp_min(0), mean, cov.trace()
+
+
+def _randomized_pca(data: EmbeddingRows, n_components: int, n_iter: int, oversample: int | None, seed: int,
+                    progress: Callable[[float], None] | None):
+    """Randomized SVD of the implicitly centred rows (Halko et al. 2011, Alg. 4.4), 2·n_iter + 2 passes."""
+    n, d, dev = len(data), data.n_features, data.device
+    width = min(n_components + (oversample if oversample is not None else max(n_components, 10)), n, d)
+    n_components = min(n_components, width)
+    gen = torch.Generator().manual_seed(seed)
+    passes, done = 2 * n_iter + 2, 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done / passes)
+
+    # Pass 1: the mean, the total sum of squares and the first sketch Y = X·Ω, together.
+    omega = torch.randn(d, width, generator=gen).to(dev)
+    total = torch.zeros(d, dtype=torch.float64, device=dev)
+    sumsq = torch.zeros((), dtype=torch.float64, device=dev)
+    y = torch.empty(n, width, device=dev)
+    for lo, hi, x in data:
+        total += x.sum(0, dtype=torch.float64)
+        sumsq += (x.double() ** 2).sum()
+        y[lo:hi] = x @ omega
+    mean64 = total / n
+    mean = mean64.float()
+    total_variance = (sumsq - n * (mean64 @ mean64)) / max(n - 1, 1)
+    q = torch.linalg.qr(y - mean @ omega).Q
+    tick()
+
+    def times_transpose(q: torch.Tensor) -> torch.Tensor:
+        """(X - 1μᵀ)ᵀ·Q, shape (d, width)."""
+        z = torch.zeros(d, q.shape[1], device=dev)
+        for lo, hi, x in data:
+            z += x.T @ q[lo:hi]
+        return z - mean[:, None] * q.sum(0)[None, :]
+
+    for _ in range(n_iter):
+        z = torch.linalg.qr(times_transpose(q)).Q
+        tick()
+        for lo, hi, x in data:
+            y[lo:hi] = x @ z
+        q = torch.linalg.qr(y - mean @ z).Q
+        tick()
+    b_t = times_transpose(q)  # Bᵀ = (Qᵀ(X - 1μᵀ))ᵀ, shape (d, width)
+    tick()
+    _, s, vh = torch.linalg.svd(b_t.T.double(), full_matrices=False)
+    return vh[:n_components], s[:n_components] ** 2 / max(n - 1, 1), mean64, total_variance
+
+
+def project(x: torch.Tensor, pca: PCA) -> torch.Tensor:
+    """Coordinates of unit-normalised rows x (shape (b, d)) on the components, shape (b, n_components)."""
+    comps = torch.as_tensor(pca.components, device=x.device)
+    mean = torch.as_tensor(pca.mean, device=x.device)
+    return (x - mean) @ comps.T
+
+
+def extremes(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the k largest values (largest first) and of the k smallest (smallest first).
+
+    values : ndarray of shape (n,), e.g. targets' projections onto one component, or a component's
+    coordinates (one per training example). Returns two int64 arrays of length min(k, n).
+    """
+    order = np.argsort(np.asarray(values), kind="stable")
+    k = min(k, len(order))
+    return order[::-1][:k].astype(np.int64), order[:k].astype(np.int64)
+
+
+def embed_targets(data: EmbeddingRows, pca: PCA, sketch_dim: int, seed: int = 0,
+                  progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over data's rows: their PCA coordinates and the vectors clustering and neighbours use.
+
+    The vectors are the unit embeddings themselves when they have at most sketch_dim coordinates, else
+    their re-normalised count sketch to sketch_dim (CIFAR: 50,000 → 2,048 dims, cosines within ~0.02).
+    Returns projections float32 (n, n_components) and vectors float32 (n, min(d, sketch_dim)).
+    """
+    sketched = data.n_features > sketch_dim
+    if sketched:
+        buckets, signs = (t.to(data.device) for t in sketch_hash(data.n_features, sketch_dim, seed))
+    projections = np.empty((len(data), len(pca.components)), dtype=np.float32)
+    vectors = np.empty((len(data), sketch_dim if sketched else data.n_features), dtype=np.float32)
+    for b, (lo, hi, x) in enumerate(data):
+        projections[lo:hi] = project(x, pca).cpu().numpy()
+        vectors[lo:hi] = (unit_rows(count_sketch(x, buckets, signs, sketch_dim)) if sketched else x).cpu().numpy()
+        if progress is not None:
+            progress((b + 1) / data.n_blocks)
+    return projections, vectors
+
+
+def components_for(ratio: np.ndarray, fraction: float) -> int | None:
+    """Fewest leading components whose explained-variance ratios sum to `fraction`; None if all of them fall short.
+
+    This is the "effective dimensionality" the paper compares between datamodel embeddings and
+    network representations.
+    """
+    reached = np.flatnonzero(np.cumsum(ratio) >= fraction - 1e-9)
+    return int(reached[0]) + 1 if len(reached) else None
+
+
+def count_sketch(x: torch.Tensor, buckets: torch.Tensor, signs: torch.Tensor, dim: int) -> torch.Tensor:
+    """Count sketch (Charikar et al. 2002) of rows x (b, d) into `dim` columns: column buckets[j] gets signs[j]·x[:, j].
+
+    Inner products are preserved in expectation with error of order ‖a‖‖b‖/√dim, so cosine neighbours and
+    RBF affinities of 50,000-dim CIFAR embeddings can be computed in `dim` dimensions, in one streaming pass.
+    """
+    out = torch.zeros(x.shape[0], dim, dtype=x.dtype, device=x.device)
+    return out.index_add_(1, buckets, x * signs)
+
+
+def sketch_hash(d: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random bucket (int64, shape (d,)) and sign (float32, shape (d,)) of each of d coordinates."""
+    gen = torch.Generator().manual_seed(seed)
+    buckets = torch.randint(0, dim, (d,), generator=gen)
+    signs = torch.randint(0, 2, (d,), generator=gen).float() * 2 - 1
+    return buckets, signs
+
+
+# Run files written by `analyze` (see save_pca).
+COMPONENTS = "structure/pca_components.npy"
+MEAN = "structure/pca_mean.npy"
+EXPLAINED_VARIANCE = "structure/pca_explained_variance.npy"
+EXPLAINED_RATIO = "structure/pca_explained_variance_ratio.npy"
+PROJECTIONS = "structure/pca_projections.npy"
+REPRESENTATION_RATIO = "structure/representation_explained_variance_ratio.npy"
+SUMMARY = "structure/summary.json"
+
+
+def save_pca(run_dir: Path, pca: PCA, projections: np.ndarray, representation: PCA | None) -> None:
+    """Write the datamodel PCA, every target's coordinates (n_targets, n_components) and the baseline's ratios."""
+    run_dir = Path(run_dir)
+    (run_dir / COMPONENTS).parent.mkdir(exist_ok=True)
+    save_npy(run_dir / COMPONENTS, pca.components.astype(np.float32))
+    save_npy(run_dir / MEAN, pca.mean.astype(np.float32))
+    save_npy(run_dir / EXPLAINED_VARIANCE, pca.explained_variance.astype(np.float32))
+    save_npy(run_dir / EXPLAINED_RATIO, pca.explained_variance_ratio.astype(np.float32))
+    save_npy(run_dir / PROJECTIONS, projections.astype(np.float32))
+    if representation is not None:
+        save_npy(run_dir / REPRESENTATION_RATIO, representation.explained_variance_ratio.astype(np.float32))
+    elif (run_dir / REPRESENTATION_RATIO).exists():
+        (run_dir / REPRESENTATION_RATIO).unlink()
+
+
+def has_pca(run) -> bool:
+    return run.has(PROJECTIONS)
+
+
+def pca_components(run) -> np.ndarray:
+    """float32 (n_components, n_train), memory-mapped: component c's coordinate for each training example."""
+    if not has_pca(run):
+        raise RunError(f"{run.dir} has no PCA yet: run `python -m precompute analyze --run {run.dir}`")
+    return run.array(COMPONENTS, (None, run.n_train))
+
+
+def pca_projections(run) -> np.ndarray:
+    """float32 (n_train + n_test, n_components), memory-mapped: every target's coordinates on the components."""
+    return run.array(PROJECTIONS, (run.n_targets, len(pca_components(run))))
+
+
+def explained_ratios(run) -> tuple[np.ndarray, np.ndarray | None]:
+    """Explained-variance ratios of the datamodel PCA and of the representation baseline (None if absent)."""
+    n = len(pca_components(run))
+    datamodel = np.asarray(run.array(EXPLAINED_RATIO, (n,)))
+    return datamodel, (np.asarray(run.array(REPRESENTATION_RATIO, (None,))) if run.has(REPRESENTATION_RATIO) else None)
+
+
+def load_summary(run) -> dict:
+    """structure/summary.json, the settings and headline numbers of the last `analyze` ({} if absent)."""
+    path = run.dir / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else {}

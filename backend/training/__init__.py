@@ -1,0 +1,11 @@
+"""Models of a run: the batched engine, which subsets they see, and every retrained model.
+
+    architectures  K networks as one batched module (MLP, ResNet-9)
+    engine         the batched training loop and margins on every target
+    subsets        each model's training subset, from (run seed, model index)
+    train_stage    the `train`/`merge` stage: resumable shards, the manifest
+    target_stats   each target's mean margin and accuracy over the run's models
+    retraining     new models with the run's own recipe on chosen training sets
+    retrain_store  the one store of retrained models (counterfactual log)
+    control        control models trained on the full training set
+"""

@@ -1,0 +1,213 @@
+"""The batched training engine: K models trained at once, then their margins on every target.
+
+The K models share nothing but the arithmetic: each has its own subset, initialisation,
+shuffling and augmentation drawn from its own seed (see `subsets.py`), its own parameters
+and its own normalisation statistics. The loss is the sum of the K per-model mean losses, so
+each model receives exactly the gradient it would get if trained alone.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.training import architectures
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is an error the CLI reports."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def use_all_cores() -> int:
+    """Match torch's thread count to the cores this process may actually use (cgroup/affinity aware)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+@dataclass
+class TrainingData:
+    """A dataset resident on the device, normalised once (airbench's 'data on the device').
+
+    train_x   : float tensor of shape (n_train, C, H, W)
+    train_y   : int64 tensor of shape (n_train,)
+    targets_x : float tensor of shape (n_train + n_test, C, H, W), training images first
+    targets_y : int64 tensor of shape (n_train + n_test,)
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    targets_x: torch.Tensor
+    targets_y: torch.Tensor
+    image_shape: tuple[int, int, int]
+    n_classes: int
+
+    @classmethod
+    def from_dataset(cls, ds, device: torch.device) -> "TrainingData":
+        train = torch.from_numpy(ds.train_images).float().div_(255.0)
+        mean = train.mean(dim=(0, 1, 2))
+        std = train.std(dim=(0, 1, 2)).clamp_min(1e-3)
+
+        def prep(images: np.ndarray) -> torch.Tensor:
+            x = (torch.from_numpy(images).float().div_(255.0) - mean) / std
+            return x.permute(0, 3, 1, 2).contiguous().to(device)
+
+        return cls(
+            train_x=prep(ds.train_images),
+            train_y=torch.from_numpy(ds.train_labels).long().to(device),
+            targets_x=prep(ds.target_images()),
+            targets_y=torch.from_numpy(ds.target_labels()).long().to(device),
+            image_shape=ds.image_shape,
+            n_classes=ds.n_classes,
+        )
+
+
+def default_batch_models(arch: str, device: torch.device) -> int:
+    """Models per batched call: the MLP is tiny; ResNet-9 is limited by GPU memory."""
+    return 500 if arch == "mlp" else (16 if device.type == "cuda" else 2)
+
+
+def triangular_lr(step: int, total: int, peak_frac: float) -> float:
+    """Linear warm-up to 1 at peak_frac of training, then linear decay to 0 (the paper's cyclic LR)."""
+    peak = max(1, int(round(peak_frac * total)))
+    if step < peak:
+        return (step + 1) / peak
+    return max(0.0, (total - step) / max(1, total - peak))
+
+
+def augment(x: torch.Tensor, generators: list[torch.Generator], pad: int = 4, cutout: int = 8) -> torch.Tensor:
+    """Random crop (reflect-padded), horizontal flip and cutout, per image, drawn from each model's generator.
+
+    x : tensor of shape (K, B, C, H, W).
+    """
+    K, B, C, H, W = x.shape
+    draws = torch.stack([torch.randint(0, 2**30, (B, 5), generator=g) for g in generators]).to(x.device)
+    dy, dx = draws[..., 0] % (2 * pad + 1), draws[..., 1] % (2 * pad + 1)
+    flip = draws[..., 2] % 2 == 1
+    cy, cx = draws[..., 3] % H, draws[..., 4] % W
+    padded = F.pad(x.reshape(K * B, C, H, W), (pad, pad, pad, pad), mode="reflect")
+    rows = (dy.reshape(-1, 1) + torch.arange(H, device=x.device))  # (K*B, H)
+    cols = (dx.reshape(-1, 1) + torch.arange(W, device=x.device))  # (K*B, W)
+    cols = torch.where(flip.reshape(-1, 1), cols.flip(1), cols)
+    n = torch.arange(K * B, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    ys = torch.arange(H, device=x.device)
+    xs = torch.arange(W, device=x.device)
+    in_y = (ys[None, :] - cy.reshape(-1, 1)).abs() <= cutout // 2
+    in_x = (xs[None, :] - cx.reshape(-1, 1)).abs() <= cutout // 2
+    hole = in_y[:, :, None] & in_x[:, None, :]
+    out = out.masked_fill(hole[:, None], 0.0)
+    return out.reshape(K, B, C, H, W)
+
+
+def margins_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Correct-class margin: correct logit minus the largest other logit.
+
+    logits : (K, B, n_classes); labels : (B,). Returns (K, B).
+    """
+    correct = logits.gather(2, labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(2)
+    others = logits.scatter(2, labels.view(1, -1, 1).expand(logits.shape[0], -1, 1), float("-inf"))
+    return correct - others.amax(dim=2)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048,
+             with_features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Margins of all K models on every image of x, shape (K, N); optionally penultimate features (K, N, D)."""
+    model.eval()
+    K = _n_models(model)
+    margins, feats = [], []
+    for start in range(0, len(x), chunk):
+        xb = x[start:start + chunk].unsqueeze(0).expand(K, -1, -1, -1, -1)
+        with _autocast(x.device):
+            f = model.features(xb)
+            logits = _head(model, f)
+        margins.append(margins_of(logits.float(), y[start:start + chunk]))
+        if with_features:
+            feats.append(f.float())
+    return torch.cat(margins, 1), (torch.cat(feats, 1) if with_features else None)
+
+
+def _n_models(model: torch.nn.Module) -> int:
+    return model.w1.shape[0] if hasattr(model, "w1") else model.K
+
+
+def _head(model: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
+    if hasattr(model, "w2"):
+        return torch.baddbmm(model.b2, features, model.w2)
+    return torch.bmm(features, model.fc) * model.OUT_SCALE
+
+
+def _autocast(device: torch.device):
+    # Mixed precision on GPU (bf16 needs no loss scaling); full fp32 on CPU, where it is fastest.
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_models(
+    data: TrainingData,
+    subsets: np.ndarray,
+    seeds: list[int],
+    arch: str,
+    hparams: dict,
+    train_labels: torch.Tensor | None = None,
+    progress: Callable[[float], None] | None = None,
+    with_features: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train K models, model k on training examples subsets[k] from seeds[k]; return their target margins.
+
+    subsets : int64 ndarray of shape (K, n), every model the same n
+    seeds   : K ints (see `subsets.model_seed`)
+    train_labels : optional (n_train,) labels that replace the dataset's (for relabelling counterfactuals)
+    progress : called with the fraction of this batch's training done so far
+    Returns margins float32 of shape (K, n_train + n_test), and features (K, n_targets, D) if asked.
+    """
+    device = data.train_x.device
+    K, n = subsets.shape
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    model = architectures.build(arch, K, data.image_shape, data.n_classes, generators, hparams).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    labels = data.train_y if train_labels is None else train_labels.to(device)
+    batch, epochs = int(hparams["batch_size"]), int(hparams["epochs"])
+    batch = min(batch, n)
+    steps_per_epoch = n // batch
+    total = steps_per_epoch * epochs
+    opt = torch.optim.SGD(model.parameters(), lr=float(hparams["lr"]), momentum=float(hparams["momentum"]),
+                          nesterov=True, weight_decay=float(hparams["weight_decay"]))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: triangular_lr(s, total, float(hparams["peak_epoch_frac"])))
+    subsets_t = torch.from_numpy(subsets)
+    model.train()
+    step = 0
+    for _ in range(epochs):
+        # Each model shuffles its own subset with its own generator.
+        order = torch.stack([subsets_t[k][torch.randperm(n, generator=generators[k])] for k in range(K)]).to(device)
+        for s in range(steps_per_epoch):
+            idx = order[:, s * batch:(s + 1) * batch]  # (K, batch)
+            x = data.train_x[idx]  # (K, batch, C, H, W)
+            if hparams.get("augment"):
+                x = augment(x, generators)
+            with _autocast(device):
+                logits = model(x)
+            # Sum over models of each model's mean loss: per-model gradients are unchanged by batching.
+            loss = F.cross_entropy(logits.float().reshape(K * batch, -1), labels[idx].reshape(-1),
+                                   reduction="sum", label_smoothing=float(hparams.get("label_smoothing", 0.0))) / batch
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if progress is not None:
+                progress(step / total)
+    margins, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
+    return margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)

@@ -1,0 +1,154 @@
+"""Training a run's models in resumable, atomic shards (the `train` stage).
+
+Models are numbered; model i's subset and randomness come from (seed, i) only. Work is split
+into chunks of K consecutive models; each finished chunk is one shard file. A restart trains only
+the indices no shard holds, so a run killed at any moment loses at most the chunk in flight.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from backend.training import architectures
+
+from backend.store import run_dir as run_store
+from backend.datasets import Dataset
+from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
+from backend.training.target_stats import save_target_stats, stored_target_stats
+from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
+
+CODE_DIR = Path(__file__).resolve().parents[2]
+
+
+def code_version() -> dict:
+    """The git commit of this checkout (and whether it had uncommitted changes), for the manifest."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=CODE_DIR, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        return {"git_commit": git("rev-parse", "HEAD") or "unknown", "git_dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": None}
+
+
+def package_versions() -> dict:
+    import sklearn
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for arr in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict) -> dict:
+    return {
+        "dataset": {"spec": spec, "name": ds.name, "n_train": ds.n_train, "n_test": ds.n_test,
+                    "image_shape": list(ds.image_shape), "class_names": list(ds.class_names),
+                    "n_classes": ds.n_classes, "fingerprint": dataset_fingerprint(ds)},
+        "alpha": alpha, "subset_size": subset_size(ds.n_train, alpha), "seed": seed,
+        "arch": arch, "hparams": hparams,
+    }
+
+
+def resolve_hparams(arch: str, overrides: dict) -> dict:
+    hparams = dict(architectures.DEFAULT_HPARAMS[arch])
+    unknown = set(overrides) - set(hparams)
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for {arch}: known are {sorted(hparams)}")
+    hparams.update({k: type(hparams[k])(v) for k, v in overrides.items() if v is not None})
+    return hparams
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n): this worker trains the i-th of n equal, disjoint index ranges."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"bad --shard {text!r}: write i/n with 0 <= i < n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"bad --shard {text!r}: need 0 <= i < n, e.g. 0/4")
+    return i, n
+
+
+def merge_run(run_dir: Path, n_train: int, n_targets: int) -> int:
+    """Merge the finished shards into masks.npy/margins.npy, then refresh the per-target summary the
+    dashboard ranks targets by; returns the number of models merged (`train` and `merge` both end here)."""
+    n = run_store.merge_shards(run_dir, n_train, n_targets)
+    if n:
+        save_target_stats(run_store.Run(run_dir))
+    return n
+
+
+def train_run(
+    ds: Dataset,
+    spec: str,
+    run_dir: Path,
+    *,
+    alpha: float,
+    n_models: int,
+    seed: int = 0,
+    arch: str | None = None,
+    hparams: dict | None = None,
+    device: str = "auto",
+    batch_models: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[float], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict:
+    """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
+
+    progress receives models finished (fractional while a chunk trains); on_start the number to train.
+    """
+    arch = arch or architectures.default_arch(ds.name, ds.image_shape)
+    hparams = resolve_hparams(arch, hparams or {})
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        use_all_cores()
+    manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams),
+                                  ds.target_labels(), ds.target_images())
+    run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
+                              versions=package_versions(), **code_version())
+    K = batch_models or default_batch_models(arch, dev)
+    i, n_shards = shard
+    lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
+    todo = [(s, e) for s, e in run_store.missing_ranges(run_dir, hi, lo)]
+    chunks = [(a, min(a + K, e)) for s, e in todo for a in range(s, e, K)]
+    if on_start:
+        on_start(sum(e - s for s, e in chunks))
+    data = TrainingData.from_dataset(ds, dev)
+    started, done = time.time(), 0
+    for s, e in chunks:
+        subsets = np.stack([model_subset(seed, m, ds.n_train, alpha) for m in range(s, e)])
+        seeds = [model_seed(seed, m) for m in range(s, e)]
+        report = (lambda f, base=done, k=e - s: progress(base + f * k)) if progress else None
+        margins, _ = train_models(data, subsets, seeds, arch, hparams, progress=report)
+        run_store.write_shard(run_dir, s, subsets_to_masks(subsets, ds.n_train), margins)
+        done += e - s
+    elapsed = time.time() - started
+    n_merged = merge_run(run_dir, ds.n_train, ds.n_train + ds.n_test)
+    summary = {"run": str(run_dir), "trained_now": done, "seconds": round(elapsed, 2),
+               "models_per_second": round(done / elapsed, 2) if done else None,
+               "n_models": n_merged, "device": str(dev)}
+    if n_merged:
+        _, accuracy = stored_target_stats(run_store.Run(run_dir))
+        summary["mean_test_accuracy"] = round(float(accuracy[ds.n_train:].astype(np.float64).mean()), 4)
+        run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
+    if n_merged < n_models:
+        summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"
+                           " or an interrupted run); rerun train to finish, then merge")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    return json.dumps(summary, indent=2)

@@ -1,0 +1,127 @@
+"""Held-out evaluation against scipy/sklearn and brute-force loops."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from backend.datamodels import evaluation
+from backend.datamodels.fit import fit_datamodels
+from backend.datamodels.evaluation import (difference_of_means, lds, lds_report, masked_auc, sample_complexity, summarize,
+                                table5, table5_report)
+from tests.oracles import random_problem
+
+N_TRAIN, N_TEST = 12, 4
+
+
+@pytest.fixture(scope="module")
+def data():
+    masks, margins = random_problem(n_models=90, n_train=N_TRAIN, n_test=N_TEST, seed=2)
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(N_TRAIN + N_TEST, N_TRAIN)).astype(np.float32)
+    bias = rng.normal(size=N_TRAIN + N_TEST).astype(np.float32)
+    margins[:, N_TRAIN + 1] = np.round(margins[:, N_TRAIN + 1])  # ties in the actual margins
+    return masks, margins, weights, bias
+
+
+def counted(masks, column):
+    return ~masks[:, column] if column < N_TRAIN else np.ones(len(masks), dtype=bool)
+
+
+def test_lds_and_mse_match_scipy_per_target(data):
+    masks, margins, weights, bias = data
+    res = lds(weights, bias, masks, margins, N_TRAIN)
+    for c in range(N_TRAIN + N_TEST):
+        inc = counted(masks, c)
+        pred = masks[inc] @ weights[c].astype(np.float64) + bias[c]
+        assert res["n_models"][c] == inc.sum()
+        assert res["spearman"][c] == pytest.approx(spearmanr(pred, margins[inc, c]).statistic, abs=1e-12)
+        assert res["mse"][c] == pytest.approx(np.mean((pred - margins[inc, c]) ** 2), rel=1e-9)
+
+
+def test_lds_is_nan_where_undefined(data):
+    masks, margins, weights, bias = data
+    margins = margins.copy()
+    margins[:, N_TRAIN] = 1.0  # constant margins: no ranking
+    masks = masks.copy()
+    masks[2:, 4] = True  # only two models leave train:4 out ...
+    masks[:1, 4] = True  # ... now one
+    res = lds(weights, bias, masks, margins, N_TRAIN, targets=[N_TRAIN, 4, 0])
+    assert np.isnan(res["spearman"][:2]).all() and np.isfinite(res["spearman"][2])
+
+
+def test_auc_matches_sklearn_with_ties_and_one_class(data):
+    masks, margins, weights, bias = data
+    rng = np.random.default_rng(1)
+    scores = np.round(rng.normal(size=(90, 5)), 1)
+    labels = rng.random((90, 5)) < 0.4
+    labels[:, 4] = True
+    inc = rng.random((90, 5)) < 0.7
+    auc = masked_auc(scores, labels, inc)
+    for t in range(4):
+        assert auc[t] == pytest.approx(roc_auc_score(labels[inc[:, t], t], scores[inc[:, t], t]), abs=1e-12)
+    assert np.isnan(auc[4])
+
+
+@pytest.mark.parametrize("correctness", [False, True])
+def test_difference_of_means_matches_a_loop(data, correctness, monkeypatch):
+    masks, margins, _, _ = data
+    monkeypatch.setattr(evaluation, "BLOCK_BYTES", 8 * N_TRAIN * 25)  # several model chunks and target blocks
+    w, b = difference_of_means(masks, margins, N_TRAIN, correctness=correctness)
+    y_all = (margins > 0).astype(np.float64) if correctness else margins.astype(np.float64)
+    for c in range(N_TRAIN + N_TEST):
+        inc = counted(masks, c)
+        x, y = masks[inc], y_all[inc, c]
+        for i in range(N_TRAIN):
+            inside, outside = y[x[:, i]], y[~x[:, i]]
+            expected = inside.mean() - outside.mean() if len(inside) and len(outside) else 0.0
+            assert w[c, i] == pytest.approx(expected, abs=1e-12)
+        assert b[c] == pytest.approx(y.mean() - x.mean(0) @ w[c], abs=1e-12)
+    assert (w[np.arange(N_TRAIN), np.arange(N_TRAIN)] == 0).all()  # no counted model saw its own target
+
+
+def test_summaries_split_test_and_train_targets():
+    values = np.array([1.0, np.nan, 3.0, 4.0, 10.0, 20.0, 30.0])
+    s = summarize(values, np.arange(7), n_train=4)
+    assert s["train"] == {"n_targets": 4, "n_undefined": 1, "mean": pytest.approx(8 / 3),
+                          "q25": 2.0, "median": 3.0, "q75": 3.5}
+    assert s["test"]["mean"] == 20.0 and s["test"]["n_undefined"] == 0
+
+
+def test_table5_scores_each_estimator_on_the_same_models(data):
+    masks, margins, weights, bias = data
+    fit_m, held_m = masks[:60], masks[60:]
+    fit_y, held_y = margins[:60], margins[60:]
+    res = table5(weights, bias, fit_m, fit_y, held_m, held_y, N_TRAIN)
+    ref = lds(weights, bias, held_m, held_y, N_TRAIN)
+    np.testing.assert_allclose(res["datamodel"]["spearman"], ref["spearman"], equal_nan=True)
+    w, b = difference_of_means(fit_m, fit_y, N_TRAIN, correctness=True)
+    c = N_TRAIN + 2
+    pred = held_m @ w[c] + b[c]
+    assert res["empirical_influence"]["spearman"][c] == pytest.approx(spearmanr(pred, held_y[:, c] > 0).statistic)
+    report = table5_report(weights, bias, fit_m, fit_y, held_m, held_y, N_TRAIN)
+    json.dumps(report)
+    assert set(report) == {"n_fit_models", "n_heldout_models", "empirical_influence", "difference_of_means",
+                           "datamodel"}
+    assert report["datamodel"]["spearman"]["test"]["mean"] == pytest.approx(np.nanmean(ref["spearman"][N_TRAIN:]))
+
+
+def test_sample_complexity_points_are_fits_on_model_prefixes():
+    masks, margins = random_problem(n_models=400, n_train=10, n_test=3, noise=1.0, seed=5)
+    held_m, held_y = masks[320:], margins[320:]
+    targets = [0, 4, 10, 11, 12]
+    res = sample_complexity(masks[:320], margins[:320], held_m, held_y, 10, fractions=(0.03, 0.25, 1.0),
+                            targets=targets, n_lambdas=10)
+    json.dumps(res)
+    skipped, quarter, whole = res["points"]
+    assert "too few" in skipped["skipped"] and (quarter["n_models"], whole["n_models"]) == (80, 320)
+    fit = fit_datamodels(masks[:80], margins[:80], 10, targets=targets, n_lambdas=10)
+    weights = np.zeros((13, 10), np.float32)
+    bias = np.zeros(13, np.float32)
+    weights[targets], bias[targets] = fit.weights, fit.bias
+    direct = lds_report(weights, bias, held_m, held_y, 10, targets=targets)
+    assert quarter["lds"] == direct["lds"] and quarter["mse"] == direct["mse"]
+    assert whole["lds"]["test"]["mean"] > 0.3

@@ -1,0 +1,110 @@
+"""The batched LASSO solver against scikit-learn's Lasso on the same rows, λ by λ."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend.datamodels.lasso import MaskRows, TargetBlock, lasso_path, lasso_solve
+from tests.oracles import objective, rows_of, sklearn_lasso
+
+N_TRAIN = 24
+COLUMNS = np.array([0, 5, 11, N_TRAIN, N_TRAIN + 2])  # three training targets (eq. 9), two test targets
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-6)])
+def test_objective_matches_sklearn_at_every_lambda(problem, dtype, tol):
+    masks, margins = problem
+    block = TargetBlock(MaskRows(masks, np.arange(len(masks)), dtype=dtype), margins, COLUMNS, N_TRAIN)
+    path = lasso_path(block, n_lambdas=8, eps=1e-2, tol=tol, keep_path=True)
+    worst = 0.0
+    for j, c in enumerate(COLUMNS):
+        inc = rows_of(masks, c, N_TRAIN)
+        x, y = masks[inc].astype(np.float64), margins[inc, c].astype(np.float64)
+        for k, lam in enumerate(path.lambdas[j]):
+            w, b = path.coefs[k][:, j], path.intercepts[k, j]
+            sk = sklearn_lasso(x, y, lam)
+            ours, ref = objective(x, y, w, b, lam), objective(x, y, sk.coef_, sk.intercept_, lam)
+            worst = max(worst, abs(ours - ref) / ref)
+            if c < N_TRAIN:
+                assert w[c] == 0  # eq. 9: no model in its rows saw the target
+    assert worst <= 1e-4
+    assert (path.n_iter[:, 1:] > 0).all() and (path.n_iter[:, 0] == 0).all()
+
+
+def test_lambda_max_is_the_smallest_lambda_with_zero_weights(problem):
+    masks, margins = problem
+    block = TargetBlock(MaskRows(masks, np.arange(len(masks)), dtype=torch.float64), margins, COLUMNS, N_TRAIN)
+    lam_max = block.lambda_max()
+    for j, c in enumerate(COLUMNS):
+        inc = rows_of(masks, c, N_TRAIN)
+        x, y = masks[inc].astype(np.float64), margins[inc, c].astype(np.float64)
+        expected = np.abs((x - x.mean(0)).T @ (y - y.mean())).max() / len(y)
+        assert lam_max[j].item() == pytest.approx(expected, rel=1e-10)
+        assert not sklearn_lasso(x, y, 1.0001 * expected).coef_.any()
+        assert sklearn_lasso(x, y, 0.99 * expected).coef_.any()
+    at_max, _, _ = lasso_solve(block, lam_max, tol=1e-10)
+    assert not at_max.any()
+    below, _, stats = lasso_solve(block, 0.99 * lam_max, tol=1e-10)
+    assert (below != 0).any(dim=0).all()
+    _, _, c0 = block.quadratic()
+    assert (stats.gap <= 1e-10 * 2 * c0).all() and (stats.n_iter < 1000).all()  # stopped by the gap
+
+
+def predictions(masks, path):
+    """Fitted margins (K, M, T) along a path: unique, unlike the weights (masks of one size make the
+    centred design singular along the all-ones direction, so dense solutions can tie)."""
+    return np.einsum("mf,kft->kmt", masks.astype(np.float64), path.coefs) + path.intercepts[:, None, :]
+
+
+def test_blocks_and_streamed_chunks_give_the_one_block_answer(problem):
+    masks, margins = problem
+    rows = MaskRows(masks, np.arange(len(masks)), dtype=torch.float64)
+    whole = lasso_path(TargetBlock(rows, margins, COLUMNS, N_TRAIN), n_lambdas=6, tol=1e-12, keep_path=True)
+    # Blocks of two targets each, on rows re-read in chunks of 40 models instead of held resident.
+    streamed = MaskRows(masks, np.arange(len(masks)), dtype=torch.float64, resident_bytes=0,
+                        chunk_bytes=40 * N_TRAIN * 8)
+    assert not streamed.resident and len(streamed.spans()) > 1
+    for lo in range(0, len(COLUMNS), 2):
+        part = lasso_path(TargetBlock(streamed, margins, COLUMNS[lo:lo + 2], N_TRAIN), n_lambdas=6,
+                          tol=1e-12, keep_path=True)
+        np.testing.assert_allclose(part.lambdas, whole.lambdas[lo:lo + 2], rtol=1e-12)
+        np.testing.assert_allclose(predictions(masks, part), predictions(masks, whole)[:, :, lo:lo + 2], atol=1e-6)
+        l1 = np.abs(part.coefs).sum(axis=1)
+        np.testing.assert_allclose(l1, np.abs(whole.coefs[:, :, lo:lo + 2]).sum(axis=1), rtol=1e-6)
+
+
+def test_validation_score_picks_the_argmin_and_patience_stops_paths(problem):
+    masks, margins = problem
+    fit, val = np.arange(0, 120), np.arange(120, 160)
+    block = TargetBlock(MaskRows(masks, fit, dtype=torch.float64), margins, COLUMNS, N_TRAIN)
+    val_block = TargetBlock(MaskRows(masks, val, dtype=torch.float64), margins, COLUMNS, N_TRAIN)
+    full = lasso_path(block, n_lambdas=20, tol=1e-10, score=val_block.mse, keep_path=True)
+    np.testing.assert_array_equal(full.best, np.nanargmin(full.scores, axis=1))
+    for j in range(len(COLUMNS)):
+        np.testing.assert_allclose(full.weights[:, j].numpy(), full.coefs[full.best[j]][:, j], atol=1e-12)
+    early = lasso_path(block, n_lambdas=20, tol=1e-10, score=val_block.mse, patience=2)
+    ran = early.n_iter >= 0
+    for j in range(len(COLUMNS)):
+        last = ran[j].nonzero()[0].max()
+        assert last == min(early.best[j] + 2, 19)  # stops two steps after the last improvement
+        assert early.best[j] == np.nanargmin(full.scores[j, :last + 1])
+
+
+def test_constant_target_gets_zero_weights(problem):
+    masks, margins = problem
+    margins = margins.copy()
+    margins[:, N_TRAIN] = 3.5
+    block = TargetBlock(MaskRows(masks, np.arange(len(masks))), margins, np.array([N_TRAIN]), N_TRAIN)
+    path = lasso_path(block, n_lambdas=5)
+    assert not path.weights.any() and path.intercept.item() == pytest.approx(3.5)
+    assert np.isfinite(path.lambdas).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(problem):
+    masks, margins = problem
+    paths = [lasso_path(TargetBlock(MaskRows(masks, np.arange(len(masks)), device=d, dtype=torch.float64),
+                                    margins, COLUMNS, N_TRAIN), n_lambdas=6, tol=1e-12, keep_path=True)
+             for d in ("cpu", "cuda")]
+    np.testing.assert_allclose(predictions(masks, paths[0]), predictions(masks, paths[1]), atol=1e-6)

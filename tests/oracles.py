@@ -1,0 +1,65 @@
+"""Independent oracles the tests hold the code to: scikit-learn's Lasso, brute-force cosine, sklearn's kNN graph.
+
+One module, so no test file imports another's helpers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import pdist, squareform
+from sklearn.linear_model import Lasso
+from sklearn.neighbors import kneighbors_graph
+
+
+def random_problem(n_models: int = 160, n_train: int = 24, n_test: int = 4, alpha: float = 0.5,
+                   noise: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """masks (n_models, n_train) bool with round(alpha·n_train) ones per row, margins (n_models, n_train + n_test)."""
+    rng = np.random.default_rng(seed)
+    size = int(round(alpha * n_train))
+    masks = np.zeros((n_models, n_train), dtype=bool)
+    for i in range(n_models):
+        masks[i, rng.choice(n_train, size, replace=False)] = True
+    n_targets = n_train + n_test
+    w = rng.normal(size=(n_train, n_targets)) * (rng.random((n_train, n_targets)) < 0.25)
+    w[np.arange(n_train), np.arange(n_train)] = 2.0  # a training example helps itself
+    margins = masks @ w + noise * rng.normal(size=(n_models, n_targets)) + 1.0
+    return masks, margins.astype(np.float32)
+
+
+def rows_of(masks, column, n_train):
+    """The models a target is fitted on: all, or for a training target those that left it out (eq. 9)."""
+    return ~masks[:, column] if column < n_train else np.ones(len(masks), dtype=bool)
+
+
+def objective(x, y, w, b, lam):
+    """scikit-learn's Lasso objective on rows x, y."""
+    r = y - b - x @ w
+    return r @ r / (2 * len(y)) + lam * np.abs(w).sum()
+
+
+def sklearn_lasso(x, y, lam):
+    """scikit-learn's Lasso, converged far past the solver's tolerance."""
+    return Lasso(alpha=lam, tol=1e-12, max_iter=1_000_000).fit(x, y)
+
+
+def unit(x, dtype=np.float64) -> np.ndarray:
+    """Rows scaled to unit L2 norm; zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1)).astype(dtype)
+
+
+def brute_force_cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k most similar other rows by dot product (cosine for unit rows), by a full stable sort."""
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sim, order, 1)
+
+
+def sklearn_knn_rbf(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """The kNN RBF affinity built independently: scikit-learn's kNN graph, symmetrised, RBF-weighted."""
+    graph = kneighbors_graph(x.astype(np.float64), k, mode="distance", include_self=False)
+    edges = (graph + graph.T).toarray() > 0
+    d2 = squareform(pdist(x.astype(np.float64), "sqeuclidean"))
+    gamma = 1 / np.median(d2[edges])
+    return np.where(edges, np.exp(-gamma * d2), 0.0) + np.eye(len(x)), gamma

@@ -1,0 +1,217 @@
+"""The dashboard's pages under streamlit.testing.v1.AppTest, on the fixture runs of dashboard_data_dir."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from backend.datamodels.queries import top_weights
+from backend.store.catalog import DATA_DIR_ENV
+from backend.store.run_dir import Run
+from pages.components import CREATE_RUN
+from tests.conftest import ROOT, open_app
+
+RUN = "digits-tiny"
+
+
+@pytest.fixture
+def app(dashboard_data_dir, monkeypatch):
+    """open(page=None, root=dashboard_data_dir, **query_params) -> an AppTest that has run the app (then `page`)."""
+
+    # AppTest re-detects the pages/ folder before every run and then runs a page without app.py (Streamlit's
+    # old pages/-folder mode); a server leaves that mode for good once app.py has called st.navigation.
+    # Run every script run as such a server does, through the shell.
+    detect = PagesManager.__init__
+
+    def server_mode(self, *args, **kwargs):
+        detect(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", server_mode)
+
+    def open_page(page: str | None = None, root=dashboard_data_dir, **params: str) -> AppTest:
+        monkeypatch.setenv(DATA_DIR_ENV, str(root))
+        return open_app(params, page)
+    return open_page
+
+
+@pytest.fixture(scope="module")
+def fitted(dashboard_data_dir) -> Run:
+    return Run(dashboard_data_dir / "runs" / RUN)
+
+
+@pytest.fixture(scope="module")
+def eval_variants(fitted, tmp_path_factory):
+    """A data dir with copies of digits-tiny: `not-evaluated` (no metrics, lds or heldout/) and
+    `with-curve` (metrics.json given a sample-complexity curve in the eval stage's format)."""
+    root = tmp_path_factory.mktemp("eval-variants")
+    bare = shutil.copytree(fitted.dir, root / "runs" / "not-evaluated", ignore=shutil.ignore_patterns("heldout"))
+    for name in ("metrics.json", "lds.npy"):
+        (bare / name).unlink()
+    curve = shutil.copytree(fitted.dir, root / "runs" / "with-curve", symlinks=True)
+    metrics = json.loads((curve / "metrics.json").read_text())
+    points = [{"fraction": 0.125, "n_models": 8, "skipped": "8 models are too few to fit datamodels: train more models"}]
+    points += [{"fraction": f, "n_models": int(60 * f), "n_heldout_models": 30, "lds": metrics["lds"], "mse": metrics["mse"]}
+               for f in (0.25, 0.5, 1.0)]
+    metrics["sample_complexity"] = {"targets": "500 test and 100 training targets", "points": points}
+    (curve / "metrics.json").write_text(json.dumps(metrics))
+    os.utime(curve / "lds.npy")  # copied after weights.npy: not stale
+    return root
+
+
+def grid(at: AppTest, name: str) -> list[str]:
+    """Target names on the buttons of an image grid, in AppTest's order (column by column)."""
+    return [b.label for b in at.button if b.key.startswith(f"{name}-")]
+
+
+def title(at: AppTest) -> str:
+    return at.title[0].value
+
+
+def test_without_runs_the_app_shows_the_commands_that_create_one(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception and not at.error
+    assert "No run found" in at.info[0].value
+    assert [c.value for c in at.code] == CREATE_RUN
+
+
+def test_run_picker_lists_the_runs_and_keeps_the_choice_in_the_url(app):
+    at = app(run=RUN)
+    picker = at.selectbox(key="run_picker")
+    assert picker.options == ["bad-manifest", RUN, "no-datamodels", "truncated"]
+    assert picker.value == RUN and at.query_params["run"] == RUN
+    at.query_params["target"] = "test:3"
+    picker.set_value("no-datamodels").run()
+    assert at.query_params["run"] == "no-datamodels" and "target" not in at.query_params
+    assert title(at) == "Run no-datamodels"
+
+
+def test_unknown_run_in_the_url_warns_and_falls_back(app):
+    at = app(run="nope")
+    assert "'nope'" in at.sidebar.warning[0].value
+    assert at.query_params["run"] == at.selectbox(key="run_picker").value
+
+
+def test_overview_shows_the_manifest_and_the_eval_stage_results(app, fitted):
+    at = app(run=RUN)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Dataset"] == "digits" and shown["Models"] == "60"
+    assert shown["Train images"] == f"{fitted.n_train:,}" and shown["Test images"] == f"{fitted.n_test:,}"
+    assert shown["Test accuracy"] == f"{fitted.manifest['mean_test_accuracy']:.1%}"
+    metrics = json.loads((fitted.dir / "metrics.json").read_text())
+    assert shown["Mean test LDS"] == f"{metrics['lds']['test']['mean']:.3f}" and shown["Held-out models"] == "30"
+    assert len(at.get("plotly_chart")) == 2  # LDS histogram, predicted vs actual; no curve (--no-complexity)
+    assert any("--no-complexity" in c.value for c in at.caption)
+    table5 = at.dataframe[0].value
+    assert table5["estimator"].tolist() == ["Empirical influence", "Difference of means", "Datamodel (LASSO)"]
+    assert table5["Spearman (margin)"].iloc[2] == pytest.approx(metrics["table5"]["datamodel"]["spearman_margin"]["test"]["mean"])
+    at.radio(key="table5_split").set_value("train").run()
+    assert at.dataframe[0].value["AUC (correct)"].iloc[0] == pytest.approx(
+        metrics["table5"]["empirical_influence"]["auc"]["train"]["mean"])
+    assert {"Overview", "Neighbours", "Quality"} <= {p.proto.label for p in at.get("page_link")}
+
+
+def test_overview_draws_the_sample_complexity_curve(app, eval_variants):
+    at = app(root=eval_variants, run="with-curve")
+    assert len(at.get("plotly_chart")) == 3 and not at.warning
+    assert any("8 models: skipped" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("page", ["overview", "quality"])
+def test_before_the_eval_stage_the_pages_show_its_commands(app, eval_variants, page):
+    at = app(page, root=eval_variants, run="not-evaluated")
+    assert "lds.npy" in at.info[0].value and not at.error
+    commands = [c.value for c in at.code]
+    assert commands[-1].startswith("python -m precompute eval --run") and commands[-1].endswith("/heldout")
+    if page == "overview":
+        assert commands[0].startswith("python -m precompute train") and "--seed 1" in commands[0]
+
+
+def test_neighbours_shows_the_target_and_its_top_weights(app, fitted):
+    at = app("neighbours", run=RUN, target="test:7")
+    assert title(at) == "Neighbours of test:7" and at.query_params["target"] == "test:7"
+    column = fitted.n_train + 7
+    weights = np.load(fitted.dir / "weights.npy")[column]
+    positive, negative = top_weights(weights, 12)
+    assert sorted(grid(at, "positive")) == sorted(f"train:{j}" for j in positive)
+    assert sorted(grid(at, "negative")) == sorted(f"train:{j}" for j in negative)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Label"] == fitted.class_names[fitted.labels[column]]
+    assert metrics["Mean margin over models"] == f"{np.asarray(fitted.margins)[:, column].mean():+.3f}"
+    assert metrics["Nonzero weights"] == f"{np.count_nonzero(weights)} / {fitted.n_train}"
+    assert len(at.get("plotly_chart")) == 1
+    at.slider(key="k").set_value(3).run()
+    assert grid(at, "positive") == [f"train:{j}" for j in positive[:3]]  # one row: layout order is rank order
+
+
+def test_clicking_a_neighbour_makes_it_the_target(app):
+    at = app("neighbours", run=RUN, target="test:7")
+    first = at.button(key=f"positive-{grid(at, 'positive')[0]}")
+    first.click().run()
+    assert at.query_params["target"] == first.label and title(at) == f"Neighbours of {first.label}"
+    assert at.query_params["run"] == RUN
+
+
+def test_target_picker_by_index_class_least_stable_and_random(app, fitted):
+    at = app("neighbours", run=RUN)
+    assert title(at) == "Neighbours of test:0"
+    at.number_input(key="pick_index").set_value(9).run()
+    assert at.query_params["target"] == "test:9"
+    at.radio(key="pick_split").set_value("train").run()
+    assert at.query_params["target"] == "train:9" and at.number_input(key="pick_index").value == 9
+    members = at.selectbox(key="class_member")
+    assert all(fitted.labels[fitted.n_train + int(n.split(":")[1])] == 0 for n in members.options)
+    members.set_value(members.options[2]).run()
+    assert at.query_params["target"] == members.options[2]
+    mean_margin = np.asarray(fitted.margins).mean(axis=0)
+    unstable = grid(at, "unstable")
+    assert unstable[0] == f"test:{int(np.argmin(mean_margin[fitted.n_train:]))}"
+    at.button(key=f"unstable-{unstable[1]}").click().run()
+    assert at.query_params["target"] == unstable[1]
+    at.button(key="random-train").click().run()
+    assert re.fullmatch(r"train:\d+", at.query_params["target"])
+    assert title(at) == f"Neighbours of {at.query_params['target']}"
+
+
+def test_bad_target_in_the_url_warns_and_shows_the_default(app):
+    at = app("neighbours", run=RUN, target="test:99999")
+    assert "out of range" in at.warning[0].value
+    assert title(at) == "Neighbours of test:0" and at.query_params["target"] == "test:0"
+
+
+def test_unfitted_target_says_it_has_no_datamodel(app):
+    at = app("neighbours", run=RUN, target="train:2")
+    assert "has no datamodel" in at.info[0].value and not at.error
+    assert grid(at, "positive") == []
+
+
+def test_quality_lists_worst_predicted_and_opens_their_neighbours(app, fitted):
+    at = app("quality", run=RUN)
+    assert title(at) == "Datamodel quality"
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 500
+    worst = grid(at, "worst")
+    lds = np.load(fitted.dir / "lds.npy")[fitted.n_train:]
+    assert worst[0] == f"test:{np.nanargmin(lds)}" and len(worst) == 12
+    np.testing.assert_array_equal(at.dataframe[0].value["LDS"].to_numpy(), lds)
+    at.button(key=f"worst-{worst[0]}").click().run()
+    assert title(at) == f"Neighbours of {worst[0]}" and at.query_params["target"] == worst[0]
+
+
+@pytest.mark.parametrize("page", ["overview", "neighbours", "quality"])
+@pytest.mark.parametrize("run, says", [
+    ("no-datamodels", ["weights.npy is missing", "python -m precompute fit --run"]),
+    ("truncated", ["weights.npy is corrupt or truncated"]),
+    ("bad-manifest", ["manifest.json is corrupt"]),
+])
+def test_broken_runs_show_an_error_naming_the_file_not_a_traceback(app, page, run, says):
+    at = app(page, run=run)
+    assert not at.exception and len(at.error) == 1
+    for text in says:
+        assert text in at.error[0].value

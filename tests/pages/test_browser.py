@@ -1,0 +1,307 @@
+"""End to end: `streamlit run app.py` on a free port, driven by headless Chromium through Playwright.
+
+Screenshots of every page go to test-artifacts/ (git-ignored).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from backend.leakage.annotations import ENV_VAR as DATABASE_URL_ENV
+from backend.store.catalog import DATA_DIR_ENV
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+RUN = "digits-tiny"
+WAIT_MS = 90_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(dashboard_data_dir, tmp_path_factory):
+    """Base URL of a fresh `streamlit run app.py` serving the fixture runs, with an empty votes database of its own."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("streamlit")
+    log_path, database = tmp / "server.log", tmp / "annotations.db"
+    database.touch()  # a configured SQLite file must exist (backend/annotations.py)
+    env = dict(os.environ, **{DATA_DIR_ENV: str(dashboard_data_dir), DATABASE_URL_ENV: f"sqlite:///{database}"},
+               PYTHONPATH=str(ROOT))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer /_stcore/health within 90 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        yield page
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run the last action started has finished and its output is drawn."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_have_count(1)
+    expect(page.locator('[data-testid^="stSkeleton"], [data-testid="stAppSkeleton"]')).to_have_count(0)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.wait_for_timeout(500)
+
+
+def screenshot(page, name: str, directory: Path = ARTIFACTS) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to its height first."""
+    from playwright.sync_api import expect
+
+    charts = page.get_by_test_id("stPlotlyChart")
+    for i in range(charts.count()):  # plotly draws after the script run ends
+        expect(charts.nth(i).locator(".main-svg").first).to_be_attached()
+    directory.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # growing the viewport can re-flow the page once
+        height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+        page.set_viewport_size({"width": 1400, "height": max(900, height + 40)})
+        page.wait_for_timeout(800)
+    page.screenshot(path=str(directory / f"dashboard-{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def target_in(url: str) -> str:
+    return parse_qs(urlparse(url).query)["target"][0]
+
+
+def heading(page, text: str):
+    return page.get_by_role("heading", name=text, exact=True)
+
+
+def metric(page, label: str):
+    """The value of the st.metric labelled exactly `label` ("Basket", not "Σ weights of the basket")."""
+    return page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
+
+
+def test_walk_the_dataset_in_a_real_browser(server, page):
+    from playwright.sync_api import expect
+
+    # A shared link is the first request this server sees: the page must still run inside the app shell.
+    page.goto(f"{server}/neighbours?run={RUN}&target=test:3")
+    expect(heading(page, "Neighbours of test:3")).to_be_visible()
+    settle(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_role("link", name="Quality")).to_be_visible()
+    expect(sidebar.get_by_role("link", name="components")).to_have_count(0)
+    screenshot(page, "neighbours")
+
+    neighbour = page.get_by_role("button", name=re.compile(r"^train:\d+$")).first
+    name = neighbour.inner_text()
+    neighbour.click()
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    settle(page)
+    assert target_in(page.url) == name and f"run={RUN}" in page.url
+
+    page.go_back()
+    expect(heading(page, "Neighbours of test:3")).to_be_visible()
+    assert target_in(page.url) == "test:3"
+    settle(page)
+
+    # The weight profile's first bar is the largest positive weight, the first image of the positive grid.
+    top = page.get_by_role("button", name=re.compile(r"^train:\d+$")).first.inner_text()
+    chart = page.get_by_test_id("stPlotlyChart")
+    chart.scroll_into_view_if_needed()
+    chart.locator(".bars path").first.click(force=True)
+    expect(heading(page, f"Neighbours of {top}")).to_be_visible()
+    assert target_in(page.url) == top
+    settle(page)
+
+    sidebar.get_by_role("link", name="Overview").click()
+    expect(heading(page, f"Run {RUN}")).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(2)
+    assert f"run={RUN}" in page.url
+    screenshot(page, "overview")
+
+    sidebar.get_by_role("link", name="Quality").click()
+    expect(heading(page, "Datamodel quality")).to_be_visible()
+    settle(page)
+    screenshot(page, "quality")
+    worst = page.get_by_role("button", name=re.compile(r"^test:\d+$")).first
+    name = worst.inner_text()
+    worst.click()
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    assert urlparse(page.url).path == "/neighbours" and target_in(page.url) == name
+
+
+def test_a_run_without_datamodels_shows_an_error_in_the_browser(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/neighbours?run=no-datamodels")
+    alert = page.get_by_test_id("stAlertContentError")
+    expect(alert).to_contain_text("weights.npy is missing")
+    expect(alert).to_contain_text("python -m precompute fit --run")
+    settle(page)
+
+
+def test_structure_pages_in_a_real_browser(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/pca?run={RUN}")
+    expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
+    settle(page)
+    expect(heading(page, "Is the component faithful? (App. J)")).to_be_visible()
+    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
+    screenshot(page, "pca")
+
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Clusters").click()
+    expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
+    settle(page)
+    expect(page.get_by_role("heading", name=re.compile(r"^Cluster \d+ · "))).to_have_count(3)  # --clusters-per-class 3
+    screenshot(page, "clusters")
+    # The first image of cluster 0 becomes the target whose similar targets are listed.
+    member = page.get_by_role("button", name=re.compile(r"^test:\d+$")).first
+    name = member.inner_text()
+    member.click()
+    expect(heading(page, f"Targets most similar to {name}")).to_be_visible()
+    assert target_in(page.url) == name
+    settle(page)
+
+
+def review_state(page) -> tuple[int, int, str]:
+    """(reviewed, total, shown test image) of the Review page."""
+    from playwright.sync_api import expect
+
+    progress = page.get_by_test_id("stProgress")
+    expect(progress).to_contain_text("test images reviewed")
+    reviewed, total = map(int, re.search(r"(\d+) of (\d+) test images reviewed", progress.inner_text()).groups())
+    caption = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^test:\d+ ")).inner_text()
+    return reviewed, total, caption.split()[0]
+
+
+def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    annotator = "Ada Lovelace"
+    page.goto(f"{server}/review?run={RUN}")
+    expect(heading(page, "Review leak candidates")).to_be_visible()
+    settle(page)
+    page.get_by_label("Your name").fill(annotator)
+    page.get_by_role("button", name="Start reviewing").click()
+    expect(page.get_by_text(f"Reviewing as: {annotator}")).to_be_visible()
+    settle(page)
+    reviewed, total, first = review_state(page)
+    assert reviewed == 0 and total > 1
+
+    # Whatever the candidate sources, each toggle follows its image: the nearest caption before it names the pair.
+    toggle = page.get_by_role("switch").first
+    voted = toggle.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
+    toggle.locator("xpath=ancestor::label").click()  # the switch's input is visually hidden
+    expect(toggle).to_be_checked()
+    settle(page)
+    screenshot(page, "review")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text(re.compile(rf"^Saved \d+ votes on {first}\.$"))).to_be_visible()
+    settle(page)
+    reviewed, total_after, second = review_state(page)
+    assert (reviewed, total_after) == (1, total) and second != first
+    expect(page.get_by_role("switch").first).not_to_be_checked()
+
+    # The name is in the URL and the votes in the database: a reload resumes the queue.
+    assert parse_qs(urlparse(page.url).query)["annotator"] == [annotator]
+    page.reload()
+    expect(page.get_by_text(f"Reviewing as: {annotator}")).to_be_visible()
+    settle(page)
+    assert review_state(page) == (1, total, second)
+
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Leakage results").click()
+    expect(heading(page, f"Leakage results · {RUN}")).to_be_visible()
+    settle(page)
+    expect(metric(page, "Annotators")).to_have_text("1")
+    screenshot(page, "leakage-results")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Votes (CSV)").click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {(r["run"], r["annotator"], f"test:{r['test']}") for r in rows} == {(RUN, annotator, first)}
+    assert [f"train:{r['train']}" for r in rows if r["is_leak"] == "True"] == [voted]
+
+
+def test_counterfactual_basket_verified_by_retraining(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/counterfactuals?run={RUN}&target=test:3")
+    expect(heading(page, "Counterfactuals for test:3")).to_be_visible()
+    settle(page)
+    for basket in ("1 image", "2 images", "3 images"):
+        add = page.get_by_role("button", name=re.compile(r"^\+ train:\d+$")).first
+        image = add.inner_text().removeprefix("+ ")
+        add.click()
+        # Until the rerun redraws the grid its buttons are stale: the next "+" could be this one again.
+        expect(page.get_by_role("button", name=f"− {image}", exact=True).first).to_be_visible()
+        expect(metric(page, "Basket")).to_have_text(basket)
+        settle(page)
+
+    models = page.get_by_test_id("stSlider").filter(has_text="Models to retrain")
+    models.get_by_role("slider").focus()
+    page.keyboard.press("Home")
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    settle(page)
+    expect(models.get_by_test_id("stSliderThumbValue")).to_have_text("4")
+
+    page.get_by_role("button", name="Verify by retraining").click()
+    expect(metric(page, "Actual margin")).to_be_visible()
+    settle(page)
+    expect(page.get_by_text(re.compile(r"^Margins of the 4 retrained models: "))).to_be_visible()
+    screenshot(page, "counterfactuals")

@@ -1,0 +1,88 @@
+"""The counterfactuals page under AppTest: basket by clicking, live verification, refused requests."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.training import retrain_store
+from backend.store.catalog import DATA_DIR_ENV
+from backend.store.run_dir import Run
+from tests.conftest import open_app
+
+RUN = "cf"
+
+
+@pytest.fixture
+def page(counterfactual_run, tmp_path, monkeypatch):
+    """(AppTest on the counterfactuals page of a fresh copy of counterfactual_run, that run, its target column)."""
+    run_dir = shutil.copytree(counterfactual_run, tmp_path / "data" / "runs" / RUN)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    run = Run(run_dir)
+    weights = np.load(run_dir / "weights.npy")
+    column = next(t for t in range(run.n_train, run.n_targets) if (weights[t] > 0).sum() >= 3)
+    at = open_app({"run": RUN, "target": f"test:{column - run.n_train}"}, "counterfactuals", timeout=120)
+    return at, run, column
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_click_three_images_then_verify_with_four_models(page):
+    at, run, column = page
+    weights = np.load(run.dir / "weights.npy")[column]
+    clicked = []
+    for _ in range(3):
+        button = next(b for b in at.button if b.key.startswith("cf_pos-") and b.label.startswith("+ "))
+        clicked.append(int(button.key.split("-")[1]))
+        button.click().run()
+    assert not at.exception, at.exception
+    shown = metrics(at)
+    assert shown["Basket"] == "3 images"
+    assert shown["Σ weights of the basket"] == f"{weights[clicked].astype(np.float64).sum():+.4f}"
+    assert len(at.dataframe[0].value) == 3
+    control = np.load(run.dir / "control_margins.npy").astype(np.float64).mean(0)[column]
+    assert shown["Predicted margin"] == f"{control - weights[clicked].astype(np.float64).sum():+.3f}"
+
+    at.slider(key="cf_models").set_value(4).run()
+    at.button(key="cf_verify").click().run(timeout=300)
+    assert not at.exception, at.exception
+    (cf,) = retrain_store.entries(run)
+    assert len(cf.request.seeds) == 4 and sorted(clicked) == cf.request.remove.tolist() and cf.targets == [column]
+    assert metrics(at)["Actual margin"] == f"{cf.margins[:, column].mean():+.3f}"
+    assert any(c.value.startswith("1 counterfactual · correlations need at least 3") for c in at.caption)
+
+
+def test_removing_a_whole_class_is_refused_without_training(page):
+    at, run, _ = page
+    labels = np.asarray(run.labels[:run.n_train])
+    with_class = at.selectbox(key="cf_class").set_value(4).run()
+    with_class.number_input(key="cf_class_n").set_value(int((labels == 4).sum())).run()
+    at.button(key="cf_add_class").click().run()
+    assert "every training image of class '4'" in at.error[0].value
+    assert not [b for b in at.button if b.key == "cf_verify"]
+    assert retrain_store.entries(run) == []
+
+
+def test_clicking_twice_takes_an_image_out_again(page):
+    at, _, _ = page
+    key = next(b.key for b in at.button if b.key.startswith("cf_pos-"))
+    at.button(key=key).click().run()
+    assert at.button(key=key).label.startswith("− ") and metrics(at)["Basket"] == "1 image"
+    at.button(key=key).click().run()
+    assert at.button(key=key).label.startswith("+ ") and metrics(at)["Basket"] == "0 images"
+    assert "basket is empty" in " ".join(c.value for c in at.caption)
+
+
+def test_certify_button_runs_the_bisection_and_shows_its_steps(page):
+    at, run, column = page
+    at.button(key="cf_certify").click().run(timeout=300)
+    assert not at.exception, at.exception
+    stored = (run.dir / "support" / f"remove-{column}.json")
+    assert stored.exists()
+    steps = at.dataframe[-1].value
+    assert len(steps) >= 1 and list(steps.columns) == ["k", "mean margin"]
+    assert any("Certified support" in m.value for m in at.markdown)

@@ -1,0 +1,181 @@
+"""The Review and Leakage results pages under AppTest, on the planted run and a fresh SQLite file per test."""
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.leakage.annotations import ENV_VAR, AnnotationStore
+from backend.leakage.analysis import load_candidates, review_candidates
+from backend.store.catalog import DATA_DIR_ENV
+from backend.store.run_dir import Run
+from tests.conftest import open_app
+
+RUN = "planted"
+HOSTILE = "<b>Zoë</b> O'Neil\"); DROP TABLE votes;--[x](javascript:1)"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> str:
+    path = tmp_path / "votes.db"
+    path.touch()
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv(ENV_VAR, url)
+    return url
+
+
+@pytest.fixture
+def app(leakage_data_dir, db, monkeypatch):
+    """open(page, **query_params) -> an AppTest that has run the app, then `page`."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(leakage_data_dir))
+
+    def open_page(page: str, **params: str) -> AppTest:
+        return open_app({"run": RUN, **params}, page)
+    return open_page
+
+
+@pytest.fixture(scope="module")
+def run(leakage_data_dir) -> Run:
+    return Run(leakage_data_dir / "runs" / RUN)
+
+
+def shown_test(at: AppTest) -> int:
+    caption = next(i for i in at.get("image") if "queue score" in str(i.proto))
+    return int(str(caption.proto).split("test:")[1].split(" ")[0])
+
+
+def identify(at: AppTest, name: str) -> AppTest:
+    at.text_input(key="annotator_input").set_value(name)
+    return at.button(key="identify").click().run()
+
+
+def test_identify_rejects_an_empty_name_and_keeps_a_hostile_one_verbatim_and_inert(app, db):
+    at = app("review")
+    at = identify(at, "   ")
+    assert "empty" in at.error[0].value and "annotator" not in at.query_params
+    at = identify(at, HOSTILE)
+    assert not at.exception and not at.error
+    assert at.query_params["annotator"] == HOSTILE
+    assert at.text[0].value == f"Reviewing as: {HOSTILE}"
+    assert all(HOSTILE not in m.value for m in at.markdown)  # never through markdown
+    store = AnnotationStore(db)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("select name from annotators").fetchall() == [(HOSTILE,)]
+
+
+def test_vote_submit_advances_and_writes_every_shown_pair(app, db, run):
+    candidates = load_candidates(run)
+    first, second = int(candidates.queue[0]), int(candidates.queue[1])
+    at = identify(app("review"), "ann")
+    assert shown_test(at) == first
+    shown = [c.train for c in review_candidates(run, candidates, first)]
+    assert len(at.toggle) == len(shown)
+    at.toggle(key=f"vote-{RUN}-{first}-{shown[0]}").set_value(True)
+    at = at.button(key="submit").click().run()
+    assert not at.exception and not at.error
+    assert shown_test(at) == second
+    assert f"1 of {run.n_test}" in str(at.get("progress")[0].proto)
+    votes = AnnotationStore(db).own_votes(RUN, "ann", first)
+    assert votes == {t: t == shown[0] for t in shown}
+
+
+def test_skip_undo_and_resume_after_a_reload(app, db, run):
+    queue = [int(j) for j in load_candidates(run).queue]
+    at = identify(app("review"), "bea")
+    at = at.button(key="submit").click().run()
+    at = at.button(key="skip").click().run()
+    assert shown_test(at) == queue[2]
+    at = at.button(key="undo").click().run()
+    assert shown_test(at) == queue[1]
+    store = AnnotationStore(db)
+    assert store.reviewed(RUN, "bea") == {queue[0]}
+    at = at.button(key="skip").click().run()
+    # A reload is a new session: the URL names the annotator, the database knows the reviews.
+    again = app("review", annotator="bea")
+    assert again.text[0].value == "Reviewing as: bea"
+    assert shown_test(again) == queue[2]
+    assert f"2 of {run.n_test}" in str(again.get("progress")[0].proto)
+    undo = again.button(key="undo").click().run()
+    assert shown_test(undo) == queue[1] and store.reviewed(RUN, "bea") == {queue[0]}
+
+
+def test_undo_restores_the_votes_for_correction(app, db, run):
+    candidates = load_candidates(run)
+    first = int(candidates.queue[0])
+    shown = [c.train for c in review_candidates(run, candidates, first)]
+    at = identify(app("review"), "cy")
+    at.toggle(key=f"vote-{RUN}-{first}-{shown[1]}").set_value(True)
+    at = at.button(key="submit").click().run()
+    at = at.button(key="undo").click().run()
+    assert shown_test(at) == first
+    assert at.toggle(key=f"vote-{RUN}-{first}-{shown[1]}").value is True
+    assert at.toggle(key=f"vote-{RUN}-{first}-{shown[0]}").value is False
+
+
+def test_a_vote_the_database_refuses_is_reported_and_not_advanced(app, db, run):
+    first = int(load_candidates(run).queue[0])
+    at = identify(app("review"), "dan")
+    store = AnnotationStore(db)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON votes BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    at = at.button(key="submit").click().run()
+    assert "nothing was saved" in at.error[0].value and "submit again" in at.error[0].value
+    assert shown_test(at) == first
+    assert store.reviewed(RUN, "dan") == set()
+
+
+def test_a_missing_database_file_is_a_clear_error(app, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'nope' / 'votes.db'}")
+    for page in ("review", "leakage_results"):
+        at = app(page)
+        assert "does not exist" in at.error[0].value and ENV_VAR in at.error[0].value
+
+
+def seed_votes(db: str, run: Run) -> dict:
+    candidates = load_candidates(run)
+    store = AnnotationStore(db)
+    tests = [int(j) for j in candidates.queue[:3]]
+    trains = {t: [c.train for c in review_candidates(run, candidates, t)][:3] for t in tests}
+    # t0: everyone marks trains[t0][0]; t1: a conflict on trains[t1][0]; t2: nobody marks anything.
+    for name, marks in (("ann", {tests[0], tests[1]}), ("bob", {tests[0]}), (HOSTILE, {tests[0], tests[1]})):
+        for t in tests:
+            store.submit(RUN, t, name, {tr: (t in marks and tr == trains[t][0]) for tr in trains[t]})
+    store.skip(RUN, int(candidates.queue[5]), "bob")
+    return {"tests": tests, "trains": trains}
+
+
+def test_results_show_scores_agreement_and_exports(app, db, run):
+    seeded = seed_votes(db, run)
+    at = app("leakage_results")
+    assert not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Annotators"] == "3" and metrics["Test images reviewed"] == "3" and metrics["Pairs voted"] == "9"
+    assert metrics["Fleiss' κ"] != "—"
+    assert len(at.get("plotly_chart")) == 1
+    per_annotator = at.dataframe[0].value
+    assert sorted(per_annotator["annotator"]) == sorted(["ann", "bob", HOSTILE])
+    assert dict(zip(per_annotator["annotator"], per_annotator["skipped"]))["bob"] == 1
+    assert at.dataframe[1].value.shape == (3, 3)
+    # The default level is the highest score: the pair everyone marked.
+    assert at.select_slider(key="score_level").value == 1.0
+    captions = [str(i.proto) for i in at.get("image")]
+    t0, tr0 = seeded["tests"][0], seeded["trains"][seeded["tests"][0]][0]
+    assert any(f"test:{t0} | train:{tr0} · 3/3 marked" in c for c in captions)
+    at.select_slider(key="score_level").set_value(round(2 / 3, 6)).run()
+    at.checkbox(key="conflicts_only").check().run()
+    t1, tr1 = seeded["tests"][1], seeded["trains"][seeded["tests"][1]][0]
+    assert any(f"test:{t1} | train:{tr1} · 2/3 marked" in str(i.proto) for i in at.get("image"))
+    assert {d.proto.label for d in at.get("download_button")} >= {"Votes (CSV)", "Votes (JSON)", "Scores (CSV)", "Scores (JSON)"}
+
+
+def test_results_without_votes_say_where_to_vote(app):
+    at = app("leakage_results")
+    assert "Review page" in at.info[0].value
+
+
+def test_results_with_a_single_score_level(app, db, run):
+    test = int(load_candidates(run).queue[0])
+    AnnotationStore(db).submit(RUN, test, "solo", {3: False, 4: False})
+    at = app("leakage_results")
+    assert not at.exception and not at.error
+    assert len(at.select_slider) == 0 and at.metric[3].value == "—"
+    assert "2 pair(s) at score 0.00" in at.caption[0].value
