@@ -24,6 +24,7 @@ import numpy as np
 from backend.datamodels import quality
 
 from backend.store import run_dir as run_store
+from backend.store import schema
 
 from backend.training import target_stats
 
@@ -42,39 +43,39 @@ def build_run(run_dir: Path, seed: int = 0) -> None:
     n_targets = N_TRAIN + N_TEST
     run_dir.mkdir(parents=True, exist_ok=True)
     labels = rng.integers(N_CLASSES, size=n_targets)
-    run_store.save_npy(run_dir / run_store.LABELS, labels)
-    images = np.lib.format.open_memmap(run_dir / run_store.IMAGES, "w+", np.uint8, (n_targets, 32, 32, 3))
+    run_store.save_npy(run_store.LABELS.path(run_dir), labels)
+    images = np.lib.format.open_memmap(run_store.IMAGES.path(run_dir), "w+", np.uint8, (n_targets, 32, 32, 3))
     for lo in range(0, n_targets, 10_000):
         images[lo:lo + 10_000] = rng.integers(256, size=(min(10_000, n_targets - lo), 32, 32, 3), dtype=np.uint8)
     del images
-    masks = np.lib.format.open_memmap(run_dir / run_store.MASKS, "w+", bool, (N_MODELS, N_TRAIN))
-    margins = np.lib.format.open_memmap(run_dir / run_store.MARGINS, "w+", np.float32, (N_MODELS, n_targets))
+    masks = np.lib.format.open_memmap(run_store.MASKS.path(run_dir), "w+", bool, (N_MODELS, N_TRAIN))
+    margins = np.lib.format.open_memmap(run_store.MARGINS.path(run_dir), "w+", np.float32, (N_MODELS, n_targets))
     for lo in range(0, N_MODELS, BLOCK_ROWS):
         hi = min(lo + BLOCK_ROWS, N_MODELS)
         masks[lo:hi] = rng.random((hi - lo, N_TRAIN)) < 0.5
         margins[lo:hi] = rng.normal(1.0, 2.0, (hi - lo, n_targets)).astype(np.float32)
     del masks, margins
-    weights = np.lib.format.open_memmap(run_dir / "weights.npy", "w+", np.float32, (n_targets, N_TRAIN))
+    weights = np.lib.format.open_memmap(schema.WEIGHTS.path(run_dir), "w+", np.float32, (n_targets, N_TRAIN))
     for lo in range(N_TRAIN, n_targets, BLOCK_ROWS):
         hi = min(lo + BLOCK_ROWS, n_targets)
         block = rng.standard_normal((hi - lo, N_TRAIN), dtype=np.float32) * 1e-3
         block[rng.random(block.shape) < 0.9] = 0  # LASSO datamodels are sparse
         weights[lo:hi] = block
     del weights
-    run_store.save_npy(run_dir / "bias.npy", rng.normal(size=n_targets).astype(np.float32))
-    run_store.save_npy(run_dir / "lam.npy", np.full(n_targets, 1e-3, dtype=np.float32))
-    run_store.save_npy(run_dir / quality.LDS, rng.uniform(-1, 1, n_targets).astype(np.float32))
+    run_store.write_array(run_dir, schema.BIAS, rng.normal(size=n_targets).astype(np.float32))
+    run_store.write_array(run_dir, schema.LAM, np.full(n_targets, 1e-3, dtype=np.float32))
+    run_store.write_array(run_dir, schema.LDS, rng.uniform(-1, 1, n_targets).astype(np.float32))
     manifest = {"dataset": {"spec": "synthetic", "name": "synthetic", "n_train": N_TRAIN, "n_test": N_TEST,
                             "image_shape": [32, 32, 3], "class_names": [f"class {c}" for c in range(N_CLASSES)],
                             "n_classes": N_CLASSES},
                 "alpha": 0.5, "seed": seed, "arch": "resnet9", "hparams": {}, "n_models": N_MODELS,
                 "format_version": run_store.FORMAT_VERSION}
-    run_store.save_json(run_dir / run_store.MANIFEST, manifest)
+    run_store.save_json(run_store.MANIFEST.path(run_dir), manifest)
     heldout = run_dir / "heldout"
     heldout.mkdir()
-    run_store.save_npy(heldout / run_store.MASKS, rng.random((N_HELDOUT, N_TRAIN)) < 0.5)
-    run_store.save_npy(heldout / run_store.MARGINS, rng.normal(1.0, 2.0, (N_HELDOUT, n_targets)).astype(np.float32))
-    run_store.save_json(heldout / run_store.MANIFEST, dict(manifest, seed=seed + 1, n_models=N_HELDOUT))
+    run_store.save_npy(run_store.MASKS.path(heldout), rng.random((N_HELDOUT, N_TRAIN)) < 0.5)
+    run_store.save_npy(run_store.MARGINS.path(heldout), rng.normal(1.0, 2.0, (N_HELDOUT, n_targets)).astype(np.float32))
+    run_store.save_json(run_store.MANIFEST.path(heldout), dict(manifest, seed=seed + 1, n_models=N_HELDOUT))
 
 
 def score_lds(run_dir: Path) -> None:
@@ -82,8 +83,8 @@ def score_lds(run_dir: Path) -> None:
     from backend.datamodels.evaluation import lds
 
     run, heldout = run_store.Run(run_dir), run_store.Run(run_dir / "heldout")
-    weights = run.array("weights.npy", (run.n_targets, run.n_train))
-    bias = run.array("bias.npy", (run.n_targets,))
+    weights = run.array(schema.WEIGHTS)
+    bias = run.array(schema.BIAS)
     t = time.perf_counter()
     lds(weights, bias, heldout.masks, heldout.margins, run.n_train, np.arange(run.n_train, run.n_train + N_LDS_TARGETS))
     seconds = time.perf_counter() - t
@@ -124,7 +125,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         run_dir = args.dir or Path(tmp) / "cifar-scale"
-        if not (run_dir / run_store.MANIFEST).exists():
+        if not run_store.MANIFEST.path(run_dir).exists():
             t = time.perf_counter()
             in_child(build_run, run_dir)
             print(f"built synthetic run in {run_dir} in {time.perf_counter() - t:.0f} s")
@@ -138,8 +139,8 @@ def main() -> None:
 
 def measure(run_dir: Path, n_queries: int, k: int) -> None:
     run = run_store.Run(run_dir)
-    weights = run.array("weights.npy", (run.n_targets, run.n_train))
-    bias, lam = run.array("bias.npy", (run.n_targets,)), run.array("lam.npy", (run.n_targets,))
+    weights = run.array(schema.WEIGHTS)
+    bias, lam = run.array(schema.BIAS), run.array(schema.LAM)
     mean_margin, accuracy = target_stats.stored_target_stats(run)
     labels, images = run.labels, run.images
     rng = np.random.default_rng(1)

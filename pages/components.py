@@ -22,9 +22,9 @@ from backend.datasets import thumbnails
 from backend.store.rows import read_row
 from backend.datamodels.queries import class_members
 from backend.store.run_dir import Run, RunError
+from backend.store.schema import BIAS, LAM, MANIFEST, WEIGHTS
 from backend.store.targets import TargetError, target_column, target_name
 
-WEIGHTS, BIAS, LAM = "weights.npy", "bias.npy", "lam.npy"
 THUMB = 96
 SHELL_RAN = "shell_ran"
 CREATE_RUN = ["make run", "python -m precompute all --dataset digits --out data/runs/digits"]
@@ -60,7 +60,7 @@ def current_run() -> Run:
     try:
         return open_run(str(path), _stamp(path) if path.exists() else 0)
     except (KeyError, TypeError) as exc:
-        raise RunError(f"{path / 'manifest.json'} is not a run manifest (no {exc}): recreate the run") from None
+        raise RunError(f"{MANIFEST.path(path)} is not a run manifest (no {exc}): recreate the run") from None
 
 
 def _run_changed() -> None:
@@ -99,12 +99,11 @@ def require_datamodels(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     A run without them is a RunError naming the missing file and the command that writes it.
     """
-    for name in (WEIGHTS, BIAS, LAM):
-        if not run.has(name):
-            raise RunError(f"run {run.name} has no datamodels yet ({run.dir / name} is missing): "
-                           f"fit them with `python -m precompute fit --run {run.dir}`")
-    return (run.array(WEIGHTS, (run.n_targets, run.n_train)), run.array(BIAS, (run.n_targets,)),
-            run.array(LAM, (run.n_targets,)))
+    for artifact in (WEIGHTS, BIAS, LAM):
+        if not run.has(artifact):
+            raise RunError(f"run {run.name} has no datamodels yet ({artifact.path(run.dir)} is missing): "
+                           f"fit them with `{artifact.command(run.dir)}`")
+    return run.array(WEIGHTS), run.array(BIAS), run.array(LAM)
 
 
 @st.cache_data(max_entries=8, show_spinner="Summarising margins per target…")

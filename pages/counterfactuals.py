@@ -12,7 +12,8 @@ from backend.training import retrain_store
 
 from backend.datasets import thumbnails
 from backend.store.rows import read_row
-from backend.training.control import CONTROL_FEATURES, CONTROL_MARGINS, DEFAULT_N_CONTROL, control_mean, ensure_control
+from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, WEIGHTS
+from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control
 from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, verified_removals
 from backend.datamodels.queries import top_weights
@@ -236,8 +237,8 @@ else:
         st.dataframe(pd.DataFrame(result["steps"], columns=["k", "mean margin"]), hide_index=True, key="cf_steps")
 
 st.markdown("**Brittleness of the whole test set**")
-heuristic = _heuristic_supports(run, str(run.dir), tuple((run.dir / f).stat().st_mtime_ns
-                                                         for f in (components.WEIGHTS, CONTROL_MARGINS)))
+heuristic = _heuristic_supports(run, str(run.dir), tuple(a.path(run.dir).stat().st_mtime_ns
+                                                         for a in (WEIGHTS, CONTROL_MARGINS)))
 certified = certified_array(stored_supports(run))
 fig = go.Figure()
 for label, values in (("heuristic (all test targets)", heuristic), (f"certified ({len(certified)} targets)", certified)):

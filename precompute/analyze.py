@@ -11,7 +11,8 @@ from .args import ProgressBar, positive_int
 def cmd_analyze(args: argparse.Namespace) -> dict:
     from backend.training.control import ensure_control
     from backend.leakage.analysis import analyze_leakage
-    from backend.store.run_dir import Run, save_json
+    from backend.store.run_dir import Run, write_json
+    from backend.store.schema import ANALYSIS
 
     from backend.structure.analyze import analyze_structure
 
@@ -32,7 +33,7 @@ def cmd_analyze(args: argparse.Namespace) -> dict:
         finally:
             bar.close()
     summary["seconds"] = round(time.time() - started, 1)
-    save_json(run.dir / "analysis.json", summary)
+    write_json(run.dir, ANALYSIS, summary)
     return summary
 
 

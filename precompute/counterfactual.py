@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +40,11 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
 
 
 def cmd_control(args: argparse.Namespace) -> dict:
-    from backend.training.control import CONTROL_META
-    from backend.store.run_dir import Run
+    from backend.store.run_dir import Run, read_json
+    from backend.store.schema import CONTROL_META
     run = Run(args.run)
     margins = _ensure_control(run, args)
-    meta = json.loads((run.dir / CONTROL_META).read_text())
+    meta = read_json(run.dir, CONTROL_META)
     return {"run": str(run.dir), "n_control": len(margins), "mean_test_accuracy": meta["mean_test_accuracy"],
             "features_dim": meta["features_dim"]}
 
@@ -96,8 +95,9 @@ def cmd_support(args: argparse.Namespace) -> dict:
     from backend.store import run_dir as run_store
     from backend.counterfactuals.predict import load_weights
     from backend.store.run_dir import Run
-    from backend.counterfactuals.support import (DEFAULT_SUPPORT_MODELS, SUPPORT_DIR, brittleness_cdf, certified_array,
+    from backend.counterfactuals.support import (DEFAULT_SUPPORT_MODELS, brittleness_cdf, certified_array,
                                  certified_supports, heuristic_support, search_summary)
+    from backend.store.schema import SUPPORT_SUMMARY
     from backend.store.targets import parse_targets
 
     run = Run(args.run)
@@ -122,8 +122,8 @@ def cmd_support(args: argparse.Namespace) -> dict:
                "certified_cdf": _cdf(certified_array(records), brittleness_cdf),
                "heuristic_all_test": {"n": run.n_test, "median": _finite(np.median(heuristic)),
                                       "cdf": _cdf(heuristic, brittleness_cdf)}}
-    path = run.dir / SUPPORT_DIR / f"summary-{mode}.json"
-    run_store.save_json(path, dict(summary, per_target=per_target))
+    run_store.write_json(run.dir, SUPPORT_SUMMARY, dict(summary, per_target=per_target), mode=mode)
+    path = SUPPORT_SUMMARY.path(run.dir, mode=mode)
     return {"mode": mode, "search": summary["search"], "heuristic_median_all_test": summary["heuristic_all_test"]["median"],
             "written": str(path)}
 
@@ -139,7 +139,8 @@ def _cdf(supports: np.ndarray, cdf) -> dict:
 
 
 def cmd_cf_eval(args: argparse.Namespace) -> dict:
-    from backend.counterfactuals.evaluation import RESULT, evaluate_counterfactuals, sample_test_targets
+    from backend.counterfactuals.evaluation import evaluate_counterfactuals, sample_test_targets
+    from backend.store.schema import COUNTERFACTUAL_EVAL
     from backend.counterfactuals.removal import HEURISTICS
     from backend.store.run_dir import Run
     from backend.store.targets import parse_targets
@@ -160,7 +161,7 @@ def cmd_cf_eval(args: argparse.Namespace) -> dict:
     finally:
         bar.close()
     return {k: result[k] for k in ("overall", "per_heuristic", "n_counterfactuals", "n_skipped", "n_models", "ks")} | {
-        "n_targets": len(targets), "written": str(run.dir / RESULT)}
+        "n_targets": len(targets), "written": str(COUNTERFACTUAL_EVAL.path(run.dir))}
 
 
 def _int_list(text: str, flag: str) -> list[int]:

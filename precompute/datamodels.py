@@ -47,7 +47,8 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
 def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto") -> dict:
     """Score the run's datamodels on another run's models; write metrics.json and per-target lds.npy."""
     from backend.datamodels import evaluation
-    from backend.store.run_dir import Run, RunError, save_json, save_npy
+    from backend.store.run_dir import Run, RunError, write_array, write_json
+    from backend.store.schema import BIAS, LDS, METRICS, WEIGHTS
     from backend.training.engine import resolve_device
 
     run, heldout = Run(run_dir), Run(heldout_dir)
@@ -55,8 +56,8 @@ def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: 
         raise RunError(f"{heldout_dir} holds another dataset than {run_dir}: evaluate on a run of the same dataset")
     if heldout.manifest["seed"] == run.manifest["seed"]:
         raise RunError(f"{heldout_dir} has the same seed as {run_dir}, so its models are not held out: train it with another --seed")
-    weights = run.array("weights.npy", (run.n_targets, run.n_train))
-    bias = run.array("bias.npy", (run.n_targets,))
+    weights = run.array(WEIGHTS)
+    bias = run.array(BIAS)
     per_target = evaluation.lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
     metrics = {"heldout_run": str(heldout_dir), "n_fit_models": int(len(run.masks)),
                **evaluation.summary_report(per_target, len(heldout.masks), run.n_train),
@@ -65,8 +66,8 @@ def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: 
     if complexity:
         metrics["sample_complexity"] = evaluation.sample_complexity(
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, device=resolve_device(device))
-    save_npy(run.dir / "lds.npy", per_target["spearman"].astype(np.float32))
-    save_json(run.dir / "metrics.json", metrics)
+    write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
+    write_json(run.dir, METRICS, metrics)
     return metrics
 
 

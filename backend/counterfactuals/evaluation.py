@@ -19,9 +19,8 @@ from backend.training.control import control_mean
 from backend.counterfactuals.predict import actual_margin, load_weights, make_request, retrain_many
 from backend.counterfactuals.removal import HEURISTICS, RemovalError, default_max_remove, removal_set, validate_removal
 from backend.store.run_dir import Run
+from backend.store.schema import COUNTERFACTUAL_EVAL
 from backend.store.targets import target_name
-
-RESULT = "counterfactual_eval.json"
 
 
 def sample_test_targets(run: Run, count: int, seed: int = 0) -> list[int]:
@@ -102,5 +101,5 @@ def evaluate_counterfactuals(
               "overall": correlations(predicted, actual), "per_heuristic": per,
               "n_counterfactuals": len(rows), "n_skipped": len(skipped),
               "skipped": skipped, "rows": rows}
-    run_dir.save_json(run.dir / RESULT, result)
+    run_dir.write_json(run.dir, COUNTERFACTUAL_EVAL, result)
     return result

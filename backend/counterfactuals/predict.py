@@ -20,16 +20,15 @@ from backend.training.control import control_mean
 from backend.training.retrain_store import Counterfactual, Request
 from backend.training.retraining import COUNTERFACTUAL_STREAM, stream_seeds, train_sets, training_data
 from backend.store.run_dir import Run, RunError
+from backend.store.schema import WEIGHTS
 from backend.training.engine import TrainingData, default_batch_models
-
-WEIGHTS = "weights.npy"
 
 
 def load_weights(run: Run) -> np.ndarray:
     """The run's datamodel weights, memory-mapped, shape (n_train + n_test, n_train)."""
     if not run.has(WEIGHTS):
-        raise RunError(f"{run.dir} has no datamodels ({WEIGHTS}): fit them first with `python -m precompute fit --run {run.dir}`")
-    return run.array(WEIGHTS, (run.n_targets, run.n_train))
+        raise RunError(f"{run.dir} has no datamodels ({WEIGHTS.name}): fit them first with `{WEIGHTS.command(run.dir)}`")
+    return run.array(WEIGHTS)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ finishes, and every retraining is in the counterfactual log, so an interrupted s
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,10 +25,10 @@ from backend.counterfactuals.predict import actual_margin, load_weights, make_re
 from backend.counterfactuals.removal import competitor_class, top_positive
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run
+from backend.store.schema import SUPPORT
 from backend.store.targets import target_name
 from backend.training.engine import default_batch_models
 
-SUPPORT_DIR = "support"
 DEFAULT_K_MAX = 1280
 DEFAULT_BUDGET = 7
 # Models per bisection step. The accepted k is the first whose mean margin dips below zero, so it sits
@@ -128,7 +127,6 @@ def certified_supports(
     mode = "mislabel" if mislabel else "remove"
     k_max = k_max or default_k_max(run.n_train)
     params = {"mode": mode, "n_models": n_models, "k_max": k_max, "budget": budget}
-    (run.dir / SUPPORT_DIR).mkdir(exist_ok=True)
     stored = {t: _load(run, mode, t) for t in targets}
     todo = [t for t in targets if not _usable(stored[t], params, check)]
     if on_start:
@@ -141,7 +139,7 @@ def certified_supports(
             part = todo[lo:lo + chunk]
             report = (lambda f, base=lo, n=len(part): progress(base + f * n)) if progress else None
             for record in _search_chunk(run, part, weights, control, data, params, check, report):
-                run_dir.save_json(_path(run, mode, record["target"]), record)
+                run_dir.write_json(run.dir, SUPPORT, record, mode=mode, column=record["target"])
                 stored[record["target"]] = record
             if report:
                 report(1.0)
@@ -195,16 +193,8 @@ def support_record(run: Run, target: int, control_margin: float, search: Support
     return record
 
 
-def _path(run: Run, mode: str, target: int):
-    return run.dir / SUPPORT_DIR / f"{mode}-{target}.json"
-
-
 def _load(run: Run, mode: str, target: int) -> dict | None:
-    path = _path(run, mode, target)
-    try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    return run_dir.read_json(run.dir, SUPPORT, missing_ok=True, mode=mode, column=target)
 
 
 def _usable(record: dict | None, params: dict, check: bool) -> bool:
@@ -215,10 +205,8 @@ def _usable(record: dict | None, params: dict, check: bool) -> bool:
 
 def stored_supports(run: Run, mode: str = "remove") -> list[dict]:
     """Every certified search stored in the run for `mode`, sorted by target column."""
-    folder = run.dir / SUPPORT_DIR
-    if not folder.exists():
-        return []
-    records = (_load(run, mode, int(p.stem.split("-", 1)[1])) for p in folder.glob(f"{mode}-*.json"))
+    paths = SUPPORT.glob(run.dir, mode=mode)
+    records = (_load(run, mode, int(SUPPORT.fields_of(p, run.dir)["column"])) for p in paths)
     return sorted((r for r in records if r is not None), key=lambda r: r["target"])
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from backend.store.run_dir import atomic_path
+from backend.store.schema import BIAS, FIT, LAM, WEIGHTS
 from backend.datamodels.lasso import CHUNK_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
@@ -280,11 +281,11 @@ def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -
     def write_json(tmp: Path) -> None:
         tmp.write_text(json.dumps(fit_summary(fit), indent=2))
 
-    with atomic_path(run_dir / "weights.npy") as tmp:
+    with atomic_path(WEIGHTS.path(run_dir)) as tmp:
         write_weights(tmp)
-    with atomic_path(run_dir / "bias.npy") as tmp:
+    with atomic_path(BIAS.path(run_dir)) as tmp:
         write_vector(fit.bias)(tmp)
-    with atomic_path(run_dir / "lam.npy") as tmp:
+    with atomic_path(LAM.path(run_dir)) as tmp:
         write_vector(fit.lam)(tmp)
-    with atomic_path(run_dir / "fit.json") as tmp:
+    with atomic_path(FIT.path(run_dir)) as tmp:
         write_json(tmp)

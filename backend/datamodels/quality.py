@@ -6,24 +6,20 @@ lds.npy (one LDS per target, NaN where undefined) into the run. Nothing here rec
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from backend.store.run_dir import MANIFEST, Run, RunError
+from backend.store.run_dir import Run, read_json
+from backend.store.schema import HELDOUT, LDS, MANIFEST, METRICS, WEIGHTS
 
-METRICS = "metrics.json"
-LDS = "lds.npy"
-HELDOUT = "heldout"
-WEIGHTS = "weights.npy"
 ESTIMATOR_NAMES = {"empirical_influence": "Empirical influence", "difference_of_means": "Difference of means",
                    "datamodel": "Datamodel (LASSO)"}
 
 
 def eval_command(run: Run) -> str:
     """The command that writes metrics.json and lds.npy for this run."""
-    return f"python -m precompute eval --run {run.dir} --heldout {run.dir / HELDOUT}"
+    return METRICS.command(run.dir)
 
 
 # Hyperparameters the train command takes as flags; the rest are the architecture's fixed defaults.
@@ -35,38 +31,32 @@ def heldout_command(run: Run, n_models: int = 300) -> str:
     m = run.manifest
     flags = "".join(f" {flag} {m['hparams'][key]}" for key, flag in TRAIN_FLAGS.items() if key in m.get("hparams", {}))
     return (f"python -m precompute train --dataset {m['dataset']['spec']} --alpha {m['alpha']} --models {n_models} "
-            f"--seed {int(m['seed']) + 1} --arch {m['arch']}{flags} --out {run.dir / HELDOUT}")
+            f"--seed {int(m['seed']) + 1} --arch {m['arch']}{flags} --out {HELDOUT.path(run.dir)}")
 
 
 def read_metrics(run: Run) -> dict | None:
     """metrics.json as a dict, or None when the eval stage has not run."""
-    path = run.dir / METRICS
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is corrupt ({exc}): rerun `{eval_command(run)}`") from None
+    return read_json(run.dir, METRICS, missing_ok=True)
 
 
 def stored_lds(run: Run) -> np.ndarray | None:
     """Per-target LDS, float32 memmap of shape (n_targets,), or None when the eval stage has not run."""
-    return run.array(LDS, (run.n_targets,)) if run.has(LDS) else None
+    return run.array(LDS) if run.has(LDS) else None
 
 
 def is_stale(run: Run) -> bool:
     """Whether the datamodels were refitted after the eval stage scored them."""
     if not run.has(WEIGHTS):
         return False
-    fitted = (run.dir / WEIGHTS).stat().st_mtime_ns
-    return any((run.dir / name).stat().st_mtime_ns < fitted for name in (METRICS, LDS) if run.has(name))
+    fitted = WEIGHTS.path(run.dir).stat().st_mtime_ns
+    return any(a.path(run.dir).stat().st_mtime_ns < fitted for a in (METRICS, LDS) if run.has(a))
 
 
 def heldout_dir(run: Run, metrics: dict | None) -> Path | None:
     """The held-out run the metrics were measured on (or the run's heldout/ before any eval), if present."""
     candidates = [Path(metrics["heldout_run"])] if metrics and metrics.get("heldout_run") else []
-    candidates.append(run.dir / HELDOUT)
-    return next((path for path in candidates if (path / MANIFEST).is_file()), None)
+    candidates.append(HELDOUT.path(run.dir))
+    return next((path for path in candidates if MANIFEST.path(path).is_file()), None)
 
 
 def complexity_curve(metrics: dict, split: str = "test") -> dict:

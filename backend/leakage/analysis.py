@@ -13,7 +13,6 @@ leakage.json is written last, so its presence marks a finished analysis.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,15 @@ from typing import Callable
 import numpy as np
 
 from backend.store import run_dir
-from backend.training.control import CONTROL_FEATURES, CONTROL_MARGINS, ensure_control, load_control_features
+from backend.training.control import ensure_control, load_control_features
 from backend.leakage.candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHIFT, average_precision,
                                  feature_neighbours, fuse_lists, fuse_scores, pixel_neighbours, ratio_test,
                                  recall_at_k, unit_rows, weight_extremes)
 from backend.store.run_dir import Run, RunError
+from backend.store.schema import (CONTROL_FEATURES, CONTROL_MARGINS, LEAKAGE_LISTS, LEAKAGE_QUEUE, LEAKAGE_QUEUE_SCORE,
+                                  LEAKAGE_SUMMARY, WEIGHTS)
 from backend.training.engine import resolve_device
 
-LEAKAGE_DIR = "leakage"
-SUMMARY = "leakage.json"
-WEIGHTS = "weights.npy"
 DEFAULT_K = 10
 LISTS = ("weight_top", "weight_bottom", "feature_nn", "pixel_nn", "combined")
 VALUES = {"weight_top": "weight_top_value", "weight_bottom": "weight_bottom_value",
@@ -52,7 +50,7 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     """
     run = run if isinstance(run, Run) else Run(run)
     if not run.has(WEIGHTS):
-        raise RunError(f"run {run.dir} has no datamodels ({WEIGHTS}): fit them with `python -m precompute fit --run {run.dir}`")
+        raise RunError(f"run {run.dir} has no datamodels ({WEIGHTS.name}): fit them with `{WEIGHTS.command(run.dir)}`")
     if run.n_train < 2:
         raise RunError(f"run {run.dir} has {run.n_train} training image(s): leak candidates need at least 2")
     report = progress or (lambda fraction: None)
@@ -62,7 +60,7 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
         # One model is enough: only its features are used here.
         ensure_control(run, 1, device=device, progress=lambda done: report(0.5 * done))
     report(0.5 if need_control else 0.0)
-    weights = run.array(WEIGHTS, (run.n_targets, run.n_train))[run.n_train:]
+    weights = run.array(WEIGHTS)[run.n_train:]
     depth = max(k, FUSION_DEPTH)
     top, top_value, bottom, bottom_value = weight_extremes(weights, depth)
     report(0.7)
@@ -84,10 +82,9 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
         "combined": combined, "combined_score": combined_score,
         "queue": queue, "queue_score": queue_score,
     }
-    out = run.dir / LEAKAGE_DIR
-    out.mkdir(exist_ok=True)
+    files = dict(LEAKAGE_LISTS, queue=LEAKAGE_QUEUE, queue_score=LEAKAGE_QUEUE_SCORE)
     for name, array in arrays.items():
-        run_dir.save_npy(out / f"{name}.npy", array)
+        run_dir.write_array(run.dir, files[name], array)
     summary = {
         "run": str(run.dir), "n_test": run.n_test, "n_train": run.n_train, "k": k,
         "fusion": {"method": "reciprocal rank fusion", "k": FUSION_K, "depth": depth},
@@ -102,7 +99,7 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     elif truth is not None:
         summary["planted"] = planted_scores(arrays, *truth, best_weight=best_weight, ratio=ratio,
                                             pixel_ratio=pixel_ratio, k=k)
-    run_dir.save_json(out / SUMMARY, summary)
+    run_dir.write_json(run.dir, LEAKAGE_SUMMARY, summary)
     report(1.0)
     return summary
 
@@ -166,28 +163,19 @@ class LeakageCandidates:
 
 def load_candidates(run: Run) -> LeakageCandidates:
     """The run's leakage artifacts; RunError naming the command when `analyze` has not written them."""
-    out = run.dir / LEAKAGE_DIR
-    if not (out / SUMMARY).is_file():
-        raise RunError(f"run {run.name} has no leak candidates yet ({out / SUMMARY} is missing): "
-                       f"compute them with `python -m precompute analyze --run {run.dir}`")
-    summary = _read_json(out / SUMMARY)
+    path = LEAKAGE_SUMMARY.path(run.dir)
+    if not path.is_file():
+        raise RunError(f"run {run.name} has no leak candidates yet ({path} is missing): "
+                       f"compute them with `{LEAKAGE_SUMMARY.command(run.dir)}`")
+    summary = run_dir.read_json(run.dir, LEAKAGE_SUMMARY)
     if "pixels" not in summary:
         raise RunError(f"run {run.name}'s leak candidates predate the pixel list: recompute them with "
-                       f"`python -m precompute analyze --run {run.dir}`")
-    k = int(summary["k"])
-    arrays = {}
-    for name in (*LISTS, *VALUES.values()):
-        arrays[name] = run.array(f"{LEAKAGE_DIR}/{name}.npy", (run.n_test, k))
-    arrays["queue"] = run.array(f"{LEAKAGE_DIR}/queue.npy", (run.n_test,))
-    arrays["queue_score"] = run.array(f"{LEAKAGE_DIR}/queue_score.npy", (run.n_test,))
-    return LeakageCandidates(**arrays, summary=summary)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is corrupt ({exc}): rerun `python -m precompute analyze`") from None
+                       f"`{LEAKAGE_SUMMARY.command(run.dir)}`")
+    if not isinstance(summary.get("k"), int):
+        raise run_dir.broken(run.dir, LEAKAGE_SUMMARY, path, "is corrupt (no integer k)")
+    arrays = {name: run.array(LEAKAGE_LISTS[name], k=summary["k"]) for name in (*LISTS, *VALUES.values())}
+    return LeakageCandidates(**arrays, queue=run.array(LEAKAGE_QUEUE), queue_score=run.array(LEAKAGE_QUEUE_SCORE),
+                             summary=summary)
 
 
 @dataclass(frozen=True)
@@ -217,7 +205,7 @@ def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int
     if not len(trains):
         return []
     column = run.n_train + test
-    weights = np.asarray(run.array(WEIGHTS, (run.n_targets, run.n_train))[column, trains], dtype=np.float64)
+    weights = np.asarray(run.array(WEIGHTS)[column, trains], dtype=np.float64)
     features = load_control_features(run)
     vectors = unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
     similarity = vectors[1:] @ vectors[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backend.store.run_dir import MANIFEST
+from backend.store.schema import MANIFEST
 
 DATA_DIR_ENV = "DATAMODELS_DATA_DIR"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -20,4 +20,4 @@ def list_runs(root: Path) -> list[str]:
     runs = Path(root) / "runs"
     if not runs.is_dir():
         return []
-    return sorted(p.name for p in runs.iterdir() if (p / MANIFEST).is_file())
+    return sorted(p.name for p in runs.iterdir() if MANIFEST.path(p).is_file())

@@ -7,6 +7,8 @@ Files (all plain .npy/.json; read any of them with np.load(mmap_mode="r") withou
   labels.npy     int64   (n_train + n_test,)    target labels, training targets first
   images.npy     uint8   (n_train + n_test, H, W, C)
   shards/        models [a, b) as they finish; merged into masks.npy/margins.npy
+backend.store.schema lists every file of a run; every read here checks a file against its entry, and a
+missing or broken one is a RunError naming the file and the command that rebuilds it.
 
 Every file appears by atomic rename, so a run killed at any moment is never half-written.
 """
@@ -14,23 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-MANIFEST = "manifest.json"
-MASKS = "masks.npy"
-MARGINS = "margins.npy"
-LABELS = "labels.npy"
-IMAGES = "images.npy"
-SHARDS = "shards"
+from backend.store.schema import IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact
+
 FORMAT_VERSION = 1
 
-_SHARD = re.compile(r"^(\d{9})-(\d{9})\.npz$")
+# What numpy and json raise on a file that is not what its name says: truncated, garbage, a foreign format.
+_UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError, zipfile.BadZipFile)
 
 
 class RunError(ValueError):
@@ -61,24 +60,107 @@ def save_json(path: Path, obj: dict) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
-    """Open a run array memory-mapped, never unpickling; a broken file is a RunError naming it."""
+def broken(run_dir: Path, artifact: Artifact, path: Path, problem: str) -> RunError:
+    """The one error of a missing or broken artifact: the file, what is wrong, and the command that rebuilds it."""
+    remedy = "rebuild it with" if problem == "is missing" else artifact.remedy
+    return RunError(f"{path} {problem}: {remedy} `{artifact.command(run_dir)}`")
+
+
+def _existing(run_dir: Path, artifact: Artifact, fields: dict) -> Path:
+    path = artifact.path(run_dir, **fields)
+    if not path.is_file():
+        raise broken(run_dir, artifact, path, "is missing")
+    if path.stat().st_size == 0:
+        raise broken(run_dir, artifact, path, "is empty (0 bytes)")
+    return path
+
+
+def _shape_problem(got_dtype, got_shape: tuple, dtype: str | None, shape: tuple, sizes: dict) -> str | None:
+    """Why an array does not match its entry (dtype, shape in symbols resolved by `sizes`), or None."""
+    if dtype is not None and got_dtype != np.dtype(dtype):
+        return f"has dtype {got_dtype}, expected {dtype}"
+    want = tuple(sizes.get(d) if isinstance(d, str) else d for d in shape)
+    if len(got_shape) != len(want) or any(w is not None and g != w for g, w in zip(got_shape, want)):
+        shown = tuple(f"{d}={sizes[d]}" if isinstance(d, str) and d in sizes else d for d in shape)
+        return f"has shape {got_shape}, expected {shown}"
+    return None
+
+
+def read_array(run_dir: Path, artifact: Artifact, sizes: dict | None = None, mmap: bool = True, **fields) -> np.ndarray:
+    """An npy artifact, memory-mapped, never unpickled, checked against its entry's dtype and shape.
+
+    sizes : values of the entry's size symbols (n_train, k, ...); symbols not given are free.
+    """
+    path = _existing(run_dir, artifact, fields)
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing: rerun the stage that writes it") from None
-    except (ValueError, OSError) as exc:
-        raise RunError(f"{path} is corrupt or truncated ({exc}): delete it and rerun the stage that writes it") from None
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except _UNREADABLE as exc:
+        raise broken(run_dir, artifact, path, f"is corrupt or truncated ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise broken(run_dir, artifact, path, "is corrupt (an .npz archive, not one array)")
+    problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes or {})
+    if problem:
+        raise broken(run_dir, artifact, path, f"{problem}: it is stale or corrupt")
+    return array
+
+
+def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fields) -> dict | None:
+    """A JSON artifact as a dict (None if absent and missing_ok); anything but a JSON object is a RunError."""
+    if missing_ok and not artifact.path(run_dir, **fields).exists():
+        return None
+    path = _existing(run_dir, artifact, fields)
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except _UNREADABLE as exc:
+        raise broken(run_dir, artifact, path, f"is corrupt ({exc})") from None
+    if not isinstance(obj, dict):
+        raise broken(run_dir, artifact, path, f"is corrupt (a JSON {type(obj).__name__}, not an object)")
+    return obj
+
+
+def read_npz(run_dir: Path, artifact: Artifact, sizes: dict | None = None, **fields) -> dict[str, np.ndarray]:
+    """Every member of an npz artifact, loaded, each checked against the entry's members (dtype, shape)."""
+    path = _existing(run_dir, artifact, fields)
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an .npz archive")
+        with archive:
+            lacking = sorted(set(artifact.members) - set(archive.files))
+            if lacking:
+                raise ValueError(f"no {', '.join(lacking)}")
+            members = {key: archive[key] for key in artifact.members}
+    except _UNREADABLE as exc:
+        raise broken(run_dir, artifact, path, f"is corrupt or truncated ({exc})") from None
+    for key, (dtype, shape) in artifact.members.items():
+        problem = _shape_problem(members[key].dtype, members[key].shape, dtype, shape, sizes or {})
+        if problem:
+            raise broken(run_dir, artifact, path, f"member {key} {problem}")
+    return members
+
+
+def write_array(run_dir: Path, artifact: Artifact, array: np.ndarray, **fields) -> None:
+    """Write an npy artifact atomically; an array that is not its entry's dtype and rank is a bug, refused."""
+    array = np.asarray(array)
+    problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, {})
+    if problem:
+        raise ValueError(f"refusing to write {artifact.name}: it {problem}")
+    path = artifact.path(run_dir, **fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_npy(path, array)
+
+
+def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
+    path = artifact.path(run_dir, **fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_json(path, obj)
 
 
 def read_manifest(run_dir: Path) -> dict:
-    path = Path(run_dir) / MANIFEST
-    if not path.exists():
-        raise RunError(f"{run_dir} is not a run (no {MANIFEST}): create one with `python -m precompute train --out {run_dir}`")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is corrupt ({exc}): restore it or start a new run") from None
+    if not (Path(run_dir) / MANIFEST.name).exists():
+        raise RunError(f"{run_dir} is not a run (no {MANIFEST.name}): create one with `python -m precompute train --out {run_dir}`")
+    return read_json(Path(run_dir), MANIFEST)
 
 
 # Settings that define which models a run holds; a resume must match them exactly.
@@ -92,7 +174,7 @@ def init_run(run_dir: Path, manifest: dict, labels: np.ndarray, images: np.ndarr
     typo in --out never mixes our files into someone else's folder.
     """
     run_dir = Path(run_dir)
-    if (run_dir / MANIFEST).exists():
+    if MANIFEST.path(run_dir).exists():
         existing = read_manifest(run_dir)
         for key in IDENTITY_KEYS:
             if existing.get(key) != manifest.get(key):
@@ -104,11 +186,11 @@ def init_run(run_dir: Path, manifest: dict, labels: np.ndarray, images: np.ndarr
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists, is not empty and is not a run: choose a new or empty --out directory")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SHARDS).mkdir(exist_ok=True)
-    save_npy(run_dir / LABELS, labels.astype(np.int64))
-    save_npy(run_dir / IMAGES, images.astype(np.uint8))
+    SHARD.folder(run_dir).mkdir(exist_ok=True)
+    write_array(run_dir, LABELS, labels.astype(np.int64))
+    write_array(run_dir, IMAGES, images.astype(np.uint8))
     manifest = dict(manifest, format_version=FORMAT_VERSION, n_models=0)
-    save_json(run_dir / MANIFEST, manifest)
+    write_json(run_dir, MANIFEST, manifest)
     return manifest
 
 
@@ -119,34 +201,27 @@ def _short(value) -> str:
 
 def update_manifest(run_dir: Path, **changes) -> dict:
     manifest = dict(read_manifest(run_dir), **changes)
-    save_json(Path(run_dir) / MANIFEST, manifest)
+    write_json(Path(run_dir), MANIFEST, manifest)
     return manifest
 
 
 def shard_ranges(run_dir: Path) -> list[tuple[int, int]]:
     """The [start, end) model ranges of the finished shards, sorted."""
-    shard_dir = Path(run_dir) / SHARDS
-    if not shard_dir.exists():
-        return []
-    found = (_SHARD.match(p.name) for p in shard_dir.iterdir())
-    return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
+    found = (SHARD.fields_of(path, run_dir) for path in SHARD.glob(run_dir))
+    return sorted((int(f["start"]), int(f["end"])) for f in found)
 
 
 def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarray) -> None:
     """Store models [start, start + K) in one atomic file; a kill leaves either all of them or none."""
     end = start + len(masks)
-    path = Path(run_dir) / SHARDS / f"{start:09d}-{end:09d}.npz"
+    path = SHARD.path(run_dir, start=start, end=end)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, masks=masks, margins=margins.astype(np.float32))
 
 
 def read_shard(run_dir: Path, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(run_dir) / SHARDS / f"{start:09d}-{end:09d}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["masks"], z["margins"]
-    except (ValueError, OSError, KeyError) as exc:
-        raise RunError(f"shard {path} is corrupt ({exc}): delete it and rerun train to redo those models") from None
+    shard = read_npz(Path(run_dir), SHARD, {"n": end - start}, start=start, end=end)
+    return shard["masks"], shard["margins"]
 
 
 def done_models(run_dir: Path) -> np.ndarray:
@@ -186,7 +261,7 @@ def merge_shards(run_dir: Path, n_train: int, n_targets: int) -> int:
     run_dir = Path(run_dir)
     done = done_models(run_dir)
     n = int(np.argmin(done)) if not done.all() else len(done)
-    with atomic_path(run_dir / MASKS) as tmp_masks, atomic_path(run_dir / MARGINS) as tmp_margins:
+    with atomic_path(MASKS.path(run_dir)) as tmp_masks, atomic_path(MARGINS.path(run_dir)) as tmp_margins:
         masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=bool, shape=(n, n_train))
         margins = np.lib.format.open_memmap(tmp_margins, mode="w+", dtype=np.float32, shape=(n, n_targets))
         filled = 0
@@ -221,7 +296,7 @@ class Run:
             self.n_train, self.n_test = int(dataset["n_train"]), int(dataset["n_test"])
             self.class_names = list(dataset["class_names"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(f"{self.dir / MANIFEST} lacks a valid dataset entry ({exc!r}): it is not a manifest "
+            raise RunError(f"{MANIFEST.path(self.dir)} lacks a valid dataset entry ({exc!r}): it is not a manifest "
                            f"`python -m precompute train` wrote; restore it or start a new run") from None
         self._arrays: dict[str, np.ndarray] = {}
 
@@ -233,35 +308,41 @@ class Run:
     def n_targets(self) -> int:
         return self.n_train + self.n_test
 
-    def has(self, filename: str) -> bool:
-        return (self.dir / filename).exists()
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The run's sizes that schema shapes are stated in."""
+        return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets}
 
-    def array(self, filename: str, shape: tuple[int | None, ...]) -> np.ndarray:
-        """A memory-mapped run array, checked against `shape` (None = any length)."""
-        if filename not in self._arrays:
-            arr = load_npy(self.dir / filename)
-            if arr.ndim != len(shape) or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
-                raise RunError(f"{self.dir / filename} has shape {arr.shape}, expected {shape}: it is stale or corrupt, rerun its stage")
-            self._arrays[filename] = arr
-        return self._arrays[filename]
+    def has(self, artifact: Artifact, **fields) -> bool:
+        return artifact.path(self.dir, **fields).exists()
+
+    def array(self, artifact: Artifact, **sizes: int) -> np.ndarray:
+        """A memory-mapped npy artifact, opened once, checked against its schema entry.
+
+        sizes : values for the entry's free size symbols (M, k, C, D, ...), e.g. run.array(LEAKAGE_QUEUE, k=10).
+        """
+        if artifact.name not in self._arrays:
+            self._arrays[artifact.name] = read_array(self.dir, artifact, dict(self.sizes, **sizes))
+        return self._arrays[artifact.name]
 
     @property
     def masks(self) -> np.ndarray:
         """bool (M, n_train)."""
-        return self.array(MASKS, (None, self.n_train))
+        return self.array(MASKS)
 
     @property
     def margins(self) -> np.ndarray:
         """float32 (M, n_train + n_test)."""
-        margins = self.array(MARGINS, (None, self.n_targets))
+        margins = self.array(MARGINS)
         if len(margins) != len(self.masks):
-            raise RunError(f"{self.dir}: masks.npy has {len(self.masks)} models but margins.npy {len(margins)}: rerun `python -m precompute merge --run {self.dir}`")
+            raise RunError(f"{self.dir}: {MASKS.name} has {len(self.masks)} models but {MARGINS.name} {len(margins)}: "
+                           f"rerun `python -m precompute merge --run {self.dir}`")
         return margins
 
     @property
     def labels(self) -> np.ndarray:
-        return self.array(LABELS, (self.n_targets,))
+        return self.array(LABELS)
 
     @property
     def images(self) -> np.ndarray:
-        return self.array(IMAGES, (self.n_targets, None, None, None))
+        return self.array(IMAGES)

@@ -11,7 +11,6 @@ from typing import Callable
 
 import numpy as np
 
-WEIGHTS = "weights.npy"
 
 
 class _Stages:
@@ -51,15 +50,16 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
 
     from backend.structure import similar_targets
     from backend.training.control import ensure_control, load_control_features
-    from backend.store.run_dir import Run, save_json
+    from backend.store.run_dir import Run, write_json
+    from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, STRUCTURE_SUMMARY, WEIGHTS
     from backend.training.engine import resolve_device, use_all_cores
 
     run = run if isinstance(run, Run) else Run(run)
     dev = resolve_device(device)
     if dev.type == "cpu":
         use_all_cores()
-    weights = run.array(WEIGHTS, (run.n_targets, run.n_train))
-    need_control = not (run.has("control_margins.npy") and run.has("control_features.npy"))
+    weights = run.array(WEIGHTS)
+    need_control = not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES))
     stages = _Stages(progress, {"control": 0.05 if need_control else 0.0, "pca": 0.6, "project": 0.15,
                                 "representation": 0.02, "clusters": 0.1, "neighbors": 0.08})
     seconds: dict[str, float] = {}
@@ -127,7 +127,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
                        width=vectors.shape[1], n_train=run.n_train, n_targets=run.n_targets,
                        n_neighbors=neighbors.shape[1], k_per_class=k_per_class, seconds=seconds, device=str(dev))
-    save_json(run.dir / embeddings.SUMMARY, summary)
+    write_json(run.dir, STRUCTURE_SUMMARY, summary)
     return summary
 
 

@@ -12,7 +12,6 @@ heuristic over the graph's edges for the width. Raw pixels go through the identi
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,9 @@ from sklearn.cluster import SpectralClustering
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import normalized_mutual_info_score, silhouette_samples
 
-from backend.store.run_dir import RunError, save_json, save_npy
+from backend.store.run_dir import RunError, read_json, write_array, write_json
+from backend.store.schema import (CLUSTERS, CLUSTERS_ALL, CLUSTERS_BY_CLASS, LAYOUT_ALL, LAYOUT_BY_CLASS, SILHOUETTE_ALL,
+                                  SILHOUETTE_BY_CLASS)
 
 
 def squared_distances(x: torch.Tensor) -> np.ndarray:
@@ -132,51 +133,42 @@ def nmi(clustering: Clustering, labels: np.ndarray) -> float:
     return float(normalized_mutual_info_score(labels, clustering.labels))
 
 
-# Run files (test targets in test order; the per-class arrays hold each target's id within its own class).
-BY_CLASS = "structure/clusters_by_class.npy"
-BY_CLASS_LAYOUT = "structure/layout_by_class.npy"
-BY_CLASS_SILHOUETTE = "structure/silhouette_by_class.npy"
-WHOLE = "structure/clusters_all.npy"
-WHOLE_LAYOUT = "structure/layout_all.npy"
-WHOLE_SILHOUETTE = "structure/silhouette_all.npy"
-QUALITY = "structure/clusters.json"
-
-
 def save_clusterings(run_dir: Path, test_labels: np.ndarray, per_class: dict[int, Clustering], whole: Clustering,
                      quality: dict) -> None:
-    """Write the per-class and whole-test-set clusterings as (n_test, ...) arrays, plus quality as JSON."""
+    """Write the per-class and whole-test-set clusterings as (n_test, ...) arrays, plus quality as JSON.
+
+    Test targets in test order; the per-class arrays hold each target's id within its own class.
+    """
     n = len(test_labels)
     ids, layout, silhouette = np.zeros(n, np.int32), np.zeros((n, 2), np.float32), np.full(n, np.nan, np.float32)
     for c, clustering in per_class.items():
         members = np.flatnonzero(test_labels == c)
         ids[members], layout[members], silhouette[members] = clustering.labels, clustering.layout, clustering.silhouette
     run_dir = Path(run_dir)
-    (run_dir / QUALITY).parent.mkdir(exist_ok=True)
-    for name, array in ((BY_CLASS, ids), (BY_CLASS_LAYOUT, layout), (BY_CLASS_SILHOUETTE, silhouette),
-                        (WHOLE, whole.labels.astype(np.int32)), (WHOLE_LAYOUT, whole.layout),
-                        (WHOLE_SILHOUETTE, whole.silhouette.astype(np.float32))):
-        save_npy(run_dir / name, array)
-    save_json(run_dir / QUALITY, quality)
+    for artifact, array in ((CLUSTERS_BY_CLASS, ids), (LAYOUT_BY_CLASS, layout), (SILHOUETTE_BY_CLASS, silhouette),
+                            (CLUSTERS_ALL, whole.labels.astype(np.int32)), (LAYOUT_ALL, whole.layout),
+                            (SILHOUETTE_ALL, whole.silhouette.astype(np.float32))):
+        write_array(run_dir, artifact, array)
+    write_json(run_dir, CLUSTERS, quality)
 
 
 def load_quality(run) -> dict:
     """clusters.json: per-class and whole-set quality (see save_clusterings)."""
-    path = run.dir / QUALITY
-    if not path.exists():
-        raise RunError(f"{run.dir} has no clusters yet: run `python -m precompute analyze --run {run.dir}`")
-    return json.loads(path.read_text())
+    if not run.has(CLUSTERS):
+        raise RunError(f"{run.dir} has no clusters yet: run `{CLUSTERS.command(run.dir)}`")
+    return read_json(run.dir, CLUSTERS)
 
 
 def class_clustering(run, c: int) -> tuple[np.ndarray, Clustering]:
     """The clustering of class c's test targets: (their test indices (n_c,), Clustering over them)."""
     members = np.flatnonzero(np.asarray(run.labels[run.n_train:]) == c)
     quality = next(q for q in load_quality(run)["per_class"] if q["class"] == c)
-    return members, Clustering(np.asarray(run.array(BY_CLASS, (run.n_test,))[members]),
-                               np.asarray(run.array(BY_CLASS_LAYOUT, (run.n_test, 2))[members]),
-                               np.asarray(run.array(BY_CLASS_SILHOUETTE, (run.n_test,))[members]), quality["gamma"])
+    return members, Clustering(np.asarray(run.array(CLUSTERS_BY_CLASS)[members]),
+                               np.asarray(run.array(LAYOUT_BY_CLASS)[members]),
+                               np.asarray(run.array(SILHOUETTE_BY_CLASS)[members]), quality["gamma"])
 
 
 def whole_clustering(run) -> Clustering:
     """The clustering of the whole test set, in test order."""
-    return Clustering(np.asarray(run.array(WHOLE, (run.n_test,))), np.asarray(run.array(WHOLE_LAYOUT, (run.n_test, 2))),
-                      np.asarray(run.array(WHOLE_SILHOUETTE, (run.n_test,))), load_quality(run)["whole"]["gamma"])
+    return Clustering(np.asarray(run.array(CLUSTERS_ALL)), np.asarray(run.array(LAYOUT_ALL)),
+                      np.asarray(run.array(SILHOUETTE_ALL)), load_quality(run)["whole"]["gamma"])

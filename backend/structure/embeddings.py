@@ -13,7 +13,6 @@ with blocks of rows, 2·n_iter + 2 passes over the data.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,7 +21,9 @@ import numpy as np
 import torch
 
 from backend.store.rows import read_rows
-from backend.store.run_dir import RunError, save_npy
+from backend.store.run_dir import RunError, read_json, write_array
+from backend.store.schema import (PCA_COMPONENTS, PCA_EXPLAINED_RATIO, PCA_EXPLAINED_VARIANCE, PCA_MEAN, PCA_PROJECTIONS,
+                                  REPRESENTATION_RATIO, STRUCTURE_SUMMARY)
 
 BLOCK_BYTES = 256 << 20
 
@@ -246,55 +247,42 @@ def sketch_hash(d: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return buckets, signs
 
 
-# Run files written by `analyze` (see save_pca).
-COMPONENTS = "structure/pca_components.npy"
-MEAN = "structure/pca_mean.npy"
-EXPLAINED_VARIANCE = "structure/pca_explained_variance.npy"
-EXPLAINED_RATIO = "structure/pca_explained_variance_ratio.npy"
-PROJECTIONS = "structure/pca_projections.npy"
-REPRESENTATION_RATIO = "structure/representation_explained_variance_ratio.npy"
-SUMMARY = "structure/summary.json"
-
-
 def save_pca(run_dir: Path, pca: PCA, projections: np.ndarray, representation: PCA | None) -> None:
     """Write the datamodel PCA, every target's coordinates (n_targets, n_components) and the baseline's ratios."""
     run_dir = Path(run_dir)
-    (run_dir / COMPONENTS).parent.mkdir(exist_ok=True)
-    save_npy(run_dir / COMPONENTS, pca.components.astype(np.float32))
-    save_npy(run_dir / MEAN, pca.mean.astype(np.float32))
-    save_npy(run_dir / EXPLAINED_VARIANCE, pca.explained_variance.astype(np.float32))
-    save_npy(run_dir / EXPLAINED_RATIO, pca.explained_variance_ratio.astype(np.float32))
-    save_npy(run_dir / PROJECTIONS, projections.astype(np.float32))
+    write_array(run_dir, PCA_COMPONENTS, pca.components.astype(np.float32))
+    write_array(run_dir, PCA_MEAN, pca.mean.astype(np.float32))
+    write_array(run_dir, PCA_EXPLAINED_VARIANCE, pca.explained_variance.astype(np.float32))
+    write_array(run_dir, PCA_EXPLAINED_RATIO, pca.explained_variance_ratio.astype(np.float32))
+    write_array(run_dir, PCA_PROJECTIONS, projections.astype(np.float32))
     if representation is not None:
-        save_npy(run_dir / REPRESENTATION_RATIO, representation.explained_variance_ratio.astype(np.float32))
-    elif (run_dir / REPRESENTATION_RATIO).exists():
-        (run_dir / REPRESENTATION_RATIO).unlink()
+        write_array(run_dir, REPRESENTATION_RATIO, representation.explained_variance_ratio.astype(np.float32))
+    elif REPRESENTATION_RATIO.path(run_dir).exists():
+        REPRESENTATION_RATIO.path(run_dir).unlink()
 
 
 def has_pca(run) -> bool:
-    return run.has(PROJECTIONS)
+    return run.has(PCA_PROJECTIONS)
 
 
 def pca_components(run) -> np.ndarray:
     """float32 (n_components, n_train), memory-mapped: component c's coordinate for each training example."""
     if not has_pca(run):
-        raise RunError(f"{run.dir} has no PCA yet: run `python -m precompute analyze --run {run.dir}`")
-    return run.array(COMPONENTS, (None, run.n_train))
+        raise RunError(f"{run.dir} has no PCA yet: run `{PCA_PROJECTIONS.command(run.dir)}`")
+    return run.array(PCA_COMPONENTS)
 
 
 def pca_projections(run) -> np.ndarray:
     """float32 (n_train + n_test, n_components), memory-mapped: every target's coordinates on the components."""
-    return run.array(PROJECTIONS, (run.n_targets, len(pca_components(run))))
+    return run.array(PCA_PROJECTIONS, C=len(pca_components(run)))
 
 
 def explained_ratios(run) -> tuple[np.ndarray, np.ndarray | None]:
     """Explained-variance ratios of the datamodel PCA and of the representation baseline (None if absent)."""
-    n = len(pca_components(run))
-    datamodel = np.asarray(run.array(EXPLAINED_RATIO, (n,)))
-    return datamodel, (np.asarray(run.array(REPRESENTATION_RATIO, (None,))) if run.has(REPRESENTATION_RATIO) else None)
+    datamodel = np.asarray(run.array(PCA_EXPLAINED_RATIO, C=len(pca_components(run))))
+    return datamodel, (np.asarray(run.array(REPRESENTATION_RATIO)) if run.has(REPRESENTATION_RATIO) else None)
 
 
 def load_summary(run) -> dict:
     """structure/summary.json, the settings and headline numbers of the last `analyze` ({} if absent)."""
-    path = run.dir / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(run.dir, STRUCTURE_SUMMARY, missing_ok=True) or {}

@@ -19,16 +19,16 @@ from typing import Callable
 import numpy as np
 
 from backend.store import run_dir
-from backend.training.control import CONTROL_FEATURES, CONTROL_MARGINS, DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
+from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
 from backend.structure.embeddings import extremes, pca_components, pca_projections
 from backend.training.retraining import stream_seeds, train_sets, training_data
 from backend.store.run_dir import Run, RunError
+from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, FAITHFULNESS
 from backend.training.engine import default_batch_models
 
 # Seed stream of the retrained models (see retraining.py); model i of every removal set shares seed i,
 # so the positive- and negative-side retrains differ only in their data.
 FAITHFULNESS_STREAM = 0xFA
-RESULTS = "structure/faithfulness"
 SIDES = ("positive", "negative")
 DEFAULT_MODELS = 8
 DEFAULT_GROUP = 100
@@ -66,7 +66,7 @@ def result_path(run: Run, removed: np.ndarray) -> Path:
     recipe = json.dumps({"arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
                          "seed": run.manifest["seed"], "stream": FAITHFULNESS_STREAM}, sort_keys=True)
     digest = hashlib.sha256(recipe.encode() + np.asarray(removed, dtype=np.int64).tobytes()).hexdigest()[:16]
-    return run.dir / RESULTS / f"{digest}.npz"
+    return FAITHFULNESS.path(run.dir, hash=digest)
 
 
 def stored_margins(run: Run, removed: np.ndarray) -> np.ndarray:
@@ -74,11 +74,8 @@ def stored_margins(run: Run, removed: np.ndarray) -> np.ndarray:
     path = result_path(run, removed)
     if not path.exists():
         return np.zeros((0, run.n_targets), dtype=np.float32)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stored_removed, margins = z["removed"], z["margins"]
-    except (ValueError, OSError, KeyError) as exc:
-        raise RunError(f"{path} is corrupt ({exc}): delete it and rerun the faithfulness check") from None
+    stored = run_dir.read_npz(run.dir, FAITHFULNESS, run.sizes, hash=path.stem)
+    stored_removed, margins = stored["removed"], stored["margins"]
     if not np.array_equal(stored_removed, removed):
         raise RunError(f"{path} holds another removal set (an edited or foreign file): delete it")
     return margins
@@ -182,15 +179,14 @@ def faithfulness_check(run: Run, pc: int, k: int, *, n_models: int = DEFAULT_MOD
 def stored_checks(run: Run) -> list[dict]:
     """Every stored retrain of this run: its request (pc, k, side), its model count, and whether its removal
     set is still the one the run's current PCA gives (a rerun of `analyze` can change the components)."""
-    folder = run.dir / RESULTS
     components = pca_components(run)
     out = []
-    for path in sorted(folder.glob("*.npz")) if folder.exists() else []:
+    for path in FAITHFULNESS.glob(run.dir):
+        stored = run_dir.read_npz(run.dir, FAITHFULNESS, run.sizes, hash=path.stem)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta, removed, n = json.loads(str(z["meta"])), z["removed"], len(z["margins"])
-        except (ValueError, OSError, KeyError) as exc:
-            raise RunError(f"{path} is corrupt ({exc}): delete it and rerun the faithfulness check") from None
+            meta, removed, n = json.loads(str(stored["meta"])), stored["removed"], len(stored["margins"])
+        except ValueError as exc:
+            raise run_dir.broken(run.dir, FAITHFULNESS, path, f"is corrupt (meta: {exc})") from None
         current = meta["pc"] < len(components) and np.array_equal(
             removal_set(np.asarray(components[meta["pc"]]), meta["k"], meta["side"]), removed)
         out.append(dict(meta, n_models=int(n), file=path.name, current=bool(current)))

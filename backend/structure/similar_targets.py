@@ -13,13 +13,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from backend.store.run_dir import save_npy
+from backend.store.run_dir import write_array
+from backend.store.schema import NEIGHBOR_SIMILARITY, NEIGHBORS
 
 IVF_THRESHOLD = 50_000
 # √n lists and 16 probed per query: each query scans about 16·√n vectors (4,000 of CIFAR's 60,000).
 NPROBE = 16
-NEIGHBORS = "structure/neighbors.npy"
-SIMILARITY = "structure/neighbor_similarity.npy"
 
 
 def nearest_targets(vectors: np.ndarray, k: int, *, ivf_threshold: int = IVF_THRESHOLD, nprobe: int = NPROBE,
@@ -59,12 +58,12 @@ def _drop_self(neighbors: np.ndarray, similarity: np.ndarray, k: int) -> tuple[n
 
 
 def save_neighbors(run_dir: Path, neighbors: np.ndarray, similarity: np.ndarray) -> None:
-    save_npy(run_dir / NEIGHBORS, neighbors.astype(np.int64))
-    save_npy(run_dir / SIMILARITY, similarity.astype(np.float32))
+    write_array(run_dir, NEIGHBORS, neighbors.astype(np.int64))
+    write_array(run_dir, NEIGHBOR_SIMILARITY, similarity.astype(np.float32))
 
 
 def similar_to(run, column: int) -> tuple[np.ndarray, np.ndarray]:
     """The stored neighbours of target `column`: (columns int64 (k,), cosine similarities float32 (k,))."""
-    neighbors = run.array(NEIGHBORS, (run.n_targets, None))
-    similarity = run.array(SIMILARITY, (run.n_targets, None))
+    neighbors = run.array(NEIGHBORS)
+    similarity = run.array(NEIGHBOR_SIMILARITY)
     return np.asarray(neighbors[column]), np.asarray(similarity[column])

@@ -18,11 +18,8 @@ import numpy as np
 
 from backend.store import run_dir
 from backend.training.retraining import CONTROL_STREAM, stream_seeds, train_sets, training_data
-from backend.store.run_dir import Run, RunError
-
-CONTROL_MARGINS = "control_margins.npy"
-CONTROL_FEATURES = "control_features.npy"
-CONTROL_META = "control.json"
+from backend.store.run_dir import Run
+from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, CONTROL_META, Artifact
 DEFAULT_N_CONTROL = 64
 
 
@@ -59,37 +56,32 @@ def ensure_control(
     margins, features = train_sets(run, data, subsets, seeds[len(have):], batch_models=batch_models,
                                    progress=progress, first_features=len(have) == 0)
     if features is not None:
-        run_dir.save_npy(run.dir / CONTROL_FEATURES, features)
+        run_dir.write_array(run.dir, CONTROL_FEATURES, features)
     all_margins = np.concatenate([np.asarray(have), margins])
-    run_dir.save_json(run.dir / CONTROL_META, {
+    run_dir.write_json(run.dir, CONTROL_META, {
         "n_control": n_control, "seed_stream": CONTROL_STREAM, "seeds": seeds,
         "arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
         "features_of_model": 0, "features_dim": int(load_control_features(run).shape[1]),
         "mean_test_accuracy": round(float((all_margins[:, run.n_train:] > 0).mean()), 4),
         "device": str(data.train_x.device),
     })
-    run_dir.save_npy(run.dir / CONTROL_MARGINS, all_margins)
+    run_dir.write_array(run.dir, CONTROL_MARGINS, all_margins)
     return load_control(run)
 
 
 def load_control(run: Run) -> np.ndarray:
     """Control margins, memory-mapped, shape (n_control, n_train + n_test); RunError if not built yet."""
-    return _load(run, CONTROL_MARGINS, 1)
+    return _load(run, CONTROL_MARGINS)
 
 
 def load_control_features(run: Run) -> np.ndarray:
     """Penultimate features of control model 0, memory-mapped, shape (n_train + n_test, D)."""
-    return _load(run, CONTROL_FEATURES, 0)
+    return _load(run, CONTROL_FEATURES)
 
 
-def _load(run: Run, filename: str, targets_axis: int) -> np.ndarray:
+def _load(run: Run, artifact: Artifact) -> np.ndarray:
     # Opened afresh each time (not cached on the Run): a top-up replaces the file under a running app.
-    if not run.has(filename):
-        raise RunError(f"{run.dir} has no {filename}: build it with `python -m precompute control --run {run.dir}`")
-    array = run_dir.load_npy(run.dir / filename)
-    if array.ndim != 2 or array.shape[targets_axis] != run.n_targets:
-        raise RunError(f"{run.dir / filename} has shape {array.shape}, not {run.n_targets} targets: delete it and rebuild the controls")
-    return array
+    return run_dir.read_array(run.dir, artifact, run.sizes)
 
 
 def control_mean(run: Run) -> np.ndarray:

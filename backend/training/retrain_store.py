@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from backend.store import run_dir
-from backend.store.run_dir import Run, RunError
-
-LOG_DIR = "counterfactuals"
+from backend.store.run_dir import Run
+from backend.store.schema import COUNTERFACTUAL, COUNTERFACTUAL_META
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,7 @@ class Counterfactual:
 
 
 def _paths(run: Run, key: str) -> tuple[Path, Path]:
-    folder = run.dir / LOG_DIR
-    return folder / f"{key}.npz", folder / f"{key}.json"
+    return COUNTERFACTUAL.path(run.dir, key=key), COUNTERFACTUAL_META.path(run.dir, key=key)
 
 
 def load(run: Run, key: str) -> Counterfactual | None:
@@ -74,14 +72,11 @@ def load(run: Run, key: str) -> Counterfactual | None:
     npz, meta_path = _paths(run, key)
     if not meta_path.exists():
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        with np.load(npz, allow_pickle=False) as z:
-            relabel = z["relabel"] if bool(z["is_relabel"]) else None
-            request = Request(z["remove"], relabel, tuple(int(s) for s in z["seeds"]))
-            margins = z["margins"]
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise RunError(f"counterfactual {npz} is corrupt ({exc}): delete {npz.name} and {meta_path.name} to redo it") from None
+    meta = run_dir.read_json(run.dir, COUNTERFACTUAL_META, key=key)
+    z = run_dir.read_npz(run.dir, COUNTERFACTUAL, run.sizes, key=key)
+    relabel = z["relabel"] if bool(z["is_relabel"]) else None
+    request = Request(z["remove"], relabel, tuple(int(s) for s in z["seeds"]))
+    margins = z["margins"]
     return Counterfactual(request, margins, meta, cached=True)
 
 
@@ -113,22 +108,12 @@ def add_targets(run: Run, found: Counterfactual, targets: list[int], force: bool
 
 def summaries(run: Run) -> list[dict]:
     """The .json record of every finished experiment, oldest first, without opening any margins."""
-    folder = run.dir / LOG_DIR
-    if not folder.exists():
-        return []
-    found = []
-    for path in folder.glob("*.json"):
-        try:
-            found.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunError(f"counterfactual record {path} is corrupt ({exc}): delete it and its .npz to redo it") from None
+    found = [run_dir.read_json(run.dir, COUNTERFACTUAL_META, **COUNTERFACTUAL_META.fields_of(path, run.dir))
+             for path in COUNTERFACTUAL_META.glob(run.dir)]
     return sorted(found, key=lambda m: (m.get("created", ""), m["key"]))
 
 
 def entries(run: Run) -> list[Counterfactual]:
     """Every finished experiment of the run, oldest first."""
-    folder = run.dir / LOG_DIR
-    if not folder.exists():
-        return []
-    found = [load(run, p.stem) for p in folder.glob("*.json")]
+    found = [load(run, p.stem) for p in COUNTERFACTUAL_META.glob(run.dir)]
     return sorted((c for c in found if c is not None), key=lambda c: (c.meta.get("created", ""), c.request.key))

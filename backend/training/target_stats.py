@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.store import run_dir
-
-MEAN_MARGIN = "target_mean_margin.npy"
-ACCURACY = "target_accuracy.npy"
+from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN
 CHUNK_BYTES = 64 << 20
 
 
@@ -41,18 +39,18 @@ def save_target_stats(run: run_dir.Run) -> None:
     """Write target_mean_margin.npy and target_accuracy.npy into the run (backend.training.train_stage.merge_run
     does, after each merge)."""
     mean_margin, accuracy = target_stats(run.margins)
-    run_dir.save_npy(Path(run.dir) / MEAN_MARGIN, mean_margin)
-    run_dir.save_npy(Path(run.dir) / ACCURACY, accuracy)
+    run_dir.write_array(Path(run.dir), TARGET_MEAN_MARGIN, mean_margin)
+    run_dir.write_array(Path(run.dir), TARGET_ACCURACY, accuracy)
 
 
 def stored_target_stats(run: run_dir.Run) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored summary, memory-mapped, or None when the run has none or it predates the margins."""
-    if not (run.has(MEAN_MARGIN) and run.has(ACCURACY)):
+    if not (run.has(TARGET_MEAN_MARGIN) and run.has(TARGET_ACCURACY)):
         return None
-    margins_time = (Path(run.dir) / run_dir.MARGINS).stat().st_mtime_ns if run.has(run_dir.MARGINS) else 0
-    if min((Path(run.dir) / name).stat().st_mtime_ns for name in (MEAN_MARGIN, ACCURACY)) < margins_time:
+    margins_time = MARGINS.path(run.dir).stat().st_mtime_ns if run.has(MARGINS) else 0
+    if min(a.path(run.dir).stat().st_mtime_ns for a in (TARGET_MEAN_MARGIN, TARGET_ACCURACY)) < margins_time:
         return None
-    return run.array(MEAN_MARGIN, (run.n_targets,)), run.array(ACCURACY, (run.n_targets,))
+    return run.array(TARGET_MEAN_MARGIN), run.array(TARGET_ACCURACY)
 
 
 def lowest_targets(scores: np.ndarray, start: int, stop: int, k: int) -> np.ndarray:

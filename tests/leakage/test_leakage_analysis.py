@@ -7,10 +7,11 @@ import pytest
 
 from backend.datasets import write_npz_dataset
 from backend.datasets.planted import shifted
-from backend.leakage.analysis import (LEAKAGE_DIR, analyze_leakage, load_candidates, planted_ground_truth,
+from backend.leakage.analysis import (analyze_leakage, load_candidates, planted_ground_truth,
                              review_candidates)
 from backend.leakage.candidates import NO_CANDIDATE, pixel_neighbours
 from backend.store.run_dir import Run, RunError
+from backend.store.schema import LEAKAGE_SUMMARY
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_recall_of_planted_exact_copies(run):
     by_hand = np.mean([s in c.weight_top[t] for t, s in zip(planted_test, planted_train)])
     assert recall["datamodel"] == pytest.approx(by_hand, abs=1e-4)
     assert set(c.summary["planted"]["queue_average_precision"]) == {"datamodel", "baseline", "pixels", "combined"}
-    on_disk = json.loads((run.dir / LEAKAGE_DIR / "leakage.json").read_text())
+    on_disk = json.loads(LEAKAGE_SUMMARY.path(run.dir).read_text())
     assert on_disk["planted"] == c.summary["planted"]
 
 
@@ -79,7 +80,7 @@ def test_review_candidates_show_top_and_bottom_then_unseen_neighbours(run):
 
 def test_missing_inputs_name_the_command_that_makes_them(run, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(run.dir, copy, ignore=shutil.ignore_patterns("weights.npy", LEAKAGE_DIR))
+    shutil.copytree(run.dir, copy, ignore=shutil.ignore_patterns("weights.npy", "leakage"))
     with pytest.raises(RunError, match="precompute fit"):
         analyze_leakage(copy)
     with pytest.raises(RunError, match="precompute analyze"):
@@ -89,9 +90,9 @@ def test_missing_inputs_name_the_command_that_makes_them(run, tmp_path):
 def test_candidates_from_before_the_pixel_list_ask_for_a_new_analysis(run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run.dir, copy)
-    summary = json.loads((copy / LEAKAGE_DIR / "leakage.json").read_text())
+    summary = json.loads(LEAKAGE_SUMMARY.path(copy).read_text())
     del summary["pixels"]
-    (copy / LEAKAGE_DIR / "leakage.json").write_text(json.dumps(summary))
+    LEAKAGE_SUMMARY.path(copy).write_text(json.dumps(summary))
     with pytest.raises(RunError, match="predate the pixel list.*precompute analyze"):
         load_candidates(Run(copy))
 

@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from backend.training.control import CONTROL_MARGINS, control_mean, control_seeds, ensure_control, load_control_features
+from backend.store.schema import CONTROL_MARGINS
+from backend.training.control import control_mean, control_seeds, ensure_control, load_control_features
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run
 from backend.training.subsets import model_seed
@@ -14,7 +15,7 @@ from backend.training.engine import train_models
 
 def test_control_files_follow_the_contract(counterfactual_run):
     run = Run(counterfactual_run)
-    margins = np.load(run.dir / CONTROL_MARGINS, allow_pickle=False)
+    margins = np.load(CONTROL_MARGINS.path(run.dir), allow_pickle=False)
     features = load_control_features(run)
     meta = json.loads((run.dir / "control.json").read_text())
     assert margins.dtype == np.float32 and margins.shape == (8, run.n_targets)
@@ -36,13 +37,13 @@ def test_control_model_is_the_engine_on_the_full_set(counterfactual_run):
     data = training_data(run, "cpu")
     alone, feats = train_models(data, np.arange(run.n_train)[None], control_seeds(0, 1), run.manifest["arch"],
                                 run.manifest["hparams"], with_features=True)
-    np.testing.assert_allclose(alone[0], np.load(run.dir / CONTROL_MARGINS)[0], atol=1e-4)
+    np.testing.assert_allclose(alone[0], np.load(CONTROL_MARGINS.path(run.dir))[0], atol=1e-4)
     np.testing.assert_allclose(feats[0], load_control_features(run), atol=1e-4)
 
 
 def test_existing_controls_are_reused_and_topped_up(cf_run):
     run = Run(cf_run)
-    before = np.array(np.load(run.dir / CONTROL_MARGINS))
+    before = np.array(np.load(CONTROL_MARGINS.path(run.dir)))
     started = []
     assert len(ensure_control(run, 4, device="cpu", on_start=started.append)) == 8
     assert started == [0]

@@ -1,0 +1,168 @@
+"""The run format: one declarative entry per artifact a run directory can hold.
+
+Every stage looks its files up here, so a file name is spelled once in the code, and every read
+checks the file against its entry (kind, dtype, shape in the run's sizes) and names the command that
+rebuilds it when it is missing or broken (backend.store.run_dir reads and writes; this module is data).
+README.md's run-format tables list the same files (tests/store/test_schema.py holds them together).
+
+Shapes are tuples of size symbols, resolved against the run: `n_train`, `n_test`, `n_targets`
+(= n_train + n_test); `M` (models), `k` (candidates per row), `C` (principal components), `D`
+(feature width), `n_control`, `n` (models of one retrain) are fixed by a stage's settings, so they are
+free unless the reader passes them; None is a dimension no setting fixes. Patterned names hold
+placeholders (`counterfactuals/<key>.npz`); `template` is their str.format form.
+"""
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+Shape = tuple  # of size symbols (str), fixed ints and None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One run file: where it lives, what it holds, which stage writes it and how to rebuild it.
+
+    name    : path inside the run as README.md spells it, e.g. `weights.npy`, `support/<mode>-<column>.json`
+    kind    : "npy", "json", "npz" or "run" (a run directory of its own)
+    dtype, shape : of an npy; members : of an npz, {key: (dtype, shape)}
+    stage   : the stage (CLI verb) that writes it
+    rebuild : the command that writes it again, with RUN for the run directory
+    remedy  : what to do with a broken copy before rebuilding ("delete it and" for files a stage keeps)
+    """
+
+    name: str
+    kind: str
+    stage: str
+    rebuild: str
+    dtype: str | None = None
+    shape: Shape | None = None
+    members: dict | None = None
+    template: str | None = None
+    remedy: str = "delete it and rebuild it with"
+
+    @property
+    def format(self) -> str:
+        return self.template or re.sub(r"<(\w+)>", r"{\1}", self.name)
+
+    def relpath(self, **fields) -> str:
+        """The file's path inside the run; a patterned name needs every placeholder's value."""
+        return self.format.format(**fields)
+
+    def path(self, run_dir: str | Path, **fields) -> Path:
+        return Path(run_dir) / self.relpath(**fields)
+
+    def folder(self, run_dir: str | Path) -> Path:
+        """The directory the file lives in (the run itself for top-level files)."""
+        return (Path(run_dir) / self.format).parent
+
+    def glob(self, run_dir: str | Path, **fields) -> list[Path]:
+        """Every file of this entry in the run, sorted; placeholders given in `fields` are held fixed."""
+        parts = []
+        for literal, field, spec, _ in string.Formatter().parse(self.format):
+            parts.append(literal)
+            if field is not None:
+                parts.append(format(fields[field], spec) if field in fields else "*")
+        return sorted(p for p in Path(run_dir).glob("".join(parts)) if self.fields_of(p, run_dir) is not None)
+
+    def fields_of(self, path: str | Path, run_dir: str | Path) -> dict[str, str] | None:
+        """The placeholder values of a path of this entry, or None when the path is not one."""
+        regex = []
+        for literal, field, spec, _ in string.Formatter().parse(self.format):
+            regex.append(re.escape(literal))
+            if field is not None:
+                regex.append(f"(?P<{field}>{'[0-9]+' if spec.endswith('d') else '[^/]+'})")
+        match = re.fullmatch("".join(regex), Path(path).relative_to(run_dir).as_posix())
+        return match.groupdict() if match else None
+
+    def command(self, run_dir: str | Path) -> str:
+        return self.rebuild.replace("RUN", str(run_dir))
+
+
+_TRAIN = "python -m precompute train --out RUN"
+_MERGE = "python -m precompute merge --run RUN"
+_FIT = "python -m precompute fit --run RUN"
+_EVAL = "python -m precompute eval --run RUN --heldout RUN/heldout"
+_CONTROL = "python -m precompute control --run RUN"
+_ANALYZE = "python -m precompute analyze --run RUN"
+_FRESH = "delete the run and create it again with"
+
+
+def _npy(name: str, dtype: str, shape: Shape, stage: str, rebuild: str, **kw) -> Artifact:
+    return Artifact(name, "npy", stage, rebuild, dtype=dtype, shape=shape, **kw)
+
+
+def _json(name: str, stage: str, rebuild: str, **kw) -> Artifact:
+    return Artifact(name, "json", stage, rebuild, **kw)
+
+
+# The run directory (README "Run directory format").
+MANIFEST = _json("manifest.json", "train", _TRAIN, remedy=_FRESH)
+MASKS = _npy("masks.npy", "bool", ("M", "n_train"), "merge", _MERGE)
+MARGINS = _npy("margins.npy", "float32", ("M", "n_targets"), "merge", _MERGE)
+LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
+IMAGES = _npy("images.npy", "uint8", ("n_targets", None, None, None), "train", _TRAIN, remedy=_FRESH)
+SHARD = Artifact("shards/AAAAAAAAA-BBBBBBBBB.npz", "npz", "train", _TRAIN + " (the run's own flags)",
+                 members={"masks": ("bool", ("n", "n_train")), "margins": ("float32", ("n", "n_targets"))},
+                 template="shards/{start:09d}-{end:09d}.npz", remedy="delete it and retrain its models with")
+TARGET_MEAN_MARGIN = _npy("target_mean_margin.npy", "float32", ("n_targets",), "merge", _MERGE)
+TARGET_ACCURACY = _npy("target_accuracy.npy", "float32", ("n_targets",), "merge", _MERGE)
+WEIGHTS = _npy("weights.npy", "float32", ("n_targets", "n_train"), "fit", _FIT)
+BIAS = _npy("bias.npy", "float32", ("n_targets",), "fit", _FIT)
+LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)
+FIT = _json("fit.json", "fit", _FIT)
+METRICS = _json("metrics.json", "eval", _EVAL)
+LDS = _npy("lds.npy", "float32", ("n_targets",), "eval", _EVAL)
+HELDOUT = Artifact("heldout/", "run", "all", "python -m precompute train --seed SEED+1 --out RUN/heldout (the run's flags)")
+CONTROL_MARGINS = _npy("control_margins.npy", "float32", ("n_control", "n_targets"), "control", _CONTROL)
+CONTROL_FEATURES = _npy("control_features.npy", "float32", ("n_targets", "D"), "control", _CONTROL)
+CONTROL_META = _json("control.json", "control", _CONTROL)
+ANALYSIS = _json("analysis.json", "analyze", _ANALYZE)
+_RETRAIN = "python -m precompute counterfactual --run RUN (the same request)"
+COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", _RETRAIN, members={
+    "remove": ("int64", ("k",)), "relabel": ("int64", (None,)), "is_relabel": ("bool", ()),
+    "seeds": ("int64", ("n",)), "margins": ("float32", ("n", "n_targets"))},
+    remedy="delete it and its .json, then rebuild it with")
+COUNTERFACTUAL_META = _json("counterfactuals/<key>.json", "counterfactual", _RETRAIN,
+                            remedy="delete it and its .npz, then rebuild it with")
+_SUPPORT = "python -m precompute support --run RUN --targets TARGETS"
+SUPPORT = _json("support/<mode>-<column>.json", "support", _SUPPORT)
+SUPPORT_SUMMARY = _json("support/summary-<mode>.json", "support", _SUPPORT)
+COUNTERFACTUAL_EVAL = _json("counterfactual_eval.json", "cf-eval", "python -m precompute cf-eval --run RUN")
+
+# Structure of datamodel space (README "Structure of datamodel space").
+PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)
+PCA_MEAN = _npy("structure/pca_mean.npy", "float32", ("n_train",), "analyze", _ANALYZE)
+PCA_EXPLAINED_VARIANCE = _npy("structure/pca_explained_variance.npy", "float32", ("C",), "analyze", _ANALYZE)
+PCA_EXPLAINED_RATIO = _npy("structure/pca_explained_variance_ratio.npy", "float32", ("C",), "analyze", _ANALYZE)
+PCA_PROJECTIONS = _npy("structure/pca_projections.npy", "float32", ("n_targets", "C"), "analyze", _ANALYZE)
+REPRESENTATION_RATIO = _npy("structure/representation_explained_variance_ratio.npy", "float32", (None,),
+                            "analyze", _ANALYZE)
+CLUSTERS_BY_CLASS = _npy("structure/clusters_by_class.npy", "int32", ("n_test",), "analyze", _ANALYZE)
+LAYOUT_BY_CLASS = _npy("structure/layout_by_class.npy", "float32", ("n_test", 2), "analyze", _ANALYZE)
+SILHOUETTE_BY_CLASS = _npy("structure/silhouette_by_class.npy", "float32", ("n_test",), "analyze", _ANALYZE)
+CLUSTERS_ALL = _npy("structure/clusters_all.npy", "int32", ("n_test",), "analyze", _ANALYZE)
+LAYOUT_ALL = _npy("structure/layout_all.npy", "float32", ("n_test", 2), "analyze", _ANALYZE)
+SILHOUETTE_ALL = _npy("structure/silhouette_all.npy", "float32", ("n_test",), "analyze", _ANALYZE)
+CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE)
+NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE)
+NEIGHBOR_SIMILARITY = _npy("structure/neighbor_similarity.npy", "float32", ("n_targets", None), "analyze", _ANALYZE)
+STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE)
+FAITHFULNESS = Artifact("structure/faithfulness/<hash>.npz", "npz", "faithfulness",
+                        "python -m precompute faithfulness --run RUN --pc P --k K", members={
+                            "removed": ("int64", ("k",)), "margins": ("float32", ("n", "n_targets")),
+                            "seeds": ("int64", ("n",)), "meta": (None, ())})
+
+# Leak candidates (README "Candidates (RUN/leakage/)"): rows are test positions, entries training positions.
+LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "analyze", _ANALYZE) for name, dtype in (
+    ("weight_top", "int64"), ("weight_top_value", "float32"), ("weight_bottom", "int64"),
+    ("weight_bottom_value", "float32"), ("feature_nn", "int64"), ("feature_similarity", "float32"),
+    ("pixel_nn", "int64"), ("pixel_similarity", "float32"), ("combined", "int64"), ("combined_score", "float32"))}
+LEAKAGE_QUEUE = _npy("leakage/queue.npy", "int64", ("n_test",), "analyze", _ANALYZE)
+LEAKAGE_QUEUE_SCORE = _npy("leakage/queue_score.npy", "float32", ("n_test",), "analyze", _ANALYZE)
+LEAKAGE_SUMMARY = _json("leakage/leakage.json", "analyze", _ANALYZE)
+
+ARTIFACTS: tuple[Artifact, ...] = tuple(value for value in (*globals().values(), *LEAKAGE_LISTS.values())
+                                        if isinstance(value, Artifact))
