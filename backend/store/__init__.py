@@ -1,5 +1,6 @@
 """The run directory, the one store every stage reads and writes: `schema` names every artifact.
 
+    schema    the table of every run artifact: file, dtype, shape, writing stage, rebuild command
     run_dir   Run (open, check, read), atomic writes, the manifest, model shards
     rows      rows of memory-mapped arrays read with positioned reads
     catalog   the data directory and the runs it holds

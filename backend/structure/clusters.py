@@ -155,7 +155,7 @@ def save_clusterings(run_dir: Path, test_labels: np.ndarray, per_class: dict[int
 def load_quality(run) -> dict:
     """clusters.json: per-class and whole-set quality (see save_clusterings)."""
     if not run.has(CLUSTERS):
-        raise RunError(f"{run.dir} has no clusters yet: run `{CLUSTERS.command(run.dir)}`")
+        raise RunError(f"{run.dir} has no clusters yet ({CLUSTERS.name} is missing): run `{CLUSTERS.command(run.dir)}`")
     return read_json(run.dir, CLUSTERS)
 
 
