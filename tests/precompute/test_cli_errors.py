@@ -79,7 +79,9 @@ def test_help_explains_every_verb():
         assert flag in train_help
 
 
-@pytest.mark.parametrize("manifest", ['{"dataset": {"n_train": 10}}', '{"dataset": "digits"}', "[]"])
-def test_a_manifest_without_its_dataset_entry_is_a_clean_error(tmp_path, manifest):
+@pytest.mark.parametrize("manifest,pattern", [('{"dataset": {"n_train": 10}}', "lacks a valid dataset entry"),
+                                              ('{"dataset": "digits"}', "lacks a valid dataset entry"),
+                                              ("[]", "manifest.json is corrupt (a JSON list, not an object)")])
+def test_a_manifest_without_its_dataset_entry_is_a_clean_error(tmp_path, manifest, pattern):
     (tmp_path / "manifest.json").write_text(manifest)
-    assert_clean_error(run_cli("fit", "--run", tmp_path, check=False), "lacks a valid dataset entry")
+    assert_clean_error(run_cli("fit", "--run", tmp_path, check=False), pattern)
