@@ -20,13 +20,14 @@ from backend.counterfactuals.predict import actual_margin, load_weights, make_re
 from backend.counterfactuals.removal import HEURISTICS, RemovalError, default_max_remove, removal_set, validate_removal
 from backend.store.run_dir import Run
 from backend.store.targets import target_name
+from backend.training.seeds import TEST_TARGETS_STREAM
 
 RESULT = "counterfactual_eval.json"
 
 
 def sample_test_targets(run: Run, count: int, seed: int = 0) -> list[int]:
     """`count` distinct test-target columns drawn at random (seeded), sorted."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TEST_TARGETS_STREAM]))
     picks = rng.choice(run.n_test, size=min(count, run.n_test), replace=False)
     return sorted(int(run.n_train + j) for j in picks)
 

@@ -18,7 +18,8 @@ from backend.training import retrain_store
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
 from backend.training.retrain_store import Counterfactual, Request
-from backend.training.retraining import COUNTERFACTUAL_STREAM, stream_seeds, train_sets, training_data
+from backend.training.retraining import train_sets, training_data
+from backend.training.seeds import COUNTERFACTUAL_STREAM, stream_seeds
 from backend.store.run_dir import Run, RunError
 from backend.training.engine import TrainingData, default_batch_models
 

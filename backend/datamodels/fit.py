@@ -21,6 +21,7 @@ import torch
 
 from backend.store.run_dir import atomic_path
 from backend.datamodels.lasso import CHUNK_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
+from backend.training.seeds import VALIDATION_STREAM
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
 MIN_VALIDATION_MODELS = 2
@@ -54,7 +55,7 @@ class DatamodelFit:
 def validation_split(n_models: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) sorted model indices: a seeded random round(val_frac·M) models held out."""
     n_val = int(round(val_frac * n_models))
-    order = np.random.default_rng(np.random.SeedSequence([seed, 7])).permutation(n_models)
+    order = np.random.default_rng(np.random.SeedSequence([seed, VALIDATION_STREAM])).permutation(n_models)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 

@@ -21,13 +21,11 @@ import numpy as np
 from backend.store import run_dir
 from backend.training.control import CONTROL_FEATURES, CONTROL_MARGINS, DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
 from backend.structure.embeddings import extremes, pca_components, pca_projections
-from backend.training.retraining import stream_seeds, train_sets, training_data
+from backend.training.retraining import train_sets, training_data
+from backend.training.seeds import FAITHFULNESS_STREAM, stream_seeds
 from backend.store.run_dir import Run, RunError
 from backend.training.engine import default_batch_models
 
-# Seed stream of the retrained models (see retraining.py); model i of every removal set shares seed i,
-# so the positive- and negative-side retrains differ only in their data.
-FAITHFULNESS_STREAM = 0xFA
 RESULTS = "structure/faithfulness"
 SIDES = ("positive", "negative")
 DEFAULT_MODELS = 8

@@ -8,7 +8,7 @@ S (Ilyas et al. 2022, §4.1.2, Figure 8). They are trained once per run and stor
                                                                the representation baseline of [structure]/[leakage]
   control.json          how they were made: count, seed stream, seeds, hparams
 
-Their seeds come from a stream of their own (retraining.CONTROL_STREAM), never a run model's.
+Their seeds come from a stream of their own (seeds.CONTROL_STREAM), never a run model's.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from backend.store import run_dir
-from backend.training.retraining import CONTROL_STREAM, stream_seeds, train_sets, training_data
+from backend.training.retraining import train_sets, training_data
+from backend.training.seeds import CONTROL_STREAM, stream_seeds
 from backend.store.run_dir import Run, RunError
 
 CONTROL_MARGINS = "control_margins.npy"

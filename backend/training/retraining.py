@@ -14,19 +14,7 @@ import torch
 
 from backend.datasets import Dataset
 from backend.store.run_dir import Run
-from backend.training.subsets import stream_seed
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
-
-# Seed streams: SeedSequence([run_seed, index, stream]). Streams 0 and 1 are the run's own subsets and
-# model seeds (subsets.py); extra models draw from streams of their own, so none repeats a run model.
-CONTROL_STREAM = 0xC0
-COUNTERFACTUAL_STREAM = 0xCF
-
-
-def stream_seeds(run_seed: int, stream: int, start: int, n: int) -> list[int]:
-    """63-bit seeds of models [start, start + n) of a seed stream (subsets.stream_seed)."""
-    return [stream_seed(run_seed, index, stream) for index in range(start, start + n)]
-
 
 def run_dataset(run: Run) -> Dataset:
     """The run's dataset, rebuilt from its own images.npy and labels.npy."""

@@ -10,7 +10,8 @@ import pytest
 from backend.structure import faithfulness as fa
 from backend.training.control import control_mean
 from backend.structure.embeddings import pca_components, pca_projections
-from backend.training.retraining import stream_seeds, train_sets, training_data
+from backend.training.retraining import train_sets, training_data
+from backend.training.seeds import FAITHFULNESS_STREAM, stream_seeds
 from backend.store.run_dir import Run, RunError
 from tests.conftest import run_cli
 
@@ -63,7 +64,7 @@ def test_stored_models_are_the_models_trained_without_the_removed_examples(run):
     removed = np.array(result["sides"]["positive"]["removed"])
     np.testing.assert_array_equal(removed, fa.removal_set(np.asarray(pca_components(run)[1]), 15, "positive"))
     keep = np.setdiff1d(np.arange(run.n_train), removed)
-    seeds = stream_seeds(int(run.manifest["seed"]), fa.FAITHFULNESS_STREAM, 0, 2)
+    seeds = stream_seeds(int(run.manifest["seed"]), FAITHFULNESS_STREAM, 0, 2)
     independent, _ = train_sets(run, training_data(run, "cpu"), np.tile(keep, (2, 1)), seeds)
     stored = fa.stored_margins(run, removed)
     np.testing.assert_allclose(stored, independent, atol=1e-4)
