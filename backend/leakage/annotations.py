@@ -249,14 +249,6 @@ class AnnotationStore:
         with self._guard("read the reviews from"), self.engine.begin() as conn:
             return {int(t) for t in conn.execute(sa.union(voted, skipped)).scalars()}
 
-    def own_votes(self, run: str, annotator: str, test: int) -> dict[int, bool]:
-        """{train position: is_leak} of one annotator on one test image (what they may see while reviewing)."""
-        annotator_id = self._find(validate_name(annotator))
-        query = sa.select(votes.c.train, votes.c.is_leak).where(
-            votes.c.run == run, votes.c.test == int(test), votes.c.annotator_id == annotator_id)
-        with self._guard("read the votes from"), self.engine.begin() as conn:
-            return {int(train): bool(leak) for train, leak in conn.execute(query)}
-
     def votes(self, run: str) -> list[Vote]:
         """Every vote of every annotator on `run`, ordered by test, train, annotator."""
         query = (sa.select(annotators.c.name, votes.c.test, votes.c.train, votes.c.is_leak, votes.c.voted_at)

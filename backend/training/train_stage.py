@@ -6,7 +6,6 @@ the indices no shard holds, so a run killed at any moment loses at most the chun
 """
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import time
@@ -148,7 +147,3 @@ def train_run(
         summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"
                            " or an interrupted run); rerun train to finish, then merge")
     return summary
-
-
-def format_summary(summary: dict) -> str:
-    return json.dumps(summary, indent=2)
