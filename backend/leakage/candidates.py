@@ -32,6 +32,7 @@ from typing import Sequence
 import faiss
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score
 
 from backend.datasets.planted import shifted
 
@@ -210,10 +211,11 @@ def recall_at_k(lists: np.ndarray, planted_test: np.ndarray, planted_train: np.n
 def average_precision(order: np.ndarray, positives: np.ndarray) -> float:
     """Average precision of a ranking: mean over positives of the precision at the positive's position.
 
-    order : int ndarray of shape (n,), item positions best first; positives : int array of the true items
+    order : int ndarray of shape (n,), every item's position once, best first; positives : int array of the true items
+    Returns nan when no positive is ranked. The rank is the score (no ties), so scikit-learn's step-wise
+    average_precision_score is exactly the mean precision at each positive.
     """
     hit = np.isin(order, positives)
     if not hit.any():
         return float("nan")
-    precision = np.cumsum(hit) / np.arange(1, len(order) + 1)
-    return float(precision[hit].sum() / len(np.unique(positives)))
+    return float(average_precision_score(hit, -np.arange(len(order))))

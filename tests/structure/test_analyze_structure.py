@@ -17,7 +17,7 @@ from backend.structure import embeddings
 from backend.structure import similar_targets
 from backend.store.run_dir import Run, RunError
 from backend.structure.analyze import analyze_structure
-from tests.oracles import sklearn_knn_rbf, unit
+from tests.oracles import brute_force_knn_rbf, unit
 
 
 
@@ -61,7 +61,7 @@ def test_whole_set_and_pixel_nmi_match_an_independent_sklearn_clustering(structu
     whole = clusters.whole_clustering(run)
     assert np.isclose(quality["whole"]["nmi"], normalized_mutual_info_score(labels, whole.labels))
     pixels = unit(np.asarray(run.images[run.n_train:], dtype=np.float64).reshape(run.n_test, -1))
-    affinity, gamma = sklearn_knn_rbf(pixels, 10)
+    affinity, gamma = brute_force_knn_rbf(pixels, 10)
     theirs = SpectralClustering(len(run.class_names), affinity="precomputed", random_state=0).fit_predict(affinity)
     assert np.isclose(quality["pixels"]["gamma"], gamma, rtol=1e-4)
     assert np.isclose(quality["pixels"]["nmi"], normalized_mutual_info_score(labels, theirs), atol=0.02)
