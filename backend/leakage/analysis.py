@@ -24,8 +24,8 @@ import numpy as np
 from backend.store import run_dir
 from backend.training.control import CONTROL_FEATURES, CONTROL_MARGINS, ensure_control, load_control_features
 from backend.leakage.candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHIFT, average_precision,
-                                 feature_neighbours, fuse_lists, fuse_scores, pixel_neighbours, ratio_test,
-                                 recall_at_k, unit_rows, weight_extremes)
+                                 feature_neighbours, float32_unit_rows, fuse_lists, fuse_scores, pixel_neighbours,
+                                 ratio_test, recall_at_k, weight_extremes)
 from backend.store.run_dir import Run, RunError
 from backend.training.engine import resolve_device
 
@@ -219,7 +219,7 @@ def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int
     column = run.n_train + test
     weights = np.asarray(run.array(WEIGHTS, (run.n_targets, run.n_train))[column, trains], dtype=np.float64)
     features = load_control_features(run)
-    vectors = unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
+    vectors = float32_unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
     similarity = vectors[1:] @ vectors[0]
     found, correlation = pixel_neighbours(run.images[column:column + 1], np.asarray(run.images[trains]), len(trains))
     pixel = np.empty(len(trains), dtype=np.float64)

@@ -78,7 +78,7 @@ def _smallest(costs: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
+def float32_unit_rows(x: np.ndarray) -> np.ndarray:
     """float32 copy of x (n, d) with rows scaled to unit L2 norm; all-zero rows stay zero."""
     x = np.array(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -93,10 +93,10 @@ def feature_neighbours(test_features: np.ndarray, train_features: np.ndarray, k:
     Returns (neighbours int64 (n_test, k'), similarity float32 (n_test, k')), k' = min(k, n_train),
     most similar first: an inner-product search (IndexFlatIP) over L2-normalised rows.
     """
-    train = unit_rows(train_features)
+    train = float32_unit_rows(train_features)
     index = faiss.IndexFlatIP(train.shape[1])
     index.add(train)
-    similarity, neighbours = index.search(unit_rows(test_features), min(k, len(train)))
+    similarity, neighbours = index.search(float32_unit_rows(test_features), min(k, len(train)))
     return neighbours.astype(np.int64), similarity.astype(np.float32)
 
 
@@ -104,7 +104,7 @@ def centred_unit_rows(images: np.ndarray) -> np.ndarray:
     """Images (n, H, W, C) as float32 rows minus their own mean, scaled to unit norm: inner products of
     these are pixel correlations, blind to a change of brightness or contrast. Flat images stay zero."""
     x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
-    return unit_rows(x - x.mean(axis=1, keepdims=True))
+    return float32_unit_rows(x - x.mean(axis=1, keepdims=True))
 
 
 def pixel_neighbours(test_images: np.ndarray, train_images: np.ndarray, k: int, max_shift: int = PIXEL_SHIFT,
