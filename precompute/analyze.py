@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .args import ProgressBar, positive_int
+from .args import ProgressBar, add_device_arg, positive_int
 
 
 def cmd_analyze(args: argparse.Namespace) -> dict:
@@ -42,7 +42,7 @@ def register(sub) -> None:
                                    "structure/ artifacts (PCA, spectral clusters, similar targets) and the leakage "
                                    "candidate lists; summary in analysis.json.")
     p.add_argument("--run", type=Path, required=True, help="run directory with fitted datamodels")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    add_device_arg(p)
     p.add_argument("--n-control", type=positive_int, default=64, help="models trained on the full training set (default 64)")
     p.add_argument("--components", type=positive_int, default=50, help="principal components of the datamodel embeddings (default 50)")
     p.add_argument("--clusters-per-class", type=positive_int, default=5, help="spectral clusters per class (default 5)")

@@ -34,6 +34,11 @@ def open_unit_float(text: str) -> float:
     return value
 
 
+def add_device_arg(p: argparse.ArgumentParser, help: str = "auto uses CUDA when present") -> None:
+    """--device, the same choices on every verb; `help` says what the device runs where a verb needs it."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=help)
+
+
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     from backend.datasets import dataset_spec_help
     p.add_argument("--dataset", default="digits", help=f"which dataset: {dataset_spec_help()} (default: digits)")
@@ -47,7 +52,7 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     p.add_argument("--models", type=non_negative_int, default=models_default, required=models_default is None,
                    help="total models the run should hold; an existing run is topped up to this many")
     p.add_argument("--seed", type=non_negative_int, default=0, help="run seed: model i's subset and randomness come from (seed, i) only (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present (default auto)")
+    add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--batch-models", type=positive_int, default=None,
                    help="models trained at once as one batched computation (default 500 for the MLP, 16 for ResNet-9 on GPU, 2 on CPU)")
     p.add_argument("--arch", choices=["mlp", "resnet9"], default=None, help="architecture (default: mlp for 8x8 digits, resnet9 for CIFAR-sized images)")

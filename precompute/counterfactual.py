@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import ProgressBar, non_negative_int, positive_int
+from .args import ProgressBar, add_device_arg, non_negative_int, positive_int
 
 REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | ids:I,J,... (training indices)"
 
@@ -175,7 +175,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="run directory with datamodels (weights.npy)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present (default auto)")
+    add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--control-models", type=positive_int, default=64,
                    help="models trained on the full training set as the baseline, built once per run (default 64)")
 

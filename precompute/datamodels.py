@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import ProgressBar, add_train_args, hparam_overrides, open_unit_float, positive_int
+from .args import ProgressBar, add_device_arg, add_train_args, hparam_overrides, open_unit_float, positive_int
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float, seed: int = 0) -> dict:
@@ -105,7 +105,7 @@ def register(sub) -> None:
                        description="Fit one LASSO per target from masks to margins (eq. 9 exclusion for training targets); "
                                    "writes weights.npy, bias.npy, lam.npy and fit.json into the run.")
     p.add_argument("--run", type=Path, required=True, help="run directory")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    add_device_arg(p)
     add_fit_args(p)
     p.set_defaults(func=cmd_fit)
 
@@ -114,7 +114,7 @@ def register(sub) -> None:
                                    "measured on the models of another run of the same dataset; writes metrics.json and lds.npy.")
     p.add_argument("--run", type=Path, required=True, help="run directory with fitted datamodels")
     p.add_argument("--heldout", type=Path, required=True, help="run of the same dataset trained with another --seed")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for the sample-complexity refits")
+    add_device_arg(p, help="device for the sample-complexity refits")
     p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits (1/8, 1/4, 1/2, all models)")
     p.set_defaults(func=cmd_eval)
 

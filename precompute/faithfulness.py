@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import ProgressBar, non_negative_int, positive_int
+from .args import ProgressBar, add_device_arg, non_negative_int, positive_int
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> dict:
@@ -41,5 +41,5 @@ def register(sub) -> None:
                    help="test targets in each extreme group (default 100, at most a third of the test set)")
     p.add_argument("--controls", type=positive_int, default=None,
                    help="control models (whole training set) to compare against; missing ones are trained (default 64)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    add_device_arg(p)
     p.set_defaults(func=cmd_faithfulness)
