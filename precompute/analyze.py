@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .args import ProgressBar, add_device_arg, positive_int
+from .args import TqdmProgress, add_device_arg, positive_int
 
 
 def cmd_analyze(args: argparse.Namespace) -> dict:
@@ -18,19 +18,12 @@ def cmd_analyze(args: argparse.Namespace) -> dict:
     run = Run(args.run)
     summary: dict = {"run": str(run.dir)}
     started = time.time()
-    bar = ProgressBar("control models", "model")
-    try:
-        ensure_control(run, n_control=args.n_control, device=args.device, progress=bar, on_start=bar.start)
-    finally:
-        bar.close()
-    for name, step in (("structure", lambda p: analyze_structure(run, args.components, args.clusters_per_class, p, args.device)),
-                       ("leakage", lambda p: analyze_leakage(run, p, device=args.device))):
-        bar = ProgressBar(name, "%")
-        bar.start(100)
-        try:
-            summary[name] = step(lambda f: bar(100 * f))
-        finally:
-            bar.close()
+    with TqdmProgress("control models") as bar:
+        ensure_control(run, n_control=args.n_control, device=args.device, progress=bar)
+    with TqdmProgress("structure") as bar:
+        summary["structure"] = analyze_structure(run, args.components, args.clusters_per_class, bar, args.device)
+    with TqdmProgress("leakage") as bar:
+        summary["leakage"] = analyze_leakage(run, bar, device=args.device)
     summary["seconds"] = round(time.time() - started, 1)
     save_json(run.dir / "analysis.json", summary)
     return summary

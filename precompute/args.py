@@ -68,20 +68,32 @@ def hparam_overrides(args: argparse.Namespace) -> dict:
     return {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
 
 
-class ProgressBar:
-    """A tqdm bar fed with absolute progress values (e.g. fractional models done)."""
+class TqdmProgress:
+    """The CLI's adapter of backend.progress: a tqdm bar named by the job's unit, opened once the total is known.
 
-    def __init__(self, desc: str, unit: str):
-        self.bar = tqdm(total=0, desc=desc, unit=unit, dynamic_ncols=True, smoothing=0.1, mininterval=0.5,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit}s [{elapsed}<{remaining}, {rate_fmt}]")
+    A job with nothing to do (total 0) draws no bar. Use it as a context manager so the bar closes on errors.
+    """
 
-    def start(self, total: float) -> None:
-        self.bar.reset(total=total)
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
 
-    def __call__(self, value: float) -> None:
-        self.bar.update(value - self.bar.n)
+    def __call__(self, done: float, total: float, unit: str) -> None:
+        if total <= 0:
+            return
+        if self.bar is None or self.bar.total != total or self.bar.unit != unit:
+            self.close()
+            self.bar = tqdm(total=total, desc=self.desc, unit=unit, dynamic_ncols=True, smoothing=0.1, mininterval=0.5,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit}s "
+                                       "[{elapsed}<{remaining}, {rate_fmt}]")
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
+    def __enter__(self) -> "TqdmProgress":
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import ProgressBar, add_device_arg, non_negative_int, positive_int
+from .args import TqdmProgress, add_device_arg, non_negative_int, positive_int
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> dict:
@@ -13,12 +13,9 @@ def cmd_faithfulness(args: argparse.Namespace) -> dict:
 
     options = {name: value for name, value in (("n_models", args.models), ("n_group", args.group),
                                                ("n_control", args.controls)) if value is not None}
-    bar = ProgressBar("retraining", "model")
-    try:
+    with TqdmProgress("retraining") as bar:
         result = faithfulness_check(Run(args.run), args.pc, args.k, sides=SIDES if args.side == "both" else (args.side,),
-                                    device=args.device, progress=bar, on_start=bar.start, **options)
-    finally:
-        bar.close()
+                                    device=args.device, progress=bar, **options)
     for side in result["sides"].values():
         side.pop("removed")
     return result
