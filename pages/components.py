@@ -30,6 +30,22 @@ SHELL_RAN = "shell_ran"
 CREATE_RUN = ["make run", "python -m precompute all --dataset digits --out data/runs/digits"]
 
 
+class StreamlitProgress:
+    """The app's adapter of backend.progress: one st.progress bar whose text counts the job's units."""
+
+    def __init__(self, text: str):
+        self.text, self.bar = text, st.progress(0.0, text=text)
+
+    def __call__(self, done: float, total: float, unit: str) -> None:
+        self.bar.progress(min(1.0, done / total) if total else 1.0, text=f"{self.text} {done:.0f} / {total:.0f} {unit}s")
+
+    def finish(self, text: str) -> None:
+        self.bar.progress(1.0, text=text)
+
+    def empty(self) -> None:
+        self.bar.empty()
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def open_run(path: str, stamp: int) -> Run:
     """One Run (and so one set of memmaps) per run directory and version of its contents.

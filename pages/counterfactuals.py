@@ -49,8 +49,7 @@ if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
     st.button(f"Train {DEFAULT_N_CONTROL} control models", key="cf_build_control", on_click=request,
               args=("cf_control_request",))
     if st.session_state.pop("cf_control_request", False):
-        bar = st.progress(0.0, text="Training control models…")
-        ensure_control(run, DEFAULT_N_CONTROL, progress=lambda done: bar.progress(min(1.0, done / DEFAULT_N_CONTROL)))
+        ensure_control(run, DEFAULT_N_CONTROL, progress=components.StreamlitProgress("Training control models:"))
         st.rerun()
     st.stop()
 
@@ -171,10 +170,9 @@ if removed is not None:
     n_models = st.slider("Models to retrain", 1, 32, 8, key="cf_models")
     st.button("Verify by retraining", key="cf_verify", type="primary", on_click=request, args=("cf_verify_request",))
     if st.session_state.pop("cf_verify_request", False):
-        bar = st.progress(0.0, text=f"Training {n_models} models without {len(removed)} images…")
-        cf = retrain(run, removed, n_models=n_models, progress=lambda done: bar.progress(min(1.0, done / n_models)),
-                     target=column)
-        bar.progress(1.0, text="from the counterfactual log" if cf.cached else "trained")
+        bar = components.StreamlitProgress(f"Training without {len(removed)} images:")
+        cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
+        bar.finish(f"{cf.reused} models from the retrain store, {cf.trained_now} trained")
         st.session_state[f"cf_verified:{run.name}"] = (column, tuple(removed.tolist()), cf.request.key)
     verified = st.session_state.get(f"cf_verified:{run.name}")
     if verified is not None and verified[:2] == (column, tuple(removed.tolist())):
@@ -227,8 +225,7 @@ else:
               help=f"Retrain {n_steps} models without the top-k for up to 7 values of k in (0, {default_k_max(run.n_train)}]; "
                    "accept k only when their mean margin is below zero")
     if st.session_state.pop("cf_certify_request", False):
-        bar = st.progress(0.0, text="Bisection over k…")
-        (result,) = certified_supports(run, [column], n_steps, progress=lambda done: bar.progress(min(1.0, done)))
+        (result,) = certified_supports(run, [column], n_steps, progress=components.StreamlitProgress("Bisection over k:"))
         st.session_state[f"cf_certified:{run.name}:{column}"] = result
     result = st.session_state.get(f"cf_certified:{run.name}:{column}")
     if result is not None:

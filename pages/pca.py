@@ -77,10 +77,8 @@ if todo == 0:
     result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models))
 elif st.button(f"Retrain {todo} models", key="faith_run", type="primary",
                help="Trains the missing control models and retrained models, then stores them in the run"):
-    bar = st.progress(0.0, text=f"training {todo} models…")
-    result = faithfulness.faithfulness_check(
-        run, pc, int(k_removed), n_models=int(n_models),
-        progress=lambda done: bar.progress(min(1.0, done / todo), text=f"{done:.1f} / {todo} models"))
+    bar = components.StreamlitProgress("training")
+    result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models), progress=bar)
     bar.empty()
 else:
     st.info(f"{todo} models must be trained for this request (stored results are shown without retraining).")

@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .args import ProgressBar, positive_int
+from .args import TqdmProgress, add_device_arg, positive_int
 
 
 def cmd_analyze(args: argparse.Namespace) -> dict:
@@ -19,19 +19,12 @@ def cmd_analyze(args: argparse.Namespace) -> dict:
     run = Run(args.run)
     summary: dict = {"run": str(run.dir)}
     started = time.time()
-    bar = ProgressBar("control models", "model")
-    try:
-        ensure_control(run, n_control=args.n_control, device=args.device, progress=bar, on_start=bar.start)
-    finally:
-        bar.close()
-    for name, step in (("structure", lambda p: analyze_structure(run, args.components, args.clusters_per_class, p, args.device)),
-                       ("leakage", lambda p: analyze_leakage(run, p, device=args.device))):
-        bar = ProgressBar(name, "%")
-        bar.start(100)
-        try:
-            summary[name] = step(lambda f: bar(100 * f))
-        finally:
-            bar.close()
+    with TqdmProgress("control models") as bar:
+        ensure_control(run, n_control=args.n_control, device=args.device, progress=bar)
+    with TqdmProgress("structure") as bar:
+        summary["structure"] = analyze_structure(run, args.components, args.clusters_per_class, bar, args.device)
+    with TqdmProgress("leakage") as bar:
+        summary["leakage"] = analyze_leakage(run, bar, device=args.device)
     summary["seconds"] = round(time.time() - started, 1)
     write_json(run.dir, ANALYSIS, summary)
     return summary
@@ -43,7 +36,7 @@ def register(sub) -> None:
                                    "structure/ artifacts (PCA, spectral clusters, similar targets) and the leakage "
                                    "candidate lists; summary in analysis.json.")
     p.add_argument("--run", type=Path, required=True, help="run directory with fitted datamodels")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    add_device_arg(p)
     p.add_argument("--n-control", type=positive_int, default=64, help="models trained on the full training set (default 64)")
     p.add_argument("--components", type=positive_int, default=50, help="principal components of the datamodel embeddings (default 50)")
     p.add_argument("--clusters-per-class", type=positive_int, default=5, help="spectral clusters per class (default 5)")

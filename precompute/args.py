@@ -34,6 +34,11 @@ def open_unit_float(text: str) -> float:
     return value
 
 
+def add_device_arg(p: argparse.ArgumentParser, help: str = "auto uses CUDA when present") -> None:
+    """--device, the same choices on every verb; `help` says what the device runs where a verb needs it."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=help)
+
+
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     from backend.datasets import dataset_spec_help
     p.add_argument("--dataset", default="digits", help=f"which dataset: {dataset_spec_help()} (default: digits)")
@@ -47,7 +52,7 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     p.add_argument("--models", type=non_negative_int, default=models_default, required=models_default is None,
                    help="total models the run should hold; an existing run is topped up to this many")
     p.add_argument("--seed", type=non_negative_int, default=0, help="run seed: model i's subset and randomness come from (seed, i) only (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present (default auto)")
+    add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--batch-models", type=positive_int, default=None,
                    help="models trained at once as one batched computation (default 500 for the MLP, 16 for ResNet-9 on GPU, 2 on CPU)")
     p.add_argument("--arch", choices=["mlp", "resnet9"], default=None, help="architecture (default: mlp for 8x8 digits, resnet9 for CIFAR-sized images)")
@@ -63,20 +68,32 @@ def hparam_overrides(args: argparse.Namespace) -> dict:
     return {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
 
 
-class ProgressBar:
-    """A tqdm bar fed with absolute progress values (e.g. fractional models done)."""
+class TqdmProgress:
+    """The CLI's adapter of backend.progress: a tqdm bar named by the job's unit, opened once the total is known.
 
-    def __init__(self, desc: str, unit: str):
-        self.bar = tqdm(total=0, desc=desc, unit=unit, dynamic_ncols=True, smoothing=0.1, mininterval=0.5,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit}s [{elapsed}<{remaining}, {rate_fmt}]")
+    A job with nothing to do (total 0) draws no bar. Use it as a context manager so the bar closes on errors.
+    """
 
-    def start(self, total: float) -> None:
-        self.bar.reset(total=total)
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
 
-    def __call__(self, value: float) -> None:
-        self.bar.update(value - self.bar.n)
+    def __call__(self, done: float, total: float, unit: str) -> None:
+        if total <= 0:
+            return
+        if self.bar is None or self.bar.total != total or self.bar.unit != unit:
+            self.close()
+            self.bar = tqdm(total=total, desc=self.desc, unit=unit, dynamic_ncols=True, smoothing=0.1, mininterval=0.5,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit}s "
+                                       "[{elapsed}<{remaining}, {rate_fmt}]")
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
+    def __enter__(self) -> "TqdmProgress":
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import ProgressBar, non_negative_int, positive_int
+from .args import TqdmProgress, add_device_arg, non_negative_int, positive_int
 
 REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | ids:I,J,... (training indices)"
 
 
 def _ensure_control(run, args: argparse.Namespace) -> np.ndarray:
     from backend.training.control import ensure_control
-    bar = ProgressBar("control models", "model")
-    try:
-        return ensure_control(run, args.control_models, device=args.device, progress=bar, on_start=bar.start)
-    finally:
-        bar.close()
+    with TqdmProgress("control models") as bar:
+        return ensure_control(run, args.control_models, device=args.device, progress=bar)
 
 
 def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
@@ -67,12 +64,8 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
     if args.relabel:
         to = competitor_class(read_row(load_weights(run), target), labels[:run.n_train], int(labels[target]), len(run.class_names))
         relabel = np.full(len(removed), to)
-    bar = ProgressBar("retraining", "model")
-    bar.start(args.models)
-    try:
+    with TqdmProgress("retraining") as bar:
         cf = retrain(run, removed, relabel, args.models, args.device, bar, target=target)
-    finally:
-        bar.close()
     margin = actual_margin(cf, target)
     test_mean = cf.margins[:, run.n_train:].mean(axis=0, dtype=np.float64)
     return {
@@ -88,6 +81,7 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
                    "test_flips": int(((prediction.test_control > 0) != (test_mean > 0)).sum()),
                    "model_margins": [round(float(m), 4) for m in cf.margins[:, target]],
                    "n_models": len(cf.margins), "from_log": cf.cached, "key": cf.request.key},
+        "reused": cf.reused, "trained_now": cf.trained_now,
     }
 
 
@@ -107,13 +101,9 @@ def cmd_support(args: argparse.Namespace) -> dict:
     weights = load_weights(run)
     control = _ensure_control(run, args).mean(axis=0, dtype=np.float64)
     heuristic = heuristic_support(weights, control[run.n_train:], np.arange(run.n_train, run.n_targets))
-    bar = ProgressBar("certified support", "target")
-    try:
+    with TqdmProgress("certified support") as bar:
         records = certified_supports(run, targets, args.models or DEFAULT_SUPPORT_MODELS, mislabel=args.mislabel, k_max=args.k_max,
-                                     budget=args.budget, check=args.check, device=args.device, progress=bar,
-                                     on_start=bar.start)
-    finally:
-        bar.close()
+                                     budget=args.budget, check=args.check, device=args.device, progress=bar)
     mode = "mislabel" if args.mislabel else "remove"
     per_target = [{k: r[k] for k in ("name", "support", "lower", "control_margin", "check_margin") if k in r}
                   | {"heuristic": _finite(heuristic[r["target"] - run.n_train]) if r["target"] >= run.n_train else None}
@@ -154,12 +144,9 @@ def cmd_cf_eval(args: argparse.Namespace) -> dict:
     if unknown or not heuristics:
         raise ValueError(f"bad --heuristics {args.heuristics!r}: choose from {','.join(HEURISTICS)}")
     _ensure_control(run, args)
-    bar = ProgressBar("retraining", "model")
-    try:
+    with TqdmProgress("retraining") as bar:
         result = evaluate_counterfactuals(run, targets, ks, args.models, heuristics, seed=args.seed, device=args.device,
-                                          progress=bar, on_start=bar.start)
-    finally:
-        bar.close()
+                                          progress=bar)
     return {k: result[k] for k in ("overall", "per_heuristic", "n_counterfactuals", "n_skipped", "n_models", "ks")} | {
         "n_targets": len(targets), "written": str(COUNTERFACTUAL_EVAL.path(run.dir))}
 
@@ -176,7 +163,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="run directory with datamodels (weights.npy)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present (default auto)")
+    add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--control-models", type=positive_int, default=64,
                    help="models trained on the full training set as the baseline, built once per run (default 64)")
 

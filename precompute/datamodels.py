@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import ProgressBar, add_train_args, hparam_overrides, open_unit_float, positive_int
+from .args import TqdmProgress, add_device_arg, add_train_args, hparam_overrides, open_unit_float, positive_int
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float, seed: int = 0) -> dict:
@@ -15,19 +15,9 @@ def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: fl
     from backend.training.engine import resolve_device
 
     run = Run(run_dir)
-    bar = ProgressBar("fitting", "step")
-    bar.start(0)
-
-    def progress(done: int, total: int) -> None:
-        if bar.bar.total != total:
-            bar.start(total)
-        bar(done)
-
-    try:
+    with TqdmProgress("fitting") as bar:
         fit = fit_datamodels(run.masks, run.margins, run.n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps,
-                             seed=seed, device=resolve_device(device), progress=progress)
-    finally:
-        bar.close()
+                             seed=seed, device=resolve_device(device), progress=bar)
     save_datamodels(run.dir, fit)
     summary = fit_summary(fit)
     return {"run": str(run.dir), "targets": summary["n_targets"], "seconds": round(summary["wall_time_s"], 2),
@@ -85,13 +75,10 @@ def cmd_all(args: argparse.Namespace) -> dict:
     summaries = {}
     for name, out, n, seed in (("train", args.out, args.models, args.seed),
                                ("heldout", heldout_dir, args.heldout_models, heldout_seed)):
-        bar = ProgressBar(f"training ({name})", "model")
-        try:
+        with TqdmProgress(f"training ({name})") as bar:
             summaries[name] = train_run(ds, args.dataset, out, alpha=args.alpha, n_models=n, seed=seed, arch=args.arch,
                                         hparams=hparam_overrides(args), device=args.device,
-                                        batch_models=args.batch_models, progress=bar, on_start=bar.start)
-        finally:
-            bar.close()
+                                        batch_models=args.batch_models, progress=bar)
         if name == "train":
             summaries["fit"] = fit_run(args.out, args.device, args.val_frac, args.n_lambdas, args.eps)
     metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device)
@@ -106,7 +93,7 @@ def register(sub) -> None:
                        description="Fit one LASSO per target from masks to margins (eq. 9 exclusion for training targets); "
                                    "writes weights.npy, bias.npy, lam.npy and fit.json into the run.")
     p.add_argument("--run", type=Path, required=True, help="run directory")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    add_device_arg(p)
     add_fit_args(p)
     p.set_defaults(func=cmd_fit)
 
@@ -115,7 +102,7 @@ def register(sub) -> None:
                                    "measured on the models of another run of the same dataset; writes metrics.json and lds.npy.")
     p.add_argument("--run", type=Path, required=True, help="run directory with fitted datamodels")
     p.add_argument("--heldout", type=Path, required=True, help="run of the same dataset trained with another --seed")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for the sample-complexity refits")
+    add_device_arg(p, help="device for the sample-complexity refits")
     p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits (1/8, 1/4, 1/2, all models)")
     p.set_defaults(func=cmd_eval)
 

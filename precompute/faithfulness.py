@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import ProgressBar, non_negative_int, positive_int
+from .args import TqdmProgress, add_device_arg, non_negative_int, positive_int
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> dict:
@@ -13,12 +13,9 @@ def cmd_faithfulness(args: argparse.Namespace) -> dict:
 
     options = {name: value for name, value in (("n_models", args.models), ("n_group", args.group),
                                                ("n_control", args.controls)) if value is not None}
-    bar = ProgressBar("retraining", "model")
-    try:
+    with TqdmProgress("retraining") as bar:
         result = faithfulness_check(Run(args.run), args.pc, args.k, sides=SIDES if args.side == "both" else (args.side,),
-                                    device=args.device, progress=bar, on_start=bar.start, **options)
-    finally:
-        bar.close()
+                                    device=args.device, progress=bar, **options)
     for side in result["sides"].values():
         side.pop("removed")
     return result
@@ -41,5 +38,5 @@ def register(sub) -> None:
                    help="test targets in each extreme group (default 100, at most a third of the test set)")
     p.add_argument("--controls", type=positive_int, default=None,
                    help="control models (whole training set) to compare against; missing ones are trained (default 64)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto uses CUDA when present")
+    add_device_arg(p)
     p.set_defaults(func=cmd_faithfulness)

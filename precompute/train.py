@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import ProgressBar, add_train_args, hparam_overrides
+from .args import TqdmProgress, add_train_args, hparam_overrides
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset
@@ -12,13 +12,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     shard = parse_shard(args.shard)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
-    bar = ProgressBar("training", "model")
-    try:
+    with TqdmProgress("training") as bar:
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
                          arch=args.arch, hparams=hparam_overrides(args), device=args.device,
-                         batch_models=args.batch_models, shard=shard, progress=bar, on_start=bar.start)
-    finally:
-        bar.close()
+                         batch_models=args.batch_models, shard=shard, progress=bar)
 
 
 def cmd_merge(args: argparse.Namespace) -> dict:

@@ -8,24 +8,25 @@ correlation overall and per heuristic. All retraining goes through the counterfa
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 from scipy import stats
 
 from backend.store import run_dir
 from backend.store.rows import read_row
 from backend.training.control import control_mean
-from backend.counterfactuals.predict import actual_margin, load_weights, make_request, retrain_many
+from backend.counterfactuals.predict import actual_margin, load_weights
 from backend.counterfactuals.removal import HEURISTICS, RemovalError, default_max_remove, removal_set, validate_removal
+from backend.progress import Progress
+from backend.training.retrain_store import make_request, retrain_many
 from backend.store.run_dir import Run
 from backend.store.schema import COUNTERFACTUAL_EVAL
 from backend.store.targets import target_name
+from backend.training.seeds import TEST_TARGETS_STREAM
 
 
 def sample_test_targets(run: Run, count: int, seed: int = 0) -> list[int]:
     """`count` distinct test-target columns drawn at random (seeded), sorted."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, TEST_TARGETS_STREAM]))
     picks = rng.choice(run.n_test, size=min(count, run.n_test), replace=False)
     return sorted(int(run.n_train + j) for j in picks)
 
@@ -75,16 +76,15 @@ def evaluate_counterfactuals(
     *,
     seed: int = 0,
     device: str = "auto",
-    progress: Callable[[float], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Run the Figure 8 experiment and store it as counterfactual_eval.json in the run; return it.
 
-    progress/on_start count models trained (requests already in the log cost nothing).
+    progress counts models to train ("model"; models the retrain store holds cost nothing).
     """
     planned, skipped = evaluation_plan(run, targets, ks, heuristics, seed)
     requests = [make_request(run, item["removed"], None, n_models) for item in planned]
-    results = retrain_many(run, requests, [[item["target"]] for item in planned], device, progress, on_start=on_start)
+    results = retrain_many(run, requests, [[item["target"]] for item in planned], device, progress)
     weights, control = load_weights(run), control_mean(run)
     rows = []
     for item, cf in zip(planned, results):

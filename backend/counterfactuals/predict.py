@@ -4,24 +4,24 @@ Prediction (Ilyas et al. 2022, §4.1.2): a datamodel is linear in the training-s
 set R out of the full training set S changes target t's margin by about −Σ_{i∈R} w_t,i. The baseline is
 the mean margin of the control models, trained on all of S (control.py).
 
-Truth: `retrain` trains N models on S \\ R (or on S with R relabelled) and every result joins the run's
-counterfactual log, so asking again returns the stored models instead of training new ones.
+Truth: `retrain` trains N models on S \\ R (or on S with R relabelled) through the run's retrain store
+(training/retrain_store.py), so asking again returns the stored models and asking for more trains only
+the missing ones.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from backend.progress import Progress
 from backend.training import retrain_store
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
-from backend.training.retrain_store import Counterfactual, Request
-from backend.training.retraining import COUNTERFACTUAL_STREAM, stream_seeds, train_sets, training_data
+from backend.training.retrain_store import Counterfactual, make_request, retrain_many
 from backend.store.run_dir import Run, RunError
 from backend.store.schema import WEIGHTS
-from backend.training.engine import TrainingData, default_batch_models
+from backend.training.engine import TrainingData
 
 
 def load_weights(run: Run) -> np.ndarray:
@@ -90,117 +90,16 @@ def predict_removal(run: Run, target: int, removed: np.ndarray, control: np.ndar
                              test_control=control[n:], test_delta=test_delta, n_train=n)
 
 
-def make_request(run: Run, remove: np.ndarray, relabel: np.ndarray | None = None, n_models: int = 8,
-                 seed_start: int = 0) -> Request:
-    """A request for models [seed_start, seed_start + n_models) of the counterfactual seed stream.
-
-    Every request draws its seeds from the same stream, so two sets are compared on equal terms;
-    seed_start > 0 gives fresh, independent models (e.g. to re-check a certified support).
-    """
-    remove = np.asarray(remove, dtype=np.int64)
-    order = np.argsort(remove, kind="stable")
-    relabel = None if relabel is None else np.asarray(relabel, dtype=np.int64)[order]
-    seeds = stream_seeds(int(run.manifest["seed"]), COUNTERFACTUAL_STREAM, seed_start, n_models)
-    return Request(remove[order], relabel, tuple(seeds))
-
-
 def retrain(run: Run, remove: np.ndarray, relabel: np.ndarray | None = None, n_models: int = 8,
-            device: str = "auto", progress: Callable[[float], None] | None = None, *, target: int | None = None,
+            device: str = "auto", progress: Progress | None = None, *, target: int | None = None,
             seed_start: int = 0, data: TrainingData | None = None) -> Counterfactual:
-    """Train n_models models on S \\ remove (or S with remove relabelled to `relabel`); return them.
+    """Models [seed_start, seed_start + n_models) trained on S \\ remove (or S with remove relabelled to `relabel`).
 
-    The result is read from the run's counterfactual log when this exact request was run before.
-    progress gets models finished; `target` is recorded as the target the experiment was made for.
+    Models the run's retrain store already holds for this set are reused; only the missing ones are trained.
+    progress counts models to train; `target` is recorded as the target the experiment was made for.
     """
     request = make_request(run, remove, relabel, n_models, seed_start)
     return retrain_many(run, [request], [[] if target is None else [target]], device, progress, data=data)[0]
-
-
-def retrain_many(
-    run: Run,
-    requests: list[Request],
-    targets: list[list[int]] | None = None,
-    device: str = "auto",
-    progress: Callable[[float], None] | None = None,
-    *,
-    on_start: Callable[[int], None] | None = None,
-    data: TrainingData | None = None,
-    batch_models: int | None = None,
-) -> list[Counterfactual]:
-    """Run many requests, batching their models into as few engine calls as the engine allows.
-
-    One engine call trains models on training sets of one size with one label vector, so removals
-    are grouped by size and each relabelling runs alone. Results are saved batch by batch, so an
-    interrupted call loses at most the batch in flight. on_start gets the number of models to train.
-    """
-    targets = targets or [[] for _ in requests]
-    results: dict[str, Counterfactual] = {}
-    todo: dict[str, tuple[Request, list[int]]] = {}
-    for request, wanted in zip(requests, targets):
-        found = results.get(request.key) or retrain_store.load(run, request.key)
-        if found is not None:
-            results[request.key] = retrain_store.add_targets(run, found, wanted)
-        elif request.key in todo:
-            todo[request.key][1].extend(wanted)
-        else:
-            todo[request.key] = (request, list(wanted))
-    total = sum(len(r.seeds) for r, _ in todo.values())
-    if on_start:
-        on_start(total)
-    if todo:
-        data = data or training_data(run, device)
-        step = batch_models or default_batch_models(run.manifest["arch"], data.train_x.device)
-        done = 0
-        for group in _groups(list(todo.values())):
-            for batch in _batches(group, step):
-                report = (lambda f, base=done: progress(base + f)) if progress else None
-                for cf in _train_batch(run, data, batch, report, step):
-                    results[cf.request.key] = cf
-                done += sum(len(r.seeds) for r, _ in batch)
-    return [results[r.key] for r in requests]
-
-
-def _groups(todo: list[tuple[Request, list[int]]]) -> list[list[tuple[Request, list[int]]]]:
-    """Requests that can share engine calls: removals of equal size together, each relabelling alone."""
-    groups: dict[object, list] = {}
-    for item in todo:
-        request = item[0]
-        key = ("relabel", request.key) if request.relabel is not None else ("remove", len(request.remove))
-        groups.setdefault(key, []).append(item)
-    return list(groups.values())
-
-
-def _batches(group: list, step: int) -> list[list]:
-    """Consecutive requests whose models add up to at most `step` (a bigger request is a batch alone)."""
-    batches, current, size = [], [], 0
-    for item in group:
-        n = len(item[0].seeds)
-        if current and size + n > step:
-            batches.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    return batches + ([current] if current else [])
-
-
-def _train_batch(run: Run, data: TrainingData, batch: list, progress, step: int) -> list[Counterfactual]:
-    subsets, seeds, owners = [], [], []
-    train_labels = None
-    for request, _ in batch:
-        if request.relabel is not None:
-            keep = np.arange(run.n_train, dtype=np.int64)
-            train_labels = np.array(run.labels[:run.n_train], dtype=np.int64)
-            train_labels[request.remove] = request.relabel
-        else:
-            keep = np.setdiff1d(np.arange(run.n_train, dtype=np.int64), request.remove, assume_unique=True)
-        subsets.extend([keep] * len(request.seeds))
-        seeds.extend(request.seeds)
-        owners.extend([request.key] * len(request.seeds))
-    margins, _ = train_sets(run, data, np.stack(subsets), seeds, train_labels=train_labels, batch_models=step,
-                            progress=progress)
-    owners = np.array(owners)
-    return [retrain_store.save(run, request, margins[owners == request.key], {"device": str(data.train_x.device)}, wanted)
-            for request, wanted in batch]
 
 
 def actual_margin(cf: Counterfactual, target: int) -> float:

@@ -21,8 +21,10 @@ import numpy as np
 from backend.store import run_dir
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
-from backend.counterfactuals.predict import actual_margin, load_weights, make_request, retrain_many
+from backend.counterfactuals.predict import actual_margin, load_weights
 from backend.counterfactuals.removal import competitor_class, top_positive
+from backend.progress import Progress, fraction
+from backend.training.retrain_store import make_request, retrain_many
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run
 from backend.store.schema import SUPPORT
@@ -114,14 +116,13 @@ def certified_supports(
     budget: int = DEFAULT_BUDGET,
     check: bool = False,
     device: str = "auto",
-    progress: Callable[[float], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """Certified (or mislabel) support of each target column in `targets`, resuming stored results.
 
     check : also train n_models *fresh* models (other seeds) without the certified support and record
         their mean margin, the paper's test that the support really flips the prediction on average.
-    progress gets targets finished (fractional during a search); on_start the number still to search.
+    progress counts the targets still to search ("target"; fractional while a chunk searches).
     Returns one dict per target (see `support_record`), in the order of `targets`.
     """
     mode = "mislabel" if mislabel else "remove"
@@ -129,15 +130,15 @@ def certified_supports(
     params = {"mode": mode, "n_models": n_models, "k_max": k_max, "budget": budget}
     stored = {t: _load(run, mode, t) for t in targets}
     todo = [t for t in targets if not _usable(stored[t], params, check)]
-    if on_start:
-        on_start(len(todo))
+    if progress:
+        progress(0, len(todo), "target")
     if todo:
         weights, control = load_weights(run), control_mean(run)
         data = training_data(run, device)
         chunk = max(1, default_batch_models(run.manifest["arch"], data.train_x.device) // n_models)
         for lo in range(0, len(todo), chunk):
             part = todo[lo:lo + chunk]
-            report = (lambda f, base=lo, n=len(part): progress(base + f * n)) if progress else None
+            report = fraction(progress, lo, len(part), len(todo), "target")
             for record in _search_chunk(run, part, weights, control, data, params, check, report):
                 run_dir.write_json(run.dir, SUPPORT, record, mode=mode, column=record["target"])
                 stored[record["target"]] = record

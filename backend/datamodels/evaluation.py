@@ -116,11 +116,6 @@ def summarize(values: np.ndarray, columns: np.ndarray, n_train: int) -> dict:
     return out
 
 
-def lds_report(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
-    """JSON-able LDS and held-out MSE summaries (mean, quartiles) for test and training targets."""
-    return summary_report(lds(weights, bias, masks, margins, n_train, targets), masks.shape[0], n_train)
-
-
 def summary_report(res: dict, n_heldout: int, n_train: int) -> dict:
     """metrics.json's LDS and MSE summaries from `lds`'s per-target result (for an LDS already computed)."""
     return {"n_heldout_models": int(n_heldout),

@@ -19,9 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from backend.progress import Progress
 from backend.store.run_dir import atomic_path
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS
 from backend.datamodels.lasso import CHUNK_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
+from backend.training.seeds import VALIDATION_STREAM
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
 MIN_VALIDATION_MODELS = 2
@@ -55,7 +57,7 @@ class DatamodelFit:
 def validation_split(n_models: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) sorted model indices: a seeded random round(val_frac·M) models held out."""
     n_val = int(round(val_frac * n_models))
-    order = np.random.default_rng(np.random.SeedSequence([seed, 7])).permutation(n_models)
+    order = np.random.default_rng(np.random.SeedSequence([seed, VALIDATION_STREAM])).permutation(n_models)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -131,7 +133,7 @@ def _block_size(n_models: int, n_features: int, itemsize: int) -> int:
 def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lambdas: int = 50,
                    eps: float = 1e-3, tol: float = 1e-4, seed: int = 0, device="cpu",
                    block_size: int | None = None, targets=None, patience: int | None = 3,
-                   max_iter: int = 1000, progress: Callable[[int, int], None] | None = None) -> DatamodelFit:
+                   max_iter: int = 1000, progress: Progress | None = None) -> DatamodelFit:
     """Fit the datamodel of each target (all margins columns by default).
 
     masks : ndarray (M, n_train) bool; margins : ndarray (M, n_train + n_test) float; either may be
@@ -142,8 +144,8 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     after its last improvement (None: run it whole); fast_l1, the paper's solver, stops at the first
     rise. A training target that no validation model leaves out gets the median λ/λ_max of the
     validated targets fitted before it and beside it (listed in info["unvalidated_targets"]).
-    tol is scikit-learn's: duality gap ≤ tol·‖y_c‖²/M_t. progress(done, total) counts target-steps
-    (n_lambdas path steps and one refit per target) and suits tqdm or st.progress.
+    tol is scikit-learn's: duality gap ≤ tol·‖y_c‖²/M_t. progress counts target-steps ("λ step": n_lambdas
+    path steps and one refit per target; backend.progress).
     """
     start = time.perf_counter()
     columns = _check_inputs(masks, margins, n_train, targets, val_frac)
@@ -162,12 +164,14 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     T = len(columns)
     total = T * (n_lambdas + 1)
     done = 0
+    if progress:
+        progress(0, total, "λ step")
 
     def step(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            progress(done, total)
+            progress(done, total, "λ step")
 
     weights = np.zeros((T, n_train), dtype=np.float32)
     bias = np.zeros(T, dtype=np.float32)

@@ -7,27 +7,20 @@ agreement corrected by the agreement expected from the label frequencies alone.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import cohen_kappa_score
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's κ of two annotators' labels on the same items (as sklearn.metrics.cohen_kappa_score).
+    """Cohen's κ of two annotators' labels on the same items (sklearn.metrics.cohen_kappa_score).
 
     a, b : ndarray of shape (n_items,), any hashable labels
-    Returns nan when κ is undefined: no items, or both annotators always gave one same label (p_e = 1).
+    Returns nan when κ is undefined: no items, or both annotators always gave one same label (p_e = 1);
+    those are checked here because scikit-learn raises or warns on them.
     """
     a, b = np.asarray(a), np.asarray(b)
-    if len(a) == 0:
+    if len(a) == 0 or len(np.unique(np.concatenate([a, b]))) < 2:
         return float("nan")
-    labels, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
-    ca, cb = codes[: len(a)], codes[len(a):]
-    observed = np.mean(ca == cb)
-    # p_e: chance that two independent draws from each annotator's own label frequencies agree.
-    pa = np.bincount(ca, minlength=len(labels)) / len(a)
-    pb = np.bincount(cb, minlength=len(labels)) / len(b)
-    expected = float(pa @ pb)
-    if expected == 1.0:
-        return float("nan")
-    return float((observed - expected) / (1.0 - expected))
+    return float(cohen_kappa_score(a, b))
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:

@@ -16,15 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from backend.progress import Progress
 from backend.store import run_dir
 from backend.training.control import ensure_control, load_control_features
 from backend.leakage.candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHIFT, average_precision,
-                                 feature_neighbours, fuse_lists, fuse_scores, pixel_neighbours, ratio_test,
-                                 recall_at_k, unit_rows, weight_extremes)
+                                 feature_neighbours, float32_unit_rows, fuse_lists, fuse_scores, pixel_neighbours,
+                                 ratio_test, recall_at_k, weight_extremes)
 from backend.store.run_dir import Run, RunError
 from backend.store.schema import (CONTROL_FEATURES, CONTROL_MARGINS, LEAKAGE_LISTS, LEAKAGE_QUEUE, LEAKAGE_QUEUE_SCORE,
                                   LEAKAGE_SUMMARY, WEIGHTS)
@@ -38,7 +38,7 @@ VALUES = {"weight_top": "weight_top_value", "weight_bottom": "weight_bottom_valu
 RECALL_LISTS = (("datamodel", "weight_top"), ("baseline", "feature_nn"), ("pixels", "pixel_nn"), ("combined", "combined"))
 
 
-def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | None = None, *,
+def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
                     k: int = DEFAULT_K, device: str = "auto") -> dict:
     """Compute and write the run's candidate lists and review queue; return a JSON-able summary.
 
@@ -46,30 +46,37 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
     (backend/control.py); a run without them gets one control model trained first. When the run's
     dataset is an npz holding planted_test/planted_train (`plant-leaks`), the summary reports
     recall@k of the planted pairs for each list and the average precision of the queue.
-    progress : called with the fraction of the analysis done.
+    progress : counts the steps done ("step": control, weights, features, pixels, lists; backend.progress).
     """
     run = run if isinstance(run, Run) else Run(run)
     if not run.has(WEIGHTS):
         raise RunError(f"run {run.dir} has no datamodels ({WEIGHTS.name}): fit them with `{WEIGHTS.command(run.dir)}`")
     if run.n_train < 2:
         raise RunError(f"run {run.dir} has {run.n_train} training image(s): leak candidates need at least 2")
-    report = progress or (lambda fraction: None)
     started = time.perf_counter()
     need_control = not (run.has(CONTROL_FEATURES) and run.has(CONTROL_MARGINS))
+    steps = 5 if need_control else 4
+
+    def report(done: int) -> None:
+        if progress:
+            progress(done, steps, "step")
+
+    report(0)
     if need_control:
         # One model is enough: only its features are used here.
-        ensure_control(run, 1, device=device, progress=lambda done: report(0.5 * done))
-    report(0.5 if need_control else 0.0)
+        ensure_control(run, 1, device=device)
+    base = steps - 4
+    report(base)
     weights = run.array(WEIGHTS)[run.n_train:]
     depth = max(k, FUSION_DEPTH)
     top, top_value, bottom, bottom_value = weight_extremes(weights, depth)
-    report(0.7)
+    report(base + 1)
     features = load_control_features(run)
     nn, similarity = feature_neighbours(features[run.n_train:], features[:run.n_train], depth)
-    report(0.8)
+    report(base + 2)
     pixels, pixel_similarity = pixel_neighbours(run.images[run.n_train:], run.images[:run.n_train], depth,
                                                 device=resolve_device(device))
-    report(0.9)
+    report(base + 3)
     combined, combined_score = fuse_lists([top, nn, pixels], k)
     # Queue statistics per test image: its largest weight, and how far its nearest neighbour stands out.
     best_weight, ratio, pixel_ratio = top_value[:, 0], ratio_test(similarity), ratio_test(pixel_similarity)
@@ -100,7 +107,7 @@ def analyze_leakage(run: Run | str | Path, progress: Callable[[float], None] | N
         summary["planted"] = planted_scores(arrays, *truth, best_weight=best_weight, ratio=ratio,
                                             pixel_ratio=pixel_ratio, k=k)
     run_dir.write_json(run.dir, LEAKAGE_SUMMARY, summary)
-    report(1.0)
+    report(steps)
     return summary
 
 
@@ -207,7 +214,7 @@ def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int
     column = run.n_train + test
     weights = np.asarray(run.array(WEIGHTS)[column, trains], dtype=np.float64)
     features = load_control_features(run)
-    vectors = unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
+    vectors = float32_unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
     similarity = vectors[1:] @ vectors[0]
     found, correlation = pixel_neighbours(run.images[column:column + 1], np.asarray(run.images[trains]), len(trains))
     pixel = np.empty(len(trains), dtype=np.float64)

@@ -13,6 +13,8 @@ Tables:
 The database is a SQLite file (annotations.db in the data directory, data/ by default; WAL mode, busy timeout) or any
 SQLAlchemy URL given in DATAMODELS_DATABASE_URL. Every statement is SQLAlchemy Core with bound
 parameters; each write is one transaction, so a caller learns of success only once it is committed.
+Only writes take SQLite's write lock; reads run in plain transactions, so the results page never
+queues behind voters (WAL lets them read the last commit while a write is in flight).
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ BUSY_TIMEOUT_S = 30
 MAX_NAME_LENGTH = 64
 # A race between two writers of the same new key costs one retry; more means something else is wrong.
 INSERT_RETRIES = 3
+# Execution option of the connections that write: on SQLite they begin with BEGIN IMMEDIATE.
+WRITE_LOCK = "annotations_write_lock"
 
 metadata = sa.MetaData()
 
@@ -146,8 +150,10 @@ class AnnotationStore:
             raise AnnotationStoreError(
                 f"no database driver for {self.url} ({exc}): install the driver package (e.g. psycopg for postgresql)"
             ) from None
+        # Connections of this engine begin with the write lock (see _engine); it shares self.engine's pool.
+        self._writer = self.engine.execution_options(**{WRITE_LOCK: True})
         with self._guard("create the annotation tables in"):
-            metadata.create_all(self.engine)
+            metadata.create_all(self._writer)
         self._upsert = _native_upsert(self.engine.dialect.name)
 
     def _guard(self, doing: str):
@@ -162,7 +168,7 @@ class AnnotationStore:
                 if found is not None:
                     return found
                 try:
-                    with self.engine.begin() as conn:
+                    with self._writer.begin() as conn:
                         conn.execute(annotators.insert().values(name=name, created_at=_now()))
                 except IntegrityError:
                     continue  # another process registered the same name in between
@@ -171,7 +177,7 @@ class AnnotationStore:
     def _find(self, name: str) -> int | None:
         """The id of a registered annotator, else None. Ids never change, so found ones are remembered."""
         if name not in self._ids:
-            with self._guard("read the annotators from"), self.engine.begin() as conn:
+            with self._guard("read the annotators from"), self.engine.connect() as conn:
                 found = conn.execute(sa.select(annotators.c.id).where(annotators.c.name == name)).scalar_one_or_none()
             if found is None:
                 return None
@@ -193,7 +199,7 @@ class AnnotationStore:
         with self._guard("save the votes to"):
             for _ in range(INSERT_RETRIES):
                 try:
-                    with self.engine.begin() as conn:
+                    with self._writer.begin() as conn:
                         self._upsert_votes(conn, rows)
                         conn.execute(skips.delete().where(skips.c.run == run, skips.c.test == int(test),
                                                           skips.c.annotator_id == annotator_id))
@@ -212,7 +218,7 @@ class AnnotationStore:
         """Mark `test` skipped by annotator (it leaves their queue; undo brings it back)."""
         annotator_id = self.annotator_id(annotator)
         key = {"run": run, "test": int(test), "annotator_id": annotator_id}
-        with self._guard("save the skip to"), self.engine.begin() as conn:
+        with self._guard("save the skip to"), self._writer.begin() as conn:
             done = conn.execute(skips.update().where(*_match(skips, key)).values(skipped_at=_now())).rowcount
             if not done:
                 conn.execute(skips.insert().values(**key, skipped_at=_now()))
@@ -230,7 +236,7 @@ class AnnotationStore:
                      .where(skips.c.run == run, skips.c.annotator_id == annotator_id))
         actions = sa.union_all(last_vote, last_skip).subquery()
         latest = sa.select(actions.c.test).order_by(actions.c.at.desc()).limit(1)
-        with self._guard("undo the last review in"), self.engine.begin() as conn:
+        with self._guard("undo the last review in"), self._writer.begin() as conn:
             test = conn.execute(latest).scalar_one_or_none()
             if test is None:
                 return None
@@ -246,16 +252,8 @@ class AnnotationStore:
         annotator_id = self._find(validate_name(annotator))
         voted = sa.select(votes.c.test).where(votes.c.run == run, votes.c.annotator_id == annotator_id)
         skipped = sa.select(skips.c.test).where(skips.c.run == run, skips.c.annotator_id == annotator_id)
-        with self._guard("read the reviews from"), self.engine.begin() as conn:
+        with self._guard("read the reviews from"), self.engine.connect() as conn:
             return {int(t) for t in conn.execute(sa.union(voted, skipped)).scalars()}
-
-    def own_votes(self, run: str, annotator: str, test: int) -> dict[int, bool]:
-        """{train position: is_leak} of one annotator on one test image (what they may see while reviewing)."""
-        annotator_id = self._find(validate_name(annotator))
-        query = sa.select(votes.c.train, votes.c.is_leak).where(
-            votes.c.run == run, votes.c.test == int(test), votes.c.annotator_id == annotator_id)
-        with self._guard("read the votes from"), self.engine.begin() as conn:
-            return {int(train): bool(leak) for train, leak in conn.execute(query)}
 
     def votes(self, run: str) -> list[Vote]:
         """Every vote of every annotator on `run`, ordered by test, train, annotator."""
@@ -263,7 +261,7 @@ class AnnotationStore:
                  .join(annotators, annotators.c.id == votes.c.annotator_id)
                  .where(votes.c.run == run)
                  .order_by(votes.c.test, votes.c.train, annotators.c.name))
-        with self._guard("read the votes from"), self.engine.begin() as conn:
+        with self._guard("read the votes from"), self.engine.connect() as conn:
             return [Vote(name, int(test), int(train), bool(leak), at) for name, test, train, leak, at in conn.execute(query)]
 
     def skip_counts(self, run: str) -> dict[str, int]:
@@ -271,7 +269,7 @@ class AnnotationStore:
         query = (sa.select(annotators.c.name, sa.func.count())
                  .join(annotators, annotators.c.id == skips.c.annotator_id)
                  .where(skips.c.run == run).group_by(annotators.c.name))
-        with self._guard("read the skips from"), self.engine.begin() as conn:
+        with self._guard("read the skips from"), self.engine.connect() as conn:
             return {name: int(n) for name, n in conn.execute(query)}
 
     def dispose(self) -> None:
@@ -353,7 +351,7 @@ def _engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):
-        # SQLAlchemy, not the sqlite3 module, decides when transactions begin (see _begin_immediate).
+        # SQLAlchemy, not the sqlite3 module, decides when transactions begin (see _begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL lets the results page read while annotators write; the busy timeout makes writers queue.
@@ -367,10 +365,10 @@ def _engine(url: URL) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn):
-        # Take the write lock up front: a deferred transaction that reads and then writes can fail
-        # with "database is locked" at once instead of waiting for the busy timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn):
+        # Writers take the write lock up front: a deferred transaction that reads and then writes can fail
+        # with "database is locked" at once instead of waiting for the busy timeout. Readers need no lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
 
     return engine
 

@@ -32,6 +32,7 @@ from typing import Sequence
 import faiss
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score
 
 from backend.datasets.planted import shifted
 
@@ -77,7 +78,7 @@ def _smallest(costs: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
+def float32_unit_rows(x: np.ndarray) -> np.ndarray:
     """float32 copy of x (n, d) with rows scaled to unit L2 norm; all-zero rows stay zero."""
     x = np.array(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -92,10 +93,10 @@ def feature_neighbours(test_features: np.ndarray, train_features: np.ndarray, k:
     Returns (neighbours int64 (n_test, k'), similarity float32 (n_test, k')), k' = min(k, n_train),
     most similar first: an inner-product search (IndexFlatIP) over L2-normalised rows.
     """
-    train = unit_rows(train_features)
+    train = float32_unit_rows(train_features)
     index = faiss.IndexFlatIP(train.shape[1])
     index.add(train)
-    similarity, neighbours = index.search(unit_rows(test_features), min(k, len(train)))
+    similarity, neighbours = index.search(float32_unit_rows(test_features), min(k, len(train)))
     return neighbours.astype(np.int64), similarity.astype(np.float32)
 
 
@@ -103,7 +104,7 @@ def centred_unit_rows(images: np.ndarray) -> np.ndarray:
     """Images (n, H, W, C) as float32 rows minus their own mean, scaled to unit norm: inner products of
     these are pixel correlations, blind to a change of brightness or contrast. Flat images stay zero."""
     x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
-    return unit_rows(x - x.mean(axis=1, keepdims=True))
+    return float32_unit_rows(x - x.mean(axis=1, keepdims=True))
 
 
 def pixel_neighbours(test_images: np.ndarray, train_images: np.ndarray, k: int, max_shift: int = PIXEL_SHIFT,
@@ -210,10 +211,11 @@ def recall_at_k(lists: np.ndarray, planted_test: np.ndarray, planted_train: np.n
 def average_precision(order: np.ndarray, positives: np.ndarray) -> float:
     """Average precision of a ranking: mean over positives of the precision at the positive's position.
 
-    order : int ndarray of shape (n,), item positions best first; positives : int array of the true items
+    order : int ndarray of shape (n,), every item's position once, best first; positives : int array of the true items
+    Returns nan when no positive is ranked. The rank is the score (no ties), so scikit-learn's step-wise
+    average_precision_score is exactly the mean precision at each positive.
     """
     hit = np.isin(order, positives)
     if not hit.any():
         return float("nan")
-    precision = np.cumsum(hit) / np.arange(1, len(order) + 1)
-    return float(precision[hit].sum() / len(np.unique(positives)))
+    return float(average_precision_score(hit, -np.arange(len(order))))

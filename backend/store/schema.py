@@ -122,8 +122,9 @@ CONTROL_META = _json("control.json", "control", _CONTROL)
 ANALYSIS = _json("analysis.json", "analyze", _ANALYZE)
 _RETRAIN = "python -m precompute counterfactual --run RUN (the same request)"
 COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", _RETRAIN, members={
-    "remove": ("int64", ("k",)), "relabel": ("int64", (None,)), "is_relabel": ("bool", ()),
-    "seeds": ("int64", ("n",)), "margins": ("float32", ("n", "n_targets"))},
+    "remove": ("int64", ("k",)), "relabel": ("int64", (None,)), "is_relabel": ("bool", ()), "stream": ("int64", ()),
+    "recipe": (None, ()), "indices": ("int64", ("n",)), "seeds": ("int64", ("n",)),
+    "margins": ("float32", ("n", "n_targets"))},
     remedy="delete it and its .json, then rebuild it with")
 COUNTERFACTUAL_META = _json("counterfactuals/<key>.json", "counterfactual", _RETRAIN,
                             remedy="delete it and its .npz, then rebuild it with")
@@ -150,11 +151,6 @@ CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE)
 NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE)
 NEIGHBOR_SIMILARITY = _npy("structure/neighbor_similarity.npy", "float32", ("n_targets", None), "analyze", _ANALYZE)
 STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE)
-FAITHFULNESS = Artifact("structure/faithfulness/<hash>.npz", "npz", "faithfulness",
-                        "python -m precompute faithfulness --run RUN --pc P --k K", members={
-                            "removed": ("int64", ("k",)), "margins": ("float32", ("n", "n_targets")),
-                            "seeds": ("int64", ("n",)), "meta": (None, ())})
-
 # Leak candidates (README "Candidates (RUN/leakage/)"): rows are test positions, entries training positions.
 LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "analyze", _ANALYZE) for name, dtype in (
     ("weight_top", "int64"), ("weight_top_value", "float32"), ("weight_bottom", "int64"),

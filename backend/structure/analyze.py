@@ -11,25 +11,15 @@ from typing import Callable
 
 import numpy as np
 
+from backend.progress import Progress, fraction
 
 
-class _Stages:
-    """Maps each stage's own 0..1 progress onto its share of the whole analysis."""
-
-    def __init__(self, progress: Callable[[float], None] | None, shares: dict[str, float]):
-        self.progress, self.shares, self.base, self.total = progress, shares, 0.0, sum(shares.values())
-
-    def stage(self, name: str) -> Callable[[float], None]:
-        base, share = self.base, self.shares[name]
-        self.base += share
-
-        def report(fraction: float) -> None:
-            if self.progress is not None:
-                self.progress(min(1.0, (base + share * fraction) / self.total))
-        return report
+# The analysis's stages, each one unit of progress ("stage"); the PCA fit and the projection report
+# their passes and blocks as fractions of their stage.
+STAGES = ("control", "pca", "project", "representation", "clusters", "neighbors")
 
 
-def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Callable[[float], None] | None = None,
+def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
                       device: str = "auto", *, k_whole: int | None = None, n_neighbors: int = 10,
                       fit_rows: int | None = None, sketch_dim: int = 2048, n_iter: int = 5, seed: int = 0) -> dict:
     """Compute and write the run's structure artifacts (see README "structure/"); return a JSON-able summary.
@@ -38,7 +28,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     fit_rows   : fit the PCA on this many training targets drawn at random (default: all of them)
     sketch_dim : embeddings longer than this are count-sketched to it for clustering and neighbours
     k_whole    : clusters for the whole test set (default: the number of classes)
-    progress   : called with the fraction of the analysis done
+    progress   : counts the stages done ("stage"; backend.progress), fractional inside the PCA and projection
     The representation baseline is the penultimate features of control model 0 (backend/control.py);
     if the run has no control models yet, one is trained.
     """
@@ -60,8 +50,17 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
         use_all_cores()
     weights = run.array(WEIGHTS)
     need_control = not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES))
-    stages = _Stages(progress, {"control": 0.05 if need_control else 0.0, "pca": 0.6, "project": 0.15,
-                                "representation": 0.02, "clusters": 0.1, "neighbors": 0.08})
+    stages = [s for s in STAGES if need_control or s != "control"]
+
+    def within(name: str) -> Callable[[float], None] | None:
+        return fraction(progress, stages.index(name), 1, len(stages), "stage")
+
+    def at(name: str, part: float = 1.0) -> None:
+        if progress:
+            progress(stages.index(name) + part, len(stages), "stage")
+
+    if progress:
+        progress(0, len(stages), "stage")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -70,9 +69,9 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
         seconds[name] = round(time.perf_counter() - clock, 2)
         clock = time.perf_counter()
 
-    control_progress = stages.stage("control")
     if need_control:
-        ensure_control(run, 1, device=device, progress=control_progress)  # one model: its features are the baseline
+        ensure_control(run, 1, device=device)  # one model: its features are the baseline
+        at("control")
         lap("control")
 
     # §4.3: PCA of the unit-normalised training-target embeddings.
@@ -80,35 +79,34 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     if fit_rows is not None and fit_rows < run.n_train:
         train_rows = np.sort(np.random.default_rng(seed).choice(run.n_train, size=fit_rows, replace=False))
     pca = embeddings.fit_pca(embeddings.EmbeddingRows(weights, train_rows, device=dev), n_components,
-                             n_iter=n_iter, seed=seed, progress=stages.stage("pca"))
+                             n_iter=n_iter, seed=seed, progress=within("pca"))
     lap("pca_fit")
 
     # One pass over every target: its PCA coordinates and its vector for clustering and neighbours.
     projections, vectors = embeddings.embed_targets(embeddings.EmbeddingRows(weights, device=dev), pca, sketch_dim,
-                                                    seed, progress=stages.stage("project"))
+                                                    seed, progress=within("project"))
     lap("project")
 
     features = load_control_features(run)
     representation = embeddings.fit_pca(embeddings.EmbeddingRows(features, np.arange(run.n_train), device=dev),
                                         n_components, n_iter=n_iter, seed=seed)
-    stages.stage("representation")(1.0)
+    at("representation")
     embeddings.save_pca(run.dir, pca, projections, representation)
     lap("representation")
 
     # App. I: spectral clusters of the test targets, per class and for the whole test set; raw pixels
     # clustered by the identical procedure as the reference.
-    cluster_progress = stages.stage("clusters")
     labels = np.asarray(run.labels)
     test_labels = labels[run.n_train:]
     test_vectors = torch.from_numpy(vectors[run.n_train:]).to(dev)
     per_class = clusters.cluster_each_class(test_vectors, test_labels, k_per_class, seed)
-    cluster_progress(0.4)
+    at("clusters", 0.4)
     k_whole = k_whole or len(run.class_names)
     whole = clusters.spectral_clusters(test_vectors, k_whole, seed)
-    cluster_progress(0.7)
+    at("clusters", 0.7)
     pixels = torch.from_numpy(np.asarray(run.images[run.n_train:], dtype=np.float32).reshape(run.n_test, -1)).to(dev)
     pixel_clusters = clusters.spectral_clusters(embeddings.unit_rows(pixels), k_whole, seed)
-    cluster_progress(1.0)
+    at("clusters")
     quality = {
         "affinity": f"RBF on the symmetrised {clusters.N_NEIGHBORS}-nearest-neighbour graph, gamma = 1 / median "
                     "squared distance over its edges",
@@ -121,7 +119,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
 
     neighbors, similarity = similar_targets.nearest_targets(vectors, n_neighbors, seed=seed)
     similar_targets.save_neighbors(run.dir, neighbors, similarity)
-    stages.stage("neighbors")(1.0)
+    at("neighbors")
     lap("neighbors")
 
     summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),

@@ -22,6 +22,7 @@ from scipy import sparse
 from sklearn.cluster import SpectralClustering
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import normalized_mutual_info_score, silhouette_samples
+from sklearn.neighbors import kneighbors_graph
 
 from backend.store.run_dir import RunError, read_json, write_array, write_json
 from backend.store.schema import (CLUSTERS, CLUSTERS_ALL, CLUSTERS_BY_CLASS, LAYOUT_ALL, LAYOUT_BY_CLASS, SILHOUETTE_ALL,
@@ -49,10 +50,8 @@ def knn_rbf_affinity(d2: np.ndarray, n_neighbors: int = N_NEIGHBORS) -> tuple[sp
     1 / median of d2 over the edges. Returns a sparse (n, n) matrix with ones on the diagonal.
     """
     n = len(d2)
-    k = min(n_neighbors, n - 1)
-    far_self = d2 + np.diag(np.full(n, np.inf))
-    nearest = np.argpartition(far_self, k - 1, axis=1)[:, :k]
-    graph = sparse.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), nearest.ravel())), shape=(n, n))
+    # Squared distances rank neighbours as distances do; "precomputed" with include_self=False skips i itself.
+    graph = kneighbors_graph(d2, min(n_neighbors, n - 1), metric="precomputed", include_self=False)
     rows, cols = (graph + graph.T).nonzero()
     edge_d2 = d2[rows, cols]
     median = float(np.median(edge_d2))

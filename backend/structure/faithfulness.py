@@ -5,30 +5,24 @@ most positive coordinates and retraining should lower the margins of the test ta
 most positively onto c and raise those that project most negatively, while the test set as a whole
 barely moves (Ilyas et al. 2022, App. J). Removing the most negative side should do the reverse.
 
-Every retrained model's margins are kept in the run, one file per removal set, named by a hash of
-the removed examples and the training recipe: an identical request is answered from the file, a
-larger one trains only the missing models, and a kill loses at most the batch in flight.
+Every retrained model is kept in the run's retrain store (training/retrain_store.py, counterfactuals/<key>
+in the run, on a seed stream of its own): an identical request is answered from it, a larger one trains
+only the missing models, and a kill loses at most the batch in flight.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
-from backend.store import run_dir
+from backend.progress import Progress, offset
+from backend.training import retrain_store
+from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS
 from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
 from backend.structure.embeddings import extremes, pca_components, pca_projections
-from backend.training.retraining import stream_seeds, train_sets, training_data
-from backend.store.run_dir import Run, RunError
-from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, FAITHFULNESS
-from backend.training.engine import default_batch_models
+from backend.training.retrain_store import LogStorage, Request, make_request, retrain_many
+from backend.training.retraining import training_data
+from backend.training.seeds import FAITHFULNESS_STREAM
+from backend.store.run_dir import Run
 
-# Seed stream of the retrained models (see retraining.py); model i of every removal set shares seed i,
-# so the positive- and negative-side retrains differ only in their data.
-FAITHFULNESS_STREAM = 0xFA
 SIDES = ("positive", "negative")
 DEFAULT_MODELS = 8
 DEFAULT_GROUP = 100
@@ -38,7 +32,7 @@ class FaithfulnessError(ValueError):
     """A faithfulness request that does not fit the run (component, k or side out of range)."""
 
 
-def removal_set(component: np.ndarray, k: int, side: str) -> np.ndarray:
+def component_extremes(component: np.ndarray, k: int, side: str) -> np.ndarray:
     """Sorted indices of the k training examples with the most positive (or most negative) coordinates.
 
     component : ndarray of shape (n_train,), one principal component
@@ -61,52 +55,27 @@ def group_shifts(shift: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, 
     return {name: float(shift[idx].mean()) for name, idx in groups.items()}
 
 
-def result_path(run: Run, removed: np.ndarray) -> Path:
-    """Where the models retrained without `removed` live: keyed by the removal set and the training recipe."""
-    recipe = json.dumps({"arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
-                         "seed": run.manifest["seed"], "stream": FAITHFULNESS_STREAM}, sort_keys=True)
-    digest = hashlib.sha256(recipe.encode() + np.asarray(removed, dtype=np.int64).tobytes()).hexdigest()[:16]
-    return FAITHFULNESS.path(run.dir, hash=digest)
+def removal_request(run: Run, removed: np.ndarray, n_models: int) -> Request:
+    """The retrain store's request for models [0, n_models) of FAITHFULNESS_STREAM trained without `removed`."""
+    return make_request(run, removed, n_models=n_models, stream=FAITHFULNESS_STREAM)
 
 
 def stored_margins(run: Run, removed: np.ndarray) -> np.ndarray:
-    """Margins of the models already retrained without `removed`, shape (n_done, n_targets) (n_done may be 0)."""
-    path = result_path(run, removed)
-    if not path.exists():
-        return np.zeros((0, run.n_targets), dtype=np.float32)
-    stored = run_dir.read_npz(run.dir, FAITHFULNESS, run.sizes, hash=path.stem)
-    stored_removed, margins = stored["removed"], stored["margins"]
-    if not np.array_equal(stored_removed, removed):
-        raise RunError(f"{path} holds another removal set (an edited or foreign file): delete it")
-    return margins
+    """Margins of the models already retrained without `removed`, by seed index, shape (n_done, n_targets)."""
+    found = retrain_store.load(run, removal_request(run, removed, 0).key)
+    return np.zeros((0, run.n_targets), dtype=np.float32) if found is None else found.margins
 
 
 def retrain_without(run: Run, removed: np.ndarray, n_models: int, *, meta: dict | None = None, data=None,
-                    device: str = "auto", progress: Callable[[float], None] | None = None) -> np.ndarray:
+                    device: str = "auto", progress: Progress | None = None) -> np.ndarray:
     """Margins of n_models models trained on the whole training set minus `removed`, shape (n_models, n_targets).
 
-    Models already stored are reused; new ones are trained in batches, each batch saved before the next.
-    progress : called with the number of models finished (fractional while a batch trains).
+    A request of the retrain store: models already stored are reused, new ones are trained in batches,
+    each batch saved before the next. progress counts the models to train.
     """
-    margins = stored_margins(run, removed)
-    if len(margins) >= n_models:
-        return margins[:n_models]
-    data = data if data is not None else training_data(run, device)
-    keep = np.setdiff1d(np.arange(run.n_train), removed).astype(np.int64)
-    seeds = stream_seeds(int(run.manifest["seed"]), FAITHFULNESS_STREAM, 0, n_models)
-    step = default_batch_models(run.manifest["arch"], data.train_x.device)
-    path = result_path(run, removed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    start = len(margins)
-    while len(margins) < n_models:
-        lo, hi = len(margins), min(len(margins) + step, n_models)
-        report = (lambda f, base=lo - start: progress(base + f)) if progress else None
-        new, _ = train_sets(run, data, np.tile(keep, (hi - lo, 1)), seeds[lo:hi], batch_models=step, progress=report)
-        margins = np.concatenate([margins, new])
-        with run_dir.atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, removed=removed, margins=margins, seeds=np.array(seeds[:hi], dtype=np.int64),
-                     meta=np.array(json.dumps(meta or {}, sort_keys=True)))
-    return margins
+    (found,) = retrain_many(run, [removal_request(run, removed, n_models)], device=device, progress=progress, data=data,
+                            storage=LogStorage(run, {"faithfulness": meta or {}}))
+    return found.margins
 
 
 def _validated_removals(run: Run, pc: int, k: int, n_models: int, sides) -> dict[str, np.ndarray]:
@@ -121,45 +90,43 @@ def _validated_removals(run: Run, pc: int, k: int, n_models: int, sides) -> dict
     if unknown or not sides:
         raise FaithfulnessError(f"unknown side(s) {sorted(unknown)}: choose from {', '.join(SIDES)}")
     component = np.asarray(components[pc])
-    return {side: removal_set(component, k, side) for side in sides}
+    return {side: component_extremes(component, k, side) for side in sides}
 
 
 def _n_control(run: Run) -> int:
     return len(load_control(run)) if run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES) else 0
 
 
+def _missing(run: Run, removals: dict[str, np.ndarray], n_models: int) -> dict[str, int]:
+    return {side: n_models - retrain_store.held_count(run, removal_request(run, r, n_models)) for side, r in removals.items()}
+
+
 def models_to_train(run: Run, pc: int, k: int, *, n_models: int = DEFAULT_MODELS, sides=SIDES,
                     n_control: int = DEFAULT_N_CONTROL) -> int:
     """How many models `faithfulness_check` with these arguments would train (0: it answers from the run)."""
     removals = _validated_removals(run, pc, k, n_models, sides)
-    return max(0, n_control - _n_control(run)) + sum(
-        max(0, n_models - len(stored_margins(run, removed))) for removed in removals.values())
+    return max(0, n_control - _n_control(run)) + sum(_missing(run, removals, n_models).values())
 
 
 def faithfulness_check(run: Run, pc: int, k: int, *, n_models: int = DEFAULT_MODELS, sides=SIDES,
                        n_group: int = DEFAULT_GROUP, n_control: int = DEFAULT_N_CONTROL, device: str = "auto",
-                       progress: Callable[[float], None] | None = None,
-                       on_start: Callable[[int], None] | None = None) -> dict:
+                       progress: Progress | None = None) -> dict:
     """App. J for component `pc`: retrain without the top-k of each side and report mean margin changes.
 
     The change of a target is (mean margin of the retrained models) − (mean margin of the control models
     trained on the whole training set; at least n_control of them, trained first if the run has fewer).
     Reported per removal side for three groups of test targets: the n_group most positive projections
     onto the component, the n_group most negative, and all.
-    on_start : called first with the number of models that must be trained (controls and retrains; 0 when
-        everything is stored); progress : then with the number finished (fractional while a batch trains).
+    progress counts the models to train, controls and retrains together ("model"; 0 when all are stored).
     """
     removals = _validated_removals(run, pc, k, n_models, sides)
     have_control = _n_control(run)
     n_control = max(n_control, have_control)
-    missing = {side: max(0, n_models - len(stored_margins(run, r))) for side, r in removals.items()}
-    if on_start:
-        on_start(n_control - have_control + sum(missing.values()))
-
-    def offset(base: float) -> Callable[[float], None] | None:
-        return (lambda models: progress(base + models)) if progress else None
-
-    ensure_control(run, n_control, device=device, progress=offset(0))
+    missing = _missing(run, removals, n_models)
+    total = n_control - have_control + sum(missing.values())
+    if progress:
+        progress(0, total, "model")
+    ensure_control(run, n_control, device=device, progress=offset(progress, 0, total))
     done = n_control - have_control
     control = control_mean(run)
     n_group = max(1, min(n_group, run.n_test // 3))
@@ -167,11 +134,12 @@ def faithfulness_check(run: Run, pc: int, k: int, *, n_models: int = DEFAULT_MOD
     data = training_data(run, device) if any(missing.values()) else None
     result = {"pc": pc, "k": k, "n_models": n_models, "n_group": n_group, "n_control": n_control, "sides": {}}
     for side, removed in removals.items():
-        margins = retrain_without(run, removed, n_models, data=data, device=device, progress=offset(done),
+        margins = retrain_without(run, removed, n_models, data=data, device=device, progress=offset(progress, done, total),
                                   meta={"pc": pc, "k": k, "side": side})
         done += missing[side]
         shift = margins.mean(axis=0, dtype=np.float64) - control
-        result["sides"][side] = {"removed": removed.tolist(), "file": str(result_path(run, removed).relative_to(run.dir)),
+        key = removal_request(run, removed, n_models).key
+        result["sides"][side] = {"removed": removed.tolist(), "file": f"{retrain_store.LOG_DIR}/{key}.npz",
                                  "shift": group_shifts(shift[run.n_train:], groups)}
     return result
 
@@ -181,13 +149,11 @@ def stored_checks(run: Run) -> list[dict]:
     set is still the one the run's current PCA gives (a rerun of `analyze` can change the components)."""
     components = pca_components(run)
     out = []
-    for path in FAITHFULNESS.glob(run.dir):
-        stored = run_dir.read_npz(run.dir, FAITHFULNESS, run.sizes, hash=path.stem)
-        try:
-            meta, removed, n = json.loads(str(stored["meta"])), stored["removed"], len(stored["margins"])
-        except ValueError as exc:
-            raise run_dir.broken(run.dir, FAITHFULNESS, path, f"is corrupt (meta: {exc})") from None
-        current = meta["pc"] < len(components) and np.array_equal(
-            removal_set(np.asarray(components[meta["pc"]]), meta["k"], meta["side"]), removed)
-        out.append(dict(meta, n_models=int(n), file=path.name, current=bool(current)))
+    for meta in retrain_store.summaries(run):
+        if meta.get("stream") != FAITHFULNESS_STREAM or "faithfulness" not in meta:
+            continue
+        check = meta["faithfulness"]
+        current = check["pc"] < len(components) and np.array_equal(
+            component_extremes(np.asarray(components[check["pc"]]), check["k"], check["side"]), meta["remove"])
+        out.append(dict(check, n_models=int(meta["n_models"]), file=f"{meta['key']}.npz", current=bool(current)))
     return out

@@ -99,11 +99,6 @@ class BatchedResNet9(nn.Module):
         return torch.bmm(self.features(x), self.fc) * self.OUT_SCALE
 
 
-ARCHITECTURES = {
-    "mlp": BatchedMLP,
-    "resnet9": BatchedResNet9,
-}
-
 # Defaults per architecture; every value can be overridden from the CLI and is recorded in the manifest.
 DEFAULT_HPARAMS = {
     "mlp": dict(hidden=128, epochs=30, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4,
@@ -131,4 +126,4 @@ def build(arch: str, K: int, image_shape: tuple[int, int, int], n_classes: int,
         return BatchedMLP(K, H * W * C, n_classes, generators, hidden=int(hparams["hidden"]))
     if arch == "resnet9":
         return BatchedResNet9(K, C, n_classes, generators, width=float(hparams["width"]))
-    raise ValueError(f"unknown architecture {arch!r}: choose one of {sorted(ARCHITECTURES)}")
+    raise ValueError(f"unknown architecture {arch!r}: choose one of {sorted(DEFAULT_HPARAMS)}")

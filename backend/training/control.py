@@ -8,16 +8,16 @@ S (Ilyas et al. 2022, §4.1.2, Figure 8). They are trained once per run and stor
                                                                the representation baseline of [structure]/[leakage]
   control.json          how they were made: count, seed stream, seeds, hparams
 
-Their seeds come from a stream of their own (retraining.CONTROL_STREAM), never a run model's.
+Their seeds come from a stream of their own (seeds.CONTROL_STREAM), never a run model's.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
+from backend.progress import Progress
 from backend.store import run_dir
-from backend.training.retraining import CONTROL_STREAM, stream_seeds, train_sets, training_data
+from backend.training.retrain_store import Held, Request, make_request, retrain_many
+from backend.training.seeds import CONTROL_STREAM, stream_seeds
 from backend.store.run_dir import Run
 from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, CONTROL_META, Artifact
 DEFAULT_N_CONTROL = 64
@@ -27,45 +27,58 @@ def control_seeds(run_seed: int, n_control: int) -> list[int]:
     return stream_seeds(run_seed, CONTROL_STREAM, 0, n_control)
 
 
+class ControlStorage:
+    """The retrain store's entry of the control request (nothing removed, CONTROL_STREAM), kept in the
+    run's control files: models [0, n_control) in control_margins.npy, the features of model 0 beside them."""
+
+    wants_features = True
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def load(self, request: Request) -> Held | None:
+        if not (self.run.has(CONTROL_MARGINS) and self.run.has(CONTROL_FEATURES)):
+            return None
+        margins = load_control(self.run)
+        return Held(np.arange(len(margins), dtype=np.int64), margins)
+
+    def save(self, request: Request, held: Held, targets: set[int], features: np.ndarray | None, device: str) -> Held:
+        # Features first, margins last: the margins file, which appears atomically, marks a finished control set.
+        run, n_control = self.run, len(held.indices)
+        if features is not None:
+            run_dir.write_array(run.dir, CONTROL_FEATURES, features)
+        run_dir.write_json(run.dir, CONTROL_META, {
+            "n_control": n_control, "seed_stream": CONTROL_STREAM, "seeds": control_seeds(int(run.manifest["seed"]), n_control),
+            "arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
+            "features_of_model": 0, "features_dim": int(load_control_features(run).shape[1]),
+            "mean_test_accuracy": round(float((np.asarray(held.margins)[:, run.n_train:] > 0).mean()), 4),
+            "device": device,
+        })
+        run_dir.write_array(run.dir, CONTROL_MARGINS, np.asarray(held.margins, dtype=np.float32))
+        return Held(held.indices, load_control(run))
+
+    def add_targets(self, request: Request, held: Held, targets: set[int]) -> Held:
+        return held
+
+
 def ensure_control(
     run: Run,
     n_control: int = DEFAULT_N_CONTROL,
     device: str = "auto",
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
     batch_models: int | None = None,
-    on_start: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """The run's control margins, shape (>= n_control, n_train + n_test), trained first if missing or too few.
 
-    A run holding fewer controls is topped up: model i always comes from the same seed, so the first
-    ones are kept. Features (of model 0) are written before the margins, so the margins file, which
-    appears last and atomically, marks a finished control set. on_start gets the number of models to
-    train (0 when all are stored), progress the models finished.
+    The controls are models [0, n) of the control stream trained on the whole training set, a request of
+    the retrain store: a run holding fewer is topped up (model i always comes from the same seed, so the
+    first ones are kept), batch by batch. progress counts the models to train (0 when all are stored).
     """
-    have = np.zeros((0, run.n_targets), dtype=np.float32)
-    if run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES):
-        have = load_control(run)
-    n_new = max(0, n_control - len(have))
-    if on_start:
-        on_start(n_new)
-    if n_new == 0:
-        return have
-    data = training_data(run, device)
-    seeds = control_seeds(int(run.manifest["seed"]), n_control)
-    subsets = np.tile(np.arange(run.n_train, dtype=np.int64), (n_new, 1))
-    margins, features = train_sets(run, data, subsets, seeds[len(have):], batch_models=batch_models,
-                                   progress=progress, first_features=len(have) == 0)
-    if features is not None:
-        run_dir.write_array(run.dir, CONTROL_FEATURES, features)
-    all_margins = np.concatenate([np.asarray(have), margins])
-    run_dir.write_json(run.dir, CONTROL_META, {
-        "n_control": n_control, "seed_stream": CONTROL_STREAM, "seeds": seeds,
-        "arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
-        "features_of_model": 0, "features_dim": int(load_control_features(run).shape[1]),
-        "mean_test_accuracy": round(float((all_margins[:, run.n_train:] > 0).mean()), 4),
-        "device": str(data.train_x.device),
-    })
-    run_dir.write_array(run.dir, CONTROL_MARGINS, all_margins)
+    storage = ControlStorage(run)
+    held = storage.load(make_request(run, [], stream=CONTROL_STREAM))
+    n_control = max(n_control, 0 if held is None else len(held.indices))
+    request = make_request(run, [], n_models=n_control, stream=CONTROL_STREAM)
+    retrain_many(run, [request], device=device, progress=progress, batch_models=batch_models, storage=storage)
     return load_control(run)
 
 

@@ -7,26 +7,13 @@ and the normalisation (from the training images) is the one the run's own models
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
 from backend.datasets import Dataset
+from backend.progress import Progress, fraction
 from backend.store.run_dir import Run
-from backend.training.subsets import stream_seed
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
-
-# Seed streams: SeedSequence([run_seed, index, stream]). Streams 0 and 1 are the run's own subsets and
-# model seeds (subsets.py); extra models draw from streams of their own, so none repeats a run model.
-CONTROL_STREAM = 0xC0
-COUNTERFACTUAL_STREAM = 0xCF
-
-
-def stream_seeds(run_seed: int, stream: int, start: int, n: int) -> list[int]:
-    """63-bit seeds of models [start, start + n) of a seed stream (subsets.stream_seed)."""
-    return [stream_seed(run_seed, index, stream) for index in range(start, start + n)]
-
 
 def run_dataset(run: Run) -> Dataset:
     """The run's dataset, rebuilt from its own images.npy and labels.npy."""
@@ -53,14 +40,14 @@ def train_sets(
     *,
     train_labels: np.ndarray | None = None,
     batch_models: int | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
     first_features: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Train model k on training examples subsets[k] from seeds[k], in batches; return target margins.
 
     subsets : int64 ndarray of shape (K, n), every model the same n
     train_labels : optional int ndarray of shape (n_train,) replacing the run's training labels
-    progress : called with the number of models finished so far (fractional while a batch trains)
+    progress : progress(done, K, "model") (backend.progress), fractional while a batch trains
     first_features : also return the penultimate features of model 0 only, shape (n_targets, D): one
         model is the representation baseline, and K models' features would not fit at CIFAR scale
     Returns margins float32 of shape (K, n_targets), and the features or None.
@@ -73,7 +60,7 @@ def train_sets(
     features = None
     for start in range(0, K, step):
         end = min(start + step, K)
-        report = (lambda f, base=start, k=end - start: progress(base + f * k)) if progress else None
+        report = fraction(progress, start, end - start, K, "model")
         want = first_features and start == 0
         margins[start:end], feats = train_models(data, np.ascontiguousarray(subsets[start:end]), seeds[start:end],
                                                  arch, hparams, train_labels=labels, progress=report,

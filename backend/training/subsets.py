@@ -7,27 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.training.seeds import MODEL_STREAM, SUBSET_STREAM, stream_seed
+
 
 def subset_size(n_train: int, alpha: float) -> int:
     """round(alpha * n_train), the exact number of examples every model of a run trains on."""
     return int(round(alpha * n_train))
 
 
-def stream_seed(run_seed: int, index: int, stream: int) -> int:
-    """A 63-bit seed from SeedSequence([run_seed, index, stream]): stream 1 is a run's models; other
-    streams serve models trained later (backend.training.retraining), so none repeats a run model's seed."""
-    state = np.random.SeedSequence([run_seed, index, stream]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
 def model_seed(run_seed: int, index: int) -> int:
     """A 63-bit seed for model `index`'s own randomness (initialisation, shuffling, augmentation)."""
-    return stream_seed(run_seed, index, 1)
+    return stream_seed(run_seed, index, MODEL_STREAM)
 
 
 def model_subset(run_seed: int, index: int, n_train: int, alpha: float) -> np.ndarray:
     """Sorted int64 indices of the round(alpha*n_train) training examples model `index` sees."""
-    rng = np.random.default_rng(np.random.SeedSequence([run_seed, index, 0]))
+    rng = np.random.default_rng(np.random.SeedSequence([run_seed, index, SUBSET_STREAM]))
     return np.sort(rng.choice(n_train, size=subset_size(n_train, alpha), replace=False)).astype(np.int64)
 
 

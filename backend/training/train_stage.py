@@ -6,12 +6,10 @@ the indices no shard holds, so a run killed at any moment loses at most the chun
 """
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,6 +18,7 @@ from backend.training import architectures
 
 from backend.store import run_dir as run_store
 from backend.datasets import Dataset
+from backend.progress import Progress, fraction
 from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
 from backend.training.target_stats import save_target_stats, stored_target_stats
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
@@ -103,12 +102,11 @@ def train_run(
     device: str = "auto",
     batch_models: int | None = None,
     shard: tuple[int, int] = (0, 1),
-    progress: Callable[[float], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
 
-    progress receives models finished (fractional while a chunk trains); on_start the number to train.
+    progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
     """
     arch = arch or architectures.default_arch(ds.name, ds.image_shape)
     hparams = resolve_hparams(arch, hparams or {})
@@ -124,17 +122,19 @@ def train_run(
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
     todo = [(s, e) for s, e in run_store.missing_ranges(run_dir, hi, lo)]
     chunks = [(a, min(a + K, e)) for s, e in todo for a in range(s, e, K)]
-    if on_start:
-        on_start(sum(e - s for s, e in chunks))
+    total = sum(e - s for s, e in chunks)
+    if progress:
+        progress(0, total, "model")
     data = TrainingData.from_dataset(ds, dev)
     started, done = time.time(), 0
     for s, e in chunks:
         subsets = np.stack([model_subset(seed, m, ds.n_train, alpha) for m in range(s, e)])
         seeds = [model_seed(seed, m) for m in range(s, e)]
-        report = (lambda f, base=done, k=e - s: progress(base + f * k)) if progress else None
-        margins, _ = train_models(data, subsets, seeds, arch, hparams, progress=report)
+        margins, _ = train_models(data, subsets, seeds, arch, hparams, progress=fraction(progress, done, e - s, total, "model"))
         run_store.write_shard(run_dir, s, subsets_to_masks(subsets, ds.n_train), margins)
         done += e - s
+        if progress:
+            progress(done, total, "model")
     elapsed = time.time() - started
     n_merged = merge_run(run_dir, ds.n_train, ds.n_train + ds.n_test)
     summary = {"run": str(run_dir), "trained_now": done, "seconds": round(elapsed, 2),
@@ -148,7 +148,3 @@ def train_run(
         summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"
                            " or an interrupted run); rerun train to finish, then merge")
     return summary
-
-
-def format_summary(summary: dict) -> str:
-    return json.dumps(summary, indent=2)

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from backend.store.run_dir import Run
+from backend.training import retrain_store
 from precompute.cli import main
 from tests.conftest import run_cli
 
@@ -21,6 +23,24 @@ def test_counterfactual_prints_predicted_and_actual(cf_run):
     again = json.loads(run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:99,3,17",
                                "--models", "2", "--control-models", "8", "--device", "cpu").stdout)
     assert again["actual"]["from_log"] and again["actual"]["margin"] == out["actual"]["margin"]
+    assert (out["reused"], out["trained_now"], again["reused"], again["trained_now"]) == (0, 2, 2, 0)
+
+
+def test_counterfactual_of_16_models_after_8_trains_only_8(cf_run):
+    args = ("counterfactual", "--run", cf_run, "--target", "test:7", "--remove", "ids:11,12,13", "--control-models", "8",
+            "--device", "cpu")
+    run = Run(cf_run)
+    eight = json.loads(run_cli(*args, "--models", "8").stdout)
+    before = np.array(retrain_store.load(run, eight["actual"]["key"]).margins)
+    sixteen = run_cli(*args, "--models", "16")
+    out = json.loads(sixteen.stdout)
+    assert (eight["reused"], eight["trained_now"]) == (0, 8) and (out["reused"], out["trained_now"]) == (8, 8)
+    assert "/8 models" in sixteen.stderr  # the bar counts only the models trained now
+    assert out["actual"]["key"] == eight["actual"]["key"]
+    assert out["actual"]["model_margins"][:8] == eight["actual"]["model_margins"]
+    stored = retrain_store.load(run, out["actual"]["key"])
+    assert stored.indices.tolist() == list(range(16))
+    np.testing.assert_array_equal(stored.margins[:8], before)  # the first 8 models are the 8-model result, untouched
 
 
 def test_relabel_counterfactual_has_no_prediction(cf_run, capsys):
@@ -62,7 +82,7 @@ def test_support_writes_estimates_and_cdfs_and_resumes(cf_run):
     assert len(summary["per_target"]) == 3 and summary["heuristic_all_test"]["n"] == 500
     assert summary["certified_cdf"]["fraction"] == sorted(summary["certified_cdf"]["fraction"])
     resumed = run_cli(*args)
-    assert "0/0 target" in resumed.stderr and json.loads(resumed.stdout)["search"] == out["search"]
+    assert "target" not in resumed.stderr and json.loads(resumed.stdout)["search"] == out["search"]  # no 0/0 bar
 
 
 def test_cf_eval_reports_correlations(cf_run, capsys):

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from backend.counterfactuals import predict as counterfactuals
+from backend.training import retrain_store
 from backend.training.control import control_mean
 from backend.counterfactuals.predict import load_weights
 from backend.counterfactuals.removal import competitor_class
@@ -87,8 +87,8 @@ def test_certified_search_on_a_real_run_resumes_from_storage(cf_run, monkeypatch
     wrong = next(t for t in range(run.n_train, run.n_targets) if control[t] <= 0)
     started = []
     records = certified_supports(run, right + [wrong], n_models=2, k_max=1200, budget=2, check=True, device="cpu",
-                                 on_start=started.append)
-    assert started == [3]
+                                 progress=lambda done, total, unit: started.append((done, total, unit)))
+    assert started[0] == (0, 3, "target") and started[-1] == (3, 3, "target")
     for r in records[:2]:
         assert [k for k, _ in r["steps"]] == [600, 300 if r["steps"][0][1] < 0 else 900]
         if r["support"] is not None:
@@ -99,10 +99,10 @@ def test_certified_search_on_a_real_run_resumes_from_storage(cf_run, monkeypatch
 
     def no_training(*args, **kwargs):
         raise AssertionError("stored results must be reused")
-    monkeypatch.setattr(counterfactuals, "train_sets", no_training)
+    monkeypatch.setattr(retrain_store, "train_sets", no_training)
     again = certified_supports(run, right + [wrong], n_models=2, k_max=1200, budget=2, check=True, device="cpu",
-                               on_start=started.append)
-    assert started[-1] == 0 and again == records
+                               progress=lambda done, total, unit: started.append((done, total, unit)))
+    assert started[-1] == (0, 0, "target") and again == records
     summary = search_summary(records)
     assert summary["targets"] == 3 and summary["already_wrong"] == 1
 

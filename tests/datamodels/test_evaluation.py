@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from backend.datamodels import evaluation
 from backend.datamodels.fit import fit_datamodels
-from backend.datamodels.evaluation import (difference_of_means, lds, lds_report, masked_auc, sample_complexity, summarize,
+from backend.datamodels.evaluation import (difference_of_means, lds, masked_auc, sample_complexity, summarize, summary_report,
                                 table5, table5_report)
 from tests.oracles import random_problem
 
@@ -122,6 +122,6 @@ def test_sample_complexity_points_are_fits_on_model_prefixes():
     weights = np.zeros((13, 10), np.float32)
     bias = np.zeros(13, np.float32)
     weights[targets], bias[targets] = fit.weights, fit.bias
-    direct = lds_report(weights, bias, held_m, held_y, 10, targets=targets)
+    direct = summary_report(lds(weights, bias, held_m, held_y, 10, targets=targets), len(held_m), 10)
     assert quarter["lds"] == direct["lds"] and quarter["mse"] == direct["mse"]
     assert whole["lds"]["test"]["mean"] > 0.3

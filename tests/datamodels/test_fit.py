@@ -81,10 +81,11 @@ def test_blocks_memmaps_and_target_subsets_agree(small, full_path_fit, tmp_path)
 def test_progress_counts_every_target_step(small):
     masks, margins = small
     calls = []
-    fit_datamodels(masks, margins, N_TRAIN, progress=lambda done, total: calls.append((done, total)), **SETTINGS)
-    done = [d for d, _ in calls]
+    fit_datamodels(masks, margins, N_TRAIN, progress=lambda *call: calls.append(call), **SETTINGS)
+    done = [d for d, _, _ in calls]
     total = (N_TRAIN + N_TEST) * (SETTINGS["n_lambdas"] + 1)
-    assert done == sorted(done) and done[-1] == total and {t for _, t in calls} == {total}
+    assert done[0] == 0 and done == sorted(done) and done[-1] == total
+    assert {(t, u) for _, t, u in calls} == {(total, "λ step")}
 
 
 def test_target_without_validation_models_borrows_the_median_ratio(small):

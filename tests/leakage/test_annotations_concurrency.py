@@ -1,10 +1,14 @@
-"""Eight annotator processes voting at once on one SQLite file lose no vote and duplicate none."""
+"""Eight annotator processes voting at once on one SQLite file lose no vote and duplicate none; reads never wait."""
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from backend.leakage.annotations import AnnotationStore
+import pytest
+
+from backend.leakage import annotations
+from backend.leakage.annotations import AnnotationStore, AnnotationStoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PROCESSES, N_VOTES, N_DISTINCT = 8, 300, 240
@@ -64,3 +68,27 @@ def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
         assert conn.exec_driver_sql("select count(*) from (select 1 from votes group by run, test, train, "
                                     "annotator_id having count(*) > 1)").scalar() == 0
     store.dispose()
+
+
+def test_reads_go_on_while_another_connection_holds_the_write_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(annotations, "BUSY_TIMEOUT_S", 1)  # a blocked statement fails after 1 s, not 30
+    path = tmp_path / "locked.db"
+    path.touch()
+    store = AnnotationStore(f"sqlite:///{path}")
+    store.submit("run", 0, "ann", {1: True})
+    store.skip("run", 2, "ann")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE votes SET is_leak = 0")  # uncommitted: readers keep seeing the last commit
+    try:
+        started = time.perf_counter()
+        assert [(v.annotator, v.test, v.train, v.is_leak) for v in store.votes("run")] == [("ann", 0, 1, True)]
+        assert store.reviewed("run", "ann") == {0, 2}
+        assert store.skip_counts("run") == {"ann": 1}
+        assert time.perf_counter() - started < 0.5  # no wait for the lock at all
+        with pytest.raises(AnnotationStoreError, match="locked"):
+            store.submit("run", 0, "ann", {1: False})  # writers do queue for the lock
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.dispose()

@@ -50,7 +50,8 @@ def test_click_three_images_then_verify_with_four_models(page):
     at.slider(key="cf_models").set_value(4).run()
     at.button(key="cf_verify").click().run(timeout=300)
     assert not at.exception, at.exception
-    (cf,) = retrain_store.entries(run)
+    (summary,) = retrain_store.summaries(run)
+    cf = retrain_store.load(run, summary["key"])
     assert len(cf.request.seeds) == 4 and sorted(clicked) == cf.request.remove.tolist() and cf.targets == [column]
     assert metrics(at)["Actual margin"] == f"{cf.margins[:, column].mean():+.3f}"
     assert any(c.value.startswith("1 counterfactual · correlations need at least 3") for c in at.caption)
@@ -64,7 +65,7 @@ def test_removing_a_whole_class_is_refused_without_training(page):
     at.button(key="cf_add_class").click().run()
     assert "every training image of class '4'" in at.error[0].value
     assert not [b for b in at.button if b.key == "cf_verify"]
-    assert retrain_store.entries(run) == []
+    assert retrain_store.summaries(run) == []
 
 
 def test_clicking_twice_takes_an_image_out_again(page):

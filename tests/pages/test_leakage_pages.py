@@ -74,7 +74,7 @@ def test_vote_submit_advances_and_writes_every_shown_pair(app, db, run):
     assert not at.exception and not at.error
     assert shown_test(at) == second
     assert f"1 of {run.n_test}" in str(at.get("progress")[0].proto)
-    votes = AnnotationStore(db).own_votes(RUN, "ann", first)
+    votes = {v.train: v.is_leak for v in AnnotationStore(db).votes(RUN) if v.annotator == "ann" and v.test == first}
     assert votes == {t: t == shown[0] for t in shown}
 
 

@@ -17,7 +17,7 @@ from backend.structure import embeddings
 from backend.structure import similar_targets
 from backend.store.run_dir import Run, RunError
 from backend.structure.analyze import analyze_structure
-from tests.oracles import sklearn_knn_rbf, unit
+from tests.oracles import brute_force_knn_rbf, unit
 
 
 
@@ -61,7 +61,7 @@ def test_whole_set_and_pixel_nmi_match_an_independent_sklearn_clustering(structu
     whole = clusters.whole_clustering(run)
     assert np.isclose(quality["whole"]["nmi"], normalized_mutual_info_score(labels, whole.labels))
     pixels = unit(np.asarray(run.images[run.n_train:], dtype=np.float64).reshape(run.n_test, -1))
-    affinity, gamma = sklearn_knn_rbf(pixels, 10)
+    affinity, gamma = brute_force_knn_rbf(pixels, 10)
     theirs = SpectralClustering(len(run.class_names), affinity="precomputed", random_state=0).fit_predict(affinity)
     assert np.isclose(quality["pixels"]["gamma"], gamma, rtol=1e-4)
     assert np.isclose(quality["pixels"]["nmi"], normalized_mutual_info_score(labels, theirs), atol=0.02)
@@ -91,8 +91,10 @@ def test_rerun_is_deterministic_reports_progress_and_honours_fit_rows_and_sketch
     copy = tmp_path / "run"
     shutil.copytree(structure_run, copy)
     seen = []
-    summary = analyze_structure(copy, n_components=10, k_per_class=3, device="cpu", progress=seen.append)
-    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    summary = analyze_structure(copy, n_components=10, k_per_class=3, device="cpu", progress=lambda *call: seen.append(call))
+    done = [d for d, _, _ in seen]
+    assert seen[0] == (0, 5, "stage") and done == sorted(done) and done[-1] == pytest.approx(5)
+    assert {(t, u) for _, t, u in seen} == {(5, "stage")}
     for name in ("pca_projections.npy", "clusters_all.npy", "neighbors.npy"):
         np.testing.assert_array_equal(np.load(copy / "structure" / name), np.load(structure_run / "structure" / name))
     summary = analyze_structure(copy, n_components=4, k_per_class=2, device="cpu", fit_rows=120, sketch_dim=128,

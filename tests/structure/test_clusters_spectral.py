@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from backend.structure.clusters import cluster_each_class, knn_rbf_affinity, nmi, spectral_clusters, squared_distances
-from tests.oracles import sklearn_knn_rbf
+from tests.oracles import brute_force_knn_rbf
 
 
 def blobs(n=120, centers=4, seed=0):
@@ -29,7 +29,7 @@ def test_squared_distances_match_brute_force():
 def test_affinity_is_the_rbf_weighted_symmetric_knn_graph():
     x, _ = blobs()
     ours, gamma = knn_rbf_affinity(squareform(pdist(x.astype(np.float64), "sqeuclidean")), 7)
-    theirs, their_gamma = sklearn_knn_rbf(x, 7)
+    theirs, their_gamma = brute_force_knn_rbf(x, 7)
     assert np.isclose(gamma, their_gamma)
     np.testing.assert_allclose(ours.toarray(), theirs, atol=1e-12)
 
@@ -38,7 +38,7 @@ def test_affinity_is_the_rbf_weighted_symmetric_knn_graph():
 def test_clusters_equal_sklearn_spectral_clustering_of_that_affinity():
     x, y = blobs()
     ours = spectral_clusters(torch.from_numpy(x), 4, seed=0)
-    affinity, gamma = sklearn_knn_rbf(x, 10)
+    affinity, gamma = brute_force_knn_rbf(x, 10)
     theirs = SpectralClustering(4, affinity="precomputed", random_state=0).fit_predict(affinity)
     assert np.isclose(ours.gamma, gamma, rtol=1e-4)
     assert adjusted_rand_score(theirs, ours.labels) == 1.0

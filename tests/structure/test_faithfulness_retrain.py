@@ -10,7 +10,8 @@ import pytest
 from backend.structure import faithfulness as fa
 from backend.training.control import control_mean
 from backend.structure.embeddings import pca_components, pca_projections
-from backend.training.retraining import stream_seeds, train_sets, training_data
+from backend.training.retraining import train_sets, training_data
+from backend.training.seeds import FAITHFULNESS_STREAM, stream_seeds
 from backend.store.run_dir import Run, RunError
 from tests.conftest import run_cli
 
@@ -24,8 +25,8 @@ def run(structure_run, tmp_path_factory):
 
 def test_removal_set_is_the_top_k_of_each_side():
     component = np.array([0.3, -0.9, 0.1, 0.8, -0.2, 0.0])
-    np.testing.assert_array_equal(fa.removal_set(component, 2, "positive"), [0, 3])
-    np.testing.assert_array_equal(fa.removal_set(component, 2, "negative"), [1, 4])
+    np.testing.assert_array_equal(fa.component_extremes(component, 2, "positive"), [0, 3])
+    np.testing.assert_array_equal(fa.component_extremes(component, 2, "negative"), [1, 4])
 
 
 def test_groups_and_shifts_are_plain_means():
@@ -38,16 +39,21 @@ def test_groups_and_shifts_are_plain_means():
 
 def test_check_retrains_stores_reuses_and_tops_up(run):
     starts, ticks = [], []
-    first = fa.faithfulness_check(run, 0, 10, n_models=2, n_group=20, n_control=4, device="cpu",
-                                  progress=ticks.append, on_start=starts.append)
-    assert starts == [4 - 1 + 2 * 2]  # the run had one control model: 3 more controls, then 2 per side
+
+    def progress(done, total, unit):
+        ticks.append(done)
+        if done == 0:
+            starts.append(total)
+    first = fa.faithfulness_check(run, 0, 10, n_models=2, n_group=20, n_control=4, device="cpu", progress=progress)
+    assert starts[0] == 4 - 1 + 2 * 2  # the run had one control model: 3 more controls, then 2 per side
     assert ticks[-1] == pytest.approx(starts[0]) and ticks == sorted(ticks)
-    again = fa.faithfulness_check(run, 0, 10, n_models=2, n_group=20, n_control=4, device="cpu",
-                                  on_start=starts.append)
-    assert starts[-1] == 0 and again == first  # an identical request trains nothing
+    starts.clear()
+    again = fa.faithfulness_check(run, 0, 10, n_models=2, n_group=20, n_control=4, device="cpu", progress=progress)
+    assert starts[0] == 0 and again == first  # an identical request trains nothing
     before = {side: fa.stored_margins(run, np.array(first["sides"][side]["removed"])) for side in fa.SIDES}
-    fa.faithfulness_check(run, 0, 10, n_models=3, n_group=20, n_control=4, device="cpu", on_start=starts.append)
-    assert starts[-1] == 2
+    starts.clear()
+    fa.faithfulness_check(run, 0, 10, n_models=3, n_group=20, n_control=4, device="cpu", progress=progress)
+    assert starts[0] == 2
     for side in fa.SIDES:
         after = fa.stored_margins(run, np.array(first["sides"][side]["removed"]))
         assert len(after) == 3
@@ -61,9 +67,9 @@ def test_check_retrains_stores_reuses_and_tops_up(run):
 def test_stored_models_are_the_models_trained_without_the_removed_examples(run):
     result = fa.faithfulness_check(run, 1, 15, n_models=2, sides=("positive",), n_group=20, n_control=4, device="cpu")
     removed = np.array(result["sides"]["positive"]["removed"])
-    np.testing.assert_array_equal(removed, fa.removal_set(np.asarray(pca_components(run)[1]), 15, "positive"))
+    np.testing.assert_array_equal(removed, fa.component_extremes(np.asarray(pca_components(run)[1]), 15, "positive"))
     keep = np.setdiff1d(np.arange(run.n_train), removed)
-    seeds = stream_seeds(int(run.manifest["seed"]), fa.FAITHFULNESS_STREAM, 0, 2)
+    seeds = stream_seeds(int(run.manifest["seed"]), FAITHFULNESS_STREAM, 0, 2)
     independent, _ = train_sets(run, training_data(run, "cpu"), np.tile(keep, (2, 1)), seeds)
     stored = fa.stored_margins(run, removed)
     np.testing.assert_allclose(stored, independent, atol=1e-4)
@@ -97,9 +103,10 @@ def test_cli_answers_a_stored_request_and_refuses_a_bad_component(run):
 
 def test_a_corrupt_stored_result_is_reported_not_retrained_over(run):
     removed = np.array([0, 1, 2])
-    path = fa.result_path(run, removed)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fa.retrain_without(run, removed, 1, device="cpu")
+    path = run.dir / "counterfactuals" / f"{fa.removal_request(run, removed, 1).key}.npz"
+    intact = path.read_bytes()
     path.write_bytes(b"not an npz")
     with pytest.raises(RunError, match="is corrupt"):
         fa.stored_margins(run, removed)
-    path.unlink()
+    path.write_bytes(intact)

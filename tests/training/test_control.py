@@ -45,8 +45,8 @@ def test_existing_controls_are_reused_and_topped_up(cf_run):
     run = Run(cf_run)
     before = np.array(np.load(CONTROL_MARGINS.path(run.dir)))
     started = []
-    assert len(ensure_control(run, 4, device="cpu", on_start=started.append)) == 8
-    assert started == [0]
-    topped = ensure_control(run, 10, device="cpu", on_start=started.append)
-    assert started == [0, 2] and topped.shape == (10, run.n_targets)
+    assert len(ensure_control(run, 4, device="cpu", progress=lambda *call: started.append(call))) == 8
+    assert started == [(0, 0, "model")]
+    topped = ensure_control(run, 10, device="cpu", progress=lambda *call: started.append(call))
+    assert started[1] == (0, 2, "model") and started[-1] == (2, 2, "model") and topped.shape == (10, run.n_targets)
     np.testing.assert_array_equal(topped[:8], before)

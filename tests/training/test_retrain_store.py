@@ -1,4 +1,4 @@
-"""Predictions against brute force; retraining against the engine; the log's round trip and cache."""
+"""Predictions against brute force; retraining against the engine; the store's round trip, reuse and top-up."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,6 @@ import pytest
 
 from backend.training import retrain_store
 
-from backend.counterfactuals import predict as counterfactuals
 from backend.training.control import control_mean
 from backend.counterfactuals.predict import load_weights, make_request, predict_removal, retrain, retrain_many, verified_removals
 from backend.training.retraining import training_data
@@ -69,14 +68,32 @@ def test_identical_request_is_answered_from_the_log(cf_run, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("an identical request must not train")
-    monkeypatch.setattr(counterfactuals, "train_sets", no_training)
+    monkeypatch.setattr(retrain_store, "train_sets", no_training)
     again = retrain(run, np.array([20, 10]), n_models=2, device="cpu", target=run.n_train + 1)
     assert again.cached and again.request.key == first.request.key
     np.testing.assert_array_equal(again.margins, first.margins)
     assert retrain_store.load(run, first.request.key).targets == [run.n_train, run.n_train + 1]
     margins = retrain_store.summaries(run)[0]["target_margins"]
     assert margins[str(run.n_train + 1)] == pytest.approx(first.margins[:, run.n_train + 1].mean())
-    assert make_request(run, [10, 20], n_models=2, seed_start=2).key != first.request.key
+    assert make_request(run, [10, 20], n_models=2, seed_start=2).key == first.request.key  # same entry, other models
+    assert make_request(run, [10, 21], n_models=2).key != first.request.key
+
+
+def test_more_models_train_only_the_missing_seed_indices(cf_run):
+    run = Run(cf_run)
+    first = retrain(run, np.array([30, 31]), n_models=2, device="cpu")
+    calls = []
+    more = retrain(run, np.array([30, 31]), n_models=3, device="cpu", progress=lambda *call: calls.append(call))
+    assert (more.reused, more.trained_now) == (2, 1) and calls[0] == (0, 1, "model") and calls[-1] == (1, 1, "model")
+    np.testing.assert_array_equal(more.margins[:2], first.margins)
+    keep = np.setdiff1d(np.arange(run.n_train), [30, 31])
+    oracle, _ = train_models(training_data(run, "cpu"), keep[None], [more.request.seeds[2]], run.manifest["arch"],
+                             run.manifest["hparams"])
+    np.testing.assert_allclose(more.margins[2], oracle[0], atol=1e-4)
+    # Fresh models past the held ones (support --check) train only their own indices, not [0, start).
+    fresh = retrain(run, np.array([30, 31]), n_models=2, seed_start=5, device="cpu")
+    assert (fresh.reused, fresh.trained_now) == (0, 2) and fresh.indices.tolist() == [5, 6]
+    assert retrain_store.load(run, first.request.key).indices.tolist() == [0, 1, 2, 5, 6]
 
 
 def test_relabelling_trains_on_the_full_set_with_new_labels(cf_run):
@@ -98,15 +115,15 @@ def test_batched_requests_of_several_sizes_match_separate_training(cf_run):
     requests = [make_request(run, s, n_models=2) for s in sets]
     started = []
     # Three removals of size 2 (split over two engine calls of at most 4 models) and one of size 3.
-    results = retrain_many(run, requests, device="cpu", on_start=started.append, batch_models=4)
-    assert started == [8]
+    results = retrain_many(run, requests, device="cpu", progress=lambda *call: started.append(call), batch_models=4)
+    assert started[0] == (0, 8, "model") and started[-1] == (8, 8, "model")
     data = training_data(run, "cpu")
     for group in ([0, 2, 3], [1]):
         keeps = [np.setdiff1d(np.arange(run.n_train), sets[g]) for g in group for _ in range(2)]
         seeds = [s for g in group for s in results[g].request.seeds]
         oracle, _ = train_models(data, np.stack(keeps), seeds, run.manifest["arch"], run.manifest["hparams"])
         np.testing.assert_allclose(np.concatenate([results[g].margins for g in group]), oracle, atol=1e-4)
-    assert len(retrain_store.entries(run)) == 4
+    assert len(retrain_store.summaries(run)) == 4
 
 
 def test_verified_removals_pair_prediction_and_truth(cf_run):
