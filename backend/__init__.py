@@ -7,4 +7,6 @@
     structure        datamodel embeddings: PCA, spectral clusters, similar targets, faithfulness checks
     counterfactuals  removal sets, predicted and retrained effects, data support, the Figure 8 evaluation
     leakage          train-test leak candidates, the annotation store, leak scores and annotator agreement
+
+progress.py holds the one progress convention every long job reports in.
 """

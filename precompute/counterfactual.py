@@ -86,46 +86,21 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
 
 
 def cmd_support(args: argparse.Namespace) -> dict:
-    from backend.store import run_dir as run_store
-    from backend.counterfactuals.predict import load_weights
+    from backend.counterfactuals.support import DEFAULT_SUPPORT_MODELS, certified_supports, save_support_summary
     from backend.store.run_dir import Run
-    from backend.counterfactuals.support import (DEFAULT_SUPPORT_MODELS, brittleness_cdf, certified_array,
-                                 certified_supports, heuristic_support, search_summary)
-    from backend.store.schema import SUPPORT_SUMMARY
     from backend.store.targets import parse_targets
 
     run = Run(args.run)
     targets = parse_targets(args.targets, run.n_train, run.n_test)
     if args.k_max is not None and not 0 < args.k_max < run.n_train:
         raise ValueError(f"--k-max {args.k_max} is out of range: give 1..{run.n_train - 1}")
-    weights = load_weights(run)
     control = _ensure_control(run, args).mean(axis=0, dtype=np.float64)
-    heuristic = heuristic_support(weights, control[run.n_train:], np.arange(run.n_train, run.n_targets))
     with TqdmProgress("certified support") as bar:
         records = certified_supports(run, targets, args.models or DEFAULT_SUPPORT_MODELS, mislabel=args.mislabel, k_max=args.k_max,
                                      budget=args.budget, check=args.check, device=args.device, progress=bar)
-    mode = "mislabel" if args.mislabel else "remove"
-    per_target = [{k: r[k] for k in ("name", "support", "lower", "control_margin", "check_margin") if k in r}
-                  | {"heuristic": _finite(heuristic[r["target"] - run.n_train]) if r["target"] >= run.n_train else None}
-                  for r in records]
-    summary = {"mode": mode, "targets": args.targets, "search": search_summary(records),
-               "certified_cdf": _cdf(certified_array(records), brittleness_cdf),
-               "heuristic_all_test": {"n": run.n_test, "median": _finite(np.median(heuristic)),
-                                      "cdf": _cdf(heuristic, brittleness_cdf)}}
-    run_store.write_json(run.dir, SUPPORT_SUMMARY, dict(summary, per_target=per_target), mode=mode)
-    path = SUPPORT_SUMMARY.path(run.dir, mode=mode)
-    return {"mode": mode, "search": summary["search"], "heuristic_median_all_test": summary["heuristic_all_test"]["median"],
-            "written": str(path)}
-
-
-def _finite(value: float) -> float | None:
-    return None if not np.isfinite(value) else float(value)
-
-
-def _cdf(supports: np.ndarray, cdf) -> dict:
-    ks = np.unique(supports[np.isfinite(supports)])
-    return {"k": ks.tolist(), "fraction": np.round(cdf(supports, ks), 4).tolist(),
-            "never": int((~np.isfinite(supports)).sum())}
+    summary, path = save_support_summary(run, records, control, args.targets, mislabel=args.mislabel)
+    return {"mode": summary["mode"], "search": summary["search"],
+            "heuristic_median_all_test": summary["heuristic_all_test"]["median"], "written": str(path)}
 
 
 def cmd_cf_eval(args: argparse.Namespace) -> dict:

@@ -4,23 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from .args import TqdmProgress, add_device_arg, add_train_args, hparam_overrides, open_unit_float, positive_int
 
 
-def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float, seed: int = 0) -> dict:
-    from backend.datamodels.fit import fit_datamodels, fit_summary, save_datamodels
+def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float) -> dict:
+    from backend.datamodels.fit import fit_run as fit
     from backend.store.run_dir import Run
-    from backend.training.engine import resolve_device
 
-    run = Run(run_dir)
     with TqdmProgress("fitting") as bar:
-        fit = fit_datamodels(run.masks, run.margins, run.n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps,
-                             seed=seed, device=resolve_device(device), progress=bar)
-    save_datamodels(run.dir, fit)
-    summary = fit_summary(fit)
-    return {"run": str(run.dir), "targets": summary["n_targets"], "seconds": round(summary["wall_time_s"], 2),
+        summary = fit(Run(run_dir), val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, device=device, progress=bar)
+    return {"run": str(run_dir), "targets": summary["n_targets"], "seconds": round(summary["wall_time_s"], 2),
             "device": summary.get("device"), "iterations": summary["iterations"]}
 
 
@@ -35,30 +28,11 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto") -> dict:
-    """Score the run's datamodels on another run's models; write metrics.json and per-target lds.npy."""
-    from backend.datamodels import evaluation
-    from backend.store.run_dir import Run, RunError, write_array, write_json
-    from backend.store.schema import BIAS, LDS, METRICS, WEIGHTS
-    from backend.training.engine import resolve_device
+    from backend.datamodels.evaluation import evaluate_run
+    from backend.store.run_dir import Run
 
-    run, heldout = Run(run_dir), Run(heldout_dir)
-    if heldout.manifest["dataset"]["fingerprint"] != run.manifest["dataset"]["fingerprint"]:
-        raise RunError(f"{heldout_dir} holds another dataset than {run_dir}: evaluate on a run of the same dataset")
-    if heldout.manifest["seed"] == run.manifest["seed"]:
-        raise RunError(f"{heldout_dir} has the same seed as {run_dir}, so its models are not held out: train it with another --seed")
-    weights = run.array(WEIGHTS)
-    bias = run.array(BIAS)
-    per_target = evaluation.lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
-    metrics = {"heldout_run": str(heldout_dir), "n_fit_models": int(len(run.masks)),
-               **evaluation.summary_report(per_target, len(heldout.masks), run.n_train),
-               "table5": evaluation.table5_report(weights, bias, run.masks, run.margins, heldout.masks,
-                                                  heldout.margins, run.n_train)}
-    if complexity:
-        metrics["sample_complexity"] = evaluation.sample_complexity(
-            run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, device=resolve_device(device))
-    write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
-    write_json(run.dir, METRICS, metrics)
-    return metrics
+    with TqdmProgress("evaluating") as bar:
+        return evaluate_run(Run(run_dir), Run(heldout_dir), complexity=complexity, device=device, progress=bar)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .args import TqdmProgress, add_train_args, hparam_overrides
 
+
 def cmd_train(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset
     from backend.training.train_stage import parse_shard, train_run
@@ -24,7 +25,6 @@ def cmd_merge(args: argparse.Namespace) -> dict:
     manifest = run_dir.read_manifest(args.run)
     n_train, n_test = manifest["dataset"]["n_train"], manifest["dataset"]["n_test"]
     return {"run": str(args.run), "n_models": merge_run(args.run, n_train, n_train + n_test)}
-
 
 
 def register(sub) -> None:

@@ -14,6 +14,7 @@ finishes, and every retraining is in the counterfactual log, so an interrupted s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,7 +28,7 @@ from backend.progress import Progress, fraction
 from backend.training.retrain_store import make_request, retrain_many
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run
-from backend.store.schema import SUPPORT
+from backend.store.schema import SUPPORT, SUPPORT_SUMMARY
 from backend.store.targets import target_name
 from backend.training.engine import default_batch_models
 
@@ -228,3 +229,32 @@ def search_summary(records: list[dict]) -> dict:
         flipped = sum(r["check_margin"] < 0 for r in checked)
         summary.update(checked=len(checked), check_flipped=flipped, check_flip_fraction=round(flipped / len(checked), 4))
     return summary
+
+
+def save_support_summary(run: Run, records: list[dict], control: np.ndarray, targets: str, *,
+                         mislabel: bool = False) -> tuple[dict, Path]:
+    """Write support/summary-<mode>.json for a search over `targets` (their spec): the search's summary,
+    the certified CDF beside the heuristic support of every test target (App. F.3), one row per target.
+
+    control : float64 (n_train + n_test,) the control models' mean margin
+    """
+    mode = "mislabel" if mislabel else "remove"
+    heuristic = heuristic_support(load_weights(run), control[run.n_train:], np.arange(run.n_train, run.n_targets))
+    per_target = [{k: r[k] for k in ("name", "support", "lower", "control_margin", "check_margin") if k in r}
+                  | {"heuristic": _finite(heuristic[r["target"] - run.n_train]) if r["target"] >= run.n_train else None}
+                  for r in records]
+    summary = {"mode": mode, "targets": targets, "search": search_summary(records),
+               "certified_cdf": _cdf(certified_array(records)),
+               "heuristic_all_test": {"n": run.n_test, "median": _finite(np.median(heuristic)), "cdf": _cdf(heuristic)}}
+    run_dir.write_json(run.dir, SUPPORT_SUMMARY, dict(summary, per_target=per_target), mode=mode)
+    return summary, SUPPORT_SUMMARY.path(run.dir, mode=mode)
+
+
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
+
+
+def _cdf(supports: np.ndarray) -> dict:
+    ks = np.unique(supports[np.isfinite(supports)])
+    return {"k": ks.tolist(), "fraction": np.round(brittleness_cdf(supports, ks), 4).tolist(),
+            "never": int((~np.isfinite(supports)).sum())}

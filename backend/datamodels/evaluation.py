@@ -9,10 +9,16 @@ They return numpy arrays per target, and `*_report` functions plain JSON-able di
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy.stats import rankdata
 
 from backend.datamodels.fit import DatamodelError, fit_datamodels
+from backend.progress import Progress, fraction
+from backend.store import run_dir
+from backend.store.run_dir import Run, RunError
+from backend.store.schema import BIAS, LDS, METRICS, WEIGHTS
 
 BLOCK_BYTES = 256 << 20
 
@@ -210,23 +216,26 @@ def default_complexity_targets(n_train: int, n_test: int, n_train_targets: int =
 
 
 def sample_complexity(masks, margins, heldout_masks, heldout_margins, n_train: int, *,
-                      fractions=(0.125, 0.25, 0.5, 1.0), targets=None, **fit_kwargs) -> dict:
+                      fractions=(0.125, 0.25, 0.5, 1.0), targets=None,
+                      on_fraction: Callable[[int], Progress | None] | None = None, **fit_kwargs) -> dict:
     """LDS on held-out models of datamodels fitted on growing fractions of the fit models.
 
     Each fraction f fits (the paper's whole procedure, `fit_datamodels(**fit_kwargs)`) on the first
     round(f·M) models: the models' subsets are i.i.d., so a prefix is a random sample, and prefixes
     nest and stay memory-mapped. targets defaults to `default_complexity_targets` (every test
     target, 100 training targets) for speed. A fraction with too few models is reported as skipped.
+    on_fraction(i) gives the progress callback of the i-th fraction's fit.
     """
     n_targets = margins.shape[1]
     columns = default_complexity_targets(n_train, n_targets - n_train) if targets is None \
         else _columns(targets, n_targets)
     points = []
-    for f in fractions:
+    for i, f in enumerate(fractions):
         k = int(round(f * masks.shape[0]))
         point = {"fraction": float(f), "n_models": k}
         try:
-            fit = fit_datamodels(masks[:k], margins[:k], n_train, targets=columns, **fit_kwargs)
+            fit = fit_datamodels(masks[:k], margins[:k], n_train, targets=columns,
+                                 progress=on_fraction(i) if on_fraction else None, **fit_kwargs)
         except DatamodelError as err:
             point["skipped"] = str(err)
             points.append(point)
@@ -241,3 +250,47 @@ def sample_complexity(masks, margins, heldout_masks, heldout_margins, n_train: i
         points.append(point)
     n_tr = int((columns < n_train).sum())
     return {"targets": f"{len(columns) - n_tr} test and {n_tr} training targets", "points": points}
+
+
+COMPLEXITY_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+
+
+def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str = "auto",
+                 progress: Progress | None = None) -> dict:
+    """The `eval` stage: score the run's datamodels on another run's models; write metrics.json and lds.npy.
+
+    heldout must hold the same dataset and another seed, or its models are not held out. progress counts
+    stages ("stage"): LDS, Table 5, then one per sample-complexity fit, each fit reporting within its stage.
+    """
+    from backend.training.engine import resolve_device
+
+    if heldout.manifest["dataset"].get("fingerprint") != run.manifest["dataset"].get("fingerprint"):
+        raise RunError(f"{heldout.dir} holds another dataset than {run.dir}: evaluate on a run of the same dataset")
+    if heldout.manifest.get("seed") == run.manifest.get("seed"):
+        raise RunError(f"{heldout.dir} has the same seed as {run.dir}, so its models are not held out: "
+                       "train it with another --seed")
+    total = 2 + (len(COMPLEXITY_FRACTIONS) if complexity else 0)
+    if progress:
+        progress(0, total, "stage")
+    weights, bias = run.array(WEIGHTS), run.array(BIAS)
+    per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
+    if progress:
+        progress(1, total, "stage")
+    metrics = {"heldout_run": str(heldout.dir), "n_fit_models": int(len(run.masks)),
+               **summary_report(per_target, len(heldout.masks), run.n_train),
+               "table5": table5_report(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins,
+                                       run.n_train)}
+    if progress:
+        progress(2, total, "stage")
+    if complexity:
+        def on_fraction(i: int) -> Progress | None:
+            within = fraction(progress, 2 + i, 1, total, "stage")
+            return None if within is None else (lambda done, steps, _unit: within(done / steps if steps else 1.0))
+        metrics["sample_complexity"] = sample_complexity(
+            run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
+            on_fraction=on_fraction, device=resolve_device(device))
+    run_dir.write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
+    run_dir.write_json(run.dir, METRICS, metrics)
+    if progress:
+        progress(total, total, "stage")
+    return metrics

@@ -293,3 +293,17 @@ def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -
         write_vector(fit.lam)(tmp)
     with atomic_path(FIT.path(run_dir)) as tmp:
         write_json(tmp)
+
+
+def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-3, seed: int = 0,
+            device: str = "auto", progress: Progress | None = None) -> dict:
+    """The `fit` stage: fit every target of the run, write weights.npy, bias.npy, lam.npy and fit.json.
+
+    Returns the fit.json record (fit_summary). progress counts λ steps (backend.progress).
+    """
+    from backend.training.engine import resolve_device
+
+    fit = fit_datamodels(run.masks, run.margins, run.n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps,
+                         seed=seed, device=resolve_device(device), progress=progress)
+    save_datamodels(run.dir, fit)
+    return fit_summary(fit)

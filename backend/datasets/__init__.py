@@ -1,14 +1,21 @@
-"""Dataset loading: one spec string names a dataset, and every loader's output is validated once here."""
+"""Dataset loading: one spec string names a dataset, and every loader's output is validated once here.
+
+    base        Dataset, DatasetError, the dataset fingerprint
+    digits, cifar10, npz, folder   one loader per spec
+    validation  the one check every loader's output passes
+    planted     datasets with planted train-test leaks (to measure the leak candidates)
+    thumbnails  crisp enlargements of tiny images for display
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from . import cifar10, digits, folder, npz
-from .base import Dataset, DatasetError
+from .base import Dataset, DatasetError, dataset_fingerprint
 from .npz import write_npz_dataset
 from .validation import validate
 
-__all__ = ["Dataset", "DatasetError", "dataset_spec_help", "load_dataset", "validate", "write_npz_dataset"]
+__all__ = ["Dataset", "DatasetError", "dataset_fingerprint", "dataset_spec_help", "load_dataset", "validate", "write_npz_dataset"]
 
 SPECS = ("digits", "cifar10", "npz:PATH", "folder:PATH")
 

@@ -1,6 +1,7 @@
-"""The one in-memory form every dataset loader returns, and the error they raise."""
+"""The one in-memory form every dataset loader returns, the error they raise, and its fingerprint."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,3 +52,12 @@ class Dataset:
     def target_labels(self) -> np.ndarray:
         """All labels in target order (int64)."""
         return np.concatenate([self.train_labels, self.test_labels]).astype(np.int64)
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    """A short content hash of the images and labels of both splits: runs of one dataset share it, so `eval`
+    and the planted-leak check refuse a run of another dataset."""
+    h = hashlib.sha256()
+    for arr in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]

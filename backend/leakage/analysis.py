@@ -43,7 +43,7 @@ def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
     """Compute and write the run's candidate lists and review queue; return a JSON-able summary.
 
     Needs weights.npy (`fit`). The representation baseline is control model 0's penultimate features
-    (backend/control.py); a run without them gets one control model trained first. When the run's
+    (backend/training/control.py); a run without them gets one control model trained first. When the run's
     dataset is an npz holding planted_test/planted_train (`plant-leaks`), the summary reports
     recall@k of the planted pairs for each list and the average precision of the queue.
     progress : counts the steps done ("step": control, weights, features, pixels, lists; backend.progress).
@@ -127,8 +127,7 @@ def planted_ground_truth(run: Run) -> tuple[np.ndarray, np.ndarray] | str | None
 
     The file is checked against the run's dataset fingerprint, so a rewritten npz never scores a run.
     """
-    from backend.datasets import DatasetError, load_dataset
-    from backend.training.train_stage import dataset_fingerprint
+    from backend.datasets import DatasetError, dataset_fingerprint, load_dataset
 
     spec = run.manifest["dataset"]["spec"]
     if not spec.startswith("npz:"):

@@ -29,7 +29,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     sketch_dim : embeddings longer than this are count-sketched to it for clustering and neighbours
     k_whole    : clusters for the whole test set (default: the number of classes)
     progress   : counts the stages done ("stage"; backend.progress), fractional inside the PCA and projection
-    The representation baseline is the penultimate features of control model 0 (backend/control.py);
+    The representation baseline is the penultimate features of control model 0 (backend/training/control.py);
     if the run has no control models yet, one is trained.
     """
     import torch

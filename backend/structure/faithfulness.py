@@ -15,7 +15,7 @@ import numpy as np
 
 from backend.progress import Progress, offset
 from backend.training import retrain_store
-from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS
+from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, COUNTERFACTUAL
 from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
 from backend.structure.embeddings import extremes, pca_components, pca_projections
 from backend.training.retrain_store import LogStorage, Request, make_request, retrain_many
@@ -139,7 +139,7 @@ def faithfulness_check(run: Run, pc: int, k: int, *, n_models: int = DEFAULT_MOD
         done += missing[side]
         shift = margins.mean(axis=0, dtype=np.float64) - control
         key = removal_request(run, removed, n_models).key
-        result["sides"][side] = {"removed": removed.tolist(), "file": f"{retrain_store.LOG_DIR}/{key}.npz",
+        result["sides"][side] = {"removed": removed.tolist(), "file": COUNTERFACTUAL.relpath(key=key),
                                  "shift": group_shifts(shift[run.n_train:], groups)}
     return result
 
@@ -155,5 +155,5 @@ def stored_checks(run: Run) -> list[dict]:
         check = meta["faithfulness"]
         current = check["pc"] < len(components) and np.array_equal(
             component_extremes(np.asarray(components[check["pc"]]), check["k"], check["side"]), meta["remove"])
-        out.append(dict(check, n_models=int(meta["n_models"]), file=f"{meta['key']}.npz", current=bool(current)))
+        out.append(dict(check, n_models=int(meta["n_models"]), file=COUNTERFACTUAL.relpath(key=meta["key"]), current=bool(current)))
     return out

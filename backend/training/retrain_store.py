@@ -79,7 +79,7 @@ class Request:
 
 
 def seeds_of(request: Request, indices: np.ndarray) -> tuple[int, ...]:
-    """63-bit seeds of the models of seed index `indices` in the request's stream (subsets.stream_seed)."""
+    """63-bit seeds of the models of seed index `indices` in the request's stream (seeds.stream_seed)."""
     run_seed = json.loads(request.recipe)["seed"]
     return tuple(stream_seed(run_seed, int(i), request.stream) for i in indices)
 

@@ -17,7 +17,7 @@ import torch
 from backend.training import architectures
 
 from backend.store import run_dir as run_store
-from backend.datasets import Dataset
+from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, fraction
 from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
 from backend.training.target_stats import save_target_stats, stored_target_stats
@@ -40,14 +40,6 @@ def package_versions() -> dict:
     import sklearn
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "scikit-learn": sklearn.__version__}
-
-
-def dataset_fingerprint(ds: Dataset) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    for arr in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
 
 
 def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict) -> dict:
