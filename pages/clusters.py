@@ -60,7 +60,7 @@ for k in range(clustering.k):
 figure.update_layout(height=420, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",
                      yaxis_title="spectral 2")
 event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
-selected = [int(point["customdata"][0]) for point in (event["selection"]["points"] if event else [])]
+selected = components.selected_customdata(event)
 if selected:
     st.subheader(f"Selected targets ({len(selected)})")
     components.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")

@@ -221,6 +221,25 @@ def target_picker(run: Run, column: int, mean_margin: np.ndarray, n_unstable: in
             st.button(f"Random {split} image", key=f"random-{split}", on_click=_pick_random, args=(run, split))
 
 
+def selected_customdata(selection) -> list[int]:
+    """The first customdata value of every point of a plotly selection (an st.plotly_chart event or its state).
+
+    The browser sends a point's customdata as a number, a list, or, for a row of a numpy array (which plotly
+    ships as a typed array), an object {"0": value}; AppTest sends whatever the test wrote. All read the same.
+    """
+    points = selection["selection"]["points"] if selection else []
+    values = []
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, dict):
+            data = data.get("0")
+        elif isinstance(data, (list, tuple)):
+            data = data[0] if data else None
+        if data is not None:
+            values.append(int(data))
+    return values
+
+
 def label_of(run: Run, column: int) -> str:
     return run.class_names[int(run.labels[column])]
 

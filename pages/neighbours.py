@@ -43,10 +43,10 @@ st.subheader("Top negative weights", help="Training images whose inclusion most 
 components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key="negative")
 
 
-def open_clicked(key: str, indices: np.ndarray) -> None:
-    points = st.session_state[key].selection.points
-    if points:  # x is the bar's rank in the profile
-        components.set_target(target_name(int(indices[int(points[0]["x"])]), run.n_train))
+def open_clicked(key: str) -> None:
+    clicked = components.selected_customdata(st.session_state[key])  # a bar's customdata is its training image
+    if clicked:
+        components.set_target(target_name(clicked[0], run.n_train))
 
 
 st.subheader("Weight profile", help="Nonzero weights sorted from most positive to most negative; click a bar to open that image")
@@ -59,5 +59,5 @@ profile = go.Figure([go.Bar(x=rank[side], y=values[side], customdata=indices[sid
 profile.update_layout(xaxis_title="rank", yaxis_title="weight", height=320, margin=dict(t=10, b=40), bargap=0,
                       showlegend=False)
 key = f"profile-{name}"
-st.plotly_chart(profile, key=key, on_select=lambda: open_clicked(key, indices), selection_mode="points")
+st.plotly_chart(profile, key=key, on_select=lambda: open_clicked(key), selection_mode="points")
 st.caption(f"{len(values)} of {sparsity(row)} nonzero weights shown")

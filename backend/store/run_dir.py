@@ -127,13 +127,15 @@ def read_npz(run_dir: Path, artifact: Artifact, sizes: dict | None = None, **fie
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("one array, not an .npz archive")
         with archive:
-            lacking = sorted(set(artifact.members) - set(archive.files))
+            lacking = sorted(set(artifact.members) - set(archive.files) - set(artifact.optional))
             if lacking:
                 raise ValueError(f"no {', '.join(lacking)}")
-            members = {key: archive[key] for key in artifact.members}
+            members = {key: archive[key] if key in archive.files else None for key in artifact.members}
     except _UNREADABLE as exc:
         raise broken(run_dir, artifact, path, f"is corrupt or truncated ({exc})") from None
     for key, (dtype, shape) in artifact.members.items():
+        if members[key] is None:
+            continue
         problem = _shape_problem(members[key].dtype, members[key].shape, dtype, shape, sizes or {})
         if problem:
             raise broken(run_dir, artifact, path, f"member {key} {problem}")
@@ -211,17 +213,39 @@ def shard_ranges(run_dir: Path) -> list[tuple[int, int]]:
     return sorted((int(f["start"]), int(f["end"])) for f in found)
 
 
-def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarray) -> None:
-    """Store models [start, start + K) in one atomic file; a kill leaves either all of them or none."""
+def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarray, predictions: np.ndarray) -> None:
+    """Store models [start, start + K) in one atomic file; a kill leaves either all of them or none.
+
+    predictions : int16 (K, n_targets), each model's predicted class per target
+    """
     end = start + len(masks)
     path = SHARD.path(run_dir, start=start, end=end)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, masks=masks, margins=margins.astype(np.float32))
+        np.savez(f, masks=masks, margins=margins.astype(np.float32), predictions=predictions.astype(np.int16))
 
 
 def read_shard(run_dir: Path, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
     shard = read_npz(Path(run_dir), SHARD, {"n": end - start}, start=start, end=end)
     return shard["masks"], shard["margins"]
+
+
+def read_shard_predictions(run_dir: Path, start: int, end: int) -> np.ndarray | None:
+    """A shard's predicted classes, int16 (end - start, n_targets), or None for a shard older than them."""
+    return read_npz(Path(run_dir), SHARD, {"n": end - start}, start=start, end=end)["predictions"]
+
+
+def prefix_pieces(run_dir: Path, n: int) -> list[tuple[int, int, slice]]:
+    """How the shards fill models [0, n): (start, end, rows of that shard to take), in model order.
+
+    Overlapping shards (two workers given the same range) hold identical models, so the first one wins.
+    """
+    pieces, filled = [], 0
+    for s, e in shard_ranges(run_dir):
+        if e <= filled or s > filled or s >= n:
+            continue
+        pieces.append((s, e, slice(filled - s, min(e, n) - s)))
+        filled = min(e, n)
+    return pieces
 
 
 def done_models(run_dir: Path) -> np.ndarray:
@@ -255,8 +279,7 @@ def merge_shards(run_dir: Path, n_train: int, n_targets: int) -> int:
     """Write masks.npy/margins.npy from the longest complete prefix of shards; return its model count.
 
     The arrays are assembled through temp memmaps and renamed into place, so readers see either the old
-    pair or the new pair, and CIFAR-scale runs never sit in RAM whole. Overlapping shards (two workers
-    given the same range) hold identical models, so the first one wins.
+    pair or the new pair, and CIFAR-scale runs never sit in RAM whole (shards are laid out by prefix_pieces).
     """
     run_dir = Path(run_dir)
     done = done_models(run_dir)
@@ -264,15 +287,10 @@ def merge_shards(run_dir: Path, n_train: int, n_targets: int) -> int:
     with atomic_path(MASKS.path(run_dir)) as tmp_masks, atomic_path(MARGINS.path(run_dir)) as tmp_margins:
         masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=bool, shape=(n, n_train))
         margins = np.lib.format.open_memmap(tmp_margins, mode="w+", dtype=np.float32, shape=(n, n_targets))
-        filled = 0
-        for s, e in shard_ranges(run_dir):
-            if e <= filled or s > filled or s >= n:
-                continue
+        for s, e, take in prefix_pieces(run_dir, n):
             shard_masks, shard_margins = read_shard(run_dir, s, e)
-            take = slice(filled - s, min(e, n) - s)
-            masks[filled:min(e, n)] = shard_masks[take]
-            margins[filled:min(e, n)] = shard_margins[take]
-            filled = min(e, n)
+            masks[s + take.start:s + take.stop] = shard_masks[take]
+            margins[s + take.start:s + take.stop] = shard_margins[take]
         masks.flush()
         margins.flush()
         del masks, margins

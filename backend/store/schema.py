@@ -40,6 +40,7 @@ class Artifact:
     dtype: str | None = None
     shape: Shape | None = None
     members: dict | None = None
+    optional: tuple = ()
     template: str | None = None
     remedy: str = "delete it and rebuild it with"
 
@@ -105,10 +106,15 @@ MARGINS = _npy("margins.npy", "float32", ("M", "n_targets"), "merge", _MERGE)
 LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
 IMAGES = _npy("images.npy", "uint8", ("n_targets", None, None, None), "train", _TRAIN, remedy=_FRESH)
 SHARD = Artifact("shards/AAAAAAAAA-BBBBBBBBB.npz", "npz", "train", _TRAIN + " (the run's own flags)",
-                 members={"masks": ("bool", ("n", "n_train")), "margins": ("float32", ("n", "n_targets"))},
+                 members={"masks": ("bool", ("n", "n_train")), "margins": ("float32", ("n", "n_targets")),
+                          "predictions": ("int16", ("n", "n_targets"))},
+                 optional=("predictions",),  # shards written before prediction counts existed
                  template="shards/{start:09d}-{end:09d}.npz", remedy="delete it and retrain its models with")
 TARGET_MEAN_MARGIN = _npy("target_mean_margin.npy", "float32", ("n_targets",), "merge", _MERGE)
 TARGET_ACCURACY = _npy("target_accuracy.npy", "float32", ("n_targets",), "merge", _MERGE)
+# A run whose shards predate the predictions member has none: only retraining its models writes them.
+TARGET_PREDICTIONS = _npy("target_predictions.npy", "int32", ("n_targets", "n_classes"), "merge",
+                          _TRAIN + " (a new run: shards written before prediction counts lack the predictions)")
 WEIGHTS = _npy("weights.npy", "float32", ("n_targets", "n_train"), "fit", _FIT)
 BIAS = _npy("bias.npy", "float32", ("n_targets",), "fit", _FIT)
 LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)

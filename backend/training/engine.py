@@ -123,20 +123,22 @@ def margins_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048,
-             with_features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Margins of all K models on every image of x, shape (K, N); optionally penultimate features (K, N, D)."""
+             with_features: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Margins (K, N) and predicted classes (K, N, int16) of all K models on every image of x; optionally
+    penultimate features (K, N, D). The margin alone cannot tell which class wins when it is negative."""
     model.eval()
     K = _n_models(model)
-    margins, feats = [], []
+    margins, predictions, feats = [], [], []
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk].unsqueeze(0).expand(K, -1, -1, -1, -1)
         with _autocast(x.device):
             f = model.features(xb)
             logits = _head(model, f)
         margins.append(margins_of(logits.float(), y[start:start + chunk]))
+        predictions.append(logits.float().argmax(dim=2).to(torch.int16))
         if with_features:
             feats.append(f.float())
-    return torch.cat(margins, 1), (torch.cat(feats, 1) if with_features else None)
+    return torch.cat(margins, 1), torch.cat(predictions, 1), (torch.cat(feats, 1) if with_features else None)
 
 
 def _n_models(model: torch.nn.Module) -> int:
@@ -163,14 +165,16 @@ def train_models(
     train_labels: torch.Tensor | None = None,
     progress: Callable[[float], None] | None = None,
     with_features: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    with_predictions: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Train K models, model k on training examples subsets[k] from seeds[k]; return their target margins.
 
     subsets : int64 ndarray of shape (K, n), every model the same n
     seeds   : K ints (see `subsets.model_seed`)
     train_labels : optional (n_train,) labels that replace the dataset's (for relabelling counterfactuals)
     progress : called with the fraction of this batch's training done so far
-    Returns margins float32 of shape (K, n_train + n_test), and features (K, n_targets, D) if asked.
+    Returns (margins, features): margins float32 of shape (K, n_train + n_test), features (K, n_targets, D)
+    if asked, else None; with_predictions appends each model's predicted class per target, int16 (K, n_targets).
     """
     device = data.train_x.device
     K, n = subsets.shape
@@ -209,5 +213,6 @@ def train_models(
             step += 1
             if progress is not None:
                 progress(step / total)
-    margins, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
-    return margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
+    margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
+    out = margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
+    return (*out, predictions.cpu().numpy()) if with_predictions else out

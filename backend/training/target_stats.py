@@ -1,7 +1,9 @@
-"""How each target fares across a run's models: its mean margin and its accuracy.
+"""How each target fares across a run's models: its mean margin, its accuracy and the classes predicted.
 
-The dashboard ranks targets by them (the "least stable" targets have the lowest mean margin) and
-shows them beside every target; `lowest_targets` ranks targets by any such per-target score. Reading one column of margins.npy strides through the whole file
+The dashboard ranks targets by them and shows them beside every target: the *hardest* targets have
+the lowest mean margin (consistently wrong), the *most unstable* an accuracy nearest 50 % (the models
+disagree), the *mistakes* a majority prediction other than the label; `lowest_targets` ranks targets
+by any such per-target score. Reading one column of margins.npy strides through the whole file
 (M × 60,000 floats at CIFAR scale), so the summary is computed once, in chunks of models, and can be
 stored in the run as two small arrays.
 """
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.store import run_dir
-from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN
+from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS
 CHUNK_BYTES = 64 << 20
 
 
@@ -43,6 +45,67 @@ def save_target_stats(run: run_dir.Run) -> None:
     run_dir.write_array(Path(run.dir), TARGET_ACCURACY, accuracy)
 
 
+def prediction_counts(run_dir_path: Path, n_models: int, n_targets: int, n_classes: int) -> np.ndarray | None:
+    """How many of the first n_models models predicted each class for each target, from the shards.
+
+    Returns int32 of shape (n_targets, n_classes), rows summing to n_models, or None when a shard in
+    that prefix predates the predictions member.
+    """
+    counts = np.zeros((n_targets, n_classes), dtype=np.int32)
+    for s, e, take in run_dir.prefix_pieces(run_dir_path, n_models):
+        predictions = run_dir.read_shard_predictions(run_dir_path, s, e)
+        if predictions is None:
+            return None
+        block = predictions[take]
+        for c in range(n_classes):
+            counts[:, c] += (block == c).sum(axis=0, dtype=np.int32)
+    return counts
+
+
+def save_prediction_counts(run: run_dir.Run) -> bool:
+    """Write target_predictions.npy from the shards behind margins.npy; False (nothing written) when some
+    shard lacks predictions (a run trained before they were stored)."""
+    counts = prediction_counts(run.dir, len(run.margins), run.n_targets, len(run.class_names))
+    if counts is not None:
+        run_dir.write_array(Path(run.dir), TARGET_PREDICTIONS, counts)
+    return counts is not None
+
+
+def stored_prediction_counts(run: run_dir.Run) -> np.ndarray | None:
+    """int32 (n_targets, n_classes) prediction counts, memory-mapped, or None when the run has none that
+    cover its current margins."""
+    if not run.has(TARGET_PREDICTIONS):
+        return None
+    if run.has(MARGINS) and TARGET_PREDICTIONS.path(run.dir).stat().st_mtime_ns < MARGINS.path(run.dir).stat().st_mtime_ns:
+        return None
+    return run.array(TARGET_PREDICTIONS, n_classes=len(run.class_names))
+
+
+def majority_prediction(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class predicted by most models (ties: the lowest class), the share of models predicting it).
+
+    counts : int (n_targets, n_classes). Returns int64 (n_targets,) and float64 (n_targets,) (NaN without models).
+    """
+    counts = np.asarray(counts)
+    majority = counts.argmax(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = counts[np.arange(len(counts)), majority] / counts.sum(axis=1)
+    return majority, share
+
+
+def mistaken_targets(counts: np.ndarray, labels: np.ndarray, start: int, stop: int, k: int) -> np.ndarray:
+    """The k target columns in [start, stop) whose majority prediction is not their label, the most
+    confidently wrong (largest majority share) first."""
+    majority, share = majority_prediction(np.asarray(counts[start:stop]))
+    wrong = np.flatnonzero(majority != np.asarray(labels[start:stop]))
+    return start + wrong[np.argsort(-share[wrong], kind="stable")][:k].astype(np.int64)
+
+
+def unstable_targets(accuracy: np.ndarray, start: int, stop: int, k: int) -> np.ndarray:
+    """The k target columns in [start, stop) whose accuracy over models is nearest 50 %, nearest first."""
+    return lowest_targets(np.abs(np.asarray(accuracy, dtype=np.float64) - 0.5), start, stop, k)
+
+
 def stored_target_stats(run: run_dir.Run) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored summary, memory-mapped, or None when the run has none or it predates the margins."""
     if not (run.has(TARGET_MEAN_MARGIN) and run.has(TARGET_ACCURACY)):
@@ -56,7 +119,7 @@ def stored_target_stats(run: run_dir.Run) -> tuple[np.ndarray, np.ndarray] | Non
 def lowest_targets(scores: np.ndarray, start: int, stop: int, k: int) -> np.ndarray:
     """The k target columns in [start, stop) with the lowest score, lowest first; NaN scores are skipped.
 
-    scores : ndarray of shape (n_targets,), e.g. mean margins (lowest = least stable) or per-target LDS
+    scores : ndarray of shape (n_targets,), e.g. mean margins (lowest = hardest) or per-target LDS
     (lowest = worst predicted); [start, stop) is a split's column range, e.g. the test set.
     """
     values = np.asarray(scores[start:stop], dtype=np.float64)

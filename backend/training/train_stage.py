@@ -20,7 +20,7 @@ from backend.store import run_dir as run_store
 from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, fraction
 from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
-from backend.training.target_stats import save_target_stats, stored_target_stats
+from backend.training.target_stats import save_prediction_counts, save_target_stats, stored_target_stats
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 CODE_DIR = Path(__file__).resolve().parents[2]
@@ -74,10 +74,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def merge_run(run_dir: Path, n_train: int, n_targets: int) -> int:
     """Merge the finished shards into masks.npy/margins.npy, then refresh the per-target summary the
-    dashboard ranks targets by; returns the number of models merged (`train` and `merge` both end here)."""
+    dashboard ranks targets by (mean margin, accuracy, prediction counts when the shards hold predictions);
+    returns the number of models merged (`train` and `merge` both end here)."""
     n = run_store.merge_shards(run_dir, n_train, n_targets)
     if n:
-        save_target_stats(run_store.Run(run_dir))
+        run = run_store.Run(run_dir)
+        save_target_stats(run)
+        save_prediction_counts(run)
     return n
 
 
@@ -122,8 +125,9 @@ def train_run(
     for s, e in chunks:
         subsets = np.stack([model_subset(seed, m, ds.n_train, alpha) for m in range(s, e)])
         seeds = [model_seed(seed, m) for m in range(s, e)]
-        margins, _ = train_models(data, subsets, seeds, arch, hparams, progress=fraction(progress, done, e - s, total, "model"))
-        run_store.write_shard(run_dir, s, subsets_to_masks(subsets, ds.n_train), margins)
+        margins, _, predictions = train_models(data, subsets, seeds, arch, hparams, with_predictions=True,
+                                               progress=fraction(progress, done, e - s, total, "model"))
+        run_store.write_shard(run_dir, s, subsets_to_masks(subsets, ds.n_train), margins, predictions)
         done += e - s
         if progress:
             progress(done, total, "model")

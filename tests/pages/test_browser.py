@@ -131,6 +131,19 @@ def metric(page, label: str):
     return page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
 
 
+def drag_across(page, chart) -> None:
+    """A real mouse drag around the whole plot area of a plotly chart (a lasso or box selecting every point)."""
+    chart.scroll_into_view_if_needed()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    left, top = area["x"] + 4, area["y"] + 4
+    right, bottom = area["x"] + area["width"] - 4, area["y"] + area["height"] - 4
+    page.mouse.move(left, top)
+    page.mouse.down()
+    for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
+        page.mouse.move(x, y, steps=12)
+    page.mouse.up()
+
+
 def test_walk_the_dataset_in_a_real_browser(server, page):
     from playwright.sync_api import expect
 
@@ -207,6 +220,15 @@ def test_structure_pages_in_a_real_browser(server, page):
     settle(page)
     expect(page.get_by_role("heading", name=re.compile(r"^Cluster \d+ · "))).to_have_count(3)  # --clusters-per-class 3
     screenshot(page, "clusters")
+    # What Chromium sends for a lasso over the layout (customdata rows as {"0": column}) selects every member.
+    drag_across(page, page.get_by_test_id("stPlotlyChart").first)
+    selected = page.get_by_role("heading", name=re.compile(r"^Selected targets \(\d+\)$"))
+    expect(selected).to_be_visible()
+    settle(page)
+    n_selected = int(re.search(r"\((\d+)\)", selected.inner_text()).group(1))
+    total = int(metric(page, "Targets").inner_text().replace(",", ""))
+    assert n_selected == total
+    expect(page.get_by_role("button", name=re.compile(r"^test:\d+$"))).not_to_have_count(0)
     # The first image of cluster 0 becomes the target whose similar targets are listed.
     member = page.get_by_role("button", name=re.compile(r"^test:\d+$")).first
     name = member.inner_text()

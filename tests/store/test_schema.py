@@ -21,7 +21,8 @@ TABLES = {"## Run directory format": "", "### Candidates (`RUN/leakage/`": "leak
 DTYPES = r"\b(bool|uint8|int32|int64|float32|float64)\b"
 # README size names -> schema size symbols (dimensions the schema leaves free are not compared).
 SIZES = {"N_train": "n_train", "N_test": "n_test", "N_train + N_test": "n_targets", "M": "M", "k": "k", "C": "C",
-         "D": "D", "N_control": "n_control", "N": "n", "n": "n", "2": 2}
+         "D": "D", "N_control": "n_control", "N": "n", "n": "n", "2": 2,
+         "n_classes": "n_classes"}
 
 
 def readme_rows() -> dict[str, tuple[list[str], list[list[str]]]]:

@@ -10,7 +10,7 @@ import pytest
 from backend.store import catalog as run_catalog
 
 from backend.store import run_dir as run_store
-from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN
+from backend.store.schema import MARGINS, SHARD, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS
 
 from backend.training import target_stats
 from backend.datasets.thumbnails import upscale
@@ -36,6 +36,54 @@ def test_stored_target_stats_round_trip_and_go_stale(tiny_run, tmp_path):
     np.testing.assert_array_equal(accuracy, (np.asarray(run.margins) > 0).mean(axis=0).astype(np.float32))
     MARGINS.path(run_dir).touch()  # margins newer than the summary: it no longer describes them
     assert target_stats.stored_target_stats(run_store.Run(run_dir)) is None
+
+
+def test_prediction_counts_match_the_shards_predictions(tiny_run):
+    run = run_store.Run(tiny_run)
+    counts = target_stats.stored_prediction_counts(run)
+    assert counts is not None and counts.dtype == np.int32 and counts.shape == (run.n_targets, len(run.class_names))
+    predictions = np.concatenate([run_store.read_shard_predictions(tiny_run, s, e)
+                                  for s, e in run_store.shard_ranges(tiny_run)])
+    brute = np.array([[int((predictions[:, t] == c).sum()) for c in range(counts.shape[1])] for t in range(run.n_targets)])
+    np.testing.assert_array_equal(counts, brute)
+    # A model is right exactly when its margin is positive, i.e. it predicts the label.
+    right = counts[np.arange(run.n_targets), np.asarray(run.labels)]
+    np.testing.assert_array_equal(right, (np.asarray(run.margins) > 0).sum(axis=0))
+
+
+def test_a_run_whose_shards_lack_predictions_has_no_counts(tiny_run, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns(TARGET_PREDICTIONS.name))
+    for path in SHARD.glob(copy):  # a shard as written before predictions were stored
+        with np.load(path) as shard:
+            masks, margins = shard["masks"], shard["margins"]
+        with open(path, "wb") as f:
+            np.savez(f, masks=masks, margins=margins)
+    run = run_store.Run(copy)
+    assert run_store.read_shard_predictions(copy, *run_store.shard_ranges(copy)[0]) is None
+    assert target_stats.save_prediction_counts(run) is False
+    assert target_stats.stored_prediction_counts(run) is None and not run.has(TARGET_PREDICTIONS)
+    masks, _ = run_store.read_shard(copy, *run_store.shard_ranges(copy)[0])  # the rest stays readable
+    assert masks.dtype == bool
+
+
+def test_prediction_queries_against_brute_force():
+    rng = np.random.default_rng(3)
+    counts = rng.multinomial(20, np.full(4, 0.25), size=300).astype(np.int32)
+    labels = rng.integers(0, 4, 300)
+    majority, share = target_stats.majority_prediction(counts)
+    for t in range(300):
+        assert counts[t, majority[t]] == counts[t].max() and majority[t] == min(np.flatnonzero(counts[t] == counts[t].max()))
+        assert share[t] == counts[t].max() / 20
+    got = target_stats.mistaken_targets(counts, labels, 100, 300, 1000)
+    wrong = [t for t in range(100, 300) if majority[t] != labels[t]]
+    assert sorted(got.tolist()) == wrong
+    assert all(share[a] >= share[b] for a, b in zip(got, got[1:]))
+    accuracy = rng.random(300).astype(np.float32)
+    accuracy[150] = np.nan
+    got = target_stats.unstable_targets(accuracy, 100, 300, 7)
+    brute = sorted((t for t in range(100, 300) if t != 150), key=lambda t: (abs(float(accuracy[t]) - 0.5), t))[:7]
+    assert got.tolist() == brute
 
 
 @pytest.mark.parametrize("shape, size, factor", [((8, 8, 1), 96, 12), ((32, 32, 3), 96, 3), ((32, 32, 3), 20, 1)])

@@ -55,6 +55,20 @@ def test_model_reproduces_alone_as_in_a_batch(tiny_run):
     np.testing.assert_allclose(alone[0], margins[i], atol=1e-4)
 
 
+def test_predictions_leave_margins_byte_identical_and_agree_with_them(tiny_run):
+    ds = load_dataset("digits")
+    data = TrainingData.from_dataset(ds, resolve_device("cpu"))
+    hp = resolve_hparams("mlp", {"epochs": 3, "hidden": 16})
+    subsets = np.stack([model_subset(0, i, ds.n_train, 0.5) for i in (0, 1)])
+    plain, _ = train_models(data, subsets, [model_seed(0, i) for i in (0, 1)], "mlp", hp)
+    margins, _, predictions = train_models(data, subsets, [model_seed(0, i) for i in (0, 1)], "mlp", hp,
+                                           with_predictions=True)
+    assert plain.tobytes() == margins.tobytes() and predictions.dtype == np.int16
+    np.testing.assert_array_equal(predictions == ds.target_labels()[None], margins > 0)
+    shard = run_dir.read_shard_predictions(tiny_run, *run_dir.shard_ranges(tiny_run)[0])
+    np.testing.assert_array_equal(shard[:2], predictions)
+
+
 def test_full_training_set_mlp_reaches_95_percent():
     ds = load_dataset("digits")
     data = TrainingData.from_dataset(ds, resolve_device("cpu"))
