@@ -22,7 +22,7 @@ from backend.datasets import thumbnails
 from backend.store.rows import read_row
 from backend.datamodels.queries import class_members
 from backend.store.run_dir import Run, RunError
-from backend.store.schema import BIAS, LAM, MANIFEST, WEIGHTS
+from backend.store.schema import BIAS, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHTS
 from backend.store.targets import TargetError, target_column, target_name
 
 THUMB = 96
@@ -188,10 +188,58 @@ def _pick_random(run: Run, split: str) -> None:
     set_target(f"{split}:{np.random.default_rng().integers(stop - start)}")
 
 
-def target_picker(run: Run, column: int, mean_margin: np.ndarray, n_unstable: int = 12) -> None:
-    """Choose a target by index, by class, from the least stable list, or at random."""
+def majority(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
+    """(majority predicted class, its share of models) per target, or None for a run without prediction counts."""
+    counts = target_stats.stored_prediction_counts(run)
+    return None if counts is None else _majority(str(run.dir), _stamp(run.dir))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _majority(path: str, stamp: int) -> tuple[np.ndarray, np.ndarray]:
+    return target_stats.majority_prediction(target_stats.stored_prediction_counts(open_run(path, stamp)))
+
+
+def predicted_text(run: Run, column: int) -> str | None:
+    """'pred 5 62%': the class most models predict for the target and the share of models that do."""
+    found = majority(run)
+    if found is None:
+        return None
+    cls, share = found
+    return f"pred {run.class_names[int(cls[column])]} {share[column]:.0%}"
+
+
+def no_predictions_note(run: Run) -> None:
+    st.info(f"Run {run.name} has no prediction counts ({TARGET_PREDICTIONS.name}): its models were trained before "
+            f"they were stored. A new run has them: `{TARGET_PREDICTIONS.command(run.dir)}`")
+
+
+def hard_targets(run: Run, start: int, stop: int, k: int, key: str, page: str | None = None) -> None:
+    """Tabs of the targets in [start, stop) the models get wrong: Mistakes (majority prediction is not the
+    label), Hardest (lowest mean margin: consistently wrong) and Most unstable (accuracy nearest 50 %)."""
+    mean_margin, accuracy = margin_summary(run)
+    mistakes, hardest, unstable = st.tabs(["Mistakes", "Hardest", "Most unstable"])
+    with mistakes:
+        counts = target_stats.stored_prediction_counts(run)
+        if counts is None:
+            no_predictions_note(run)
+        else:
+            columns = target_stats.mistaken_targets(counts, run.labels, start, stop, k)
+            st.caption("Misclassified by the majority of models, the most confidently wrong first")
+            image_grid(run, columns, [f"acc {accuracy[c]:.0%}" for c in columns], key=f"{key}-mistakes", page=page)
+    with hardest:
+        st.caption("Lowest margin averaged over the run's models: consistently wrong")
+        columns = target_stats.lowest_targets(mean_margin, start, stop, k)
+        image_grid(run, columns, [f"mean margin {mean_margin[c]:+.2f}" for c in columns], key=f"{key}-hardest", page=page)
+    with unstable:
+        st.caption("Accuracy over models nearest 50 %: the models disagree")
+        columns = target_stats.unstable_targets(accuracy, start, stop, k)
+        image_grid(run, columns, [f"acc {accuracy[c]:.0%}" for c in columns], key=f"{key}-unstable", page=page)
+
+
+def target_picker(run: Run, column: int, n_listed: int = 12) -> None:
+    """Choose a target by index, by class, from the Mistakes, Hardest and Most unstable lists, or at random."""
     splits = [s for s in ("test", "train") if split_range(run, s)[1] > split_range(run, s)[0]]
-    by_index, by_class, unstable, random = st.tabs(["By index", "By class", "Least stable", "Random"])
+    by_index, by_class, wrong, random = st.tabs(["By index", "By class", "Mistakes · Hardest · Most unstable", "Random"])
     with by_index:
         split, index = target_name(column, run.n_train).split(":")
         st.session_state["pick_split"], st.session_state["pick_index"] = split, int(index)
@@ -210,12 +258,9 @@ def target_picker(run: Run, column: int, mean_margin: np.ndarray, n_unstable: in
         right.selectbox(f"{len(names)} images of class {run.class_names[label]}", names, index=None,
                         placeholder="Pick an image", key="class_member", on_change=_pick_member,
                         args=("class_member",))
-    with unstable:
-        split = st.radio("Split", splits, key="unstable_split", horizontal=True,
-                         help="Targets with the lowest margin averaged over the run's models")
-        start, stop = split_range(run, split)
-        columns = target_stats.lowest_targets(mean_margin, start, stop, n_unstable)
-        image_grid(run, columns, [f"mean margin {mean_margin[c]:+.2f}" for c in columns], key="unstable")
+    with wrong:
+        split = st.radio("Split", splits, key="hard_split", horizontal=True)
+        hard_targets(run, *split_range(run, split), n_listed, key="pick")
     with random:
         for split in splits:
             st.button(f"Random {split} image", key=f"random-{split}", on_click=_pick_random, args=(run, split))
@@ -254,7 +299,8 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
     for i, (column, caption) in enumerate(zip(columns, captions)):
         name = target_name(int(column), run.n_train)
         with slots[i % n_cols]:
-            st.image(thumbnails.upscale(read_row(run.images, column), THUMB), caption=f"{label_of(run, column)} · {caption}")
+            fields = [f"label {label_of(run, column)}", predicted_text(run, int(column)), caption]
+            st.image(thumbnails.upscale(read_row(run.images, column), THUMB), caption=" · ".join(f for f in fields if f))
             if page is None:
                 st.button(name, key=f"{key}-{name}", help=f"Make {name} the target", on_click=set_target, args=(name,))
             else:

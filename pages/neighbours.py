@@ -17,20 +17,25 @@ name = target_name(column, run.n_train)
 
 st.title(f"Neighbours of {name}")
 with st.expander("Choose a target", expanded=False):
-    components.target_picker(run, column, mean_margin)
+    components.target_picker(run, column)
 
 row = read_row(weights, column)
 fitted = bool(np.isfinite(bias[column]))
 left, right = st.columns([1, 3])
-left.image(thumbnails.upscale(read_row(run.images, column), 224), caption=f"{name} · label {components.label_of(run, column)}")
+left.image(thumbnails.upscale(read_row(run.images, column), 224), caption=" · ".join(
+    f for f in (name, f"label {components.label_of(run, column)}", components.predicted_text(run, column)) if f))
 with right:
     a, b, c = st.columns(3)
     a.metric("Label", components.label_of(run, column))
-    b.metric("Mean margin over models", f"{mean_margin[column]:+.3f}")
+    predicted = components.majority(run)
+    b.metric("Majority prediction", "—" if predicted is None else
+             f"{run.class_names[int(predicted[0][column])]} · {predicted[1][column]:.0%} of models",
+             help=None if predicted is None else "The class most models predict, and the share of models predicting it")
     c.metric("Accuracy over models", f"{accuracy[column]:.1%}")
-    a.metric("Datamodel bias", f"{bias[column]:+.3f}" if fitted else "—")
-    b.metric("Nonzero weights", f"{sparsity(row)} / {run.n_train}")
-    c.metric("LASSO λ", f"{lam[column]:.2e}" if fitted else "—")
+    a.metric("Mean margin over models", f"{mean_margin[column]:+.3f}")
+    b.metric("Datamodel bias", f"{bias[column]:+.3f}" if fitted else "—")
+    c.metric("Nonzero weights", f"{sparsity(row)} / {run.n_train}")
+    a.metric("LASSO λ", f"{lam[column]:.2e}" if fitted else "—")
 if not fitted:
     st.info(f"{name} has no datamodel: the fit did not cover this target (fit.json lists the targets it fitted).")
     st.stop()

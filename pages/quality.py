@@ -28,10 +28,14 @@ st.caption("Per-target linear datamodeling score: the Spearman correlation, over
            "margin the datamodel predicts from a model's training subset and the margin the model reached "
            "(a training target only over the models that left it out). Empty where undefined.")
 
-k = st.slider("Worst-predicted images", min_value=1, max_value=48, value=12, key="quality_k")
-worst = lowest_targets(lds, start, stop, k)
-st.subheader("Worst predicted", help="Lowest per-target LDS; click one to see its neighbours")
-components.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
+k = st.slider("Images per list", min_value=1, max_value=48, value=12, key="quality_k")
+worst_tab, wrong_tab = st.tabs(["Worst predicted", "Mistakes · Hardest · Most unstable"])
+with worst_tab:
+    worst = lowest_targets(lds, start, stop, k)
+    st.caption("Lowest per-target LDS; click one to see its neighbours")
+    components.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
+with wrong_tab:
+    components.hard_targets(run, start, stop, k, key="quality", page=NEIGHBOURS)
 
 st.subheader(f"All {split} targets", help="Click a column header to sort; click a row to open its neighbours")
 table = pd.DataFrame({
@@ -41,10 +45,15 @@ table = pd.DataFrame({
     "mean margin": np.asarray(mean_margin[start:stop]),
     "accuracy": np.asarray(accuracy[start:stop]),
 })
+predicted = components.majority(run)
+if predicted is not None:
+    table["majority prediction"] = [run.class_names[int(c)] for c in predicted[0][start:stop]]
+    table["majority share"] = np.asarray(predicted[1][start:stop])
 event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"lds-{split}",
                      column_config={"LDS": st.column_config.NumberColumn(format="%.3f"),
                                     "mean margin": st.column_config.NumberColumn(format="%+.3f"),
-                                    "accuracy": st.column_config.NumberColumn(format="percent")})
+                                    "accuracy": st.column_config.NumberColumn(format="percent"),
+                                    "majority share": st.column_config.NumberColumn(format="percent")})
 if event.selection.rows:
     components.open_target(NEIGHBOURS, run, table["target"].iloc[event.selection.rows[0]])
     components.follow_open_request()

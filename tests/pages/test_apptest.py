@@ -159,7 +159,7 @@ def test_clicking_a_neighbour_makes_it_the_target(app):
     assert at.query_params["run"] == RUN
 
 
-def test_target_picker_by_index_class_least_stable_and_random(app, fitted):
+def test_target_picker_by_index_class_mistakes_hardest_unstable_and_random(app, fitted):
     at = app("neighbours", run=RUN)
     assert title(at) == "Neighbours of test:0"
     at.number_input(key="pick_index").set_value(9).run()
@@ -170,11 +170,18 @@ def test_target_picker_by_index_class_least_stable_and_random(app, fitted):
     assert all(fitted.labels[fitted.n_train + int(n.split(":")[1])] == 0 for n in members.options)
     members.set_value(members.options[2]).run()
     assert at.query_params["target"] == members.options[2]
-    mean_margin = np.asarray(fitted.margins).mean(axis=0)
-    unstable = grid(at, "unstable")
-    assert unstable[0] == f"test:{int(np.argmin(mean_margin[fitted.n_train:]))}"
-    at.button(key=f"unstable-{unstable[1]}").click().run()
-    assert at.query_params["target"] == unstable[1]
+    margins = np.asarray(fitted.margins)[:, fitted.n_train:]
+    hardest = grid(at, "pick-hardest")
+    assert hardest[0] == f"test:{int(np.argmin(margins.mean(axis=0)))}"
+    accuracy = (margins > 0).mean(axis=0)
+    unstable = grid(at, "pick-unstable")
+    assert abs(accuracy[int(unstable[0].split(":")[1])] - 0.5) == np.abs(accuracy - 0.5).min()
+    counts = np.load(fitted.dir / "target_predictions.npy")[fitted.n_train:]
+    wrong = set(np.flatnonzero(counts.argmax(axis=1) != np.asarray(fitted.labels)[fitted.n_train:]).tolist())
+    mistakes = [int(n.split(":")[1]) for n in grid(at, "pick-mistakes")]
+    assert set(mistakes) <= wrong and len(mistakes) == min(12, len(wrong)) > 0
+    at.button(key=f"pick-hardest-{hardest[1]}").click().run()
+    assert at.query_params["target"] == hardest[1]
     at.button(key="random-train").click().run()
     assert re.fullmatch(r"train:\d+", at.query_params["target"])
     assert title(at) == f"Neighbours of {at.query_params['target']}"
