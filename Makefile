@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	@test -f $(RUN)/metrics.json || $(BIN)/python -m precompute all --dataset digits --alpha 0.5 --models 5000 --seed 0 --out $(RUN)
 	@test -f $(RUN)/analysis.json || $(BIN)/python -m precompute analyze --run $(RUN)
-	$(BIN)/streamlit run app.py --server.address localhost --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(BIN)/streamlit run app.py --server.address localhost --server.port $(PORT)  # settings: .streamlit/config.toml
 
 # Passive OpenMP waits: tests run a Streamlit server or CLI subprocesses beside the test process,
 # and spinning torch threads would starve them on 2 cores.

@@ -4,6 +4,8 @@ The shell around every page: the page list, the sidebar (page links and run pick
 where a broken run becomes an error message instead of a traceback. Pages are files in pages/, so each
 has its own URL (`/neighbours?run=digits&target=test:42`) and can be tested alone.
 """
+from pathlib import Path
+
 import streamlit as st
 
 from backend.store.catalog import data_dir
@@ -11,6 +13,7 @@ from backend.store.run_dir import RunError
 from backend.store.targets import TargetError
 from pages import components
 
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.png"
 # The one list of pages: to add a page, put its file in pages/ and add a line here.
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
@@ -23,13 +26,14 @@ PAGES = [
     st.Page("pages/leakage_results.py", title="Leakage results", icon=":material/content_copy:"),
 ]
 
-st.set_page_config(page_title="Datamodels explorer", page_icon=":material/hub:", layout="wide")
+# A file in the repo: an emoji or material icon would be fetched from the internet for the favicon.
+st.set_page_config(page_title="Datamodels explorer", page_icon=str(FAVICON), layout="wide")
 # The menu is drawn below as page links, so that moving between pages keeps the run and target in the URL.
 page = st.navigation(PAGES, position="hidden")
 links = st.sidebar.container()
 run_name = components.run_picker(data_dir())
 if run_name is not None:
-    keep = {key: st.query_params[key] for key in ("run", "target") if key in st.query_params}
+    keep = st.query_params.to_dict()  # every parameter of the current view: a page ignores the others' ones
     for entry in PAGES:
         links.page_link(entry, query_params=keep)
     try:

@@ -28,8 +28,9 @@ name = target_name(column, run.n_train)
 st.title("Clusters of datamodel embeddings")
 classes = [q["class"] for q in quality["per_class"]]  # the classes that have test targets
 current_class = int(run.labels[column]) if column >= run.n_train else classes[0]
-choice = st.selectbox("Class", [*classes, WHOLE], key="clusters_class", index=classes.index(current_class),
-                      format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}")
+choice = st.selectbox("Class", [*classes, WHOLE],
+                      format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}",
+                      key="clusters_class", **components.url_int("class", "clusters_class", [*classes, WHOLE], current_class))
 if choice == WHOLE:
     members, clustering, info = np.arange(run.n_test), clusters.whole_clustering(run), quality["whole"]
 else:

@@ -165,6 +165,22 @@ def follow_open_request() -> None:
         st.switch_page(request[0], query_params=request[1])
 
 
+def url_int(param: str, key: str, options, default: int) -> dict:
+    """Keep widget `key` (an int choice among `options`) in the URL's `param`, so a link or the back button
+    restores it: the widget is set from the URL before it is drawn. Returns the widget's on_change kwargs."""
+    try:
+        wanted = int(st.query_params.get(param, default))
+    except ValueError:
+        wanted = default
+    st.session_state[key] = wanted if wanted in options else default
+    st.query_params[param] = str(st.session_state[key])
+    return {"on_change": _widget_to_url, "args": (param, key)}
+
+
+def _widget_to_url(param: str, key: str) -> None:
+    st.query_params[param] = str(st.session_state[key])
+
+
 def set_target(name: str) -> None:
     """Make `name` ('train:i' / 'test:j') the target: a new URL, so one more step for the back button."""
     st.query_params["target"] = name
@@ -264,6 +280,19 @@ def target_picker(run: Run, column: int, n_listed: int = 12) -> None:
     with random:
         for split in splits:
             st.button(f"Random {split} image", key=f"random-{split}", on_click=_pick_random, args=(run, split))
+
+
+def clamped_int(container, label: str, low: int, high: int, value: int, key: str, **kw) -> int:
+    """A whole-number input that takes any number and clamps it into [low, high], saying so.
+
+    st.number_input with min/max shows an out-of-range entry in red but never sends it, so the page would
+    go on silently with the previous value; here the entry is accepted, and the clamp is explained.
+    """
+    entered = int(container.number_input(label, value=value, step=1, key=key, **kw))
+    used = min(max(entered, low), high)
+    if used != entered:
+        container.warning(f"{label}: {entered:,} is outside {low:,}–{high:,}, so {used:,} is used")
+    return used
 
 
 def selected_customdata(selection) -> list[int]:

@@ -33,7 +33,6 @@ def request(flag: str) -> None:
 
 run = components.current_run()
 weights, _, _ = components.require_datamodels(run)
-mean_margin, _ = components.margin_summary(run)
 column = components.current_target(run)
 name = target_name(column, run.n_train)
 row = read_row(weights, column)
@@ -41,7 +40,7 @@ train_labels = np.asarray(run.labels[:run.n_train])
 
 st.title(f"Counterfactuals for {name}")
 with st.expander("Choose a target", expanded=False):
-    components.target_picker(run, column, mean_margin)
+    components.target_picker(run, column)
 
 if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
     st.info(f"Predictions are measured against control models trained on the full training set; run {run.name} "
@@ -115,7 +114,8 @@ with st.expander("Add images of one class"):
     cls_col, n_col, go_col = st.columns([2, 2, 1])
     cls = cls_col.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c], key="cf_class")
     members = np.flatnonzero(train_labels == cls)
-    count = n_col.number_input("How many (largest weight first)", 1, len(members), min(20, len(members)), key="cf_class_n")
+    count = components.clamped_int(n_col, "How many (largest weight first)", 1, len(members), min(20, len(members)),
+                                   key="cf_class_n")
     go_col.button("Add", key="cf_add_class", on_click=add,
                   args=(members[np.argsort(-row[members], kind="stable")][:int(count)],))
 st.markdown("**Top positive weights** (help the prediction)")

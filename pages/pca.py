@@ -39,8 +39,8 @@ st.plotly_chart(chart, key="explained-variance")
 if "effective_dimensionality" in summary:
     st.caption(summary["effective_dimensionality"])
 
-pc = st.selectbox("Component", range(len(comps)), key="pca_component",
-                  format_func=lambda c: f"PC {c} · {datamodel_ratio[c]:.2%} of variance")
+pc = st.selectbox("Component", range(len(comps)), format_func=lambda c: f"PC {c} · {datamodel_ratio[c]:.2%} of variance",
+                  key="pca_component", **components.url_int("pc", "pca_component", range(len(comps)), 0))
 k = st.slider("Images per grid", min_value=1, max_value=36, value=12, key="pca_k")
 coordinates = np.asarray(projections[:, pc])
 
@@ -67,10 +67,9 @@ st.caption("Remove the k training examples at one end of the component, retrain 
            "targets that project most positively and raise those that project most negatively, while the test set "
            "as a whole barely moves. Every retrained model is stored in the run.")
 left, right = st.columns(2)
-k_removed = left.number_input("Training examples removed per side (k)", min_value=1, max_value=run.n_train - 1,
-                              value=min(40, run.n_train - 1), step=10, key="faith_k")
-n_models = right.number_input("Models per removal set", min_value=1, max_value=256, value=faithfulness.DEFAULT_MODELS,
-                              key="faith_models")
+k_removed = components.clamped_int(left, "Training examples removed per side (k)", 1, run.n_train - 1,
+                                   min(40, run.n_train - 1), key="faith_k")
+n_models = components.clamped_int(right, "Models per removal set", 1, 256, faithfulness.DEFAULT_MODELS, key="faith_models")
 todo = faithfulness.models_to_train(run, pc, int(k_removed), n_models=int(n_models))
 result = None
 if todo == 0:

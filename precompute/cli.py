@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from . import analyze, counterfactual, datamodels, faithfulness, leakage, train
+from . import analyze, counterfactual, datamodels, faithfulness, leakage, report, train
 
 EXIT_BAD_INPUT = 2
 VERB_MODULES = [train, datamodels, analyze, faithfulness, counterfactual, leakage]
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in VERB_MODULES:
         module.register(sub)
+    for verb in sub.choices.values():
+        verb.add_argument("--json", action="store_true",
+                          help="print the whole summary as JSON on stdout (otherwise one line on stderr)")
     return parser
 
 
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if result is not None:
+    if result is not None and args.json:
         print(json.dumps(result, indent=2))
+    elif result is not None:
+        report.say(report.line(args.verb, result))
     return 0

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+from . import report
 from .args import TqdmProgress, add_device_arg, add_train_args, hparam_overrides, open_unit_float, positive_int
 
 
@@ -11,7 +13,7 @@ def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: fl
     from backend.datamodels.fit import fit_run as fit
     from backend.store.run_dir import Run
 
-    with TqdmProgress("fitting") as bar:
+    with TqdmProgress(f"fit (per target: {n_lambdas} λ values + 1 refit)") as bar:
         summary = fit(Run(run_dir), val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, device=device, progress=bar)
     return {"run": str(run_dir), "targets": summary["n_targets"], "seconds": round(summary["wall_time_s"], 2),
             "device": summary.get("device"), "iterations": summary["iterations"]}
@@ -31,7 +33,7 @@ def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: 
     from backend.datamodels.evaluation import evaluate_run
     from backend.store.run_dir import Run
 
-    with TqdmProgress("evaluating") as bar:
+    with TqdmProgress("eval (LDS, Table 5" + (", 4 sample-complexity refits)" if complexity else ")")) as bar:
         return evaluate_run(Run(run_dir), Run(heldout_dir), complexity=complexity, device=device, progress=bar)
 
 
@@ -39,26 +41,48 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     return eval_run(args.run, args.heldout, complexity=not args.no_complexity, device=args.device)
 
 
+def _models_to_train(out: Path, n_models: int) -> int:
+    from backend.store.run_dir import done_models
+
+    return n_models - int(done_models(out)[:n_models].sum()) if out.is_dir() else n_models
+
+
 def cmd_all(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset
+    from backend.training import architectures
+    from backend.training.engine import default_batch_models, resolve_device
     from backend.training.train_stage import train_run
 
+    started = time.perf_counter()
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     heldout_dir = args.out / "heldout"
     heldout_seed = args.seed + 1 if args.heldout_seed is None else args.heldout_seed
+    todo = {"train": _models_to_train(args.out, args.models), "heldout": _models_to_train(heldout_dir, args.heldout_models)}
+    arch = args.arch or architectures.default_arch(ds.name, ds.image_shape)
+    first_batch = args.batch_models or default_batch_models(arch, resolve_device(args.device))
+    report.say(f"plan for {args.out} ({ds.name}: {ds.n_train:,} train / {ds.n_test:,} test images, {arch}, α = {args.alpha}):\n"
+               f"  1. train   {args.models:,} models ({todo['train']:,} to train)\n"
+               f"  2. fit     {ds.n_train + ds.n_test:,} datamodels, one LASSO path of {args.n_lambdas} λ values each\n"
+               f"  3. train   {args.heldout_models:,} held-out models, seed {heldout_seed} ({todo['heldout']:,} to train)\n"
+               f"  4. eval    held-out LDS, Table 5" + ("" if args.no_complexity else ", sample complexity"))
     summaries = {}
     for name, out, n, seed in (("train", args.out, args.models, args.seed),
                                ("heldout", heldout_dir, args.heldout_models, heldout_seed)):
-        with TqdmProgress(f"training ({name})") as bar:
+        with TqdmProgress(f"train ({name})") as bar:
+            progress = report.FirstBatchEstimate(bar, todo["train"] + todo["heldout"], first_batch) if name == "train" else bar
             summaries[name] = train_run(ds, args.dataset, out, alpha=args.alpha, n_models=n, seed=seed, arch=args.arch,
                                         hparams=hparam_overrides(args), device=args.device,
-                                        batch_models=args.batch_models, progress=bar)
+                                        batch_models=args.batch_models, progress=progress)
+        report.say(report.train_line(summaries[name]))
         if name == "train":
             summaries["fit"] = fit_run(args.out, args.device, args.val_frac, args.n_lambdas, args.eps)
+            report.say(report.fit_line(summaries["fit"]))
     metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device)
+    report.say(report.eval_line(metrics))
     summaries["heldout_lds"] = metrics["lds"]
     summaries["table5_test_spearman"] = {k: metrics["table5"][k]["spearman"]["test"].get("mean")
                                         for k in ("empirical_influence", "difference_of_means", "datamodel")}
+    summaries["seconds"] = round(time.perf_counter() - started, 1)
     return summaries
 
 

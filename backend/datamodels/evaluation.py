@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.stats import rankdata
 
-from backend.datamodels.fit import DatamodelError, fit_datamodels
 from backend.progress import Progress, fraction
 from backend.store import run_dir
 from backend.store.run_dir import Run, RunError
@@ -43,6 +41,8 @@ def included(masks, columns: np.ndarray, n_train: int) -> np.ndarray:
 
 def _masked_ranks(values: np.ndarray, inc: np.ndarray) -> np.ndarray:
     """Average ranks down each column among the included entries; NaN elsewhere."""
+    from scipy.stats import rankdata  # here, not at the top: the Overview page imports predict, and scipy costs it a second
+
     return rankdata(np.where(inc, values, np.nan), axis=0, nan_policy="omit")
 
 
@@ -226,6 +226,8 @@ def sample_complexity(masks, margins, heldout_masks, heldout_margins, n_train: i
     target, 100 training targets) for speed. A fraction with too few models is reported as skipped.
     on_fraction(i) gives the progress callback of the i-th fraction's fit.
     """
+    from backend.datamodels.fit import DatamodelError, fit_datamodels  # torch: only the refits need it
+
     n_targets = margins.shape[1]
     columns = default_complexity_targets(n_train, n_targets - n_train) if targets is None \
         else _columns(targets, n_targets)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from .base import Dataset
 
@@ -15,6 +13,10 @@ N_TEST = 500
 
 def load() -> Dataset:
     """1,797 8x8 grey images (pixel values 0..16 rescaled to 0..255), 1,297 train / 500 test, stratified."""
+    # Imported here: the dashboard imports this package for thumbnails, and scikit-learn costs its first page seconds.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int64)

@@ -14,21 +14,21 @@ from tests.conftest import run_cli
 
 def test_counterfactual_prints_predicted_and_actual(cf_run):
     proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:3,17,99",
-                   "--models", "2", "--control-models", "8", "--device", "cpu")
+                   "--models", "2", "--control-models", "8", "--device", "cpu", "--json")
     out = json.loads(proc.stdout)
     assert out["n_changed"] == 3 and out["changed"] == [3, 17, 99]
     assert out["predicted"]["margin"] == pytest.approx(out["control_margin"] + out["predicted"]["delta"])
     assert len(out["actual"]["model_margins"]) == 2 and not out["actual"]["from_log"]
     assert isinstance(out["actual"]["test_flips"], int) and isinstance(out["predicted"]["test_flips"], int)
     again = json.loads(run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:99,3,17",
-                               "--models", "2", "--control-models", "8", "--device", "cpu").stdout)
+                               "--models", "2", "--control-models", "8", "--device", "cpu", "--json").stdout)
     assert again["actual"]["from_log"] and again["actual"]["margin"] == out["actual"]["margin"]
     assert (out["reused"], out["trained_now"], again["reused"], again["trained_now"]) == (0, 2, 2, 0)
 
 
 def test_counterfactual_of_16_models_after_8_trains_only_8(cf_run):
     args = ("counterfactual", "--run", cf_run, "--target", "test:7", "--remove", "ids:11,12,13", "--control-models", "8",
-            "--device", "cpu")
+            "--device", "cpu", "--json")
     run = Run(cf_run)
     eight = json.loads(run_cli(*args, "--models", "8").stdout)
     before = np.array(retrain_store.load(run, eight["actual"]["key"]).margins)
@@ -45,7 +45,7 @@ def test_counterfactual_of_16_models_after_8_trains_only_8(cf_run):
 
 def test_relabel_counterfactual_has_no_prediction(cf_run, capsys):
     assert main(["counterfactual", "--run", str(cf_run), "--target", "test:5", "--remove", "top:4", "--relabel",
-                 "--models", "1", "--control-models", "8", "--device", "cpu"]) == 0
+                 "--models", "1", "--control-models", "8", "--device", "cpu", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predicted"] is None and out["relabelled_to"] is not None and out["n_changed"] == 4
 
@@ -75,7 +75,7 @@ def test_whole_class_removal_is_refused_in_a_fresh_process(cf_run):
 
 def test_support_writes_estimates_and_cdfs_and_resumes(cf_run):
     args = ("support", "--run", cf_run, "--targets", "test:0-2", "--models", "1", "--budget", "2", "--k-max", "600",
-            "--control-models", "8", "--device", "cpu")
+            "--control-models", "8", "--device", "cpu", "--json")
     out = json.loads(run_cli(*args).stdout)
     assert out["search"]["targets"] == 3
     summary = json.loads((cf_run / "support" / "summary-remove.json").read_text())
@@ -87,14 +87,14 @@ def test_support_writes_estimates_and_cdfs_and_resumes(cf_run):
 
 def test_cf_eval_reports_correlations(cf_run, capsys):
     assert main(["cf-eval", "--run", str(cf_run), "--targets", "2", "--k", "5,20", "--models", "1",
-                 "--heuristics", "top,bottom", "--control-models", "8", "--device", "cpu"]) == 0
+                 "--heuristics", "top,bottom", "--control-models", "8", "--device", "cpu", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_counterfactuals"] == 8 and set(out["per_heuristic"]) == {"top", "bottom"}
     assert -1 <= out["overall"]["pearson"] <= 1
 
 
 def test_control_verb_and_bad_input(cf_run, tiny_run, capsys):
-    out = json.loads(run_cli("control", "--run", cf_run, "--control-models", "8").stdout)
+    out = json.loads(run_cli("control", "--run", cf_run, "--control-models", "8", "--json").stdout)
     assert out["n_control"] == 8 and out["features_dim"] == 16
     assert main(["counterfactual", "--run", str(tiny_run), "--target", "test:1", "--remove", "top:3"]) == 2
     assert "fit them first" in capsys.readouterr().err

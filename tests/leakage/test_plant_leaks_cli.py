@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 
 def test_writes_the_dataset_and_its_ground_truth(tmp_path):
     out = tmp_path / "sub" / "planted.npz"
-    proc = run_cli("plant-leaks", "--dataset", "digits", "--n", "7", "--noise", "0.02", "--seed", "4", "--out", out)
+    proc = run_cli("plant-leaks", "--dataset", "digits", "--n", "7", "--noise", "0.02", "--seed", "4", "--out", out, "--json")
     summary = json.loads(proc.stdout)
     assert summary["dataset"] == f"npz:{out}" and summary["shift"] is True and summary["n"] == 7
     want, truth = plant_leaks(load_dataset("digits"), n=7, noise=0.02, seed=4)
@@ -27,7 +27,7 @@ def test_writes_the_dataset_and_its_ground_truth(tmp_path):
 
 def test_no_shift_and_no_noise_give_exact_copies(tmp_path):
     out = tmp_path / "exact.npz"
-    summary = json.loads(run_cli("plant-leaks", "--n", "5", "--noise", "0", "--no-shift", "--out", out).stdout)
+    summary = json.loads(run_cli("plant-leaks", "--n", "5", "--noise", "0", "--no-shift", "--out", out, "--json").stdout)
     ds = load_dataset(f"npz:{out}")
     np.testing.assert_array_equal(ds.test_images[summary["planted_test"]], ds.train_images[summary["planted_train"]])
 

@@ -168,6 +168,22 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     assert target_in(page.url) == "test:3"
     settle(page)
 
+    # The pickers of targets the models get wrong: each lists images captioned with their fields.
+    page.get_by_text("Choose a target").click()
+    page.get_by_role("tab", name="Mistakes · Hardest · Most unstable").click()
+    for tab in ("Mistakes", "Hardest", "Most unstable"):
+        page.get_by_role("tab", name=tab, exact=True).click()
+        panel = page.locator("[role=tabpanel]:visible").last
+        expect(panel.get_by_test_id("stImageCaption").first).to_have_text(re.compile(r"^label \d · pred \d \d+% · "))
+    pick = page.locator("[role=tabpanel]:visible").last.get_by_role("button", name=re.compile(r"^test:\d+$")).first
+    name = pick.inner_text()
+    pick.click()
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    settle(page)
+    page.go_back()
+    expect(heading(page, "Neighbours of test:3")).to_be_visible()
+    settle(page)
+
     # The weight profile's first bar is the largest positive weight, the first image of the positive grid.
     top = page.get_by_role("button", name=re.compile(r"^train:\d+$")).first.inner_text()
     chart = page.get_by_test_id("stPlotlyChart")
@@ -215,9 +231,31 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
     screenshot(page, "pca")
 
+    # The component is in the URL: the back button restores it.
+    for pc in (2, 3):
+        page.get_by_test_id("stSelectbox").filter(has_text="Component").click()
+        page.get_by_role("option", name=re.compile(rf"^PC {pc} · ")).click()
+        expect(heading(page, f"Test targets projecting most positively onto PC {pc}")).to_be_visible()
+        settle(page)
+        assert parse_qs(urlparse(page.url).query)["pc"] == [str(pc)]
+    page.go_back()
+    expect(heading(page, "Test targets projecting most positively onto PC 2")).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stSelectbox").filter(has_text="Component")).to_contain_text("PC 2 · ")
+
     page.get_by_test_id("stSidebar").get_by_role("link", name="Clusters").click()
     expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
     settle(page)
+    assert "pc=2" in page.url  # the sidebar link kept the whole view
+    for label, option in ((-1, "whole test set (all classes)"), (3, "class 3"), (5, "class 5")):
+        page.get_by_test_id("stSelectbox").filter(has_text="Class").click()
+        page.get_by_role("option", name=option, exact=True).click()
+        settle(page)
+        assert parse_qs(urlparse(page.url).query)["class"] == [str(label)]
+    page.go_back()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["class"] == ["3"]
+    expect(page.get_by_test_id("stSelectbox").filter(has_text="Class")).to_contain_text("class 3")
     expect(page.get_by_role("heading", name=re.compile(r"^Cluster \d+ · "))).to_have_count(3)  # --clusters-per-class 3
     screenshot(page, "clusters")
     # What Chromium sends for a lasso over the layout (customdata rows as {"0": column}) selects every member.
@@ -327,3 +365,19 @@ def test_counterfactual_basket_verified_by_retraining(server, page):
     settle(page)
     expect(page.get_by_text(re.compile(r"^Margins of the 4 retrained models: "))).to_be_visible()
     screenshot(page, "counterfactuals")
+
+    # An out-of-range count is clamped and said so, and Add uses the clamped count, not a stale one.
+    page.get_by_role("button", name="Clear basket").click()
+    expect(metric(page, "Basket")).to_have_text("0 images")
+    settle(page)
+    page.get_by_text("Add images of one class").click()
+    how_many = page.get_by_label("How many (largest weight first)")
+    how_many.fill("1000")
+    how_many.press("Enter")
+    warning = page.get_by_text(re.compile(r"^How many \(largest weight first\): 1,000 is outside 1–\d+, so \d+ is used$"))
+    expect(warning).to_be_visible()
+    settle(page)
+    used = re.search(r"so (\d+) is used", warning.inner_text()).group(1)
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(metric(page, "Basket")).to_have_text(f"{used} images")
+    settle(page)

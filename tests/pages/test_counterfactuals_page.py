@@ -61,7 +61,10 @@ def test_removing_a_whole_class_is_refused_without_training(page):
     at, run, _ = page
     labels = np.asarray(run.labels[:run.n_train])
     with_class = at.selectbox(key="cf_class").set_value(4).run()
-    with_class.number_input(key="cf_class_n").set_value(int((labels == 4).sum())).run()
+    # More than the class holds: clamped to the whole class, and the page says so.
+    with_class.number_input(key="cf_class_n").set_value(100_000).run()
+    n = int((labels == 4).sum())
+    assert f"How many (largest weight first): 100,000 is outside 1–{n:,}, so {n:,} is used" in [w.value for w in at.warning]
     at.button(key="cf_add_class").click().run()
     assert "every training image of class '4'" in at.error[0].value
     assert not [b for b in at.button if b.key == "cf_verify"]

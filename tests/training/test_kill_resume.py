@@ -26,7 +26,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, tiny_r
     held = run_dir.shard_ranges(out)
     assert 3 <= len(held) < 12, f"kill did not land mid-run: {held}"
 
-    summary = run_cli("train", "--models", "60", "--out", out, "--batch-models", "5", *FAST_TRAIN)
+    summary = run_cli("train", "--models", "60", "--out", out, "--batch-models", "5", *FAST_TRAIN, "--json")
     assert '"n_models": 60' in summary.stdout
     trained_now = int(summary.stdout.split('"trained_now":')[1].split(",")[0])
     assert trained_now == 60 - 5 * len(held)

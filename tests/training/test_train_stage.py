@@ -81,7 +81,7 @@ def test_full_training_set_mlp_reaches_95_percent():
 def test_top_up_equals_one_go(tmp_path, tiny_run):
     out = tmp_path / "topup"
     run_cli("train", "--models", "20", "--out", out, "--batch-models", "30", *FAST_TRAIN)
-    summary = json.loads(run_cli("train", "--models", "60", "--out", out, "--batch-models", "30", *FAST_TRAIN).stdout)
+    summary = json.loads(run_cli("train", "--models", "60", "--out", out, "--batch-models", "30", *FAST_TRAIN, "--json").stdout)
     assert summary["trained_now"] == 40 and summary["n_models"] == 60
     assert np.array_equal(np.load(out / "masks.npy"), np.load(tiny_run / "masks.npy"))
     np.testing.assert_allclose(np.load(out / "margins.npy"), np.load(tiny_run / "margins.npy"), atol=1e-4)
@@ -91,7 +91,7 @@ def test_shard_workers_merge_to_the_same_run(tmp_path, tiny_run):
     out = tmp_path / "workers"
     for i in range(3):
         run_cli("train", "--models", "60", "--out", out, "--shard", f"{i}/3", "--batch-models", "30", *FAST_TRAIN)
-    assert json.loads(run_cli("merge", "--run", out).stdout)["n_models"] == 60
+    assert json.loads(run_cli("merge", "--run", out, "--json").stdout)["n_models"] == 60
     assert np.array_equal(np.load(out / "masks.npy"), np.load(tiny_run / "masks.npy"))
     np.testing.assert_allclose(np.load(out / "target_accuracy.npy"), np.load(tiny_run / "target_accuracy.npy"))
     np.testing.assert_allclose(np.load(out / "margins.npy"), np.load(tiny_run / "margins.npy"), atol=1e-4)

@@ -1,0 +1,89 @@
+"""What a verb prints for a person: the plan of `all` up front, then one summary line per stage.
+
+The full summary is in the run (fit.json, metrics.json, analysis.json, ...) and, with --json, on stdout
+for scripts; these lines go to stderr beside the progress bars, so stdout holds only that JSON.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm import tqdm
+
+
+def say(text: str) -> None:
+    """One line on stderr that does not break a progress bar being drawn."""
+    tqdm.write(text, file=sys.stderr)
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _mean(stats: dict, split: str = "test") -> str:
+    value = (stats or {}).get(split, {}).get("mean")
+    return "—" if value is None else f"{value:.3f}"
+
+
+def train_line(summary: dict) -> str:
+    accuracy = summary.get("mean_test_accuracy")
+    return (f"train: {summary['n_models']:,} models in {summary['run']} ({summary['trained_now']:,} trained now in "
+            f"{_seconds(summary['seconds'])} on {summary['device']}"
+            + (f"; mean test accuracy {accuracy:.1%}" if accuracy is not None else "") + ")"
+            + (f"; {summary['note']}" if "note" in summary else ""))
+
+
+def fit_line(summary: dict) -> str:
+    return (f"fit: {summary['targets']:,} datamodels in {_seconds(summary['seconds'])} on {summary['device']} "
+            f"→ {summary['run']}/weights.npy")
+
+
+def eval_line(metrics: dict) -> str:
+    curve = metrics.get("sample_complexity")
+    return (f"eval: held-out LDS {_mean(metrics.get('lds'))} on test targets, {_mean(metrics.get('lds'), 'train')} on "
+            f"training targets ({metrics.get('n_heldout_models', '?')} held-out models"
+            + (f"; sample complexity at {len(curve)} sizes" if isinstance(curve, list) else "") + ")")
+
+
+def line(verb: str, summary: dict) -> str:
+    """The one line that ends `verb`: its headline numbers; other verbs list their scalar fields."""
+    if verb == "train":
+        return train_line(summary)
+    if verb == "fit":
+        return fit_line(summary)
+    if verb == "eval":
+        return eval_line(summary)
+    if verb == "merge":
+        return f"merge: {summary['n_models']:,} models in {summary['run']}"
+    if verb == "all":
+        return f"all: done in {_seconds(summary.get('seconds'))}; held-out LDS {_mean(summary.get('heldout_lds'))} on test targets"
+    if verb == "analyze":
+        structure = summary.get("structure", {})
+        return (f"analyze: structure and leak candidates for {summary['run']} in {_seconds(summary.get('seconds'))}"
+                + (f"; {structure['effective_dimensionality']}" if isinstance(structure.get("effective_dimensionality"), str) else ""))
+    scalars = [f"{k} {v}" for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or v is None]
+    return f"{verb}: " + ", ".join(scalars[:8]) + " (--json for everything)"
+
+
+class FirstBatchEstimate:
+    """A Progress wrapper that, once the first batch of models is done, prints how long all training will take.
+
+    n_models is every model `all` will train (the run and its held-out run), first_batch the models trained
+    at once: the rate of the first batch, data loading included, times that count.
+    """
+
+    def __init__(self, progress, n_models: int, first_batch: int):
+        self.progress, self.n_models, self.first_batch = progress, n_models, first_batch
+        self.started, self.said = None, False
+
+    def __call__(self, done: float, total: float, unit: str) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+        elif not self.said and done >= min(self.first_batch, total):
+            rate = done / (time.perf_counter() - self.started)
+            self.said = True
+            say(f"estimate: {_seconds(self.n_models / rate)} to train all {self.n_models:,} models "
+                f"({rate:.1f} models/s on the first {done:.0f}); the fit's bar shows its own time left")
+        self.progress(done, total, unit)
