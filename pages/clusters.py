@@ -49,37 +49,46 @@ if choice == WHOLE:
                       help=f"Normalised mutual information between clusters and classes. Raw pixels, clustered by the "
                            f"identical procedure: {quality['pixels']['nmi']:.3f}")
 
-st.subheader("2-D spectral layout", help="The two leading non-trivial spectral coordinates of the affinity matrix. "
-             "Draw a box or lasso to see the selected targets.")
-figure = go.Figure()
-for k in range(clustering.k):
-    inside = clustering.labels == k
-    figure.add_trace(go.Scattergl(x=clustering.layout[inside, 0], y=clustering.layout[inside, 1], mode="markers",
-                                  name=f"cluster {k}", customdata=columns[inside][:, None],
-                                  hovertext=[target_name(int(c), run.n_train) for c in columns[inside]],
-                                  hoverinfo="text+name"))
-figure.update_layout(height=420, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",
-                     yaxis_title="spectral 2")
-event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
-selected = components.selected_customdata(event)
-if selected:
-    st.subheader(f"Selected targets ({len(selected)})")
-    components.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
+# The layout and the cluster grids on the left, the target and its similar targets beside them: a click's
+# result lands next to it.
+explore, target_side = st.columns([3, 2])
+with explore:
+    st.subheader("2-D spectral layout", help="The two leading non-trivial spectral coordinates of the affinity matrix. "
+                 "Draw a box or lasso to see the selected targets.")
+    figure = go.Figure()
+    for k in range(clustering.k):
+        inside = clustering.labels == k
+        figure.add_trace(go.Scattergl(x=clustering.layout[inside, 0], y=clustering.layout[inside, 1], mode="markers",
+                                      name=f"cluster {k}", customdata=columns[inside][:, None],
+                                      hovertext=[target_name(int(c), run.n_train) for c in columns[inside]],
+                                      hoverinfo="text+name"))
+    figure.update_layout(height=360, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",
+                         yaxis_title="spectral 2")
+    event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
+    selected = components.selected_customdata(event)
+    if selected:
+        st.subheader(f"Selected targets ({len(selected)})")
+        components.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
 
-per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
-                        help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
-for k in range(clustering.k):
-    inside = np.flatnonzero(clustering.labels == k)
-    silhouette = info["cluster_silhouettes"][k]
-    st.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
-    typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
-    components.image_grid(run, columns[typical], [f"s {clustering.silhouette[j]:+.2f}" for j in typical], key=f"cluster-{k}")
+    per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
+                            help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
+    tabs = st.tabs([f"Cluster {k}" for k in range(clustering.k)])
+    for k, tab in enumerate(tabs):
+        inside = np.flatnonzero(clustering.labels == k)
+        silhouette = info["cluster_silhouettes"][k]
+        tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
+        typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
+        with tab:
+            components.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
+                                  key=f"cluster-{k}")
 
-st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: they "
-          "depend on the same training examples. Click an image above to change the target; click one here to open it "
-          "on the Neighbours page.")
-neighbours, similarity = similar_targets.similar_to(run, column)
-left, right = st.columns([1, 5])
-left.image(thumbnails.upscale(read_row(run.images, column), 160), caption=f"{name} · {components.label_of(run, column)}")
-with right:
-    components.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE)
+with target_side:
+    st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: "
+              "they depend on the same training examples. Click an image on the left to change the target; click one "
+              "here to open it on the Neighbours page.")
+    neighbours, similarity = similar_targets.similar_to(run, column)
+    st.image(thumbnails.upscale(read_row(run.images, column), 160),
+             caption=" · ".join(f for f in (name, f"label {components.label_of(run, column)}",
+                                           components.predicted_text(run, column)) if f))
+    components.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE,
+                          n_cols=4)

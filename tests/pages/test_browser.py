@@ -256,7 +256,7 @@ def test_structure_pages_in_a_real_browser(server, page):
     settle(page)
     assert parse_qs(urlparse(page.url).query)["class"] == ["3"]
     expect(page.get_by_role("combobox", name="Class")).to_have_value("class 3")
-    expect(page.get_by_role("heading", name=re.compile(r"^Cluster \d+ · "))).to_have_count(3)  # --clusters-per-class 3
+    expect(page.get_by_role("tab", name=re.compile(r"^Cluster \d+$"))).to_have_count(3)  # --clusters-per-class 3
     screenshot(page, "clusters")
     # What Chromium sends for a lasso over the layout (customdata rows as {"0": column}) selects every member.
     drag_across(page, page.get_by_test_id("stPlotlyChart").first)
