@@ -1,0 +1,91 @@
+"""Page load times in a real browser: `streamlit run app.py` driven by headless Chromium (Playwright).
+
+Run: .venv/bin/python benchmarks/bench_pages.py --data-dir DIR --run NAME   (DIR/runs/NAME is a run with
+datamodels, eval and analyze done, e.g. a small digits run)
+
+Measures, from the request to the end of the script run (Streamlit's script state back to notRunning,
+no skeleton left, a title drawn): the first page after the server starts (imports included), a fresh
+browser session's first page, and every page by its sidebar link, first visit and warm (again after
+another page). Goals: < 3 s, < 3 s and < 1 s warm.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["Overview", "Neighbours", "Quality", "PCA", "Clusters", "Counterfactuals", "Review leaks", "Leakage results"]
+DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+def wait_done(page) -> None:
+    page.wait_for_selector(DONE, state="attached", timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid^=stSkeleton], [data-testid=stAppSkeleton]')"
+                           " && document.querySelector('[data-testid=stMain] h1')", timeout=120_000)
+
+
+def timed(action, page) -> float:
+    start = time.perf_counter()
+    action()
+    page.wait_for_timeout(50)  # the click's rerun must have started before "notRunning" means done
+    wait_done(page)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--run", default="digits")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, DATAMODELS_DATA_DIR=str(args.data_dir), PYTHONPATH=str(ROOT))
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                               "--server.address", "127.0.0.1"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                time.sleep(0.2)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            rows.append(("first page after server start (Overview)", timed(lambda: page.goto(f"{url}/?run={args.run}"), page)))
+            fresh = browser.new_context().new_page()
+            rows.append(("fresh session's first page (Overview)", timed(lambda: fresh.goto(f"{url}/?run={args.run}"), fresh)))
+            sidebar = page.get_by_test_id("stSidebar")
+
+            def open_page(name: str) -> float:
+                return timed(lambda: sidebar.get_by_role("link", name=name, exact=True).click(), page)
+
+            for i, name in enumerate(PAGES):
+                first = open_page(name)
+                open_page(PAGES[(i + 1) % len(PAGES)])
+                rows.append((f"{name}: first visit / warm", (first, open_page(name))))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print("| page | seconds |\n| --- | --- |")
+    for label, value in rows:
+        print(f"| {label} | " + (f"{value[0]:.2f} / {value[1]:.2f}" if isinstance(value, tuple) else f"{value:.2f}") + " |")
+
+
+if __name__ == "__main__":
+    main()
