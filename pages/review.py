@@ -2,9 +2,11 @@
 
 The paper's leakage study (Ilyas et al. 2022, Sec. 4.3): each task shows one test image beside its top
 and bottom training images by datamodel weight, here with the representation baseline's nearest images
-added. Test images come in the order of the leak queue (backend/leakage.py); the annotator's name is in
-the URL (`?annotator=`), and what they have reviewed is in the database, so a reload resumes the queue.
-An annotator sees only their own votes here.
+added. Test images come in the order of the leak queue (backend/leakage.py). With DATAMODELS_AUTH on, the
+annotator is the signed-in user (reviewers and admins vote; viewers cannot) and `?annotator=` changes
+nothing; on a local dashboard without auth the annotator types a name, kept in the URL (`?annotator=`).
+What they have reviewed is in the database, so a reload resumes the queue. An annotator sees and undoes
+only their own votes here.
 """
 import streamlit as st
 
@@ -22,12 +24,13 @@ SOURCES = {"top weight": "", "bottom weight": "", "features": " (nearest in the 
            "pixels": " (nearest in pixels, at the best shift by up to a pixel)"}
 
 run = components.current_run()
+user = components.current_user()
 candidates = load_candidates(run)
 st.title("Review leak candidates")
 try:
     store = shared_store()
 except AnnotationStoreError as exc:
-    st.error(str(exc))
+    st.error(components.hide_paths(exc))
     st.stop()
 
 
@@ -47,7 +50,15 @@ def sign_out() -> None:
     st.query_params.pop("annotator", None)
 
 
-if "annotator" not in st.session_state and st.query_params.get("annotator"):
+if user.authenticated:
+    if not user.can("vote"):
+        st.error(f"Voting needs the reviewer or admin role; you are {components.plain(user.name)} ({user.role}). "
+                 "Leakage results shows the scores so far.")
+        st.stop()
+    # The login is the identity: a name in the URL or the session changes nothing.
+    st.session_state["annotator"] = user.name
+    st.query_params.pop("annotator", None)
+elif "annotator" not in st.session_state and st.query_params.get("annotator"):
     try:
         st.session_state["annotator"] = validate_name(st.query_params["annotator"])
     except AnnotatorNameError as exc:
@@ -55,7 +66,7 @@ if "annotator" not in st.session_state and st.query_params.get("annotator"):
         st.query_params.pop("annotator")
 
 if st.session_state.get("review_error"):
-    st.error(st.session_state.pop("review_error"))
+    st.error(components.hide_paths(st.session_state.pop("review_error")))
 
 annotator = st.session_state.get("annotator")
 if annotator is None:
@@ -67,12 +78,13 @@ if annotator is None:
 # Names are shown as plain text only (st.text, dataframe cells): markup in a name never renders.
 top = st.columns([4, 1])
 top[0].text(f"Reviewing as: {annotator}")
-top[1].button("Change annotator", key="sign_out", on_click=sign_out)
+if not user.authenticated:
+    top[1].button("Change annotator", key="sign_out", on_click=sign_out)
 
 try:
     reviewed = store.reviewed(run.name, annotator)
 except AnnotationStoreError as exc:
-    st.error(str(exc))
+    st.error(components.hide_paths(exc))
     st.stop()
 queue = [int(j) for j in candidates.queue]
 done = sum(j in reviewed for j in queue)

@@ -38,6 +38,17 @@ def open_app(params: dict, page: str | None = None, *, timeout: float = 60, chec
     return at
 
 
+@pytest.fixture(autouse=True, scope="session")
+def loopback_server_address():
+    """AppTests run in this process without a server: give them the address `make run` serves on, so the
+    dashboard is the local, unauthenticated one (tests/pages/test_auth.py sets other addresses itself)."""
+    from streamlit import config
+
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A digits run of 60 fast models (alpha 0.5, seed 0), trained once per test session."""
