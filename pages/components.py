@@ -64,14 +64,17 @@ def _stamp(path: Path) -> int:
     return os.stat(path).st_mtime_ns
 
 
-# CommonMark's backslash escapes: every ASCII punctuation character that Markdown, Streamlit's
-# directives (:red[...], :material/icon:) or LaTeX ($) could read as syntax.
-MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
-
-
 def plain(text: object) -> str:
-    """User-supplied text (a URL parameter, a name) made inert for st.error/st.warning, which render Markdown."""
-    return MARKDOWN_SYNTAX.sub(r"\\\1", str(text))
+    """User-supplied text (a URL parameter, a name) as a Markdown code span, for st.error/st.warning, which
+    render Markdown: nothing inside one renders, neither links and images nor the URLs GitHub-flavoured
+    Markdown links by itself (which survive backslash escapes), nor Streamlit's :directives: and $math$.
+    The fence is longer than any run of backticks in the text, so the text cannot close it."""
+    text = " ".join(str(text).splitlines())
+    if not text.strip():
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] == "`" or text[-1] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def hide_paths(text: object) -> str:

@@ -198,11 +198,20 @@ def test_url_parameters_are_shown_as_plain_text_without_server_paths(dashboard_d
     at = open_app({"run": "digits-tiny", "target": "[phish](https://evil.example) ![x](https://evil.example/a.png)"},
                   "neighbours")
     (warning,) = at.warning
-    assert "\\[phish\\]\\(https\\:" in warning.value and "](" not in warning.value
+    assert warning.value.startswith("`bad target '[phish](https://evil.example) ![x]") and "`; showing test:0" in warning.value
     # An unknown run falls back to the first, bad-manifest: its RunError names the file, not where it lives.
     at = open_app({"run": "[run](https://evil.example)"})
     (warning,) = at.sidebar.warning
-    assert "](" not in warning.value and str(dashboard_data_dir) not in warning.value
+    assert "`'[run](https://evil.example)'`" in warning.value and str(dashboard_data_dir) not in warning.value
     assert "$DATAMODELS_DATA_DIR/runs/bad-manifest/manifest.json is corrupt" in at.error[0].value
     for message in [m.value for kind in (at.markdown, at.caption, at.warning, at.info, at.error) for m in kind]:
         assert str(dashboard_data_dir) not in message
+
+
+def test_plain_text_is_a_code_span_the_text_cannot_close():
+    from pages.components import plain
+
+    assert plain("[a](b)") == "`[a](b)`"
+    assert plain("a`b``c") == "```a`b``c```"
+    assert plain("`x`") == "`` `x` ``"
+    assert plain("line\nbreak") == "`line break`" and plain("  ") == ""
