@@ -69,10 +69,10 @@ def test_runs_are_kept_apart(store):
 def test_skips_leave_the_queue_and_a_later_submit_clears_them(store):
     store.skip("r", 4, "ann")
     store.skip("r", 4, "ann")
-    assert store.reviewed("r", "ann") == {4}
+    assert store.skipped("r", "ann") == {4} and store.reviewed("r", "ann") == set()  # a skip is no review
     assert store.skip_counts("r") == {"ann": 1}
     store.submit("r", 4, "ann", {7: True})
-    assert store.skip_counts("r") == {}
+    assert store.skip_counts("r") == {} and store.skipped("r", "ann") == set()
     assert store.reviewed("r", "ann") == {4}
 
 
@@ -82,7 +82,7 @@ def test_undo_last_returns_the_latest_action_to_the_queue(store):
     store.submit("r", 3, "ann", {5: False})
     store.submit("r", 9, "bob", {5: True})
     assert store.undo_last("r", "ann") == (3, {5: False})
-    assert store.reviewed("r", "ann") == {1, 2}
+    assert store.reviewed("r", "ann") == {1} and store.skipped("r", "ann") == {2}
     assert store.undo_last("r", "ann") == (2, {})
     assert store.undo_last("r", "ann") == (1, {5: True, 6: False})
     assert store.undo_last("r", "ann") is None

@@ -70,7 +70,7 @@ def test_one_user_cannot_undo_or_see_another_users_votes(team, db):
     first = int(candidates.queue[0])
     shown = [c.train for c in review_candidates(run, candidates, first)]
     alice = open_app({"run": PLANTED}, "review", user="alice")
-    alice.toggle(key=f"vote-{PLANTED}-{first}-{shown[0]}").set_value(True)
+    alice.button(key=f"mark-{PLANTED}-{first}-{shown[0]}").click().run()
     alice.button(key="submit").click().run()
     store = AnnotationStore(db)
     before = store.votes(PLANTED)
@@ -79,7 +79,8 @@ def test_one_user_cannot_undo_or_see_another_users_votes(team, db):
     bob = open_app({"run": PLANTED, "annotator": "alice"}, "review", user="bob")
     assert bob.text[0].value == "Reviewing as: bob"
     assert f"0 of {run.n_test}" in reviewed_text(bob) and shown_test(bob) == first
-    assert all(t.value is False for t in bob.toggle)  # alice's mark is not on bob's screen
+    marks = [b for b in bob.button if b.key.startswith("mark-")]
+    assert marks and all(b.proto.type == "secondary" for b in marks)  # alice's mark is not on bob's screen
     bob.button(key="undo").click().run()
     assert "Nothing to undo." in [c.value for c in bob.caption]
     assert store.votes(PLANTED) == before
@@ -88,7 +89,7 @@ def test_one_user_cannot_undo_or_see_another_users_votes(team, db):
 def test_a_viewer_cannot_vote(team, db):
     at = open_app({"run": PLANTED}, "review", user="eve")
     assert len(at.error) == 1 and "reviewer or admin role" in at.error[0].value and "viewer" in at.error[0].value
-    assert not at.toggle and not [b for b in at.button if b.key == "submit"]
+    assert not [b for b in at.button if b.key in ("submit", "none") or b.key.startswith("mark-")]
 
 
 def test_who_voted_what_is_for_admins(team, db):

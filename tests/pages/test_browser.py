@@ -244,7 +244,7 @@ def review_state(page) -> tuple[int, int, str]:
     return reviewed, total, caption.split()[0]
 
 
-def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_path):
+def test_review_shortcuts_none_action_reload_resume_and_export(server, page, tmp_path):
     from playwright.sync_api import expect
 
     annotator = "Ada Lovelace"
@@ -258,26 +258,34 @@ def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_
     reviewed, total, first = review_state(page)
     assert reviewed == 0 and total > 1
 
-    # Whatever the candidate sources, each toggle follows its image: the nearest caption before it names the pair.
-    toggle = page.get_by_role("switch").first
-    voted = toggle.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
-    toggle.locator("xpath=ancestor::label").click()  # the switch's input is visually hidden
-    expect(toggle).to_be_checked()
+    # Key 1 marks the first candidate shown; the nearest caption before its button names the pair.
+    first_mark = page.get_by_role("button").filter(has=page.get_by_label("Shortcut 1", exact=True))
+    voted = first_mark.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
+    page.locator("body").press("1")
+    # (the exported votes below check that exactly this pair was marked)
+    expect(page.get_by_test_id("stBaseButton-primary").filter(has=page.get_by_label("Shortcut 1", exact=True))).not_to_have_count(0)
     settle(page)
     screenshot(page, "review")
-    page.get_by_role("button", name="Submit").click()
+    page.locator("body").press("S")
     expect(page.get_by_text(re.compile(rf"^Saved \d+ votes on {first}\.$"))).to_be_visible()
     settle(page)
     reviewed, total_after, second = review_state(page)
     assert (reviewed, total_after) == (1, total) and second != first
-    expect(page.get_by_role("switch").first).not_to_be_checked()
+    expect(page.get_by_test_id("stBaseButton-primary").filter(has_text="duplicate")).to_have_count(0)
+
+    # N: none of the second image's candidates is a duplicate.
+    page.locator("body").press("N")
+    expect(page.get_by_text(re.compile(rf"^Saved \d+ votes on {second}: none are duplicates\.$"))).to_be_visible()
+    settle(page)
+    reviewed, _, third = review_state(page)
+    assert reviewed == 2 and third not in (first, second)
 
     # The name is in the URL and the votes in the database: a reload resumes the queue.
     assert parse_qs(urlparse(page.url).query)["annotator"] == [annotator]
     page.reload()
     expect(page.get_by_text(f"Reviewing as: {annotator}")).to_be_visible()
     settle(page)
-    assert review_state(page) == (1, total, second)
+    assert review_state(page) == (2, total, third)
 
     page.get_by_test_id("stSidebar").get_by_role("link", name="Leakage results").click()
     expect(heading(page, f"Leakage results · {RUN}")).to_be_visible()
@@ -290,7 +298,8 @@ def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_
     download.value.save_as(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows and {(r["run"], r["annotator"], f"test:{r['test']}") for r in rows} == {(RUN, annotator, first)}
+    assert rows and {(r["run"], r["annotator"], f"test:{r['test']}") for r in rows} == {(RUN, annotator, first),
+                                                                                      (RUN, annotator, second)}
     assert [f"train:{r['train']}" for r in rows if r["is_leak"] == "True"] == [voted]
 
 
