@@ -147,7 +147,7 @@ def test_candidates_come_in_source_groups_with_one_key_each(app, run):
     groups = {"top weight": "Datamodel", "bottom weight": "Datamodel", "features": "Features", "pixels": "Pixels"}
     assert headers == list(dict.fromkeys(groups[c.source] for c in shown))
     # The keys follow the order shown: 1, 2, ... 0, then letters; one each, never S/N/K/U nor Streamlit's C/R.
-    keys = {int(b.key.rsplit("-", 1)[1]): b.proto.shortcut for b in marks(at)}
+    keys = {int(b.key.rsplit("-", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
     assert [keys[c.train] for c in shown] == list("1234567890QWETYIOPADFGHJLZXVBM"[:len(shown)])
     captions = [str(i.proto) for i in at.get("image") if "queue score" not in str(i.proto)]
     assert captions and all("\\n" not in c for c in captions)
