@@ -30,6 +30,7 @@ PAGES = [
 st.set_page_config(page_title="Datamodels explorer", page_icon=str(FAVICON), layout="wide")
 # The menu is drawn below as page links, so that moving between pages keeps the run and target in the URL.
 page = st.navigation(PAGES, position="hidden")
+components.current_user()  # refuses and stops when the server needs a login it does not have
 links = st.sidebar.container()
 run_name = components.run_picker(data_dir())
 if run_name is not None:
@@ -39,4 +40,4 @@ if run_name is not None:
     try:
         page.run()
     except (RunError, TargetError) as exc:
-        st.error(str(exc))
+        components.show_error(exc)

@@ -8,12 +8,16 @@ which run before the next script run.
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from backend.access import auth
+from backend.access.budget import BudgetError, RetrainBudget, budget_from_env
 from backend.store import catalog
 
 from backend.training import target_stats
@@ -60,6 +64,88 @@ def _stamp(path: Path) -> int:
     return os.stat(path).st_mtime_ns
 
 
+def plain(text: object) -> str:
+    """User-supplied text (a URL parameter, a name) as a Markdown code span, for st.error/st.warning, which
+    render Markdown: nothing inside one renders, neither links and images nor the URLs GitHub-flavoured
+    Markdown links by itself (which survive backslash escapes), nor Streamlit's :directives: and $math$.
+    The fence is longer than any run of backticks in the text, so the text cannot close it."""
+    text = " ".join(str(text).splitlines())
+    if not text.strip():
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] == "`" or text[-1] == "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def hide_paths(text: object) -> str:
+    """A message or command with the server's data directory written as `data` (the default, relative to
+    the checkout) or `$DATAMODELS_DATA_DIR`: pages never show where the server keeps its files."""
+    root = catalog.data_dir()
+    shown = "data" if root.resolve() == catalog.DEFAULT_DATA_DIR.resolve() else f"${catalog.DATA_DIR_ENV}"
+    text = str(text)
+    for form in sorted({str(root.resolve()), str(root.absolute())}, key=len, reverse=True):
+        text = text.replace(form, shown)
+    return text
+
+
+def show_error(exc: Exception) -> None:
+    """One st.error of the shell's RunError or TargetError, without server paths; a TargetError quotes what the
+    user wrote, so it is shown as plain text (a RunError is the server's own text, its commands as code)."""
+    st.error(plain(exc) if isinstance(exc, TargetError) else hide_paths(exc))
+
+
+def current_user() -> auth.User:
+    """The user of this request under DATAMODELS_AUTH, or one st.error (and a login button for OIDC) and stop.
+
+    A server on a loopback address without auth has one user, `local`, an admin. Anywhere else every page
+    refuses until auth is configured; app.py and current_run call this before anything is drawn.
+    """
+    mode = auth.AuthMode("off")
+    try:
+        mode = auth.parse_auth(os.environ.get(auth.AUTH_ENV))
+        roles = auth.load_roles(os.environ)
+        return auth.request_user(mode, st.get_option("server.address"), roles,
+                                 headers=dict(st.context.headers) if mode.kind == "header" else None,
+                                 oidc_user=st.user.to_dict() if mode.kind == "oidc" else None)
+    except (auth.AuthConfigError, auth.AccessDenied) as exc:
+        st.error(str(exc))
+        if mode.kind == "oidc" and isinstance(exc, auth.AccessDenied):
+            st.button("Log in", key="login", on_click=st.login, type="primary")
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def retrain_budget(budget: int) -> RetrainBudget:
+    """The server's one retraining ledger and job slot (per budget setting)."""
+    return RetrainBudget(budget)
+
+
+def can_retrain() -> bool:
+    return current_user().can("retrain")
+
+
+@contextmanager
+def retraining_job(run: Run, n_models: int):
+    """Run the body as the server's one retraining job of at most n_models, charged to run's budget.
+
+    Only users who may retrain (admins; the local user) get here; anyone else, a click over the
+    budget or a click while another job runs gets one st.error and the page stops. Yields the
+    budget's Job: set its `trained` to the models really trained.
+    """
+    user = current_user()
+    if not user.can("retrain"):
+        st.error(f"Retraining needs the admin role; you are {plain(user.name)} ({user.role}). "
+                 "Ask an admin, or retrain with the command line.")
+        st.stop()
+    try:
+        budget = retrain_budget(budget_from_env(os.environ))
+        with budget.job(str(run.dir.resolve()), n_models, user.name) as job:
+            yield job
+    except BudgetError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
 def current_run() -> Run:
     """The run named by the URL's `run` (the sidebar picker keeps it there); every page calls this first.
 
@@ -71,6 +157,7 @@ def current_run() -> Run:
     if getattr(PagesManager, "uses_pages_directory", False) and SHELL_RAN not in st.session_state:
         PagesManager.uses_pages_directory = False
         st.rerun()
+    current_user()
     follow_open_request()
     path = catalog.data_dir() / "runs" / st.query_params.get("run", "")
     try:
@@ -92,13 +179,13 @@ def run_picker(root: Path) -> str | None:
     names = catalog.list_runs(root)
     if not names:
         st.title("Datamodels explorer")
-        st.info(f"No run found in `{root / 'runs'}`. Create the digits run with one of:")
+        st.info("No run found in the data directory's runs/ folder. Create the digits run with one of:")
         for command in CREATE_RUN:
             st.code(command, language="bash")
         return None
     wanted = st.query_params.get("run")
     if wanted is not None and wanted not in names:
-        st.sidebar.warning(f"run {wanted!r} is not in {root / 'runs'}; showing another")
+        st.sidebar.warning(f"run {plain(repr(wanted))} is not in the data directory; showing another")
         wanted = None
     if wanted is not None:
         st.session_state["run_picker"] = wanted
@@ -147,7 +234,7 @@ def current_target(run: Run) -> int:
     try:
         column = target_column(name, run.n_train, run.n_test)
     except TargetError as exc:
-        st.warning(f"{exc}; showing {default}")
+        st.warning(f"{plain(exc)}; showing {default}")
         column = target_column(default, run.n_train, run.n_test)
     st.query_params["target"] = target_name(column, run.n_train)
     return column

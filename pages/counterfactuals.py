@@ -18,11 +18,13 @@ from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, verified_removals
 from backend.datamodels.queries import top_weights
 from backend.counterfactuals.removal import RemovalError, default_max_remove, validate_removal
+from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
 from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
 from backend.store.targets import target_name
 from pages import components
 
 N_COLS = 6
+RETRAIN_HELP = "Retraining is for admins, within the run's budget of models (DATAMODELS_RETRAIN_BUDGET)"
 
 
 def request(flag: str) -> None:
@@ -44,11 +46,13 @@ with st.expander("Choose a target", expanded=False):
 
 if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
     st.info(f"Predictions are measured against control models trained on the full training set; run {run.name} "
-            f"has none yet. Train {DEFAULT_N_CONTROL} of them once (or `python -m precompute control --run {run.dir}`).")
+            f"has none yet. Train {DEFAULT_N_CONTROL} of them once (or `python -m precompute control --run "
+            f"{components.hide_paths(run.dir)}`).")
     st.button(f"Train {DEFAULT_N_CONTROL} control models", key="cf_build_control", on_click=request,
-              args=("cf_control_request",))
+              args=("cf_control_request",), disabled=not components.can_retrain(), help=RETRAIN_HELP)
     if st.session_state.pop("cf_control_request", False):
-        ensure_control(run, DEFAULT_N_CONTROL, progress=components.StreamlitProgress("Training control models:"))
+        with components.retraining_job(run, DEFAULT_N_CONTROL):
+            ensure_control(run, DEFAULT_N_CONTROL, progress=components.StreamlitProgress("Training control models:"))
         st.rerun()
     st.stop()
 
@@ -168,10 +172,13 @@ if removed is not None:
 
     st.subheader("Verify by retraining")
     n_models = st.slider("Models to retrain", 1, 32, 8, key="cf_models")
-    st.button("Verify by retraining", key="cf_verify", type="primary", on_click=request, args=("cf_verify_request",))
+    st.button("Verify by retraining", key="cf_verify", type="primary", on_click=request, args=("cf_verify_request",),
+              disabled=not components.can_retrain(), help=RETRAIN_HELP)
     if st.session_state.pop("cf_verify_request", False):
-        bar = components.StreamlitProgress(f"Training without {len(removed)} images:")
-        cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
+        with components.retraining_job(run, n_models) as job:
+            bar = components.StreamlitProgress(f"Training without {len(removed)} images:")
+            cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
+            job.trained = cf.trained_now
         bar.finish(f"{cf.reused} models from the retrain store, {cf.trained_now} trained")
         st.session_state[f"cf_verified:{run.name}"] = (column, tuple(removed.tolist()), cf.request.key)
     verified = st.session_state.get(f"cf_verified:{run.name}")
@@ -222,10 +229,12 @@ else:
         st.write("Heuristic support: none. Even all positive weights together do not outweigh the control margin.")
     n_steps = st.session_state.get("cf_models", 8)
     st.button("Certify by bisection", key="cf_certify", on_click=request, args=("cf_certify_request",),
-              help=f"Retrain {n_steps} models without the top-k for up to 7 values of k in (0, {default_k_max(run.n_train)}]; "
-                   "accept k only when their mean margin is below zero")
+              disabled=not components.can_retrain(),
+              help=f"Retrain {n_steps} models without the top-k for up to {BISECTION_STEPS} values of k in "
+                   f"(0, {default_k_max(run.n_train)}]; accept k only when their mean margin is below zero. {RETRAIN_HELP}")
     if st.session_state.pop("cf_certify_request", False):
-        (result,) = certified_supports(run, [column], n_steps, progress=components.StreamlitProgress("Bisection over k:"))
+        with components.retraining_job(run, n_steps * BISECTION_STEPS):
+            (result,) = certified_supports(run, [column], n_steps, progress=components.StreamlitProgress("Bisection over k:"))
         st.session_state[f"cf_certified:{run.name}:{column}"] = result
     result = st.session_state.get(f"cf_certified:{run.name}:{column}")
     if result is not None:

@@ -2,7 +2,9 @@
 
 A pair's annotation score is the fraction of its annotators who marked it a near duplicate; a test
 image's leakage score is the largest over its candidates (Ilyas et al. 2022, Sec. 4.3). Agreement is
-Fleiss' κ over all pairs and Cohen's κ for each pair of annotators (backend/agreement.py).
+Fleiss' κ over all pairs and Cohen's κ for each pair of annotators (backend/agreement.py). Scores are for
+everyone; who voted what (the per-annotator tables and the export of everyone's votes) is for admins,
+and anyone else exports only their own votes.
 """
 import json
 
@@ -30,13 +32,14 @@ def plain(value):
 
 
 run = components.current_run()
+user = components.current_user()
 st.title(f"Leakage results · {run.name}")
 try:
     store = shared_store()
     votes = store.votes(run.name)
     skipped = store.skip_counts(run.name)
 except AnnotationStoreError as exc:
-    st.error(str(exc))
+    st.error(components.hide_paths(exc))
     st.stop()
 if not votes:
     st.info(f"No votes on run {run.name} yet: annotators vote on the Review page.")
@@ -84,23 +87,31 @@ for i, row in enumerate(chosen.head(MAX_PAIRS_SHOWN).itertuples()):
 
 st.subheader("Agreement")
 kappa, overlap = pairwise_cohen_kappa(ratings)
+if not user.can("export"):
+    st.caption("Who voted what is shown to admins only.")
 voted_tests = {name: len({v.test for v in votes if v.annotator == name}) for name in names}
-st.dataframe(pd.DataFrame({"annotator": names, "test images submitted": [voted_tests[n] for n in names],
+if user.can("export"):
+    st.dataframe(pd.DataFrame({"annotator": names, "test images submitted": [voted_tests[n] for n in names],
                            "pairs voted": np.diag(overlap), "skipped": [skipped.get(n, 0) for n in names]}),
-             hide_index=True, key="per-annotator")
-if len(names) > 1:
+                 hide_index=True, key="per-annotator")
+if user.can("export") and len(names) > 1:
     st.caption("Cohen's κ of each pair of annotators on the pairs both voted on (items in common in brackets)")
     cells = [[f"{kappa[i, j]:.2f} ({overlap[i, j]})" if np.isfinite(kappa[i, j]) else f"— ({overlap[i, j]})"
               for j in range(len(names))] for i in range(len(names))]
     st.dataframe(pd.DataFrame(cells, index=names, columns=names), key="pairwise-kappa")
 
 st.subheader("Export")
+# Admins export everyone's votes; anyone else their own (on a local dashboard the one user is an admin).
+exported = votes if user.can("export") else [v for v in votes if v.annotator == user.name]
 vote_rows = pd.DataFrame([{"run": run.name, "annotator": v.annotator, "test": v.test, "train": v.train,
-                           "is_leak": v.is_leak, "voted_at": v.voted_at.isoformat()} for v in votes])
+                          "is_leak": v.is_leak, "voted_at": v.voted_at.isoformat()} for v in exported],
+                         columns=["run", "annotator", "test", "train", "is_leak", "voted_at"])
+label = "Votes" if user.can("export") else "Your votes"
 safe = vote_rows.assign(annotator=[("'" + n) if n.startswith(FORMULA_START) else n for n in vote_rows["annotator"]])
 e1, e2, e3, e4 = st.columns(4)
-e1.download_button("Votes (CSV)", safe.to_csv(index=False), file_name=f"{run.name}-votes.csv", mime="text/csv", key="votes-csv")
-e2.download_button("Votes (JSON)", json.dumps(vote_rows.to_dict(orient="records"), indent=1, default=plain),
+e1.download_button(f"{label} (CSV)", safe.to_csv(index=False), file_name=f"{run.name}-votes.csv",
+                  mime="text/csv", key="votes-csv")
+e2.download_button(f"{label} (JSON)", json.dumps(vote_rows.to_dict(orient="records"), indent=1, default=plain),
                    file_name=f"{run.name}-votes.json", mime="application/json", key="votes-json")
 e3.download_button("Scores (CSV)", scores.merge(per_image, on="test").to_csv(index=False),
                    file_name=f"{run.name}-scores.csv", mime="text/csv", key="scores-csv")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from backend.datamodels import quality
 from backend.datamodels.evaluation import predict
+from backend.store import catalog
 from backend.store.run_dir import Run
 from pages import components
 
@@ -35,14 +36,14 @@ metrics = quality.read_metrics(run)
 lds = quality.stored_lds(run)
 if metrics is None or lds is None:
     st.info("The datamodels have not been scored on held-out models yet (metrics.json and lds.npy are missing).")
-    if quality.heldout_dir(run, metrics) is None:
+    if quality.heldout_dir(run, metrics, catalog.data_dir()) is None:
         st.caption("Train a held-out run (same recipe, another seed):")
-        st.code(quality.heldout_command(run), language="bash")
+        st.code(components.hide_paths(quality.heldout_command(run)), language="bash")
     st.caption("Score the datamodels on it:")
-    st.code(quality.eval_command(run), language="bash")
+    st.code(components.hide_paths(quality.eval_command(run)), language="bash")
     st.stop()
 if quality.is_stale(run):
-    st.warning(f"The datamodels were refitted after this evaluation; rerun `{quality.eval_command(run)}`.")
+    st.warning(f"The datamodels were refitted after this evaluation; rerun `{components.hide_paths(quality.eval_command(run))}`.")
 
 summary = metrics["lds"]["test"]
 cols = st.columns(4)
@@ -51,7 +52,7 @@ cols[0].metric("Mean test LDS", f"{summary.get('mean', float('nan')):.3f}",
 cols[1].metric("Median test LDS", f"{summary.get('median', float('nan')):.3f}")
 cols[2].metric("Mean train LDS", f"{metrics['lds']['train'].get('mean', float('nan')):.3f}",
                help="training targets, each on the held-out models that did not train on it (eq. 9)")
-cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=metrics.get("heldout_run"))
+cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=components.hide_paths(metrics.get("heldout_run", "")))
 
 left, right = st.columns(2)
 with left:
@@ -65,9 +66,10 @@ with left:
 with right:
     st.subheader("Predicted vs actual margins",
                  help=f"{N_SCATTER_TARGETS} random test targets × up to {N_SCATTER_MODELS} held-out models")
-    heldout_path = quality.heldout_dir(run, metrics)
+    heldout_path = quality.heldout_dir(run, metrics, catalog.data_dir())
     if heldout_path is None:
-        st.caption(f"The held-out run {metrics.get('heldout_run')} is gone, so its margins cannot be plotted.")
+        st.caption(f"The held-out run {components.plain(components.hide_paths(metrics.get('heldout_run', '')))} is gone, "
+                   "so its margins cannot be plotted.")
     else:
         heldout = Run(heldout_path)
         rng = np.random.default_rng(0)
@@ -87,7 +89,7 @@ left, right = st.columns(2)
 with left:
     st.subheader("Sample complexity", help="Held-out LDS of datamodels fitted on the first 1/8, 1/4, 1/2 and all models")
     if "sample_complexity" not in metrics:
-        st.caption(f"Not computed (eval ran with --no-complexity); rerun `{quality.eval_command(run)}`.")
+        st.caption(f"Not computed (eval ran with --no-complexity); rerun `{components.hide_paths(quality.eval_command(run))}`.")
     else:
         curve = quality.complexity_curve(metrics)
         chart = go.Figure([

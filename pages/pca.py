@@ -83,11 +83,13 @@ todo = faithfulness.models_to_train(run, pc, int(k_removed), n_models=int(n_mode
 result = None
 if todo == 0:
     result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models))
-elif st.button(f"Retrain {todo} models", key="faith_run", type="primary",
-               help="Trains the missing control models and retrained models, then stores them in the run"):
-    bar = components.StreamlitProgress("training")
-    result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models), progress=bar)
-    bar.empty()
+elif st.button(f"Retrain {todo} models", key="faith_run", type="primary", disabled=not components.can_retrain(),
+               help="Trains the missing control models and retrained models, then stores them in the run "
+                    "(admins only, within the run's budget of models, DATAMODELS_RETRAIN_BUDGET)"):
+    with components.retraining_job(run, todo):
+        bar = components.StreamlitProgress("training")
+        result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models), progress=bar)
+        bar.empty()
 else:
     st.info(f"{todo} models must be trained for this request (stored results are shown without retraining).")
 
@@ -110,4 +112,4 @@ if stored:
     with st.expander(f"Stored retrains ({len(stored)})"):
         st.dataframe([{"PC": s["pc"], "k": s["k"], "side": s["side"], "models": s["n_models"],
                        "matches current PCA": s["current"], "file": s["file"]} for s in stored], hide_index=True)
-st.caption(f"Command line: `python -m precompute faithfulness --run {run.dir} --pc {pc} --k {int(k_removed)}`")
+st.caption(f"Command line: `python -m precompute faithfulness --run {components.hide_paths(run.dir)} --pc {pc} --k {int(k_removed)}`")

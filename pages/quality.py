@@ -16,10 +16,10 @@ st.title("Datamodel quality")
 lds = quality.stored_lds(run)
 if lds is None:
     st.info(f"Run {run.name} has no per-target LDS yet (lds.npy is missing). The eval stage writes it:")
-    st.code(quality.eval_command(run), language="bash")
+    st.code(components.hide_paths(quality.eval_command(run)), language="bash")
     st.stop()
 if quality.is_stale(run):
-    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{quality.eval_command(run)}`.")
+    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{components.hide_paths(quality.eval_command(run))}`.")
 mean_margin, accuracy = components.margin_summary(run)
 
 split = st.radio("Targets", ["test", "train"], horizontal=True, key="quality_split")

@@ -2,9 +2,11 @@
 
 The paper's leakage study (Ilyas et al. 2022, Sec. 4.3): each task shows one test image beside its top
 and bottom training images by datamodel weight, here with the representation baseline's nearest images
-added. Test images come in the order of the leak queue (backend/leakage.py); the annotator's name is in
-the URL (`?annotator=`), and what they have reviewed is in the database, so a reload resumes the queue.
-An annotator sees only their own votes here.
+added. Test images come in the order of the leak queue (backend/leakage.py). With DATAMODELS_AUTH on, the
+annotator is the signed-in user (reviewers and admins vote; viewers cannot) and `?annotator=` changes
+nothing; on a local dashboard without auth the annotator types a name, kept in the URL (`?annotator=`).
+What they have reviewed is in the database, so a reload resumes the queue. An annotator sees and undoes
+only their own votes here.
 """
 import streamlit as st
 
@@ -16,18 +18,26 @@ from pages import components
 
 N_SHOWN = 5
 N_COLS = 5
-SHORTCUTS = {"submit": "S", "skip": "K", "undo": "U"}
-# Candidate groups in the order shown, with what each source means.
-SOURCES = {"top weight": "", "bottom weight": "", "features": " (nearest in the control model's features)",
-           "pixels": " (nearest in pixels, at the best shift by up to a pixel)"}
+SHORTCUTS = {"submit": "S", "none": "N", "skip": "K", "undo": "U"}
+# One key per candidate, in the order shown: digits, then letters neither the actions above nor Streamlit
+# (C clears the cache, R reruns) use.
+MARK_KEYS = "1234567890QWETYIOPADFGHJLZXVBM"
+# Candidate groups in the order shown: (title, its one-line caption, the candidate sources in it).
+GROUPS = [("Datamodel", "largest positive and negative weights in the test image's datamodel",
+           ("top weight", "bottom weight"), lambda c: f"w {c.weight:+.3f}"),
+          ("Features", "nearest in the control model's penultimate features", ("features",),
+           lambda c: f"cos {c.similarity:.3f}"),
+          ("Pixels", "nearest in pixels, at the best shift by up to a pixel", ("pixels",),
+           lambda c: f"px {c.pixel:.3f}")]
 
 run = components.current_run()
+user = components.current_user()
 candidates = load_candidates(run)
 st.title("Review leak candidates")
 try:
     store = shared_store()
 except AnnotationStoreError as exc:
-    st.error(str(exc))
+    st.error(components.hide_paths(exc))
     st.stop()
 
 
@@ -47,7 +57,15 @@ def sign_out() -> None:
     st.query_params.pop("annotator", None)
 
 
-if "annotator" not in st.session_state and st.query_params.get("annotator"):
+if user.authenticated:
+    if not user.can("vote"):
+        st.error(f"Voting needs the reviewer or admin role; you are {components.plain(user.name)} ({user.role}). "
+                 "Leakage results shows the scores so far.")
+        st.stop()
+    # The login is the identity: a name in the URL or the session changes nothing.
+    st.session_state["annotator"] = user.name
+    st.query_params.pop("annotator", None)
+elif "annotator" not in st.session_state and st.query_params.get("annotator"):
     try:
         st.session_state["annotator"] = validate_name(st.query_params["annotator"])
     except AnnotatorNameError as exc:
@@ -55,7 +73,7 @@ if "annotator" not in st.session_state and st.query_params.get("annotator"):
         st.query_params.pop("annotator")
 
 if st.session_state.get("review_error"):
-    st.error(st.session_state.pop("review_error"))
+    st.error(components.hide_paths(st.session_state.pop("review_error")))
 
 annotator = st.session_state.get("annotator")
 if annotator is None:
@@ -67,36 +85,46 @@ if annotator is None:
 # Names are shown as plain text only (st.text, dataframe cells): markup in a name never renders.
 top = st.columns([4, 1])
 top[0].text(f"Reviewing as: {annotator}")
-top[1].button("Change annotator", key="sign_out", on_click=sign_out)
+if not user.authenticated:
+    top[1].button("Change annotator", key="sign_out", on_click=sign_out)
 
 try:
-    reviewed = store.reviewed(run.name, annotator)
+    reviewed, skipped = store.reviewed(run.name, annotator), store.skipped(run.name, annotator)
 except AnnotationStoreError as exc:
-    st.error(str(exc))
+    st.error(components.hide_paths(exc))
     st.stop()
 queue = [int(j) for j in candidates.queue]
+# Reviewed = submitted votes, as on the Leakage results page; skips leave the queue but are counted apart.
 done = sum(j in reviewed for j in queue)
-st.progress(done / len(queue), text=f"{done} of {len(queue)} test images reviewed")
+n_skipped = sum(j in skipped for j in queue)
+st.progress(done / len(queue), text=f"{done} of {len(queue)} test images reviewed"
+            + (f" · {n_skipped} skipped" if n_skipped else ""))
 focus = st.session_state.get("review_focus")
-pending = [j for j in queue if j not in reviewed]
+pending = [j for j in queue if j not in reviewed and j not in skipped]
 if not pending:
-    st.success("You have reviewed every test image of this run. Undo brings back the last one.")
+    st.success("Every test image of this run is reviewed or skipped. Undo brings back the last one.")
 test = focus if focus in pending else (pending[0] if pending else None)
 
 
 def toggle_key(test: int, train: int) -> str:
+    """Session key of the mark on one candidate (True = a near duplicate), set by its button."""
     return f"vote-{run.name}-{test}-{train}"
 
 
-def submit(test: int, trains: list[int]) -> None:
-    decisions = {t: bool(st.session_state.get(toggle_key(test, t), False)) for t in trains}
+def flip(test: int, train: int) -> None:
+    st.session_state[toggle_key(test, train)] = not st.session_state.get(toggle_key(test, train), False)
+
+
+def submit(test: int, trains: list[int], none: bool = False) -> None:
+    """Save the marks (unmarked = not a duplicate); with `none`, every candidate as not a duplicate."""
+    decisions = {t: not none and bool(st.session_state.get(toggle_key(test, t), False)) for t in trains}
     try:
         n = store.submit(run.name, test, annotator, decisions)
     except AnnotationStoreError as exc:
         st.session_state["review_error"] = f"{exc} Your choices are still on screen: submit again."
         return
     st.session_state.pop("review_focus", None)
-    st.session_state["review_notice"] = f"Saved {n} votes on test:{test}."
+    st.session_state["review_notice"] = (f"Saved {n} votes on test:{test}" + (": none are duplicates." if none else "."))
 
 
 def skip(test: int) -> None:
@@ -125,17 +153,19 @@ def undo() -> None:
     st.session_state["review_notice"] = f"Undid test:{test}: correct it and submit again."
 
 
-buttons = st.columns(3)
+buttons = st.columns(4)
 if st.session_state.get("review_notice"):
     st.caption(st.session_state.pop("review_notice"))
 if test is not None:
     shown = review_candidates(run, candidates, test, n=N_SHOWN)
     trains = [c.train for c in shown]
     buttons[0].button("Submit", key="submit", type="primary", on_click=submit, args=(test, trains),
-                      shortcut=SHORTCUTS["submit"], help="Save the toggles (unmarked = not a duplicate) and go on")
-    buttons[1].button("Skip", key="skip", on_click=skip, args=(test,), shortcut=SHORTCUTS["skip"],
-                      help="Leave this test image without votes and go on")
-buttons[2].button("Undo last", key="undo", on_click=undo, shortcut=SHORTCUTS["undo"],
+                      shortcut=SHORTCUTS["submit"], help="Save the marks (unmarked = not a duplicate) and go on")
+    buttons[1].button("None are duplicates", key="none", on_click=submit, args=(test, trains, True),
+                      shortcut=SHORTCUTS["none"], help="Vote every candidate not a duplicate and go on")
+    buttons[2].button("Skip", key="skip", on_click=skip, args=(test,), shortcut=SHORTCUTS["skip"],
+                      help="Leave this test image without votes and go on (a skip is not a review)")
+buttons[3].button("Undo last", key="undo", on_click=undo, shortcut=SHORTCUTS["undo"],
                   help="Bring back the test image you submitted or skipped last")
 if test is None:
     st.stop()
@@ -145,17 +175,22 @@ left, right = st.columns([1, 3])
 left.image(thumbnails.upscale(read_row(run.images, column), 256),
            caption=f"test:{test} · label {components.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
 with right:
-    st.caption("Mark every training image that shows the same scene or a near duplicate of the test image. "
-               "w: its datamodel weight · cos: feature cosine · px: pixel correlation at the best shift.")
-    for source, note in SOURCES.items():
-        group = [c for c in shown if c.source == source]
+    st.caption("Mark every training image that shows the same scene or a near duplicate of the test image: "
+               "click it or press its key.")
+    keys = dict(zip(trains, MARK_KEYS))
+    for title, caption, sources, score in GROUPS:
+        group = [c for c in shown if c.source in sources]
         if not group:
             continue
-        st.markdown(f"**{source.capitalize()}**" + note)
+        st.markdown(f"**{title}** · {caption}")
         slots = st.columns(N_COLS)
         for i, c in enumerate(group):
+            marked = bool(st.session_state.get(toggle_key(test, c.train), False))
             with slots[i % N_COLS]:
                 st.image(thumbnails.upscale(read_row(run.images, c.train), components.THUMB),
-                         caption=f"train:{c.train} · {components.label_of(run, c.train)} · w {c.weight:+.3f} · "
-                                 f"cos {c.similarity:.3f} · px {c.pixel:.3f}")
-                st.toggle("same scene / near duplicate", key=toggle_key(test, c.train), wrap=True)
+                         caption=f"train:{c.train} · label {components.label_of(run, c.train)} · {score(c)}")
+                st.button("duplicate", key=f"mark-{run.name}-{test}-{c.train}",
+                          icon=":material/check_box:" if marked else ":material/check_box_outline_blank:",
+                          type="primary" if marked else "secondary", on_click=flip, args=(test, c.train),
+                          shortcut=keys.get(c.train), help="Same scene / near duplicate of the test image (its key "
+                          "is on the button)", width="stretch")

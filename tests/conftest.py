@@ -23,12 +23,16 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.
     return proc
 
 
-def open_app(params: dict, page: str | None = None, *, timeout: float = 60, check: bool = True):
+def open_app(params: dict, page: str | None = None, *, timeout: float = 60, check: bool = True,
+             user: str | None = None):
     """An AppTest that has run app.py with these query parameters, then `pages/<page>.py` through the shell,
-    as a browser opening a shared link does; with `check`, no script run may have raised."""
+    as a browser opening a shared link does; with `check`, no script run may have raised. `user` is the
+    email of an st.login (OIDC) user who is logged in."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    if user is not None:
+        at.user = {"is_logged_in": True, "email": user}
     at.query_params.update(params)
     at.run()
     if page is not None:
@@ -36,6 +40,17 @@ def open_app(params: dict, page: str | None = None, *, timeout: float = 60, chec
     if check:
         assert not at.exception, at.exception
     return at
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_server_address():
+    """AppTests run in this process without a server: give them the address `make run` serves on, so the
+    dashboard is the local, unauthenticated one (tests/pages/test_auth.py sets other addresses itself)."""
+    from streamlit import config
+
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", None)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ They return numpy arrays per target, and `*_report` functions plain JSON-able di
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -278,7 +279,8 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
     if progress:
         progress(1, total, "stage")
-    metrics = {"heldout_run": str(heldout.dir), "n_fit_models": int(len(run.masks)),
+    # Relative to the run, so a copied or moved run still names its own held-out run (quality.heldout_dir).
+    metrics = {"heldout_run": os.path.relpath(heldout.dir.resolve(), run.dir.resolve()), "n_fit_models": int(len(run.masks)),
                **summary_report(per_target, len(heldout.masks), run.n_train),
                "table5": table5_report(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins,
                                        run.n_train)}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.store.run_dir import Run, read_json
+from backend.store.run_dir import Run, RunError, read_json
 from backend.store.schema import HELDOUT, LDS, MANIFEST, METRICS, WEIGHTS
 
 ESTIMATOR_NAMES = {"empirical_influence": "Empirical influence", "difference_of_means": "Difference of means",
@@ -52,10 +52,20 @@ def is_stale(run: Run) -> bool:
     return any(a.path(run.dir).stat().st_mtime_ns < fitted for a in (METRICS, LDS) if run.has(a))
 
 
-def heldout_dir(run: Run, metrics: dict | None) -> Path | None:
-    """The held-out run the metrics were measured on (or the run's heldout/ before any eval), if present."""
-    candidates = [Path(metrics["heldout_run"])] if metrics and metrics.get("heldout_run") else []
-    candidates.append(HELDOUT.path(run.dir))
+def heldout_dir(run: Run, metrics: dict | None, root: Path) -> Path | None:
+    """The held-out run the metrics were measured on (or the run's heldout/ before any eval), if present.
+
+    metrics.json's heldout_run is relative to the run. A path that resolves outside the data directory
+    `root` (and outside the run itself) is refused with a RunError: a copied run never reads elsewhere.
+    """
+    candidates = [HELDOUT.path(run.dir)]
+    stored = metrics.get("heldout_run") if metrics else None
+    if stored:
+        path = (run.dir / str(stored)).resolve()
+        if not any(path.is_relative_to(Path(inside).resolve()) for inside in (root, run.dir)):
+            raise RunError(f"{METRICS.path(run.dir)} names a held-out run outside the data directory: "
+                           f"rerun `{eval_command(run)}` with a held-out run inside it")
+        candidates.insert(0, path)
     return next((path for path in candidates if MANIFEST.path(path).is_file()), None)
 
 

@@ -248,12 +248,19 @@ class AnnotationStore:
         return int(test), removed
 
     def reviewed(self, run: str, annotator: str) -> set[int]:
-        """Test positions annotator has submitted or skipped in `run`."""
+        """Test positions annotator has reviewed in `run`: submitted votes on (the one definition of reviewed,
+        as the Leakage results page counts it; a skip is not a review)."""
+        return self._tests(votes, run, annotator)
+
+    def skipped(self, run: str, annotator: str) -> set[int]:
+        """Test positions annotator has skipped in `run` (out of their queue until undone, not reviewed)."""
+        return self._tests(skips, run, annotator)
+
+    def _tests(self, table: sa.Table, run: str, annotator: str) -> set[int]:
         annotator_id = self._find(validate_name(annotator))
-        voted = sa.select(votes.c.test).where(votes.c.run == run, votes.c.annotator_id == annotator_id)
-        skipped = sa.select(skips.c.test).where(skips.c.run == run, skips.c.annotator_id == annotator_id)
+        query = sa.select(table.c.test).distinct().where(table.c.run == run, table.c.annotator_id == annotator_id)
         with self._guard("read the reviews from"), self.engine.connect() as conn:
-            return {int(t) for t in conn.execute(sa.union(voted, skipped)).scalars()}
+            return {int(t) for t in conn.execute(query).scalars()}
 
     def votes(self, run: str) -> list[Vote]:
         """Every vote of every annotator on `run`, ordered by test, train, annotator."""

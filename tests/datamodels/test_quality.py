@@ -30,7 +30,8 @@ def test_eval_outputs_read_back(dashboard_data_dir):
     assert lds.shape == (run.n_targets,) and np.isnan(lds[:5]).all()  # train:0-4 have no datamodel
     ok = np.isfinite(lds[run.n_train:])
     assert metrics["lds"]["test"]["mean"] == pytest.approx(float(lds[run.n_train:][ok].mean()), rel=1e-5)
-    assert quality.heldout_dir(run, metrics) == run.dir / "heldout"
+    assert metrics["heldout_run"] == "heldout"  # relative to the run
+    assert quality.heldout_dir(run, metrics, dashboard_data_dir) == (run.dir / "heldout").resolve()
     assert not quality.is_stale(run)
 
 
@@ -44,9 +45,21 @@ def test_missing_corrupt_and_stale_eval_outputs(run_copy):
     for name in ("metrics.json", "lds.npy"):
         (run.dir / name).unlink()
     assert quality.read_metrics(run) is None and quality.stored_lds(Run(run.dir)) is None
-    assert quality.heldout_dir(run, {"heldout_run": "/nonexistent"}) == run.dir / "heldout"
+    root = run.dir.parent
+    assert quality.heldout_dir(run, {"heldout_run": "gone"}, root) == run.dir / "heldout"
     shutil.rmtree(run.dir / "heldout")
-    assert quality.heldout_dir(run, None) is None
+    assert quality.heldout_dir(run, None, root) is None
+
+
+def test_a_stored_held_out_path_outside_the_data_directory_is_refused(run_copy, tmp_path):
+    """A copied run whose metrics.json still names its origin must not read files there (issue 17, item 9)."""
+    run, root = run_copy, run_copy.dir.parent
+    outside = shutil.copytree(run.dir / "heldout", tmp_path.parent / f"{tmp_path.name}-outside")
+    for stored in (str(outside), f"../../{outside.name}"):
+        with pytest.raises(RunError, match="outside the data directory.*precompute eval"):
+            quality.heldout_dir(run, {"heldout_run": stored}, root)
+    shutil.copytree(outside, root / "sibling")
+    assert quality.heldout_dir(run, {"heldout_run": "../sibling"}, root) == root / "sibling"
 
 
 def test_heldout_command_trains_the_same_recipe_with_the_next_seed(dashboard_data_dir):

@@ -1,4 +1,5 @@
-"""The annotation database: upserts, uniqueness, skips, undo, names and error paths, on real SQLite files."""
+"""The annotation database: upserts, uniqueness, skips, undo, names and error paths, on real SQLite files and,
+through the `store` fixture, on a real PostgreSQL server too (tests/leakage/conftest.py)."""
 import sqlite3
 
 import pytest
@@ -9,12 +10,23 @@ from backend.leakage.annotations import AnnotationStore, AnnotationStoreError, A
 
 
 @pytest.fixture
-def store(tmp_path):
-    path = tmp_path / "votes.db"
-    path.touch()
-    s = AnnotationStore(f"sqlite:///{path}")
+def store(database_url):
+    s = AnnotationStore(database_url)
     yield s
     s.dispose()
+
+
+def refuse_inserts_of_train(store, train: int) -> None:
+    """A trigger that makes the database refuse any vote on `train` with a constraint error."""
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"CREATE TRIGGER refuse BEFORE INSERT ON votes WHEN NEW.train = {train} "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            conn.exec_driver_sql(f"CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.train = {train} THEN "
+                                 "RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; "
+                                 "END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON votes FOR EACH ROW EXECUTE FUNCTION refuse()")
 
 
 def own_votes(store, run, annotator, test):
@@ -57,10 +69,10 @@ def test_runs_are_kept_apart(store):
 def test_skips_leave_the_queue_and_a_later_submit_clears_them(store):
     store.skip("r", 4, "ann")
     store.skip("r", 4, "ann")
-    assert store.reviewed("r", "ann") == {4}
+    assert store.skipped("r", "ann") == {4} and store.reviewed("r", "ann") == set()  # a skip is no review
     assert store.skip_counts("r") == {"ann": 1}
     store.submit("r", 4, "ann", {7: True})
-    assert store.skip_counts("r") == {}
+    assert store.skip_counts("r") == {} and store.skipped("r", "ann") == set()
     assert store.reviewed("r", "ann") == {4}
 
 
@@ -70,7 +82,7 @@ def test_undo_last_returns_the_latest_action_to_the_queue(store):
     store.submit("r", 3, "ann", {5: False})
     store.submit("r", 9, "bob", {5: True})
     assert store.undo_last("r", "ann") == (3, {5: False})
-    assert store.reviewed("r", "ann") == {1, 2}
+    assert store.reviewed("r", "ann") == {1} and store.skipped("r", "ann") == {2}
     assert store.undo_last("r", "ann") == (2, {})
     assert store.undo_last("r", "ann") == (1, {5: True, 6: False})
     assert store.undo_last("r", "ann") is None
@@ -80,9 +92,7 @@ def test_undo_last_returns_the_latest_action_to_the_queue(store):
 
 def test_a_refused_submission_writes_none_of_its_votes(store):
     store.submit("r", 0, "ann", {1: True})
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON votes WHEN NEW.train = 3 "
-                             "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    refuse_inserts_of_train(store, 3)
     with pytest.raises(AnnotationStoreError, match="nothing was saved"):
         store.submit("r", 0, "ann", {1: False, 2: True, 3: True})
     assert own_votes(store, "r", "ann", 0) == {1: True}

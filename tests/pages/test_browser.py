@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
+from backend.access.auth import AUTH_ENV, ROLES_ENV
 from backend.leakage.annotations import ENV_VAR as DATABASE_URL_ENV
 from backend.store.catalog import DATA_DIR_ENV
 from tests.conftest import ROOT
@@ -37,21 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(dashboard_data_dir, tmp_path_factory):
-    """Base URL of a fresh `streamlit run app.py` serving the fixture runs, with an empty votes database of its own."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
+@contextmanager
+def serve(data_dir: Path, tmp: Path, address: str = "127.0.0.1", **env: str):
+    """Base URL (always on 127.0.0.1) of a fresh `streamlit run app.py` bound to `address`, serving data_dir
+    with an empty votes database of its own; env: more environment variables (the auth settings)."""
     port = free_port()
-    tmp = tmp_path_factory.mktemp("streamlit")
-    log_path, database = tmp / "server.log", tmp / "annotations.db"
+    log_path, database = tmp / f"server-{port}.log", tmp / f"annotations-{port}.db"
     database.touch()  # a configured SQLite file must exist (backend/annotations.py)
-    env = dict(os.environ, **{DATA_DIR_ENV: str(dashboard_data_dir), DATABASE_URL_ENV: f"sqlite:///{database}"},
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **{DATA_DIR_ENV: str(data_dir), DATABASE_URL_ENV: f"sqlite:///{database}"},
+               PYTHONPATH=str(ROOT), **env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
+             "--server.address", address, "--server.port", str(port), "--server.fileWatcherType", "none",
              "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -80,16 +80,33 @@ def server(dashboard_data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(dashboard_data_dir, tmp_path_factory):
+    """The dashboard on a loopback address: the local, unauthenticated one `make run` serves."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
+    with serve(dashboard_data_dir, tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import expect, sync_playwright
 
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(WAIT_MS)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    page.close()
 
 
 def settle(page) -> None:
@@ -287,7 +304,7 @@ def review_state(page) -> tuple[int, int, str]:
     return reviewed, total, caption.split()[0]
 
 
-def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_path):
+def test_review_shortcuts_none_action_reload_resume_and_export(server, page, tmp_path):
     from playwright.sync_api import expect
 
     annotator = "Ada Lovelace"
@@ -301,26 +318,34 @@ def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_
     reviewed, total, first = review_state(page)
     assert reviewed == 0 and total > 1
 
-    # Whatever the candidate sources, each toggle follows its image: the nearest caption before it names the pair.
-    toggle = page.get_by_role("switch").first
-    voted = toggle.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
-    toggle.locator("xpath=ancestor::label").click()  # the switch's input is visually hidden
-    expect(toggle).to_be_checked()
+    # Key 1 marks the first candidate shown; the nearest caption before its button names the pair.
+    first_mark = page.get_by_role("button").filter(has=page.get_by_label("Shortcut 1", exact=True))
+    voted = first_mark.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
+    page.locator("body").press("1")
+    # (the exported votes below check that exactly this pair was marked)
+    expect(page.get_by_test_id("stBaseButton-primary").filter(has=page.get_by_label("Shortcut 1", exact=True))).not_to_have_count(0)
     settle(page)
     screenshot(page, "review")
-    page.get_by_role("button", name="Submit").click()
+    page.locator("body").press("S")
     expect(page.get_by_text(re.compile(rf"^Saved \d+ votes on {first}\.$"))).to_be_visible()
     settle(page)
     reviewed, total_after, second = review_state(page)
     assert (reviewed, total_after) == (1, total) and second != first
-    expect(page.get_by_role("switch").first).not_to_be_checked()
+    expect(page.get_by_test_id("stBaseButton-primary").filter(has_text="duplicate")).to_have_count(0)
+
+    # N: none of the second image's candidates is a duplicate.
+    page.locator("body").press("N")
+    expect(page.get_by_text(re.compile(rf"^Saved \d+ votes on {second}: none are duplicates\.$"))).to_be_visible()
+    settle(page)
+    reviewed, _, third = review_state(page)
+    assert reviewed == 2 and third not in (first, second)
 
     # The name is in the URL and the votes in the database: a reload resumes the queue.
     assert parse_qs(urlparse(page.url).query)["annotator"] == [annotator]
     page.reload()
     expect(page.get_by_text(f"Reviewing as: {annotator}")).to_be_visible()
     settle(page)
-    assert review_state(page) == (1, total, second)
+    assert review_state(page) == (2, total, third)
 
     page.get_by_test_id("stSidebar").get_by_role("link", name="Leakage results").click()
     expect(heading(page, f"Leakage results · {RUN}")).to_be_visible()
@@ -333,7 +358,8 @@ def test_review_identify_vote_submit_reload_resume_and_export(server, page, tmp_
     download.value.save_as(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows and {(r["run"], r["annotator"], f"test:{r['test']}") for r in rows} == {(RUN, annotator, first)}
+    assert rows and {(r["run"], r["annotator"], f"test:{r['test']}") for r in rows} == {(RUN, annotator, first),
+                                                                                      (RUN, annotator, second)}
     assert [f"train:{r['train']}" for r in rows if r["is_leak"] == "True"] == [voted]
 
 
@@ -381,3 +407,41 @@ def test_counterfactual_basket_verified_by_retraining(server, page):
     page.get_by_role("button", name="Add", exact=True).click()
     expect(metric(page, "Basket")).to_have_text(f"{used} images")
     settle(page)
+
+def test_url_text_in_a_warning_is_plain_text(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/neighbours?run={RUN}&target=" + quote("[phish](https://evil.example) ![x](https://evil.example/x.png)"))
+    warning = page.get_by_test_id("stAlertContentWarning")
+    expect(warning).to_contain_text("[phish](https://evil.example) ![x](https://evil.example/x.png)")
+    settle(page)
+    expect(warning.locator("a, img")).to_have_count(0)
+    # (the sidebar's page links carry the target in their query string; none may point at the site)
+    expect(page.locator('a[href^="https://evil"], img[src^="https://evil"]')).to_have_count(0)
+
+
+def test_a_server_on_every_interface_needs_auth_and_takes_the_user_from_the_proxy_header(
+        dashboard_data_dir, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    with serve(dashboard_data_dir, tmp_path, address="0.0.0.0") as url:
+        page = browser.new_page()
+        page.goto(f"{url}/review?run={RUN}")
+        expect(page.get_by_test_id("stAlertContentError")).to_contain_text("listens on 0.0.0.0, so it must know who you are")
+        settle(page)
+        expect(page.get_by_role("heading")).to_have_count(0)
+        page.close()
+    auth = {AUTH_ENV: "header:X-Forwarded-User", ROLES_ENV: "alice=reviewer"}
+    with serve(dashboard_data_dir, tmp_path, address="0.0.0.0", **auth) as url:
+        anonymous = browser.new_page()
+        anonymous.goto(f"{url}/review?run={RUN}&annotator=alice")
+        expect(anonymous.get_by_test_id("stAlertContentError")).to_contain_text("no X-Forwarded-User header")
+        anonymous.close()
+        context = browser.new_context(extra_http_headers={"X-Forwarded-User": "alice"})
+        page = context.new_page()
+        page.goto(f"{url}/review?run={RUN}&annotator=mallory")
+        expect(page.get_by_text("Reviewing as: alice")).to_be_visible()
+        settle(page)
+        assert "annotator" not in parse_qs(urlparse(page.url).query)
+        expect(page.get_by_role("button", name="Change annotator")).to_have_count(0)
+        context.close()

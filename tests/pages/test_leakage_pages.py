@@ -43,6 +43,15 @@ def shown_test(at: AppTest) -> int:
     return int(str(caption.proto).split("test:")[1].split(" ")[0])
 
 
+def mark(at: AppTest, test: int, train: int) -> AppTest:
+    """Click a candidate's duplicate button (as its keyboard shortcut does)."""
+    return at.button(key=f"mark-{RUN}-{test}-{train}").click().run()
+
+
+def marks(at: AppTest) -> list:
+    return [b for b in at.button if b.key.startswith("mark-")]
+
+
 def identify(at: AppTest, name: str) -> AppTest:
     at.text_input(key="annotator_input").set_value(name)
     return at.button(key="identify").click().run()
@@ -68,8 +77,9 @@ def test_vote_submit_advances_and_writes_every_shown_pair(app, db, run):
     at = identify(app("review"), "ann")
     assert shown_test(at) == first
     shown = [c.train for c in review_candidates(run, candidates, first)]
-    assert len(at.toggle) == len(shown)
-    at.toggle(key=f"vote-{RUN}-{first}-{shown[0]}").set_value(True)
+    assert sorted(b.key for b in marks(at)) == sorted(f"mark-{RUN}-{first}-{t}" for t in shown)
+    at = mark(at, first, shown[0])
+    assert {b.key for b in marks(at) if b.proto.type == "primary"} == {f"mark-{RUN}-{first}-{shown[0]}"}
     at = at.button(key="submit").click().run()
     assert not at.exception and not at.error
     assert shown_test(at) == second
@@ -93,7 +103,8 @@ def test_skip_undo_and_resume_after_a_reload(app, db, run):
     again = app("review", annotator="bea")
     assert again.text[0].value == "Reviewing as: bea"
     assert shown_test(again) == queue[2]
-    assert f"2 of {run.n_test}" in str(again.get("progress")[0].proto)
+    # Reviewed means submitted, as on the Leakage results page; the skip is counted apart.
+    assert f"1 of {run.n_test} test images reviewed · 1 skipped" in str(again.get("progress")[0].proto)
     undo = again.button(key="undo").click().run()
     assert shown_test(undo) == queue[1] and store.reviewed(RUN, "bea") == {queue[0]}
 
@@ -103,12 +114,43 @@ def test_undo_restores_the_votes_for_correction(app, db, run):
     first = int(candidates.queue[0])
     shown = [c.train for c in review_candidates(run, candidates, first)]
     at = identify(app("review"), "cy")
-    at.toggle(key=f"vote-{RUN}-{first}-{shown[1]}").set_value(True)
+    at = mark(at, first, shown[1])
     at = at.button(key="submit").click().run()
     at = at.button(key="undo").click().run()
     assert shown_test(at) == first
-    assert at.toggle(key=f"vote-{RUN}-{first}-{shown[1]}").value is True
-    assert at.toggle(key=f"vote-{RUN}-{first}-{shown[0]}").value is False
+    assert at.button(key=f"mark-{RUN}-{first}-{shown[1]}").proto.type == "primary"
+    assert at.button(key=f"mark-{RUN}-{first}-{shown[0]}").proto.type == "secondary"
+
+
+def test_none_are_duplicates_votes_every_shown_candidate_no_and_the_results_page_agrees(app, db, run):
+    candidates = load_candidates(run)
+    first, second = int(candidates.queue[0]), int(candidates.queue[1])
+    shown = [c.train for c in review_candidates(run, candidates, first)]
+    at = mark(identify(app("review"), "nia"), first, shown[0])  # a mark the "none" action overrides
+    at = at.button(key="none").click().run()
+    assert f"Saved {len(shown)} votes on test:{first}: none are duplicates." in [c.value for c in at.caption]
+    assert shown_test(at) == second
+    store = AnnotationStore(db)
+    assert {v.train: v.is_leak for v in store.votes(RUN)} == {t: False for t in shown}
+    at = at.button(key="skip").click().run()
+    assert f"1 of {run.n_test} test images reviewed · 1 skipped" in str(at.get("progress")[0].proto)
+    results = app("leakage_results")
+    assert {m.label: m.value for m in results.metric}["Test images reviewed"] == "1"
+
+
+def test_candidates_come_in_source_groups_with_one_key_each(app, run):
+    candidates = load_candidates(run)
+    first = int(candidates.queue[0])
+    shown = review_candidates(run, candidates, first)
+    at = identify(app("review"), "kim")
+    headers = [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**")]
+    groups = {"top weight": "Datamodel", "bottom weight": "Datamodel", "features": "Features", "pixels": "Pixels"}
+    assert headers == list(dict.fromkeys(groups[c.source] for c in shown))
+    # The keys follow the order shown: 1, 2, ... 0, then letters; one each, never S/N/K/U nor Streamlit's C/R.
+    keys = {int(b.key.rsplit("-", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
+    assert [keys[c.train] for c in shown] == list("1234567890QWETYIOPADFGHJLZXVBM"[:len(shown)])
+    captions = [str(i.proto) for i in at.get("image") if "queue score" not in str(i.proto)]
+    assert captions and all("\\n" not in c for c in captions)
 
 
 def test_a_vote_the_database_refuses_is_reported_and_not_advanced(app, db, run):
