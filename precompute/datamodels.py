@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_device_arg, add_train_args, hparam_overrides, open_unit_float, positive_int
+from .args import (TqdmProgress, add_device_arg, add_force_arg, add_train_args, hparam_overrides, non_negative_int,
+                   positive_int, refuse_existing, unit_fraction)
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float) -> dict:
@@ -22,27 +23,41 @@ def cmd_fit(args: argparse.Namespace) -> dict:
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--val-frac", type=open_unit_float, default=0.1, help="fraction of models held out to choose each target's λ (default 0.1)")
+    p.add_argument("--val-frac", type=unit_fraction("the fraction of models held out to choose λ, e.g. 0.1"), default=0.1, help="fraction of models held out to choose each target's λ (default 0.1)")
     p.add_argument("--n-lambdas", type=positive_int, default=50, help="λ values on each target's path (default 50)")
-    p.add_argument("--eps", type=open_unit_float, default=1e-3, help="the path runs from λ_max down to λ_max·eps (default 1e-3)")
+    p.add_argument("--eps", type=unit_fraction("the path ends at λ_max·eps, e.g. 1e-3"), default=1e-3, help="the path runs from λ_max down to λ_max·eps (default 1e-3)")
 
 
-def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto") -> dict:
+def refuse_existing_metrics(run_dir: Path, force: bool) -> None:
+    from backend.store.schema import METRICS
+    refuse_existing(METRICS.path(run_dir), "the run's", force)
+
+
+def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto", force: bool = False) -> dict:
     from backend.datamodels.evaluation import evaluate_run
-    from backend.store.run_dir import Run
+    from backend.store.run_dir import Run, RunError
 
+    run, heldout = Run(run_dir), Run(heldout_dir)
+    if len(heldout.masks) == 0:
+        raise RunError(f"--heldout {heldout_dir} holds no models: train some with "
+                       f"`python -m precompute train --out {heldout_dir} --models N` (another --seed than the run's)")
+    refuse_existing_metrics(run_dir, force)
     with TqdmProgress("evaluating") as bar:
-        return evaluate_run(Run(run_dir), Run(heldout_dir), complexity=complexity, device=device, progress=bar)
+        return evaluate_run(run, heldout, complexity=complexity, device=device, progress=bar)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    return eval_run(args.run, args.heldout, complexity=not args.no_complexity, device=args.device)
+    return eval_run(args.run, args.heldout, complexity=not args.no_complexity, device=args.device, force=args.force)
 
 
 def cmd_all(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset
     from backend.training.train_stage import train_run
 
+    from .train import check_out_dir
+
+    check_out_dir(args.out)
+    refuse_existing_metrics(args.out, args.force)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     heldout_dir = args.out / "heldout"
     heldout_seed = args.seed + 1 if args.heldout_seed is None else args.heldout_seed
@@ -55,7 +70,7 @@ def cmd_all(args: argparse.Namespace) -> dict:
                                         batch_models=args.batch_models, progress=bar)
         if name == "train":
             summaries["fit"] = fit_run(args.out, args.device, args.val_frac, args.n_lambdas, args.eps)
-    metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device)
+    metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device, force=args.force)
     summaries["heldout_lds"] = metrics["lds"]
     summaries["table5_test_spearman"] = {k: metrics["table5"][k]["spearman"]["test"].get("mean")
                                         for k in ("empirical_influence", "difference_of_means", "datamodel")}
@@ -78,6 +93,7 @@ def register(sub) -> None:
     p.add_argument("--heldout", type=Path, required=True, help="run of the same dataset trained with another --seed")
     add_device_arg(p, help="device for the sample-complexity refits")
     p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits (1/8, 1/4, 1/2, all models)")
+    add_force_arg(p, "the run's metrics.json and lds.npy")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("all", help="train, fit, train a held-out run, then evaluate",
@@ -86,7 +102,8 @@ def register(sub) -> None:
     add_train_args(p, models_default=5000)
     p.add_argument("--out", type=Path, required=True, help="run directory (e.g. data/runs/digits)")
     p.add_argument("--heldout-models", type=positive_int, default=300, help="models in the held-out run (default 300)")
-    p.add_argument("--heldout-seed", type=int, default=None, help="seed of the held-out run (default: --seed + 1)")
+    p.add_argument("--heldout-seed", type=non_negative_int, default=None, help="seed of the held-out run (default: --seed + 1)")
     p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits")
+    add_force_arg(p, "the run's metrics.json and lds.npy")
     add_fit_args(p)
     p.set_defaults(func=cmd_all)
