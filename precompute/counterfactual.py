@@ -44,13 +44,18 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
 
 
 def cmd_control(args: argparse.Namespace) -> dict:
-    from backend.store.run_dir import Run, read_json
-    from backend.store.schema import CONTROL_META
+    from backend.store.run_dir import Run, RunError, read_json
+    from backend.store.schema import CONTROL_FEATURES, CONTROL_META
+    from backend.training.control import load_control_features
     run = Run(args.run)
     margins = _ensure_control(run, args)
     meta = read_json(run.dir, CONTROL_META)
+    features = load_control_features(run)  # checked here, not first by the analyze stage that uses them
+    if features.shape[1] != meta["features_dim"]:
+        raise RunError(f"{CONTROL_FEATURES.path(run.dir)} has {features.shape[1]} features but {CONTROL_META.name} says "
+                       f"{meta['features_dim']}: delete both and rebuild them with `{CONTROL_META.command(run.dir)}`")
     return {"run": str(run.dir), "n_control": len(margins), "mean_test_accuracy": meta["mean_test_accuracy"],
-            "features_dim": meta["features_dim"]}
+            "features_dim": int(features.shape[1])}
 
 
 def cmd_counterfactual(args: argparse.Namespace) -> dict:

@@ -28,11 +28,10 @@ def check_out_dir(out: Path) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> dict:
-    from backend.store import run_dir
+    from backend.store.run_dir import Run
     from backend.training.train_stage import merge_run
-    manifest = run_dir.read_manifest(args.run)
-    n_train, n_test = manifest["dataset"]["n_train"], manifest["dataset"]["n_test"]
-    return {"run": str(args.run), "n_models": merge_run(args.run, n_train, n_train + n_test)}
+    run = Run(args.run)  # checks the manifest's dataset entry
+    return {"run": str(args.run), "n_models": merge_run(args.run, run.n_train, run.n_targets)}
 
 
 def register(sub) -> None:

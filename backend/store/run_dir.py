@@ -254,7 +254,16 @@ def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fie
         raise broken(run_dir, artifact, path, f"is corrupt ({exc})") from None
     if not isinstance(obj, dict):
         raise broken(run_dir, artifact, path, f"is corrupt (a JSON {type(obj).__name__}, not an object)")
+    for key, types in (artifact.keys or {}).items():
+        if key not in obj:
+            raise broken(run_dir, artifact, path, f"is corrupt (no {key!r} entry)")
+        if not isinstance(obj[key], types) or (isinstance(obj[key], bool) and bool not in _tuple(types)):
+            raise broken(run_dir, artifact, path, f"is corrupt ({key!r} is a JSON {type(obj[key]).__name__})")
     return obj
+
+
+def _tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
 
 
 def read_npz(run_dir: Path, artifact: Artifact, sizes: dict | None = None, **fields) -> dict[str, np.ndarray]:
@@ -371,8 +380,9 @@ def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarra
         np.savez(f, masks=masks, margins=margins.astype(np.float32))
 
 
-def read_shard(run_dir: Path, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    shard = read_npz(Path(run_dir), SHARD, {"n": end - start}, start=start, end=end)
+def read_shard(run_dir: Path, start: int, end: int, sizes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Models [start, end) of a shard; sizes (n_train, n_targets) are checked where given."""
+    shard = read_npz(Path(run_dir), SHARD, dict(sizes or {}, n=end - start), start=start, end=end)
     return shard["masks"], shard["margins"]
 
 
@@ -425,7 +435,7 @@ def merge_shards(run_dir: Path, n_train: int, n_targets: int, after_merge=None) 
             for s, e in shard_ranges(run_dir):
                 if e <= filled or s > filled or s >= n:
                     continue
-                shard_masks, shard_margins = read_shard(run_dir, s, e)
+                shard_masks, shard_margins = read_shard(run_dir, s, e, {"n_train": n_train, "n_targets": n_targets})
                 take = slice(filled - s, min(e, n) - s)
                 masks.write(np.ascontiguousarray(shard_masks[take]).tobytes())
                 margins.write(np.ascontiguousarray(shard_margins[take]).tobytes())
@@ -508,4 +518,10 @@ class Run:
 
     @property
     def images(self) -> np.ndarray:
-        return self.array(IMAGES)
+        """uint8 (n_targets, H, W, C), H, W, C as the manifest's dataset entry records them."""
+        images = self.array(IMAGES)
+        expected = self.manifest["dataset"].get("image_shape")
+        if isinstance(expected, list) and tuple(images.shape[1:]) != tuple(expected):
+            raise broken(self.dir, IMAGES, IMAGES.path(self.dir),
+                         f"has images of shape {images.shape[1:]}, the manifest says {tuple(expected)}: it is corrupt")
+        return images
