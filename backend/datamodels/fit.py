@@ -284,7 +284,8 @@ def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -
         return write
 
     def write_json(tmp: Path) -> None:
-        tmp.write_text(json.dumps(fit_summary(fit), indent=2))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(fit_summary(fit), indent=2))
 
     with transaction(run_dir, "fit"):
         with atomic_path(WEIGHTS.path(run_dir)) as tmp:

@@ -194,8 +194,8 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_json(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def broken(run_dir: Path, artifact: Artifact, path: Path, problem: str) -> RunError:
