@@ -36,8 +36,8 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
         return np.array(ids, dtype=np.int64)
     if kind not in HEURISTICS or not value.isdigit() or int(value) == 0:
         raise RemovalError(f"bad --remove {spec!r}: write {REMOVE_HELP}, with K a positive integer")
-    if int(value) >= run.n_train:
-        raise RemovalError(f"bad --remove {spec!r}: K must be below the run's {run.n_train} training images")
+    if int(value) > run.n_train:
+        raise RemovalError(f"bad --remove {spec!r}: K is more than the run's {run.n_train} training images")
     labels = np.asarray(run.labels)
     rng = np.random.default_rng(np.random.SeedSequence([seed, target]))
     return removal_set(kind, int(value), read_row(load_weights(run), target), labels[:run.n_train], int(labels[target]), rng)
