@@ -11,7 +11,7 @@ from .args import TqdmProgress, add_device_arg, positive_int
 def cmd_analyze(args: argparse.Namespace) -> dict:
     from backend.training.control import ensure_control
     from backend.leakage.analysis import analyze_leakage
-    from backend.store.run_dir import Run, write_json
+    from backend.store.run_dir import Run, transaction, write_json
     from backend.store.schema import ANALYSIS
 
     from backend.structure.analyze import analyze_structure
@@ -21,12 +21,13 @@ def cmd_analyze(args: argparse.Namespace) -> dict:
     started = time.time()
     with TqdmProgress("control models") as bar:
         ensure_control(run, n_control=args.n_control, device=args.device, progress=bar)
-    with TqdmProgress("structure") as bar:
-        summary["structure"] = analyze_structure(run, args.components, args.clusters_per_class, bar, args.device)
-    with TqdmProgress("leakage") as bar:
-        summary["leakage"] = analyze_leakage(run, bar, device=args.device)
-    summary["seconds"] = round(time.time() - started, 1)
-    write_json(run.dir, ANALYSIS, summary)
+    with transaction(run.dir, "analyze"):  # structure/, leakage/ and analysis.json appear together
+        with TqdmProgress("structure") as bar:
+            summary["structure"] = analyze_structure(run, args.components, args.clusters_per_class, bar, args.device)
+        with TqdmProgress("leakage") as bar:
+            summary["leakage"] = analyze_leakage(run, bar, device=args.device)
+        summary["seconds"] = round(time.time() - started, 1)
+        write_json(run.dir, ANALYSIS, summary)
     return summary
 
 

@@ -2,16 +2,39 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from tqdm import tqdm
 
 
-def non_negative_int(text: str) -> int:
+# Upper bounds on sizes, far above any real run yet low enough that a typo fails here, with a message,
+# instead of as an allocation error deep inside numpy or torch.
+MAX_MODELS = 10_000_000  # the paper's largest run holds 3e5 models
+MAX_HIDDEN = 65_536
+MAX_WIDTH = 64.0
+MAX_EPOCHS = 100_000
+
+
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative: give a count of 0 or more")
     return value
@@ -24,14 +47,56 @@ def positive_int(text: str) -> int:
     return value
 
 
-def open_unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1): alpha is the fraction of the training set each model sees, e.g. 0.5")
-    return value
+def bounded_int(low: int, high: int, what: str):
+    """An integer flag type in [low, high]; `what` says what the value counts, for the message."""
+    def parse(text: str) -> int:
+        value = non_negative_int(text) if low >= 0 else _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low}..{high:,}: give the {what}")
+        return value
+    return parse
+
+
+def positive_float(high: float, what: str):
+    """A finite float flag type in (0, high]; `what` names the value and an example, for the message."""
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not 0.0 < value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside (0, {high:g}]: give {what}")
+        return value
+    return parse
+
+
+def non_negative_float(what: str):
+    def parse(text: str) -> float:
+        value = _number(text)
+        if value < 0.0:
+            raise argparse.ArgumentTypeError(f"{text} is negative: give {what} of 0 or more")
+        return value
+    return parse
+
+
+def unit_fraction(what: str):
+    """A float flag type in the open interval (0, 1); `what` says what the fraction is, with an example."""
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"{text} is outside (0, 1): {what}")
+        return value
+    return parse
+
+
+open_unit_float = unit_fraction("alpha is the fraction of the training set each model sees, e.g. 0.5")
+
+
+def add_force_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} if it already exists")
+
+
+def refuse_existing(path: Path, flag: str, force: bool) -> None:
+    """An output that already exists is kept unless --force: a rerun never silently replaces a result."""
+    if path.exists() and not force:
+        raise ValueError(f"{flag} {path} already exists: pass --force to replace it, or choose another path")
 
 
 def add_device_arg(p: argparse.ArgumentParser, help: str = "auto uses CUDA when present") -> None:
@@ -49,18 +114,18 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
 def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None) -> None:
     add_dataset_args(p)
     p.add_argument("--alpha", type=open_unit_float, default=0.5, help="fraction of the training set each model trains on, in (0, 1) (default 0.5)")
-    p.add_argument("--models", type=non_negative_int, default=models_default, required=models_default is None,
+    p.add_argument("--models", type=bounded_int(0, MAX_MODELS, "number of models the run should hold"), default=models_default, required=models_default is None,
                    help="total models the run should hold; an existing run is topped up to this many")
     p.add_argument("--seed", type=non_negative_int, default=0, help="run seed: model i's subset and randomness come from (seed, i) only (default 0)")
     add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--batch-models", type=positive_int, default=None,
                    help="models trained at once as one batched computation (default 500 for the MLP, 16 for ResNet-9 on GPU, 2 on CPU)")
     p.add_argument("--arch", choices=["mlp", "resnet9"], default=None, help="architecture (default: mlp for 8x8 digits, resnet9 for CIFAR-sized images)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="override the architecture's epochs")
-    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "number of epochs"), default=None, help="override the architecture's epochs")
+    p.add_argument("--lr", type=positive_float(100.0, "a positive learning rate, e.g. 0.1"), default=None, help="override the peak learning rate")
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the per-model minibatch size")
-    p.add_argument("--width", type=float, default=None, help="ResNet-9 channel multiplier (default 1.0)")
-    p.add_argument("--hidden", type=positive_int, default=None, help="MLP hidden units (default 128)")
+    p.add_argument("--width", type=positive_float(MAX_WIDTH, "a positive channel multiplier, e.g. 0.5"), default=None, help="ResNet-9 channel multiplier (default 1.0)")
+    p.add_argument("--hidden", type=bounded_int(1, MAX_HIDDEN, "number of hidden units, e.g. 128"), default=None, help="MLP hidden units (default 128)")
 
 
 def hparam_overrides(args: argparse.Namespace) -> dict:

@@ -1,26 +1,39 @@
 """`python -m precompute VERB ...`: the stages train -> fit -> eval -> analyze, each rerunnable alone.
 
 Every verb lives in its own module with a `register(subparsers)` function; a verb is thin: it
-validates flags, calls backend functions, shows progress and returns a JSON-able summary. Bad input
-ends with one line on stderr and exit code 2, never a traceback.
+validates flags, calls backend functions, shows progress and returns a JSON-able summary. Bad input, a
+broken run or a failing disk ends with one line on stderr and exit code 2; a bug ends with one line, a
+pointer to --debug (which shows the traceback) and exit code 1; never a bare traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
 import sys
+import traceback
 
 from . import analyze, counterfactual, datamodels, faithfulness, leakage, report, train
 
+EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
 VERB_MODULES = [train, datamodels, analyze, faithfulness, counterfactual, leakage]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags end as every other bad input does: one line on stderr (with a pointer to --help), exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m precompute",
         description="Build datamodel runs: train many models on random subsets, fit datamodels, evaluate and analyse them.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in VERB_MODULES:
         module.register(sub)
@@ -30,18 +43,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failing file system call: what failed, on which path, and what to do."""
+    where = " ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    what = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some space (the stage's temp files are removed) and rerun the same command to resume",
+            errno.EDQUOT: "free some space within your quota and rerun the same command to resume",
+            errno.EROFS: "the file system is read-only: copy the run somewhere writable",
+            errno.EACCES: "you lack permission: fix the permissions or choose another path",
+            errno.EPERM: "you lack permission: fix the permissions or choose another path"}.get(exc.errno)
+    return "; ".join(part for part in (f"{what}: {where}" if where else what, hint) if part)
+
+
+def attach_negative_values(argv: list[str]) -> list[str]:
+    """`--flag -1/2` -> `--flag=-1/2`: argparse takes a value that starts with '-' but is not a plain number
+    (`-1/2`, `-1e-4`) for an option and says only "expected one argument"; joined, the flag's own check
+    names what is wrong with the value."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"-[0-9.]", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         result = args.func(args)
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:  # FileNotFoundError, NotADirectoryError, PermissionError, ENOSPC, EROFS, ...
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ValueError as exc:  # RunError, DatasetError, RemovalError and every bad value
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("error: out of memory: the requested sizes (--models, --hidden, --width, --batch-models) are too large "
+              "for this machine", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug: one line, and the traceback only when asked for
+        if args.debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback, and "
+              "please report it)", file=sys.stderr)
+        return EXIT_BUG
     if result is not None and args.json:
         print(json.dumps(result, indent=2))
     elif result is not None:
         report.say(report.line(args.verb, result))
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import TqdmProgress, add_device_arg, non_negative_int, positive_int
+from .args import TqdmProgress, add_device_arg, add_force_arg, non_negative_int, positive_int, refuse_existing
 
 REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | ids:I,J,... (training indices)"
 
@@ -26,24 +26,36 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
     kind, _, value = spec.partition(":")
     if kind == "ids":
         try:
-            return np.array([int(x) for x in value.split(",") if x.strip()], dtype=np.int64)
+            ids = [int(x) for x in value.split(",") if x.strip()]
         except ValueError:
             raise RemovalError(f"bad --remove {spec!r}: ids must be integers, e.g. ids:3,17,99") from None
+        outside = [i for i in ids if not 0 <= i < run.n_train]
+        if outside:
+            raise RemovalError(f"bad --remove: training index {outside[0]} is out of range: the run has {run.n_train} "
+                               f"training images (0..{run.n_train - 1})")
+        return np.array(ids, dtype=np.int64)
     if kind not in HEURISTICS or not value.isdigit() or int(value) == 0:
         raise RemovalError(f"bad --remove {spec!r}: write {REMOVE_HELP}, with K a positive integer")
+    if int(value) > run.n_train:
+        raise RemovalError(f"bad --remove {spec!r}: K is more than the run's {run.n_train} training images")
     labels = np.asarray(run.labels)
     rng = np.random.default_rng(np.random.SeedSequence([seed, target]))
     return removal_set(kind, int(value), read_row(load_weights(run), target), labels[:run.n_train], int(labels[target]), rng)
 
 
 def cmd_control(args: argparse.Namespace) -> dict:
-    from backend.store.run_dir import Run, read_json
-    from backend.store.schema import CONTROL_META
+    from backend.store.run_dir import Run, RunError, read_json
+    from backend.store.schema import CONTROL_FEATURES, CONTROL_META
+    from backend.training.control import load_control_features
     run = Run(args.run)
     margins = _ensure_control(run, args)
     meta = read_json(run.dir, CONTROL_META)
+    features = load_control_features(run)  # checked here, not first by the analyze stage that uses them
+    if features.shape[1] != meta["features_dim"]:
+        raise RunError(f"{CONTROL_FEATURES.path(run.dir)} has {features.shape[1]} features but {CONTROL_META.name} says "
+                       f"{meta['features_dim']}: delete both and rebuild them with `{CONTROL_META.command(run.dir)}`")
     return {"run": str(run.dir), "n_control": len(margins), "mean_test_accuracy": meta["mean_test_accuracy"],
-            "features_dim": meta["features_dim"]}
+            "features_dim": int(features.shape[1])}
 
 
 def cmd_counterfactual(args: argparse.Namespace) -> dict:
@@ -111,8 +123,11 @@ def cmd_cf_eval(args: argparse.Namespace) -> dict:
     from backend.store.targets import parse_targets
 
     run = Run(args.run)
+    if args.targets.isdigit() and int(args.targets) == 0:
+        raise ValueError("bad --targets 0: give a number of test targets of at least 1, or target names like test:0-9")
     targets = (sample_test_targets(run, int(args.targets), args.seed) if args.targets.isdigit()
                else parse_targets(args.targets, run.n_train, run.n_test))
+    refuse_existing(COUNTERFACTUAL_EVAL.path(run.dir), "the run's", args.force)
     ks = _int_list(args.k, "--k")
     heuristics = tuple(h.strip() for h in args.heuristics.split(",") if h.strip())
     unknown = [h for h in heuristics if h not in HEURISTICS]
@@ -187,4 +202,5 @@ def register(sub) -> None:
     p.add_argument("--heuristics", default="top,bottom,random-class,random", help="which removal heuristics (default all four)")
     p.add_argument("--models", type=positive_int, default=8, help="models per counterfactual (default 8)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the target sample and random sets (default 0)")
+    add_force_arg(p, "the run's counterfactual_eval.json")
     p.set_defaults(func=cmd_cf_eval)

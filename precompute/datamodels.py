@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from . import report
-from .args import TqdmProgress, add_device_arg, add_train_args, hparam_overrides, open_unit_float, positive_int
+from .args import (TqdmProgress, add_device_arg, add_force_arg, add_train_args, hparam_overrides, non_negative_int,
+                   positive_int, refuse_existing, unit_fraction)
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float) -> dict:
@@ -24,21 +25,31 @@ def cmd_fit(args: argparse.Namespace) -> dict:
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--val-frac", type=open_unit_float, default=0.1, help="fraction of models held out to choose each target's λ (default 0.1)")
+    p.add_argument("--val-frac", type=unit_fraction("the fraction of models held out to choose λ, e.g. 0.1"), default=0.1, help="fraction of models held out to choose each target's λ (default 0.1)")
     p.add_argument("--n-lambdas", type=positive_int, default=50, help="λ values on each target's path (default 50)")
-    p.add_argument("--eps", type=open_unit_float, default=1e-3, help="the path runs from λ_max down to λ_max·eps (default 1e-3)")
+    p.add_argument("--eps", type=unit_fraction("the path ends at λ_max·eps, e.g. 1e-3"), default=1e-3, help="the path runs from λ_max down to λ_max·eps (default 1e-3)")
 
 
-def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto") -> dict:
+def refuse_existing_metrics(run_dir: Path, force: bool) -> None:
+    from backend.store.schema import METRICS
+    refuse_existing(METRICS.path(run_dir), "the run's", force)
+
+
+def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto", force: bool = False) -> dict:
     from backend.datamodels.evaluation import evaluate_run
-    from backend.store.run_dir import Run
+    from backend.store.run_dir import Run, RunError
 
+    run, heldout = Run(run_dir), Run(heldout_dir)
+    if len(heldout.masks) == 0:
+        raise RunError(f"--heldout {heldout_dir} holds no models: train some with "
+                       f"`python -m precompute train --out {heldout_dir} --models N` (another --seed than the run's)")
+    refuse_existing_metrics(run_dir, force)
     with TqdmProgress("eval (LDS, Table 5" + (", 4 sample-complexity refits)" if complexity else ")")) as bar:
-        return evaluate_run(Run(run_dir), Run(heldout_dir), complexity=complexity, device=device, progress=bar)
+        return evaluate_run(run, heldout, complexity=complexity, device=device, progress=bar)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    return eval_run(args.run, args.heldout, complexity=not args.no_complexity, device=args.device)
+    return eval_run(args.run, args.heldout, complexity=not args.no_complexity, device=args.device, force=args.force)
 
 
 def _models_to_train(out: Path, n_models: int) -> int:
@@ -54,6 +65,10 @@ def cmd_all(args: argparse.Namespace) -> dict:
     from backend.training.train_stage import train_run
 
     started = time.perf_counter()
+    from .train import check_out_dir
+
+    check_out_dir(args.out)
+    refuse_existing_metrics(args.out, args.force)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     heldout_dir = args.out / "heldout"
     heldout_seed = args.seed + 1 if args.heldout_seed is None else args.heldout_seed
@@ -77,7 +92,7 @@ def cmd_all(args: argparse.Namespace) -> dict:
         if name == "train":
             summaries["fit"] = fit_run(args.out, args.device, args.val_frac, args.n_lambdas, args.eps)
             report.say(report.fit_line(summaries["fit"]))
-    metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device)
+    metrics = eval_run(args.out, heldout_dir, complexity=not args.no_complexity, device=args.device, force=args.force)
     report.say(report.eval_line(metrics))
     summaries["heldout_lds"] = metrics["lds"]
     summaries["table5_test_spearman"] = {k: metrics["table5"][k]["spearman"]["test"].get("mean")
@@ -102,6 +117,7 @@ def register(sub) -> None:
     p.add_argument("--heldout", type=Path, required=True, help="run of the same dataset trained with another --seed")
     add_device_arg(p, help="device for the sample-complexity refits")
     p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits (1/8, 1/4, 1/2, all models)")
+    add_force_arg(p, "the run's metrics.json and lds.npy")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("all", help="train, fit, train a held-out run, then evaluate",
@@ -110,7 +126,8 @@ def register(sub) -> None:
     add_train_args(p, models_default=5000)
     p.add_argument("--out", type=Path, required=True, help="run directory (e.g. data/runs/digits)")
     p.add_argument("--heldout-models", type=positive_int, default=300, help="models in the held-out run (default 300)")
-    p.add_argument("--heldout-seed", type=int, default=None, help="seed of the held-out run (default: --seed + 1)")
+    p.add_argument("--heldout-seed", type=non_negative_int, default=None, help="seed of the held-out run (default: --seed + 1)")
     p.add_argument("--no-complexity", action="store_true", help="skip the sample-complexity refits")
+    add_force_arg(p, "the run's metrics.json and lds.npy")
     add_fit_args(p)
     p.set_defaults(func=cmd_all)

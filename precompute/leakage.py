@@ -8,23 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import add_dataset_args, non_negative_int, positive_int
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"{text} is negative: give a noise level of 0 or more, e.g. 0.05")
-    return value
+from .args import add_dataset_args, add_force_arg, non_negative_float, non_negative_int, positive_int, refuse_existing
 
 
 def cmd_plant_leaks(args: argparse.Namespace) -> dict:
     from backend.datasets import load_dataset, write_npz_dataset
     from backend.datasets.planted import plant_leaks
 
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory: give the .npz file to write, e.g. {args.out / 'planted.npz'}")
+    refuse_existing(args.out, "--out", args.force)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     arrays, truth = plant_leaks(ds, n=args.n, noise=args.noise, seed=args.seed, shift=not args.no_shift)
     path = write_npz_dataset(args.out, arrays)
@@ -42,10 +35,11 @@ def register(sub) -> None:
                                    "--dataset npz:OUT; `analyze` then reports recall@10 of the planted pairs.")
     add_dataset_args(p)
     p.add_argument("--n", type=positive_int, default=30, help="number of leaks to plant (default 30)")
-    p.add_argument("--noise", type=non_negative_float, default=0.05,
+    p.add_argument("--noise", type=non_negative_float("a noise level, e.g. 0.05,"), default=0.05,
                    help="pixel noise std and brightness offset, as a fraction of 255 (default 0.05)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="which images are copied and how (default 0)")
     p.add_argument("--no-shift", action="store_true",
                    help="leave out the one-pixel shift (on 8x8 digits it hides most copies from every candidate list)")
     p.add_argument("--out", type=Path, required=True, help="the .npz file to write, e.g. data/planted.npz")
+    add_force_arg(p, "--out")
     p.set_defaults(func=cmd_plant_leaks)

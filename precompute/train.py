@@ -12,6 +12,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from backend.training.train_stage import parse_shard, train_run
 
     shard = parse_shard(args.shard)
+    check_out_dir(args.out)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     with TqdmProgress("training") as bar:
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
@@ -19,12 +20,18 @@ def cmd_train(args: argparse.Namespace) -> dict:
                          batch_models=args.batch_models, shard=shard, progress=bar)
 
 
+def check_out_dir(out: Path) -> None:
+    """--out names a directory: a file there is refused before any work (not a NotADirectoryError later)."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--out {out}: {path} is a file, not a directory: choose a directory for the run")
+
+
 def cmd_merge(args: argparse.Namespace) -> dict:
-    from backend.store import run_dir
+    from backend.store.run_dir import Run
     from backend.training.train_stage import merge_run
-    manifest = run_dir.read_manifest(args.run)
-    n_train, n_test = manifest["dataset"]["n_train"], manifest["dataset"]["n_test"]
-    return {"run": str(args.run), "n_models": merge_run(args.run, n_train, n_train + n_test)}
+    run = Run(args.run)  # checks the manifest's dataset entry
+    return {"run": str(args.run), "n_models": merge_run(args.run, run.n_train, run.n_targets)}
 
 
 def register(sub) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny but real: few models, few epochs, a narrow MLP.
 FAST_TRAIN = ["--epochs", "3", "--hidden", "16"]
+
+
+_CASE_COUNTS: Counter = Counter()
+
+
+def record_count(matrix: str, outcome: str) -> None:
+    """Count one case of a fuzz matrix; the counts are printed at the end of the session."""
+    _CASE_COUNTS[matrix, outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _CASE_COUNTS:
+        terminalreporter.section("fuzz case counts")
+        for (matrix, outcome), n in sorted(_CASE_COUNTS.items()):
+            terminalreporter.write_line(f"{matrix}: {n} cases {outcome}")
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -293,8 +293,9 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
         metrics["sample_complexity"] = sample_complexity(
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
             on_fraction=on_fraction, device=resolve_device(device))
-    run_dir.write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
-    run_dir.write_json(run.dir, METRICS, metrics)
+    with run_dir.transaction(run.dir, "eval"):  # metrics.json and lds.npy appear together
+        run_dir.write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
+        run_dir.write_json(run.dir, METRICS, metrics)
     if progress:
         progress(total, total, "stage")
     return metrics

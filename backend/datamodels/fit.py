@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from backend.progress import Progress
-from backend.store.run_dir import atomic_path
+from backend.store.run_dir import atomic_path, transaction, write_npy_header
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS
 from backend.datamodels.lasso import CHUNK_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 from backend.training.seeds import VALIDATION_STREAM
@@ -254,8 +254,10 @@ def fit_summary(fit: DatamodelFit) -> dict:
 def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -> None:
     """Write weights.npy (N_train+N_test, N_train) float32, bias.npy, lam.npy and fit.json atomically.
 
-    Targets the fit did not cover get zero weights and NaN bias and λ. weights.npy is written through
-    a memory map in blocks of rows, so its size never has to fit in memory.
+    Targets the fit did not cover get zero weights and NaN bias and λ. weights.npy is written in blocks
+    of rows with plain writes (a full disk is an OSError, never a SIGBUS through a memory map), so its
+    size never has to fit in memory. The four files commit as one transaction: a kill leaves the old fit
+    or the new one, never new weights beside old biases.
     """
     run_dir = Path(run_dir)
     n_targets = fit.n_train + fit.n_test
@@ -263,15 +265,14 @@ def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -
     cols = fit.targets[order]
 
     def write_weights(tmp: Path) -> None:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_targets, fit.n_train))
-        for lo in range(0, n_targets, rows_per_write):
-            hi = min(lo + rows_per_write, n_targets)
-            block = np.zeros((hi - lo, fit.n_train), dtype=np.float32)
-            a, b = np.searchsorted(cols, [lo, hi])
-            block[cols[a:b] - lo] = np.asarray(fit.weights[order[a:b]], dtype=np.float32)
-            out[lo:hi] = block
-        out.flush()
-        del out
+        with open(tmp, "wb") as out:
+            write_npy_header(out, np.dtype(np.float32), (n_targets, fit.n_train))
+            for lo in range(0, n_targets, rows_per_write):
+                hi = min(lo + rows_per_write, n_targets)
+                block = np.zeros((hi - lo, fit.n_train), dtype=np.float32)
+                a, b = np.searchsorted(cols, [lo, hi])
+                block[cols[a:b] - lo] = np.asarray(fit.weights[order[a:b]], dtype=np.float32)
+                out.write(block.tobytes())
 
     def write_vector(values: np.ndarray) -> Callable[[Path], None]:
         full = np.full(n_targets, np.nan, dtype=np.float32)
@@ -283,16 +284,18 @@ def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -
         return write
 
     def write_json(tmp: Path) -> None:
-        tmp.write_text(json.dumps(fit_summary(fit), indent=2))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(fit_summary(fit), indent=2))
 
-    with atomic_path(WEIGHTS.path(run_dir)) as tmp:
-        write_weights(tmp)
-    with atomic_path(BIAS.path(run_dir)) as tmp:
-        write_vector(fit.bias)(tmp)
-    with atomic_path(LAM.path(run_dir)) as tmp:
-        write_vector(fit.lam)(tmp)
-    with atomic_path(FIT.path(run_dir)) as tmp:
-        write_json(tmp)
+    with transaction(run_dir, "fit"):
+        with atomic_path(WEIGHTS.path(run_dir)) as tmp:
+            write_weights(tmp)
+        with atomic_path(BIAS.path(run_dir)) as tmp:
+            write_vector(fit.bias)(tmp)
+        with atomic_path(LAM.path(run_dir)) as tmp:
+            write_vector(fit.lam)(tmp)
+        with atomic_path(FIT.path(run_dir)) as tmp:
+            write_json(tmp)
 
 
 def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-3, seed: int = 0,

@@ -14,6 +14,7 @@ leakage.json is written last, so its presence marks a finished analysis.
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +136,13 @@ def planted_ground_truth(run: Run) -> tuple[np.ndarray, np.ndarray] | str | None
     path = Path(spec[len("npz:"):])
     if not path.is_file():
         return f"dataset file {path} is gone: recall not measured"
-    with np.load(path, allow_pickle=False) as npz:
-        if not {"planted_test", "planted_train"} <= set(npz.files):
-            return None
-        planted_test, planted_train = npz["planted_test"].astype(np.int64), npz["planted_train"].astype(np.int64)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not {"planted_test", "planted_train"} <= set(npz.files):
+                return None
+            planted_test, planted_train = npz["planted_test"].astype(np.int64), npz["planted_train"].astype(np.int64)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
+        return f"dataset file {path} is unreadable ({type(exc).__name__}): recall not measured"
     try:
         same = dataset_fingerprint(load_dataset(spec)) == run.manifest["dataset"].get("fingerprint")
     except DatasetError as exc:

@@ -10,15 +10,22 @@ Files (all plain .npy/.json; read any of them with np.load(mmap_mode="r") withou
 backend.store.schema lists every file of a run; every read here checks a file against its entry, and a
 missing or broken one is a RunError naming the file and the command that rebuilds it.
 
-Every file appears by atomic rename, so a run killed at any moment is never half-written.
+Every file appears by atomic rename, so a run killed at any moment is never half-written. A stage whose
+outputs belong together (merge, fit, eval, analyze, a retrain) writes them inside `transaction(run, stage)`:
+each file goes to a temp beside its final path, and on success a journal listing the renames is written
+last and then carried out, so a kill leaves either the old files or, once the journal exists, the new ones
+(the next open of the run finishes the renames). Temp files carry their writer's pid; any stage, and any
+open of the run, removes the temps of writers that are gone.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import tempfile
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -36,18 +43,149 @@ class RunError(ValueError):
     """A run directory that is missing, foreign, corrupt or incompatible with the request."""
 
 
+@dataclass
+class _Transaction:
+    run_dir: Path
+    stage: str
+    pending: dict[Path, Path] = field(default_factory=dict)  # final path -> its finished temp
+
+
+_ACTIVE: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar("run_transaction", default=None)
+_JOURNAL = ".transaction-{stage}.json"
+
+
+def _transaction_for(path: Path) -> _Transaction | None:
+    tx = _ACTIVE.get()
+    if tx is not None and Path(os.path.abspath(path)).is_relative_to(tx.run_dir):
+        return tx
+    return None
+
+
+def current_path(path: Path) -> Path:
+    """Where `path` is to be read now: the finished temp of a write pending in this transaction, else itself."""
+    tx = _transaction_for(path)
+    return tx.pending.get(Path(os.path.abspath(path)), path) if tx else path
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path` in one rename, on failure it vanishes."""
+    """Yield a temp path beside `path`; on success it replaces `path` in one rename, on failure it vanishes.
+
+    Inside a transaction over the run that holds `path` the rename waits for the transaction's commit.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
+    tx = _transaction_for(path)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        if tx is None:
+            os.replace(tmp, path)
+        else:
+            key = Path(os.path.abspath(path))
+            if key in tx.pending:
+                os.unlink(tx.pending[key])
+            tx.pending[key] = Path(tmp)
     finally:
-        if os.path.exists(tmp):
+        if os.path.exists(tmp) and (tx is None or Path(tmp) not in tx.pending.values()):
             os.unlink(tmp)
+
+
+@contextmanager
+def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
+    """Make every write to the run inside the block visible together, or not at all.
+
+    Reads inside the block see the block's own pending writes (read_array, read_json, Run.has). A
+    nested transaction over the same run joins the outer one. Commit: the journal of renames is written
+    atomically, then the renames are done, then the journal goes; `recover` finishes a commit a kill cut.
+    """
+    run_dir = Path(os.path.abspath(run_dir))
+    outer = _ACTIVE.get()
+    if outer is not None and outer.run_dir == run_dir:
+        yield
+        return
+    recover(run_dir)
+    tx = _Transaction(run_dir, stage)
+    token = _ACTIVE.set(tx)
+    try:
+        yield
+    except BaseException:
+        for tmp in tx.pending.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        _ACTIVE.reset(token)
+    if not tx.pending:
+        return
+    journal = run_dir / _JOURNAL.format(stage=stage)
+    renames = [[str(tmp.relative_to(run_dir)), str(final.relative_to(run_dir))] for final, tmp in tx.pending.items()]
+    try:
+        save_json(journal, {"stage": stage, "pid": os.getpid(), "renames": renames})
+    except BaseException:
+        for tmp in tx.pending.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    _apply_journal(run_dir, journal)
+
+
+def _apply_journal(run_dir: Path, journal: Path) -> None:
+    renames = json.loads(journal.read_text())["renames"]
+    for tmp, final in renames:
+        if (run_dir / tmp).exists():
+            os.replace(run_dir / tmp, run_dir / final)
+    journal.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(run_dir: str | Path, clean_temps: bool = True) -> None:
+    """Finish the commits a kill interrupted, then (with clean_temps) remove the temps of writers that are gone.
+
+    A run on a read-only file system with such leftovers is a RunError (nothing can be finished there).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    try:
+        for journal in sorted(run_dir.glob(_JOURNAL.format(stage="*"))):
+            try:
+                owner = json.loads(journal.read_text())["pid"]
+            except (ValueError, KeyError, TypeError, OSError):
+                journal.unlink()  # a journal is written atomically: an unreadable one is not ours to follow
+                continue
+            if not _alive(int(owner)):
+                _apply_journal(run_dir, journal)
+        for tmp in leftover_temps(run_dir) if clean_temps else ():
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RunError(f"{run_dir} holds an interrupted write that cannot be finished ({exc.strerror or exc}): "
+                       "rerun the stage where the run is writable") from None
+
+
+def leftover_temps(run_dir: str | Path) -> list[Path]:
+    """Temp files in the run (any depth) whose writing process is no longer running."""
+    found = []
+    for tmp in Path(run_dir).rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # .NAME.PID.RANDOM.tmp
+        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
+            found.append(tmp)
+        elif len(parts) == 4 and not parts[1].isdigit():
+            found.append(tmp)  # a temp of an older version, without a pid
+    return sorted(found)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -56,8 +194,8 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_json(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def broken(run_dir: Path, artifact: Artifact, path: Path, problem: str) -> RunError:
@@ -67,7 +205,7 @@ def broken(run_dir: Path, artifact: Artifact, path: Path, problem: str) -> RunEr
 
 
 def _existing(run_dir: Path, artifact: Artifact, fields: dict) -> Path:
-    path = artifact.path(run_dir, **fields)
+    path = current_path(artifact.path(run_dir, **fields))
     if not path.is_file():
         raise broken(run_dir, artifact, path, "is missing")
     if path.stat().st_size == 0:
@@ -107,7 +245,7 @@ def read_array(run_dir: Path, artifact: Artifact, sizes: dict | None = None, mma
 
 def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fields) -> dict | None:
     """A JSON artifact as a dict (None if absent and missing_ok); anything but a JSON object is a RunError."""
-    if missing_ok and not artifact.path(run_dir, **fields).exists():
+    if missing_ok and not current_path(artifact.path(run_dir, **fields)).exists():
         return None
     path = _existing(run_dir, artifact, fields)
     try:
@@ -116,7 +254,16 @@ def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fie
         raise broken(run_dir, artifact, path, f"is corrupt ({exc})") from None
     if not isinstance(obj, dict):
         raise broken(run_dir, artifact, path, f"is corrupt (a JSON {type(obj).__name__}, not an object)")
+    for key, types in (artifact.keys or {}).items():
+        if key not in obj:
+            raise broken(run_dir, artifact, path, f"is corrupt (no {key!r} entry)")
+        if not isinstance(obj[key], types) or (isinstance(obj[key], bool) and bool not in _tuple(types)):
+            raise broken(run_dir, artifact, path, f"is corrupt ({key!r} is a JSON {type(obj[key]).__name__})")
     return obj
+
+
+def _tuple(types) -> tuple:
+    return types if isinstance(types, tuple) else (types,)
 
 
 def read_npz(run_dir: Path, artifact: Artifact, sizes: dict | None = None, **fields) -> dict[str, np.ndarray]:
@@ -160,7 +307,7 @@ def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
 
 
 def read_manifest(run_dir: Path) -> dict:
-    if not (Path(run_dir) / MANIFEST.name).exists():
+    if not current_path(MANIFEST.path(run_dir)).exists():
         raise RunError(f"{run_dir} is not a run (no {MANIFEST.name}): create one with `python -m precompute train --out {run_dir}`")
     return read_json(Path(run_dir), MANIFEST)
 
@@ -185,15 +332,29 @@ def init_run(run_dir: Path, manifest: dict, labels: np.ndarray, images: np.ndarr
                     f"({_short(existing.get(key))} vs {_short(manifest.get(key))}): choose another --out or match its settings"
                 )
         return existing
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and not _interrupted_creation(run_dir):
         raise RunError(f"{run_dir} exists, is not empty and is not a run: choose a new or empty --out directory")
     run_dir.mkdir(parents=True, exist_ok=True)
+    recover(run_dir)
     SHARD.folder(run_dir).mkdir(exist_ok=True)
     write_array(run_dir, LABELS, labels.astype(np.int64))
     write_array(run_dir, IMAGES, images.astype(np.uint8))
     manifest = dict(manifest, format_version=FORMAT_VERSION, n_models=0)
     write_json(run_dir, MANIFEST, manifest)
     return manifest
+
+
+def _interrupted_creation(run_dir: Path) -> bool:
+    """True for an empty directory, or one holding only what init_run writes before the manifest (which
+    it writes last): a creation that a kill or a full disk cut short, safe to redo."""
+    own = {LABELS.name, IMAGES.name}
+    for entry in run_dir.iterdir():
+        if entry.name == SHARD.folder(run_dir).name and entry.is_dir():
+            if any(not p.name.endswith(".tmp") for p in entry.iterdir()):
+                return False
+        elif entry.name not in own and not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            return False
+    return True
 
 
 def _short(value) -> str:
@@ -224,8 +385,9 @@ def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarra
         np.savez(f, masks=masks, margins=margins.astype(np.float32), predictions=predictions.astype(np.int16))
 
 
-def read_shard(run_dir: Path, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    shard = read_npz(Path(run_dir), SHARD, {"n": end - start}, start=start, end=end)
+def read_shard(run_dir: Path, start: int, end: int, sizes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Models [start, end) of a shard; sizes (n_train, n_targets) are checked where given."""
+    shard = read_npz(Path(run_dir), SHARD, dict(sizes or {}, n=end - start), start=start, end=end)
     return shard["masks"], shard["margins"]
 
 
@@ -275,27 +437,38 @@ def missing_ranges(run_dir: Path, n_models: int, lo: int = 0) -> list[tuple[int,
     return ranges
 
 
-def merge_shards(run_dir: Path, n_train: int, n_targets: int) -> int:
+def merge_shards(run_dir: Path, n_train: int, n_targets: int, after_merge=None) -> int:
     """Write masks.npy/margins.npy from the longest complete prefix of shards; return its model count.
 
-    The arrays are assembled through temp memmaps and renamed into place, so readers see either the old
-    pair or the new pair, and CIFAR-scale runs never sit in RAM whole (shards are laid out by prefix_pieces).
+    The arrays are assembled shard by shard in temp files, so CIFAR-scale runs never sit in RAM whole;
+    they, the manifest's n_models and whatever `after_merge(n)` writes (the per-target summary) commit as
+    one transaction, so readers see either the old set or the new one. Overlapping shards (two workers
+    given the same range) hold identical models, so the first one wins (prefix_pieces).
     """
     run_dir = Path(run_dir)
     done = done_models(run_dir)
     n = int(np.argmin(done)) if not done.all() else len(done)
-    with atomic_path(MASKS.path(run_dir)) as tmp_masks, atomic_path(MARGINS.path(run_dir)) as tmp_margins:
-        masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=bool, shape=(n, n_train))
-        margins = np.lib.format.open_memmap(tmp_margins, mode="w+", dtype=np.float32, shape=(n, n_targets))
-        for s, e, take in prefix_pieces(run_dir, n):
-            shard_masks, shard_margins = read_shard(run_dir, s, e)
-            masks[s + take.start:s + take.stop] = shard_masks[take]
-            margins[s + take.start:s + take.stop] = shard_margins[take]
-        masks.flush()
-        margins.flush()
-        del masks, margins
-    update_manifest(run_dir, n_models=n)
+    with transaction(run_dir, "merge"):
+        with atomic_path(MASKS.path(run_dir)) as tmp_masks, atomic_path(MARGINS.path(run_dir)) as tmp_margins, \
+                open(tmp_masks, "wb") as masks, open(tmp_margins, "wb") as margins:
+            # Plain writes, shard by shard in model order, not a memmap: a full disk is then an OSError
+            # here (and the temps go), never a SIGBUS on a page of a sparse file.
+            write_npy_header(masks, np.dtype(bool), (n, n_train))
+            write_npy_header(margins, np.dtype(np.float32), (n, n_targets))
+            for s, e, take in prefix_pieces(run_dir, n):
+                shard_masks, shard_margins = read_shard(run_dir, s, e, {"n_train": n_train, "n_targets": n_targets})
+                masks.write(np.ascontiguousarray(shard_masks[take]).tobytes())
+                margins.write(np.ascontiguousarray(shard_margins[take]).tobytes())
+        update_manifest(run_dir, n_models=n)
+        if after_merge is not None:
+            after_merge(n)
     return n
+
+
+def write_npy_header(f, dtype: np.dtype, shape: tuple) -> None:
+    """The .npy header np.save would write for a C-ordered array of this dtype and shape; its data follows."""
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
 
 
 class Run:
@@ -308,6 +481,7 @@ class Run:
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
             raise RunError(f"run {self.dir} does not exist: create it with `python -m precompute train --out {self.dir}`")
+        recover(self.dir, clean_temps=False)
         self.manifest = read_manifest(self.dir)
         try:
             dataset = self.manifest["dataset"]
@@ -332,7 +506,7 @@ class Run:
         return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets}
 
     def has(self, artifact: Artifact, **fields) -> bool:
-        return artifact.path(self.dir, **fields).exists()
+        return current_path(artifact.path(self.dir, **fields)).exists()
 
     def array(self, artifact: Artifact, **sizes: int) -> np.ndarray:
         """A memory-mapped npy artifact, opened once, checked against its schema entry.
@@ -363,4 +537,10 @@ class Run:
 
     @property
     def images(self) -> np.ndarray:
-        return self.array(IMAGES)
+        """uint8 (n_targets, H, W, C), H, W, C as the manifest's dataset entry records them."""
+        images = self.array(IMAGES)
+        expected = self.manifest["dataset"].get("image_shape")
+        if isinstance(expected, list) and tuple(images.shape[1:]) != tuple(expected):
+            raise broken(self.dir, IMAGES, IMAGES.path(self.dir),
+                         f"has images of shape {images.shape[1:]}, the manifest says {tuple(expected)}: it is corrupt")
+        return images

@@ -28,6 +28,7 @@ class Artifact:
     name    : path inside the run as README.md spells it, e.g. `weights.npy`, `support/<mode>-<column>.json`
     kind    : "npy", "json", "npz" or "run" (a run directory of its own)
     dtype, shape : of an npy; members : of an npz, {key: (dtype, shape)}
+    keys    : of a JSON object, {key: type or tuple of types} for the keys its readers index
     stage   : the stage (CLI verb) that writes it
     rebuild : the command that writes it again, with RUN for the run directory
     remedy  : what to do with a broken copy before rebuilding ("delete it and" for files a stage keeps)
@@ -41,6 +42,7 @@ class Artifact:
     shape: Shape | None = None
     members: dict | None = None
     optional: tuple = ()
+    keys: dict | None = None
     template: str | None = None
     remedy: str = "delete it and rebuild it with"
 
@@ -100,7 +102,9 @@ def _json(name: str, stage: str, rebuild: str, **kw) -> Artifact:
 
 
 # The run directory (README "Run directory format").
-MANIFEST = _json("manifest.json", "train", _TRAIN, remedy=_FRESH)
+_NUMBER = (int, float)
+MANIFEST = _json("manifest.json", "train", _TRAIN, remedy=_FRESH, keys={
+    "dataset": dict, "alpha": _NUMBER, "seed": int, "arch": str, "hparams": dict, "n_models": int})
 MASKS = _npy("masks.npy", "bool", ("M", "n_train"), "merge", _MERGE)
 MARGINS = _npy("margins.npy", "float32", ("M", "n_targets"), "merge", _MERGE)
 LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
@@ -118,14 +122,15 @@ TARGET_PREDICTIONS = _npy("target_predictions.npy", "int32", ("n_targets", "n_cl
 WEIGHTS = _npy("weights.npy", "float32", ("n_targets", "n_train"), "fit", _FIT)
 BIAS = _npy("bias.npy", "float32", ("n_targets",), "fit", _FIT)
 LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)
-FIT = _json("fit.json", "fit", _FIT)
-METRICS = _json("metrics.json", "eval", _EVAL)
+FIT = _json("fit.json", "fit", _FIT, keys={"n_targets": int, "targets": (str, list), "iterations": dict})
+METRICS = _json("metrics.json", "eval", _EVAL, keys={"lds": dict, "mse": dict, "n_heldout_models": int, "table5": dict})
 LDS = _npy("lds.npy", "float32", ("n_targets",), "eval", _EVAL)
 HELDOUT = Artifact("heldout/", "run", "all", "python -m precompute train --seed SEED+1 --out RUN/heldout (the run's flags)")
 CONTROL_MARGINS = _npy("control_margins.npy", "float32", ("n_control", "n_targets"), "control", _CONTROL)
 CONTROL_FEATURES = _npy("control_features.npy", "float32", ("n_targets", "D"), "control", _CONTROL)
-CONTROL_META = _json("control.json", "control", _CONTROL)
-ANALYSIS = _json("analysis.json", "analyze", _ANALYZE)
+CONTROL_META = _json("control.json", "control", _CONTROL, keys={
+    "n_control": int, "features_dim": int, "mean_test_accuracy": _NUMBER, "seeds": list})
+ANALYSIS = _json("analysis.json", "analyze", _ANALYZE, keys={"structure": dict, "leakage": dict})
 _RETRAIN = "python -m precompute counterfactual --run RUN (the same request)"
 COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", _RETRAIN, members={
     "remove": ("int64", ("k",)), "relabel": ("int64", (None,)), "is_relabel": ("bool", ()), "stream": ("int64", ()),
@@ -133,7 +138,8 @@ COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", 
     "margins": ("float32", ("n", "n_targets"))},
     remedy="delete it and its .json, then rebuild it with")
 COUNTERFACTUAL_META = _json("counterfactuals/<key>.json", "counterfactual", _RETRAIN,
-                            remedy="delete it and its .npz, then rebuild it with")
+                            remedy="delete it and its .npz, then rebuild it with",
+                            keys={"key": str, "n_models": int, "targets": list, "target_margins": dict})
 _SUPPORT = "python -m precompute support --run RUN --targets TARGETS"
 SUPPORT = _json("support/<mode>-<column>.json", "support", _SUPPORT)
 SUPPORT_SUMMARY = _json("support/summary-<mode>.json", "support", _SUPPORT)
@@ -153,10 +159,11 @@ SILHOUETTE_BY_CLASS = _npy("structure/silhouette_by_class.npy", "float32", ("n_t
 CLUSTERS_ALL = _npy("structure/clusters_all.npy", "int32", ("n_test",), "analyze", _ANALYZE)
 LAYOUT_ALL = _npy("structure/layout_all.npy", "float32", ("n_test", 2), "analyze", _ANALYZE)
 SILHOUETTE_ALL = _npy("structure/silhouette_all.npy", "float32", ("n_test",), "analyze", _ANALYZE)
-CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE)
+CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE, keys={"per_class": list, "whole": dict})
 NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE)
 NEIGHBOR_SIMILARITY = _npy("structure/neighbor_similarity.npy", "float32", ("n_targets", None), "analyze", _ANALYZE)
-STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE)
+STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE,
+                          keys={"pca": dict, "clusters": dict, "neighbors": dict})
 # Leak candidates (README "Candidates (RUN/leakage/)"): rows are test positions, entries training positions.
 LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "analyze", _ANALYZE) for name, dtype in (
     ("weight_top", "int64"), ("weight_top_value", "float32"), ("weight_bottom", "int64"),
@@ -164,7 +171,8 @@ LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "anal
     ("pixel_nn", "int64"), ("pixel_similarity", "float32"), ("combined", "int64"), ("combined_score", "float32"))}
 LEAKAGE_QUEUE = _npy("leakage/queue.npy", "int64", ("n_test",), "analyze", _ANALYZE)
 LEAKAGE_QUEUE_SCORE = _npy("leakage/queue_score.npy", "float32", ("n_test",), "analyze", _ANALYZE)
-LEAKAGE_SUMMARY = _json("leakage/leakage.json", "analyze", _ANALYZE)
+LEAKAGE_SUMMARY = _json("leakage/leakage.json", "analyze", _ANALYZE,
+                        keys={"k": int, "n_train": int, "n_test": int, "pixels": dict})
 
 ARTIFACTS: tuple[Artifact, ...] = tuple(value for value in (*globals().values(), *LEAKAGE_LISTS.values())
                                         if isinstance(value, Artifact))

@@ -100,6 +100,10 @@ def spectral_clusters(x: torch.Tensor, n_clusters: int, seed: int = 0, n_neighbo
         return Clustering(np.zeros(n, dtype=np.int32), np.zeros((n, 2), dtype=np.float32), np.full(n, np.nan), 1.0)
     d2 = squared_distances(x)
     affinity, gamma = knn_rbf_affinity(d2, n_neighbors)
+    if n <= 3 and hasattr(affinity, "toarray"):
+        # The 2-D layout asks ARPACK for 3 eigenvectors, which a sparse 3x3 matrix cannot give (scipy's
+        # eigsh raises TypeError); a dense one goes to LAPACK instead.
+        affinity = affinity.toarray()
     k = min(n_clusters, n - 1)
     with warnings.catch_warnings():
         # A kNN graph of well-separated groups falls apart into components: those are clusters already.

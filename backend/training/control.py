@@ -43,7 +43,12 @@ class ControlStorage:
         return Held(np.arange(len(margins), dtype=np.int64), margins)
 
     def save(self, request: Request, held: Held, targets: set[int], features: np.ndarray | None, device: str) -> Held:
-        # Features first, margins last: the margins file, which appears atomically, marks a finished control set.
+        # One transaction: features, control.json and margins appear together (the margins mark a finished set).
+        with run_dir.transaction(self.run.dir, "control"):
+            self._save(held, features, device)
+        return Held(held.indices, load_control(self.run))
+
+    def _save(self, held: Held, features: np.ndarray | None, device: str) -> None:
         run, n_control = self.run, len(held.indices)
         if features is not None:
             run_dir.write_array(run.dir, CONTROL_FEATURES, features)
@@ -55,7 +60,6 @@ class ControlStorage:
             "device": device,
         })
         run_dir.write_array(run.dir, CONTROL_MARGINS, np.asarray(held.margins, dtype=np.float32))
-        return Held(held.indices, load_control(run))
 
     def add_targets(self, request: Request, held: Held, targets: set[int]) -> Held:
         return held

@@ -157,6 +157,10 @@ class LogStorage:
         return None if found is None else found[1]
 
     def save(self, request, held, targets, features, device) -> Held:
+        with run_dir.transaction(self.run.dir, "counterfactual"):  # the .npz and its .json appear together
+            return self._save(request, held, targets, device)
+
+    def _save(self, request, held, targets, device) -> Held:
         npz, _ = _paths(self.run, request.key)
         npz.parent.mkdir(exist_ok=True)
         relabel = request.relabel is not None
@@ -192,7 +196,7 @@ def _paths(run: Run, key: str) -> tuple[Path, Path]:
 
 def _read(run: Run, key: str) -> tuple[Request, Held] | None:
     npz, meta_path = _paths(run, key)
-    if not meta_path.exists():
+    if not run_dir.current_path(meta_path).exists():
         return None
     meta = run_dir.read_json(run.dir, COUNTERFACTUAL_META, key=key)
     z = run_dir.read_npz(run.dir, COUNTERFACTUAL, run.sizes, key=key)

@@ -76,12 +76,12 @@ def merge_run(run_dir: Path, n_train: int, n_targets: int) -> int:
     """Merge the finished shards into masks.npy/margins.npy, then refresh the per-target summary the
     dashboard ranks targets by (mean margin, accuracy, prediction counts when the shards hold predictions);
     returns the number of models merged (`train` and `merge` both end here)."""
-    n = run_store.merge_shards(run_dir, n_train, n_targets)
-    if n:
-        run = run_store.Run(run_dir)
-        save_target_stats(run)
-        save_prediction_counts(run)
-    return n
+    def summarize(n: int) -> None:
+        if n:
+            run = run_store.Run(run_dir)
+            save_target_stats(run)
+            save_prediction_counts(run)
+    return run_store.merge_shards(run_dir, n_train, n_targets, after_merge=summarize)
 
 
 def train_run(
@@ -103,6 +103,10 @@ def train_run(
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
     """
+    k = subset_size(ds.n_train, alpha)
+    if not 0 < k < ds.n_train:
+        raise ValueError(f"--alpha {alpha} gives subsets of {k} of the {ds.n_train} training examples: choose alpha "
+                         f"between {1.5 / ds.n_train:.2g} and {1 - 1.5 / ds.n_train:.4g}")
     arch = arch or architectures.default_arch(ds.name, ds.image_shape)
     hparams = resolve_hparams(arch, hparams or {})
     dev = resolve_device(device)

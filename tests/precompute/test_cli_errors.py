@@ -79,9 +79,14 @@ def test_help_explains_every_verb():
         assert flag in train_help
 
 
-@pytest.mark.parametrize("manifest,pattern", [('{"dataset": {"n_train": 10}}', "lacks a valid dataset entry"),
-                                              ('{"dataset": "digits"}', "lacks a valid dataset entry"),
+_REST = '"alpha": 0.5, "seed": 0, "arch": "mlp", "hparams": {}, "n_models": 0'
+
+
+@pytest.mark.parametrize("manifest,pattern", [('{"dataset": {"n_train": 10}, %s}' % _REST, "lacks a valid dataset entry"),
+                                              ('{"dataset": "digits", %s}' % _REST, "('dataset' is a JSON str)"),
+                                              ("{}", "manifest.json is corrupt (no 'dataset' entry)"),
                                               ("[]", "manifest.json is corrupt (a JSON list, not an object)")])
 def test_a_manifest_without_its_dataset_entry_is_a_clean_error(tmp_path, manifest, pattern):
     (tmp_path / "manifest.json").write_text(manifest)
     assert_clean_error(run_cli("fit", "--run", tmp_path, check=False), pattern)
+    assert_clean_error(run_cli("merge", "--run", tmp_path, check=False), pattern)

@@ -116,6 +116,9 @@ def test_a_write_that_breaks_the_schema_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+METRICS = {"heldout_run": "x", "lds": {}, "mse": {}, "n_heldout_models": 30, "table5": {}}
+
+
 @pytest.fixture(scope="module")
 def artifacts_run(tiny_run, tmp_path_factory) -> Path:
     """tiny_run plus one artifact of each family the tests below break, written by the schema's writers."""
@@ -123,7 +126,7 @@ def artifacts_run(tiny_run, tmp_path_factory) -> Path:
     shutil.copytree(tiny_run, out)
     run = Run(out)
     run_dir.write_array(out, schema.WEIGHTS, np.zeros((run.n_targets, run.n_train), np.float32))
-    run_dir.write_json(out, schema.METRICS, {"heldout_run": "x"})
+    run_dir.write_json(out, schema.METRICS, METRICS)
     run_dir.write_array(out, schema.LEAKAGE_QUEUE, np.arange(run.n_test, dtype=np.int64))
     run_dir.write_json(out, schema.CLUSTERS, {"per_class": [], "whole": {"gamma": 1.0}})
     return out
@@ -169,7 +172,10 @@ NPY_CORRUPTIONS = {"wrong dtype": _wrong_dtype, "wrong shape": _wrong_shape,
                    "an npz": lambda path, a: np.savez(open(path, "wb"), x=np.zeros(3))}
 JSON_CORRUPTIONS = {"a list": lambda path, a: path.write_text("[1, 2]"),
                     "a string": lambda path, a: path.write_text('"weights"'),
-                    "bad json": lambda path, a: path.write_text('{"k": 10,')}
+                    "bad json": lambda path, a: path.write_text('{"k": 10,'),
+                    "no keys": lambda path, a: path.write_text("{}"),
+                    "a key of the wrong type": lambda path, a: path.write_text(json.dumps(
+                        dict(json.loads(path.read_text()), **{next(iter(a.keys)): "wrong"})))}
 CASES = [(artifact, name, corrupt) for artifact, extra in (
     (schema.WEIGHTS, NPY_CORRUPTIONS), (schema.MASKS, NPY_CORRUPTIONS), (schema.LEAKAGE_QUEUE, NPY_CORRUPTIONS),
     (schema.MANIFEST, JSON_CORRUPTIONS), (schema.METRICS, JSON_CORRUPTIONS), (schema.CLUSTERS, JSON_CORRUPTIONS),
@@ -206,7 +212,7 @@ def test_masks_and_margins_must_hold_the_same_models(artifacts_run, tmp_path):
 def test_intact_artifacts_read_back_as_written(artifacts_run):
     run = Run(artifacts_run)
     np.testing.assert_array_equal(run.array(schema.LEAKAGE_QUEUE), np.arange(run.n_test))
-    assert quality.read_metrics(run) == {"heldout_run": "x"}
+    assert quality.read_metrics(run) == METRICS
     assert json.loads(schema.CLUSTERS.path(artifacts_run).read_text()) == clusters.load_quality(run)
     masks, margins = run_dir.read_shard(artifacts_run, *run_dir.shard_ranges(artifacts_run)[0])
     assert masks.dtype == bool and margins.dtype == np.float32 and margins.shape[1] == run.n_targets

@@ -66,3 +66,11 @@ def test_each_class_is_clustered_alone_and_tiny_classes_form_one_cluster():
         assert len(clustering.labels) == (labels == c).sum()
     assert per_class[9].k == 1 and per_class[9].quality()["silhouette"] is None
     assert all(per_class[c].k == 2 for c in (0, 1, 2))
+
+
+def test_a_class_of_three_points_clusters_without_scipy_refusing_the_sparse_layout():
+    """Three points: ARPACK cannot give 3 eigenvectors of a sparse 3x3 affinity; the dense path does."""
+    x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]])
+    clustering = spectral_clusters(x, 2)
+    assert clustering.layout.shape == (3, 2) and np.isfinite(clustering.layout).all()
+    assert clustering.labels[0] == clustering.labels[1] != clustering.labels[2]

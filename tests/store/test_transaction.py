@@ -1,0 +1,88 @@
+"""The run store's transactions: all of a stage's files or none, a commit a kill cut is finished by the next
+open, temps of dead writers are removed (a live writer's are kept), and an interrupted run creation resumes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from backend.store import run_dir, schema
+from tests.conftest import FAST_TRAIN, run_cli
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def write_three(run, value: float) -> None:
+    run_dir.write_array(run, schema.BIAS, np.full(4, value, np.float32))
+    run_dir.write_array(run, schema.LAM, np.full(4, value, np.float32))
+    run_dir.write_json(run, schema.FIT, {"value": value})
+
+
+def state(run) -> tuple:
+    return (float(np.load(run / "bias.npy")[0]), float(np.load(run / "lam.npy")[0]),
+            json.loads((run / "fit.json").read_text())["value"])
+
+
+def test_a_failing_stage_leaves_the_old_files_and_no_temp(tmp_path):
+    write_three(tmp_path, 1.0)
+    with pytest.raises(RuntimeError), run_dir.transaction(tmp_path, "fit"):
+        write_three(tmp_path, 2.0)
+        assert float(run_dir.read_array(tmp_path, schema.BIAS)[0]) == 2.0  # the stage reads its own writes
+        assert float(np.load(tmp_path / "bias.npy")[0]) == 1.0  # nobody else sees them yet
+        raise RuntimeError("killed")
+    assert state(tmp_path) == (1.0, 1.0, 1.0)
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_a_commit_cut_after_its_journal_is_finished_by_the_next_open(tmp_path, monkeypatch):
+    write_three(tmp_path, 1.0)
+    real_replace, calls = os.replace, []
+
+    def die_after_one_rename(src, dst):
+        if str(src).endswith(".tmp") and ".transaction-" not in str(dst):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the process dies here
+        real_replace(src, dst)
+    monkeypatch.setattr(run_dir.os, "replace", die_after_one_rename)
+    with pytest.raises(KeyboardInterrupt), run_dir.transaction(tmp_path, "fit"):
+        write_three(tmp_path, 2.0)
+    monkeypatch.setattr(run_dir.os, "replace", real_replace)
+    assert sorted(state(tmp_path)) != [1.0, 1.0, 1.0] and sorted(state(tmp_path)) != [2.0, 2.0, 2.0]  # mixed, for now
+    journal = tmp_path / ".transaction-fit.json"
+    record = json.loads(journal.read_text())
+    run_dir.recover(tmp_path)  # its writer (this process) is alive: left alone
+    assert journal.exists()
+    journal.write_text(json.dumps(dict(record, pid=dead_pid())))
+    run_dir.recover(tmp_path)
+    assert state(tmp_path) == (2.0, 2.0, 2.0) and not list(tmp_path.glob(".*"))
+
+
+def test_only_the_temps_of_dead_writers_are_removed(tmp_path):
+    mine = tmp_path / f".bias.npy.{os.getpid()}.abcdefgh.tmp"
+    theirs = tmp_path / f".bias.npy.{dead_pid()}.abcdefgh.tmp"
+    old_style = tmp_path / "structure" / ".pca_mean.npy.abcdefgh.tmp"
+    old_style.parent.mkdir()
+    for path in (mine, theirs, old_style):
+        path.write_bytes(b"partial")
+    run_dir.recover(tmp_path)
+    assert mine.exists() and not theirs.exists() and not old_style.exists()
+
+
+def test_a_creation_cut_before_the_manifest_resumes(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "labels.npy").write_bytes(b"half")
+    (out / "shards").mkdir()
+    (out / f".images.npy.{dead_pid()}.abcdefgh.tmp").write_bytes(b"partial")
+    run_cli("train", "--models", "2", "--out", out, *FAST_TRAIN)
+    assert run_dir.Run(out).manifest["n_models"] == 2
+    assert not [p for p in out.rglob(".*")]
