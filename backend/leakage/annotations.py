@@ -38,6 +38,7 @@ ENV_VAR = "DATAMODELS_DATABASE_URL"
 DB_FILE = "annotations.db"
 BUSY_TIMEOUT_S = 30
 MAX_NAME_LENGTH = 64
+CONFUSABLE_SCRIPTS = {"CYRILLIC", "GREEK"}  # scripts whose letters pass for Latin ones
 # A race between two writers of the same new key costs one retry; more means something else is wrong.
 INSERT_RETRIES = 3
 # Execution option of the connections that write: on SQLite they begin with BEGIN IMMEDIATE.
@@ -101,18 +102,28 @@ def database_url(environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
 
 
 def validate_name(name: str) -> str:
-    """The name to store: surrounding whitespace dropped, everything else kept verbatim.
+    """The name to store: NFKC-normalised (fullwidth and other compatibility forms fold to one spelling),
+    surrounding whitespace dropped, everything else kept verbatim.
 
-    Markup, quotes and SQL are legal (names are bound parameters and escaped when shown);
-    empty names, control characters and names over MAX_NAME_LENGTH are not.
+    Markup, quotes and SQL are legal (names are bound parameters and escaped when shown); empty names,
+    control and invisible format characters (zero-width spaces, joiners, direction marks), names over
+    MAX_NAME_LENGTH and names mixing Latin with its look-alike scripts (Cyrillic, Greek: "аlice" with a
+    Cyrillic а would pass for alice, UTS #39's mixed-script confusables) are not.
     """
-    name = (name or "").strip()
+    name = unicodedata.normalize("NFKC", name or "").strip()
+    if any(unicodedata.category(ch) == "Cf" for ch in name):
+        raise AnnotatorNameError("the annotator name contains invisible characters (zero-width spaces, direction "
+                                 "marks): type it again without them")
     if not name:
         raise AnnotatorNameError("the annotator name is empty: type a name, e.g. your initials")
     if len(name) > MAX_NAME_LENGTH:
         raise AnnotatorNameError(f"the annotator name has {len(name)} characters: use at most {MAX_NAME_LENGTH}")
     if any(unicodedata.category(ch) == "Cc" for ch in name):
         raise AnnotatorNameError("the annotator name contains control characters (tabs, newlines): type it on one line")
+    scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()}
+    if "LATIN" in scripts and scripts & CONFUSABLE_SCRIPTS:
+        raise AnnotatorNameError("the annotator name mixes Latin letters with look-alike Cyrillic or Greek ones: "
+                                 "type it in one script")
     return name
 
 
@@ -141,6 +152,7 @@ class AnnotationStore:
             ) from None
         self.url = parsed.render_as_string(hide_password=True)
         self._ids: dict[str, int] = {}
+        _refuse_volatile_sqlite(parsed)
         self.file = _sqlite_file(parsed)
         if self.file is not None:
             _check_sqlite_file(self.file, configured)
@@ -335,11 +347,22 @@ def _update_or_insert_votes(conn: sa.Connection, rows: list[dict]) -> None:
 
 
 def _sqlite_file(url: URL) -> Path | None:
-    """The file of a SQLite URL; None for other databases and in-memory SQLite."""
+    """The file of a SQLite URL (refused in-memory and URI forms aside); None for other databases."""
+    return Path(url.database) if url.get_backend_name() == "sqlite" else None
+
+
+def _refuse_volatile_sqlite(url: URL) -> None:
+    """An in-memory SQLite database loses every vote with its connection, and a `file:` URI names its file
+    behind SQLite's back (so the must-exist check cannot see it): both are refused, with the fix."""
+    if url.get_backend_name() != "sqlite":
+        return
     database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
-        return None
-    return Path(database)
+    if database in ("", ":memory:") or "mode=memory" in str(url):
+        raise AnnotationStoreError(f"{ENV_VAR} names an in-memory SQLite database, which loses every vote: "
+                                   "give a file, e.g. sqlite:////abs/path/annotations.db")
+    if database.startswith("file:") or url.query.get("uri"):
+        raise AnnotationStoreError(f"{ENV_VAR} is a SQLite file: URI: give the plain path instead, "
+                                   "e.g. sqlite:////abs/path/annotations.db")
 
 
 def _check_sqlite_file(path: Path, configured: bool) -> None:

@@ -115,7 +115,9 @@ def test_hostile_names_are_stored_verbatim(store, name):
     assert raw_rows(store, "select name from annotators") == [(name,)]
 
 
-@pytest.mark.parametrize("name, pattern", [("", "empty"), ("   ", "empty"), ("a\nb", "control"), ("x" * 65, "at most 64")])
+@pytest.mark.parametrize("name, pattern", [("", "empty"), ("   ", "empty"), ("a\nb", "control"), ("x" * 65, "at most 64"),
+                                           ("\u200b", "invisible"), ("al\u200dice", "invisible"), ("\u202eecila", "invisible"),
+                                           ("\u0430lice", "look-alike"), ("b\u03bfb", "look-alike")])
 def test_bad_names_are_rejected(store, name, pattern):
     with pytest.raises(AnnotatorNameError, match=pattern):
         validate_name(name)
@@ -184,3 +186,17 @@ def test_shared_store_is_one_pool_per_database_and_notices_a_deleted_file(tmp_pa
     fresh = annotations.shared_store()
     assert fresh is not first and fresh.votes("r") == []
     fresh.dispose()
+
+
+def test_compatibility_forms_fold_to_one_name(store):
+    store.submit("r", 0, "\uff41\uff4c\uff49\uff43\uff45", {1: True})  # fullwidth "alice"
+    store.submit("r", 0, "alice", {2: False})
+    assert {v.annotator for v in store.votes("r")} == {"alice"}
+
+
+@pytest.mark.parametrize("url, pattern", [("sqlite://", "in-memory"), ("sqlite:///:memory:", "in-memory"),
+                                          ("sqlite:///file:votes.db?mode=memory&uri=true", "in-memory"),
+                                          ("sqlite:///file:votes.db?uri=true", "file: URI")])
+def test_volatile_or_uri_sqlite_urls_are_refused(url, pattern):
+    with pytest.raises(AnnotationStoreError, match=pattern):
+        AnnotationStore(url)
