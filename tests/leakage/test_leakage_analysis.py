@@ -93,7 +93,7 @@ def test_candidates_from_before_the_pixel_list_ask_for_a_new_analysis(run, tmp_p
     summary = json.loads(LEAKAGE_SUMMARY.path(copy).read_text())
     del summary["pixels"]
     LEAKAGE_SUMMARY.path(copy).write_text(json.dumps(summary))
-    with pytest.raises(RunError, match="predate the pixel list.*precompute analyze"):
+    with pytest.raises(RunError, match="leakage.json is corrupt \\(no 'pixels' entry\\).*precompute analyze"):
         load_candidates(Run(copy))
 
 
