@@ -189,12 +189,17 @@ def test_merge_killed_5_times_leaves_the_old_merge_or_the_new_one(small_npz, tmp
     assert digest(run, MERGE_FILES) == new and not temps(run)
 
 
+def fitted_run(small_npz, run) -> None:
+    """A 24-model run of the small dataset with datamodels fitted (5 λ values): what analyze and retrains read."""
+    run_cli(*train_args(small_npz, run, 24))
+    run_cli("fit", "--run", run, "--n-lambdas", "5", *CPU)
+
+
 @pytest.mark.slow
 def test_analyze_killed_5_times_commits_all_of_its_outputs_or_none(small_npz, tmp_path):
     rng = np.random.default_rng(SEED + 3)
     run = tmp_path / "run"
-    run_cli(*train_args(small_npz, run, 24))
-    run_cli("fit", "--run", run, "--n-lambdas", "5", *CPU)
+    fitted_run(small_npz, run)
     run_cli("control", "--run", run, "--control-models", "2", *CPU)
     analyze = ["analyze", "--run", run, "--n-control", "2", "--clusters-per-class", "2", *CPU]
     outputs = [a for a in schema.ARTIFACTS if a.stage == "analyze"
@@ -219,8 +224,7 @@ def test_analyze_killed_5_times_commits_all_of_its_outputs_or_none(small_npz, tm
 def test_a_retrain_killed_5_times_stores_its_pair_whole_and_resumes(small_npz, tmp_path):
     rng = np.random.default_rng(SEED + 4)
     run = tmp_path / "run"
-    run_cli(*train_args(small_npz, run, 24))
-    run_cli("fit", "--run", run, "--n-lambdas", "5", *CPU)
+    fitted_run(small_npz, run)
     retrain = ["counterfactual", "--run", run, "--target", "test:0", "--remove", "top:5", "--models", "3",
                "--control-models", "2", *CPU]
     run_cli("control", "--run", run, "--control-models", "2", *CPU)
