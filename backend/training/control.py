@@ -45,21 +45,25 @@ class ControlStorage:
     def save(self, request: Request, held: Held, targets: set[int], features: np.ndarray | None, device: str) -> Held:
         # One transaction: features, control.json and margins appear together (the margins mark a finished set).
         with run_dir.transaction(self.run.dir, "control"):
-            self._save(held, features, device)
-        return Held(held.indices, load_control(self.run))
+            margins = self._save(held, features, device)
+        return Held(held.indices, margins)
 
-    def _save(self, held: Held, features: np.ndarray | None, device: str) -> None:
+    def _save(self, held: Held, features: np.ndarray | None, device: str) -> np.ndarray:
+        """Write the set; return the margins as written."""
         run, n_control = self.run, len(held.indices)
+        margins = np.asarray(held.margins, dtype=np.float32)
+        dim = features.shape[1] if features is not None else load_control_features(run).shape[1]
         if features is not None:
             run_dir.write_array(run.dir, CONTROL_FEATURES, features)
         run_dir.write_json(run.dir, CONTROL_META, {
             "n_control": n_control, "seed_stream": CONTROL_STREAM, "seeds": control_seeds(int(run.manifest["seed"]), n_control),
             "arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
-            "features_of_model": 0, "features_dim": int(load_control_features(run).shape[1]),
-            "mean_test_accuracy": round(float((np.asarray(held.margins)[:, run.n_train:] > 0).mean()), 4),
+            "features_of_model": 0, "features_dim": int(dim),
+            "mean_test_accuracy": round(float((margins[:, run.n_train:] > 0).mean()), 4),
             "device": device,
         })
-        run_dir.write_array(run.dir, CONTROL_MARGINS, np.asarray(held.margins, dtype=np.float32))
+        run_dir.write_array(run.dir, CONTROL_MARGINS, margins)
+        return margins
 
     def add_targets(self, request: Request, held: Held, targets: set[int]) -> Held:
         return held
