@@ -48,6 +48,7 @@ class _Transaction:
     run_dir: Path
     stage: str
     pending: dict[Path, Path] = field(default_factory=dict)  # final path -> its finished temp
+    adopted: set[Path] = field(default_factory=set)  # pending files a failed commit must keep (staged blocks)
 
 
 _ACTIVE: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar("run_transaction", default=None)
@@ -95,6 +96,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def adopt(path: Path, finished: Path) -> None:
+    """Make the finished file `finished` (inside the run) the new `path` when the open transaction commits.
+
+    For outputs built in place over many blocks (backend.store.blocks): nothing is copied, and an aborted
+    transaction leaves `finished` where it is, so the blocks it holds are not lost.
+    """
+    tx = _transaction_for(path)
+    if tx is None:
+        raise RuntimeError(f"adopting {finished} as {path} needs an open transaction over its run")
+    key = Path(os.path.abspath(path))
+    if key in tx.pending and tx.pending[key] not in tx.adopted:
+        os.unlink(tx.pending[key])
+    tx.pending[key] = Path(os.path.abspath(finished))
+    tx.adopted.add(tx.pending[key])
+
+
 @contextmanager
 def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
     """Make every write to the run inside the block visible together, or not at all.
@@ -115,7 +132,8 @@ def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
         yield
     except BaseException:
         for tmp in tx.pending.values():
-            Path(tmp).unlink(missing_ok=True)
+            if tmp not in tx.adopted:
+                Path(tmp).unlink(missing_ok=True)
         raise
     finally:
         _ACTIVE.reset(token)
@@ -127,7 +145,8 @@ def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
         save_json(journal, {"stage": stage, "pid": os.getpid(), "renames": renames})
     except BaseException:
         for tmp in tx.pending.values():
-            Path(tmp).unlink(missing_ok=True)
+            if tmp not in tx.adopted:
+                Path(tmp).unlink(missing_ok=True)
         raise
     _apply_journal(run_dir, journal)
 

@@ -145,6 +145,13 @@ SUPPORT = _json("support/<mode>-<column>.json", "support", _SUPPORT)
 SUPPORT_SUMMARY = _json("support/summary-<mode>.json", "support", _SUPPORT)
 COUNTERFACTUAL_EVAL = _json("counterfactual_eval.json", "cf-eval", "python -m precompute cf-eval --run RUN")
 
+# Attribution scores of every method (README "Attribution methods"): rows test targets, columns training images,
+# positive = the image raises the target's margin.
+_ATTRIBUTE = "python -m precompute attribute --run RUN --method METHOD"
+ATTRIBUTION_SCORES = _npy("attribution/<method>/scores.npy", "float32", ("n_test", "n_train"), "attribute", _ATTRIBUTE)
+ATTRIBUTION_META = _json("attribution/<method>/meta.json", "attribute", _ATTRIBUTE, keys={
+    "method": str, "config": dict, "models": dict, "seconds": _NUMBER, "bytes": int, "code_version": dict})
+
 # Structure of datamodel space (README "Structure of datamodel space").
 PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)
 PCA_MEAN = _npy("structure/pca_mean.npy", "float32", ("n_train",), "analyze", _ANALYZE)

@@ -1,0 +1,42 @@
+"""Run any method in resumable blocks of test targets and store its scores with their meta.json."""
+from __future__ import annotations
+
+import time
+
+from backend.attribution import base
+from backend.progress import Progress
+from backend.store.blocks import BlockedOutput
+from backend.store.run_dir import Run, transaction, write_json
+from backend.store.schema import ATTRIBUTION_META, ATTRIBUTION_SCORES
+from backend.training.train_stage import code_version
+
+DEFAULT_BLOCK_ROWS = 256
+
+
+def attribute(run: Run, method: base.Method, block_rows: int = DEFAULT_BLOCK_ROWS,
+              progress: Progress | None = None) -> dict:
+    """Score every test target under `method` and write attribution/<name>/{scores.npy,meta.json}.
+
+    Blocks already scored by an interrupted call with the same configuration are kept. progress counts
+    the method's own preparation as one step, then one step per block.
+    """
+    started = time.time()
+    out = BlockedOutput(run.dir, f"attribution-{method.name}", {"method": method.name, "config": method.config},
+                        {"scores": ("float32", (run.n_test, run.n_train))}, block_rows)
+    todo = out.missing()
+    total = 1 + out.n_blocks
+    if progress:
+        progress(0, total, "blocks")
+    method.prepare(None if progress is None else lambda done, of, unit: progress(done / of if of else 1, total, unit))
+    for i, block in enumerate(todo):
+        out.write(block, scores=method.score(out.rows(block)))
+        if progress:
+            progress(1 + out.n_blocks - len(todo) + i + 1, total, "blocks")
+    meta = {"method": method.name, "config": method.config, "models": method.models,
+            "seconds": round(time.time() - started, 3), "resumed_blocks": out.n_blocks - len(todo),
+            "bytes": int(out.view("scores").nbytes), "code_version": code_version()}
+    with transaction(run.dir, "attribute"):
+        out.commit({"scores": (ATTRIBUTION_SCORES, {"method": method.name})})
+        write_json(run.dir, ATTRIBUTION_META, meta, method=method.name)
+    out.discard()
+    return meta

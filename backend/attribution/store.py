@@ -1,0 +1,21 @@
+"""Reading stored attribution scores: which methods a run holds, their scores and their meta.json."""
+from __future__ import annotations
+
+import numpy as np
+
+from backend.store.run_dir import Run, read_array, read_json
+from backend.store.schema import ATTRIBUTION_META, ATTRIBUTION_SCORES
+
+
+def available(run: Run) -> list[str]:
+    """The methods with stored scores, by name (a method's meta.json is written with its scores)."""
+    return [ATTRIBUTION_META.fields_of(path, run.dir)["method"] for path in ATTRIBUTION_META.glob(run.dir)]
+
+
+def read_scores(run: Run, method: str) -> np.ndarray:
+    """float32 [n_test, n_train], memory-mapped."""
+    return read_array(run.dir, ATTRIBUTION_SCORES, run.sizes, method=method)
+
+
+def read_meta(run: Run, method: str) -> dict:
+    return read_json(run.dir, ATTRIBUTION_META, method=method)
