@@ -234,8 +234,9 @@ def _existing(run_dir: Path, artifact: Artifact, fields: dict) -> Path:
 
 def _shape_problem(got_dtype, got_shape: tuple, dtype: str | None, shape: tuple, sizes: dict) -> str | None:
     """Why an array does not match its entry (dtype, shape in symbols resolved by `sizes`), or None."""
-    if dtype is not None and got_dtype != np.dtype(dtype):
-        return f"has dtype {got_dtype}, expected {dtype}"
+    allowed = dtype if isinstance(dtype, tuple) else (dtype,)
+    if dtype is not None and not any(got_dtype == np.dtype(d) for d in allowed):
+        return f"has dtype {got_dtype}, expected {' or '.join(allowed)}"
     want = tuple(sizes.get(d) if isinstance(d, str) else d for d in shape)
     if len(got_shape) != len(want) or any(w is not None and g != w for g, w in zip(got_shape, want)):
         shown = tuple(f"{d}={sizes[d]}" if isinstance(d, str) and d in sizes else d for d in shape)

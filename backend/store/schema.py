@@ -27,7 +27,7 @@ class Artifact:
 
     name    : path inside the run as README.md spells it, e.g. `weights.npy`, `support/<mode>-<column>.json`
     kind    : "npy", "json", "npz" or "run" (a run directory of its own)
-    dtype, shape : of an npy; members : of an npz, {key: (dtype, shape)}
+    dtype, shape : of an npy (dtype may be a tuple of the dtypes allowed, first the default); members : of an npz
     keys    : of a JSON object, {key: type or tuple of types} for the keys its readers index
     stage   : the stage (CLI verb) that writes it
     rebuild : the command that writes it again, with RUN for the run directory
@@ -106,7 +106,7 @@ _NUMBER = (int, float)
 MANIFEST = _json("manifest.json", "train", _TRAIN, remedy=_FRESH, keys={
     "dataset": dict, "alpha": _NUMBER, "seed": int, "arch": str, "hparams": dict, "n_models": int})
 MASKS = _npy("masks.npy", "bool", ("M", "n_train"), "merge", _MERGE)
-MARGINS = _npy("margins.npy", "float32", ("M", "n_targets"), "merge", _MERGE)
+MARGINS = _npy("margins.npy", ("float32", "float16"), ("M", "n_targets"), "merge", _MERGE)
 LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
 IMAGES = _npy("images.npy", "uint8", ("n_targets", None, None, None), "train", _TRAIN, remedy=_FRESH)
 SHARD = Artifact("shards/AAAAAAAAA-BBBBBBBBB.npz", "npz", "train", _TRAIN + " (the run's own flags)",
@@ -119,7 +119,7 @@ TARGET_ACCURACY = _npy("target_accuracy.npy", "float32", ("n_targets",), "merge"
 # A run whose shards predate the predictions member has none: only retraining its models writes them.
 TARGET_PREDICTIONS = _npy("target_predictions.npy", "int32", ("n_targets", "n_classes"), "merge",
                           _TRAIN + " (a new run: shards written before prediction counts lack the predictions)")
-WEIGHTS = _npy("weights.npy", "float32", ("n_targets", "n_train"), "fit", _FIT)
+WEIGHTS = _npy("weights.npy", ("float32", "float16"), ("n_targets", "n_train"), "fit", _FIT)
 BIAS = _npy("bias.npy", "float32", ("n_targets",), "fit", _FIT)
 LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)
 FIT = _json("fit.json", "fit", _FIT, keys={"n_targets": int, "targets": (str, list), "iterations": dict})

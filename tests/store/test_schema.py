@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 # README section heading -> the directory its table's names are relative to.
 TABLES = {"## Run directory format": "", "### Candidates (`RUN/leakage/`": "leakage/",
           "## Structure of datamodel space": "structure/"}
-DTYPES = r"\b(bool|uint8|int32|int64|float32|float64)\b"
+DTYPES = r"\b(bool|uint8|int32|int64|float16|float32|float64)\b"
 # README size names -> schema size symbols (dimensions the schema leaves free are not compared).
 SIZES = {"N_train": "n_train", "N_test": "n_test", "N_train + N_test": "n_targets", "M": "M", "k": "k", "C": "C",
          "D": "D", "N_control": "n_control", "N": "n", "n": "n", "2": 2,
@@ -45,7 +45,7 @@ def readme_rows() -> dict[str, tuple[list[str], list[list[str]]]]:
             dtypes = re.findall(DTYPES, stated)
             shapes = [[d.strip() for d in shape.split(",")] for shape in re.findall(r"`\[([^\]]*)\]`", stated)]
             for i, name in enumerate(names):
-                rows[name] = ([dtypes[i if len(dtypes) == len(names) else 0]] if dtypes else [],
+                rows[name] = (list(dict.fromkeys(dtypes)) if len(names) == 1 else [dtypes[i if len(dtypes) == len(names) else 0]] if dtypes else [],
                               [shapes[i if len(shapes) == len(names) else 0]] if shapes else [])
     return rows
 
@@ -67,7 +67,7 @@ def test_readme_dtypes_and_shapes_match_the_schema():
             assert not dtypes, f"{name}: README states a dtype for a {artifact.kind}"
             continue
         if dtypes:
-            assert dtypes[0] == artifact.dtype, name
+            assert dtypes == [artifact.dtype] or tuple(dtypes) == artifact.dtype, name
         else:
             unstated.add(name)
         for shape in shapes:
