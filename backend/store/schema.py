@@ -151,6 +151,11 @@ _ATTRIBUTE = "python -m precompute attribute --run RUN --method METHOD"
 ATTRIBUTION_SCORES = _npy("attribution/<method>/scores.npy", "float32", ("n_test", "n_train"), "attribute", _ATTRIBUTE)
 ATTRIBUTION_META = _json("attribution/<method>/meta.json", "attribute", _ATTRIBUTE, keys={
     "method": str, "config": dict, "models": dict, "seconds": _NUMBER, "bytes": int, "code_version": dict})
+# The ssl-esvm method's self-supervised encoder, kept so a resumed or repeated attribution does not retrain it.
+SSL_EMBEDDINGS = _npy("attribution/ssl-esvm/embeddings.npy", "float32", ("n_targets", "D"), "attribute",
+                      _ATTRIBUTE.replace("METHOD", "ssl-esvm"))
+SSL_ENCODER = _json("attribution/ssl-esvm/encoder.json", "attribute", _ATTRIBUTE.replace("METHOD", "ssl-esvm"),
+                    keys={"config": dict, "seconds": _NUMBER, "final_loss": _NUMBER})
 
 # Structure of datamodel space (README "Structure of datamodel space").
 PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)

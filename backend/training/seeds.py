@@ -17,6 +17,7 @@ TEST_TARGETS_STREAM = 0xE7  # the test targets a counterfactual evaluation sampl
 # models retrained without a principal component's extremes (structure.faithfulness); model i of every
 # removal set shares seed i, so the positive- and negative-side retrains differ only in their data
 FAITHFULNESS_STREAM = 0xFA
+SSL_STREAM = 0x55           # the self-supervised encoder of the ssl-esvm attribution (attribution.ssl)
 
 
 def stream_seed(run_seed: int, index: int, stream: int) -> int:

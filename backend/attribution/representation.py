@@ -1,0 +1,67 @@
+"""`representation`: cosine similarity of a control model's penultimate features, signed by label agreement.
+
+Seed 002 ("A simple and efficient baseline for data attribution on images", its LDS adaptation of
+similarity baselines) turns a similarity into attribution scores: a training image of the target's
+label is taken to raise the target's margin (+ its cosine similarity), one of another label to lower
+it (− its cosine similarity), and only the top 5 % of training images per target by the size of that
+score are kept (the rest are 0), since a model's prediction rests on a few similar images. The
+features are those of control model 0 (backend.training.control: the run's architecture trained on
+the full training set), the representation baseline that [structure] and [leakage] use too.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from backend.attribution.base import register
+from backend.store.run_dir import Run
+from backend.store.schema import CONTROL_FEATURES
+
+TOP_FRACTION = 0.05
+
+
+def keep_top(scores: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """scores (T, n_train) with all but each row's ceil(fraction · n_train) largest |scores| set to 0 (in place)."""
+    n_train = scores.shape[1]
+    k = min(n_train, max(1, math.ceil(fraction * n_train)))
+    if k < n_train:
+        drop = np.argpartition(-np.abs(scores), k, axis=1)[:, k:]
+        np.put_along_axis(scores, drop, 0.0, axis=1)
+    return scores
+
+
+def representation_scores(test_features: np.ndarray, train_features: np.ndarray, test_labels: np.ndarray,
+                          train_labels: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """float32 (T, n_train): cos(f_test, f_train) · (+1 same label, −1 otherwise), top `fraction` kept per row.
+
+    test_features : (T, D); train_features : (n_train, D); labels int of shapes (T,) and (n_train,).
+    """
+    from backend.leakage.candidates import float32_unit_rows  # faiss and torch: imported on use, not on registering
+
+    cos = float32_unit_rows(test_features) @ float32_unit_rows(train_features).T
+    same = np.asarray(test_labels)[:, None] == np.asarray(train_labels)[None, :]
+    return keep_top(np.where(same, cos, -cos).astype(np.float32), fraction)
+
+
+@register("representation")
+class Representation:
+    def __init__(self, run: Run, device: str = "auto"):
+        self.run, self.device = run, device
+        self.config = {"features": "penultimate layer of control model 0", "sign": "label agreement",
+                       "top_fraction": TOP_FRACTION}
+        self.models = {"kind": "control", "n_models": 1, "trained": 0}
+
+    def prepare(self, progress=None) -> None:
+        from backend.training.control import ensure_control, load_control_features
+
+        if not self.run.has(CONTROL_FEATURES):  # the one control model the features come from
+            ensure_control(self.run, n_control=1, device=self.device, progress=progress)
+            self.models["trained"] = 1
+        self.features = load_control_features(self.run)
+        self.labels = np.asarray(self.run.labels)
+
+    def score(self, rows: slice) -> np.ndarray:
+        n = self.run.n_train
+        return representation_scores(self.features[n + rows.start:n + rows.stop], self.features[:n],
+                                     self.labels[n + rows.start:n + rows.stop], self.labels[:n])
