@@ -9,8 +9,7 @@ against the other 2B − 2 views of the batch with the NT-Xent loss (eq. 1 of th
 averaged over both orders of every pair. The representation kept is the backbone's output, before the
 projection head (§4.2 of the paper: it transfers better than the head's output).
 
-The augmentations suit the images (seed 002, "A simple and efficient baseline for data attribution on
-images", trains its encoders with the standard ones of each dataset): on small grey images (8x8 digits)
+The augmentations suit the images: on small grey images (8x8 digits)
 a shift of up to a pixel (a crop of the image padded by one) and Gaussian pixel noise, since a flip or a
 colour change makes another digit or nothing; on colour images a horizontal flip, a crop of the image
 padded by 4 and a colour jitter of brightness, contrast and saturation. They run batched on the
@@ -118,8 +117,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, noise: float) -> torch.Tensor
 
 
 def _pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (n, H, W, C) -> float (n, C, H, W) in [0, 1] on the device."""
-    return torch.from_numpy(np.asarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (n, H, W, C) -> float (n, C, H, W) in [0, 1] on the device (a copy: the run's images are read-only maps)."""
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def train_encoder(train_images: np.ndarray, config: SslConfig, device: torch.device,

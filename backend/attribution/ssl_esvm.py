@@ -98,7 +98,7 @@ class SslEsvm:
         device = resolve_device(self.device)
         started = time.time()
         images = self.run.images
-        model, loss = train_encoder(np.asarray(images[:self.run.n_train]), self.ssl, device, progress)
+        model, loss = train_encoder(images[:self.run.n_train], self.ssl, device, progress)
         embeddings = embed(model, images, device)
         with run_dir.transaction(self.run.dir, "attribute"):  # the embeddings and their config appear together
             run_dir.write_array(self.run.dir, SSL_EMBEDDINGS, embeddings)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.svm import LinearSVC
 
+from backend.attribution.methods import make
 from backend.attribution.ssl_esvm import exemplar_scores
 from backend.attribution.store import read_meta, read_scores
 from backend.store.run_dir import Run
@@ -72,6 +73,12 @@ def test_ssl_esvm_end_to_end_stores_its_encoder_and_reuses_it(run):
     expected = exemplar_scores(embeddings[n:], labels[n:], embeddings[:n], labels[:n], "l2")
     assert np.allclose(read_scores(r, "ssl-esvm"), expected, atol=1e-5)
     assert "C" not in read_meta(r, "ssl-esvm")["config"]
+
+    other = make("ssl-esvm", Run(run), device="cpu", epochs=2)
+    other.prepare()
+    assert other.models["trained"] == 1  # other settings retrain the encoder and replace its embeddings
+    assert json.loads((run / "attribution" / "ssl-esvm" / "encoder.json").read_text())["config"]["epochs"] == 2
+    assert not np.array_equal(np.load(run / "attribution" / "ssl-esvm" / "embeddings.npy"), embeddings)
 
 
 @pytest.mark.parametrize("flags, message", [
