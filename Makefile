@@ -18,9 +18,14 @@ run: $(BIN)/.installed
 	@test -f $(RUN)/analysis.json || $(BIN)/python -m precompute analyze --run $(RUN)
 	$(BIN)/streamlit run app.py --server.address localhost --server.port $(PORT)  # settings: .streamlit/config.toml
 
+# The tests also cover the cluster extra (Ray), which `make run` does not need.
+$(BIN)/.installed-cluster: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[test,cluster]'
+	touch $@
+
 # Passive OpenMP waits: tests run a Streamlit server or CLI subprocesses beside the test process,
 # and spinning torch threads would starve them on 2 cores.
-test: $(BIN)/.installed
+test: $(BIN)/.installed-cluster
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed

@@ -128,6 +128,26 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     p.add_argument("--hidden", type=bounded_int(1, MAX_HIDDEN, "number of hidden units, e.g. 128"), default=None, help="MLP hidden units (default 128)")
 
 
+def ray_address(text: str) -> str:
+    """`auto` or HOST:PORT (a Ray head's GCS address, e.g. 10.0.0.5:6379), or ray://HOST:PORT."""
+    import re
+    if text == "auto" or re.fullmatch(r"(ray://)?[A-Za-z0-9.\-]+:[0-9]{1,5}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Ray address: give auto (a local instance) or HOST:PORT of a "
+                                     "head started with `ray start --head`")
+
+
+def add_ray_args(p: argparse.ArgumentParser, tasks: str) -> None:
+    p.add_argument("--ray", type=ray_address, default=None, metavar="auto|ADDRESS",
+                   help=f"run {tasks} as Ray tasks: auto starts a local instance, ADDRESS joins a cluster (needs the cluster extra)")
+    p.add_argument("--cpus-per-task", type=positive_float(1024.0, "the CPUs each Ray task asks for, e.g. 1"), default=1.0,
+                   help="CPUs each Ray task asks for (default 1)")
+    p.add_argument("--gpus-per-task", type=non_negative_float("the GPUs each Ray task asks for, e.g. 1 or 0.5"), default=0.0,
+                   help="GPUs each Ray task asks for (default 0; use 1 on GPU nodes)")
+    p.add_argument("--max-retries", type=bounded_int(0, 100, "number of retries of a Ray task whose worker died"), default=3,
+                   help="times Ray reruns a task whose worker died (default 3)")
+
+
 def hparam_overrides(args: argparse.Namespace) -> dict:
     names = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "width": "width", "hidden": "hidden"}
     return {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}
@@ -149,8 +169,13 @@ class TqdmProgress:
             self.close()
             self.bar = tqdm(total=total, desc=self.desc, unit=unit, dynamic_ncols=True, smoothing=0.1, mininterval=0.5,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit}s "
-                                       "[{elapsed}<{remaining}, {rate_fmt}]")
+                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
         self.bar.update(done - self.bar.n)
+
+    def note(self, text: str) -> None:
+        """A short status after the counts (e.g. workers alive), shown until the next note."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_train_args, hparam_overrides
+from .args import TqdmProgress, add_ray_args, add_train_args, hparam_overrides
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -13,11 +13,18 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     shard = parse_shard(args.shard)
     check_out_dir(args.out)
+    if args.ray is None and (args.cpus_per_task, args.gpus_per_task, args.max_retries) != (1.0, 0.0, 3):
+        raise ValueError("--cpus-per-task, --gpus-per-task and --max-retries apply to Ray tasks: add --ray auto|ADDRESS")
+    if args.ray is not None and shard != (0, 1):
+        raise ValueError("--ray hands every missing model to the cluster: drop --shard (it is for separate workers)")
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     with TqdmProgress("training") as bar:
+        ray = None if args.ray is None else {
+            "address": args.ray, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
+            "max_retries": args.max_retries, "status": bar.note}
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
                          arch=args.arch, hparams=hparam_overrides(args), device=args.device,
-                         batch_models=args.batch_models, shard=shard, progress=bar)
+                         batch_models=args.batch_models, shard=shard, progress=bar, ray=ray)
 
 
 def check_out_dir(out: Path) -> None:
@@ -41,6 +48,7 @@ def register(sub) -> None:
     add_train_args(p)
     p.add_argument("--out", type=Path, required=True, help="run directory (e.g. data/runs/digits); created if missing")
     p.add_argument("--shard", default="0/1", help="train only the i-th of n disjoint ranges of model indices, as i/n (default 0/1: all)")
+    add_ray_args(p, "chunks of --batch-models models")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("merge", help="merge finished shards into masks.npy and margins.npy",

@@ -84,6 +84,28 @@ def merge_run(run_dir: Path, n_train: int, n_targets: int) -> int:
     return run_store.merge_shards(run_dir, n_train, n_targets, after_merge=summarize)
 
 
+def _train_locally(ds: Dataset, dev, chunks: list[tuple[int, int]], seed: int, alpha: float, arch: str,
+                   hparams: dict, progress: Progress | None, total: int):
+    """Train the chunks in this process, one batched computation each; yields (start, masks, margins, predictions)."""
+    data = TrainingData.from_dataset(ds, dev)
+    done = 0
+    for s, e in chunks:
+        masks, margins, predictions = train_chunk(data, ds.n_train, seed, s, e, alpha, arch, hparams,
+                                                  fraction(progress, done, e - s, total, "model"))
+        done += e - s
+        yield s, masks, margins, predictions
+
+
+def train_chunk(data: TrainingData, n_train: int, seed: int, start: int, end: int, alpha: float, arch: str,
+                hparams: dict, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Models [start, end) of the run: masks, margins and predicted classes (what one shard holds)."""
+    subsets = np.stack([model_subset(seed, m, n_train, alpha) for m in range(start, end)])
+    seeds = [model_seed(seed, m) for m in range(start, end)]
+    margins, _, predictions = train_models(data, subsets, seeds, arch, hparams, with_predictions=True,
+                                           progress=progress)
+    return subsets_to_masks(subsets, n_train), margins, predictions
+
+
 def train_run(
     ds: Dataset,
     spec: str,
@@ -98,10 +120,13 @@ def train_run(
     batch_models: int | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: Progress | None = None,
+    ray: dict | None = None,
 ) -> dict:
     """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
+    ray : train the chunks as Ray tasks instead, with backend.training.cluster.train_on_ray's keyword
+          arguments (address, cpus_per_task, gpus_per_task, max_retries, status); the driver writes the shards.
     """
     k = subset_size(ds.n_train, alpha)
     if not 0 < k < ds.n_train:
@@ -124,15 +149,15 @@ def train_run(
     total = sum(e - s for s, e in chunks)
     if progress:
         progress(0, total, "model")
-    data = TrainingData.from_dataset(ds, dev)
     started, done = time.time(), 0
-    for s, e in chunks:
-        subsets = np.stack([model_subset(seed, m, ds.n_train, alpha) for m in range(s, e)])
-        seeds = [model_seed(seed, m) for m in range(s, e)]
-        margins, _, predictions = train_models(data, subsets, seeds, arch, hparams, with_predictions=True,
-                                               progress=fraction(progress, done, e - s, total, "model"))
-        run_store.write_shard(run_dir, s, subsets_to_masks(subsets, ds.n_train), margins, predictions)
-        done += e - s
+    if ray is None:
+        trained = _train_locally(ds, dev, chunks, seed, alpha, arch, hparams, progress, total)
+    else:
+        from backend.training.cluster import train_on_ray
+        trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device, **ray)
+    for s, masks, margins, predictions in trained:
+        run_store.write_shard(run_dir, s, masks, margins, predictions)
+        done += len(masks)
         if progress:
             progress(done, total, "model")
     elapsed = time.time() - started
