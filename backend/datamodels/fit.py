@@ -10,7 +10,6 @@ margins columns being the targets (training examples first, then test examples).
 """
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from backend.progress import Progress
+from backend.store.rows import read_columns
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS
 from backend.datamodels.lasso import CHUNK_BYTES, RESIDENT_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 from backend.training.seeds import VALIDATION_STREAM
@@ -122,8 +122,8 @@ def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bo
 
     Peak RSS ≈ fixed + block_targets · per_target, whatever the number of targets: the outputs are
     written block by block (backend.store.blocks) and each block's margin columns are read through a
-    mapping closed after the read. fixed = the interpreter and torch (BASE_BYTES), the masks file's
-    pages (M·F bytes), the fit, validation and all-model row sets (float and bool: 5 bytes per entry,
+    mapping closed after the read (backend.store.rows.read_columns). fixed = the interpreter and torch
+    (BASE_BYTES), the masks file's pages (M·F bytes), the fit, validation and all-model row sets (float and bool: 5 bytes per entry,
     2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead) and, when
     16·F² ≤ memory/4, the two F×F Gram matrices (float32, summed in float64). per_target = float32
     margins (read once, then split into fit/validation/all rows, plus the row sets of eq. 9: 5·M) and
@@ -156,21 +156,9 @@ def format_bytes(n: int) -> str:
     return f"{n}B"
 
 
-def read_columns(margins, columns: np.ndarray) -> np.ndarray:
-    """margins[:, columns] as float32 (M, T), finite-checked; float16 margins are cast here, per block.
-
-    A memory-mapped file is read through a mapping opened for this read only: pages of a long-lived map
-    stay in the resident set, so reading every block through one map would make the fit's RSS the
-    whole margins file. A contiguous range of columns is a strided slice, M short reads.
-    """
-    source = margins
-    if isinstance(margins, np.memmap) and isinstance(margins.base, mmap.mmap):
-        source = np.memmap(margins.filename, dtype=margins.dtype, mode="r", offset=margins.offset,
-                           shape=margins.shape)
-    lo, hi = int(columns[0]), int(columns[-1]) + 1
-    contiguous = hi - lo == len(columns) and bool((np.diff(columns) == 1).all())
-    y = np.array(source[:, lo:hi] if contiguous else source[:, columns], dtype=np.float32)
-    del source
+def _read_block(margins, columns: np.ndarray) -> np.ndarray:
+    """The block's margins (M, T) float32, read once (backend.store.rows.read_columns), checked finite."""
+    y = read_columns(margins, columns)
     if not np.isfinite(y).all():
         i, j = np.argwhere(~np.isfinite(y))[0]
         raise DatamodelError(f"margins[{i}, {columns[j]}] is {y[i, j]}: margins must be finite; "
@@ -203,7 +191,7 @@ class _Fitter:
         ratios : λ/λ_max of validated targets fitted before; an unvalidated target takes their median
         together with this block's. The block's margin columns are read once.
         """
-        y = read_columns(self.margins, columns)
+        y = _read_block(self.margins, columns)
         parts = []
         # Training targets need per-target rows, test targets share a Gram matrix: one solve per kind.
         for kind in (columns < self.n_train, columns >= self.n_train):
