@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 from tqdm import tqdm
@@ -44,6 +45,21 @@ def positive_int(text: str) -> int:
     value = non_negative_int(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10 ** 3, "kib": 1 << 10, "m": 1 << 20, "mb": 10 ** 6, "mib": 1 << 20,
+               "g": 1 << 30, "gb": 10 ** 9, "gib": 1 << 30, "t": 1 << 40, "tb": 10 ** 12, "tib": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """A memory size flag type: a positive number with an optional unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if not match or match.group(2) not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give a number and a unit, e.g. 4GiB or 512MiB")
+    value = int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is no memory: give a positive size, e.g. 4GiB")
     return value
 
 

@@ -10,26 +10,26 @@ margins columns being the targets (training examples first, then test examples).
 """
 from __future__ import annotations
 
-import json
+import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from backend.progress import Progress
-from backend.store.run_dir import atomic_path, transaction, write_npy_header
+from backend.store.rows import read_columns
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS
-from backend.datamodels.lasso import CHUNK_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
+from backend.datamodels.lasso import CHUNK_BYTES, RESIDENT_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 from backend.training.seeds import VALIDATION_STREAM
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
 MIN_VALIDATION_MODELS = 2
 MIN_FIT_MODELS = 10
-# Target blocks are sized to keep their working memory (margins, row sets, solver state) near this.
-BLOCK_BYTES = 1 << 30
+# Memory budget of a fit (`fit --memory`), and what the interpreter, numpy and torch hold before it starts.
+DEFAULT_MEMORY = 2 << 30
+BASE_BYTES = 400 << 20
 
 
 class DatamodelError(ValueError):
@@ -69,7 +69,7 @@ def _min_models(val_frac: float) -> int:
 
 
 def _check_inputs(masks, margins, n_train: int, targets, val_frac: float) -> np.ndarray:
-    """Validate at the boundary; return the target columns."""
+    """Validate at the boundary; return the target columns (finiteness is checked as each block is read)."""
     if not 0 < val_frac < 1:
         raise DatamodelError(f"val_frac is {val_frac}: give a fraction strictly between 0 and 1, e.g. 0.1")
     if getattr(masks, "ndim", 0) != 2 or masks.dtype != np.bool_:
@@ -114,30 +114,164 @@ def _check_inputs(masks, margins, n_train: int, targets, val_frac: float) -> np.
             t = int(train_cols[np.argmax(kept_out == 0)])
             raise DatamodelError(f"training target train:{t} is in every model's subset, so no model can measure it "
                                  "(eq. 9 fits it on the models that left it out): train more models or use alpha < 1")
-    rows = max(1, CHUNK_BYTES // (4 * n_targets))
-    for lo in range(0, n_models, rows):
-        chunk = np.asarray(margins[lo:lo + rows][:, columns])
-        if not np.isfinite(chunk).all():
-            i, j = np.argwhere(~np.isfinite(chunk))[0]
-            raise DatamodelError(f"margins[{lo + i}, {columns[j]}] is {chunk[i, j]}: margins must be finite; "
-                                 "retrain that model (it diverged) or drop it from the run")
     return columns
 
 
-def _block_size(n_models: int, n_features: int, itemsize: int) -> int:
-    """Targets per block so that margins, row sets and ~12 F-length solver vectors fit BLOCK_BYTES."""
-    per_target = itemsize * (2 * n_models + 12 * n_features) + 8 * n_features
-    return max(1, BLOCK_BYTES // per_target)
+def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bool]:
+    """(fixed bytes, bytes per target in a block, whether test targets use the Gram matrix) of a fit.
+
+    Peak RSS ≈ fixed + block_targets · per_target, whatever the number of targets: the outputs are
+    written block by block (backend.store.blocks) and each block's margin columns are read through a
+    mapping closed after the read (backend.store.rows.read_columns). fixed = the interpreter and torch
+    (BASE_BYTES), the masks file's pages (M·F bytes), the fit, validation and all-model row sets (float and bool: 5 bytes per entry,
+    2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead) and, when
+    16·F² ≤ memory/4, the two F×F Gram matrices (float32, summed in float64). per_target = float32
+    margins (read once, then split into fit/validation/all rows, plus the row sets of eq. 9: 5·M) and
+    the solver state (~22 F-length vectors: path, FISTA, the written row).
+    """
+    def row_set(n: int) -> int:
+        return 5 * n * n_train if 4 * n * n_train <= RESIDENT_BYTES else 5 * CHUNK_BYTES // 4
+
+    n_val = n_models // 10
+    gram = 16 * n_train * n_train <= memory // 4
+    fixed = (BASE_BYTES + n_models * n_train + row_set(n_models - n_val) + row_set(n_val) + row_set(n_models)
+             + (16 * n_train * n_train if gram else 0))
+    return fixed, 4 * (5 * n_models + 22 * n_train), gram
+
+
+def block_targets_for(memory: int, n_models: int, n_train: int) -> int:
+    """Targets per block that keep a fit's peak RSS within `memory` bytes (memory_model)."""
+    fixed, per_target, _ = memory_model(n_models, n_train, memory)
+    if memory < fixed + per_target:
+        raise DatamodelError(f"--memory {format_bytes(memory)} is too little for {n_models:,} models × {n_train:,} "
+                             f"training examples: the fit needs {format_bytes(fixed)} plus {format_bytes(per_target)} "
+                             f"per target in a block; give at least --memory {format_bytes(fixed + 64 * per_target)}")
+    return int((memory - fixed) // per_target)
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n}B"
+
+
+def _read_block(margins, columns: np.ndarray) -> np.ndarray:
+    """The block's margins (M, T) float32, read once (backend.store.rows.read_columns), checked finite."""
+    y = read_columns(margins, columns)
+    if not np.isfinite(y).all():
+        i, j = np.argwhere(~np.isfinite(y))[0]
+        raise DatamodelError(f"margins[{i}, {columns[j]}] is {y[i, j]}: margins must be finite; "
+                             "retrain that model (it diverged) or drop it from the run")
+    return y
+
+
+# Per-target results of a block: the datamodel and the diagnostics fit.json summarises.
+DIAGNOSTICS = {"path_iterations": np.int64, "path_steps_run": np.int64, "refit_iterations": np.int64,
+               "best_step": np.int64, "val_mse": np.float64, "lam_ratio": np.float64, "unvalidated": np.bool_,
+               "unconverged": np.int64}
+
+
+class _Fitter:
+    """The paper's per-target procedure on one set of masks and margins, a block of targets at a time."""
+
+    def __init__(self, masks, margins, n_train: int, *, val_frac: float, n_lambdas: int, eps: float, tol: float,
+                 seed: int, device, max_iter: int, patience: int | None, gram: bool, step: Callable[[int], None]):
+        self.margins, self.n_train, self.gram, self.step = margins, n_train, gram, step
+        self.solve_settings = dict(n_lambdas=n_lambdas, eps=eps, tol=tol, max_iter=max_iter, patience=patience)
+        n_models = masks.shape[0]
+        self.fit_rows, self.val_rows = validation_split(n_models, val_frac, seed)
+        self.rows_fit = MaskRows(masks, self.fit_rows, device=device)
+        self.rows_val = MaskRows(masks, self.val_rows, device=device)
+        self.rows_all = MaskRows(masks, np.arange(n_models), device=device)
+
+    def fit(self, columns: np.ndarray, ratios: np.ndarray) -> dict[str, np.ndarray]:
+        """weights (T, F) float32, bias, lam (T,) float32 and the DIAGNOSTICS of targets `columns`.
+
+        ratios : λ/λ_max of validated targets fitted before; an unvalidated target takes their median
+        together with this block's. The block's margin columns are read once.
+        """
+        y = _read_block(self.margins, columns)
+        parts = []
+        # Training targets need per-target rows, test targets share a Gram matrix: one solve per kind.
+        for kind in (columns < self.n_train, columns >= self.n_train):
+            if kind.any():
+                parts.append(self._solve(columns[kind], y[:, kind], ratios))
+                ratios = np.concatenate([ratios, parts[-1]["lam_ratio"][np.isfinite(parts[-1]["lam_ratio"])]])
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _solve(self, cols: np.ndarray, y: np.ndarray, ratios: np.ndarray) -> dict[str, np.ndarray]:
+        settings, max_iter = self.solve_settings, self.solve_settings["max_iter"]
+        fit_block = TargetBlock(self.rows_fit, None, cols, self.n_train, y=y[self.fit_rows], gram=self.gram)
+        val_block = TargetBlock(self.rows_val, None, cols, self.n_train, y=y[self.val_rows], gram=self.gram)
+        path = lasso_path(fit_block, n_lambdas=settings["n_lambdas"], eps=settings["eps"], tol=settings["tol"],
+                          max_iter=max_iter, score=val_block.mse, patience=settings["patience"], progress=self.step)
+        ran = path.n_iter >= 0
+        T = len(cols)
+        chosen = path.lambdas[np.arange(T), path.best]
+        lam_max = path.lambdas[:, 0]
+        has_val = val_block.n_rows.cpu().numpy() > 0
+        ok = has_val & (lam_max > 0)
+        ratio = np.full(T, np.nan)
+        ratio[ok] = chosen[ok] / lam_max[ok]
+        if not has_val.all():
+            known = np.concatenate([ratios, ratio[ok]])
+            if not len(known):
+                raise DatamodelError("no target has validation models that leave it out: "
+                                     "raise val_frac or train more models")
+            chosen = np.where(has_val, chosen, np.median(known) * lam_max)
+        full_block = TargetBlock(self.rows_all, None, cols, self.n_train, y=y, gram=self.gram)
+        w, b, stats = lasso_solve(full_block, torch.as_tensor(chosen), path.weights, tol=settings["tol"],
+                                  max_iter=max_iter)
+        refit_iters = stats.n_iter.cpu().numpy()
+        self.step(T)
+        return {"weights": w.T.cpu().numpy(), "bias": b.cpu().numpy(), "lam": chosen.astype(np.float32),
+                "path_iterations": np.where(ran, path.n_iter, 0).sum(axis=1), "path_steps_run": ran.sum(axis=1),
+                "refit_iterations": refit_iters, "best_step": path.best,
+                "val_mse": path.scores[np.arange(T), path.best], "lam_ratio": ratio, "unvalidated": ~has_val,
+                "unconverged": (path.n_iter >= max_iter).sum(axis=1) + (refit_iters >= max_iter)}
+
+
+def _counter(total: int, done: int, progress: Progress | None) -> Callable[[int], None]:
+    """progress(done, total, "λ step") as target-steps finish, starting from `done`."""
+    count = done
+    if progress:
+        progress(count, total, "λ step")
+
+    def step(n: int) -> None:
+        nonlocal count
+        count += n
+        if progress:
+            progress(count, total, "λ step")
+    return step
+
+
+def _info(fitter: _Fitter, n_models: int, val_frac: float, seed: int, device, size: int, n_blocks: int,
+          results: dict, started: float) -> dict:
+    """The fit's record: settings, split, the per-target diagnostics (arrays) and the wall time."""
+    return {
+        "n_models": n_models, "n_fit_models": len(fitter.fit_rows), "n_val_models": len(fitter.val_rows),
+        "val_frac": val_frac, "seed": seed, "val_models": fitter.val_rows, **fitter.solve_settings,
+        "solver": "batched FISTA, adaptive restart and steps, duality-gap stop (backend.datamodels.lasso)",
+        "dtype": str(fitter.rows_fit.dtype).replace("torch.", ""), "device": str(device),
+        "block_size": size, "n_blocks": n_blocks,
+        "path_iterations": results["path_iterations"], "path_steps_run": results["path_steps_run"],
+        "refit_iterations": results["refit_iterations"], "best_step": results["best_step"],
+        "val_mse": results["val_mse"], "unvalidated_targets": np.flatnonzero(results["unvalidated"]),
+        "unconverged_solves": int(results["unconverged"].sum()),
+        "wall_time_s": time.perf_counter() - started,
+    }
 
 
 def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lambdas: int = 50,
                    eps: float = 1e-3, tol: float = 1e-4, seed: int = 0, device="cpu",
                    block_size: int | None = None, targets=None, patience: int | None = 3,
-                   max_iter: int = 1000, progress: Progress | None = None) -> DatamodelFit:
-    """Fit the datamodel of each target (all margins columns by default).
+                   max_iter: int = 1000, memory: int = DEFAULT_MEMORY, progress: Progress | None = None) -> DatamodelFit:
+    """Fit the datamodel of each target (all margins columns by default), in memory.
 
-    masks : ndarray (M, n_train) bool; margins : ndarray (M, n_train + n_test) float; either may be
-    an np.memmap: targets are processed in blocks, reading only their columns.
+    masks : ndarray (M, n_train) bool; margins : ndarray (M, n_train + n_test) float32 or float16; either
+    may be an np.memmap: targets are processed in blocks (block_size, else as many as `memory` bytes allow,
+    memory_model), reading only their columns, once per block.
     Per target: λ path of `n_lambdas` values from λ_max to λ_max·eps on the models outside the
     validation split (val_frac, seed); the λ with the lowest validation MSE (over the validation
     models the target's eq. 9 rows include) is refitted on all models. A path stops `patience` steps
@@ -145,101 +279,47 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     rise. A training target that no validation model leaves out gets the median λ/λ_max of the
     validated targets fitted before it and beside it (listed in info["unvalidated_targets"]).
     tol is scikit-learn's: duality gap ≤ tol·‖y_c‖²/M_t. progress counts target-steps ("λ step": n_lambdas
-    path steps and one refit per target; backend.progress).
+    path steps and one refit per target; backend.progress). `fit_run` is the same fit streamed to a run.
     """
-    start = time.perf_counter()
+    started = time.perf_counter()
     columns = _check_inputs(masks, margins, n_train, targets, val_frac)
     n_models = masks.shape[0]
     device = torch.device(device)
-    fit_rows, val_rows = validation_split(n_models, val_frac, seed)
-    rows_fit = MaskRows(masks, fit_rows, device=device)
-    rows_val = MaskRows(masks, val_rows, device=device)
-    rows_all = MaskRows(masks, np.arange(n_models), device=device)
-    itemsize = torch.empty((), dtype=rows_fit.dtype).element_size()
-    size = block_size or _block_size(n_models, n_train, itemsize)
+    size = block_size or block_targets_for(memory, n_models, n_train)
+    fitter = _Fitter(masks, margins, n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed,
+                     device=device, max_iter=max_iter, patience=patience,
+                     gram=memory_model(n_models, n_train, memory)[2],
+                     step=_counter(len(columns) * (n_lambdas + 1), 0, progress))
     # Blocks hold one kind: test targets share a Gram matrix, training targets need per-target rows.
-    kinds = [columns[columns < n_train], columns[columns >= n_train]]
+    kinds = [np.flatnonzero(columns < n_train), np.flatnonzero(columns >= n_train)]
     blocks = [kind[lo:lo + size] for kind in kinds for lo in range(0, len(kind), size)]
-
-    T = len(columns)
-    total = T * (n_lambdas + 1)
-    done = 0
-    if progress:
-        progress(0, total, "λ step")
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, total, "λ step")
-
-    weights = np.zeros((T, n_train), dtype=np.float32)
-    bias = np.zeros(T, dtype=np.float32)
-    lam = np.zeros(T, dtype=np.float32)
-    path_iters = np.zeros(T, dtype=np.int64)
-    steps_run = np.zeros(T, dtype=np.int64)
-    refit_iters = np.zeros(T, dtype=np.int64)
-    unconverged = 0  # solves stopped by max_iter rather than the duality gap
-    best_step = np.zeros(T, dtype=np.int64)
-    val_mse = np.full(T, np.nan)
-    unvalidated: list[int] = []
-    ratios: list[float] = []
-    position = {int(c): i for i, c in enumerate(columns)}
-    for cols in blocks:
-        pos = np.array([position[int(c)] for c in cols])
-        fit_block = TargetBlock(rows_fit, margins, cols, n_train)
-        val_block = TargetBlock(rows_val, margins, cols, n_train)
-        path = lasso_path(fit_block, n_lambdas=n_lambdas, eps=eps, tol=tol, max_iter=max_iter,
-                          score=val_block.mse, patience=patience, progress=step)
-        ran = path.n_iter >= 0
-        unconverged += int((path.n_iter >= max_iter).sum())
-        path_iters[pos] = np.where(ran, path.n_iter, 0).sum(axis=1)
-        steps_run[pos] = ran.sum(axis=1)
-        best_step[pos] = path.best
-        chosen = path.lambdas[np.arange(len(cols)), path.best]
-        val_mse[pos] = path.scores[np.arange(len(cols)), path.best]
-        lam_max = path.lambdas[:, 0]
-        has_val = val_block.n_rows.cpu().numpy() > 0
-        ok = has_val & (lam_max > 0)
-        ratios.extend((chosen[ok] / lam_max[ok]).tolist())
-        if not has_val.all():
-            if not ratios:
-                raise DatamodelError("no target has validation models that leave it out: "
-                                     "raise val_frac or train more models")
-            chosen = np.where(has_val, chosen, np.median(ratios) * lam_max)
-            unvalidated.extend(int(c) for c in cols[~has_val])
-        full_block = TargetBlock(rows_all, margins, cols, n_train)
-        w, b, stats = lasso_solve(full_block, torch.as_tensor(chosen), path.weights, tol=tol, max_iter=max_iter)
-        weights[pos] = w.T.cpu().numpy()
-        bias[pos] = b.cpu().numpy()
-        lam[pos] = chosen
-        refit_iters[pos] = stats.n_iter.cpu().numpy()
-        unconverged += int((refit_iters[pos] >= max_iter).sum())
-        step(len(cols))
-
-    info = {
-        "n_models": n_models, "n_fit_models": len(fit_rows), "n_val_models": len(val_rows),
-        "val_frac": val_frac, "seed": seed, "val_models": val_rows,
-        "n_lambdas": n_lambdas, "eps": eps, "tol": tol, "max_iter": max_iter, "patience": patience,
-        "solver": "batched FISTA, adaptive restart and steps, duality-gap stop (backend.datamodels.lasso)",
-        "dtype": str(rows_fit.dtype).replace("torch.", ""), "device": str(device),
-        "block_size": size, "n_blocks": len(blocks),
-        "path_iterations": path_iters, "path_steps_run": steps_run, "refit_iterations": refit_iters,
-        "best_step": best_step, "val_mse": val_mse, "unvalidated_targets": unvalidated,
-        "unconverged_solves": unconverged,
-        "wall_time_s": time.perf_counter() - start,
-    }
-    return DatamodelFit(columns, weights, bias, lam, n_train, margins.shape[1] - n_train, info)
+    results: dict[str, np.ndarray] = {}
+    ratios = np.zeros(0)
+    for pos in blocks:
+        block = fitter.fit(columns[pos], ratios)
+        for key, value in block.items():
+            if key not in results:
+                results[key] = np.zeros((len(columns), *value.shape[1:]), dtype=value.dtype)
+            results[key][pos] = value
+        ratios = np.concatenate([ratios, block["lam_ratio"][np.isfinite(block["lam_ratio"])]])
+    results["unvalidated"] = results["unvalidated"].astype(bool)
+    info = _info(fitter, n_models, val_frac, seed, device, size, len(blocks), results, started)
+    info["unvalidated_targets"] = [int(c) for c in columns[info["unvalidated_targets"]]]
+    return DatamodelFit(columns, results["weights"], results["bias"], results["lam"], n_train,
+                        margins.shape[1] - n_train, info)
 
 
-def fit_summary(fit: DatamodelFit) -> dict:
-    """The JSON-able record of a fit for fit.json: settings, split and iteration statistics."""
-    info = fit.info
+def fit_summary(info: dict, targets, n_train: int, n_test: int) -> dict:
+    """The JSON-able record of a fit for fit.json: settings, split and iteration statistics.
+
+    info : a fit's record (DatamodelFit.info); targets : the fitted margins columns (T,).
+    """
     summary = {k: v for k, v in info.items() if not isinstance(v, np.ndarray)}
     summary["val_models"] = np.asarray(info["val_models"]).tolist()
-    summary["targets"] = "all" if len(fit.targets) == fit.n_train + fit.n_test else fit.targets.tolist()
-    summary["n_targets"] = len(fit.targets)
-    summary["n_train"], summary["n_test"] = fit.n_train, fit.n_test
+    summary["unvalidated_targets"] = [int(c) for c in info["unvalidated_targets"]]
+    summary["targets"] = "all" if len(targets) == n_train + n_test else np.asarray(targets).tolist()
+    summary["n_targets"] = len(targets)
+    summary["n_train"], summary["n_test"] = n_train, n_test
     its, steps, refit = info["path_iterations"], info["path_steps_run"], info["refit_iterations"]
     summary["iterations"] = {
         "path_total": int(its.sum()), "path_per_step_mean": float(its.sum() / max(steps.sum(), 1)),
@@ -247,66 +327,61 @@ def fit_summary(fit: DatamodelFit) -> dict:
         "refit_mean": float(refit.mean()), "refit_max": int(refit.max()),
     }
     summary["best_step_mean"] = float(info["best_step"].mean())
-    summary["val_mse_mean"] = float(np.nanmean(info["val_mse"])) if np.isfinite(info["val_mse"]).any() else None
+    val_mse = np.asarray(info["val_mse"])
+    summary["val_mse_mean"] = float(np.nanmean(val_mse)) if np.isfinite(val_mse).any() else None
     return summary
 
 
-def save_datamodels(run_dir, fit: DatamodelFit, *, rows_per_write: int = 1024) -> None:
-    """Write weights.npy (N_train+N_test, N_train) float32, bias.npy, lam.npy and fit.json atomically.
-
-    Targets the fit did not cover get zero weights and NaN bias and λ. weights.npy is written in blocks
-    of rows with plain writes (a full disk is an OSError, never a SIGBUS through a memory map), so its
-    size never has to fit in memory. The four files commit as one transaction: a kill leaves the old fit
-    or the new one, never new weights beside old biases.
-    """
-    run_dir = Path(run_dir)
-    n_targets = fit.n_train + fit.n_test
-    order = np.argsort(fit.targets)
-    cols = fit.targets[order]
-
-    def write_weights(tmp: Path) -> None:
-        with open(tmp, "wb") as out:
-            write_npy_header(out, np.dtype(np.float32), (n_targets, fit.n_train))
-            for lo in range(0, n_targets, rows_per_write):
-                hi = min(lo + rows_per_write, n_targets)
-                block = np.zeros((hi - lo, fit.n_train), dtype=np.float32)
-                a, b = np.searchsorted(cols, [lo, hi])
-                block[cols[a:b] - lo] = np.asarray(fit.weights[order[a:b]], dtype=np.float32)
-                out.write(block.tobytes())
-
-    def write_vector(values: np.ndarray) -> Callable[[Path], None]:
-        full = np.full(n_targets, np.nan, dtype=np.float32)
-        full[fit.targets] = values
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, full)
-        return write
-
-    def write_json(tmp: Path) -> None:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(fit_summary(fit), indent=2))
-
-    with transaction(run_dir, "fit"):
-        with atomic_path(WEIGHTS.path(run_dir)) as tmp:
-            write_weights(tmp)
-        with atomic_path(BIAS.path(run_dir)) as tmp:
-            write_vector(fit.bias)(tmp)
-        with atomic_path(LAM.path(run_dir)) as tmp:
-            write_vector(fit.lam)(tmp)
-        with atomic_path(FIT.path(run_dir)) as tmp:
-            write_json(tmp)
-
-
 def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-3, seed: int = 0,
-            device: str = "auto", progress: Progress | None = None) -> dict:
+            device: str = "auto", progress: Progress | None = None, dtype: str = "float32",
+            memory: int = DEFAULT_MEMORY, block_targets: int | None = None, tol: float = 1e-4,
+            max_iter: int = 1000, patience: int | None = 3) -> dict:
     """The `fit` stage: fit every target of the run, write weights.npy, bias.npy, lam.npy and fit.json.
 
-    Returns the fit.json record (fit_summary). progress counts λ steps (backend.progress).
+    Streams and resumes: the outputs and per-target diagnostics are staged as memory-mapped files
+    (backend.store.blocks) filled one block of `block_targets` targets at a time (default: as many as
+    `memory` bytes allow, memory_model), so a killed fit reruns only the blocks it had not finished;
+    the staging is keyed by everything the blocks depend on (settings, split, dtype, the run's models).
+    The four files then commit in one transaction: a kill leaves the old fit or the new one, never new
+    weights beside old biases. dtype : "float32" or "float16", the weights' storage type (the solver
+    works in float32 either way). Returns the fit.json record (fit_summary); progress counts λ steps.
     """
+    from backend.store.blocks import BlockedOutput
+    from backend.store.run_dir import transaction, write_json
+    from backend.store.schema import MARGINS, MASKS
     from backend.training.engine import resolve_device
 
-    fit = fit_datamodels(run.masks, run.margins, run.n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps,
-                         seed=seed, device=resolve_device(device), progress=progress)
-    save_datamodels(run.dir, fit)
-    return fit_summary(fit)
+    started = time.perf_counter()
+    if dtype not in WEIGHTS.dtype:
+        raise DatamodelError(f"dtype {dtype!r} is not a weights type: give one of {', '.join(WEIGHTS.dtype)}")
+    masks, margins, n_train = run.masks, run.margins, run.n_train
+    columns = _check_inputs(masks, margins, n_train, None, val_frac)
+    n_models, n_targets = masks.shape[0], len(columns)
+    device = torch.device(resolve_device(device))
+    size = min(block_targets or block_targets_for(memory, n_models, n_train), n_targets)
+    gram = memory_model(n_models, n_train, memory)[2]
+    sources = {a.name: [os.stat(a.path(run.dir)).st_size, os.stat(a.path(run.dir)).st_mtime_ns] for a in (MASKS, MARGINS)}
+    config = {"n_models": n_models, "n_train": n_train, "n_targets": n_targets, "val_frac": val_frac, "seed": seed,
+              "n_lambdas": n_lambdas, "eps": eps, "tol": tol, "max_iter": max_iter, "patience": patience,
+              "dtype": dtype, "device": str(device), "gram": gram, "sources": sources}
+    arrays = {"weights": (dtype, (n_targets, n_train)), "bias": ("float32", (n_targets,)),
+              "lam": ("float32", (n_targets,)), **{key: (t, (n_targets,)) for key, t in DIAGNOSTICS.items()}}
+    out = BlockedOutput(run.dir, "fit", config, arrays, size)
+    todo = out.missing()
+    finished = sum(out.rows(b).stop - out.rows(b).start for b in range(out.n_blocks) if b not in set(todo))
+    fitter = _Fitter(masks, margins, n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed,
+                     device=device, max_iter=max_iter, patience=patience, gram=gram,
+                     step=_counter(n_targets * (n_lambdas + 1), finished * (n_lambdas + 1), progress))
+    for block in todo:  # in order, so every block before this one is on disk
+        rows = out.rows(block)
+        ratios = np.asarray(out.view("lam_ratio")[:rows.start])
+        out.write(block, **fitter.fit(columns[rows], ratios[np.isfinite(ratios)]))
+    results = {key: np.asarray(out.view(key)) for key in DIAGNOSTICS}
+    info = _info(fitter, n_models, val_frac, seed, device, size, out.n_blocks, results, started)
+    summary = fit_summary(info, columns, n_train, run.n_test)
+    summary.update(weights_dtype=dtype, resumed_blocks=out.n_blocks - len(todo))
+    with transaction(run.dir, "fit"):
+        out.commit({"weights": (WEIGHTS, {}), "bias": (BIAS, {}), "lam": (LAM, {})})
+        write_json(run.dir, FIT, summary)
+    out.discard()
+    return summary

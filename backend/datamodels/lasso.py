@@ -24,7 +24,8 @@ iterations, most of all with warm starts along the path.
 Memory: the mask rows stay on the device as float when M·F·itemsize ≤ `resident_bytes` (2 GiB), else
 they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product.
 A block of T targets holds its margins and row sets (2·M·T floats), about twelve F×T tensors of
-solver state, and, for a `GramDesign`, the F×F Gram matrix shared by all blocks on those rows.
+solver state, and, for a `GramDesign`, the F×F Gram matrix shared by all blocks on those rows (built
+in float64: 8·F² bytes while it is summed); `TargetBlock(gram=False)` avoids it when F is large.
 """
 from __future__ import annotations
 
@@ -178,19 +179,28 @@ class TargetBlock:
     """A block of targets on one set of rows: their margins, row sets and means.
 
     rows : MaskRows over the models to use
-    margins : ndarray of shape (n_models, n_targets_total), float (memmap fine); read only at `columns`
+    margins : ndarray of shape (n_models, n_targets_total), float (memmap fine); read only at `columns`,
+        or None when `y` is given
     columns : int array of shape (T,), the targets (margins columns)
     n_train : columns below it are training targets, fitted without the models that saw them (eq. 9)
+    y : ndarray of shape (len(rows.rows), T), the margins of these rows at `columns`, when the caller has
+        read them already (the fit reads a block's columns once for its fit, validation and refit rows)
+    gram : targets sharing all rows use the F×F Gram matrix (one F×F×T GEMM per product); False uses
+        the rows themselves (two M×F×T GEMMs), for F so large that the Gram matrix does not fit in memory
     """
 
-    def __init__(self, rows: MaskRows, margins, columns, n_train: int):
+    def __init__(self, rows: MaskRows, margins, columns, n_train: int, *, y: np.ndarray | None = None,
+                 gram: bool = True):
         self.rows = rows
         self.columns = np.asarray(columns, dtype=np.int64)
         dev, dt = rows.device, rows.dtype
         excluded = np.where(self.columns < n_train, self.columns, -1)
         self.excluded = torch.as_tensor(excluded, device=dev)
         self.has_excluded = bool((excluded >= 0).any())
-        self.y = torch.as_tensor(np.asarray(margins[np.ix_(rows.rows, self.columns)]), device=dev, dtype=dt)
+        self.gram = gram
+        if y is None:
+            y = margins[np.ix_(rows.rows, self.columns)]
+        self.y = torch.as_tensor(np.asarray(y), device=dev, dtype=dt)
         T, F = len(self.columns), rows.n_features
         n = torch.zeros(T, dtype=torch.float64, device=dev)
         y_sum = torch.zeros(T, dtype=torch.float64, device=dev)
@@ -229,8 +239,10 @@ class TargetBlock:
             if self.has_excluded:
                 z_mean = (self.x_mean - rows.mean.double()[:, None]).to(dt)
                 design = MaskedDesign(rows, self.excluded, self.n_rows.to(dt), z_mean)
-            else:
+            elif self.gram:
                 design = GramDesign(rows)
+            else:  # every row included and z̄_t = 0: H·w = Zᵀ(Z w)/M without the F×F matrix
+                design = MaskedDesign(rows, self.excluded, self.n_rows.to(dt), torch.zeros(F, T, dtype=dt, device=rows.device))
             self._quadratic = (design, q, c0.to(dt))
         return self._quadratic
 

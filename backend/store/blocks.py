@@ -12,6 +12,7 @@ an old bias, and a commit cut by a kill is finished by the journal (backend.stor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -88,27 +89,42 @@ class BlockedOutput:
         return self._maps[key]
 
     def write(self, block: int, **values: np.ndarray) -> None:
-        """Store one block's rows of every array, then mark the block done (never the other way round)."""
+        """Store one block's rows of every array, then mark the block done (never the other way round).
+
+        The rows go in with plain writes at their offset, not through a memory map: mapped pages stay in
+        the writer's resident set, so a map would grow it with every block (the fit's memory would then
+        depend on the number of targets), and a full disk is an OSError here rather than a SIGBUS.
+        """
         if set(values) != set(self.arrays):
             raise ValueError(f"a block needs every array {sorted(self.arrays)}, got {sorted(values)}")
         rows = self.rows(block)
         for key, value in values.items():
-            target = self.view(key)
-            target[rows] = value
-            target.flush()
+            dtype, shape = self.arrays[key]
+            value = np.ascontiguousarray(np.broadcast_to(np.asarray(value).astype(dtype, copy=False),
+                                                         (rows.stop - rows.start, *shape[1:])))
+            row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+            with open(self._file(key), "r+b") as f:
+                fmt = np.lib.format
+                major, _ = fmt.read_magic(f)
+                (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+                f.seek(f.tell() + rows.start * row_bytes)
+                f.write(value.tobytes())
+                f.flush()
+                os.fsync(f.fileno())
         done = self.done
         done[block] = True
         save_npy(self.folder / "done.npy", done)
 
     def commit(self, destinations: dict[str, tuple[Artifact, dict]]) -> None:
-        """Hand every staged array to the open transaction as its artifact ({member: (artifact, fields)}).
+        """Hand staged arrays to the open transaction as their artifacts ({member: (artifact, fields)}).
 
-        Call inside `transaction(run, stage)`; `discard` after it commits removes what is left of the staging.
+        Call inside `transaction(run, stage)`; `discard` after it commits removes what is left of the staging,
+        members without a destination included (e.g. the fit's per-target diagnostics, summarised in fit.json).
         """
         if not self.done.all():
             raise RuntimeError(f"{self.folder}: {int((~self.done).sum())} of {self.n_blocks} blocks are not written yet")
-        if set(destinations) != set(self.arrays):
-            raise ValueError(f"commit needs a destination for every array {sorted(self.arrays)}")
+        if not set(destinations) <= set(self.arrays):
+            raise ValueError(f"commit's destinations {sorted(destinations)} are not among the arrays {sorted(self.arrays)}")
         for map_ in self._maps.values():
             map_.flush()
         self._maps.clear()
@@ -120,3 +136,7 @@ class BlockedOutput:
     def discard(self) -> None:
         self._maps.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.folder.parent.rmdir()  # the last staged output gone: no empty .partial/ left in the run
+        except OSError:
+            pass

@@ -27,6 +27,25 @@ def read_row(array: np.ndarray, index: int) -> np.ndarray:
     return row.reshape(array.shape[1:])
 
 
+def read_columns(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """matrix[:, columns] as a new in-memory float32 array of shape (n, len(columns)) (float16 cast here).
+
+    A whole-file memmap is read through a mapping opened for this read and closed after it, so the pages
+    of a column block leave the resident set with it: reading every column block through one long-lived
+    map would leave the whole file resident. A contiguous range of columns is a strided slice (n short
+    reads of consecutive bytes); other columns are gathered.
+    """
+    columns = np.asarray(columns, dtype=np.int64)
+    source = matrix
+    if _whole_file_memmap(matrix):
+        source = np.memmap(matrix.filename, dtype=matrix.dtype, mode="r", offset=matrix.offset, shape=matrix.shape)
+    lo, hi = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, 0)
+    contiguous = hi - lo == len(columns) and bool((np.diff(columns) == 1).all())
+    out = np.array(source[:, lo:hi] if contiguous else source[:, columns], dtype=np.float32)
+    del source
+    return out
+
+
 def _whole_file_memmap(matrix: np.ndarray) -> bool:
     """True for the C-ordered memmap np.load(mmap_mode='r') returns (a view of it has a memmap, not the mmap, as base)."""
     return isinstance(matrix, np.memmap) and isinstance(matrix.base, mmap.mmap) and matrix.flags.c_contiguous

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from backend.datamodels.fit import DatamodelError, fit_datamodels, save_datamodels, validation_split
+from backend.datamodels.fit import DatamodelError, fit_datamodels, fit_summary, validation_split
 from tests.oracles import objective, random_problem, rows_of, sklearn_lasso
 
 N_TRAIN, N_TEST = 16, 3
@@ -98,23 +98,34 @@ def test_target_without_validation_models_borrows_the_median_ratio(small):
     assert np.isfinite(fit.lam).all() and fit.lam[2] > 0 and fit.weights[2, 2] == 0
 
 
-def test_save_round_trip_is_atomic_and_marks_missing_targets(small, tmp_path):
+def test_fit_summary_records_settings_targets_and_iterations(small):
     masks, margins = small
     fit = fit_datamodels(masks, margins, N_TRAIN, targets=[N_TRAIN + 2, 1], **SETTINGS)
-    save_datamodels(tmp_path, fit, rows_per_write=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bias.npy", "fit.json", "lam.npy", "weights.npy"]
-    weights = np.load(tmp_path / "weights.npy", mmap_mode="r", allow_pickle=False)
-    bias = np.load(tmp_path / "bias.npy", allow_pickle=False)
-    lam = np.load(tmp_path / "lam.npy", allow_pickle=False)
-    assert weights.shape == (N_TRAIN + N_TEST, N_TRAIN) and weights.dtype == np.float32
-    np.testing.assert_array_equal(weights[[N_TRAIN + 2, 1]], fit.weights)
-    np.testing.assert_array_equal(bias[[N_TRAIN + 2, 1]], fit.bias)
-    np.testing.assert_array_equal(lam[[N_TRAIN + 2, 1]], fit.lam)
-    others = np.setdiff1d(np.arange(N_TRAIN + N_TEST), [N_TRAIN + 2, 1])
-    assert not weights[others].any() and np.isnan(bias[others]).all() and np.isnan(lam[others]).all()
-    meta = json.loads((tmp_path / "fit.json").read_text())
-    assert meta["targets"] == [N_TRAIN + 2, 1] and meta["n_lambdas"] == SETTINGS["n_lambdas"]
-    assert meta["val_models"] == fit.info["val_models"].tolist() and meta["iterations"]["path_total"] > 0
+    meta = json.loads(json.dumps(fit_summary(fit.info, fit.targets, N_TRAIN, N_TEST)))
+    assert meta["targets"] == [N_TRAIN + 2, 1] and meta["n_targets"] == 2 and meta["n_lambdas"] == SETTINGS["n_lambdas"]
+    assert meta["val_models"] == fit.info["val_models"].tolist()
+    assert meta["iterations"]["path_total"] == int(fit.info["path_iterations"].sum()) > 0
+    assert meta["iterations"]["refit_max"] == int(fit.info["refit_iterations"].max())
+
+
+def test_one_read_of_a_block_s_columns_gives_the_per_row_set_reads(small, full_path_fit):
+    """The fit reads each block's margins once and splits the rows in memory; TargetBlock's own reads agree."""
+    import torch
+
+    from backend.datamodels.lasso import MaskRows, TargetBlock
+
+    masks, margins = small
+    fit_rows, _ = validation_split(len(masks), SETTINGS["val_frac"], SETTINGS["seed"])
+    cols = np.array([1, 4, N_TRAIN + 1])
+    rows = MaskRows(masks, fit_rows)
+    read = TargetBlock(rows, margins, cols, N_TRAIN)
+    given = TargetBlock(rows, None, cols, N_TRAIN, y=margins[:, cols][fit_rows])
+    assert torch.equal(read.y, given.y) and torch.equal(read.y_mean, given.y_mean)
+    gram, direct = (TargetBlock(rows, margins, cols[2:], N_TRAIN, gram=g) for g in (True, False))
+    w = torch.randn(N_TRAIN, 1, generator=torch.Generator().manual_seed(0))
+    idx = torch.arange(1)
+    torch.testing.assert_close(gram.quadratic()[0].apply(w, idx), direct.quadratic()[0].apply(w, idx),
+                               rtol=1e-5, atol=1e-6)
 
 
 def _bad_inputs():

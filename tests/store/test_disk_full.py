@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.datamodels import fit as fit_module
-from backend.store import run_dir
+from backend.store import blocks, run_dir
 from precompute import cli
 from tests.conftest import FAST_TRAIN, record_count
 
@@ -65,7 +64,7 @@ class _Limited:
 def disk(monkeypatch) -> Disk:
     d = Disk()
     monkeypatch.setattr(run_dir, "open", d.open, raising=False)
-    monkeypatch.setattr(fit_module, "open", d.open, raising=False)
+    monkeypatch.setattr(blocks, "open", d.open, raising=False)
     return d
 
 
