@@ -13,7 +13,8 @@ import argparse
 import time
 
 from backend.datasets import load_dataset
-from backend.training.cluster import connect, disconnect, train_on_ray
+from backend.cluster import connect, disconnect
+from backend.cluster.training import train_on_ray
 from backend.training.engine import TrainingData, resolve_device, use_all_cores
 from backend.training.train_stage import resolve_hparams, train_chunk
 

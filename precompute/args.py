@@ -164,6 +164,16 @@ def add_ray_args(p: argparse.ArgumentParser, tasks: str) -> None:
                    help="times Ray reruns a task whose worker died (default 3)")
 
 
+def ray_options(args: argparse.Namespace) -> dict | None:
+    """The Ray keyword arguments of a verb's flags, or None without --ray (where the task flags are refused)."""
+    if args.ray is None:
+        if (args.cpus_per_task, args.gpus_per_task, args.max_retries) != (1.0, 0.0, 3):
+            raise ValueError("--cpus-per-task, --gpus-per-task and --max-retries apply to Ray tasks: add --ray auto|ADDRESS")
+        return None
+    return {"address": args.ray, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
+            "max_retries": args.max_retries}
+
+
 def hparam_overrides(args: argparse.Namespace) -> dict:
     names = {"epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "width": "width", "hidden": "hidden"}
     return {key: getattr(args, attr) for attr, key in names.items() if getattr(args, attr) is not None}

@@ -6,18 +6,19 @@ import time
 from pathlib import Path
 
 from . import report
-from .args import (TqdmProgress, add_device_arg, add_force_arg, add_train_args, byte_size, hparam_overrides,
-                   non_negative_int, positive_int, refuse_existing, unit_fraction)
+from .args import (TqdmProgress, add_device_arg, add_force_arg, add_ray_args, add_train_args, byte_size,
+                   hparam_overrides, non_negative_int, positive_int, ray_options, refuse_existing, unit_fraction)
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float, dtype: str = "float32",
-            memory: int | None = None, block_targets: int | None = None) -> dict:
+            memory: int | None = None, block_targets: int | None = None, ray: dict | None = None) -> dict:
     from backend.datamodels.fit import DEFAULT_MEMORY, fit_run as fit
     from backend.store.run_dir import Run
 
     with TqdmProgress(f"fit (per target: {n_lambdas} λ values + 1 refit)") as bar:
         summary = fit(Run(run_dir), val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, device=device, progress=bar,
-                      dtype=dtype, memory=memory or DEFAULT_MEMORY, block_targets=block_targets)
+                      dtype=dtype, memory=memory or DEFAULT_MEMORY, block_targets=block_targets,
+                      ray=None if ray is None else dict(ray, device=device, status=bar.note))
     return {"run": str(run_dir), "targets": summary["n_targets"], "seconds": round(summary["wall_time_s"], 2),
             "device": summary.get("device"), "iterations": summary["iterations"],
             "block_targets": summary["block_size"], "resumed_blocks": summary["resumed_blocks"]}
@@ -25,7 +26,7 @@ def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: fl
 
 def cmd_fit(args: argparse.Namespace) -> dict:
     return fit_run(args.run, args.device, args.val_frac, args.n_lambdas, args.eps, args.dtype, args.memory,
-                   args.block_targets)
+                   args.block_targets, ray_options(args))
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
@@ -118,6 +119,7 @@ def register(sub) -> None:
                    help="peak memory the fit may use, e.g. 4GiB; sets the targets per block (default 2GiB)")
     p.add_argument("--block-targets", type=positive_int, default=None,
                    help="targets per block, instead of deriving it from --memory")
+    add_ray_args(p, "blocks of targets (the run on a file system every node reads)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("eval", help="score a run's datamodels on another run's (held-out) models",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_ray_args, add_train_args, hparam_overrides
+from .args import TqdmProgress, add_ray_args, add_train_args, hparam_overrides, ray_options
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -12,16 +12,15 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from backend.training.train_stage import parse_shard, train_run
 
     shard = parse_shard(args.shard)
+    ray_options(args)  # stray Ray flags are refused before the dataset loads
     check_out_dir(args.out)
-    if args.ray is None and (args.cpus_per_task, args.gpus_per_task, args.max_retries) != (1.0, 0.0, 3):
-        raise ValueError("--cpus-per-task, --gpus-per-task and --max-retries apply to Ray tasks: add --ray auto|ADDRESS")
     if args.ray is not None and shard != (0, 1):
         raise ValueError("--ray hands every missing model to the cluster: drop --shard (it is for separate workers)")
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     with TqdmProgress("training") as bar:
-        ray = None if args.ray is None else {
-            "address": args.ray, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
-            "max_retries": args.max_retries, "status": bar.note}
+        ray = ray_options(args)
+        if ray is not None:
+            ray["status"] = bar.note
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
                          arch=args.arch, hparams=hparam_overrides(args), device=args.device,
                          batch_models=args.batch_models, shard=shard, progress=bar, ray=ray)

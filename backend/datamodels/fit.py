@@ -232,6 +232,27 @@ class _Fitter:
                 "unconverged": (path.n_iter >= max_iter).sum(axis=1) + (refit_iters >= max_iter)}
 
 
+def prior_ratios(out, block: int) -> np.ndarray:
+    """λ/λ_max of the validated targets of the blocks before `block` (all on disk: blocks are written in order)."""
+    ratios = np.asarray(out.view("lam_ratio")[:out.rows(block).start])
+    return ratios[np.isfinite(ratios)]
+
+
+def solve_block(run_dir, settings: dict, device: str, columns: np.ndarray, ratios: np.ndarray,
+                cache: dict) -> dict[str, np.ndarray]:
+    """One block of the fit in another process (a Ray task): the run opened by path, its fitter kept in `cache`."""
+    from backend.store.run_dir import Run
+    from backend.training.engine import resolve_device
+
+    key = (str(run_dir), repr(sorted(settings.items())), device)
+    if key not in cache:
+        run = Run(run_dir)
+        cache.clear()
+        cache[key] = _Fitter(run.masks, run.margins, run.n_train, device=torch.device(resolve_device(device)),
+                             step=lambda n: None, **settings)
+    return cache[key].fit(columns, ratios)
+
+
 def _counter(total: int, done: int, progress: Progress | None) -> Callable[[int], None]:
     """progress(done, total, "λ step") as target-steps finish, starting from `done`."""
     count = done
@@ -246,14 +267,15 @@ def _counter(total: int, done: int, progress: Progress | None) -> Callable[[int]
     return step
 
 
-def _info(fitter: _Fitter, n_models: int, val_frac: float, seed: int, device, size: int, n_blocks: int,
-          results: dict, started: float) -> dict:
+def _info(split: tuple[np.ndarray, np.ndarray], solve_settings: dict, n_models: int, val_frac: float, seed: int,
+          device, size: int, n_blocks: int, results: dict, started: float) -> dict:
     """The fit's record: settings, split, the per-target diagnostics (arrays) and the wall time."""
+    fit_rows, val_rows = split
     return {
-        "n_models": n_models, "n_fit_models": len(fitter.fit_rows), "n_val_models": len(fitter.val_rows),
-        "val_frac": val_frac, "seed": seed, "val_models": fitter.val_rows, **fitter.solve_settings,
+        "n_models": n_models, "n_fit_models": len(fit_rows), "n_val_models": len(val_rows),
+        "val_frac": val_frac, "seed": seed, "val_models": val_rows, **solve_settings,
         "solver": "batched FISTA, adaptive restart and steps, duality-gap stop (backend.datamodels.lasso)",
-        "dtype": str(fitter.rows_fit.dtype).replace("torch.", ""), "device": str(device),
+        "dtype": "float32", "device": str(device),
         "block_size": size, "n_blocks": n_blocks,
         "path_iterations": results["path_iterations"], "path_steps_run": results["path_steps_run"],
         "refit_iterations": results["refit_iterations"], "best_step": results["best_step"],
@@ -303,7 +325,8 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
             results[key][pos] = value
         ratios = np.concatenate([ratios, block["lam_ratio"][np.isfinite(block["lam_ratio"])]])
     results["unvalidated"] = results["unvalidated"].astype(bool)
-    info = _info(fitter, n_models, val_frac, seed, device, size, len(blocks), results, started)
+    info = _info((fitter.fit_rows, fitter.val_rows), fitter.solve_settings, n_models, val_frac, seed, device, size,
+                 len(blocks), results, started)
     info["unvalidated_targets"] = [int(c) for c in columns[info["unvalidated_targets"]]]
     return DatamodelFit(columns, results["weights"], results["bias"], results["lam"], n_train,
                         margins.shape[1] - n_train, info)
@@ -335,7 +358,7 @@ def fit_summary(info: dict, targets, n_train: int, n_test: int) -> dict:
 def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-3, seed: int = 0,
             device: str = "auto", progress: Progress | None = None, dtype: str = "float32",
             memory: int = DEFAULT_MEMORY, block_targets: int | None = None, tol: float = 1e-4,
-            max_iter: int = 1000, patience: int | None = 3) -> dict:
+            max_iter: int = 1000, patience: int | None = 3, ray: dict | None = None) -> dict:
     """The `fit` stage: fit every target of the run, write weights.npy, bias.npy, lam.npy and fit.json.
 
     Streams and resumes: the outputs and per-target diagnostics are staged as memory-mapped files
@@ -345,6 +368,7 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     The four files then commit in one transaction: a kill leaves the old fit or the new one, never new
     weights beside old biases. dtype : "float32" or "float16", the weights' storage type (the solver
     works in float32 either way). Returns the fit.json record (fit_summary); progress counts λ steps.
+    ray : fit the blocks as Ray tasks, with backend.cluster.fit.fit_on_ray's keyword arguments.
     """
     from backend.store.blocks import BlockedOutput
     from backend.store.run_dir import transaction, write_json
@@ -369,15 +393,20 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     out = BlockedOutput(run.dir, "fit", config, arrays, size)
     todo = out.missing()
     finished = sum(out.rows(b).stop - out.rows(b).start for b in range(out.n_blocks) if b not in set(todo))
-    fitter = _Fitter(masks, margins, n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed,
-                     device=device, max_iter=max_iter, patience=patience, gram=gram,
-                     step=_counter(n_targets * (n_lambdas + 1), finished * (n_lambdas + 1), progress))
-    for block in todo:  # in order, so every block before this one is on disk
-        rows = out.rows(block)
-        ratios = np.asarray(out.view("lam_ratio")[:rows.start])
-        out.write(block, **fitter.fit(columns[rows], ratios[np.isfinite(ratios)]))
+    settings = dict(val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed, max_iter=max_iter,
+                    patience=patience, gram=gram)
+    step = _counter(n_targets * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
+    if ray is None:
+        fitter = _Fitter(masks, margins, n_train, device=device, step=step, **settings)
+        for block in todo:  # in order, so every block before this one is on disk
+            out.write(block, **fitter.fit(columns[out.rows(block)], prior_ratios(out, block)))
+    else:
+        from backend.cluster.fit import fit_on_ray
+        fit_on_ray(out, run.dir, columns, todo, settings, step, n_lambdas + 1, **ray)
     results = {key: np.asarray(out.view(key)) for key in DIAGNOSTICS}
-    info = _info(fitter, n_models, val_frac, seed, device, size, out.n_blocks, results, started)
+    solve = dict(n_lambdas=n_lambdas, eps=eps, tol=tol, max_iter=max_iter, patience=patience)
+    info = _info(validation_split(n_models, val_frac, seed), solve, n_models, val_frac, seed, device, size,
+                 out.n_blocks, results, started)
     summary = fit_summary(info, columns, n_train, run.n_test)
     summary.update(weights_dtype=dtype, resumed_blocks=out.n_blocks - len(todo))
     with transaction(run.dir, "fit"):

@@ -125,7 +125,7 @@ def train_run(
     """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
-    ray : train the chunks as Ray tasks instead, with backend.training.cluster.train_on_ray's keyword
+    ray : train the chunks as Ray tasks instead, with backend.cluster.training.train_on_ray's keyword
           arguments (address, cpus_per_task, gpus_per_task, max_retries, status); the driver writes the shards.
     """
     k = subset_size(ds.n_train, alpha)
@@ -153,7 +153,7 @@ def train_run(
     if ray is None:
         trained = _train_locally(ds, dev, chunks, seed, alpha, arch, hparams, progress, total)
     else:
-        from backend.training.cluster import train_on_ray
+        from backend.cluster.training import train_on_ray
         trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device, **ray)
     for s, masks, margins, predictions in trained:
         run_store.write_shard(run_dir, s, masks, margins, predictions)

@@ -1,0 +1,36 @@
+"""`fit --ray auto`: blocks of targets as tasks of a private local Ray instance, the same fit as one process."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+pytestmark = pytest.mark.slow
+
+FIT = ["--n-lambdas", "3", "--device", "cpu", "--block-targets", "700"]
+
+
+def _raylets() -> int:
+    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    return sum("raylet" in line.split(" ", 1)[0] for line in out.splitlines())
+
+
+def test_fit_on_ray_equals_fit_and_shuts_its_instance_down(tiny_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    # A Ray task of 1 CPU runs with one thread; the float sums of a solve depend on the thread count.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_cli("fit", "--run", run, *FIT)
+    single = {name: np.load(run / f"{name}.npy") for name in ("weights", "bias", "lam")}
+    before = _raylets()
+    result = run_cli("fit", "--run", run, *FIT, "--ray", "auto", "--cpus-per-task", "1")
+    assert "nodes alive" in result.stderr
+    for name, expected in single.items():
+        np.testing.assert_allclose(np.load(run / f"{name}.npy"), expected, atol=1e-6, rtol=0, err_msg=name)
+    assert _raylets() == before, "fit --ray auto left its local Ray instance running"
+    assert not (run / ".partial").exists()
