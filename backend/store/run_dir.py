@@ -530,7 +530,7 @@ class _Growable:
         if problem:
             self.file.close()
             raise broken(run_dir, artifact, self.path, f"{problem}: it is truncated or corrupt")
-        self.row_bytes = width * self.dtype.itemsize
+        self.row_bytes, self.held = width * self.dtype.itemsize, shape[0]
 
     def write_rows(self, start: int, rows: np.ndarray) -> int:
         """Write rows [start, start + len(rows)) past the header, read them back and compare; bytes written."""
@@ -554,6 +554,9 @@ class _Growable:
     def commit(self, n: int) -> int:
         """Make the file hold exactly n rows: data synced first, then the header's shape rewritten in place
         (one write inside the first page), then synced; readers that mapped the old shape keep their rows."""
+        if n < self.held:  # rows a reader may have mapped, and no record of them elsewhere: never cut them
+            raise RunError(f"{self.path} holds {self.held} models but the manifest and the shards account for {n}: "
+                           f"set the manifest's n_models to {self.held} and rerun merge")
         end = self.header_len + n * self.row_bytes
         if os.fstat(self.file.fileno()).st_size > end:
             self.file.truncate(end)
@@ -581,8 +584,9 @@ def _kill_point(name: str) -> None:
 
 
 @contextmanager
-def _merge_lock(run_dir: Path) -> Iterator[None]:
-    """One merge at a time per run (--shard workers each merge when they finish): an flock on the directory."""
+def merge_lock(run_dir: Path) -> Iterator[None]:
+    """One merge at a time per run (--shard workers each merge when they finish), and no manifest update
+    in between (`train` takes it too): an flock on the run directory. Not re-entrant."""
     fd = os.open(run_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -603,7 +607,7 @@ def append_merge(run_dir: Path, n_train: int, n_targets: int, *, keep_shards: bo
     checking its rows equal the merged ones, unless keep_shards; a kill anywhere loses no model.
     """
     run_dir = Path(run_dir)
-    with _merge_lock(run_dir):
+    with merge_lock(run_dir):
         recover(run_dir)
         base = merged_models(run_dir)
         dtype = np.dtype(margins_dtype(read_manifest(run_dir)))

@@ -116,8 +116,9 @@ def train_run(
     dtype = dtype or MARGINS.dtype[0]
     manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype),
                                   ds.target_labels(), ds.target_images())
-    run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
-                              versions=package_versions(), **code_version())
+    with run_store.merge_lock(run_dir):  # another --shard worker's merge may be committing n_models
+        run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
+                                  versions=package_versions(), **code_version())
     K = batch_models or default_batch_models(arch, dev)
     i, n_shards = shard
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
@@ -148,7 +149,8 @@ def train_run(
     if n_merged:
         _, accuracy = stored_target_stats(run_store.Run(run_dir))
         summary["mean_test_accuracy"] = round(float(accuracy[ds.n_train:].astype(np.float64).mean()), 4)
-        run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
+        with run_store.merge_lock(run_dir):
+            run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
     if n_merged < n_models:
         summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"
                            " or an interrupted run); rerun train to finish, then merge")

@@ -15,7 +15,7 @@ from backend.store import run_dir
 from backend.store.schema import MARGINS, MASKS, SHARD, TARGET_SUMS
 from backend.training import target_stats
 from backend.training.merge_stage import merge_run
-from tests.conftest import ROOT
+from tests.conftest import FAST_TRAIN, ROOT, run_cli
 
 N_TRAIN, N_TEST, N_CLASSES, SHARD_MODELS = 40, 24, 3, 10
 
@@ -163,3 +163,18 @@ def test_a_copy_merged_uninterrupted_is_byte_identical_to_a_killed_and_rerun_one
     assert _cli_merge(path)[0] == 0 and _cli_merge(twin)[0] == 0
     for artifact in (MASKS, MARGINS):
         assert artifact.path(path).read_bytes() == artifact.path(twin).read_bytes()
+
+
+def test_train_dtype_float16_is_recorded_and_a_top_up_keeps_it(tmp_path):
+    out = tmp_path / "half"
+    run_cli("train", "--models", "4", "--out", out, "--batch-models", "4", "--dtype", "float16", *FAST_TRAIN)
+    assert json.loads((out / "manifest.json").read_text())["margins_dtype"] == "float16"
+    assert np.load(MARGINS.path(out), mmap_mode="r").dtype == np.float16 and SHARD.glob(out) == []
+    refused = run_cli("train", "--models", "8", "--out", out, "--dtype", "float32", *FAST_TRAIN, check=False)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1 and "stores float16 margins: top it up with --dtype float16" in lines[0]
+    run_cli("train", "--models", "8", "--out", out, "--batch-models", "4", *FAST_TRAIN)  # no --dtype: the run's own
+    margins = np.load(MARGINS.path(out), mmap_mode="r")
+    assert margins.shape[0] == 8 and margins.dtype == np.float16
+    mean, _ = target_stats.stored_target_stats(run_dir.Run(out))
+    np.testing.assert_allclose(mean, np.asarray(margins, dtype=np.float64).mean(axis=0), rtol=1e-5, atol=1e-5)
