@@ -558,6 +558,8 @@ class _Growable:
             raise RunError(f"{self.path} holds {self.held} models but the manifest and the shards account for {n}: "
                            f"set the manifest's n_models to {self.held} and rerun merge")
         end = self.header_len + n * self.row_bytes
+        if n == self.held and os.fstat(self.file.fileno()).st_size == end:
+            return 0  # nothing appended: the file is as the last merge left it
         if os.fstat(self.file.fileno()).st_size > end:
             self.file.truncate(end)
         os.fsync(self.file.fileno())
@@ -625,6 +627,9 @@ def append_merge(run_dir: Path, n_train: int, n_targets: int, *, keep_shards: bo
             raise
         written, verified = 0, set()
         try:
+            # Shards an earlier merge already holds are checked first, so a broken one stops the merge
+            # before it writes anything.
+            verified = set() if keep_shards else _verify_merged_shards(run_dir, base, masks, margins)
             sizes = {"n_train": n_train, "n_targets": n_targets}
             for s, e, take in prefix_pieces(run_dir, n, lo=base):
                 shard = read_npz(run_dir, SHARD, dict(sizes, n=e - s), start=s, end=e)
@@ -649,7 +654,7 @@ def append_merge(run_dir: Path, n_train: int, n_targets: int, *, keep_shards: bo
                 if after_merge is not None:
                     after_merge(n)
             _kill_point("merge:committed")
-            deleted = 0 if keep_shards else _delete_merged_shards(run_dir, n, masks, margins, verified)
+            deleted = 0 if keep_shards else _delete_merged_shards(run_dir, n, verified)
             run_bytes = masks.path.stat().st_size + margins.path.stat().st_size
         finally:
             masks.close()
@@ -669,21 +674,28 @@ def _shards_cover(run_dir: Path, n: int) -> bool:
     return sum(take.stop - take.start for _, _, take in prefix_pieces(run_dir, n)) == n
 
 
-def _delete_merged_shards(run_dir: Path, n: int, masks: _Growable, margins: _Growable, verified: set) -> int:
-    """Delete the shards within models [0, n) whose rows equal the merged arrays' (the ones this merge
-    appended were compared as they were written); a shard that differs is kept and reported."""
-    deleted = 0
+def _verify_merged_shards(run_dir: Path, n: int, masks: _Growable, margins: _Growable) -> set:
+    """The shards within models [0, n) whose rows equal the merged arrays'; one that differs is an error."""
+    verified = set()
     for s, e in shard_ranges(run_dir):
-        if e > n:
-            continue
-        if (s, e) not in verified:
+        if e <= n:
             shard_masks, shard_margins = read_shard(run_dir, s, e)
             if not (masks.rows_equal(s, shard_masks) and margins.rows_equal(s, shard_margins)):
                 raise RunError(f"{SHARD.path(run_dir, start=s, end=e)} differs from models {s}..{e} of the merged "
                                f"arrays: keep it, and check whether the run's files were altered")
-        SHARD.path(run_dir, start=s, end=e).unlink()
-        deleted += 1
-        _kill_point("merge:deleting")
+            verified.add((s, e))
+    return verified
+
+
+def _delete_merged_shards(run_dir: Path, n: int, verified: set) -> int:
+    """Delete the shards within models [0, n) found equal to the merged rows (before this merge, or as it
+    wrote them); any other is kept."""
+    deleted = 0
+    for s, e in shard_ranges(run_dir):
+        if e <= n and (s, e) in verified:
+            SHARD.path(run_dir, start=s, end=e).unlink()
+            deleted += 1
+            _kill_point("merge:deleting")
     return deleted
 
 
