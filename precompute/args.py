@@ -142,6 +142,14 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the per-model minibatch size")
     p.add_argument("--width", type=positive_float(MAX_WIDTH, "a positive channel multiplier, e.g. 0.5"), default=None, help="ResNet-9 channel multiplier (default 1.0)")
     p.add_argument("--hidden", type=bounded_int(1, MAX_HIDDEN, "number of hidden units, e.g. 128"), default=None, help="MLP hidden units (default 128)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default=None,
+                   help="store margins as float32 or float16 (half the bytes; default: the run's own, float32 for a new run)")
+    add_keep_shards_arg(p)
+
+
+def add_keep_shards_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-shards", action="store_true",
+                   help="keep each shard after merging it (default: delete it once the merged rows are checked equal to it)")
 
 
 def ray_address(text: str) -> str:

@@ -92,7 +92,8 @@ def cmd_all(args: argparse.Namespace) -> dict:
             progress = report.FirstBatchEstimate(bar, todo["train"] + todo["heldout"], first_batch) if name == "train" else bar
             summaries[name] = train_run(ds, args.dataset, out, alpha=args.alpha, n_models=n, seed=seed, arch=args.arch,
                                         hparams=hparam_overrides(args), device=args.device,
-                                        batch_models=args.batch_models, progress=progress)
+                                        batch_models=args.batch_models, dtype=args.dtype,
+                                        keep_shards=args.keep_shards, progress=progress)
         report.say(report.train_line(summaries[name]))
         if name == "train":
             summaries["fit"] = fit_run(args.out, args.device, args.val_frac, args.n_lambdas, args.eps)

@@ -32,7 +32,24 @@ def train_line(summary: dict) -> str:
     return (f"train: {summary['n_models']:,} models in {summary['run']} ({summary['trained_now']:,} trained now in "
             f"{_seconds(summary['seconds'])} on {summary['device']}"
             + (f"; mean test accuracy {accuracy:.1%}" if accuracy is not None else "") + ")"
+            + f"; merge {merge_part(summary)}"
             + (f"; {summary['note']}" if "note" in summary else ""))
+
+
+def merge_part(summary: dict) -> str:
+    """What a merge wrote: the bytes it appended of the run's total, and the shards it deleted."""
+    written, total = summary.get("merge_bytes_written", summary.get("bytes_written")), summary.get("run_bytes")
+    share = f" of {_bytes(total)} ({written / total:.0%})" if total else ""
+    return f"wrote {_bytes(written)}{share}, deleted {summary.get('shards_deleted', 0)} shards"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
 
 
 def fit_line(summary: dict) -> str:
@@ -56,7 +73,7 @@ def line(verb: str, summary: dict) -> str:
     if verb == "eval":
         return eval_line(summary)
     if verb == "merge":
-        return f"merge: {summary['n_models']:,} models in {summary['run']}"
+        return f"merge: {summary['n_models']:,} models in {summary['run']} ({merge_part(summary)})"
     if verb == "all":
         return f"all: done in {_seconds(summary.get('seconds'))}; held-out LDS {_mean(summary.get('heldout_lds'))} on test targets"
     if verb == "analyze":

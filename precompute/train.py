@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_ray_args, add_train_args, hparam_overrides, ray_options
+from .args import TqdmProgress, add_keep_shards_arg, add_ray_args, add_train_args, hparam_overrides, ray_options
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -23,7 +23,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
             ray["status"] = bar.note
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
                          arch=args.arch, hparams=hparam_overrides(args), device=args.device,
-                         batch_models=args.batch_models, shard=shard, progress=bar, ray=ray)
+                         batch_models=args.batch_models, shard=shard, dtype=args.dtype, keep_shards=args.keep_shards,
+                         progress=bar, ray=ray)
 
 
 def check_out_dir(out: Path) -> None:
@@ -35,9 +36,9 @@ def check_out_dir(out: Path) -> None:
 
 def cmd_merge(args: argparse.Namespace) -> dict:
     from backend.store.run_dir import Run
-    from backend.training.train_stage import merge_run
+    from backend.training.merge_stage import merge_run
     run = Run(args.run)  # checks the manifest's dataset entry
-    return {"run": str(args.run), "n_models": merge_run(args.run, run.n_train, run.n_targets)}
+    return {"run": str(args.run), **merge_run(args.run, run.n_train, run.n_targets, args.keep_shards)}
 
 
 def register(sub) -> None:
@@ -53,4 +54,5 @@ def register(sub) -> None:
     p = sub.add_parser("merge", help="merge finished shards into masks.npy and margins.npy",
                        description="Assemble masks.npy/margins.npy from the shards that workers (--shard i/n) finished.")
     p.add_argument("--run", type=Path, required=True, help="run directory")
+    add_keep_shards_arg(p)
     p.set_defaults(func=cmd_merge)

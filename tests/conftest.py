@@ -71,10 +71,11 @@ def loopback_server_address():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A digits run of 60 fast models (alpha 0.5, seed 0), trained once per test session."""
+    """A digits run of 60 fast models (alpha 0.5, seed 0), trained once per test session; its shards are
+    kept (the tests of shards and of prediction counts read them)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "60", "--seed", "0",
-            "--out", out, "--batch-models", "30", *FAST_TRAIN)
+            "--out", out, "--batch-models", "30", "--keep-shards", *FAST_TRAIN)
     return out
 
 

@@ -3,10 +3,10 @@
 Files (all plain .npy/.json; read any of them with np.load(mmap_mode="r") without this code):
   manifest.json  what the run is and how to reproduce it
   masks.npy      bool    (M, n_train)           which training examples model m saw
-  margins.npy    float32 (M, n_train + n_test)  correct-class margin of model m on each target
+  margins.npy    float32 or float16 (M, n_train + n_test)  correct-class margin of model m on each target
   labels.npy     int64   (n_train + n_test,)    target labels, training targets first
   images.npy     uint8   (n_train + n_test, H, W, C)
-  shards/        models [a, b) as they finish; merged into masks.npy/margins.npy
+  shards/        models [a, b) as they finish; appended to masks.npy/margins.npy, then deleted
 backend.store.schema lists every file of a run; every read here checks a file against its entry, and a
 missing or broken one is a RunError naming the file and the command that rebuilds it.
 
@@ -14,14 +14,18 @@ Every file appears by atomic rename, so a run killed at any moment is never half
 outputs belong together (merge, fit, eval, analyze, a retrain) writes them inside `transaction(run, stage)`:
 each file goes to a temp beside its final path, and on success a journal listing the renames is written
 last and then carried out, so a kill leaves either the old files or, once the journal exists, the new ones
-(the next open of the run finishes the renames). Temp files carry their writer's pid; any stage, and any
+(the next open of the run finishes the renames). The one exception is masks.npy/margins.npy, which a merge
+grows in place (append_merge): readers only ever see the rows their header's shape covers. Temp files carry their writer's pid; any stage, and any
 open of the run, removes the temps of writers that are gone.
 """
 from __future__ import annotations
 
 import contextvars
+import fcntl
+import io
 import json
 import os
+import signal
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -320,6 +324,17 @@ def write_array(run_dir: Path, artifact: Artifact, array: np.ndarray, **fields) 
     save_npy(path, array)
 
 
+def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
+    """Write an npz artifact atomically; members not its entry's (dtype, rank) are a bug, refused."""
+    for key, (dtype, shape) in artifact.members.items():
+        problem = _shape_problem(np.asarray(members[key]).dtype, np.shape(members[key]), dtype, shape, {})
+        if problem:
+            raise ValueError(f"refusing to write {artifact.name}: member {key} {problem}")
+    path = artifact.path(run_dir)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **members)
+
+
 def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
     path = artifact.path(run_dir, **fields)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,15 +409,17 @@ def shard_ranges(run_dir: Path) -> list[tuple[int, int]]:
     return sorted((int(f["start"]), int(f["end"])) for f in found)
 
 
-def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarray, predictions: np.ndarray) -> None:
+def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarray, predictions: np.ndarray,
+                dtype: str = "float32") -> None:
     """Store models [start, start + K) in one atomic file; a kill leaves either all of them or none.
 
     predictions : int16 (K, n_targets), each model's predicted class per target
+    dtype       : the run's margins dtype (float32, or float16 under `train --dtype float16`)
     """
     end = start + len(masks)
     path = SHARD.path(run_dir, start=start, end=end)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, masks=masks, margins=margins.astype(np.float32), predictions=predictions.astype(np.int16))
+        np.savez(f, masks=masks, margins=margins.astype(dtype), predictions=predictions.astype(np.int16))
 
 
 def read_shard(run_dir: Path, start: int, end: int, sizes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -416,12 +433,12 @@ def read_shard_predictions(run_dir: Path, start: int, end: int) -> np.ndarray | 
     return read_npz(Path(run_dir), SHARD, {"n": end - start}, start=start, end=end)["predictions"]
 
 
-def prefix_pieces(run_dir: Path, n: int) -> list[tuple[int, int, slice]]:
-    """How the shards fill models [0, n): (start, end, rows of that shard to take), in model order.
+def prefix_pieces(run_dir: Path, n: int, lo: int = 0) -> list[tuple[int, int, slice]]:
+    """How the shards fill models [lo, n): (start, end, rows of that shard to take), in model order.
 
     Overlapping shards (two workers given the same range) hold identical models, so the first one wins.
     """
-    pieces, filled = [], 0
+    pieces, filled = [], lo
     for s, e in shard_ranges(run_dir):
         if e <= filled or s > filled or s >= n:
             continue
@@ -430,17 +447,34 @@ def prefix_pieces(run_dir: Path, n: int) -> list[tuple[int, int, slice]]:
     return pieces
 
 
+def merged_models(run_dir: Path) -> int:
+    """How many models masks.npy/margins.npy hold as of the last committed merge (the manifest's n_models)."""
+    if not current_path(MANIFEST.path(run_dir)).exists():
+        return 0
+    return int(read_manifest(run_dir)["n_models"])
+
+
+def margins_dtype(manifest: dict) -> str:
+    """The dtype a run stores margins in (`train --dtype`); runs made before the option hold float32."""
+    return manifest.get("margins_dtype", MARGINS.dtype[0])
+
+
 def done_models(run_dir: Path) -> np.ndarray:
-    """Bool array marking every model index some shard holds (the completion bitmap)."""
+    """Bool array marking every model index the merged arrays or some shard hold (the completion bitmap).
+
+    The merged arrays are the record of models [0, n_models): their shards are deleted once merged.
+    """
     ranges = shard_ranges(run_dir)
-    done = np.zeros(max((e for _, e in ranges), default=0), dtype=bool)
+    merged = merged_models(run_dir)
+    done = np.zeros(max([merged] + [e for _, e in ranges]), dtype=bool)
+    done[:merged] = True
     for s, e in ranges:
         done[s:e] = True
     return done
 
 
 def missing_ranges(run_dir: Path, n_models: int, lo: int = 0) -> list[tuple[int, int]]:
-    """Maximal [start, end) ranges within [lo, n_models) that no shard holds yet."""
+    """Maximal [start, end) ranges within [lo, n_models) that neither the merged arrays nor a shard hold yet."""
     done = np.zeros(n_models, dtype=bool)
     have = done_models(run_dir)[:n_models]
     done[: len(have)] = have
@@ -457,32 +491,219 @@ def missing_ranges(run_dir: Path, n_models: int, lo: int = 0) -> list[tuple[int,
     return ranges
 
 
-def merge_shards(run_dir: Path, n_train: int, n_targets: int, after_merge=None) -> int:
-    """Write masks.npy/margins.npy from the longest complete prefix of shards; return its model count.
+@dataclass
+class Merge:
+    """What one merge did: models held after it, models and bytes it appended, shards it deleted."""
+    n_models: int
+    added: int
+    bytes_written: int
+    run_bytes: int  # size of masks.npy + margins.npy after the merge
+    shards_deleted: int
 
-    The arrays are assembled shard by shard in temp files, so CIFAR-scale runs never sit in RAM whole;
-    they, the manifest's n_models and whatever `after_merge(n)` writes (the per-target summary) commit as
-    one transaction, so readers see either the old set or the new one. Overlapping shards (two workers
-    given the same range) hold identical models, so the first one wins (prefix_pieces).
+
+class _Growable:
+    """An .npy file that grows along its first axis in place (np.lib.format pads every header so the
+    shape can be rewritten without moving the data: GROWTH_AXIS_MAX_DIGITS)."""
+
+    def __init__(self, run_dir: Path, artifact: Artifact, dtype: np.dtype, width: int, committed: int):
+        self.path, self.dtype, self.width = artifact.path(run_dir), np.dtype(dtype), width
+        if not self.path.exists():
+            if committed:
+                raise broken(run_dir, artifact, self.path, f"is missing but the manifest records {committed} merged "
+                                                           "models (their shards are gone)")
+            save_npy(self.path, np.zeros((0, width), dtype=self.dtype))
+        # Plain writes through one file object, not a memmap: a full disk is then an OSError, never a SIGBUS.
+        self.file = open(self.path, "r+b")
+        with open(self.path, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version != (1, 0):
+                    raise ValueError(f".npy format version {version}, not the 1.0 this code grows in place")
+                shape, fortran, got = np.lib.format.read_array_header_1_0(f)
+            except _UNREADABLE as exc:
+                self.file.close()
+                raise broken(run_dir, artifact, self.path, f"is corrupt ({exc})") from None
+            self.header_len = f.tell()
+        problem = (f"has dtype {got}, the run stores {self.dtype}" if got != self.dtype else
+                   f"has shape {shape}, expected (M, {width})" if len(shape) != 2 or shape[1] != width or fortran else
+                   f"holds {shape[0]} models but the manifest records {committed}" if shape[0] < committed else None)
+        if problem:
+            self.file.close()
+            raise broken(run_dir, artifact, self.path, f"{problem}: it is truncated or corrupt")
+        self.row_bytes, self.held = width * self.dtype.itemsize, shape[0]
+
+    def write_rows(self, start: int, rows: np.ndarray) -> int:
+        """Write rows [start, start + len(rows)) past the header, read them back and compare; bytes written."""
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        offset = self.header_len + start * self.row_bytes
+        self.file.seek(offset)
+        self.file.write(data)
+        self.file.flush()
+        if self._read(offset, len(data)) != data:
+            raise OSError(f"{self.path}: rows {start}..{start + len(rows)} read back differ from those written")
+        return len(data)
+
+    def _read(self, offset: int, size: int) -> bytes:
+        self.file.seek(offset)
+        return self.file.read(size)
+
+    def rows_equal(self, start: int, rows: np.ndarray) -> bool:
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        return self._read(self.header_len + start * self.row_bytes, len(data)) == data
+
+    def commit(self, n: int) -> int:
+        """Make the file hold exactly n rows: data synced first, then the header's shape rewritten in place
+        (one write inside the first page), then synced; readers that mapped the old shape keep their rows."""
+        if n < self.held:  # rows a reader may have mapped, and no record of them elsewhere: never cut them
+            raise RunError(f"{self.path} holds {self.held} models but the manifest and the shards account for {n}: "
+                           f"set the manifest's n_models to {self.held} and rerun merge")
+        end = self.header_len + n * self.row_bytes
+        if n == self.held and os.fstat(self.file.fileno()).st_size == end:
+            return 0  # nothing appended: the file is as the last merge left it
+        if os.fstat(self.file.fileno()).st_size > end:
+            self.file.truncate(end)
+        os.fsync(self.file.fileno())
+        header = io.BytesIO()
+        write_npy_header(header, self.dtype, (n, self.width))
+        if len(header.getvalue()) != self.header_len:
+            raise OSError(f"{self.path}: the header for {n} models does not fit in place; rerun merge after "
+                          "rewriting the file with np.save")
+        self.file.seek(0)
+        self.file.write(header.getvalue())
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        return len(header.getvalue())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _kill_point(name: str) -> None:
+    """SIGKILL this process at the named point of a merge when DATAMODELS_KILL_AT names it: the kill tests' hook, so a
+    real kill lands exactly between two steps (tests/store/test_append_merge.py)."""
+    if os.environ.get("DATAMODELS_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def merge_lock(run_dir: Path) -> Iterator[None]:
+    """One merge at a time per run (--shard workers each merge when they finish), and no manifest update
+    in between (`train` takes it too): an flock on the run directory. Not re-entrant."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def append_merge(run_dir: Path, n_train: int, n_targets: int, *, keep_shards: bool = False,
+                 on_rows=None, after_merge=None) -> Merge:
+    """Append the shards that extend the merged prefix to masks.npy/margins.npy; return what it did.
+
+    Only the new models' rows are written, each shard read once: its rows go past the end of the arrays,
+    are read back and compared, synced, and then the headers' shapes are rewritten in place. The manifest's
+    n_models and whatever `after_merge(n)` writes then commit as one transaction (the commit point: until
+    it, a rerun appends the same rows again). `on_rows(start, masks, margins, predictions or None)` sees
+    each block of new rows in model order. Last, every shard the merged arrays hold is deleted, after
+    checking its rows equal the merged ones, unless keep_shards; a kill anywhere loses no model.
     """
     run_dir = Path(run_dir)
-    done = done_models(run_dir)
-    n = int(np.argmin(done)) if not done.all() else len(done)
-    with transaction(run_dir, "merge"):
-        with atomic_path(MASKS.path(run_dir)) as tmp_masks, atomic_path(MARGINS.path(run_dir)) as tmp_margins, \
-                open(tmp_masks, "wb") as masks, open(tmp_margins, "wb") as margins:
-            # Plain writes, shard by shard in model order, not a memmap: a full disk is then an OSError
-            # here (and the temps go), never a SIGBUS on a page of a sparse file.
-            write_npy_header(masks, np.dtype(bool), (n, n_train))
-            write_npy_header(margins, np.dtype(np.float32), (n, n_targets))
-            for s, e, take in prefix_pieces(run_dir, n):
-                shard_masks, shard_margins = read_shard(run_dir, s, e, {"n_train": n_train, "n_targets": n_targets})
-                masks.write(np.ascontiguousarray(shard_masks[take]).tobytes())
-                margins.write(np.ascontiguousarray(shard_margins[take]).tobytes())
-        update_manifest(run_dir, n_models=n)
-        if after_merge is not None:
-            after_merge(n)
-    return n
+    with merge_lock(run_dir):
+        recover(run_dir)
+        base = merged_models(run_dir)
+        dtype = np.dtype(margins_dtype(read_manifest(run_dir)))
+        if min(_held_rows(MASKS.path(run_dir)), _held_rows(MARGINS.path(run_dir))) < base and _shards_cover(run_dir, base):
+            for artifact in (MASKS, MARGINS):  # lost or cut merged arrays whose shards were kept: merge them afresh
+                artifact.path(run_dir).unlink(missing_ok=True)
+            base = 0
+        done = done_models(run_dir)
+        n = int(np.argmin(done)) if not done.all() else len(done)
+        masks = _Growable(run_dir, MASKS, np.dtype(bool), n_train, base)
+        try:
+            margins = _Growable(run_dir, MARGINS, dtype, n_targets, base)
+        except BaseException:
+            masks.close()
+            raise
+        written, verified = 0, set()
+        try:
+            # Shards an earlier merge already holds are checked first, so a broken one stops the merge
+            # before it writes anything.
+            verified = set() if keep_shards else _verify_merged_shards(run_dir, base, masks, margins)
+            sizes = {"n_train": n_train, "n_targets": n_targets}
+            for s, e, take in prefix_pieces(run_dir, n, lo=base):
+                shard = read_npz(run_dir, SHARD, dict(sizes, n=e - s), start=s, end=e)
+                if shard["margins"].dtype != dtype:
+                    raise broken(run_dir, SHARD, SHARD.path(run_dir, start=s, end=e),
+                                 f"holds {shard['margins'].dtype} margins but the run stores {dtype}")
+                at = s + take.start
+                written += masks.write_rows(at, shard["masks"][take]) + margins.write_rows(at, shard["margins"][take])
+                if on_rows is not None:
+                    predictions = shard["predictions"]
+                    on_rows(at, shard["masks"][take], shard["margins"][take],
+                            None if predictions is None else predictions[take])
+                if take == slice(0, e - s):
+                    verified.add((s, e))
+                _kill_point("merge:rows")
+            written += masks.commit(n)
+            _kill_point("merge:masks-header")
+            written += margins.commit(n)
+            _kill_point("merge:headers")
+            with transaction(run_dir, "merge"):
+                update_manifest(run_dir, n_models=n)
+                if after_merge is not None:
+                    after_merge(n)
+            _kill_point("merge:committed")
+            deleted = 0 if keep_shards else _delete_merged_shards(run_dir, n, verified)
+            run_bytes = masks.path.stat().st_size + margins.path.stat().st_size
+        finally:
+            masks.close()
+            margins.close()
+    return Merge(n_models=n, added=n - base, bytes_written=written, run_bytes=run_bytes, shards_deleted=deleted)
+
+
+def _held_rows(path: Path) -> int:
+    """Rows an .npy file's header covers; -1 for a missing or unreadable one."""
+    try:
+        return len(np.load(path, mmap_mode="r", allow_pickle=False))
+    except (*_UNREADABLE, TypeError):
+        return -1
+
+
+def _shards_cover(run_dir: Path, n: int) -> bool:
+    return sum(take.stop - take.start for _, _, take in prefix_pieces(run_dir, n)) == n
+
+
+def _verify_merged_shards(run_dir: Path, n: int, masks: _Growable, margins: _Growable) -> set:
+    """The shards within models [0, n) whose rows equal the merged arrays'; one that differs is an error."""
+    verified = set()
+    for s, e in shard_ranges(run_dir):
+        if e <= n:
+            shard_masks, shard_margins = read_shard(run_dir, s, e)
+            if not (masks.rows_equal(s, shard_masks) and margins.rows_equal(s, shard_margins)):
+                raise RunError(f"{SHARD.path(run_dir, start=s, end=e)} differs from models {s}..{e} of the merged "
+                               f"arrays: keep it, and check whether the run's files were altered")
+            verified.add((s, e))
+    return verified
+
+
+def _delete_merged_shards(run_dir: Path, n: int, verified: set) -> int:
+    """Delete the shards within models [0, n) found equal to the merged rows (before this merge, or as it
+    wrote them); any other is kept."""
+    deleted = 0
+    for s, e in shard_ranges(run_dir):
+        if e <= n and (s, e) in verified:
+            SHARD.path(run_dir, start=s, end=e).unlink()
+            deleted += 1
+            _kill_point("merge:deleting")
+    return deleted
+
+
+def merge_shards(run_dir: Path, n_train: int, n_targets: int, after_merge=None, *, keep_shards: bool = False,
+                 on_rows=None) -> int:
+    """Append the finished shards to masks.npy/margins.npy (append_merge); return the models they hold."""
+    return append_merge(run_dir, n_train, n_targets, keep_shards=keep_shards, on_rows=on_rows,
+                        after_merge=after_merge).n_models
 
 
 def write_npy_header(f, dtype: np.dtype, shape: tuple) -> None:
@@ -544,7 +765,7 @@ class Run:
 
     @property
     def margins(self) -> np.ndarray:
-        """float32 (M, n_train + n_test)."""
+        """float32 or float16 (the manifest's margins_dtype) (M, n_train + n_test)."""
         margins = self.array(MARGINS)
         if len(margins) != len(self.masks):
             raise RunError(f"{self.dir}: {MASKS.name} has {len(self.masks)} models but {MARGINS.name} {len(margins)}: "

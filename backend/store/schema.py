@@ -110,12 +110,15 @@ MARGINS = _npy("margins.npy", ("float32", "float16"), ("M", "n_targets"), "merge
 LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
 IMAGES = _npy("images.npy", "uint8", ("n_targets", None, None, None), "train", _TRAIN, remedy=_FRESH)
 SHARD = Artifact("shards/AAAAAAAAA-BBBBBBBBB.npz", "npz", "train", _TRAIN + " (the run's own flags)",
-                 members={"masks": ("bool", ("n", "n_train")), "margins": ("float32", ("n", "n_targets")),
+                 members={"masks": ("bool", ("n", "n_train")), "margins": (("float32", "float16"), ("n", "n_targets")),
                           "predictions": ("int16", ("n", "n_targets"))},
                  optional=("predictions",),  # shards written before prediction counts existed
                  template="shards/{start:09d}-{end:09d}.npz", remedy="delete it and retrain its models with")
 TARGET_MEAN_MARGIN = _npy("target_mean_margin.npy", "float32", ("n_targets",), "merge", _MERGE)
 TARGET_ACCURACY = _npy("target_accuracy.npy", "float32", ("n_targets",), "merge", _MERGE)
+# The running sums behind the two above, so a top-up adds its new models' margins without rereading the rest.
+TARGET_SUMS = Artifact("target_sums.npz", "npz", "merge", _MERGE, members={
+    "margin_sum": ("float64", ("n_targets",)), "positive": ("int64", ("n_targets",)), "n_models": ("int64", ())})
 # A run whose shards predate the predictions member has none: only retraining its models writes them.
 TARGET_PREDICTIONS = _npy("target_predictions.npy", "int32", ("n_targets", "n_classes"), "merge",
                           _TRAIN + " (a new run: shards written before prediction counts lack the predictions)")

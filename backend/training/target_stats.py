@@ -4,8 +4,9 @@ The dashboard ranks targets by them and shows them beside every target: the *har
 the lowest mean margin (consistently wrong), the *most unstable* an accuracy nearest 50 % (the models
 disagree), the *mistakes* a majority prediction other than the label; `lowest_targets` ranks targets
 by any such per-target score. Reading one column of margins.npy strides through the whole file
-(M × 60,000 floats at CIFAR scale), so the summary is computed once, in chunks of models, and can be
-stored in the run as two small arrays.
+(M × 60,000 floats at CIFAR scale), so the summary is kept as running sums (target_sums.npz, and the
+prediction counts, which are sums themselves) that each merge adds its new models' rows to
+(`TargetSummary`): a top-up never rereads the margins already merged.
 """
 from __future__ import annotations
 
@@ -14,33 +15,113 @@ from pathlib import Path
 import numpy as np
 
 from backend.store import run_dir
-from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS
+from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS, TARGET_SUMS
+
 CHUNK_BYTES = 64 << 20
+
+
+def _margin_sums(margins: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 sum of margins, int64 count of positive margins) per target, a block of models at a time."""
+    n_models, n_targets = margins.shape
+    total = np.zeros(n_targets, dtype=np.float64)
+    positive = np.zeros(n_targets, dtype=np.int64)
+    step = max(1, chunk_bytes // max(1, n_targets * margins.itemsize))
+    for lo in range(0, n_models, step):
+        block = np.asarray(margins[lo:lo + step])
+        total += block.sum(axis=0, dtype=np.float64)
+        positive += (block > 0).sum(axis=0)
+    return total, positive
+
+
+def _summary(total: np.ndarray, positive: np.ndarray, n_models: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / n_models).astype(np.float32), (positive / n_models).astype(np.float32)
 
 
 def target_stats(margins: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     """Mean margin and accuracy of every target, reading `margins` a block of models at a time.
 
-    margins : ndarray of shape (n_models, n_targets), float32 (a memmap is fine)
+    margins : ndarray of shape (n_models, n_targets), float32 or float16 (a memmap is fine)
     Returns (mean_margin, accuracy), float32 arrays of shape (n_targets,); accuracy is the fraction of
     models with a positive margin (the correct class wins). Both are NaN for a run with no models.
     """
-    n_models, n_targets = margins.shape
-    total = np.zeros(n_targets, dtype=np.float64)
-    correct = np.zeros(n_targets, dtype=np.int64)
-    step = max(1, chunk_bytes // max(1, n_targets * margins.itemsize))
-    for lo in range(0, n_models, step):
-        block = np.asarray(margins[lo:lo + step])
-        total += block.sum(axis=0, dtype=np.float64)
-        correct += (block > 0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (total / n_models).astype(np.float32), (correct / n_models).astype(np.float32)
+    return _summary(*_margin_sums(margins, chunk_bytes), len(margins))
+
+
+def _class_counts(predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """int32 (n_targets, n_classes): how many rows of `predictions` (int, (K, n_targets)) name each class."""
+    counts = np.zeros((predictions.shape[1], n_classes), dtype=np.int32)
+    for c in range(n_classes):
+        counts[:, c] = (predictions == c).sum(axis=0, dtype=np.int32)
+    return counts
+
+
+class TargetSummary:
+    """The per-target sums over models [0, n_models), grown by each merge's new rows only.
+
+    `add(start, margins, predictions)` takes the block of models starting at `start` (in model order);
+    `save(n)` writes target_sums.npz, the mean margin, the accuracy and the prediction counts for the n
+    models merged. A run whose stored sums do not cover the merged models they continue from (made before
+    the sums were stored) has them recomputed once, from margins.npy and the shards.
+    """
+
+    def __init__(self, run_dir_path: Path, n_targets: int, n_classes: int):
+        self.dir, self.n_targets, self.n_classes = Path(run_dir_path), n_targets, n_classes
+        self.total = np.zeros(n_targets, dtype=np.float64)
+        self.positive = np.zeros(n_targets, dtype=np.int64)
+        self.counts: np.ndarray | None = np.zeros((n_targets, n_classes), dtype=np.int32)
+        self.n_models = 0
+        if run_dir.current_path(TARGET_SUMS.path(self.dir)).exists():
+            sums = run_dir.read_npz(self.dir, TARGET_SUMS, {"n_targets": n_targets})
+            self.total, self.positive, self.n_models = sums["margin_sum"], sums["positive"], int(sums["n_models"])
+            counts = self._stored_counts()
+            self.counts = counts if counts is not None and int(counts[0].sum()) == self.n_models else None
+
+    def _stored_counts(self) -> np.ndarray | None:
+        if not run_dir.current_path(TARGET_PREDICTIONS.path(self.dir)).exists() or not self.n_targets:
+            return None
+        return np.array(run_dir.read_array(self.dir, TARGET_PREDICTIONS, {"n_targets": self.n_targets,
+                                                                           "n_classes": self.n_classes}))
+
+    def _catch_up(self, start: int) -> None:
+        """Sum models [0, start) afresh from the merged margins (and the shards' predictions, if all remain)."""
+        if self.n_models == start:
+            return
+        margins = run_dir.read_array(self.dir, MARGINS, {"n_targets": self.n_targets})[:start]
+        self.total, self.positive = _margin_sums(margins)
+        self.counts = prediction_counts(self.dir, start, self.n_targets, self.n_classes)
+        self.n_models = start
+
+    def add(self, start: int, margins: np.ndarray, predictions: np.ndarray | None) -> None:
+        """margins : (K, n_targets) of models [start, start + K); predictions : int (K, n_targets) or None."""
+        self._catch_up(start)
+        total, positive = _margin_sums(margins)
+        self.total += total
+        self.positive += positive
+        if self.counts is not None and predictions is not None:
+            self.counts += _class_counts(predictions, self.n_classes)
+        else:
+            self.counts = None
+        self.n_models += len(margins)
+
+    def save(self, n_models: int) -> None:
+        self._catch_up(n_models)
+        run_dir.write_npz(self.dir, TARGET_SUMS, margin_sum=self.total, positive=self.positive,
+                          n_models=np.int64(self.n_models))
+        mean_margin, accuracy = _summary(self.total, self.positive, self.n_models)
+        run_dir.write_array(self.dir, TARGET_MEAN_MARGIN, mean_margin)
+        run_dir.write_array(self.dir, TARGET_ACCURACY, accuracy)
+        if self.counts is not None:
+            run_dir.write_array(self.dir, TARGET_PREDICTIONS, self.counts)
 
 
 def save_target_stats(run: run_dir.Run) -> None:
-    """Write target_mean_margin.npy and target_accuracy.npy into the run (backend.training.train_stage.merge_run
-    does, after each merge)."""
-    mean_margin, accuracy = target_stats(run.margins)
+    """Write target_sums.npz, target_mean_margin.npy and target_accuracy.npy from all of the run's margins
+    (a merge keeps them current incrementally: TargetSummary)."""
+    total, positive = _margin_sums(run.margins)
+    n = len(run.margins)
+    run_dir.write_npz(Path(run.dir), TARGET_SUMS, margin_sum=total, positive=positive, n_models=np.int64(n))
+    mean_margin, accuracy = _summary(total, positive, n)
     run_dir.write_array(Path(run.dir), TARGET_MEAN_MARGIN, mean_margin)
     run_dir.write_array(Path(run.dir), TARGET_ACCURACY, accuracy)
 
@@ -49,22 +130,23 @@ def prediction_counts(run_dir_path: Path, n_models: int, n_targets: int, n_class
     """How many of the first n_models models predicted each class for each target, from the shards.
 
     Returns int32 of shape (n_targets, n_classes), rows summing to n_models, or None when a shard in
-    that prefix predates the predictions member.
+    that prefix predates the predictions member or is gone (deleted after its merge).
     """
     counts = np.zeros((n_targets, n_classes), dtype=np.int32)
-    for s, e, take in run_dir.prefix_pieces(run_dir_path, n_models):
+    pieces = run_dir.prefix_pieces(run_dir_path, n_models)
+    if sum(take.stop - take.start for _, _, take in pieces) != n_models:
+        return None
+    for s, e, take in pieces:
         predictions = run_dir.read_shard_predictions(run_dir_path, s, e)
         if predictions is None:
             return None
-        block = predictions[take]
-        for c in range(n_classes):
-            counts[:, c] += (block == c).sum(axis=0, dtype=np.int32)
+        counts += _class_counts(predictions[take], n_classes)
     return counts
 
 
 def save_prediction_counts(run: run_dir.Run) -> bool:
     """Write target_predictions.npy from the shards behind margins.npy; False (nothing written) when some
-    shard lacks predictions (a run trained before they were stored)."""
+    shard lacks predictions (a run trained before they were stored) or is gone."""
     counts = prediction_counts(run.dir, len(run.margins), run.n_targets, len(run.class_names))
     if counts is not None:
         run_dir.write_array(Path(run.dir), TARGET_PREDICTIONS, counts)
@@ -73,12 +155,13 @@ def save_prediction_counts(run: run_dir.Run) -> bool:
 
 def stored_prediction_counts(run: run_dir.Run) -> np.ndarray | None:
     """int32 (n_targets, n_classes) prediction counts, memory-mapped, or None when the run has none that
-    cover its current margins."""
+    cover its current margins (each row sums to the number of models counted)."""
     if not run.has(TARGET_PREDICTIONS):
         return None
-    if run.has(MARGINS) and TARGET_PREDICTIONS.path(run.dir).stat().st_mtime_ns < MARGINS.path(run.dir).stat().st_mtime_ns:
+    counts = run.array(TARGET_PREDICTIONS, n_classes=len(run.class_names))
+    if not run.has(MARGINS) or (len(counts) and int(counts[0].sum()) != len(run.margins)):
         return None
-    return run.array(TARGET_PREDICTIONS, n_classes=len(run.class_names))
+    return counts
 
 
 def majority_prediction(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,11 +190,12 @@ def unstable_targets(accuracy: np.ndarray, start: int, stop: int, k: int) -> np.
 
 
 def stored_target_stats(run: run_dir.Run) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stored summary, memory-mapped, or None when the run has none or it predates the margins."""
-    if not (run.has(TARGET_MEAN_MARGIN) and run.has(TARGET_ACCURACY)):
+    """The stored summary, memory-mapped, or None when the run has none or its sums count other models
+    than margins.npy holds."""
+    if not (run.has(TARGET_MEAN_MARGIN) and run.has(TARGET_ACCURACY) and run.has(TARGET_SUMS)):
         return None
-    margins_time = MARGINS.path(run.dir).stat().st_mtime_ns if run.has(MARGINS) else 0
-    if min(a.path(run.dir).stat().st_mtime_ns for a in (TARGET_MEAN_MARGIN, TARGET_ACCURACY)) < margins_time:
+    counted = int(run_dir.read_npz(run.dir, TARGET_SUMS, run.sizes)["n_models"])
+    if not run.has(MARGINS) or counted != len(run.margins):
         return None
     return run.array(TARGET_MEAN_MARGIN), run.array(TARGET_ACCURACY)
 

@@ -17,10 +17,12 @@ import torch
 from backend.training import architectures
 
 from backend.store import run_dir as run_store
+from backend.store.schema import MANIFEST, MARGINS
 from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, fraction
 from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
-from backend.training.target_stats import save_prediction_counts, save_target_stats, stored_target_stats
+from backend.training.merge_stage import merge_run
+from backend.training.target_stats import stored_target_stats
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 CODE_DIR = Path(__file__).resolve().parents[2]
@@ -42,13 +44,14 @@ def package_versions() -> dict:
             "scikit-learn": sklearn.__version__}
 
 
-def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict) -> dict:
+def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict,
+                 dtype: str = "float32") -> dict:
     return {
         "dataset": {"spec": spec, "name": ds.name, "n_train": ds.n_train, "n_test": ds.n_test,
                     "image_shape": list(ds.image_shape), "class_names": list(ds.class_names),
                     "n_classes": ds.n_classes, "fingerprint": dataset_fingerprint(ds)},
         "alpha": alpha, "subset_size": subset_size(ds.n_train, alpha), "seed": seed,
-        "arch": arch, "hparams": hparams,
+        "arch": arch, "hparams": hparams, "margins_dtype": dtype,
     }
 
 
@@ -70,18 +73,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"bad --shard {text!r}: need 0 <= i < n, e.g. 0/4")
     return i, n
-
-
-def merge_run(run_dir: Path, n_train: int, n_targets: int) -> int:
-    """Merge the finished shards into masks.npy/margins.npy, then refresh the per-target summary the
-    dashboard ranks targets by (mean margin, accuracy, prediction counts when the shards hold predictions);
-    returns the number of models merged (`train` and `merge` both end here)."""
-    def summarize(n: int) -> None:
-        if n:
-            run = run_store.Run(run_dir)
-            save_target_stats(run)
-            save_prediction_counts(run)
-    return run_store.merge_shards(run_dir, n_train, n_targets, after_merge=summarize)
 
 
 def _train_locally(ds: Dataset, dev, chunks: list[tuple[int, int]], seed: int, alpha: float, arch: str,
@@ -119,10 +110,15 @@ def train_run(
     device: str = "auto",
     batch_models: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    dtype: str | None = None,
+    keep_shards: bool = False,
     progress: Progress | None = None,
     ray: dict | None = None,
 ) -> dict:
     """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
+
+    dtype : margins stored as "float32" or "float16"; None: the run's own (float32 for a new run). A top-up
+    with another dtype than the run's is refused. keep_shards : keep the shards after their merge.
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
     ray : train the chunks as Ray tasks instead, with backend.cluster.training.train_on_ray's keyword
@@ -137,10 +133,17 @@ def train_run(
     dev = resolve_device(device)
     if dev.type == "cpu":
         use_all_cores()
-    manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams),
+    if MANIFEST.path(run_dir).exists():
+        stored = run_store.margins_dtype(run_store.read_manifest(run_dir))
+        if dtype is not None and dtype != stored:
+            raise ValueError(f"{run_dir} stores {stored} margins: top it up with --dtype {stored} (or start a new --out)")
+        dtype = stored
+    dtype = dtype or MARGINS.dtype[0]
+    manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype),
                                   ds.target_labels(), ds.target_images())
-    run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
-                              versions=package_versions(), **code_version())
+    with run_store.merge_lock(run_dir):  # another --shard worker's merge may be committing n_models
+        run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
+                                  versions=package_versions(), **code_version())
     K = batch_models or default_batch_models(arch, dev)
     i, n_shards = shard
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
@@ -156,19 +159,23 @@ def train_run(
         from backend.cluster.training import train_on_ray
         trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device, **ray)
     for s, masks, margins, predictions in trained:
-        run_store.write_shard(run_dir, s, masks, margins, predictions)
+        run_store.write_shard(run_dir, s, masks, margins, predictions, dtype)
         done += len(masks)
         if progress:
             progress(done, total, "model")
     elapsed = time.time() - started
-    n_merged = merge_run(run_dir, ds.n_train, ds.n_train + ds.n_test)
+    merge = merge_run(run_dir, ds.n_train, ds.n_train + ds.n_test, keep_shards)
+    n_merged = merge["n_models"]
     summary = {"run": str(run_dir), "trained_now": done, "seconds": round(elapsed, 2),
                "models_per_second": round(done / elapsed, 2) if done else None,
-               "n_models": n_merged, "device": str(dev)}
+               "n_models": n_merged, "device": str(dev), "margins_dtype": dtype,
+               "merge_bytes_written": merge["bytes_written"], "run_bytes": merge["run_bytes"],
+               "shards_deleted": merge["shards_deleted"]}
     if n_merged:
         _, accuracy = stored_target_stats(run_store.Run(run_dir))
         summary["mean_test_accuracy"] = round(float(accuracy[ds.n_train:].astype(np.float64).mean()), 4)
-        run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
+        with run_store.merge_lock(run_dir):
+            run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
     if n_merged < n_models:
         summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"
                            " or an interrupted run); rerun train to finish, then merge")

@@ -22,7 +22,7 @@ from tests.conftest import FAST_TRAIN, ROOT, run_cli
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 pytestmark = pytest.mark.slow
 
-MODELS = ["--dataset", "digits", "--alpha", "0.5", "--models", "24", "--seed", "3", "--batch-models", "2",
+MODELS = ["--dataset", "digits", "--alpha", "0.5", "--models", "24", "--seed", "3", "--batch-models", "2", "--keep-shards",
           "--device", "cpu", *FAST_TRAIN]
 RAY_BIN = Path(sys.executable).parent / "ray"
 

@@ -163,12 +163,14 @@ MERGE_FILES = (schema.MASKS, schema.MARGINS, schema.TARGET_MEAN_MARGIN, schema.T
 
 @pytest.mark.slow
 def test_merge_killed_5_times_leaves_the_old_merge_or_the_new_one(small_npz, tmp_path):
+    """masks.npy/margins.npy grow in place, so what a kill leaves is judged by what np.load reads (the rows
+    the header covers): each file reads as the old merge or the new one, and a rerun finishes the new one."""
     rng = np.random.default_rng(SEED + 2)
     half = tmp_path / "half"
-    run_cli(*train_args(small_npz, half, 16), "--shard", "0/2")  # merges models 0-7
+    run_cli(*train_args(small_npz, half, 16), "--shard", "0/2", "--keep-shards")  # merges models 0-7
     full = shutil.copytree(half, tmp_path / "full")
-    run_cli(*train_args(small_npz, full, 16), "--shard", "1/2")  # and then 0-15
-    old, new = digest(half, MERGE_FILES), digest(full, MERGE_FILES)
+    run_cli(*train_args(small_npz, full, 16), "--shard", "1/2", "--keep-shards")  # and then 0-15
+    old, new = readable(half, MERGE_FILES), readable(full, MERGE_FILES)
     run = tmp_path / "run"
     horizon = None
     for _ in range(6):  # the first copy times an uninterrupted merge
@@ -181,12 +183,23 @@ def test_merge_killed_5_times_leaves_the_old_merge_or_the_new_one(small_npz, tmp
             shutil.rmtree(run)
             continue
         kill_at_random(["merge", "--run", run], rng, horizon, run)
+        state = readable(run, MERGE_FILES)
+        whole = all(state[name] in (old[name], new[name]) for name in state)
+        record_count("SIGKILL merge", "each file old or new, none torn" if whole else "TORN")
+        assert whole
+        run_cli("merge", "--run", run)
         opened = assert_consistent(run)
-        state = digest(run, MERGE_FILES)
-        record_count("SIGKILL merge", "old or new, not mixed" if state in (old, new) else "MIXED")
-        assert state in (old, new) and opened.manifest["n_models"] == (8 if state == old else 16)
-    run_cli("merge", "--run", run)  # the last killed copy resumes
-    assert digest(run, MERGE_FILES) == new and not temps(run)
+        assert readable(run, MERGE_FILES) == new and opened.manifest["n_models"] == 16 and not temps(run)
+
+
+def readable(run: Path, artifacts) -> dict[str, str | None]:
+    """Each npy artifact's hash as np.load reads it (dtype, shape, values; None if absent)."""
+    def content(path: Path) -> str | None:
+        if not path.exists():
+            return None
+        array = np.load(path)
+        return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
+    return {a.name: content(a.path(run)) for a in artifacts}
 
 
 def fitted_run(small_npz, run) -> None:

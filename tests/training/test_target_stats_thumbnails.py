@@ -10,7 +10,7 @@ import pytest
 from backend.store import catalog as run_catalog
 
 from backend.store import run_dir as run_store
-from backend.store.schema import MARGINS, SHARD, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS
+from backend.store.schema import MARGINS, MASKS, SHARD, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS, TARGET_SUMS
 
 from backend.training import target_stats
 from backend.datasets.thumbnails import upscale
@@ -27,14 +27,18 @@ def test_target_stats_in_chunks_equal_numpy(tmp_path, chunk_bytes):
 
 def test_stored_target_stats_round_trip_and_go_stale(tiny_run, tmp_path):
     run_dir = tmp_path / "copy"
-    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(TARGET_MEAN_MARGIN.name, TARGET_ACCURACY.name))
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(TARGET_MEAN_MARGIN.name, TARGET_ACCURACY.name,
+                                                                      TARGET_SUMS.name))
     run = run_store.Run(run_dir)
     assert target_stats.stored_target_stats(run) is None
     target_stats.save_target_stats(run)
     mean, accuracy = target_stats.stored_target_stats(run_store.Run(run_dir))
     np.testing.assert_allclose(mean, np.asarray(run.margins).mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(accuracy, (np.asarray(run.margins) > 0).mean(axis=0).astype(np.float32))
-    MARGINS.path(run_dir).touch()  # margins newer than the summary: it no longer describes them
+    MARGINS.path(run_dir).touch()  # a newer mtime alone changes nothing: the summary is keyed on the models counted
+    assert target_stats.stored_target_stats(run_store.Run(run_dir)) is not None
+    for artifact in (MASKS, MARGINS):  # margins of other models than the sums counted: stale
+        np.save(artifact.path(run_dir), np.load(artifact.path(run_dir))[:-1])
     assert target_stats.stored_target_stats(run_store.Run(run_dir)) is None
 
 
