@@ -26,7 +26,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
 
     run        : a Run or a run directory holding weights.npy
     fit_rows   : fit the PCA on this many training targets drawn at random (default: all of them)
-    sketch_dim : embeddings longer than this are count-sketched to it for clustering and neighbours
+    sketch_dim : embeddings longer than this are count-sketched to it for clustering (neighbours are exact)
     k_whole    : clusters for the whole test set (default: the number of classes)
     progress   : counts the stages done ("stage"; backend.progress), fractional inside the PCA and projection
     The representation baseline is the penultimate features of control model 0 (backend/training/control.py);
@@ -117,22 +117,23 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     clusters.save_clusterings(run.dir, test_labels, per_class, whole, quality)
     lap("clusters")
 
-    neighbors, similarity = similar_targets.nearest_targets(vectors, n_neighbors, seed=seed)
+    held = similar_targets.UnitEmbeddings(embeddings.EmbeddingRows(weights, device=dev))
+    neighbors, similarity = similar_targets.nearest_targets(held, n_neighbors)
     similar_targets.save_neighbors(run.dir, neighbors, similarity)
     at("neighbors")
     lap("neighbors")
 
     summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
-                       width=vectors.shape[1], n_train=run.n_train, n_targets=run.n_targets,
-                       n_neighbors=neighbors.shape[1], k_per_class=k_per_class, seconds=seconds, device=str(dev))
+                       width=vectors.shape[1], n_train=run.n_train,
+                       n_neighbors=neighbors.shape[1], neighbor_search=held.kind, k_per_class=k_per_class,
+                       seconds=seconds, device=str(dev))
     write_json(run.dir, STRUCTURE_SUMMARY, summary)
     return summary
 
 
-def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train, n_targets,
-             n_neighbors, k_per_class, seconds, device) -> dict:
+def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train,
+             n_neighbors, neighbor_search, k_per_class, seconds, device) -> dict:
     from backend.structure.embeddings import components_for
-    from backend.structure.similar_targets import IVF_THRESHOLD
 
     def spectrum(p) -> dict:
         ratio = p.explained_variance_ratio
@@ -160,6 +161,6 @@ def _summary(pca, representation, quality: dict, *, n_components, fit_targets, w
         },
         "embedding_space": (f"count sketch of the unit embeddings to {width} dims" if width < n_train
                             else f"exact unit embeddings ({width} dims)"),
-        "neighbors": {"k": n_neighbors, "index": "IndexIVFFlat" if n_targets > IVF_THRESHOLD else "IndexFlatIP"},
+        "neighbors": {"k": n_neighbors, "index": f"exact cosine in all {n_train} dims ({neighbor_search})"},
         "seconds": seconds, "device": device,
     }
