@@ -16,59 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import sparse
 
 from backend.store.run_dir import write_array
 from backend.store.schema import NEIGHBOR_SIMILARITY, NEIGHBORS
-from backend.structure.embeddings import EmbeddingRows
+from backend.structure.embeddings import HeldEmbeddings
 
-# Held sparse while at most this share of the entries is non-zero: below it CSR takes less memory than
-# dense float32 (8 bytes per entry against 4 per coordinate) and sparse products beat dense GEMMs.
-SPARSE_MAX_DENSITY = 0.05
 # Rows per block of similarities (block × n float32): 64 MB, 280 rows at CIFAR's 60,000 targets.
 BLOCK_BYTES = 64 << 20
 
 
-class UnitEmbeddings:
-    """All rows of an EmbeddingRows, held for products: scipy CSR when sparse, else one dense tensor.
-
-    data : EmbeddingRows (unit rows, read block by block); one pass. Held sparse while the rows read so
-    far have at most SPARSE_MAX_DENSITY non-zeros, switched to dense (on data's device) once they pass it.
-    """
-
-    def __init__(self, data: EmbeddingRows):
-        self.n, self.n_features, self.device = len(data), data.n_features, data.device
-        blocks: list = []
-        nnz = 0
-        self.sparse = True
-        for lo, hi, x in data:
-            nnz += int(torch.count_nonzero(x))
-            if self.sparse and nnz > SPARSE_MAX_DENSITY * hi * self.n_features:
-                self.sparse = False
-                blocks = [torch.from_numpy(b.toarray()).to(self.device) for b in blocks]
-            blocks.append(x if not self.sparse else sparse.csr_matrix(x.cpu().numpy()))
-        if self.sparse:
-            self.matrix = sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((0, self.n_features), dtype=np.float32)
-            self.transposed = self.matrix.T.tocsr()
-        else:
-            self.matrix = torch.cat(blocks)
-
-    def similarities(self, lo: int, hi: int) -> torch.Tensor:
-        """Inner products (cosines) of rows lo..hi with all rows: float32 tensor of shape (hi - lo, n)."""
-        if self.sparse:
-            return torch.from_numpy((self.matrix[lo:hi] @ self.transposed).toarray().astype(np.float32, copy=False))
-        return self.matrix[lo:hi] @ self.matrix.T
-
-
-    @property
-    def kind(self) -> str:
-        return "sparse products" if self.sparse else "dense float32 GEMMs"
-
-
-def nearest_targets(held: UnitEmbeddings, k: int, *, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_targets(held: HeldEmbeddings, k: int, *, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k most similar other rows by cosine, exactly, block_rows rows at a time against all.
 
-    held : UnitEmbeddings of the embeddings (unit rows; all-zero rows are allowed)
+    held : HeldEmbeddings of the embeddings (unit rows; all-zero rows are allowed)
     Returns (neighbors int64 (n, k), similarity float32 (n, k)), most similar first, a row never its own
     neighbour (a duplicate of it may be); k is capped at n - 1.
     """

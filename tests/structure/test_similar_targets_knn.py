@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.structure.embeddings import EmbeddingRows
-from backend.structure.similar_targets import SPARSE_MAX_DENSITY, UnitEmbeddings, nearest_targets
+from backend.structure.embeddings import SPARSE_MAX_DENSITY, EmbeddingRows, HeldEmbeddings
+from backend.structure.similar_targets import nearest_targets
 from tests.oracles import brute_force_cosine_knn, unit
 
 
@@ -27,7 +27,7 @@ def sparse_rows(n=300, d=400, nnz=8, seed=0):
 
 
 def held(x, block_rows=None):
-    return UnitEmbeddings(EmbeddingRows(x, block_rows=block_rows))
+    return HeldEmbeddings(EmbeddingRows(x, block_rows=block_rows))
 
 
 @pytest.mark.parametrize("block_rows", [1, 7, None])
