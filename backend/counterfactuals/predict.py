@@ -70,7 +70,7 @@ class RemovalPrediction:
         return (flips[np.argsort(-np.abs(self.test_delta[flips]), kind="stable")] + self.n_train).astype(np.int64)
 
 
-def removal_deltas(run: Run, removed: np.ndarray, block: int = 1024) -> np.ndarray:
+def removal_deltas(run: Run, removed: np.ndarray, block: int = 256) -> np.ndarray:
     """Predicted change of every test target's margin when `removed` (sorted int64) leaves the training set.
 
     Returns float64 (n_test,): −Σ_{i∈removed} w_t,i per test target t. The test rows of weights.npy are
@@ -85,7 +85,7 @@ def removal_deltas(run: Run, removed: np.ndarray, block: int = 1024) -> np.ndarr
 
 
 def predict_removal(run: Run, target: int, removed: np.ndarray, control: np.ndarray | None = None,
-                    block: int = 1024, *, deltas: np.ndarray | None = None) -> RemovalPrediction:
+                    block: int = 256, *, deltas: np.ndarray | None = None) -> RemovalPrediction:
     """Predicted margins after removing training indices `removed` (validated, sorted) from the full set.
 
     target  : margins column (targets.target_column)
