@@ -15,7 +15,7 @@ from backend.store.rows import read_row
 from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, WEIGHTS
 from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control
 from backend.counterfactuals.evaluation import correlations
-from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, verified_removals
+from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, removal_deltas, verified_removals
 from backend.datamodels.queries import top_weights
 from backend.counterfactuals.removal import RemovalError, default_max_remove, validate_removal
 from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
@@ -62,6 +62,13 @@ def _heuristic_supports(_run, path: str, versions: tuple[int, int]) -> np.ndarra
     """Cached per run directory and per version (mtime) of its weights and control margins."""
     return heuristic_support(components.require_datamodels(_run)[0], control_mean(_run)[_run.n_train:],
                              np.arange(_run.n_train, _run.n_targets))
+
+
+@st.cache_data(max_entries=16, show_spinner="Predicting every test target…")
+def _removal_deltas(_run, path: str, version: int, removed: tuple[int, ...]) -> np.ndarray:
+    """Cached per run directory, version (mtime) of its weights and removal set: every rerun with the same
+    basket (any target, any widget) reads nothing; the computation reads all test rows of weights.npy."""
+    return removal_deltas(_run, np.array(removed, dtype=np.int64))
 
 
 control = control_mean(run)
@@ -145,7 +152,8 @@ except RemovalError as exc:
     removed = None
 
 if removed is not None:
-    prediction = predict_removal(run, column, removed, control)
+    deltas = _removal_deltas(run, str(run.dir), WEIGHTS.path(run.dir).stat().st_mtime_ns, tuple(int(i) for i in removed))
+    prediction = predict_removal(run, column, removed, control, deltas=deltas)
     st.subheader("Predicted effect", help="Datamodels: removing R changes the margin by −Σ_{i∈R} w (Ilyas et al. 2022, §4.1.2)")
     a, b, c = st.columns(3)
     a.metric("Control margin", f"{prediction.control_margin:+.3f}")

@@ -70,24 +70,35 @@ class RemovalPrediction:
         return (flips[np.argsort(-np.abs(self.test_delta[flips]), kind="stable")] + self.n_train).astype(np.int64)
 
 
+def removal_deltas(run: Run, removed: np.ndarray, block: int = 256) -> np.ndarray:
+    """Predicted change of every test target's margin when `removed` (sorted int64) leaves the training set.
+
+    Returns float64 (n_test,): −Σ_{i∈removed} w_t,i per test target t. The test rows of weights.npy are
+    read in blocks of `block` rows with plain file reads: a gather of columns from the memmap would leave
+    most of its pages mapped (2 GB of test rows at CIFAR scale). Every row is read whatever the removal
+    set, so the dashboard caches the result per removal set.
+    """
+    weights = load_weights(run)
+    removed = np.asarray(removed, dtype=np.int64)
+    return np.concatenate([-read_rows(weights, np.arange(lo, min(lo + block, run.n_targets)))[:, removed].sum(
+        axis=1, dtype=np.float64) for lo in range(run.n_train, run.n_targets, block)])
+
+
 def predict_removal(run: Run, target: int, removed: np.ndarray, control: np.ndarray | None = None,
-                    block: int = 1024) -> RemovalPrediction:
+                    block: int = 256, *, deltas: np.ndarray | None = None) -> RemovalPrediction:
     """Predicted margins after removing training indices `removed` (validated, sorted) from the full set.
 
     target  : margins column (targets.target_column)
     control : optional mean control margins (n_train + n_test,); read from the run when omitted
-    The test rows of weights.npy are read in blocks of `block` rows with plain file reads: a gather of
-    columns from the memmap would leave most of its pages mapped (2 GB of test rows at CIFAR scale).
+    deltas  : optional removal_deltas(run, removed), computed (in blocks of `block` rows) when omitted
     """
     weights = load_weights(run)
     control = control_mean(run) if control is None else np.asarray(control, dtype=np.float64)
     removed = np.asarray(removed, dtype=np.int64)
-    n = run.n_train
-    test_delta = np.concatenate([-read_rows(weights, np.arange(lo, min(lo + block, run.n_targets)))[:, removed].sum(
-        axis=1, dtype=np.float64) for lo in range(n, run.n_targets, block)])
+    test_delta = removal_deltas(run, removed, block) if deltas is None else np.asarray(deltas, dtype=np.float64)
     delta = -float(read_row(weights, target)[removed].astype(np.float64).sum())
     return RemovalPrediction(target=int(target), removed=removed, control_margin=float(control[target]), delta=delta,
-                             test_control=control[n:], test_delta=test_delta, n_train=n)
+                             test_control=control[run.n_train:], test_delta=test_delta, n_train=run.n_train)
 
 
 def retrain(run: Run, remove: np.ndarray, relabel: np.ndarray | None = None, n_models: int = 8,

@@ -6,6 +6,7 @@ test targets per class and for the whole test set (App. I), and every target's n
 """
 from __future__ import annotations
 
+import resource
 import time
 from typing import Callable
 
@@ -14,9 +15,9 @@ import numpy as np
 from backend.progress import Progress, fraction
 
 
-# The analysis's stages, each one unit of progress ("stage"); the PCA fit and the projection report
-# their passes and blocks as fractions of their stage.
-STAGES = ("control", "pca", "project", "representation", "clusters", "neighbors")
+# The analysis's stages, each one unit of progress ("stage"); the read of the weights, the PCA fit and
+# the projection report their rows, passes and blocks as fractions of their stage.
+STAGES = ("control", "read", "pca", "project", "representation", "clusters", "neighbors")
 
 
 def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
@@ -26,7 +27,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
 
     run        : a Run or a run directory holding weights.npy
     fit_rows   : fit the PCA on this many training targets drawn at random (default: all of them)
-    sketch_dim : embeddings longer than this are count-sketched to it for clustering and neighbours
+    sketch_dim : embeddings longer than this are count-sketched to it for clustering (neighbours are exact)
     k_whole    : clusters for the whole test set (default: the number of classes)
     progress   : counts the stages done ("stage"; backend.progress), fractional inside the PCA and projection
     The representation baseline is the penultimate features of control model 0 (backend/training/control.py);
@@ -62,11 +63,13 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     if progress:
         progress(0, len(stages), "stage")
     seconds: dict[str, float] = {}
+    peak_rss_mib: dict[str, int] = {}
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal clock
         seconds[name] = round(time.perf_counter() - clock, 2)
+        peak_rss_mib[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # the peak so far
         clock = time.perf_counter()
 
     if need_control:
@@ -74,16 +77,21 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
         at("control")
         lap("control")
 
+    # One pass over weights.npy: every unit embedding held in memory (sparse when the datamodels are), so
+    # the PCA's passes, the projection and the neighbour search never read the file again.
+    held = embeddings.HeldEmbeddings(embeddings.EmbeddingRows(weights, device=dev), progress=within("read"))
+    lap("read")
+
     # §4.3: PCA of the unit-normalised training-target embeddings.
     train_rows = np.arange(run.n_train)
     if fit_rows is not None and fit_rows < run.n_train:
         train_rows = np.sort(np.random.default_rng(seed).choice(run.n_train, size=fit_rows, replace=False))
-    pca = embeddings.fit_pca(embeddings.EmbeddingRows(weights, train_rows, device=dev), n_components,
+    pca = embeddings.fit_pca(embeddings.EmbeddingRows(held, train_rows, device=dev), n_components,
                              n_iter=n_iter, seed=seed, progress=within("pca"))
     lap("pca_fit")
 
     # One pass over every target: its PCA coordinates and its vector for clustering and neighbours.
-    projections, vectors = embeddings.embed_targets(embeddings.EmbeddingRows(weights, device=dev), pca, sketch_dim,
+    projections, vectors = embeddings.embed_targets(embeddings.EmbeddingRows(held, device=dev), pca, sketch_dim,
                                                     seed, progress=within("project"))
     lap("project")
 
@@ -117,22 +125,22 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     clusters.save_clusterings(run.dir, test_labels, per_class, whole, quality)
     lap("clusters")
 
-    neighbors, similarity = similar_targets.nearest_targets(vectors, n_neighbors, seed=seed)
+    neighbors, similarity = similar_targets.nearest_targets(held, n_neighbors)
     similar_targets.save_neighbors(run.dir, neighbors, similarity)
     at("neighbors")
     lap("neighbors")
 
     summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
-                       width=vectors.shape[1], n_train=run.n_train, n_targets=run.n_targets,
-                       n_neighbors=neighbors.shape[1], k_per_class=k_per_class, seconds=seconds, device=str(dev))
+                       width=vectors.shape[1], n_train=run.n_train,
+                       n_neighbors=neighbors.shape[1], neighbor_search=held.kind, k_per_class=k_per_class,
+                       seconds=seconds, peak_rss_mib=peak_rss_mib, device=str(dev))
     write_json(run.dir, STRUCTURE_SUMMARY, summary)
     return summary
 
 
-def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train, n_targets,
-             n_neighbors, k_per_class, seconds, device) -> dict:
+def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train,
+             n_neighbors, neighbor_search, k_per_class, seconds, peak_rss_mib, device) -> dict:
     from backend.structure.embeddings import components_for
-    from backend.structure.similar_targets import IVF_THRESHOLD
 
     def spectrum(p) -> dict:
         ratio = p.explained_variance_ratio
@@ -160,6 +168,6 @@ def _summary(pca, representation, quality: dict, *, n_components, fit_targets, w
         },
         "embedding_space": (f"count sketch of the unit embeddings to {width} dims" if width < n_train
                             else f"exact unit embeddings ({width} dims)"),
-        "neighbors": {"k": n_neighbors, "index": "IndexIVFFlat" if n_targets > IVF_THRESHOLD else "IndexFlatIP"},
-        "seconds": seconds, "device": device,
+        "neighbors": {"k": n_neighbors, "index": f"exact cosine in all {n_train} dims ({neighbor_search})"},
+        "seconds": seconds, "peak_rss_mib": peak_rss_mib, "device": device,
     }

@@ -9,55 +9,110 @@ RBF affinity then has no good width: a wide kernel connects everything almost eq
 leaves most points isolated. So the RBF weights sit on the symmetrised k-nearest-neighbour graph
 (von Luxburg 2007, §2.2; k = 10, scikit-learn's default for its kNN affinity), with the median
 heuristic over the graph's edges for the width. Raw pixels go through the identical procedure.
+
+Nothing here holds an n × n matrix: the graph's edges and the silhouettes come from blocks of rows'
+distances to all rows (BLOCK_BYTES each), and the affinity is sparse, about 2·k entries a row (at
+10,000 test targets the dense version was three 800 MB float64 matrices).
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from scipy import sparse
 from sklearn.cluster import SpectralClustering
 from sklearn.manifold import spectral_embedding
-from sklearn.metrics import normalized_mutual_info_score, silhouette_samples
-from sklearn.neighbors import kneighbors_graph
+from sklearn.metrics import normalized_mutual_info_score
 
 from backend.store.run_dir import RunError, read_json, write_array, write_json
 from backend.store.schema import (CLUSTERS, CLUSTERS_ALL, CLUSTERS_BY_CLASS, LAYOUT_ALL, LAYOUT_BY_CLASS, SILHOUETTE_ALL,
                                   SILHOUETTE_BY_CLASS)
 
 
-def squared_distances(x: torch.Tensor) -> np.ndarray:
-    """Pairwise squared Euclidean distances of rows x (n, d), float64 ndarray of shape (n, n), via one Gram product."""
-    gram = (x @ x.T).double().cpu().numpy()
-    sq = np.diag(gram).copy()
-    d2 = sq[:, None] + sq[None, :] - 2 * gram
-    np.maximum(d2, 0, out=d2)
-    np.fill_diagonal(d2, 0)
-    return d2
-
-
 N_NEIGHBORS = 10
+# Rows per block of squared distances (block × n float64): 32 MB, 419 rows at 10,000 test targets; with the
+# Gram block and topk's copy a block costs about three times that.
+BLOCK_BYTES = 32 << 20
 
 
-def knn_rbf_affinity(d2: np.ndarray, n_neighbors: int = N_NEIGHBORS) -> tuple[sparse.csr_matrix, float]:
-    """RBF affinity on the symmetrised k-nearest-neighbour graph, and its gamma.
+def distance_blocks(x: torch.Tensor, block_rows: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Squared Euclidean distances of blocks of rows of x (n, d) to all rows, never the n × n matrix.
 
-    d2 : ndarray of shape (n, n), squared distances. Points i and j are joined when either is among the
-    other's n_neighbors nearest (self excluded); the edge weighs exp(-gamma·d2[i, j]) with gamma =
-    1 / median of d2 over the edges. Returns a sparse (n, n) matrix with ones on the diagonal.
+    Yields (lo, hi, d2) with d2 a float64 tensor of shape (hi - lo, n), from one Gram product per block
+    (float32, as x), clamped at 0 and with each row's distance to itself exactly 0.
     """
-    n = len(d2)
-    # Squared distances rank neighbours as distances do; "precomputed" with include_self=False skips i itself.
-    graph = kneighbors_graph(d2, min(n_neighbors, n - 1), metric="precomputed", include_self=False)
-    rows, cols = (graph + graph.T).nonzero()
-    edge_d2 = d2[rows, cols]
+    n = x.shape[0]
+    block_rows = block_rows or max(1, BLOCK_BYTES // (8 * n))
+    sq = (x * x).sum(1).double()
+    for lo in range(0, n, block_rows):
+        hi = min(lo + block_rows, n)
+        # In place: one float32 and one float64 block at a time.
+        d2 = (x[lo:hi] @ x.T).double().mul_(-2).add_(sq[lo:hi, None]).add_(sq[None, :]).clamp_min_(0)
+        d2[torch.arange(hi - lo), torch.arange(lo, hi)] = 0
+        yield lo, hi, d2
+
+
+def knn_edges(x: torch.Tensor, n_neighbors: int = N_NEIGHBORS, block_rows: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The symmetrised k-nearest-neighbour graph of the rows of x (n, d), block by block.
+
+    Points i and j are joined when either is among the other's n_neighbors nearest (self excluded).
+    Returns (rows, cols, d2): int64 and float64 arrays with one entry per ordered pair (both (i, j) and
+    (j, i)), each edge once, sorted by (row, col).
+    """
+    n = x.shape[0]
+    k = min(n_neighbors, n - 1)
+    rows, cols, d2s = [], [], []
+    for lo, hi, d2 in distance_blocks(x, block_rows):
+        d2[torch.arange(hi - lo), torch.arange(lo, hi)] = float("inf")
+        values, nearest = d2.topk(k, dim=1, largest=False)
+        rows.append(np.repeat(np.arange(lo, hi), k))
+        cols.append(nearest.cpu().numpy().ravel())
+        d2s.append(values.cpu().numpy().ravel())
+    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(d2s)
+    keys, first = np.unique(np.concatenate([r * n + c, c * n + r]), return_index=True)
+    return keys // n, keys % n, np.concatenate([v, v])[first]
+
+
+def knn_rbf_affinity(x: torch.Tensor, n_neighbors: int = N_NEIGHBORS, block_rows: int | None = None
+                     ) -> tuple[sparse.csr_matrix, float]:
+    """RBF affinity on the symmetrised k-nearest-neighbour graph of the rows of x (n, d), and its gamma.
+
+    An edge (see knn_edges) weighs exp(-gamma·d2[i, j]) with gamma = 1 / median of d2 over the edges.
+    Returns a sparse (n, n) matrix with ones on the diagonal.
+    """
+    n = x.shape[0]
+    rows, cols, edge_d2 = knn_edges(x, n_neighbors, block_rows)
     median = float(np.median(edge_d2))
     gamma = 1.0 / median if median > 0 else 1.0
     affinity = sparse.csr_matrix((np.exp(-gamma * edge_d2), (rows, cols)), shape=(n, n)) + sparse.identity(n, format="csr")
     return affinity, gamma
+
+
+def silhouettes(x: torch.Tensor, labels: np.ndarray, block_rows: int | None = None) -> np.ndarray:
+    """Each row's silhouette (scikit-learn's silhouette_samples, Euclidean), from blocks of distances.
+
+    labels : int ndarray of shape (n,), ids 0..k-1 with at least two clusters. A point alone in its
+    cluster scores 0, as in scikit-learn. Returns float64 ndarray of shape (n,).
+    """
+    n = x.shape[0]
+    member = torch.zeros(n, int(labels.max()) + 1, dtype=torch.float64, device=x.device)
+    own = torch.as_tensor(labels, dtype=torch.int64, device=x.device)
+    member[torch.arange(n, device=x.device), own] = 1
+    sizes = member.sum(0)
+    out = torch.empty(n, dtype=torch.float64, device=x.device)
+    for lo, hi, d2 in distance_blocks(x, block_rows):
+        sums = d2.sqrt_() @ member  # (b, k): summed distance to each cluster
+        mine = own[lo:hi, None]
+        a = sums.gather(1, mine)[:, 0] / (sizes[mine[:, 0]] - 1).clamp_min(1)
+        b = (sums / sizes).scatter(1, mine, float("inf")).min(1).values
+        s = (b - a) / torch.maximum(a, b)
+        out[lo:hi] = torch.where((sizes[mine[:, 0]] > 1) & (torch.maximum(a, b) > 0), s, torch.zeros_like(s))
+    return out.cpu().numpy()
 
 
 @dataclass
@@ -98,8 +153,7 @@ def spectral_clusters(x: torch.Tensor, n_clusters: int, seed: int = 0, n_neighbo
     n = x.shape[0]
     if n < 3 or n_clusters < 2:
         return Clustering(np.zeros(n, dtype=np.int32), np.zeros((n, 2), dtype=np.float32), np.full(n, np.nan), 1.0)
-    d2 = squared_distances(x)
-    affinity, gamma = knn_rbf_affinity(d2, n_neighbors)
+    affinity, gamma = knn_rbf_affinity(x, n_neighbors)
     if n <= 3 and hasattr(affinity, "toarray"):
         # The 2-D layout asks ARPACK for 3 eigenvectors, which a sparse 3x3 matrix cannot give (scipy's
         # eigsh raises TypeError); a dense one goes to LAPACK instead.
@@ -111,8 +165,7 @@ def spectral_clusters(x: torch.Tensor, n_clusters: int, seed: int = 0, n_neighbo
         labels = SpectralClustering(k, affinity="precomputed", random_state=seed).fit_predict(affinity)
         layout = spectral_embedding(affinity, n_components=2, drop_first=True, random_state=seed).astype(np.float32)
     labels = _relabel_by_size(labels)
-    silhouette = (silhouette_samples(np.sqrt(d2), labels, metric="precomputed")
-                  if 2 <= len(np.unique(labels)) <= n - 1 else np.full(n, np.nan))
+    silhouette = silhouettes(x, labels) if 2 <= len(np.unique(labels)) <= n - 1 else np.full(n, np.nan)
     return Clustering(labels.astype(np.int32), layout, silhouette, gamma)
 
 

@@ -93,8 +93,9 @@ def test_rerun_is_deterministic_reports_progress_and_honours_fit_rows_and_sketch
     seen = []
     summary = analyze_structure(copy, n_components=10, k_per_class=3, device="cpu", progress=lambda *call: seen.append(call))
     done = [d for d, _, _ in seen]
-    assert seen[0] == (0, 5, "stage") and done == sorted(done) and done[-1] == pytest.approx(5)
-    assert {(t, u) for _, t, u in seen} == {(5, "stage")}
+    assert seen[0] == (0, 6, "stage") and done == sorted(done) and done[-1] == pytest.approx(6)
+    assert {(t, u) for _, t, u in seen} == {(6, "stage")}
+    assert list(summary["peak_rss_mib"]) == list(summary["seconds"]) and summary["neighbors"]["index"].startswith("exact cosine")
     for name in ("pca_projections.npy", "clusters_all.npy", "neighbors.npy"):
         np.testing.assert_array_equal(np.load(copy / "structure" / name), np.load(structure_run / "structure" / name))
     summary = analyze_structure(copy, n_components=4, k_per_class=2, device="cpu", fit_rows=120, sketch_dim=128,

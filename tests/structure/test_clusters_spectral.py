@@ -1,15 +1,20 @@
 """Spectral clustering of embeddings against scikit-learn run on the raw points, and brute-force quality."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import SpectralClustering
 from sklearn.datasets import make_blobs
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_samples, silhouette_score
 
-from backend.structure.clusters import cluster_each_class, knn_rbf_affinity, nmi, spectral_clusters, squared_distances
+from backend.structure.clusters import (cluster_each_class, distance_blocks, knn_rbf_affinity, nmi, silhouettes,
+                                       spectral_clusters)
 from tests.oracles import brute_force_knn_rbf
 
 
@@ -20,18 +25,31 @@ def blobs(n=120, centers=4, seed=0):
 
 
 
-def test_squared_distances_match_brute_force():
+@pytest.mark.parametrize("block_rows", [7, None])
+def test_distance_blocks_tile_the_brute_force_squared_distances(block_rows):
     x, _ = blobs()
     d2 = squareform(pdist(x.astype(np.float64), "sqeuclidean"))
-    np.testing.assert_allclose(squared_distances(torch.from_numpy(x)), d2, rtol=1e-4, atol=1e-2)
+    tiles = list(distance_blocks(torch.from_numpy(x), block_rows))
+    assert [lo for lo, _, _ in tiles] == list(range(0, len(x), block_rows or len(x)))
+    np.testing.assert_allclose(np.concatenate([t.numpy() for _, _, t in tiles]), d2, rtol=1e-4, atol=1e-2)
 
 
-def test_affinity_is_the_rbf_weighted_symmetric_knn_graph():
+@pytest.mark.parametrize("block_rows", [5, None])
+def test_affinity_is_the_rbf_weighted_symmetric_knn_graph(block_rows):
     x, _ = blobs()
-    ours, gamma = knn_rbf_affinity(squareform(pdist(x.astype(np.float64), "sqeuclidean")), 7)
+    ours, gamma = knn_rbf_affinity(torch.from_numpy(x), 7, block_rows)
     theirs, their_gamma = brute_force_knn_rbf(x, 7)
-    assert np.isclose(gamma, their_gamma)
-    np.testing.assert_allclose(ours.toarray(), theirs, atol=1e-12)
+    assert np.isclose(gamma, their_gamma, rtol=1e-5)
+    np.testing.assert_allclose(ours.toarray(), theirs, atol=1e-5)  # float32 Gram products
+
+
+@pytest.mark.parametrize("block_rows", [11, None])
+def test_silhouettes_equal_sklearns_including_a_singleton_cluster(block_rows):
+    x, y = blobs()
+    labels = y.copy()
+    labels[0] = 4  # a cluster of one point: silhouette 0
+    np.testing.assert_allclose(silhouettes(torch.from_numpy(x), labels, block_rows), silhouette_samples(x, labels),
+                               atol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:Graph is not fully connected")  # well-separated blobs: the oracle warns
@@ -74,3 +92,22 @@ def test_a_class_of_three_points_clusters_without_scipy_refusing_the_sparse_layo
     clustering = spectral_clusters(x, 2)
     assert clustering.layout.shape == (3, 2) and np.isfinite(clustering.layout).all()
     assert clustering.labels[0] == clustering.labels[1] != clustering.labels[2]
+
+
+def test_clustering_never_allocates_a_dense_n_by_n_matrix():
+    """A fresh process clusters 6,000 points: its resident set grows by less than one n × n float64."""
+    n = 6000
+    code = f"""
+import resource, numpy as np, torch
+from sklearn.datasets import make_blobs
+from backend.structure.clusters import spectral_clusters
+x = torch.from_numpy(make_blobs(n_samples={n}, centers=5, n_features=16, random_state=0)[0].astype(np.float32))
+spectral_clusters(x[:50], 2)  # libraries' own first-use allocations
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+labels = spectral_clusters(x, 5).labels
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, len(np.unique(labels)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    grown_bytes, k = int(out[0]) * 1024, int(out[1])
+    assert k == 5 and grown_bytes < n * n * 8  # the dense version held three

@@ -8,7 +8,7 @@ from sklearn.decomposition import PCA as SkPCA
 
 from backend.store.rows import read_rows
 from tests.oracles import unit
-from backend.structure.embeddings import (EmbeddingRows, components_for, count_sketch, fit_pca, project, sketch_hash,
+from backend.structure.embeddings import (EmbeddingRows, components_for, count_sketch, extremes, fit_pca, project, sketch_hash,
                                 unit_rows)
 
 
@@ -120,3 +120,12 @@ def test_count_sketch_preserves_inner_products_on_average():
         estimates.append(float(sa @ sb))
     # Standard error of the mean of 20 sketches is about sqrt(1/1024)/sqrt(20) = 0.007.
     assert abs(np.mean(estimates) - exact) < 0.03
+
+
+@pytest.mark.parametrize("k", [0, 1, 12, 400])
+def test_extremes_equal_a_stable_full_sort_including_ties(k):
+    values = np.round(np.random.default_rng(3).normal(size=1000), 1).astype(np.float32)  # many ties
+    order = np.argsort(values, kind="stable")
+    top, bottom = extremes(values, k)
+    np.testing.assert_array_equal(top, order[::-1][:k])
+    np.testing.assert_array_equal(bottom, order[:k])

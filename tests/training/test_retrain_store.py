@@ -7,7 +7,8 @@ import pytest
 from backend.training import retrain_store
 
 from backend.training.control import control_mean
-from backend.counterfactuals.predict import load_weights, make_request, predict_removal, retrain, retrain_many, verified_removals
+from backend.counterfactuals.predict import (load_weights, make_request, predict_removal, retrain, retrain_many, removal_deltas,
+                                             verified_removals)
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run, RunError
 from backend.training.engine import train_models
@@ -27,6 +28,19 @@ def test_prediction_is_control_mean_minus_summed_weights(counterfactual_run):
     brute = {run.n_train + j for j in range(run.n_test) if (control[run.n_train + j] > 0) != (pred.test_predicted[j] > 0)}
     assert set(pred.flipped.tolist()) == brute
     assert pred.flips == ((control[target] > 0) != (manual > 0))
+
+
+def test_precomputed_test_deltas_give_the_same_prediction_for_any_target(counterfactual_run):
+    """The page caches removal_deltas per removal set and passes them in: same answer as computing them."""
+    run = Run(counterfactual_run)
+    weights = np.load(run.dir / "weights.npy")
+    removed = np.array([3, 17, 99])
+    deltas = removal_deltas(run, removed, block=100)
+    np.testing.assert_allclose(deltas, -weights[run.n_train:, removed].astype(np.float64).sum(1), atol=1e-9)
+    for target in (run.n_train, run.n_targets - 1, 5):
+        given, computed = predict_removal(run, target, removed, deltas=deltas), predict_removal(run, target, removed)
+        assert given.delta == computed.delta and given.control_margin == computed.control_margin
+        np.testing.assert_array_equal(given.test_delta, computed.test_delta)
 
 
 def test_removing_the_top_weights_is_predicted_to_flip(counterfactual_run):
