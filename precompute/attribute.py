@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_device_arg, positive_int
+from .args import MAX_EPOCHS, MAX_MODELS, TqdmProgress, add_device_arg, bounded_int, non_negative_float, positive_int
 
 
 def cmd_attribute(args: argparse.Namespace) -> dict:
@@ -13,11 +13,55 @@ def cmd_attribute(args: argparse.Namespace) -> dict:
     from backend.store.run_dir import Run
 
     run = Run(args.run)
-    method = methods.make(args.method, run, device=args.device)
+    method = methods.make(args.method, run, device=args.device, **method_options(args))
     with TqdmProgress(f"attribute ({args.method})") as bar:
         meta = attribute(run, method, block_rows=args.block_rows, progress=bar)
     return {"run": str(run.dir), "method": args.method, "seconds": meta["seconds"], "bytes": meta["bytes"],
             "models": meta["models"]}
+
+
+# Method-specific flags: flag -> (the methods that take it, its keyword option). A flag left unset keeps
+# the method's default; one given to a method that does not take it is refused.
+GRADIENT_OPTIONS = {
+    "proj_dim": (("trak",), "proj_dim"),
+    "proj_type": (("trak",), "proj_type"),
+    "models": (("trak",), "models"),
+    "damping": (("trak", "influence"), "damping"),
+    "influence_params": (("influence",), "influence_params"),
+    "checkpoints": (("tracin",), "checkpoints"),
+}
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The method-specific flags given, as make()'s options; ValueError (exit 2) if one does not apply."""
+    options = {}
+    for dest, (methods, keyword) in GRADIENT_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if args.method not in methods:
+            raise ValueError(f"--{dest.replace('_', '-')} applies to --method {' or '.join(methods)}, "
+                                             f"not {args.method}: drop it")
+        options[keyword] = value
+    return options
+
+
+def add_gradient_flags(p: argparse.ArgumentParser) -> None:
+    from backend.attribution import influence, tracin, trak
+
+    p.add_argument("--proj-dim", type=bounded_int(1, 1 << 20, "projection dimension, e.g. 2048"),
+                   help=f"trak: dimension of the random gradient projection (default {trak.DEFAULT_PROJ_DIM})")
+    p.add_argument("--proj-type", choices=trak.PROJECTIONS, help="trak: random projection entries (default gaussian)")
+    p.add_argument("--models", type=bounded_int(1, MAX_MODELS, "number of ensemble models, e.g. 10"),
+                   help=f"trak: ensemble size, the run's α-subset models 0..K-1 retrained (default {trak.DEFAULT_MODELS})")
+    p.add_argument("--damping", type=non_negative_float("a damping"),
+                   help=f"influence: λ added to the Hessian (default {influence.DEFAULT_DAMPING}); "
+                        "trak: λ added to the kernel ΦᵀΦ (default 0)")
+    p.add_argument("--influence-params", choices=influence.PARAMS,
+                   help="influence: all parameters by conjugate gradient, or the last layer by an exact solve (default all)")
+    p.add_argument("--checkpoints", type=bounded_int(1, MAX_EPOCHS, "number of checkpoints, e.g. 5"),
+                   help=f"tracin: checkpoints spread over the control model's training (default {tracin.DEFAULT_CHECKPOINTS} "
+                        "or every epoch of a shorter training)")
 
 
 def register(sub) -> None:
@@ -31,4 +75,5 @@ def register(sub) -> None:
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="attribution method")
     p.add_argument("--block-rows", type=positive_int, default=256, help="test targets scored per resumable block (default 256)")
     add_device_arg(p)
+    add_gradient_flags(p)
     p.set_defaults(func=cmd_attribute)
