@@ -30,7 +30,7 @@ from backend.training.seeds import CONTROL_STREAM
 
 PARAMS = ("all", "last")
 DEFAULT_DAMPING = 0.01
-CG_ITERS = 40  # at 100 the digits run took 10 min on 2 busy cores (LDS 0.631)
+CG_ITERS = 40  # digits: LDS 0.631 at 40 iterations as at 100, in 532 s instead of 616 s on 2 busy cores
 CG_TOL = 1e-5  # stop a target's CG when its residual norm falls below CG_TOL × its right-hand side's
 
 

@@ -2,7 +2,8 @@
 
 For each model m of the ensemble (run model m, retrained from its own subset and seed: the same model the
 run trained):
-  φ_m(z) = R_mᵀ ∇θ f(z; θ_m) / sqrt(d)       projected gradient of f = log(p / (1 - p)), shape (d,)
+  φ_m(z) = Rᵀ ∇θ f(z; θ_m) / sqrt(d)         projected gradient of f = log(p / (1 - p)), shape (d,);
+                                             one R (seeds.PROJECTION_STREAM) for every model, as in traker
   Φ_m    = [φ_m(z_1); ...; φ_m(z_n)]          the training images' features, shape (n_train, d)
   A_m    = (Φ_mᵀ Φ_m + λ I)⁺ Φ_mᵀ             shape (d, n_train)
 The score of training image i for test target z is
@@ -66,9 +67,10 @@ class Trak:
         trained = train_snapshots(run, data, subsets, [model_seed(seed, m) for m in range(M)], [epochs],
                                   progress=offset(progress, 0, 2 * M))
         self.ensemble, one_minus_p = [], torch.zeros(run.n_train, dtype=torch.float64, device=self.device)
+        project = None
         for m, [(_, model)] in enumerate(trained):
             fn = Functional(model)
-            project = Projector(fn.n_params, self.config["proj_dim"], self.config["proj_type"], seed, m, self.device)
+            project = project or Projector(fn.n_params, self.config["proj_dim"], self.config["proj_type"], seed, self.device)
             phi = torch.cat([project(g) for _, g in fn.per_example_grads(trak_output, data.train_x, data.train_y)])
             with torch.no_grad():
                 probs = torch.softmax(fn.logits(fn.variables(), data.train_x), 1)

@@ -17,7 +17,7 @@ TEST_TARGETS_STREAM = 0xE7  # the test targets a counterfactual evaluation sampl
 # models retrained without a principal component's extremes (structure.faithfulness); model i of every
 # removal set shares seed i, so the positive- and negative-side retrains differ only in their data
 FAITHFULNESS_STREAM = 0xFA
-PROJECTION_STREAM = 0x7A    # TRAK's random projection of model k's gradients (attribution.gradients.Projector)
+PROJECTION_STREAM = 0x7A    # TRAK's random projection of the gradients, one for every model (attribution.gradients.Projector)
 
 
 def stream_seed(run_seed: int, index: int, stream: int) -> int:

@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from backend.attribution.gradients import margin, trak_output
 from backend.attribution.methods import make
 from backend.store.run_dir import Run
-from tests.attribution.test_gradient_methods import narrow_run  # noqa: F401  (the module fixture)
 
 dattri_task = pytest.importorskip("dattri.task")
 N_TEST = 6
@@ -44,7 +43,7 @@ def _loaders(method, n_test=N_TEST):
     return train, test
 
 
-def test_influence_equals_dattri_explicit_inverse_hessian(narrow_run):  # noqa: F811
+def test_influence_equals_dattri_explicit_inverse_hessian(narrow_run):
     """The last layer, where the loss is convex and H positive definite, so an exact inverse is well defined
     (over all parameters a network's H is indefinite: CG stops at negative curvature, an inverse does not)."""
     from dattri.algorithm.influence_function import IFAttributorExplicit
@@ -62,7 +61,7 @@ def test_influence_equals_dattri_explicit_inverse_hessian(narrow_run):  # noqa: 
     np.testing.assert_allclose(ours, expected, atol=2e-3 * np.abs(expected).max())
 
 
-def test_tracin_equals_dattri_without_projection(narrow_run):  # noqa: F811
+def test_tracin_equals_dattri_without_projection(narrow_run):
     from dattri.algorithm.tracin import TracInAttributor
 
     method = make("tracin", Run(narrow_run), device="cpu", checkpoints=3)
@@ -78,7 +77,7 @@ def test_tracin_equals_dattri_without_projection(narrow_run):  # noqa: F811
     np.testing.assert_allclose(ours, -theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
 
 
-def test_trak_correlates_with_dattri_trak(narrow_run):  # noqa: F811
+def test_trak_correlates_with_dattri_trak(narrow_run):
     """Both with one model and a square projection: each one's own random projection then cancels out of the
     estimator. dattri solves its kernel without a pseudo-inverse, so it needs a small ridge: close, not equal."""
     from dattri.algorithm.trak import TRAKAttributor

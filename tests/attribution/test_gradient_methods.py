@@ -20,15 +20,6 @@ from precompute.cli import main
 from tests.conftest import run_cli
 
 
-@pytest.fixture(scope="module")
-def narrow_run(tmp_path_factory):
-    """Digits, 3 models with 4 hidden units (310 parameters, fewer than the 1297 training images), 3 epochs."""
-    out = tmp_path_factory.mktemp("gradient") / "run"
-    run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "3", "--seed", "0", "--out", out,
-            "--epochs", "3", "--hidden", "4")
-    return out
-
-
 def _autograd_grad(model, x, y, output):
     """One example's gradient, by plain autograd (no vmap), flattened in named_parameters order."""
     params = list(model.parameters())
@@ -71,12 +62,12 @@ def test_snapshots_are_the_models_the_engine_trains(narrow_run):
 def test_a_projection_held_or_redrawn_block_by_block_is_the_same():
     g = torch.randn(5, 20000)
     for kind in ("gaussian", "rademacher"):
-        held = Projector(20000, 64, kind, run_seed=3, model=1, device=torch.device("cpu"))
-        streamed = Projector(20000, 64, kind, run_seed=3, model=1, device=torch.device("cpu"), resident_bytes=0)
+        held = Projector(20000, 64, kind, run_seed=3, device=torch.device("cpu"))
+        streamed = Projector(20000, 64, kind, run_seed=3, device=torch.device("cpu"), resident_bytes=0)
         assert held.resident is not None and streamed.resident is None
         torch.testing.assert_close(held(g), streamed(g), rtol=1e-4, atol=1e-4)
-    assert not torch.equal(Projector(100, 8, "gaussian", 3, 0, torch.device("cpu")).resident,
-                           Projector(100, 8, "gaussian", 3, 1, torch.device("cpu")).resident)
+    assert not torch.equal(Projector(100, 8, "gaussian", 3, torch.device("cpu")).resident,
+                           Projector(100, 8, "gaussian", 4, torch.device("cpu")).resident)
 
 
 class _LogisticRegression(torch.nn.Module):
