@@ -4,10 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_device_arg, bounded_int, positive_float, positive_int
-
-# ssl-esvm's flags: dest -> the option its constructor takes (backend.attribution.ssl_esvm.SslEsvm).
-SSL_ESVM_FLAGS = {"esvm_score": "score", "esvm_c": "c", "ssl_epochs": "epochs", "ssl_temperature": "temperature"}
+from .args import (MAX_EPOCHS, MAX_MODELS, TqdmProgress, add_device_arg, bounded_int, non_negative_float,
+                   positive_float, positive_int)
 
 
 def cmd_attribute(args: argparse.Namespace) -> dict:
@@ -16,22 +14,61 @@ def cmd_attribute(args: argparse.Namespace) -> dict:
     from backend.store.run_dir import Run
 
     run = Run(args.run)
-    method = methods.make(args.method, run, device=args.device, **_method_options(args))
+    method = methods.make(args.method, run, device=args.device, **method_options(args))
     with TqdmProgress(f"attribute ({args.method})") as bar:
         meta = attribute(run, method, block_rows=args.block_rows, progress=bar)
     return {"run": str(run.dir), "method": args.method, "seconds": meta["seconds"], "bytes": meta["bytes"],
             "models": meta["models"]}
 
 
-def _method_options(args: argparse.Namespace) -> dict:
-    """The method-specific flags given, as the method's options; a flag of another method is refused."""
-    given = {dest: getattr(args, dest) for dest in SSL_ESVM_FLAGS if getattr(args, dest) is not None}
-    if given and args.method != "ssl-esvm":
-        flags = ", ".join("--" + dest.replace("_", "-") for dest in given)
-        raise ValueError(f"{flags} only apply to --method ssl-esvm, not {args.method}: drop them")
-    if given.get("esvm_score") == "l2" and "esvm_c" in given:
+# Method-specific flags: flag -> (the methods that take it, its keyword option). A flag left unset keeps
+# the method's default; one given to a method that does not take it is refused.
+METHOD_OPTIONS = {
+    "proj_dim": (("trak",), "proj_dim"),
+    "proj_type": (("trak",), "proj_type"),
+    "models": (("trak",), "models"),
+    "damping": (("trak", "influence"), "damping"),
+    "influence_params": (("influence",), "influence_params"),
+    "checkpoints": (("tracin",), "checkpoints"),
+    "esvm_score": (("ssl-esvm",), "score"),
+    "esvm_c": (("ssl-esvm",), "c"),
+    "ssl_epochs": (("ssl-esvm",), "epochs"),
+    "ssl_temperature": (("ssl-esvm",), "temperature"),
+}
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The method-specific flags given, as make()'s options; ValueError (exit 2) if one does not apply."""
+    options = {}
+    for dest, (methods, keyword) in METHOD_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if args.method not in methods:
+            raise ValueError(f"--{dest.replace('_', '-')} applies to --method {' or '.join(methods)}, "
+                                             f"not {args.method}: drop it")
+        options[keyword] = value
+    if args.esvm_score == "l2" and args.esvm_c is not None:
         raise ValueError("--esvm-c is the SVM's C and --esvm-score l2 fits no SVM: drop --esvm-c or use --esvm-score svm")
-    return {SSL_ESVM_FLAGS[dest]: value for dest, value in given.items()}
+    return options
+
+
+def add_gradient_flags(p: argparse.ArgumentParser) -> None:
+    from backend.attribution import defaults
+
+    p.add_argument("--proj-dim", type=bounded_int(1, 1 << 20, "projection dimension, e.g. 2048"),
+                   help=f"trak: dimension of the random gradient projection (default {defaults.TRAK_PROJ_DIM})")
+    p.add_argument("--proj-type", choices=defaults.TRAK_PROJECTIONS, help="trak: random projection entries (default gaussian)")
+    p.add_argument("--models", type=bounded_int(1, MAX_MODELS, "number of ensemble models, e.g. 10"),
+                   help=f"trak: ensemble size, the run's α-subset models 0..K-1 retrained (default {defaults.TRAK_MODELS})")
+    p.add_argument("--damping", type=non_negative_float("a damping"),
+                   help=f"influence: λ added to the Hessian (default {defaults.INFLUENCE_DAMPING}); "
+                        "trak: λ added to the kernel ΦᵀΦ (default 0)")
+    p.add_argument("--influence-params", choices=defaults.INFLUENCE_PARAMS,
+                   help="influence: all parameters by conjugate gradient, or the last layer by an exact solve (default all)")
+    p.add_argument("--checkpoints", type=bounded_int(1, MAX_EPOCHS, "number of checkpoints, e.g. 5"),
+                   help=f"tracin: checkpoints spread over the control model's training (default {defaults.TRACIN_CHECKPOINTS} "
+                        "or every epoch of a shorter training)")
 
 
 def register(sub) -> None:
@@ -45,6 +82,7 @@ def register(sub) -> None:
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="attribution method")
     p.add_argument("--block-rows", type=positive_int, default=256, help="test targets scored per resumable block (default 256)")
     add_device_arg(p)
+    add_gradient_flags(p)
     ssl = p.add_argument_group("ssl-esvm", "seed 002's self-supervised encoder and exemplar SVM")
     ssl.add_argument("--esvm-score", choices=["svm", "l2"], default=None,
                      help="score by the exemplar SVM's signed distance (svm, default) or by ℓ2 distance of embeddings (l2)")

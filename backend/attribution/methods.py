@@ -1,8 +1,18 @@
-"""Every attribution method, imported so each registers itself under its CLI name."""
-from backend.attribution import datamodels  # noqa: F401  (registers "datamodels")
-from backend.attribution import difference_of_means  # noqa: F401  (registers "diff-of-means", "empirical-influence")
-from backend.attribution import representation  # noqa: F401  (registers "representation")
-from backend.attribution import ssl_esvm  # noqa: F401  (registers "ssl-esvm")
-from backend.attribution.base import METHODS, make
+"""Every attribution method by CLI name and the module that holds it, imported when the method is made:
+the gradient methods import torch, which the CLI's parser and the pages do not need to load."""
+from __future__ import annotations
 
-__all__ = ["METHODS", "make"]
+import importlib
+
+from backend.attribution import base
+
+MODULES = {"datamodels": "datamodels", "diff-of-means": "difference_of_means",
+           "empirical-influence": "difference_of_means", "influence": "influence", "representation": "representation",
+           "ssl-esvm": "ssl_esvm", "tracin": "tracin", "trak": "trak"}
+METHODS = tuple(sorted(MODULES))
+
+
+def make(name: str, run, **options) -> base.Method:
+    if name in MODULES:
+        importlib.import_module(f"backend.attribution.{MODULES[name]}")  # registers the method
+    return base.make(name, run, **options)

@@ -166,6 +166,7 @@ def train_models(
     progress: Callable[[float], None] | None = None,
     with_features: bool = False,
     with_predictions: bool = False,
+    on_epoch: Callable[[int, torch.nn.Module, float], None] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Train K models, model k on training examples subsets[k] from seeds[k]; return their target margins.
 
@@ -175,6 +176,8 @@ def train_models(
     progress : called with the fraction of this batch's training done so far
     Returns (margins, features): margins float32 of shape (K, n_train + n_test), features (K, n_targets, D)
     if asked, else None; with_predictions appends each model's predicted class per target, int16 (K, n_targets).
+    on_epoch : called after every epoch with (epoch, from 1; the batched model; the epoch's mean learning
+        rate), for attribution methods that need the parameters along the way (TracIn's checkpoints)
     """
     device = data.train_x.device
     K, n = subsets.shape
@@ -193,7 +196,8 @@ def train_models(
     subsets_t = torch.from_numpy(subsets)
     model.train()
     step = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        epoch_lr = 0.0
         # Each model shuffles its own subset with its own generator.
         order = torch.stack([subsets_t[k][torch.randperm(n, generator=generators[k])] for k in range(K)]).to(device)
         for s in range(steps_per_epoch):
@@ -208,11 +212,14 @@ def train_models(
                                    reduction="sum", label_smoothing=float(hparams.get("label_smoothing", 0.0))) / batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            epoch_lr += opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
             step += 1
             if progress is not None:
                 progress(step / total)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model, epoch_lr / max(1, steps_per_epoch))
     margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
     out = margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
     return (*out, predictions.cpu().numpy()) if with_predictions else out

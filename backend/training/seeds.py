@@ -18,6 +18,7 @@ TEST_TARGETS_STREAM = 0xE7  # the test targets a counterfactual evaluation sampl
 # removal set shares seed i, so the positive- and negative-side retrains differ only in their data
 FAITHFULNESS_STREAM = 0xFA
 SSL_STREAM = 0x55           # the self-supervised encoder of the ssl-esvm attribution (attribution.ssl)
+PROJECTION_STREAM = 0x7A    # TRAK's random projection of the gradients, one for every model (attribution.gradients.Projector)
 
 
 def stream_seed(run_seed: int, index: int, stream: int) -> int:

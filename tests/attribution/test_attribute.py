@@ -51,3 +51,14 @@ def test_an_interrupted_attribution_keeps_its_finished_blocks(fitted):
 def test_an_unknown_method_is_one_line_and_exit_2(fitted):
     result = run_cli("attribute", "--run", fitted, "--method", "nope", check=False)
     assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
+
+
+def test_every_listed_method_is_registered_by_its_module():
+    import importlib
+
+    from backend.attribution import base
+    from backend.attribution.methods import METHODS, MODULES
+
+    for module in set(MODULES.values()):
+        importlib.import_module(f"backend.attribution.{module}")
+    assert sorted(base.METHODS) == list(METHODS)

@@ -11,7 +11,7 @@ def stream_constants() -> dict[str, int]:
 
 def test_streams_are_pairwise_distinct():
     streams = stream_constants()
-    assert len(streams) == 8
+    assert len(streams) == 9
     assert len(set(streams.values())) == len(streams), streams
 
 

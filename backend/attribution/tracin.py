@@ -1,0 +1,61 @@
+"""`tracin`: TracInCP (Pruthi et al. 2020, eq. 3) over checkpoints of one full-data model, control model 0.
+
+An SGD step on training image i moves the parameters by -η ∇ℓ(z_i), so to first order it changes the
+test target's margin m by -η ∇m(z) · ∇ℓ(z_i). Summed over checkpoints θ_c saved while training,
+  score_i = -Σ_c η_c ∇m(z; θ_c) · ∇ℓ(z_i; θ_c)
+positive when the image's steps raise the margin. η_c is the mean learning rate of the epoch that ends
+at checkpoint c (each image is visited once per epoch). The checkpoints are recomputed by retraining
+control model 0 (seconds on digits), not stored: the run keeps no parameters.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backend.attribution.base import register
+from backend.attribution.gradients import Functional, loss, margin, train_snapshots
+from backend.progress import offset
+from backend.store.run_dir import Run
+from backend.training.control import control_seeds
+from backend.training.engine import resolve_device
+from backend.training.retraining import training_data
+from backend.training.seeds import CONTROL_STREAM
+
+from backend.attribution.defaults import TRACIN_CHECKPOINTS as DEFAULT_CHECKPOINTS  # noqa: E402
+
+
+def checkpoint_epochs(epochs: int, n: int) -> list[int]:
+    """n epochs spread evenly over training, the last one included: e.g. 30 epochs, 5 checkpoints -> 6, 12, ..., 30."""
+    return sorted({int(round(epochs * (c + 1) / n)) for c in range(n)})
+
+
+@register("tracin")
+class TracIn:
+    def __init__(self, run: Run, device: str = "auto", checkpoints: int | None = None):
+        epochs = int(run.manifest["hparams"]["epochs"])
+        checkpoints = min(DEFAULT_CHECKPOINTS, epochs) if checkpoints is None else checkpoints
+        if checkpoints > epochs:
+            raise ValueError(f"--checkpoints {checkpoints} exceeds the run's {epochs} epochs: give at most {epochs}")
+        self.run, self.device = run, resolve_device(device)
+        self.config = {"checkpoints": int(checkpoints), "epochs": checkpoint_epochs(epochs, checkpoints),
+                       "test_output": "margin", "train_output": "loss"}
+        self.models = {"kind": "control", "n_models": 1, "indices": [0], "seed_stream": CONTROL_STREAM, "trained": 1}
+
+    def prepare(self, progress=None) -> None:
+        run = self.run
+        self.data = data = training_data(run, str(self.device))
+        everything = np.arange(run.n_train, dtype=np.int64)[None]
+        [snapshots] = train_snapshots(run, data, everything, control_seeds(int(run.manifest["seed"]), 1),
+                                      self.config["epochs"], progress=offset(progress, 0, 2))
+        self.checkpoints = [(lr, Functional(model)) for lr, model in snapshots]
+        self.train_grads = [fn.all_grads(loss, data.train_x, data.train_y) for _, fn in self.checkpoints]
+        if progress:
+            progress(2, 2, "step")
+
+    def score(self, rows: slice) -> np.ndarray:
+        n, data = self.run.n_train, self.data
+        x, y = data.targets_x[n + rows.start:n + rows.stop], data.targets_y[n + rows.start:n + rows.stop]
+        total = torch.zeros(len(x), n, device=self.device)
+        for (lr, fn), train_grads in zip(self.checkpoints, self.train_grads):
+            total -= lr * (fn.all_grads(margin, x, y) @ train_grads.T)
+        return total.cpu().numpy().astype(np.float32)
