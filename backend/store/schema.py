@@ -151,6 +151,9 @@ _ATTRIBUTE = "python -m precompute attribute --run RUN --method METHOD"
 ATTRIBUTION_SCORES = _npy("attribution/<method>/scores.npy", "float32", ("n_test", "n_train"), "attribute", _ATTRIBUTE)
 ATTRIBUTION_META = _json("attribution/<method>/meta.json", "attribute", _ATTRIBUTE, keys={
     "method": str, "config": dict, "models": dict, "seconds": _NUMBER, "bytes": int, "code_version": dict})
+METHODS_EVAL = _json("attribution/methods_eval.json", "methods-eval", "python -m precompute methods-eval --run RUN", keys={
+    "targets": list, "support_params": dict, "methods": dict, "smaller_support": dict, "mislabel": dict,
+    "lds_vs_models": dict})
 
 # Structure of datamodel space (README "Structure of datamodel space").
 PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)
