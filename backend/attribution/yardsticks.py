@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from backend.attribution import store
-from backend.attribution.base import METHODS
+from backend.attribution.methods import METHODS
 from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
 from backend.datamodels.evaluation import check_heldout, lds_by_block
 from backend.progress import Progress, fraction
