@@ -178,3 +178,51 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     if progress:
         progress(total, total, "search")
     return report
+
+
+def table_rows(report: dict) -> list[dict]:
+    """One row per method of a methods_eval.json: every yardstick and the cost (None where not measured)."""
+    n = len(report["targets"])
+    rows = []
+    for name, m in report["methods"].items():
+        row = {"method": name, "LDS": m["lds"]["mean"]}
+        for mode in ("remove", "mislabel"):
+            found = [s for s in m["support"].get(mode, {}).get("supports", []) if s is not None]
+            row[f"median {mode} support"] = float(np.median(found)) if found else None
+            row[f"{mode} found"] = f"{len(found)} / {n}" if mode in m["support"] else None
+        row["mislabel AUC"] = m.get("mislabel_auc")
+        row.update({"seconds": m["cost"]["seconds"], "models used": m["cost"]["n_models"],
+                    "models trained": m["cost"]["models_trained"], "MB stored": m["cost"]["bytes"] / 2**20,
+                    "support seconds": sum(s["seconds"] for s in m["support"].values())})
+        rows.append(row)
+    return rows
+
+
+def lds_curves(run: Run, report: dict | None) -> dict[str, tuple[list, list]]:
+    """LDS against models used, {label: (n_models, mean test LDS)}: the datamodels' sample-complexity curve
+    from metrics.json, and every method's points in methods_eval.json (one per configuration scored)."""
+    from backend.store.schema import METRICS
+
+    curves = {}
+    metrics = run_dir.read_json(run.dir, METRICS, missing_ok=True) or {}
+    points = [p for p in metrics.get("sample_complexity", {}).get("points", []) if "lds" in p]
+    if points:
+        curves["datamodels (sample complexity)"] = ([p["n_models"] for p in points],
+                                                    [p["lds"]["test"].get("mean") for p in points])
+    for name, points in (report or {}).get("lds_vs_models", {}).items():
+        if len(points) > 1 or name != "datamodels":
+            curves[name] = ([p["n_models"] for p in points], [p["lds"] for p in points])
+    return curves
+
+
+def missing_steps(run: Run, report: dict | None) -> list[str]:
+    """The commands that fill in what the Methods page lacks: unscored methods, an evaluation, a noisy run."""
+    have = store.available(run)
+    steps = [f"python -m precompute attribute --run {run.dir} --method {name}" for name in sorted(METHODS) if name not in have]
+    unjudged = [name for name in have if report is None or name not in report["methods"]]
+    if unjudged:
+        steps.append(f"python -m precompute methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
+    if report is not None and "n_flipped" not in report["mislabel"]:
+        steps.append("python -m precompute plant-label-noise --dataset DATASET --fraction 0.05 --out data/noisy.npz"
+                     "   # then a run on npz:data/noisy.npz, attribute and methods-eval for mislabel AUC")
+    return steps

@@ -15,7 +15,7 @@ from backend.datasets import load_dataset
 from backend.datasets.planted import plant_label_noise
 from backend.store.run_dir import Run, read_json
 from backend.store.schema import COUNTERFACTUAL_META, LDS, METHODS_EVAL, METRICS
-from tests.conftest import FAST_TRAIN, run_cli
+from tests.conftest import run_cli
 
 RUN = "digits-tiny"
 
