@@ -27,8 +27,10 @@ st.caption(f"LDS: mean over test targets of the Spearman correlation between Σ 
            f"{len(report['targets'])} targets, {report['target_rule']}. Smaller support = a method that finds the "
            "images a prediction rests on. Mislabel AUC: self-scores against labels flipped by plant-label-noise.")
 table = pd.DataFrame(yardsticks.table_rows(report))
+# "—": the method has no self-scores, or the run no planted label noise (the caption below says which).
+table["mislabel AUC"] = ["—" if v is None or pd.isna(v) else f"{v:.3f}" for v in table["mislabel AUC"]]
 st.dataframe(table, hide_index=True, column_config={
-    "LDS": st.column_config.NumberColumn(format="%.3f"), "mislabel AUC": st.column_config.NumberColumn(format="%.3f"),
+    "LDS": st.column_config.NumberColumn(format="%.3f"),
     "MB stored": st.column_config.NumberColumn(format="%.1f"), "seconds": st.column_config.NumberColumn(format="%.1f"),
     "support seconds": st.column_config.NumberColumn(format="%.1f")})
 if "note" in report["mislabel"]:
