@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/neighbours.py", title="Neighbours", icon=":material/hub:"),
     st.Page("pages/quality.py", title="Quality", icon=":material/rule:"),
+    st.Page("pages/methods.py", title="Methods", icon=":material/leaderboard:"),
     st.Page("pages/pca.py", title="PCA", icon=":material/scatter_plot:"),
     st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
     st.Page("pages/counterfactuals.py", title="Counterfactuals", icon=":material/science:"),

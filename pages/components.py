@@ -264,6 +264,17 @@ def url_int(param: str, key: str, options, default: int) -> dict:
     return {"on_change": _widget_to_url, "args": (param, key)}
 
 
+def url_choice(param: str, key: str, options: list[str], default: str) -> dict:
+    """url_int for a text choice among `options`: a URL value not among them falls back to `default` with a warning."""
+    wanted = st.query_params.get(param, default)
+    if wanted not in options:
+        st.warning(f"{param} {plain(wanted)} is not one of {', '.join(options)}; showing {default}")
+        wanted = default
+    st.session_state[key] = wanted
+    st.query_params[param] = wanted
+    return {"on_change": _widget_to_url, "args": (param, key)}
+
+
 def _widget_to_url(param: str, key: str) -> None:
     st.query_params[param] = str(st.session_state[key])
 

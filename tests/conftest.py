@@ -171,6 +171,8 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
       minutes at this size. About half a minute with the held-out run. Then the real analyze stage, kept
       small (8 control models, 10 components, 3 clusters per class; about 10 s): control margins, structure/
       and leakage/ for the PCA, Clusters, Counterfactuals, Review and Leakage results pages.
+      Then attribution scores (`add_fixture_attributions`): `datamodels` by the real attribute verb, a second
+      method's scores written through the store, and the real methods-eval with tiny budgets.
     - `no-datamodels`: tiny_run itself (masks and margins only).
     - `truncated`: digits-tiny (without heldout/) with weights.npy cut short.
     - `bad-manifest`: a manifest.json that is not JSON.
@@ -205,6 +207,7 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity")
     run_cli("analyze", "--run", fitted, "--n-control", "8", "--components", "10", "--clusters-per-class", "3",
             "--device", "cpu")
+    add_fixture_attributions(fitted)
     (runs / "no-datamodels").symlink_to(tiny_run, target_is_directory=True)
     truncated = runs / "truncated"
     shutil.copytree(fitted, truncated, ignore=shutil.ignore_patterns("heldout"))
@@ -213,6 +216,51 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     (runs / "bad-manifest").mkdir()
     (runs / "bad-manifest" / "manifest.json").write_text(json.dumps({"dataset": "x"})[:-3])
     return root
+
+
+class PermutedScores:
+    """A test fixture's second attribution method (not a real one): the datamodel rows with the training
+    columns shuffled by a fixed permutation, so its top images differ from the datamodels' ones."""
+
+    name = "fixture-permuted"
+    config = {"permutation_seed": 0}
+    models = {"kind": "alpha-subset", "n_models": 60, "trained": 0}
+
+    def __init__(self, run):
+        import numpy as np
+
+        self.run = run
+        self.order = np.random.default_rng(0).permutation(run.n_train)
+
+    def prepare(self, progress=None) -> None:
+        from backend.store.schema import WEIGHTS
+
+        self.weights = self.run.array(WEIGHTS)
+
+    def score(self, rows):
+        import numpy as np
+
+        n = self.run.n_train
+        return np.asarray(self.weights[n + rows.start:n + rows.stop][:, self.order], dtype=np.float32)
+
+
+def add_fixture_attributions(run_dir: Path) -> None:
+    """Stored scores of two methods and their methods_eval.json in a fitted run with heldout/ and control models.
+
+    The fixture's datamodels come from scikit-learn, not the fit stage, so fit.json is written here (saying so)
+    for the `datamodels` method to read; methods-eval runs on 3 targets, 2 models per step and 2 steps.
+    """
+    import json
+
+    from backend.attribution.compute import attribute
+    from backend.store.run_dir import Run
+
+    run = Run(run_dir)
+    (run_dir / "fit.json").write_text(json.dumps({"n_targets": run.n_targets - 5, "targets": "all but train:0-4",
+                                                  "iterations": {}, "solver": "scikit-learn Lasso (test fixture)"}))
+    run_cli("attribute", "--run", run_dir, "--method", "datamodels")
+    attribute(run, PermutedScores(run))
+    run_cli("methods-eval", "--run", run_dir, "--targets", "3", "--models", "2", "--budget", "2", "--device", "cpu")
 
 
 @pytest.fixture(scope="session")

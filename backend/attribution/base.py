@@ -20,6 +20,11 @@ class Method(Protocol):
         """float32 [len(rows), n_train]: test targets rows.start..rows.stop-1 against every training image."""
 
 
+# Optional: a method may also define `self_scores(self) -> float [n_train]`, each training image's attribution to
+# its own margin (self-influence); mislabel detection ranks training images by it (backend.attribution.yardsticks)
+# and shows "—" for a method without it. It is looked up on the class, so it is not part of the Protocol above.
+
+
 METHODS: dict[str, Callable[..., Method]] = {}
 
 

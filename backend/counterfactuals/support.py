@@ -131,30 +131,56 @@ def certified_supports(
     params = {"mode": mode, "n_models": n_models, "k_max": k_max, "budget": budget}
     stored = {t: _load(run, mode, t) for t in targets}
     todo = [t for t in targets if not _usable(stored[t], params, check)]
-    if progress:
-        progress(0, len(todo), "target")
     if todo:
-        weights, control = load_weights(run), control_mean(run)
-        data = training_data(run, device)
-        chunk = max(1, default_batch_models(run.manifest["arch"], data.train_x.device) // n_models)
-        for lo in range(0, len(todo), chunk):
-            part = todo[lo:lo + chunk]
-            report = fraction(progress, lo, len(part), len(todo), "target")
-            for record in _search_chunk(run, part, weights, control, data, params, check, report):
-                run_dir.write_json(run.dir, SUPPORT, record, mode=mode, column=record["target"])
-                stored[record["target"]] = record
-            if report:
-                report(1.0)
+        weights = load_weights(run)
+
+        def keep(record: dict) -> None:
+            run_dir.write_json(run.dir, SUPPORT, record, mode=mode, column=record["target"])
+            stored[record["target"]] = record
+        search_supports(run, todo, lambda t: read_row(weights, t), params, check=check, device=device,
+                        progress=progress, on_record=keep)
+    elif progress:
+        progress(0, 0, "target")
     return [stored[t] for t in targets]
 
 
-def _search_chunk(run: Run, chunk: list[int], weights, control, data, params: dict, check: bool,
+def search_supports(run: Run, targets: list[int], ranking: Callable[[int], np.ndarray], params: dict, *,
+                    check: bool = False, device: str = "auto", progress: Progress | None = None,
+                    on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """The certified search of `targets` under any attribution: nothing is read from or written to support/.
+
+    ranking(column) : float (n_train,) scores of the target's training images, positive = raises its margin;
+        the search removes (or relabels) the top-k by score, and mislabel mode relabels them to the class
+        whose images score most negative (removal.competitor_class)
+    params  : {"mode": "remove" | "mislabel", "n_models", "k_max", "budget"}
+    on_record(record) is called as each chunk of targets finishes (certified_supports stores them there).
+    Retrainings go through the run's retrain store, so the same removal set under two rankings trains once.
+    progress counts the targets ("target"; fractional while a chunk searches). Returns one record per target.
+    """
+    if progress:
+        progress(0, len(targets), "target")
+    control = control_mean(run)
+    data = training_data(run, device)
+    chunk = max(1, default_batch_models(run.manifest["arch"], data.train_x.device) // params["n_models"])
+    records = []
+    for lo in range(0, len(targets), chunk):
+        part = targets[lo:lo + chunk]
+        report = fraction(progress, lo, len(part), len(targets), "target")
+        for record in _search_chunk(run, part, [ranking(t) for t in part], control, data, params, check, report):
+            if on_record:
+                on_record(record)
+            records.append(record)
+        if report:
+            report(1.0)
+    return records
+
+
+def _search_chunk(run: Run, chunk: list[int], rows: list[np.ndarray], control, data, params: dict, check: bool,
                   progress: Callable[[float], None] | None) -> list[dict]:
-    """Search a chunk of targets in lockstep; progress gets the fraction of its rounds done."""
+    """Search a chunk of targets in lockstep (rows: their rankings); progress gets the fraction of its rounds done."""
     n_models, k_max = params["n_models"], params["k_max"]
     labels = np.asarray(run.labels)
     train_labels = labels[:run.n_train]
-    rows = [read_row(weights, t) for t in chunk]
     orders = [top_positive(row, k_max) for row in rows]
     relabel_to = [competitor_class(row, train_labels, int(labels[t]), len(run.class_names)) for row, t in zip(rows, chunk)]
     live = [i for i, t in enumerate(chunk) if control[t] > 0]

@@ -87,11 +87,12 @@ def lds(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
     spearman is NaN where fewer than 2 models count or a side is constant.
     """
     columns = _columns(targets, margins.shape[1])
-    return _lds(lambda cols: (weights[cols], bias[cols]), masks, margins, n_train, columns)
+    return lds_by_block(lambda cols: (weights[cols], bias[cols]), masks, margins, n_train, columns)
 
 
-def _lds(datamodels, masks, margins, n_train: int, columns: np.ndarray) -> dict:
-    """lds() with datamodels(cols) -> (weights (T_b, n_train), bias (T_b,)) of a block of columns."""
+def lds_by_block(datamodels, masks, margins, n_train: int, columns: np.ndarray) -> dict:
+    """lds() with datamodels(cols) -> (weights (T_b, n_train), bias (T_b,)) of a block of columns, for any
+    linear predictor of margins from masks (backend.attribution.yardsticks scores every method this way)."""
     out = {"targets": columns, "spearman": np.full(len(columns), np.nan),
            "mse": np.full(len(columns), np.nan), "n_models": np.zeros(len(columns), dtype=np.int64)}
     x = np.asarray(masks, dtype=np.float64)
@@ -248,11 +249,20 @@ def sample_complexity(masks, margins, heldout_masks, heldout_margins, n_train: i
         def datamodels(cols, fit=fit, where=where):
             rows = [where[int(c)] for c in cols]
             return fit.weights[rows], fit.bias[rows]
-        res = _lds(datamodels, heldout_masks, heldout_margins, n_train, columns)
+        res = lds_by_block(datamodels, heldout_masks, heldout_margins, n_train, columns)
         point.update(summary_report(res, heldout_masks.shape[0], n_train))
         points.append(point)
     n_tr = int((columns < n_train).sum())
     return {"targets": f"{len(columns) - n_tr} test and {n_tr} training targets", "points": points}
+
+
+def check_heldout(run: Run, heldout: Run) -> None:
+    """RunError unless heldout holds the run's dataset under another seed (else its models are not held out)."""
+    if heldout.manifest["dataset"].get("fingerprint") != run.manifest["dataset"].get("fingerprint"):
+        raise RunError(f"{heldout.dir} holds another dataset than {run.dir}: evaluate on a run of the same dataset")
+    if heldout.manifest.get("seed") == run.manifest.get("seed"):
+        raise RunError(f"{heldout.dir} has the same seed as {run.dir}, so its models are not held out: "
+                       "train it with another --seed")
 
 
 COMPLEXITY_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -267,11 +277,7 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     """
     from backend.training.engine import resolve_device
 
-    if heldout.manifest["dataset"].get("fingerprint") != run.manifest["dataset"].get("fingerprint"):
-        raise RunError(f"{heldout.dir} holds another dataset than {run.dir}: evaluate on a run of the same dataset")
-    if heldout.manifest.get("seed") == run.manifest.get("seed"):
-        raise RunError(f"{heldout.dir} has the same seed as {run.dir}, so its models are not held out: "
-                       "train it with another --seed")
+    check_heldout(run, heldout)
     total = 2 + (len(COMPLEXITY_FRACTIONS) if complexity else 0)
     if progress:
         progress(0, total, "stage")

@@ -14,7 +14,6 @@ leakage.json is written last, so its presence marks a finished analysis.
 from __future__ import annotations
 
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,28 +127,10 @@ def planted_ground_truth(run: Run) -> tuple[np.ndarray, np.ndarray] | str | None
 
     The file is checked against the run's dataset fingerprint, so a rewritten npz never scores a run.
     """
-    from backend.datasets import DatasetError, dataset_fingerprint, load_dataset
+    from backend.datasets.planted import npz_ground_truth
 
-    spec = run.manifest["dataset"]["spec"]
-    if not spec.startswith("npz:"):
-        return None
-    path = Path(spec[len("npz:"):])
-    if not path.is_file():
-        return f"dataset file {path} is gone: recall not measured"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not {"planted_test", "planted_train"} <= set(npz.files):
-                return None
-            planted_test, planted_train = npz["planted_test"].astype(np.int64), npz["planted_train"].astype(np.int64)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
-        return f"dataset file {path} is unreadable ({type(exc).__name__}): recall not measured"
-    try:
-        same = dataset_fingerprint(load_dataset(spec)) == run.manifest["dataset"].get("fingerprint")
-    except DatasetError as exc:
-        return f"dataset file {path} no longer loads ({exc}): recall not measured"
-    if not same:
-        return f"dataset file {path} changed since the run was trained: recall not measured"
-    return planted_test, planted_train
+    dataset = run.manifest["dataset"]
+    return npz_ground_truth(dataset["spec"], dataset.get("fingerprint"), ("planted_test", "planted_train"), "recall")
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,9 @@ SSL_EMBEDDINGS = _npy("attribution/ssl-esvm/embeddings.npy", "float32", ("n_targ
                       _ATTRIBUTE.replace("METHOD", "ssl-esvm"))
 SSL_ENCODER = _json("attribution/ssl-esvm/encoder.json", "attribute", _ATTRIBUTE.replace("METHOD", "ssl-esvm"),
                     keys={"config": dict, "seconds": _NUMBER, "final_loss": _NUMBER})
+METHODS_EVAL = _json("attribution/methods_eval.json", "methods-eval", "python -m precompute methods-eval --run RUN", keys={
+    "targets": list, "support_params": dict, "methods": dict, "smaller_support": dict, "mislabel": dict,
+    "lds_vs_models": dict})
 
 # Structure of datamodel space (README "Structure of datamodel space").
 PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)

@@ -229,6 +229,48 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     assert urlparse(page.url).path == "/neighbours" and target_in(page.url) == name
 
 
+def visible_training_buttons(page) -> set[str]:
+    """The names of the visible `train:i` buttons under the images of every grid on the page."""
+    buttons = page.get_by_role("button", name=re.compile(r"^train:\d+$")).filter(visible=True)
+    return set(buttons.all_inner_texts())
+
+
+def test_methods_page_and_the_neighbours_method_picker_in_a_real_browser(server, page, dashboard_data_dir):
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from backend.attribution import store
+    from backend.datamodels.queries import top_weights
+    from backend.store.run_dir import Run
+
+    page.goto(f"{server}/methods?run={RUN}")
+    expect(heading(page, "Attribution methods")).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+    expect(page.get_by_test_id("stPlotlyChart").first.locator(".main-svg").first).to_be_attached()
+    screenshot(page, "methods")
+
+    run = Run(dashboard_data_dir / "runs" / RUN)
+    top = {name: {f"train:{i}" for i in top_weights(np.asarray(store.read_scores(run, name)[3]), 12)[0]}
+           for name in ("datamodels", "fixture-permuted")}
+    assert top["datamodels"] != top["fixture-permuted"]
+    page.goto(f"{server}/neighbours?run={RUN}&target=test:3")
+    expect(heading(page, "Neighbours of test:3")).to_be_visible()
+    settle(page)
+    before = visible_training_buttons(page)
+    assert top["datamodels"] <= before and not top["fixture-permuted"] - top["datamodels"] <= before
+    # The picker is a type-ahead combobox: type the method, then Enter picks the one option left.
+    page.get_by_test_id("stSelectbox").filter(has_text="Method").get_by_role("combobox").click()
+    page.keyboard.type("fixture-perm")
+    expect(page.get_by_role("option", name="fixture-permuted", exact=True)).to_be_visible()
+    page.keyboard.press("Enter")
+    settle(page)
+    expect(page).to_have_url(re.compile(r"method=fixture-permuted"))
+    after = visible_training_buttons(page)
+    assert top["fixture-permuted"] <= after and after != before
+    screenshot(page, "neighbours-methods")
+
+
 def test_a_run_without_datamodels_shows_an_error_in_the_browser(server, page):
     from playwright.sync_api import expect
 

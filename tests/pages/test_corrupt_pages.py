@@ -19,7 +19,7 @@ from tests.pages import test_apptest
 RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, shared
 # Leakage results reads the run (its images) only to show votes, and the fixture run has none.
 UNREAD = {"leakage_results"}
-PAGES = ["overview", "neighbours", "quality", "pca", "clusters", "counterfactuals", "review", "leakage_results"]
+PAGES = ["overview", "neighbours", "quality", "methods", "pca", "clusters", "counterfactuals", "review", "leakage_results"]
 
 
 def corrupt_all(run, how: str) -> None:

@@ -1,0 +1,228 @@
+"""The yardsticks every attribution method is judged by, read from its stored scores alone.
+
+* LDS (Ilyas et al. 2022; Park et al. 2023): a method's scores predict a held-out model's margin on test
+  target j as Σ_{i∈S} score_ji (Spearman ignores any constant, so no bias is needed); the LDS of j is the
+  Spearman correlation of that prediction with the margin measured, over the run's held-out models —
+  the same function (backend.datamodels.evaluation.lds_by_block) and models as the datamodels' LDS.
+* Data-removal and mislabel support (seed 002, Algorithm 1; Ilyas et al. App. F.3.1): the certified
+  bisection of backend.counterfactuals.support over each method's ranking (training images by score,
+  top positive first), on one set of shared test targets: the first `n_targets` test targets the
+  run's control models classify correctly (mean margin > 0), so each has a support to find.
+  Retrainings go through the run's retrain store: a removal set two methods share trains once.
+* Mislabel detection (dattri's noisy-label benchmark): on a run trained on a `plant-label-noise`
+  dataset, the ROC AUC of a method's self-scores (one per training image) against the flipped set.
+* Cost: seconds, models trained and bytes stored, from each method's meta.json.
+
+`evaluate_methods` runs them all and writes attribution/methods_eval.json (schema METHODS_EVAL).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from backend.attribution import store
+from backend.attribution.methods import METHODS
+from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
+from backend.datamodels.evaluation import check_heldout, lds_by_block
+from backend.progress import Progress, fraction
+from backend.store import run_dir
+from backend.store.run_dir import Run
+from backend.store.schema import METHODS_EVAL
+from backend.training.control import control_mean, ensure_control
+
+DEFAULT_TARGETS = 30
+# Models per bisection step: fewer than `support`'s 16 so that every method's search fits in minutes on digits
+# (seed 002 trains the same models per step for every method, which this keeps).
+DEFAULT_EVAL_MODELS = 8
+MODES = ("remove", "mislabel")
+
+
+def method_lds(scores: np.ndarray, heldout: Run, n_train: int) -> np.ndarray:
+    """Per-test-target LDS, float64 (n_test,), of scores (n_test, n_train) on the held-out run's models."""
+    columns = np.arange(n_train, heldout.n_targets)
+
+    def linear(cols):
+        return scores[cols - n_train], np.zeros(len(cols))
+    return lds_by_block(linear, heldout.masks, heldout.margins, n_train, columns)["spearman"]
+
+
+def shared_targets(run: Run, n: int) -> list[int]:
+    """The first n test targets (margins columns) the control models classify correctly on average."""
+    control = control_mean(run)
+    return [int(c) for c in np.flatnonzero(control[run.n_train:] > 0)[:n] + run.n_train]
+
+
+def method_supports(run: Run, scores: np.ndarray, targets: list[int], params: dict, *, device: str = "auto",
+                    progress: Progress | None = None) -> list[int | None]:
+    """Certified support of each target column under a method's scores (n_test, n_train); None: not found."""
+    records = search_supports(run, targets, lambda t: np.asarray(scores[t - run.n_train], dtype=np.float64), params,
+                              device=device, progress=progress)
+    return [r["support"] for r in records]
+
+
+def support_cdf(supports: list[int | None]) -> dict:
+    """{"k": sorted supports found, "fraction": share of targets with support <= k, "never": not found}."""
+    values = np.array([np.inf if s is None else s for s in supports], dtype=np.float64)
+    ks = np.unique(values[np.isfinite(values)])
+    return {"k": ks.tolist(), "fraction": np.round(brittleness_cdf(values, ks), 4).tolist(),
+            "never": int((~np.isfinite(values)).sum())}
+
+
+def smaller_fraction(a: list[int | None], b: list[int | None]) -> float:
+    """Share of targets where support a is strictly smaller than b (not found counts as infinite)."""
+    x = np.array([np.inf if s is None else s for s in a], dtype=np.float64)
+    y = np.array([np.inf if s is None else s for s in b], dtype=np.float64)
+    return float((x < y).mean()) if len(x) else float("nan")
+
+
+def self_scores(run: Run, name: str) -> np.ndarray | None:
+    """float64 (n_train,) self-scores of training images under a method, or None when it has no `self_scores` hook."""
+    cls = METHODS.get(name)
+    if cls is None or not hasattr(cls, "self_scores"):
+        return None
+    return np.asarray(cls(run).self_scores(), dtype=np.float64)
+
+
+def mislabel_auc(scores: np.ndarray, flipped: np.ndarray) -> float:
+    """ROC AUC of self-scores (n_train,) ranking the flipped training positions first (dattri's metric)."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.zeros(len(scores), dtype=bool)
+    truth[flipped] = True
+    return float(roc_auc_score(truth, scores))
+
+
+def flipped_labels(run: Run) -> np.ndarray | str | None:
+    """The training positions a `plant-label-noise` dataset flipped, None for another dataset, or why not."""
+    from backend.datasets.planted import npz_ground_truth
+
+    dataset = run.manifest["dataset"]
+    truth = npz_ground_truth(dataset["spec"], dataset.get("fingerprint"), ("flipped_train",), "mislabel detection")
+    return truth[0] if isinstance(truth, tuple) else truth
+
+
+def cost(meta: dict) -> dict:
+    """Seconds, models used and trained, and bytes of stored scores, from a method's meta.json."""
+    models = meta.get("models", {})
+    return {"seconds": meta["seconds"], "n_models": models.get("n_models"), "models_trained": models.get("trained"),
+            "model_kind": models.get("kind"), "bytes": meta["bytes"]}
+
+
+def _mean(values: np.ndarray) -> float | None:
+    ok = np.asarray(values, dtype=np.float64)
+    ok = ok[np.isfinite(ok)]
+    return float(ok.mean()) if ok.size else None
+
+
+def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None, n_targets: int = DEFAULT_TARGETS,
+                     n_models: int = DEFAULT_EVAL_MODELS, budget: int = DEFAULT_BUDGET, k_max: int | None = None,
+                     modes: tuple[str, ...] = MODES, device: str = "auto", progress: Progress | None = None) -> dict:
+    """Every yardstick for every method with stored scores (or `methods`); writes attribution/methods_eval.json.
+
+    progress counts one step per method and mode of the support search ("search"), each reporting within.
+    An earlier methods_eval.json's `lds_vs_models` points are kept, so a method scored again with another
+    number of models (e.g. `trak --models 5`, then 20) adds a point to its curve.
+    """
+    check_heldout(run, heldout)
+    names = store.available(run) if methods is None else list(methods)
+    missing = sorted(set(names) - set(store.available(run)))
+    if missing:
+        raise run_dir.RunError(f"{run.dir} has no stored scores for {', '.join(missing)}: compute them first with "
+                               f"`python -m precompute attribute --run {run.dir} --method {missing[0]}`")
+    if not names:
+        raise run_dir.RunError(f"{run.dir} has no attribution scores: compute some first with "
+                               f"`python -m precompute attribute --run {run.dir} --method datamodels`")
+    ensure_control(run, device=device)
+    targets = shared_targets(run, n_targets)
+    params = {"n_models": n_models, "k_max": k_max or default_k_max(run.n_train), "budget": budget}
+    flipped = flipped_labels(run)
+    previous = run_dir.read_json(run.dir, METHODS_EVAL, missing_ok=True) or {}
+    curve = {name: list(points) for name, points in previous.get("lds_vs_models", {}).items()}
+    total = len(names) * len(modes)
+    if progress:
+        progress(0, total, "search")
+    results = {}
+    for m, name in enumerate(names):
+        scores, meta = store.read_scores(run, name), store.read_meta(run, name)
+        lds = method_lds(scores, heldout, run.n_train)
+        entry = {"lds": {"mean": _mean(lds), "n_targets": int(np.isfinite(lds).sum())}, "cost": cost(meta),
+                 "config": meta["config"], "support": {}}
+        for s, mode in enumerate(modes):
+            started = time.time()
+            within = fraction(progress, m * len(modes) + s, 1, total, "search")
+            supports = method_supports(run, scores, targets, dict(params, mode=mode), device=device,
+                                       progress=None if within is None else
+                                       (lambda done, of, _unit, within=within: within(done / of if of else 1.0)))
+            entry["support"][mode] = {"supports": supports, "cdf": support_cdf(supports),
+                                      "seconds": round(time.time() - started, 3)}
+        if isinstance(flipped, np.ndarray):
+            own = self_scores(run, name)
+            entry["mislabel_auc"] = None if own is None else mislabel_auc(own, flipped)
+        point = {"n_models": entry["cost"]["n_models"], "lds": entry["lds"]["mean"], "config": meta["config"]}
+        curve[name] = [p for p in curve.get(name, []) if p["config"] != meta["config"]] + [point]
+        curve[name].sort(key=lambda p: (p["n_models"] is None, p["n_models"] or 0))
+        results[name] = entry
+    pairs = {mode: {a: {b: smaller_fraction(results[a]["support"][mode]["supports"], results[b]["support"][mode]["supports"])
+                        for b in names if b != a} for a in names} for mode in modes}
+    # Relative to the run, as metrics.json names it, so a moved run still names its own held-out run.
+    report = {"heldout_run": os.path.relpath(heldout.dir.resolve(), run.dir.resolve()), "n_heldout_models": int(len(heldout.masks)),
+              "targets": targets, "target_rule": f"the first {n_targets} test targets the control models classify correctly",
+              "support_params": params, "modes": list(modes), "methods": results, "smaller_support": pairs,
+              "mislabel": {"note": flipped} if isinstance(flipped, str) else
+              {"n_flipped": int(len(flipped))} if isinstance(flipped, np.ndarray) else
+              {"note": "the run's dataset has no planted label noise: train a run on a `plant-label-noise` dataset"},
+              "lds_vs_models": curve}
+    run_dir.write_json(run.dir, METHODS_EVAL, report)
+    if progress:
+        progress(total, total, "search")
+    return report
+
+
+def table_rows(report: dict) -> list[dict]:
+    """One row per method of a methods_eval.json: every yardstick and the cost (None where not measured)."""
+    n = len(report["targets"])
+    rows = []
+    for name, m in report["methods"].items():
+        row = {"method": name, "LDS": m["lds"]["mean"]}
+        for mode in ("remove", "mislabel"):
+            found = [s for s in m["support"].get(mode, {}).get("supports", []) if s is not None]
+            row[f"median {mode} support"] = float(np.median(found)) if found else None
+            row[f"{mode} found"] = f"{len(found)} / {n}" if mode in m["support"] else None
+        row["mislabel AUC"] = m.get("mislabel_auc")
+        row.update({"seconds": m["cost"]["seconds"], "models used": m["cost"]["n_models"],
+                    "models trained": m["cost"]["models_trained"], "MB stored": m["cost"]["bytes"] / 2**20,
+                    "support seconds": sum(s["seconds"] for s in m["support"].values())})
+        rows.append(row)
+    return rows
+
+
+def lds_curves(run: Run, report: dict | None) -> dict[str, tuple[list, list]]:
+    """LDS against models used, {label: (n_models, mean test LDS)}: the datamodels' sample-complexity curve
+    from metrics.json, and every method's points in methods_eval.json (one per configuration scored)."""
+    from backend.store.schema import METRICS
+
+    curves = {}
+    metrics = run_dir.read_json(run.dir, METRICS, missing_ok=True) or {}
+    points = [p for p in metrics.get("sample_complexity", {}).get("points", []) if "lds" in p]
+    if points:
+        curves["datamodels (sample complexity)"] = ([p["n_models"] for p in points],
+                                                    [p["lds"]["test"].get("mean") for p in points])
+    for name, points in (report or {}).get("lds_vs_models", {}).items():
+        if len(points) > 1 or name != "datamodels":
+            curves[name] = ([p["n_models"] for p in points], [p["lds"] for p in points])
+    return curves
+
+
+def missing_steps(run: Run, report: dict | None) -> list[str]:
+    """The commands that fill in what the Methods page lacks: unscored methods, an evaluation, a noisy run."""
+    have = store.available(run)
+    steps = [f"python -m precompute attribute --run {run.dir} --method {name}" for name in sorted(METHODS) if name not in have]
+    unjudged = [name for name in have if report is None or name not in report["methods"]]
+    if unjudged:
+        steps.append(f"python -m precompute methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
+    if report is not None and "n_flipped" not in report["mislabel"]:
+        steps.append("python -m precompute plant-label-noise --dataset DATASET --fraction 0.05 --out data/noisy.npz"
+                     "   # then a run on npz:data/noisy.npz, attribute and methods-eval for mislabel AUC")
+    return steps

@@ -1,0 +1,63 @@
+"""The Methods page and the Neighbours method picker (AppTest), on digits-tiny's two stored methods."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from backend.attribution import store
+from backend.datamodels.queries import top_weights
+from backend.store.run_dir import Run
+from tests.pages import test_apptest
+
+RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, shared
+
+
+def test_the_methods_page_shows_every_method_on_every_yardstick(app):
+    at = app("methods", run=RUN)
+    table = at.dataframe[0].value
+    assert sorted(table["method"]) == ["datamodels", "fixture-permuted"]
+    assert {"LDS", "median remove support", "median mislabel support", "mislabel AUC", "seconds", "models used",
+            "MB stored"} <= set(table.columns)
+    assert list(table["mislabel AUC"]) == ["—", "—"]  # the fixture run has no planted label noise
+    assert "plant-label-noise" in at.code[-1].value and not at.error
+
+
+def test_the_methods_page_of_a_run_without_scores_says_which_commands_fill_it(app):
+    at = app("methods", run="no-datamodels")
+    assert not at.error and "no attribution scores" in at.info[0].value
+    assert "attribute --run" in at.code[0].value and "--method datamodels" in at.code[0].value
+
+
+def test_a_corrupt_methods_eval_is_an_error_naming_the_file(app, dashboard_data_dir, tmp_path):
+    run = shutil.copytree(dashboard_data_dir / "runs" / RUN, tmp_path / "runs" / RUN, symlinks=True)
+    (run / "attribution" / "methods_eval.json").write_text("[]")
+    at = app("methods", root=tmp_path, run=RUN)
+    assert any("methods_eval.json" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def captions(at, grid: str) -> set[str]:
+    """The target names on the buttons of one image grid (AppTest walks its columns, not its reading order)."""
+    return {b.label for b in at.button if b.key and b.key.startswith(f"{grid}-")}
+
+
+def test_the_neighbours_method_picker_follows_the_url_and_shows_each_methods_top_images(app, dashboard_data_dir):
+    run = Run(dashboard_data_dir / "runs" / RUN)
+    expected = {name: {f"train:{i}" for i in top_weights(np.asarray(store.read_scores(run, name)[3]), 12)[0]}
+                for name in ("datamodels", "fixture-permuted")}
+    assert expected["datamodels"] != expected["fixture-permuted"]
+    at = app("neighbours", run=RUN, target="test:3")
+    picker = at.selectbox(key="method")
+    assert picker.options == ["datamodels", "fixture-permuted"] and picker.value == "datamodels"
+    assert captions(at, "method-datamodels") == expected["datamodels"]
+    picker.set_value("fixture-permuted").run()
+    assert at.query_params["method"] in ("fixture-permuted", ["fixture-permuted"])
+    assert captions(at, "method-fixture-permuted") == expected["fixture-permuted"]
+    assert captions(at, "side-datamodels") == expected["datamodels"]  # side by side: both, whatever is picked
+    assert captions(at, "side-fixture-permuted") == expected["fixture-permuted"]
+
+
+def test_a_method_not_in_the_run_falls_back_to_datamodels_with_a_warning(app):
+    at = app("neighbours", run=RUN, target="test:3", method="nonsense")
+    assert at.selectbox(key="method").value == "datamodels"
+    assert any("nonsense" in w.value for w in at.warning)
