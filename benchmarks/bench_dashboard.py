@@ -31,7 +31,7 @@ from backend.store import schema
 from backend.training import target_stats
 
 from backend.datasets import thumbnails
-from backend.store.rows import read_row
+from backend.store.rows import read_row, write_transposed
 from backend.datamodels.queries import class_members, sparsity, top_weights, weight_profile
 from backend.counterfactuals.predict import predict_removal
 from backend.leakage.analysis import load_candidates, review_candidates
@@ -68,6 +68,9 @@ def build_run(run_dir: Path, seed: int = 0) -> None:
         block[rng.random(block.shape) < 0.9] = 0  # LASSO datamodels are sparse
         weights[lo:hi] = block
     del weights
+    # as `fit` writes it beside the weights: the test rows transposed, read by the counterfactual prediction
+    write_transposed(np.load(schema.WEIGHTS.path(run_dir), mmap_mode="r"), N_TRAIN, n_targets,
+                     schema.WEIGHTS_BY_TRAIN.path(run_dir), 2048)
     run_store.write_array(run_dir, schema.BIAS, rng.normal(size=n_targets).astype(np.float32))
     run_store.write_array(run_dir, schema.LAM, np.full(n_targets, 1e-3, dtype=np.float32))
     run_store.write_array(run_dir, schema.LDS, rng.uniform(-1, 1, n_targets).astype(np.float32))

@@ -21,7 +21,7 @@ from backend.progress import Progress, fraction
 from backend.store.run_dir import Run
 from backend.training import architectures
 from backend.training.engine import TrainingData, default_batch_models, train_models
-from backend.training.seeds import PROJECTION_STREAM, stream_seed
+from backend.training.seeds import CONTROL_STREAM, PROJECTION_STREAM, stream_seed
 
 # The parameters of each architecture's output layer (influence's `last` mode).
 LAST_LAYER = {"mlp": ("w2", "b2"), "resnet9": ("fc",)}
@@ -80,6 +80,21 @@ def train_snapshots(run: Run, data: TrainingData, subsets: np.ndarray, seeds: li
         train_models(data, np.ascontiguousarray(subsets[start:end]), seeds[start:end], arch, hparams,
                      progress=fraction(progress, start, end - start, K, "model"), on_epoch=keep)
     return kept
+
+
+# Influence and TracIn work at the run's control model 0 (the full training set), trained again.
+CONTROL_MODEL = {"kind": "control", "n_models": 1, "indices": [0], "seed_stream": CONTROL_STREAM, "trained": 1}
+
+
+def control_snapshots(run: Run, data: TrainingData, epochs: list[int],
+                      progress: Progress | None = None) -> list[tuple[float, torch.nn.Module]]:
+    """Control model 0 after each of `epochs`, with each epoch's mean learning rate (train_snapshots)."""
+    from backend.training.control import control_seeds
+
+    everything = np.arange(run.n_train, dtype=np.int64)[None]
+    [snapshots] = train_snapshots(run, data, everything, control_seeds(int(run.manifest["seed"]), 1), epochs,
+                                  progress=progress)
+    return snapshots
 
 
 class Functional:

@@ -20,13 +20,11 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from backend.attribution.base import register
-from backend.attribution.gradients import LAST_LAYER, Functional, loss, margin, train_snapshots
+from backend.attribution.gradients import CONTROL_MODEL, LAST_LAYER, Functional, control_snapshots, loss, margin
 from backend.progress import offset
 from backend.store.run_dir import Run
-from backend.training.control import control_seeds
 from backend.training.engine import resolve_device
 from backend.training.retraining import training_data
-from backend.training.seeds import CONTROL_STREAM
 
 from backend.attribution.defaults import INFLUENCE_DAMPING as DEFAULT_DAMPING  # noqa: E402
 from backend.attribution.defaults import INFLUENCE_PARAMS as PARAMS  # noqa: E402
@@ -107,15 +105,12 @@ class Influence:
                        "weight_decay": float(run.manifest["hparams"]["weight_decay"]),
                        "solver": "exact" if influence_params == "last" else f"cg({CG_ITERS}, tol {CG_TOL:g})",
                        "test_output": "margin", "train_output": "loss"}
-        self.models = {"kind": "control", "n_models": 1, "indices": [0], "seed_stream": CONTROL_STREAM, "trained": 1}
+        self.models = dict(CONTROL_MODEL)
 
     def prepare(self, progress=None) -> None:
         run = self.run
         self.data = data = training_data(run, str(self.device))
-        everything = np.arange(run.n_train, dtype=np.int64)[None]
-        seeds = control_seeds(int(run.manifest["seed"]), 1)
-        [[(_, model)]] = train_snapshots(run, data, everything, seeds, [int(run.manifest["hparams"]["epochs"])],
-                                         progress=offset(progress, 0, 2))
+        [(_, model)] = control_snapshots(run, data, [int(run.manifest["hparams"]["epochs"])], offset(progress, 0, 2))
         names = LAST_LAYER[run.manifest["arch"]] if self.config["params"] == "last" else None
         self.fn = Functional(model, names)
         self.train_grads = self.fn.all_grads(loss, data.train_x, data.train_y)

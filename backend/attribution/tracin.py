@@ -13,13 +13,11 @@ import numpy as np
 import torch
 
 from backend.attribution.base import register
-from backend.attribution.gradients import Functional, loss, margin, train_snapshots
+from backend.attribution.gradients import CONTROL_MODEL, Functional, control_snapshots, loss, margin
 from backend.progress import offset
 from backend.store.run_dir import Run
-from backend.training.control import control_seeds
 from backend.training.engine import resolve_device
 from backend.training.retraining import training_data
-from backend.training.seeds import CONTROL_STREAM
 
 from backend.attribution.defaults import TRACIN_CHECKPOINTS as DEFAULT_CHECKPOINTS  # noqa: E402
 
@@ -39,14 +37,12 @@ class TracIn:
         self.run, self.device = run, resolve_device(device)
         self.config = {"checkpoints": int(checkpoints), "epochs": checkpoint_epochs(epochs, checkpoints),
                        "test_output": "margin", "train_output": "loss"}
-        self.models = {"kind": "control", "n_models": 1, "indices": [0], "seed_stream": CONTROL_STREAM, "trained": 1}
+        self.models = dict(CONTROL_MODEL)
 
     def prepare(self, progress=None) -> None:
         run = self.run
         self.data = data = training_data(run, str(self.device))
-        everything = np.arange(run.n_train, dtype=np.int64)[None]
-        [snapshots] = train_snapshots(run, data, everything, control_seeds(int(run.manifest["seed"]), 1),
-                                      self.config["epochs"], progress=offset(progress, 0, 2))
+        snapshots = control_snapshots(run, data, self.config["epochs"], offset(progress, 0, 2))
         self.checkpoints = [(lr, Functional(model)) for lr, model in snapshots]
         self.train_grads = [fn.all_grads(loss, data.train_x, data.train_y) for _, fn in self.checkpoints]
         if progress:

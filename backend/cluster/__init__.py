@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from contextlib import contextmanager
 
 class ClusterError(ValueError):
     """The cluster cannot be reached, or a task kept failing; finished work is kept."""
@@ -61,6 +62,22 @@ def nodes_alive() -> int:
     return sum(1 for node in _require_ray().nodes() if node.get("Alive"))
 
 
+
+
+@contextmanager
+def session(address: str):
+    """Ray, connected to `address` for the block (a private instance for "auto", shut down after it)."""
+    ray = _require_ray()
+    started = connect(address)
+    try:
+        yield ray
+    finally:
+        disconnect(started)
+
+
+def task(ray, fn, name: str, cpus_per_task: float, gpus_per_task: float, max_retries: int):
+    """`fn` as a Ray task asking for its CPUs and GPUs, rerun when its worker dies; processes show `ray::name`."""
+    return ray.remote(fn).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, name=name)
 
 
 def gather(ray, pending: list, what: str, max_retries: int):

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from backend.cluster import _require_ray, connect, disconnect, gather, rate_line
+from backend.cluster import gather, rate_line, session, task
 
 _FITTERS: dict = {}  # per worker process: the run's fitter (its masks on the device), kept across blocks
 
@@ -34,19 +34,16 @@ def fit_on_ray(out, run_dir, columns: np.ndarray, todo: list[int], settings: dic
 
     if not todo:
         return
-    ray = _require_ray()
-    started = connect(address)
-    try:
-        task = ray.remote(_block_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
-                                               max_retries=max_retries, name="fit_block")
+    with session(address) as ray:
+        solve = task(ray, _block_task, "fit_block", cpus_per_task, gpus_per_task, max_retries)
         known = prior_ratios(out, todo[0])  # complete for the first block only
-        pending = {b: task.remote(str(run_dir), settings, device, columns[out.rows(b)], known) for b in todo}
+        pending = {b: solve.remote(str(run_dir), settings, device, columns[out.rows(b)], known) for b in todo}
         began, done = time.perf_counter(), 0
         for block in todo:
             result = next(gather(ray, [pending.pop(block)], "fit", max_retries))
             if result["unvalidated"].any() and block != todo[0]:
                 ratios = prior_ratios(out, block)
-                result = next(gather(ray, [task.remote(str(run_dir), settings, device, columns[out.rows(block)],
+                result = next(gather(ray, [solve.remote(str(run_dir), settings, device, columns[out.rows(block)],
                                                        ratios)], "fit", max_retries))
             out.write(block, **result)
             rows = out.rows(block)
@@ -54,7 +51,3 @@ def fit_on_ray(out, run_dir, columns: np.ndarray, todo: list[int], settings: dic
             step((rows.stop - rows.start) * steps_per_target)
             if status:
                 status(rate_line(done, began, time.perf_counter(), "targets"))
-    finally:
-        for ref in pending.values():
-            ray.cancel(ref)
-        disconnect(started)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from backend.cluster import _require_ray, connect, disconnect, gather, rate_line
+from backend.cluster import gather, rate_line, session, task
 from backend.datasets import Dataset
 
 _DATA: dict = {}  # per worker process: the dataset's tensors, built once, reused by every task it runs
@@ -49,18 +49,13 @@ def train_on_ray(ds: Dataset, chunks: list[tuple[int, int]], *, seed: int, alpha
     """
     if not chunks:
         return
-    ray = _require_ray()
-    started = connect(address)
-    try:
-        task = ray.remote(_chunk_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task,
-                                               max_retries=max_retries, name="train_chunk")
+    with session(address) as ray:
+        train = task(ray, _chunk_task, "train_chunk", cpus_per_task, gpus_per_task, max_retries)
         data = ray.put(ds)
-        pending = [task.remote([data], seed, s, e, alpha, arch, hparams, device) for s, e in chunks]
+        pending = [train.remote([data], seed, s, e, alpha, arch, hparams, device) for s, e in chunks]
         began, done = time.perf_counter(), 0
         for result in gather(ray, pending, "training", max_retries):
             done += len(result[1])
             if status:
                 status(rate_line(done, began, time.perf_counter(), "models"))
             yield result
-    finally:
-        disconnect(started)

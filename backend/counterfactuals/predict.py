@@ -20,7 +20,7 @@ from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
 from backend.training.retrain_store import Counterfactual, make_request, retrain_many
 from backend.store.run_dir import Run, RunError
-from backend.store.schema import WEIGHTS
+from backend.store.schema import WEIGHTS, WEIGHTS_BY_TRAIN
 from backend.training.engine import TrainingData
 
 
@@ -73,13 +73,16 @@ class RemovalPrediction:
 def removal_deltas(run: Run, removed: np.ndarray, block: int = 256) -> np.ndarray:
     """Predicted change of every test target's margin when `removed` (sorted int64) leaves the training set.
 
-    Returns float64 (n_test,): −Σ_{i∈removed} w_t,i per test target t. The test rows of weights.npy are
-    read in blocks of `block` rows with plain file reads: a gather of columns from the memmap would leave
-    most of its pages mapped (2 GB of test rows at CIFAR scale). Every row is read whatever the removal
-    set, so the dashboard caches the result per removal set.
+    Returns float64 (n_test,): −Σ_{i∈removed} w_t,i per test target t. From the fit's transposed test
+    weights (weights_test_by_train.npy) that is |removed| row reads. A run fitted before that file existed
+    reads the test rows of weights.npy in blocks of `block` rows with plain file reads (a gather of
+    columns from the memmap would leave most of its pages mapped: 2 GB of test rows at CIFAR scale);
+    every row is read whatever the removal set, so the dashboard caches the result per removal set.
     """
     weights = load_weights(run)
     removed = np.asarray(removed, dtype=np.int64)
+    if run.has(WEIGHTS_BY_TRAIN):
+        return -read_rows(run.array(WEIGHTS_BY_TRAIN), removed).sum(axis=0, dtype=np.float64)
     return np.concatenate([-read_rows(weights, np.arange(lo, min(lo + block, run.n_targets)))[:, removed].sum(
         axis=1, dtype=np.float64) for lo in range(run.n_train, run.n_targets, block)])
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from backend.progress import Progress
-from backend.store.rows import read_columns
-from backend.store.schema import BIAS, FIT, LAM, WEIGHTS
+from backend.store.rows import read_columns, write_transposed
+from backend.store.schema import BIAS, FIT, LAM, WEIGHTS, WEIGHTS_BY_TRAIN
 from backend.datamodels.lasso import CHUNK_BYTES, RESIDENT_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 from backend.training.seeds import VALIDATION_STREAM
 
@@ -371,7 +371,7 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     ray : fit the blocks as Ray tasks, with backend.cluster.fit.fit_on_ray's keyword arguments.
     """
     from backend.store.blocks import BlockedOutput
-    from backend.store.run_dir import transaction, write_json
+    from backend.store.run_dir import adopt, transaction, write_json
     from backend.store.schema import MARGINS, MASKS
     from backend.training.engine import resolve_device
 
@@ -409,8 +409,11 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
                  out.n_blocks, results, started)
     summary = fit_summary(info, columns, n_train, run.n_test)
     summary.update(weights_dtype=dtype, resumed_blocks=out.n_blocks - len(todo))
+    by_train = out.folder / WEIGHTS_BY_TRAIN.name
+    write_transposed(out.view("weights"), n_train, n_targets, by_train, max(1, memory // (16 * n_train)))
     with transaction(run.dir, "fit"):
         out.commit({"weights": (WEIGHTS, {}), "bias": (BIAS, {}), "lam": (LAM, {})})
+        adopt(WEIGHTS_BY_TRAIN.path(run.dir), by_train)
         write_json(run.dir, FIT, summary)
     out.discard()
     return summary

@@ -46,6 +46,25 @@ def read_columns(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return out
 
 
+def write_transposed(matrix: np.ndarray, lo: int, hi: int, path, chunk_rows: int) -> None:
+    """matrix[lo:hi].T as a new .npy file at `path` (matrix's dtype), `chunk_rows` source rows at a time.
+
+    Each chunk's rows are read with file reads and written through a mapping of the output opened for
+    that chunk alone, so neither side stays resident; chunks of 1,024 rows or more write whole pages.
+    """
+    n, width = hi - lo, matrix.shape[1]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=matrix.dtype, shape=(width, n))
+    offset = out.offset
+    del out
+    for a in range(lo, hi, max(1, chunk_rows)):
+        b = min(a + max(1, chunk_rows), hi)
+        rows = read_rows(matrix, np.arange(a, b))
+        target = np.memmap(path, dtype=matrix.dtype, mode="r+", offset=offset, shape=(width, n))
+        target[:, a - lo:b - lo] = rows.T
+        target.flush()
+        del target
+
+
 def _whole_file_memmap(matrix: np.ndarray) -> bool:
     """True for the C-ordered memmap np.load(mmap_mode='r') returns (a view of it has a memmap, not the mmap, as base)."""
     return isinstance(matrix, np.memmap) and isinstance(matrix.base, mmap.mmap) and matrix.flags.c_contiguous

@@ -123,6 +123,8 @@ TARGET_SUMS = Artifact("target_sums.npz", "npz", "merge", _MERGE, members={
 TARGET_PREDICTIONS = _npy("target_predictions.npy", "int32", ("n_targets", "n_classes"), "merge",
                           _TRAIN + " (a new run: shards written before prediction counts lack the predictions)")
 WEIGHTS = _npy("weights.npy", ("float32", "float16"), ("n_targets", "n_train"), "fit", _FIT)
+# The test rows of weights.npy transposed, so a removal set's effect on every test target is |R| row reads.
+WEIGHTS_BY_TRAIN = _npy("weights_test_by_train.npy", ("float32", "float16"), ("n_train", "n_test"), "fit", _FIT)
 BIAS = _npy("bias.npy", "float32", ("n_targets",), "fit", _FIT)
 LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)
 FIT = _json("fit.json", "fit", _FIT, keys={"n_targets": int, "targets": (str, list), "iterations": dict})

@@ -170,3 +170,20 @@ def test_memory_flag_sets_the_block_and_rejects_nonsense(small_run, tmp_path):
     # fixed: 400 MiB base + 150·120 mask bytes + 5·(135 + 15 + 150)·120 row-set bytes + 16·120² Gram bytes;
     # per target: 4·(5·150 + 22·120) bytes; (401 MiB − fixed) // per target = 45
     assert json.loads(result.stdout)["block_targets"] == 45
+
+
+def test_the_fit_writes_the_test_weights_transposed_and_removals_read_them(small_run, reference, tmp_path):
+    from backend.counterfactuals.predict import removal_deltas
+    from backend.store.schema import WEIGHTS_BY_TRAIN
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    run_cli("fit", "--run", run, *FIT, "--memory", "256MiB")
+    weights = np.load(run / "weights.npy")
+    n_train = weights.shape[1]
+    np.testing.assert_array_equal(np.load(run / WEIGHTS_BY_TRAIN.name), weights[n_train:].T)
+    removed = np.array([3, 17, 40, 41, 42, 99])
+    expected = -weights[n_train:][:, removed].astype(np.float64).sum(axis=1)
+    np.testing.assert_allclose(removal_deltas(Run(run), removed), expected, rtol=1e-12, atol=1e-12)
+    (run / WEIGHTS_BY_TRAIN.name).unlink()  # a run fitted before the file existed: the row-block path
+    np.testing.assert_allclose(removal_deltas(Run(run), removed), expected, rtol=1e-12, atol=1e-12)
