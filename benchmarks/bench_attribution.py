@@ -35,8 +35,13 @@ from backend.store.run_dir import Run  # noqa: E402
 from backend.training import architectures  # noqa: E402
 from backend.training.engine import resolve_device, use_all_cores  # noqa: E402
 
-# (label, CLI method, its flags): one row of the table each; other methods add their entries here.
+# (label, CLI method, its flags): one row of the table each.
 METHODS = [
+    ("diff-of-means", "diff-of-means", []),
+    ("empirical-influence", "empirical-influence", []),
+    ("representation (control features)", "representation", []),
+    ("ssl-esvm (SimCLR + exemplar SVM)", "ssl-esvm", []),
+    ("ssl-esvm (l2)", "ssl-esvm", ["--esvm-score", "l2"]),
     ("trak (10 models, d=2048)", "trak", []),
     ("trak (1 model, d=2048)", "trak", ["--models", "1"]),
     ("influence (all, CG)", "influence", []),
