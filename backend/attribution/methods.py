@@ -12,7 +12,14 @@ MODULES = {"datamodels": "datamodels", "diff-of-means": "difference_of_means",
 METHODS = tuple(sorted(MODULES))
 
 
+def method_class(name: str):
+    """The class of a listed method (its module imported, so it is registered), or None for another name."""
+    if name not in MODULES:
+        return None
+    importlib.import_module(f"backend.attribution.{MODULES[name]}")
+    return base.METHODS[name]
+
+
 def make(name: str, run, **options) -> base.Method:
-    if name in MODULES:
-        importlib.import_module(f"backend.attribution.{MODULES[name]}")  # registers the method
+    method_class(name)
     return base.make(name, run, **options)

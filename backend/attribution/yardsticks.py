@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from backend.attribution import store
-from backend.attribution.methods import METHODS
+from backend.attribution.methods import METHODS, method_class
 from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
 from backend.datamodels.evaluation import check_heldout, lds_by_block
 from backend.progress import Progress, fraction
@@ -79,7 +79,7 @@ def smaller_fraction(a: list[int | None], b: list[int | None]) -> float:
 
 def self_scores(run: Run, name: str) -> np.ndarray | None:
     """float64 (n_train,) self-scores of training images under a method, or None when it has no `self_scores` hook."""
-    cls = METHODS.get(name)
+    cls = method_class(name)
     if cls is None or not hasattr(cls, "self_scores"):
         return None
     return np.asarray(cls(run).self_scores(), dtype=np.float64)

@@ -82,7 +82,7 @@ def test_ssl_esvm_end_to_end_stores_its_encoder_and_reuses_it(run):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--method", "diff-of-means", "--esvm-c", "1"], "--esvm-c only apply to --method ssl-esvm"),
+    (["--method", "diff-of-means", "--esvm-c", "1"], "--esvm-c applies to --method ssl-esvm, not diff-of-means"),
     (["--method", "ssl-esvm", "--esvm-score", "l2", "--esvm-c", "1"], "--esvm-score l2 fits no SVM"),
     (["--method", "ssl-esvm", "--ssl-epochs", "0"], "outside 1..100,000"),
 ])
