@@ -7,6 +7,9 @@
     structure        datamodel embeddings: PCA, spectral clusters, similar targets, faithfulness checks
     counterfactuals  removal sets, predicted and retrained effects, data support, the Figure 8 evaluation
     leakage          train-test leak candidates, the annotation store, leak scores and annotator agreement
+    attribution      every attribution method behind one interface (datamodels, TRAK, IF, TracIn, ...) and
+                     the yardsticks that judge them side by side
+    cluster          Ray as the engine of `train --ray` and `fit --ray` (beside the trip: it runs stages)
     access           the dashboard's users: auth modes, roles, the retraining budget (beside the trip, not a stage)
 
 progress.py holds the one progress convention every long job reports in.
