@@ -12,13 +12,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from backend.training.train_stage import parse_shard, train_run
 
     shard = parse_shard(args.shard)
-    ray_options(args)  # stray Ray flags are refused before the dataset loads
+    ray = ray_options(args)  # stray Ray flags are refused before the dataset loads
     check_out_dir(args.out)
     if args.ray is not None and shard != (0, 1):
         raise ValueError("--ray hands every missing model to the cluster: drop --shard (it is for separate workers)")
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     with TqdmProgress("training") as bar:
-        ray = ray_options(args)
         if ray is not None:
             ray["status"] = bar.note
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,

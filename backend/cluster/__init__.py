@@ -11,6 +11,7 @@ import os
 import socket
 from contextlib import contextmanager
 
+
 class ClusterError(ValueError):
     """The cluster cannot be reached, or a task kept failing; finished work is kept."""
 
@@ -42,14 +43,17 @@ def connect(address: str, cpus: int | None = None):
     try:  # Ray itself retries an unanswered address for minutes
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
-        raise ClusterError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}): start one with "
-                           "`ray start --head` and pass its address, or use --ray auto") from None
+        raise _unreachable(address, exc.strerror or str(exc)) from None
     try:
         ray.init(address=address, log_to_driver=False, runtime_env=env, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ClusterError(f"--ray {address}: no Ray cluster answers there ({' '.join(str(exc).split())[:200]}): start "
-                         "one with `ray start --head` and pass its address, or use --ray auto") from None
+        raise _unreachable(address, " ".join(str(exc).split())[:200]) from None
     return False
+
+
+def _unreachable(address: str, why: str) -> ClusterError:
+    return ClusterError(f"--ray {address}: no Ray cluster answers there ({why}): start one with `ray start --head` "
+                        "and pass its address, or use --ray auto")
 
 
 def disconnect(started: bool) -> None:
@@ -60,8 +64,6 @@ def disconnect(started: bool) -> None:
 def nodes_alive() -> int:
     """Nodes (head and workers) of the cluster that are alive now, for the progress line."""
     return sum(1 for node in _require_ray().nodes() if node.get("Alive"))
-
-
 
 
 @contextmanager
@@ -85,11 +87,12 @@ def gather(ray, pending: list, what: str, max_retries: int):
     while pending:
         finished, pending = ray.wait(pending, num_returns=1)
         try:
-            yield ray.get(finished[0])
+            result = ray.get(finished[0])
         except ray.exceptions.RayError as exc:
             raise ClusterError(f"a Ray {what} task failed after {max_retries} retries "
                                f"({' '.join(str(exc).split())[:300]}); finished work is kept: rerun the same "
                                "command to do the rest") from None
+        yield result
 
 
 def rate_line(done: int, began: float, now: float, unit: str) -> str:

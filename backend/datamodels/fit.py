@@ -384,17 +384,16 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     device = torch.device(resolve_device(device))
     size = min(block_targets or block_targets_for(memory, n_models, n_train), n_targets)
     gram = memory_model(n_models, n_train, memory)[2]
-    sources = {a.name: [os.stat(a.path(run.dir)).st_size, os.stat(a.path(run.dir)).st_mtime_ns] for a in (MASKS, MARGINS)}
-    config = {"n_models": n_models, "n_train": n_train, "n_targets": n_targets, "val_frac": val_frac, "seed": seed,
-              "n_lambdas": n_lambdas, "eps": eps, "tol": tol, "max_iter": max_iter, "patience": patience,
-              "dtype": dtype, "device": str(device), "gram": gram, "sources": sources}
+    sources = {a.name: [(st := os.stat(a.path(run.dir))).st_size, st.st_mtime_ns] for a in (MASKS, MARGINS)}
+    settings = dict(val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed, max_iter=max_iter,
+                    patience=patience, gram=gram)
+    config = {**settings, "n_models": n_models, "n_train": n_train, "n_targets": n_targets, "dtype": dtype,
+              "device": str(device), "sources": sources}
     arrays = {"weights": (dtype, (n_targets, n_train)), "bias": ("float32", (n_targets,)),
               "lam": ("float32", (n_targets,)), **{key: (t, (n_targets,)) for key, t in DIAGNOSTICS.items()}}
     out = BlockedOutput(run.dir, "fit", config, arrays, size)
     todo = out.missing()
-    finished = sum(out.rows(b).stop - out.rows(b).start for b in range(out.n_blocks) if b not in set(todo))
-    settings = dict(val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed, max_iter=max_iter,
-                    patience=patience, gram=gram)
+    finished = n_targets - sum(out.rows(b).stop - out.rows(b).start for b in todo)
     step = _counter(n_targets * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
     if ray is None:
         fitter = _Fitter(masks, margins, n_train, device=device, step=step, **settings)
@@ -404,7 +403,7 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
         from backend.cluster.fit import fit_on_ray
         fit_on_ray(out, run.dir, columns, todo, settings, step, n_lambdas + 1, **ray)
     results = {key: np.asarray(out.view(key)) for key in DIAGNOSTICS}
-    solve = dict(n_lambdas=n_lambdas, eps=eps, tol=tol, max_iter=max_iter, patience=patience)
+    solve = {key: settings[key] for key in ("n_lambdas", "eps", "tol", "max_iter", "patience")}
     info = _info(validation_split(n_models, val_frac, seed), solve, n_models, val_frac, seed, device, size,
                  out.n_blocks, results, started)
     summary = fit_summary(info, columns, n_train, run.n_test)
