@@ -760,17 +760,22 @@ class Run:
 
     @property
     def masks(self) -> np.ndarray:
-        """bool (M, n_train)."""
-        return self.array(MASKS)
+        """bool (M, n_train): the models of the last committed merge."""
+        return self._merged(MASKS)
 
     @property
     def margins(self) -> np.ndarray:
         """float32 or float16 (the manifest's margins_dtype) (M, n_train + n_test)."""
-        margins = self.array(MARGINS)
-        if len(margins) != len(self.masks):
-            raise RunError(f"{self.dir}: {MASKS.name} has {len(self.masks)} models but {MARGINS.name} {len(margins)}: "
+        return self._merged(MARGINS)
+
+    def _merged(self, artifact: Artifact) -> np.ndarray:
+        """The first n_models rows: append_merge grows the headers before its manifest commit, so after a
+        kill between the two the files hold rows the next merge appends again; the manifest says which count."""
+        rows, n = self.array(artifact), int(self.manifest.get("n_models", 0))
+        if len(rows) < n:
+            raise RunError(f"{artifact.path(self.dir)} holds {len(rows)} models but the manifest records {n}: "
                            f"rerun `python -m precompute merge --run {self.dir}`")
-        return margins
+        return rows[:n] if len(rows) > n else rows
 
     @property
     def labels(self) -> np.ndarray:

@@ -147,6 +147,9 @@ def test_sigkill_at_each_step_of_a_merge_loses_nothing(tmp_path, point):
     # Whatever a plain reader sees now is a prefix of the models, never a torn row.
     seen = np.load(MARGINS.path(path), mmap_mode="r")
     np.testing.assert_array_equal(seen, _models(0, len(seen))[1])
+    # A Run reads the models of the last committed merge, even where a header already grew past them.
+    run = run_dir.Run(path)
+    assert len(run.masks) == len(run.margins) == run.manifest["n_models"] in (30, 60)
     status, _, stderr = _cli_merge(path)
     assert status == 0, stderr
     _assert_holds(path, 60)
