@@ -216,6 +216,8 @@ def missing_steps(run: Run, report: dict | None) -> list[str]:
     unjudged = [name for name in have if report is None or name not in report["methods"]]
     if unjudged:
         steps.append(f"python -m precompute methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
+    if report is not None and not report["modes"]:
+        steps.append(f"python -m precompute methods-eval --run {run.dir}   # the support search `--modes none` skipped")
     stale = [name for name in have if store.read_self_scores(run, name) is None]
     if report is not None and "n_flipped" in report["mislabel"] and stale:
         steps += [f"python -m precompute attribute --run {run.dir} --method {name}   # its self-scores, for the mislabel AUC"
