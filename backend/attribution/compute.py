@@ -1,13 +1,13 @@
-"""Run any method in resumable blocks of test targets and store its scores with their meta.json."""
+"""Run any method in resumable blocks of test targets and store its scores, self-scores and meta.json."""
 from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from backend.attribution import base
 from backend.progress import Progress
 from backend.store.blocks import BlockedOutput
-import numpy as np
-
 from backend.store.run_dir import Run, transaction, write_array, write_json
 from backend.store.schema import ATTRIBUTION_META, ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES
 from backend.training.train_stage import code_version
