@@ -20,10 +20,10 @@ def cmd_methods_eval(args: argparse.Namespace) -> dict:
                          f"`python -m precompute train --seed SEED+1 --out {heldout_dir}` (the run's flags), or pass --heldout")
     if args.k_max is not None and not 0 < args.k_max < run.n_train:
         raise ValueError(f"--k-max {args.k_max} is out of range: give 1..{run.n_train - 1}")
-    modes = MODES if args.modes is None else tuple(args.modes.split(","))
+    modes = MODES if args.modes is None else () if args.modes == "none" else tuple(args.modes.split(","))
     bad = [m for m in modes if m not in MODES]
     if bad:
-        raise ValueError(f"--modes {args.modes}: unknown mode {bad[0]!r}, give a comma-separated subset of {','.join(MODES)}")
+        raise ValueError(f"--modes {args.modes}: unknown mode {bad[0]!r}, give a comma-separated subset of {','.join(MODES)}, or none")
     with TqdmProgress("methods-eval") as bar:
         report = evaluate_methods(run, Run(heldout_dir), methods=args.methods.split(",") if args.methods else None,
                                   n_targets=args.targets, n_models=args.models, budget=args.budget, k_max=args.k_max,
@@ -66,7 +66,8 @@ def register(sub) -> None:
                    help=f"models per bisection step (default {DEFAULT_EVAL_MODELS})")
     p.add_argument("--budget", type=positive_int, default=7, help="bisection steps (default 7)")
     p.add_argument("--k-max", type=positive_int, default=None, help="largest k searched (default min(1280, n_train - 1))")
-    p.add_argument("--modes", default=None, help="support modes, a comma-separated subset of remove,mislabel (default both)")
+    p.add_argument("--modes", default=None, help="support modes, a comma-separated subset of remove,mislabel (default both), or none: "
+                        "LDS, mislabel AUC and cost alone, without the support search's retraining")
     add_device_arg(p)
     p.set_defaults(func=cmd_methods_eval)
 

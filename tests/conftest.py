@@ -243,6 +243,11 @@ class PermutedScores:
         n = self.run.n_train
         return np.asarray(self.weights[n + rows.start:n + rows.stop][:, self.order], dtype=np.float32)
 
+    def self_scores(self):
+        import numpy as np
+
+        return np.zeros(self.run.n_train, dtype=np.float32)  # the fixture's dataset has no planted label noise
+
 
 def add_fixture_attributions(run_dir: Path) -> None:
     """Stored scores of two methods and their methods_eval.json in a fitted run with heldout/ and control models.

@@ -2,7 +2,8 @@
 
 A method is a class with a `name`, its `config` and `models` (JSON, recorded in meta.json), and two
 steps: `prepare(progress)` (train or load what scoring needs) and `score(rows)` (float32 scores of the
-test targets `rows` against every training image; positive = the image raises the target's margin).
+test targets `rows` against every training image; positive = the image raises the target's margin), and
+`self_scores()` (one per training image from the same models, higher = likelier mislabelled).
 `backend.attribution.compute.attribute` runs any of them in resumable blocks and stores the result.
 
     base, methods        the interface and registry; the methods by CLI name, imported when made

@@ -19,10 +19,11 @@ class Method(Protocol):
     def score(self, rows: slice) -> np.ndarray:
         """float32 [len(rows), n_train]: test targets rows.start..rows.stop-1 against every training image."""
 
-
-# Optional: a method may also define `self_scores(self) -> float [n_train]`, each training image's attribution to
-# its own margin (self-influence); mislabel detection ranks training images by it (backend.attribution.yardsticks)
-# and shows "—" for a method without it. It is looked up on the class, so it is not part of the Protocol above.
+    def self_scores(self) -> np.ndarray:
+        """float [n_train]: each training image's self-score, from the models and settings prepare() made;
+        higher = likelier mislabelled (the orientation of dattri's mislabel_detection_auc, which inspects
+        training images from the highest self-attribution down). Mislabel detection ranks by it
+        (backend.attribution.yardsticks); `attribute` stores it beside the scores."""
 
 
 METHODS: dict[str, Callable[..., Method]] = {}

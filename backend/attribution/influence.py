@@ -12,6 +12,10 @@ Hessian is not positive definite; Koh & Liang damp it too).
                    (torch.func jvp of grad: H is never built, memory stays flat in the parameter count),
                    a block of test targets solved together. Negative curvature stops a target's CG.
   params = "last": the output layer only (the other layers frozen); H is built and solved exactly.
+
+Self-score: the self-influence (1/n) ∇ℓ(z_i)ᵀ (H + λI)⁻¹ ∇ℓ(z_i), with the same parameters, Hessian and
+solver as the scores: the predicted rise of image i's own loss when it is left out (Koh & Liang §5.4, who
+rank training images by it to find mislabelled ones; dattri's IF self_attribute, up to the sign and 1/n).
 """
 from __future__ import annotations
 
@@ -89,6 +93,12 @@ class InverseHessian:
         return torch.cholesky_solve(b.double().T, self.factor).T.to(b.dtype)
 
 
+def self_influence(inverse: InverseHessian, train_grads: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """float32 (n_train,): (1/n) ∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i, solved `block` images at a time (train_grads (n_train, P))."""
+    n = len(train_grads)
+    return torch.cat([(inverse(g) * g).sum(1) for g in train_grads.split(block)]) / n
+
+
 def influence_scores(fn: Functional, inverse: InverseHessian, train_grads: torch.Tensor, test_x: torch.Tensor,
                      test_y: torch.Tensor) -> torch.Tensor:
     """float32 (n_test, n_train): -(1/n) ∇m(test)ᵀ (H + λI)⁻¹ ∇ℓ(train_i); train_grads (n_train, P) are ∇ℓ."""
@@ -124,3 +134,7 @@ class Influence:
         targets = slice(n + rows.start, n + rows.stop)
         scores = influence_scores(self.fn, self.inverse, self.train_grads, data.targets_x[targets], data.targets_y[targets])
         return scores.cpu().numpy().astype(np.float32)
+
+    def self_scores(self) -> np.ndarray:
+        """float32 (n_train,): the self-influence of every training image (self_influence)."""
+        return self_influence(self.inverse, self.train_grads).cpu().numpy()

@@ -7,6 +7,12 @@ it (− its cosine similarity), and only the top 5 % of training images per targ
 score are kept (the rest are 0), since a model's prediction rests on a few similar images. The
 features are those of control model 0 (backend.training.control: the run's architecture trained on
 the full training set), the representation baseline that [structure] and [leakage] use too.
+
+Self-score: kNN label disagreement, the fraction of a training image's k = 10 nearest other training
+images (cosine of the same features) whose label differs from its own (Bahri et al. 2020, "Deep k-NN for
+noisy labels"). A one-model feature method attributes by similarity, so its own evidence against a label is
+that similar images carry another one; it needs no gradients or retraining, and it is what a feature-space
+tool (cleanlab's kNN issues, FiftyOne's mistakenness by neighbours) reports. `ssl-esvm` uses it too.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from backend.store.run_dir import Run
 from backend.store.schema import CONTROL_FEATURES
 
 TOP_FRACTION = 0.05
+NEIGHBOURS = 10  # kNN label disagreement's k (Bahri et al. 2020 choose k by validation; 10 suits 130 images a class)
 
 
 def keep_top(scores: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
@@ -44,6 +51,27 @@ def representation_scores(test_features: np.ndarray, train_features: np.ndarray,
     return keep_top(np.where(same, cos, -cos).astype(np.float32), fraction)
 
 
+def knn_label_disagreement(features: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS,
+                           block: int = 1024) -> np.ndarray:
+    """float32 (n,): fraction of each row's k nearest other rows by cosine whose label differs from its own.
+
+    features : (n, D); labels : int (n,). Exact: blockwise (block, n) similarity GEMMs, the row itself excluded.
+    """
+    from backend.leakage.candidates import float32_unit_rows
+
+    unit, labels = float32_unit_rows(features), np.asarray(labels)
+    n = len(unit)
+    k = min(k, n - 1)
+    out = np.zeros(n, dtype=np.float32)
+    for lo in range(0, n, block):
+        rows = np.arange(lo, min(lo + block, n))
+        similarity = unit[rows] @ unit.T
+        similarity[np.arange(len(rows)), rows] = -np.inf
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        out[rows] = (labels[nearest] != labels[rows, None]).mean(axis=1)
+    return out
+
+
 @register("representation")
 class Representation:
     def __init__(self, run: Run, device: str = "auto"):
@@ -65,3 +93,8 @@ class Representation:
         n = self.run.n_train
         return representation_scores(self.features[n + rows.start:n + rows.stop], self.features[:n],
                                      self.labels[n + rows.start:n + rows.stop], self.labels[:n])
+
+    def self_scores(self) -> np.ndarray:
+        """float32 (n_train,): kNN label disagreement in the control model's feature space."""
+        n = self.run.n_train
+        return knn_label_disagreement(self.features[:n], self.labels[:n])

@@ -6,6 +6,10 @@ test target's margin m by -η ∇m(z) · ∇ℓ(z_i). Summed over checkpoints θ
 positive when the image's steps raise the margin. η_c is the mean learning rate of the epoch that ends
 at checkpoint c (each image is visited once per epoch). The checkpoints are recomputed by retraining
 control model 0 (seconds on digits), not stored: the run keeps no parameters.
+
+Self-score: TracIn's self-influence Σ_c η_c ‖∇ℓ(z_i; θ_c)‖², the loss's own first-order drop from the
+image's steps (Pruthi et al. §4.1, their mislabel experiment): an image whose label contradicts the rest
+keeps a large loss gradient through training, so it scores high.
 """
 from __future__ import annotations
 
@@ -55,3 +59,10 @@ class TracIn:
         for (lr, fn), train_grads in zip(self.checkpoints, self.train_grads):
             total -= lr * (fn.all_grads(margin, x, y) @ train_grads.T)
         return total.cpu().numpy().astype(np.float32)
+
+    def self_scores(self) -> np.ndarray:
+        """float32 (n_train,): Σ_c η_c ‖∇ℓ(z_i; θ_c)‖² over the checkpoints the scores use."""
+        total = torch.zeros(self.run.n_train, device=self.device)
+        for (lr, _), train_grads in zip(self.checkpoints, self.train_grads):
+            total += lr * (train_grads * train_grads).sum(1)
+        return total.cpu().numpy()

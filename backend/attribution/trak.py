@@ -12,6 +12,12 @@ The score of training image i for test target z is
 including image i raises f(z): one Newton step of the linearised logistic loss, whose gradient at z_i
 is -(1 - p_i) ∇f(z_i). The pseudo-inverse is taken through the smaller of the d × d kernel and the
 n × n Gram matrix ((ΦᵀΦ + λI)⁺Φᵀ = Φᵀ(ΦΦᵀ + λI)⁺), in float64: d = 2048 exceeds n_train on digits.
+
+Self-score: TRAK's self-influence, the score of training image i for z = z_i itself,
+  τ(z_i)_i = (1/M Σ_m φ_m(z_i)ᵀ (Φ_mᵀΦ_m + λI)⁺ φ_m(z_i)) · (1/M Σ_m Q_m)_ii
+the ensemble's mean leverage of i times its mean 1 − p (dattri's TRAK self_attribute: the kernel's diagonal,
+reweighted by Q). With λ = 0 and d ≥ n_train (digits at the default d = 2048) Φ_m has full row rank, every
+leverage is 1 and the self-score is the ensemble's mean 1 − p_i: the estimator then ranks by confidence alone.
 """
 from __future__ import annotations
 
@@ -67,6 +73,7 @@ class Trak:
         trained = train_snapshots(run, data, subsets, [model_seed(seed, m) for m in range(M)], [epochs],
                                   progress=offset(progress, 0, 2 * M))
         self.ensemble, one_minus_p = [], torch.zeros(run.n_train, dtype=torch.float64, device=self.device)
+        leverage = torch.zeros(run.n_train, dtype=torch.float64, device=self.device)
         project = None
         for m, [(_, model)] in enumerate(trained):
             fn = Functional(model)
@@ -75,10 +82,13 @@ class Trak:
             with torch.no_grad():
                 probs = torch.softmax(fn.logits(fn.variables(), data.train_x), 1)
             one_minus_p += 1 - probs.gather(1, data.train_y[:, None])[:, 0].double()
-            self.ensemble.append((fn, project, kernel_weights(phi, self.config["damping"]).float()))
+            weights = kernel_weights(phi, self.config["damping"])
+            leverage += (phi.double() * weights.T).sum(1)  # diag Φ_m (Φ_mᵀΦ_m + λI)⁺ Φ_mᵀ
+            self.ensemble.append((fn, project, weights.float()))
             if progress:
                 progress(M + m + 1, 2 * M, "model")
         self.q = (one_minus_p / M).float()
+        self.self_kernel = (leverage / M).float()
 
     def score(self, rows: slice) -> np.ndarray:
         n = self.run.n_train
@@ -88,3 +98,7 @@ class Trak:
             for start, g in fn.per_example_grads(trak_output, x, y):
                 total[start:start + len(g)] += project(g) @ weights
         return (total / len(self.ensemble) * self.q).cpu().numpy().astype(np.float32)
+
+    def self_scores(self) -> np.ndarray:
+        """float32 (n_train,): each training image's TRAK score for itself (see the module docstring)."""
+        return (self.self_kernel * self.q).cpu().numpy()

@@ -10,7 +10,8 @@
   run's control models classify correctly (mean margin > 0), so each has a support to find.
   Retrainings go through the run's retrain store: a removal set two methods share trains once.
 * Mislabel detection (dattri's noisy-label benchmark): on a run trained on a `plant-label-noise`
-  dataset, the ROC AUC of a method's self-scores (one per training image) against the flipped set.
+  dataset, the ROC AUC of a method's self-scores (one per training image, stored by `attribute` beside its
+  scores, higher = likelier mislabelled) against the flipped set; None for scores stored without them.
 * Cost: seconds, models trained and bytes stored, from each method's meta.json.
 
 `evaluate_methods` runs them all and writes attribution/methods_eval.json (schema METHODS_EVAL).
@@ -23,7 +24,7 @@ import time
 import numpy as np
 
 from backend.attribution import store
-from backend.attribution.methods import METHODS, method_class
+from backend.attribution.methods import METHODS
 from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
 from backend.datamodels.evaluation import check_heldout, lds_by_block
 from backend.progress import Progress, fraction
@@ -77,16 +78,9 @@ def smaller_fraction(a: list[int | None], b: list[int | None]) -> float:
     return float((x < y).mean()) if len(x) else float("nan")
 
 
-def self_scores(run: Run, name: str) -> np.ndarray | None:
-    """float64 (n_train,) self-scores of training images under a method, or None when it has no `self_scores` hook."""
-    cls = method_class(name)
-    if cls is None or not hasattr(cls, "self_scores"):
-        return None
-    return np.asarray(cls(run).self_scores(), dtype=np.float64)
-
-
 def mislabel_auc(scores: np.ndarray, flipped: np.ndarray) -> float:
-    """ROC AUC of self-scores (n_train,) ranking the flipped training positions first (dattri's metric)."""
+    """ROC AUC of self-scores (n_train,) against the flipped training positions: dattri's mislabel_detection_auc,
+    which inspects training images from the highest self-score down (ties counted half, as roc_auc_score does)."""
     from sklearn.metrics import roc_auc_score
 
     truth = np.zeros(len(scores), dtype=bool)
@@ -158,8 +152,8 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
             entry["support"][mode] = {"supports": supports, "cdf": support_cdf(supports),
                                       "seconds": round(time.time() - started, 3)}
         if isinstance(flipped, np.ndarray):
-            own = self_scores(run, name)
-            entry["mislabel_auc"] = None if own is None else mislabel_auc(own, flipped)
+            own = store.read_self_scores(run, name)
+            entry["mislabel_auc"] = None if own is None else mislabel_auc(np.asarray(own, dtype=np.float64), flipped)
         point = {"n_models": entry["cost"]["n_models"], "lds": entry["lds"]["mean"], "config": meta["config"]}
         curve[name] = [p for p in curve.get(name, []) if p["config"] != meta["config"]] + [point]
         curve[name].sort(key=lambda p: (p["n_models"] is None, p["n_models"] or 0))
@@ -222,6 +216,13 @@ def missing_steps(run: Run, report: dict | None) -> list[str]:
     unjudged = [name for name in have if report is None or name not in report["methods"]]
     if unjudged:
         steps.append(f"python -m precompute methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
+    if report is not None and not report["modes"]:
+        steps.append(f"python -m precompute methods-eval --run {run.dir}   # the support search `--modes none` skipped")
+    stale = [name for name in have if store.read_self_scores(run, name) is None]
+    if report is not None and "n_flipped" in report["mislabel"] and stale:
+        steps += [f"python -m precompute attribute --run {run.dir} --method {name}   # its self-scores, for the mislabel AUC"
+                  for name in stale]
+        steps.append(f"python -m precompute methods-eval --run {run.dir}   # then the mislabel AUC of {', '.join(stale)}")
     if report is not None and "n_flipped" not in report["mislabel"]:
         steps.append("python -m precompute plant-label-noise --dataset DATASET --fraction 0.05 --out data/noisy.npz"
                      "   # then a run on npz:data/noisy.npz, attribute and methods-eval for mislabel AUC")

@@ -154,6 +154,8 @@ COUNTERFACTUAL_EVAL = _json("counterfactual_eval.json", "cf-eval", "python -m pr
 # positive = the image raises the target's margin.
 _ATTRIBUTE = "python -m precompute attribute --run RUN --method METHOD"
 ATTRIBUTION_SCORES = _npy("attribution/<method>/scores.npy", "float32", ("n_test", "n_train"), "attribute", _ATTRIBUTE)
+# Each training image's self-score under the method (higher = likelier mislabelled), from the scores' own models.
+ATTRIBUTION_SELF_SCORES = _npy("attribution/<method>/self_scores.npy", "float32", ("n_train",), "attribute", _ATTRIBUTE)
 ATTRIBUTION_META = _json("attribution/<method>/meta.json", "attribute", _ATTRIBUTE, keys={
     "method": str, "config": dict, "models": dict, "seconds": _NUMBER, "bytes": int, "code_version": dict})
 # The ssl-esvm method's self-supervised encoder, kept so a resumed or repeated attribution does not retrain it.

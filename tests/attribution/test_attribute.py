@@ -7,7 +7,7 @@ import pytest
 
 from backend.attribution.compute import attribute
 from backend.attribution.methods import make
-from backend.attribution.store import available, read_meta, read_scores
+from backend.attribution.store import available, read_meta, read_scores, read_self_scores
 from backend.store.blocks import BlockedOutput
 from backend.store.run_dir import Run
 from tests.conftest import run_cli
@@ -45,7 +45,9 @@ def test_an_interrupted_attribution_keeps_its_finished_blocks(fitted):
     scores = read_scores(run, "datamodels")
     assert meta["resumed_blocks"] == 1 and np.all(scores[50:100] == 7.0)
     assert np.array_equal(scores[:50], np.load(fitted / "weights.npy")[run.n_train:run.n_train + 50])
-    assert steps[0] == (0, 1 + staged.n_blocks) and steps[-1] == (1 + staged.n_blocks, 1 + staged.n_blocks)
+    # preparation, the blocks, the self-scores: one step each
+    assert steps[0] == (0, 2 + staged.n_blocks) and steps[-1] == (2 + staged.n_blocks, 2 + staged.n_blocks)
+    np.testing.assert_allclose(read_self_scores(run, "datamodels"), method.self_scores(), rtol=1e-6)
 
 
 def test_an_unknown_method_is_one_line_and_exit_2(fitted):

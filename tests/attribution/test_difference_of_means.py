@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from backend.attribution.store import read_meta, read_scores
+from backend.attribution.store import read_meta, read_scores, read_self_scores
 from backend.store.run_dir import Run
 from tests.conftest import run_cli
 
@@ -35,3 +35,8 @@ def test_scores_are_the_per_pair_difference_of_means(run, method, correctness):
     expected = brute_force(masks, (margins > 0).astype(np.float64) if correctness else margins)
     assert np.allclose(read_scores(r, method), expected, atol=1e-5)
     assert read_meta(r, method)["models"] == {"kind": "alpha-subset", "n_models": 60, "trained": 0}
+    # self-scores: the memorisation score, each training image's own outcome with it in minus out, all models
+    own = np.load(run / "margins.npy").astype(np.float64)[:, :r.n_train]
+    own = (own > 0).astype(np.float64) if correctness else own
+    expected_self = [own[masks[:, i], i].mean() - own[~masks[:, i], i].mean() for i in range(r.n_train)]
+    np.testing.assert_allclose(read_self_scores(r, method), expected_self, atol=1e-5)

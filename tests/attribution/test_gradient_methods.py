@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from backend.attribution.gradients import Functional, Projector, loss, train_snapshots
-from backend.attribution.influence import InverseHessian, influence_scores
+from backend.attribution.influence import InverseHessian, influence_scores, self_influence
 from backend.attribution.methods import make
-from backend.attribution.store import read_meta, read_scores
+from backend.attribution.store import read_meta, read_scores, read_self_scores
 from backend.store.run_dir import Run
 from backend.training.engine import margins_of, train_models
 from backend.training.retraining import training_data
@@ -134,6 +134,30 @@ def test_influence_matches_leave_one_out_retraining_of_a_convex_model(exact):
     np.testing.assert_allclose(predicted[:, removed], actual, rtol=0.1, atol=0.05 * np.abs(actual).max())
 
 
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "cg"])
+def test_influence_self_scores_are_the_explicit_damped_hessian_inverse_of_a_logistic_regression(exact):
+    """(1/n) ∇ℓ_iᵀ (H + λI)⁻¹ ∇ℓ_i against H built by torch.autograd.functional.hessian and inverted by numpy."""
+    digits = load_digits()
+    pick = np.flatnonzero(digits.target < 3)[:90]
+    x, y = torch.tensor(digits.images[pick] / 16.0)[:, None], torch.tensor(digits.target[pick])
+    l2 = 0.05
+    model = _LogisticRegression(64, 3)
+    _fit(model, x, y, l2, slice(None))
+    fn = Functional(model)
+    own = self_influence(InverseHessian(fn, x, y, l2, exact), fn.all_grads(loss, x, y), block=32).numpy()
+    w0, b0 = model.w.detach().clone(), model.b.detach().clone()
+
+    def objective(flat):
+        w, b = flat[:w0.numel()].reshape(w0.shape), flat[w0.numel():].reshape(b0.shape)
+        return F.cross_entropy(torch.baddbmm(b, x[None].flatten(2), w)[0], y) + l2 / 2 * (flat * flat).sum()
+
+    hessian = torch.autograd.functional.hessian(objective, torch.cat([w0.reshape(-1), b0.reshape(-1)])).numpy()
+    grads = np.stack([_autograd_grad(model, x[i], y[i], _loss) for i in range(len(x))])
+    expected = np.einsum("ip,pq,iq->i", grads, np.linalg.inv(hessian), grads) / len(x)
+    assert (expected > 0).all()
+    np.testing.assert_allclose(own, expected, rtol=1e-4 if exact else 1e-2)
+
+
 def test_trak_with_a_full_rank_projection_is_the_linearised_estimator(narrow_run):
     """proj_dim = the parameter count: a square random projection cancels out of φ(ΦᵀΦ)⁻¹Φᵀ, so TRAK must equal
     its formula computed in numpy from autograd gradients without any projection."""
@@ -154,6 +178,11 @@ def test_trak_with_a_full_rank_projection_is_the_linearised_estimator(narrow_run
     expected = phi_test @ np.linalg.pinv(phi.T @ phi, rcond=1e-10, hermitian=True) @ phi.T * (1 - p)[None]
     assert np.corrcoef(scores.ravel(), expected.ravel())[0, 1] > 0.999
     np.testing.assert_allclose(scores, expected, atol=0.02 * np.abs(expected).max())
+    # self-influence: the kernel's diagonal (each image's leverage) times its 1 - p, as dattri's self_attribute
+    leverage = np.einsum("ip,pq,iq->i", phi, np.linalg.pinv(phi.T @ phi, rcond=1e-10, hermitian=True), phi)
+    own = method.self_scores()
+    assert 0 < leverage.min() and leverage.max() <= 1 + 1e-6 and leverage.std() > 0.01
+    np.testing.assert_allclose(own, leverage * (1 - p), rtol=0.02, atol=1e-4 * np.abs(own).max())
 
 
 def test_tracin_is_the_learning_rate_weighted_sum_of_gradient_dot_products(narrow_run):
@@ -163,13 +192,15 @@ def test_tracin_is_the_learning_rate_weighted_sum_of_gradient_dot_products(narro
     assert method.config["epochs"] == [2, 3] and len(method.checkpoints) == 2
     scores = method.score(slice(3, 6))
     data, n = method.data, run.n_train
-    expected = np.zeros((3, n))
+    expected, expected_self = np.zeros((3, n)), np.zeros(n)
     for lr, fn in method.checkpoints:
         train = np.stack([_autograd_grad(fn.model, data.train_x[i], data.train_y[i], _loss) for i in range(n)])
+        expected_self += lr * (train * train).sum(1)  # self-influence: Σ_c η_c |∇ℓ(z_i; θ_c)|²
         for row, j in enumerate(range(3, 6)):
             test = _autograd_grad(fn.model, data.targets_x[n + j], data.targets_y[n + j], _margin)
             expected[row] -= lr * train @ test
     np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(method.self_scores(), expected_self, rtol=1e-3, atol=1e-6 * expected_self.max())
 
 
 def test_the_cli_stores_each_method_with_its_config(narrow_run):
@@ -187,6 +218,8 @@ def test_the_cli_stores_each_method_with_its_config(narrow_run):
         assert meta["models"]["kind"] == ("alpha-subset" if method == "trak" else "control")
         scores = read_scores(Run(narrow_run), method)
         assert scores.shape == (500, 1297) and np.isfinite(scores).all() and np.abs(scores).max() > 0
+        own = read_self_scores(Run(narrow_run), method)
+        assert own.shape == (1297,) and own.dtype == np.float32 and np.isfinite(own).all() and (own > 0).all()
 
 
 @pytest.mark.parametrize("method, flags, message", [

@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 
-from backend.attribution.representation import representation_scores
-from backend.attribution.store import read_meta, read_scores
+from backend.attribution.representation import knn_label_disagreement, representation_scores
+from backend.attribution.store import read_meta, read_scores, read_self_scores
 from backend.store.run_dir import Run
 from tests.conftest import run_cli
 
@@ -32,6 +32,18 @@ def test_scores_are_signed_cosines_of_the_top_5_percent():
     assert ((got != 0).sum(axis=1) == 5).all()
 
 
+def test_knn_label_disagreement_is_sklearns_brute_force_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(1)
+    features, labels = rng.normal(size=(230, 8)), rng.integers(0, 4, 230)
+    got = knn_label_disagreement(features, labels, k=7, block=64)  # blocks that do not divide 230
+    _, nearest = NearestNeighbors(n_neighbors=8, metric="cosine", algorithm="brute").fit(features).kneighbors(features)
+    assert (nearest[:, 0] == np.arange(230)).all()  # each row's nearest is itself, which the score leaves out
+    expected = (labels[nearest[:, 1:]] != labels[:, None]).mean(axis=1)
+    assert got.dtype == np.float32 and np.allclose(got, expected, atol=1e-6)
+
+
 def test_representation_end_to_end_trains_the_control_model_it_needs(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -42,3 +54,4 @@ def test_representation_end_to_end_trains_the_control_model_it_needs(tiny_run, t
     expected = representation_scores(features[n:], features[:n], labels[n:], labels[:n])
     assert np.array_equal(read_scores(r, "representation"), expected)
     assert read_meta(r, "representation")["config"]["top_fraction"] == 0.05
+    np.testing.assert_array_equal(read_self_scores(r, "representation"), knn_label_disagreement(features[:n], labels[:n]))

@@ -8,7 +8,8 @@ from sklearn.svm import LinearSVC
 
 from backend.attribution.methods import make
 from backend.attribution.ssl_esvm import exemplar_scores
-from backend.attribution.store import read_meta, read_scores
+from backend.attribution.representation import knn_label_disagreement
+from backend.attribution.store import read_meta, read_scores, read_self_scores
 from backend.store.run_dir import Run
 from tests.conftest import run_cli
 
@@ -65,6 +66,7 @@ def test_ssl_esvm_end_to_end_stores_its_encoder_and_reuses_it(run):
     assert np.allclose(scores[:20], expected, atol=1e-6)
     meta = read_meta(r, "ssl-esvm")
     assert meta["config"]["ssl"]["epochs"] == 3 and meta["config"]["C"] == 0.1
+    np.testing.assert_array_equal(read_self_scores(r, "ssl-esvm"), knn_label_disagreement(embeddings[:n], labels[:n]))
 
     again = json.loads(run_cli("attribute", "--run", run, "--method", "ssl-esvm", "--ssl-epochs", "3",
                                "--esvm-score", "l2", "--json").stdout)

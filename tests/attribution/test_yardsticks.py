@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from backend.attribution import store, yardsticks
+from backend.attribution.datamodels import Datamodels
 from backend.attribution.compute import attribute
 from backend.counterfactuals.support import certified_supports
 from backend.datasets import load_dataset
@@ -23,8 +24,9 @@ RUN = "digits-tiny"
 class StoredRows:
     """A test fixture method: given rows of scores (n_test, n_train), stored as they are."""
 
-    def __init__(self, name: str, scores: np.ndarray, config: dict, n_models: int = 1):
+    def __init__(self, name: str, scores: np.ndarray, config: dict, n_models: int = 1, own: np.ndarray | None = None):
         self.name, self.scores, self.config = name, scores.astype(np.float32), config
+        self.own = np.zeros(scores.shape[1]) if own is None else own
         self.models = {"kind": "fixture", "n_models": n_models, "trained": 0}
 
     def prepare(self, progress=None) -> None:
@@ -32,6 +34,9 @@ class StoredRows:
 
     def score(self, rows: slice) -> np.ndarray:
         return self.scores[rows]
+
+    def self_scores(self) -> np.ndarray:
+        return self.own
 
 
 def test_lds_of_the_datamodels_scores_is_the_eval_stages_lds_and_scipys_spearman(dashboard_data_dir):
@@ -147,7 +152,7 @@ def test_datamodels_self_scores_find_the_flipped_labels(noisy_run):
     flipped = yardsticks.flipped_labels(run)
     with np.load(run.manifest["dataset"]["spec"][len("npz:"):]) as npz:
         np.testing.assert_array_equal(flipped, npz["flipped_train"])
-    own = yardsticks.self_scores(run, "datamodels")
+    own = Datamodels(run).self_scores()
     masks, margins = run.masks, np.asarray(run.margins, dtype=np.float64)
     for i in range(0, run.n_train, 97):
         inside = masks[:, i]
@@ -158,7 +163,45 @@ def test_datamodels_self_scores_find_the_flipped_labels(noisy_run):
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
     assert auc == pytest.approx(pairs, abs=1e-12)
     assert auc > 0.8, auc  # a flipped label is learnt only when seen: its margin rises most when included
-    assert yardsticks.self_scores(run, "no-such-method") is None
+
+
+def test_mislabel_auc_has_dattris_orientation():
+    """Higher self-score = likelier mislabelled: dattri's mislabel_detection_auc inspects from the top score down."""
+    torch = pytest.importorskip("torch")
+    from dattri.metric import mislabel_detection_auc
+
+    rng = np.random.default_rng(0)
+    scores, flipped = rng.normal(size=300), np.sort(rng.choice(300, 15, replace=False))
+    scores[flipped] += 1.5
+    truth = torch.zeros(300, dtype=torch.bool)
+    truth[flipped] = True
+    theirs = float(mislabel_detection_auc(torch.tensor(scores), truth)[0])
+    assert yardsticks.mislabel_auc(scores, flipped) == pytest.approx(theirs, abs=1e-3) and theirs > 0.8
+
+
+def test_methods_eval_reads_stored_self_scores_and_leaves_old_scores_without_an_auc(noisy_run, tmp_path):
+    run = Run(shutil.copytree(noisy_run.dir, tmp_path / "run"))
+    flipped = yardsticks.flipped_labels(run)
+    own = np.random.default_rng(0).normal(size=run.n_train)
+    own[flipped] += 3.0
+    rows = np.zeros((run.n_test, run.n_train))
+    attribute(run, StoredRows("stored", rows, {"a": 1}, own=own))
+    attribute(run, StoredRows("old", rows, {"b": 1}))
+    (run.dir / "attribution" / "old" / "self_scores.npy").unlink()  # as `attribute` stored scores before self-scores
+    heldout = tmp_path / "heldout"
+    run_cli("train", "--dataset", run.manifest["dataset"]["spec"], "--models", "8", "--seed", "1", "--out", heldout,
+            "--batch-models", "8", "--epochs", "20", "--hidden", "32")
+    run_cli("methods-eval", "--run", run.dir, "--heldout", heldout, "--modes", "none", "--device", "cpu")
+    report = read_json(run.dir, METHODS_EVAL)
+    assert report["modes"] == [] and report["methods"]["stored"]["support"] == {}
+    assert report["methods"]["stored"]["mislabel_auc"] == pytest.approx(yardsticks.mislabel_auc(own, flipped), abs=1e-6)
+    assert report["methods"]["old"]["mislabel_auc"] is None
+    rows = {row["method"]: row for row in yardsticks.table_rows(report)}
+    assert rows["old"]["mislabel AUC"] is None and rows["stored"]["remove found"] is None
+    steps = yardsticks.missing_steps(run, report)
+    assert f"python -m precompute attribute --run {run.dir} --method old   # its self-scores, for the mislabel AUC" in steps
+    assert not any("--method stored " in step for step in steps)
+    assert f"python -m precompute methods-eval --run {run.dir}   # the support search `--modes none` skipped" in steps
 
 
 def test_flipped_labels_of_a_changed_dataset_file_is_a_note(noisy_run, tmp_path):
@@ -183,4 +226,4 @@ def test_methods_eval_cli_errors_name_the_fix(tiny_run, dashboard_data_dir):
     no_scores = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, check=False)
     assert no_scores.returncode == 2 and "attribute --run" in no_scores.stderr
     bad_mode = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--modes", "remove,x", check=False)
-    assert bad_mode.returncode == 2 and "unknown mode 'x'" in bad_mode.stderr
+    assert bad_mode.returncode == 2 and "unknown mode 'x'" in bad_mode.stderr and "or none" in bad_mode.stderr
