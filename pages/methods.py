@@ -41,6 +41,8 @@ with cdf_tab:
     for mode in report["modes"]:
         figure = go.Figure()
         for name, m in report["methods"].items():
+            if mode not in m["support"]:  # judged with `--modes none`
+                continue
             cdf = m["support"][mode]["cdf"]
             # A step line: the share of targets with support ≤ k; targets never flipped keep it below 1.
             figure.add_trace(go.Scatter(x=[0, *cdf["k"]], y=[0, *cdf["fraction"]], mode="lines+markers",
@@ -51,7 +53,7 @@ with cdf_tab:
 with pair_tab:
     for mode in report["modes"]:
         pairs = report["smaller_support"][mode]
-        names = list(report["methods"])
+        names = list(pairs)
         st.caption(f"{mode}: share of targets where the row's method finds strictly smaller support than the column's")
         st.dataframe(pd.DataFrame([[pairs[a].get(b, np.nan) for b in names] for a in names], index=names, columns=names),
                      column_config={n: st.column_config.NumberColumn(format="%.2f") for n in names})

@@ -117,7 +117,9 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
 
     progress counts one step per method and mode of the support search ("search"), each reporting within.
     An earlier methods_eval.json's `lds_vs_models` points are kept, so a method scored again with another
-    number of models (e.g. `trak --models 5`, then 20) adds a point to its curve.
+    number of models (e.g. `trak --models 5`, then 20) adds a point to its curve. Its results for methods
+    not judged now are kept too, where they were judged on the same targets, parameters and held-out run
+    and their scores are unchanged, so `--methods trak` adds to the table instead of replacing it.
     """
     check_heldout(run, heldout)
     names = store.available(run) if methods is None else list(methods)
@@ -158,12 +160,20 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
         curve[name] = [p for p in curve.get(name, []) if p["config"] != meta["config"]] + [point]
         curve[name].sort(key=lambda p: (p["n_models"] is None, p["n_models"] or 0))
         results[name] = entry
-    pairs = {mode: {a: {b: smaller_fraction(results[a]["support"][mode]["supports"], results[b]["support"][mode]["supports"])
-                        for b in names if b != a} for a in names} for mode in modes}
     # Relative to the run, as metrics.json names it, so a moved run still names its own held-out run.
-    report = {"heldout_run": os.path.relpath(heldout.dir.resolve(), run.dir.resolve()), "n_heldout_models": int(len(heldout.masks)),
+    heldout_run = os.path.relpath(heldout.dir.resolve(), run.dir.resolve())
+    same = (previous.get("targets"), previous.get("support_params"), previous.get("heldout_run"),
+            previous.get("n_heldout_models")) == (targets, params, heldout_run, int(len(heldout.masks)))
+    kept = {name: entry for name, entry in previous.get("methods", {}).items() if same and name not in results
+            and name in store.available(run) and entry.get("config") == store.read_meta(run, name)["config"]}
+    results = {name: results.get(name) or kept[name] for name in store.available(run) if name in results or name in kept}
+    judged = [mode for mode in MODES if any(mode in entry["support"] for entry in results.values())]
+    pairs = {mode: {a: {b: smaller_fraction(results[a]["support"][mode]["supports"], results[b]["support"][mode]["supports"])
+                        for b in results if b != a and mode in results[b]["support"]}
+                    for a in results if mode in results[a]["support"]} for mode in judged}
+    report = {"heldout_run": heldout_run, "n_heldout_models": int(len(heldout.masks)),
               "targets": targets, "target_rule": f"the first {n_targets} test targets the control models classify correctly",
-              "support_params": params, "modes": list(modes), "methods": results, "smaller_support": pairs,
+              "support_params": params, "modes": judged, "methods": results, "smaller_support": pairs,
               "mislabel": {"note": flipped} if isinstance(flipped, str) else
               {"n_flipped": int(len(flipped))} if isinstance(flipped, np.ndarray) else
               {"note": "the run's dataset has no planted label noise: train a run on a `plant-label-noise` dataset"},
@@ -216,8 +226,10 @@ def missing_steps(run: Run, report: dict | None) -> list[str]:
     unjudged = [name for name in have if report is None or name not in report["methods"]]
     if unjudged:
         steps.append(f"python -m precompute methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
-    if report is not None and not report["modes"]:
-        steps.append(f"python -m precompute methods-eval --run {run.dir}   # the support search `--modes none` skipped")
+    unsearched = [name for name, m in (report or {}).get("methods", {}).items() if not m["support"]]
+    if unsearched:
+        steps.append(f"python -m precompute methods-eval --run {run.dir} --methods {','.join(unsearched)}"
+                     "   # the support search `--modes none` skipped")
     stale = [name for name in have if store.read_self_scores(run, name) is None]
     if report is not None and "n_flipped" in report["mislabel"] and stale:
         steps += [f"python -m precompute attribute --run {run.dir} --method {name}   # its self-scores, for the mislabel AUC"

@@ -196,12 +196,20 @@ def test_methods_eval_reads_stored_self_scores_and_leaves_old_scores_without_an_
     assert report["modes"] == [] and report["methods"]["stored"]["support"] == {}
     assert report["methods"]["stored"]["mislabel_auc"] == pytest.approx(yardsticks.mislabel_auc(own, flipped), abs=1e-6)
     assert report["methods"]["old"]["mislabel_auc"] is None
-    rows = {row["method"]: row for row in yardsticks.table_rows(report)}
-    assert rows["old"]["mislabel AUC"] is None and rows["stored"]["remove found"] is None
+    table = {row["method"]: row for row in yardsticks.table_rows(report)}
+    assert table["old"]["mislabel AUC"] is None and table["stored"]["remove found"] is None
     steps = yardsticks.missing_steps(run, report)
     assert f"python -m precompute attribute --run {run.dir} --method old   # its self-scores, for the mislabel AUC" in steps
     assert not any("--method stored " in step for step in steps)
-    assert f"python -m precompute methods-eval --run {run.dir}   # the support search `--modes none` skipped" in steps
+    assert any(step.startswith(f"python -m precompute methods-eval --run {run.dir} --methods ") and "stored" in step
+               and step.endswith("# the support search `--modes none` skipped") for step in steps), steps
+    # Judging one method again keeps the others' results (same targets, parameters, held-out run, scores) ...
+    again = yardsticks.evaluate_methods(run, Run(heldout), methods=["old"], modes=(), device="cpu")
+    assert again["methods"]["stored"] == report["methods"]["stored"] and set(again["methods"]) == set(report["methods"])
+    # ... but not a method whose scores were computed again with another configuration.
+    attribute(run, StoredRows("stored", rows, {"a": 2}, own=own))
+    third = yardsticks.evaluate_methods(run, Run(heldout), methods=["old"], modes=(), device="cpu")
+    assert "stored" not in third["methods"] and "old" in third["methods"]
 
 
 def test_flipped_labels_of_a_changed_dataset_file_is_a_note(noisy_run, tmp_path):
