@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.store.schema import EXTERNAL
+
 SAMPLE_BLOCKS = 16
 SAMPLE_BYTES = 64 << 10
 
@@ -79,10 +81,10 @@ def open_part(record: dict, release: str | None, run_dir: Path) -> np.memmap:
     """Rows [rows) of one part's file as an np.memmap of exactly those rows (a whole-file map of them, so
     backend.store.rows reads it with positioned reads), after checking the file is the one imported."""
     path = _resolve(record, release, run_dir)
-    where = "external.json's `release`" if record["base"] == "release" else "the part's path"
+    where = "its `release` folder" if record["base"] == "release" else "the part's path"
     if not path.is_file():
         raise ExternalError(f"{path} (an external array of {run_dir}) is missing: put it back, or fix {where} "
-                            f"in {run_dir / 'external.json'} if it moved")
+                            f"in {EXTERNAL.path(run_dir)} if it moved")
     dtype, shape, offset = npy_layout(path)
     if dtype.str != record["dtype"] or list(shape) != record["shape"] or fingerprint(path) != record["sha256_sampled"]:
         raise ExternalError(f"{path} is not the file {run_dir} imported (its dtype, shape or sampled sha256 differ): "

@@ -245,7 +245,7 @@ def test_a_changed_release_file_is_refused_on_open(release, cifar, tmp_path):
     with pytest.raises(RunError, match="is not the file .* imported"):
         Run(tmp_path / "run").margins
     path.unlink()
-    with pytest.raises(RunError, match=r"is missing: put it back, or fix external.json's `release`"):
+    with pytest.raises(RunError, match=r"is missing: put it back, or fix its `release` folder in .*external.json if it moved"):
         Run(tmp_path / "run").margins
     assert json.loads(EXTERNAL.path(tmp_path / "run").read_text())["release"] == str(root)
 
