@@ -168,12 +168,13 @@ def _weight_rows(path: Path, lo: int, hi: int) -> np.ndarray:
     return rows
 
 
-def write_datamodels(path: Path, split: str, n_train: int, dtype: str, moments: tuple | None, convention: str, weights_path: Path, by_train_path: Path | None,
-                     progress: Progress | None = None, done: int = 0, total: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def write_datamodels(path: Path, split: str, n_train: int, moments: tuple | None, convention: str, weights_path: Path,
+                     by_train_path: Path | None, progress: Progress | None = None, done: int = 0, total: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Transpose one split's published weight [n_train, N] into rows of weights.npy, converted to raw-mask form.
 
-    Feature rows are read CHUNK_BYTES at a time; each chunk becomes columns of the target-major output,
-    written through a mapping opened for that chunk, and (test split) rows of weights_test_by_train.npy.
+    Feature rows are read CHUNK_BYTES at a time; each chunk becomes columns of the target-major output
+    (created by the caller in its storage dtype), written through a mapping opened for that chunk, and
+    (test split) rows of weights_test_by_train.npy. moments : the fit models' (μ, σ), for "standardized".
     Returns (bias, lam) float32 (N,) of the raw form.
     """
     obj = load_datamodels(path)
@@ -182,10 +183,7 @@ def write_datamodels(path: Path, split: str, n_train: int, dtype: str, moments: 
     del obj
     first = 0 if split == "train" else n_train
     step = max(1, CHUNK_BYTES // (4 * n))
-    header = np.lib.format.open_memmap(weights_path, mode="r+")
-    offset, shape = header.offset, header.shape
-    del header
-    by_train = None if by_train_path is None else np.lib.format.open_memmap(by_train_path, mode="r+")
+    layouts = {p: _layout(p) for p in (weights_path, by_train_path) if p is not None}
     for lo in range(0, n_train, step):
         hi = min(lo + step, n_train)
         w = _weight_rows(path, lo, hi)
@@ -194,17 +192,24 @@ def write_datamodels(path: Path, split: str, n_train: int, dtype: str, moments: 
             scale = np.divide(1.0, sigma, out=np.zeros_like(sigma), where=sigma > 0)
             w = (w * scale[:, None]).astype(np.float32)
             bias -= (w.astype(np.float64) * mu[:, None]).sum(axis=0)
-        out = np.memmap(weights_path, dtype=np.dtype(dtype), mode="r+", offset=offset, shape=shape)
+        # Both outputs are mapped for this chunk alone, so its dirty pages leave the resident set with it.
+        out = np.memmap(weights_path, mode="r+", **layouts[weights_path])
         out[first:first + n, lo:hi] = w.T
         out.flush()
         del out
-        if by_train is not None:
-            by_train[lo:hi] = w
-            by_train.flush()
+        if by_train_path is not None:
+            out = np.memmap(by_train_path, mode="r+", **layouts[by_train_path])
+            out[lo:hi] = w
+            out.flush()
+            del out
         if progress:
             progress(done + hi, total, "feature row")
-    del by_train
     return bias.astype(np.float32), lam
+
+
+def _layout(path: Path) -> dict:
+    dtype, shape, offset = external.npy_layout(path)
+    return {"dtype": dtype, "shape": shape, "offset": offset}
 
 
 def convention_check(run: run_dir.Run, heldout: run_dir.Run, moments: tuple, convention: str,
@@ -216,22 +221,25 @@ def convention_check(run: run_dir.Run, heldout: run_dir.Run, moments: tuple, con
     predictions differ by nearly an affine map and a rank correlation barely tells them apart.
     columns : the target columns checked. Returns {convention: {"mse", "mean_error"}, "models", "targets"}.
     """
-    mu, sigma = moments
+    mu, sigma = (m.astype(np.float32) for m in moments)
     n_models = len(heldout.masks)
     models = np.unique(np.linspace(0, n_models - 1, min(CHECK_MODELS, n_models)).astype(np.int64))
-    mu, sigma = mu.astype(np.float32), sigma.astype(np.float32)
     x = read_rows(heldout.masks, models)  # float32 throughout: 1,000 x 50,000 rows are 200 MB each
     actual = np.asarray(heldout.margins[np.ix_(models, columns)], dtype=np.float64)
-    w = read_rows(run.array(WEIGHTS), columns)  # (T, n_train), raw form
-    b = np.asarray(run.array(BIAS)[columns], dtype=np.float32)
-    predicted = {convention: x @ w.T + b}
-    # The published numbers behind the stored raw form, read the other way.
-    if convention == "standardized":
-        published_w, published_b = w * sigma, b + w @ mu
-        predicted["raw"] = x @ published_w.T + published_b
-    else:
-        scale = np.divide(1.0, sigma, out=np.zeros_like(sigma), where=sigma > 0)
-        predicted["standardized"] = ((x - mu) * scale) @ w.T + b
+    scale = np.divide(1.0, sigma, out=np.zeros_like(sigma), where=sigma > 0)
+    other = "raw" if convention == "standardized" else "standardized"
+    predicted = {convention: np.empty(actual.shape, np.float32), other: np.empty(actual.shape, np.float32)}
+    x_std = (x - mu) * scale if convention == "raw" else None
+    for lo in range(0, len(columns), 250):  # 250 weight rows at a time: 50 MB at CIFAR size
+        cols = columns[lo:lo + 250]
+        w = read_rows(run.array(WEIGHTS), cols)  # (T, n_train), raw form
+        b = np.asarray(run.array(BIAS)[cols], dtype=np.float32)
+        predicted[convention][:, lo:lo + 250] = x @ w.T + b
+        # The published numbers behind the stored raw form, read the other way.
+        if convention == "standardized":
+            predicted["raw"][:, lo:lo + 250] = x @ (w * sigma).T + (b + w @ mu)
+        else:
+            predicted["standardized"][:, lo:lo + 250] = x_std @ w.T + b
     report = {name: {"mse": float(np.mean((p - actual) ** 2)), "mean_error": float(np.mean(p - actual))}
               for name, p in predicted.items()}
     return dict(report, models=len(models), targets=len(columns))
@@ -300,7 +308,8 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
         shutil.rmtree(stage, ignore_errors=True)
         raise
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    summary["bytes_written"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    # Allocated bytes: weights.npy of a test-only import is a sparse file whose training rows read as zeros.
+    summary["bytes_written"] = sum(p.stat().st_blocks * 512 for p in out.rglob("*") if p.is_file())
     return summary
 
 
@@ -337,7 +346,7 @@ def _import_datamodels(stage: Path, files: dict, splits: list, n_train: int, n_t
         progress(0, total, "feature row")
     for i, split in enumerate(splits):
         lo = 0 if split == "train" else n_train
-        b, l = write_datamodels(files[split], split, n_train, dtype, moments, convention,
+        b, l = write_datamodels(files[split], split, n_train, moments, convention,
                                 weights_path, by_train_path if split == "test" else None, progress, i * n_train, total)
         bias[lo:lo + len(b)], lam[lo:lo + len(l)] = b, l
     run_dir.write_array(stage, BIAS, bias)
