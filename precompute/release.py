@@ -12,7 +12,7 @@ def cmd_import(args: argparse.Namespace) -> dict:
     from backend.datasets.release import import_release
     from backend.training.train_stage import code_version
 
-    with TqdmProgress("import (datamodels transposed)") as bar:
+    with TqdmProgress("import-datamodels-data") as bar:
         summary = import_release(args.release, args.pct, args.cifar_dir, args.out, convention=args.convention,
                                  dtype=args.dtype, heldout_models=args.heldout_models, progress=bar,
                                  code_version=code_version())

@@ -184,7 +184,7 @@ class ColumnConcat:
             local = cols[inside] - lo
             if (np.diff(local) == 1).all():
                 local = slice(int(local[0]), int(local[-1]) + 1)  # a contiguous block: strided reads
-            source = _fresh(p)
+            source = fresh_map(p)
             if isinstance(rows, np.ndarray) and not isinstance(local, slice):
                 sub = np.array(source[np.ix_(rows, local)])
             else:
@@ -192,14 +192,14 @@ class ColumnConcat:
             del source
             pieces.append((inside, sub))
         if not pieces:
-            return np.asarray(_fresh(self.parts[0])[rows, :0]).copy()
+            return np.asarray(fresh_map(self.parts[0])[rows, :0]).copy()
         out = np.empty(pieces[0][1].shape[:-1] + (len(cols),), dtype=self.dtype)
         for inside, sub in pieces:
             out[..., inside] = sub
         return out[..., 0] if scalar_column else out
 
 
-def _fresh(array):
+def fresh_map(array):
     """A new mapping of a whole-file memmap (unmapped when dropped, taking its pages out of the resident set);
     any other array as it is."""
     if isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap):
