@@ -247,9 +247,16 @@ def convention_check(run: run_dir.Run, heldout: run_dir.Run, moments: tuple, con
 
 
 def _stage_dir(out: Path) -> Path:
-    """A hidden folder beside `out` to build the run in, with the permissions a plain mkdir gives (not mkdtemp's 0700)."""
+    """A hidden folder beside `out` to build the run in, with the permissions a plain mkdir gives (not mkdtemp's 0700).
+
+    It carries this process's pid: the folders of killed imports of the same --out are removed first.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import-"))
+    for old in out.parent.glob(f".{out.name}.import-*-*"):
+        pid = old.name.rsplit(".import-", 1)[1].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import-{os.getpid()}-"))
     umask = os.umask(0)
     os.umask(umask)
     stage.chmod(0o777 & ~umask)
@@ -292,10 +299,10 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
         del ds  # its images are in the run now: not held through the import (370 MB at CIFAR-10 size)
         steps = {}
         if n_models:
-            _write_external(stage, release, files, (0, n_fit), n_train, n_test, base_run=False)
+            _write_external(stage, release, files, (0, n_fit), n_train, n_test, heldout=False)
             heldout = HELDOUT.path(stage)
             heldout.mkdir()
-            _write_external(heldout, release, files, (n_fit, n_models), n_train, n_test, base_run=True)
+            _write_external(heldout, release, files, (n_fit, n_models), n_train, n_test, heldout=True)
             # seed + 1, as `all` gives its held-out run: eval refuses a held-out run under the run's own seed.
             run_dir.write_json(heldout, MANIFEST, dict(manifest, format_version=run_dir.FORMAT_VERSION, seed=1,
                                                        n_models=heldout_models,
@@ -325,13 +332,14 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
 
 
 def _write_external(run_path: Path, release: Path, files: dict, rows: tuple, n_train: int, n_test: int,
-                    base_run: bool) -> None:
-    """external.json of a run whose masks and margins are rows [rows) of the release's files."""
+                    heldout: bool) -> None:
+    """external.json of a run whose masks and margins are rows [rows) of the release's files (heldout: the
+    held-out run, whose labels and images are its parent's too)."""
     arrays = {MASKS.name: {"parts": [external.part(files["masks"].relative_to(release), rows, (0, n_train), "release", release)]},
               MARGINS.name: {"parts": [
                   external.part(files["train_margins"].relative_to(release), rows, (0, n_train), "release", release),
                   external.part(files["test_margins"].relative_to(release), rows, (n_train, n_train + n_test), "release", release)]}}
-    if base_run:
+    if heldout:
         n_targets = n_train + n_test
         for artifact in (LABELS, IMAGES):  # the held-out run's are its parent's, read in place
             arrays[artifact.name] = {"parts": [external.part(Path("..") / artifact.name, (0, n_targets), None, "run",

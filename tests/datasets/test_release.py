@@ -157,7 +157,10 @@ def test_eval_lds_equals_an_independent_spearman(release, imported):
 def test_test_datamodels_alone_import(cifar, tmp_path):
     root = tmp_path / "cifar"
     data = write_release(root, np.random.default_rng(2), parts=("test",))
+    killed = tmp_path / ".run.import-999999999-x1y2"  # the staging folder of an import killed before its rename
+    (killed / "heldout").mkdir(parents=True)
     assert run_import(root, cifar, tmp_path / "run", "--convention", "raw", "--dtype", "float16") == 0
+    assert not killed.exists()
     run = Run(tmp_path / "run")
     weights = run.array(WEIGHTS)
     assert weights.dtype == np.float16 and not np.asarray(weights[:N_TRAIN]).any()
