@@ -359,6 +359,9 @@ def init_run(run_dir: Path, manifest: dict, labels: np.ndarray, images: np.ndarr
     typo in --out never mixes our files into someone else's folder.
     """
     run_dir = Path(run_dir)
+    if EXTERNAL.path(run_dir).exists():  # its masks and margins are a release's files, read in place
+        raise RunError(f"{run_dir} is an imported run: its models are the release's and cannot be topped up; "
+                       "train into a new --out")
     if MANIFEST.path(run_dir).exists():
         existing = read_manifest(run_dir)
         for key in IDENTITY_KEYS:

@@ -114,6 +114,12 @@ def test_masks_and_margins_are_the_release_rows_in_place(release, imported):
     assert "git_commit" in manifest and Run(heldout.dir).manifest["n_models"] == HELDOUT
 
 
+def test_an_imported_run_is_not_topped_up_by_train(imported, capsys):
+    assert main(["train", "--dataset", "digits", "--models", "2", "--out", str(imported["raw"])]) == 2
+    assert "is an imported run: its models are the release's" in capsys.readouterr().err
+    assert not MASKS.path(imported["raw"]).exists()
+
+
 def test_standardized_weights_round_trip_to_the_published_ones(release, imported):
     _, data = release
     run = Run(imported["standardized"])
