@@ -10,7 +10,6 @@ margins columns being the targets (training examples first, then test examples).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -384,7 +383,7 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     device = torch.device(resolve_device(device))
     size = min(block_targets or block_targets_for(memory, n_models, n_train), n_targets)
     gram = memory_model(n_models, n_train, memory)[2]
-    sources = {a.name: [(st := os.stat(a.path(run.dir))).st_size, st.st_mtime_ns] for a in (MASKS, MARGINS)}
+    sources = {a.name: run.stamp(a) for a in (MASKS, MARGINS)}
     settings = dict(val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed, max_iter=max_iter,
                     patience=patience, gram=gram)
     config = {**settings, "n_models": n_models, "n_train": n_train, "n_targets": n_targets, "dtype": dtype,

@@ -35,7 +35,8 @@ from typing import Iterator
 
 import numpy as np
 
-from backend.store.schema import IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact
+from backend.store import external
+from backend.store.schema import EXTERNAL, IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact
 
 FORMAT_VERSION = 1
 
@@ -358,6 +359,9 @@ def init_run(run_dir: Path, manifest: dict, labels: np.ndarray, images: np.ndarr
     typo in --out never mixes our files into someone else's folder.
     """
     run_dir = Path(run_dir)
+    if EXTERNAL.path(run_dir).exists():  # its masks and margins are a release's files, read in place
+        raise RunError(f"{run_dir} is an imported run: its models are the release's and cannot be topped up; "
+                       "train into a new --out")
     if MANIFEST.path(run_dir).exists():
         existing = read_manifest(run_dir)
         for key in IDENTITY_KEYS:
@@ -732,6 +736,10 @@ class Run:
             raise RunError(f"{MANIFEST.path(self.dir)} lacks a valid dataset entry ({exc!r}): it is not a manifest "
                            f"`python -m precompute train` wrote; restore it or start a new run") from None
         self._arrays: dict[str, np.ndarray] = {}
+        # An imported run's arrays that live in the release (backend.store.external): file name -> parts.
+        found = read_json(self.dir, EXTERNAL, missing_ok=True)
+        self.external: dict = {} if found is None else found["arrays"]
+        self.release = None if found is None else found["release"]
 
     @property
     def name(self) -> str:
@@ -747,7 +755,15 @@ class Run:
         return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets}
 
     def has(self, artifact: Artifact, **fields) -> bool:
-        return current_path(artifact.path(self.dir, **fields)).exists()
+        return artifact.name in self.external or current_path(artifact.path(self.dir, **fields)).exists()
+
+    def stamp(self, artifact: Artifact) -> list:
+        """What a resume compares to tell whether an array changed: [size, mtime] of the run's file, or the
+        sampled checksums of an external array's parts."""
+        if artifact.name in self.external:
+            return [p["sha256_sampled"] for p in self.external[artifact.name]["parts"]]
+        st = os.stat(artifact.path(self.dir))
+        return [st.st_size, st.st_mtime_ns]
 
     def array(self, artifact: Artifact, **sizes: int) -> np.ndarray:
         """A memory-mapped npy artifact, opened once, checked against its schema entry.
@@ -755,8 +771,24 @@ class Run:
         sizes : values for the entry's free size symbols (M, k, C, D, ...), e.g. run.array(LEAKAGE_QUEUE, k=10).
         """
         if artifact.name not in self._arrays:
-            self._arrays[artifact.name] = read_array(self.dir, artifact, dict(self.sizes, **sizes))
+            entry = self.external.get(artifact.name)
+            self._arrays[artifact.name] = read_array(self.dir, artifact, dict(self.sizes, **sizes)) if entry is None \
+                else self._external_array(artifact, entry, dict(self.sizes, **sizes))
         return self._arrays[artifact.name]
+
+    def _external_array(self, artifact: Artifact, entry: dict, sizes: dict):
+        """An array external.json places in the release: its parts mapped in place, checked like a run file."""
+        try:
+            array = external.open_array(entry, self.release, self.dir)
+        except external.ExternalError as exc:
+            raise RunError(str(exc)) from None
+        except _UNREADABLE as exc:
+            raise RunError(f"an external part of {self.dir / artifact.name} is unreadable ({exc}): restore the "
+                           "release's file, or import the release again") from None
+        problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes)
+        if problem:
+            raise broken(self.dir, artifact, EXTERNAL.path(self.dir), f"places a {artifact.name} that {problem}")
+        return array
 
     @property
     def masks(self) -> np.ndarray:

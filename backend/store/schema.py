@@ -91,6 +91,7 @@ _EVAL = "python -m precompute eval --run RUN --heldout RUN/heldout"
 _CONTROL = "python -m precompute control --run RUN"
 _ANALYZE = "python -m precompute analyze --run RUN"
 _FRESH = "delete the run and create it again with"
+_IMPORT = "python -m precompute import-datamodels-data --release DIR --out RUN"
 
 
 def _npy(name: str, dtype: str, shape: Shape, stage: str, rebuild: str, **kw) -> Artifact:
@@ -130,6 +131,9 @@ LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)
 FIT = _json("fit.json", "fit", _FIT, keys={"n_targets": int, "targets": (str, list), "iterations": dict})
 METRICS = _json("metrics.json", "eval", _EVAL, keys={"lds": dict, "mse": dict, "n_heldout_models": int, "table5": dict})
 LDS = _npy("lds.npy", "float32", ("n_targets",), "eval", _EVAL)
+# Run files an imported run reads in place from the release (backend.store.external): name -> parts, checksums.
+EXTERNAL = _json("external.json", "import-datamodels-data", _IMPORT, remedy=_FRESH,
+                 keys={"release": (str, type(None)), "arrays": dict})
 HELDOUT = Artifact("heldout/", "run", "all", "python -m precompute train --seed SEED+1 --out RUN/heldout (the run's flags)")
 CONTROL_MARGINS = _npy("control_margins.npy", "float32", ("n_control", "n_targets"), "control", _CONTROL)
 CONTROL_FEATURES = _npy("control_features.npy", "float32", ("n_targets", "D"), "control", _CONTROL)
