@@ -90,17 +90,9 @@ def add(ids) -> None:
 
 
 def train_grid(ids: np.ndarray, key: str) -> None:
-    """Training images with their weight for the target; the button puts one in or takes it out of the basket."""
-    if len(ids) == 0:
-        st.caption("none")
-        return
-    slots = st.columns(N_COLS)
-    for i, j in enumerate(ids):
-        with slots[i % N_COLS]:
-            st.image(thumbnails.upscale(read_row(run.images, int(j)), components.THUMB),
-                     caption=f"{run.class_names[train_labels[j]]} · w {row[j]:+.4f}")
-            st.button(("− " if int(j) in basket else "+ ") + f"train:{j}", key=f"{key}-{j}", on_click=toggle, args=(int(j),),
-                      help="Take out of the removal basket" if int(j) in basket else "Add to the removal basket")
+    """Training images with their weight for the target; clicking one puts it in or takes it out of the basket
+    (the framed ones are in it)."""
+    components.image_grid(run, ids, [f"w {row[j]:+.4f}" for j in ids], key=key, on_pick=toggle, marked=set(basket))
 
 
 left, right = st.columns([1, 3])
