@@ -72,8 +72,12 @@ with explore:
 
     per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
                             help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
-    tabs = st.tabs([f"Cluster {k}" for k in range(clustering.k)])
+    st.caption("Sizes: " + " · ".join(f"cluster {k} {n} images" for k, n in enumerate(np.bincount(clustering.labels,
+                                                                                                  minlength=clustering.k))))
+    tabs = components.lazy_tabs([f"Cluster {k}" for k in range(clustering.k)], key="cluster")
     for k, tab in enumerate(tabs):
+        if not tab.open:
+            continue
         inside = np.flatnonzero(clustering.labels == k)
         silhouette = info["cluster_silhouettes"][k]
         tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))

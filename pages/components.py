@@ -176,7 +176,8 @@ def current_run() -> Run:
 
 def _run_changed() -> None:
     st.query_params["run"] = st.session_state["run_picker"]
-    st.query_params.pop("target", None)
+    for param in ("target", "basket"):  # (images of the run left)
+        st.query_params.pop(param, None)
 
 
 def run_picker(root: Path) -> str | None:
@@ -503,7 +504,8 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
     figure.update_yaxes(visible=False, range=[n_rows * height - 0.5, -0.5], fixedrange=True)
     figure.update_layout(width=n_cols * width, height=n_rows * height, margin=dict(l=0, r=0, t=0, b=0),
                          showlegend=False, dragmode=False, hovermode="closest", hoverdistance=-1,
-                         plot_bgcolor="white", paper_bgcolor="white")
+                         plot_bgcolor="white", paper_bgcolor="white",
+                         hoverlabel=dict(bgcolor="white", font=dict(color="black", size=12)))
     shown = (columns, sorted(marked.intersection(columns)), st.query_params.get("target"))
     digest = hashlib.sha1(repr(shown).encode()).hexdigest()[:10]
     event = st.plotly_chart(figure, key=f"{key}-{digest}", on_select="rerun", selection_mode="points",

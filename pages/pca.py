@@ -43,10 +43,15 @@ pc = st.selectbox("Component", range(len(comps)), format_func=lambda c: f"PC {c}
                   key="pca_component", **components.url_int("pc", "pca_component", range(len(comps)), 0))
 k = st.slider("Images per grid", min_value=1, max_value=36, value=12, key="pca_k")
 coordinates = np.asarray(projections[:, pc])
+component = np.asarray(comps[pc])
 
-# Tabs of side-by-side grids: the two ends of the component are compared at a glance, on one screen.
-test_tab, train_tab, coordinates_tab = st.tabs(["Test targets", "Training targets", "Training-image coordinates"])
+# Tabs of side-by-side grids: the two ends of the component are compared at a glance, on one screen; only the
+# open tab is drawn.
+test_tab, train_tab, coordinates_tab = components.lazy_tabs(["Test targets", "Training targets",
+                                                             "Training-image coordinates"], key="pca_tab")
 for tab, split, (start, stop) in ((test_tab, "test", (run.n_train, run.n_targets)), (train_tab, "train", (0, run.n_train))):
+    if not tab.open:
+        continue
     top, bottom = embeddings.extremes(coordinates[start:stop], k)
     positive_side, negative_side = tab.columns(2)
     with positive_side:
@@ -58,17 +63,19 @@ for tab, split, (start, stop) in ((test_tab, "test", (run.n_train, run.n_targets
         components.image_grid(run, start + bottom, [f"proj {coordinates[start + j]:+.3f}" for j in bottom],
                               key=f"{split}-bottom", page=NEIGHBOURS_PAGE, n_cols=4)
 
-component = np.asarray(comps[pc])
-top, bottom = embeddings.extremes(component, k)
-positive_side, negative_side = coordinates_tab.columns(2)
-with positive_side:
-    st.subheader(f"Training images with the largest coordinates of PC {pc}",
-                 help="The training examples the component's positive side depends on: removing them is the faithfulness check below")
-    components.image_grid(run, top, [f"coord {component[j]:+.4f}" for j in top], key="coord-top", page=NEIGHBOURS_PAGE, n_cols=4)
-with negative_side:
-    st.subheader(f"Training images with the most negative coordinates of PC {pc}")
-    components.image_grid(run, bottom, [f"coord {component[j]:+.4f}" for j in bottom], key="coord-bottom",
-                          page=NEIGHBOURS_PAGE, n_cols=4)
+if coordinates_tab.open:
+    top, bottom = embeddings.extremes(component, k)
+    positive_side, negative_side = coordinates_tab.columns(2)
+    with positive_side:
+        st.subheader(f"Training images with the largest coordinates of PC {pc}",
+                     help="The training examples the component's positive side depends on: removing them is the "
+                          "faithfulness check below")
+        components.image_grid(run, top, [f"coord {component[j]:+.4f}" for j in top], key="coord-top",
+                              page=NEIGHBOURS_PAGE, n_cols=4)
+    with negative_side:
+        st.subheader(f"Training images with the most negative coordinates of PC {pc}")
+        components.image_grid(run, bottom, [f"coord {component[j]:+.4f}" for j in bottom], key="coord-bottom",
+                              page=NEIGHBOURS_PAGE, n_cols=4)
 
 st.header("Is the component faithful? (App. J)")
 st.caption("Remove the k training examples at one end of the component, retrain models on the rest, and compare "
