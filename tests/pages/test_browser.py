@@ -322,11 +322,14 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(grid(page, "train-top")).to_be_visible()
     settle(page)
     assert parse_qs(urlparse(page.url).query)["pca_tab"] == ["Training targets"]
+    page.reload()  # the open tab is in the URL: a reload (or a shared link) reopens it
+    expect(grid(page, "train-top")).to_be_visible()
+    settle(page)
     name = click_tile(page, grid(page, "train-bottom"), 0)
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     settle(page)
     page.go_back()
-    expect(grid(page, "train-top")).to_be_visible()  # the back button reopens the tab
+    expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
     settle(page)
     page.get_by_role("tab", name="Test targets").click()
     settle(page)
