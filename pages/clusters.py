@@ -49,6 +49,26 @@ if choice == WHOLE:
                       help=f"Normalised mutual information between clusters and classes. Raw pixels, clustered by the "
                            f"identical procedure: {quality['pixels']['nmi']:.3f}")
 
+@st.fragment
+def cluster_members() -> None:
+    """The most typical members of the open cluster: the slider and the tabs rerun this alone (st.fragment)."""
+    per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
+                            help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
+    st.caption("Sizes: " + " · ".join(f"cluster {k} {n} images" for k, n in enumerate(np.bincount(clustering.labels,
+                                                                                                  minlength=clustering.k))))
+    tabs = components.lazy_tabs([f"Cluster {k}" for k in range(clustering.k)], key="cluster")
+    for k, tab in enumerate(tabs):
+        if not tab.open:
+            continue
+        inside = np.flatnonzero(clustering.labels == k)
+        silhouette = info["cluster_silhouettes"][k]
+        tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
+        typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
+        with tab:
+            components.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
+                                  key=f"cluster-{k}")
+
+
 # The layout and the cluster grids on the left, the target and its similar targets beside them: a click's
 # result lands next to it.
 explore, target_side = st.columns([3, 2])
@@ -70,17 +90,7 @@ with explore:
         st.subheader(f"Selected targets ({len(selected)})")
         components.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
 
-    per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
-                            help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
-    tabs = st.tabs([f"Cluster {k}" for k in range(clustering.k)])
-    for k, tab in enumerate(tabs):
-        inside = np.flatnonzero(clustering.labels == k)
-        silhouette = info["cluster_silhouettes"][k]
-        tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
-        typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
-        with tab:
-            components.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
-                                  key=f"cluster-{k}")
+    cluster_members()
 
 with target_side:
     st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: "

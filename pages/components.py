@@ -7,12 +7,18 @@ which run before the next script run.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import os
 import re
+from collections.abc import Callable, Collection
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
+import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
@@ -30,6 +36,8 @@ from backend.store.schema import BIAS, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHT
 from backend.store.targets import TargetError, target_column, target_name
 
 THUMB = 96
+CAPTION_PX = 52  # three 11-px caption lines under each thumbnail
+MARK_RGB = (198, 40, 40)  # the frame of a marked image (in the Counterfactuals basket)
 SHELL_RAN = "shell_ran"
 CREATE_RUN = ["make run", "python -m precompute all --dataset digits --out data/runs/digits"]
 
@@ -168,7 +176,8 @@ def current_run() -> Run:
 
 def _run_changed() -> None:
     st.query_params["run"] = st.session_state["run_picker"]
-    st.query_params.pop("target", None)
+    for param in ("target", "basket"):  # (images of the run left)
+        st.query_params.pop(param, None)
 
 
 def run_picker(root: Path) -> str | None:
@@ -327,57 +336,74 @@ def no_predictions_note(run: Run) -> None:
             f"they were stored. A new run has them: `{TARGET_PREDICTIONS.command(run.dir)}`")
 
 
+def lazy_tabs(labels: list[str], key: str) -> list:
+    """st.tabs of which only the open one runs: the open tab's label is the URL's `key` (a link or the back
+    button reopens it), and each tab's `.open` says whether to draw it. (Plain st.tabs run every tab.)"""
+    return st.tabs(labels, key=key, bind="query-params")
+
+
 def hard_targets(run: Run, start: int, stop: int, k: int, key: str, page: str | None = None) -> None:
     """Tabs of the targets in [start, stop) the models get wrong: Mistakes (majority prediction is not the
-    label), Hardest (lowest mean margin: consistently wrong) and Most unstable (accuracy nearest 50 %)."""
+    label), Hardest (lowest mean margin: consistently wrong) and Most unstable (accuracy nearest 50 %).
+    Only the open tab is computed; its label is the URL's `<key>_list`."""
     mean_margin, accuracy = margin_summary(run)
-    mistakes, hardest, unstable = st.tabs(["Mistakes", "Hardest", "Most unstable"])
-    with mistakes:
-        counts = target_stats.stored_prediction_counts(run)
-        if counts is None:
-            no_predictions_note(run)
-        else:
-            columns = target_stats.mistaken_targets(counts, run.labels, start, stop, k)
-            st.caption("Misclassified by the majority of models, the most confidently wrong first")
-            image_grid(run, columns, [f"acc {accuracy[c]:.0%}" for c in columns], key=f"{key}-mistakes", page=page)
-    with hardest:
-        st.caption("Lowest margin averaged over the run's models: consistently wrong")
-        columns = target_stats.lowest_targets(mean_margin, start, stop, k)
-        image_grid(run, columns, [f"mean margin {mean_margin[c]:+.2f}" for c in columns], key=f"{key}-hardest", page=page)
-    with unstable:
-        st.caption("Accuracy over models nearest 50 %: the models disagree")
-        columns = target_stats.unstable_targets(accuracy, start, stop, k)
-        image_grid(run, columns, [f"acc {accuracy[c]:.0%}" for c in columns], key=f"{key}-unstable", page=page)
+    mistakes, hardest, unstable = lazy_tabs(["Mistakes", "Hardest", "Most unstable"], key=f"{key}_list")
+    if mistakes.open:
+        with mistakes:
+            counts = target_stats.stored_prediction_counts(run)
+            if counts is None:
+                no_predictions_note(run)
+            else:
+                columns = target_stats.mistaken_targets(counts, run.labels, start, stop, k)
+                st.caption("Misclassified by the majority of models, the most confidently wrong first")
+                image_grid(run, columns, [f"acc {accuracy[c]:.0%}" for c in columns], key=f"{key}-mistakes", page=page)
+    if hardest.open:
+        with hardest:
+            st.caption("Lowest margin averaged over the run's models: consistently wrong")
+            columns = target_stats.lowest_targets(mean_margin, start, stop, k)
+            image_grid(run, columns, [f"mean margin {mean_margin[c]:+.2f}" for c in columns], key=f"{key}-hardest",
+                       page=page)
+    if unstable.open:
+        with unstable:
+            st.caption("Accuracy over models nearest 50 %: the models disagree")
+            columns = target_stats.unstable_targets(accuracy, start, stop, k)
+            image_grid(run, columns, [f"acc {accuracy[c]:.0%}" for c in columns], key=f"{key}-unstable", page=page)
 
 
 def target_picker(run: Run, column: int, n_listed: int = 12) -> None:
-    """Choose a target by index, by class, from the Mistakes, Hardest and Most unstable lists, or at random."""
+    """Choose a target by index, by class, from the Mistakes, Hardest and Most unstable lists, or at random
+    (only the open way is drawn; it is the URL's `pick`)."""
     splits = [s for s in ("test", "train") if split_range(run, s)[1] > split_range(run, s)[0]]
-    by_index, by_class, wrong, random = st.tabs(["By index", "By class", "Mistakes · Hardest · Most unstable", "Random"])
-    with by_index:
-        split, index = target_name(column, run.n_train).split(":")
-        st.session_state["pick_split"], st.session_state["pick_index"] = split, int(index)
-        left, right = st.columns([1, 2])
-        left.radio("Split", splits, key="pick_split", horizontal=True, on_change=_pick_by_index, args=(run,))
-        start, stop = split_range(run, st.session_state["pick_split"])
-        right.number_input("Index", min_value=0, max_value=stop - start - 1, step=1, key="pick_index",
-                           on_change=_pick_by_index, args=(run,))
-    with by_class:
-        left, middle, right = st.columns([1, 1, 2])
-        split = left.radio("Split", splits, key="class_split", horizontal=True)
-        label = middle.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c],
-                                 key="class_label")
-        start, stop = split_range(run, split)
-        names = [target_name(c, run.n_train) for c in class_members(run.labels, start, stop, label)]
-        right.selectbox(f"{len(names)} images of class {run.class_names[label]}", names, index=None,
-                        placeholder="Pick an image", key="class_member", on_change=_pick_member,
-                        args=("class_member",))
-    with wrong:
-        split = st.radio("Split", splits, key="hard_split", horizontal=True)
-        hard_targets(run, *split_range(run, split), n_listed, key="pick")
-    with random:
-        for split in splits:
-            st.button(f"Random {split} image", key=f"random-{split}", on_click=_pick_random, args=(run, split))
+    by_index, by_class, wrong, random = lazy_tabs(["By index", "By class", "Mistakes · Hardest · Most unstable",
+                                                   "Random"], key="pick")
+    if by_index.open:
+        with by_index:
+            split, index = target_name(column, run.n_train).split(":")
+            st.session_state["pick_split"], st.session_state["pick_index"] = split, int(index)
+            left, right = st.columns([1, 2])
+            left.radio("Split", splits, key="pick_split", horizontal=True, on_change=_pick_by_index, args=(run,))
+            start, stop = split_range(run, st.session_state["pick_split"])
+            right.number_input("Index", min_value=0, max_value=stop - start - 1, step=1, key="pick_index",
+                               on_change=_pick_by_index, args=(run,))
+    if by_class.open:
+        with by_class:
+            left, middle, right = st.columns([1, 1, 2])
+            split = left.radio("Split", splits, key="class_split", horizontal=True)
+            label = middle.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c],
+                                     key="class_label")
+            start, stop = split_range(run, split)
+            names = [target_name(c, run.n_train) for c in class_members(run.labels, start, stop, label)]
+            right.selectbox(f"{len(names)} images of class {run.class_names[label]}", names, index=None,
+                            placeholder="Pick an image", key="class_member", on_change=_pick_member,
+                            args=("class_member",))
+    if wrong.open:
+        with wrong:
+            split = st.radio("Split", splits, key="hard_split", horizontal=True)
+            hard_targets(run, *split_range(run, split), n_listed, key="pick")
+    if random.open:
+        with random:
+            for split in splits:
+                st.button(f"Random {split} image", key=f"random-{split}", on_click=_pick_random, args=(run, split))
 
 
 def clamped_int(container, label: str, low: int, high: int, value: int, key: str, **kw) -> int:
@@ -416,20 +442,84 @@ def label_of(run: Run, column: int) -> str:
     return run.class_names[int(run.labels[column])]
 
 
+def _png_uri(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _tile(run: Run, column: int) -> np.ndarray:
+    """The thumbnail of a target as (THUMB', THUMB', 3) uint8 (grey images as RGB), at most THUMB px square."""
+    image = thumbnails.upscale(read_row(run.images, column), THUMB)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
 def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,
-               page: str | None = None) -> None:
-    """Thumbnails with a caption and a button each; a button makes its image the target, on `page` if given."""
+               page: str | None = None, on_pick: Callable[[int], None] | None = None,
+               marked: Collection[int] = ()) -> None:
+    """Thumbnails captioned with their fields; clicking an image makes it the target, on `page` if given, or,
+    with `on_pick`, calls on_pick(column) instead (the Counterfactuals basket). Images in `marked` are framed.
+
+    One plotly figure per grid: the thumbnails as one image, and an invisible point at the centre of every
+    cell whose customdata is the image's margins column. Hovering anywhere in a cell names the nearest point
+    (hoverdistance -1), so a click on an image or its caption selects it (selection_mode "points"), and the
+    selection event opens it. (One st.image and st.button per tile drew 2 elements a tile and made the small
+    name button, not the image, the thing to click.) The widget key holds the grid's images and the current
+    target, so a selection never outlives the view it was made in (nor the marks it was made on).
+    """
     if len(columns) == 0:
         st.caption("none")
         return
-    slots = st.columns(n_cols)
-    for i, (column, caption) in enumerate(zip(columns, captions)):
-        name = target_name(int(column), run.n_train)
-        with slots[i % n_cols]:
-            fields = [f"label {label_of(run, column)}", predicted_text(run, int(column)), caption]
-            st.image(thumbnails.upscale(read_row(run.images, column), THUMB), caption=" · ".join(f for f in fields if f))
-            if page is None:
-                st.button(name, key=f"{key}-{name}", help=f"Make {name} the target", on_click=set_target, args=(name,))
-            else:
-                st.button(name, key=f"{key}-{name}", help=f"Open {name} on the {Path(page).stem} page",
-                          on_click=open_target, args=(page, run, name))
+    columns, marked = [int(c) for c in columns], {int(c) for c in marked}
+    lines = [[target_name(c, run.n_train), " · ".join(f for f in (f"label {label_of(run, c)}", predicted_text(run, c)) if f),
+              caption] for c, caption in zip(columns, captions)]
+    tiles = [_tile(run, c) for c in columns]
+    side = max(max(t.shape[:2]) for t in tiles)
+    width = max(side + 8, 7 * max(len(line) for tile in lines for line in tile))  # ~7 px a character at 11 px
+    height = side + CAPTION_PX
+    n_cols = min(n_cols, len(columns))
+    n_rows = -(-len(columns) // n_cols)
+    montage = np.full((n_rows * height, n_cols * width, 3), 255, np.uint8)
+    x, y, caption_y = [], [], []
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, n_cols)
+        top, left = row * height + (side - tile.shape[0]) // 2, col * width + (width - tile.shape[1]) // 2
+        if columns[i] in marked:
+            montage[max(0, top - 3):top + tile.shape[0] + 3, max(0, left - 3):left + tile.shape[1] + 3] = MARK_RGB
+        montage[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+        x.append(col * width + width / 2)
+        y.append(row * height + height / 2)
+        caption_y.append(row * height + side + 2)
+    text = ["<br>".join(tile) for tile in lines]
+    action = "click to add or remove" if on_pick is not None else f"click to open on {Path(page or 'this page').stem}"
+    figure = go.Figure([
+        go.Image(source=_png_uri(montage), hoverinfo="skip"),
+        go.Scatter(x=x, y=y, customdata=columns, mode="markers", text=text, marker=dict(size=2, opacity=0),
+                   selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+                   hovertemplate=f"%{{text}}<br><i>{action}</i><extra></extra>"),
+        go.Scatter(x=x, y=caption_y, mode="text",
+                   text=text, textposition="bottom center", textfont=dict(size=11), hoverinfo="skip"),
+    ])
+    figure.update_xaxes(visible=False, range=[-0.5, n_cols * width - 0.5], fixedrange=True)
+    figure.update_yaxes(visible=False, range=[n_rows * height - 0.5, -0.5], fixedrange=True)
+    figure.update_layout(width=n_cols * width, height=n_rows * height, margin=dict(l=0, r=0, t=0, b=0),
+                         showlegend=False, dragmode=False, hovermode="closest", hoverdistance=-1,
+                         plot_bgcolor="white", paper_bgcolor="white",
+                         hoverlabel=dict(bgcolor="white", font=dict(color="black", size=12)))
+    shown = (columns, sorted(marked.intersection(columns)), st.query_params.get("target"))
+    digest = hashlib.sha1(repr(shown).encode()).hexdigest()[:10]
+    event = st.plotly_chart(figure, key=f"{key}-{digest}", on_select="rerun", selection_mode="points",
+                            width="content", theme=None, config={"displayModeBar": False})
+    clicked = selected_customdata(event)
+    if not clicked:
+        return
+    name = target_name(clicked[0], run.n_train)
+    if on_pick is not None:
+        on_pick(clicked[0])
+    elif page is not None:
+        open_target(page, run, name)
+    elif name != st.query_params.get("target"):  # (the target itself clicked: nothing to open)
+        set_target(name)
+    else:
+        return
+    st.rerun()

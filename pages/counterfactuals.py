@@ -1,6 +1,6 @@
 """Counterfactuals: remove training images, read the datamodels' prediction, then retrain to check it.
 
-The basket (a set of training images) lives in the session; predictions, retraining, the log and
+The basket (a set of training images) lives in the URL, as a compact id list; predictions, retraining, the log and
 data support are backend calls (backend/counterfactuals.py, backend/support.py).
 """
 import numpy as np
@@ -17,7 +17,7 @@ from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_con
 from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, removal_deltas, verified_removals
 from backend.datamodels.queries import top_weights
-from backend.counterfactuals.removal import RemovalError, default_max_remove, validate_removal
+from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
 from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
 from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
 from backend.store.targets import target_name
@@ -72,194 +72,231 @@ def _removal_deltas(_run, path: str, version: int, removed: tuple[int, ...]) -> 
 
 
 control = control_mean(run)
-basket_key = f"cf_basket:{run.name}"
-basket: list[int] = st.session_state.setdefault(basket_key, [])
+
+
+def current_basket() -> list[int]:
+    """The removal set being built: the URL's `basket`, a compact id list (3,10-14,7), so a reload, the back
+    button or a shared link brings it back."""
+    try:
+        return parse_ids(st.query_params.get("basket", ""), run.n_train)
+    except RemovalError as exc:
+        st.warning(f"basket {components.plain(exc)}; starting with an empty basket")
+        st.query_params.pop("basket", None)
+        return []
+
+
+def set_basket(items: list[int]) -> None:
+    if items:
+        st.query_params["basket"] = format_ids(items)
+    else:
+        st.query_params.pop("basket", None)
 
 
 def toggle(j: int) -> None:
-    items = st.session_state[basket_key]
-    if j in items:
-        items.remove(j)
-    else:
-        items.append(j)
+    items = current_basket()
+    set_basket([i for i in items if i != j] if j in items else [*items, j])
 
 
 def add(ids) -> None:
-    items = st.session_state[basket_key]
-    items.extend(int(j) for j in ids if int(j) not in items)
+    items = current_basket()
+    set_basket(items + [int(j) for j in ids if int(j) not in items])
 
 
-def train_grid(ids: np.ndarray, key: str) -> None:
-    """Training images with their weight for the target; the button puts one in or takes it out of the basket."""
-    if len(ids) == 0:
-        st.caption("none")
-        return
-    slots = st.columns(N_COLS)
-    for i, j in enumerate(ids):
-        with slots[i % N_COLS]:
-            st.image(thumbnails.upscale(read_row(run.images, int(j)), components.THUMB),
-                     caption=f"{run.class_names[train_labels[j]]} · w {row[j]:+.4f}")
-            st.button(("− " if int(j) in basket else "+ ") + f"train:{j}", key=f"{key}-{j}", on_click=toggle, args=(int(j),),
-                      help="Take out of the removal basket" if int(j) in basket else "Add to the removal basket")
+basket = current_basket()
 
 
-left, right = st.columns([1, 3])
-left.image(thumbnails.upscale(read_row(run.images, column), 224), caption=f"{name} · label {components.label_of(run, column)}")
-with right:
-    a, b, c = st.columns(3)
-    a.metric("Label", components.label_of(run, column))
-    b.metric("Control margin", f"{control[column]:+.3f}", help="Mean margin of the control models (full training set)")
-    c.metric("Basket", f"{len(basket)} image{'' if len(basket) == 1 else 's'}")
+def train_grid(ids: np.ndarray, key: str, n_cols: int = N_COLS) -> None:
+    """Training images with their weight for the target; clicking one puts it in or takes it out of the basket
+    (the framed ones are in it)."""
+    components.image_grid(run, ids, [f"w {row[j]:+.4f}" for j in ids], key=key, n_cols=n_cols, on_pick=toggle,
+                          marked=basket)
 
-st.subheader("Build a removal set", help="Click training images below, or add many at once")
-k = st.slider("Images per neighbour grid", 1, 48, 12, key="cf_k")
-positive, negative = top_weights(row, k)
-for sign, side in ((0, "positive"), (1, "negative")):
-    buttons = st.columns(4)
-    for i, n in enumerate((10, 50, 100)):
-        buttons[i].button(f"+ top {n} {side}", key=f"cf_{'top' if sign == 0 else 'bottom'}{n}", on_click=add,
-                          args=(top_weights(row, n)[sign],), use_container_width=True)
-buttons[3].button("Clear basket", key="cf_clear", on_click=lambda: st.session_state[basket_key].clear(),
-                  use_container_width=True)
-with st.expander("Add images of one class"):
-    cls_col, n_col, go_col = st.columns([2, 2, 1])
-    cls = cls_col.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c], key="cf_class")
-    members = np.flatnonzero(train_labels == cls)
-    count = components.clamped_int(n_col, "How many (largest weight first)", 1, len(members), min(20, len(members)),
-                                   key="cf_class_n")
-    go_col.button("Add", key="cf_add_class", on_click=add,
-                  args=(members[np.argsort(-row[members], kind="stable")][:int(count)],))
-st.markdown("**Top positive weights** (help the prediction)")
-train_grid(positive, "cf_pos")
-st.markdown("**Top negative weights** (hurt the prediction)")
-train_grid(negative, "cf_neg")
-
-st.subheader("Basket")
-if basket:
-    ids = np.array(basket)
-    st.dataframe(pd.DataFrame({"image": [f"train:{j}" for j in ids], "label": [run.class_names[y] for y in train_labels[ids]],
-                               "weight": row[ids], "running sum": np.cumsum(row[ids].astype(np.float64))}),
-                 hide_index=True, key="cf_basket_table")
-    st.metric("Σ weights of the basket", f"{row[ids].astype(np.float64).sum():+.4f}")
-else:
-    st.caption("The basket is empty: click training images above, or add the top 10.")
 
 try:
     removed = validate_removal(basket, train_labels, run.class_names, default_max_remove(run.n_train))
 except RemovalError as exc:
-    if basket:
-        st.error(str(exc))
-    removed = None
-
-if removed is not None:
+    removal_error, removed, prediction = (str(exc) if basket else None), None, None
+else:
+    removal_error = None
     deltas = _removal_deltas(run, str(run.dir), WEIGHTS.path(run.dir).stat().st_mtime_ns, tuple(int(i) for i in removed))
     prediction = predict_removal(run, column, removed, control, deltas=deltas)
-    st.subheader("Predicted effect", help="Datamodels: removing R changes the margin by −Σ_{i∈R} w (Ilyas et al. 2022, §4.1.2)")
-    a, b, c = st.columns(3)
-    a.metric("Control margin", f"{prediction.control_margin:+.3f}")
-    b.metric("Predicted margin", f"{prediction.predicted_margin:+.3f}", f"{prediction.delta:+.3f}")
-    c.metric("Prediction flips?", "yes" if prediction.flips else "no")
-    test_idx = np.arange(run.n_test)
-    flipped = prediction.flipped - run.n_train
-    colours = np.where(np.isin(test_idx, flipped), "#c62828", "#90a4ae")
-    fig = go.Figure(go.Scattergl(x=prediction.test_control, y=prediction.test_delta, mode="markers",
-                                 marker=dict(color=colours, size=5), customdata=test_idx,
-                                 hovertemplate="test:%{customdata}<br>control %{x:.3f}<br>predicted change %{y:+.3f}<extra></extra>"))
-    # A target flips when its predicted change crosses −(control margin).
-    edge = np.array([prediction.test_control.min(), prediction.test_control.max()])
-    fig.add_trace(go.Scatter(x=edge, y=-edge, mode="lines", line=dict(dash="dot", color="grey"), hoverinfo="skip"))
-    pad = 0.1 * (np.ptp(prediction.test_delta) + 1e-3)
-    fig.update_layout(xaxis_title="control margin", yaxis_title="predicted margin change (−Σ w)", height=360,
-                      showlegend=False, margin=dict(t=10, b=40),
-                      yaxis_range=[prediction.test_delta.min() - pad, prediction.test_delta.max() + pad])
-    st.plotly_chart(fig, key="cf_effect")
-    st.markdown(f"**{len(flipped)} test predictions predicted to flip** (red)")
-    components.image_grid(run, prediction.flipped[:24], [f"{prediction.test_control[j - run.n_train]:+.2f} → "
-                                                         f"{prediction.test_predicted[j - run.n_train]:+.2f}"
-                                                         for j in prediction.flipped[:24]], key="cf_flipped")
 
-    st.subheader("Verify by retraining")
-    n_models = st.slider("Models to retrain", 1, 32, 8, key="cf_models")
-    st.button("Verify by retraining", key="cf_verify", type="primary", on_click=request, args=("cf_verify_request",),
-              disabled=not components.can_retrain(), help=RETRAIN_HELP)
-    if st.session_state.pop("cf_verify_request", False):
-        with components.retraining_job(run, n_models) as job:
-            bar = components.StreamlitProgress(f"Training without {len(removed)} images:")
-            cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
-            job.trained = cf.trained_now
-        bar.finish(f"{cf.reused} models from the retrain store, {cf.trained_now} trained")
-        st.session_state[f"cf_verified:{run.name}"] = (column, tuple(removed.tolist()), cf.request.key)
-    verified = st.session_state.get(f"cf_verified:{run.name}")
-    if verified is not None and verified[:2] == (column, tuple(removed.tolist())):
-        cf = retrain_store.load(run, verified[2])
-        actual = actual_margin(cf, column)
-        a, b, c = st.columns(3)
-        a.metric("Predicted margin", f"{prediction.predicted_margin:+.3f}", f"{prediction.delta:+.3f}")
-        b.metric("Actual margin", f"{actual:+.3f}", f"{actual - prediction.control_margin:+.3f}")
-        c.metric("Actually flips?", "yes" if (prediction.control_margin > 0) != (actual > 0) else "no")
-        st.caption(f"Margins of the {len(cf.margins)} retrained models: " + ", ".join(f"{m:+.2f}" for m in cf.margins[:, column]))
+# The target, the basket and its prediction stay in view above the tabs: a click's result lands next to it.
+left, right = st.columns([1, 4])
+left.image(thumbnails.upscale(read_row(run.images, column), 160), caption=f"{name} · label {components.label_of(run, column)}")
+with right:
+    a, b, c, d = st.columns(4)
+    a.metric("Label", components.label_of(run, column))
+    b.metric("Control margin", f"{control[column]:+.3f}", help="Mean margin of the control models (full training set)")
+    c.metric("Basket", f"{len(basket)} image{'' if len(basket) == 1 else 's'}")
+    if prediction is not None:
+        d.metric("Predicted margin", f"{prediction.predicted_margin:+.3f}", f"{prediction.delta:+.3f}",
+                 help="Datamodels: removing R changes the margin by −Σ_{i∈R} w (Ilyas et al. 2022, §4.1.2)")
+if removal_error is not None:
+    st.error(removal_error)
 
-st.subheader("Predicted vs actual, every verified removal",
-             help="All removal counterfactuals in this run's log (page and cf-eval), as in the paper's Figure 8")
-record = pd.DataFrame(verified_removals(run))
-if len(record):
-    stats = correlations(record["predicted_delta"], record["actual_delta"])
-    names = [target_name(t, run.n_train) for t in record["target"]]
-    fig = go.Figure(go.Scatter(x=record["predicted_delta"], y=record["actual_delta"], mode="markers",
-                               marker=dict(color=np.log10(record["n_removed"]), colorscale="Viridis", size=6,
-                                           colorbar=dict(title="removed", tickvals=[0, 1, 2, 3], ticktext=["1", "10", "100", "1000"])),
-                               customdata=np.stack([names, record["n_removed"]], axis=1),
-                               hovertemplate="%{customdata[0]} · %{customdata[1]} removed<br>predicted %{x:.3f}"
-                                             "<br>actual %{y:.3f}<extra></extra>"))
-    lo, hi = float(record[["predicted_delta", "actual_delta"]].min().min()), float(record[["predicted_delta", "actual_delta"]].max().max())
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="grey"), showlegend=False))
-    fig.update_layout(xaxis_title="predicted Δ margin", yaxis_title="actual Δ margin", height=400, showlegend=False,
-                      margin=dict(t=10, b=40))
-    st.plotly_chart(fig, key="cf_figure8")
-    st.caption(f"{stats['n']} counterfactual{'' if stats['n'] == 1 else 's'} · " + (
-        f"Pearson {stats['pearson']} · Spearman {stats['spearman']}" if stats["pearson"] is not None
-        else "correlations need at least 3 verified removals with differing changes"))
-else:
-    st.caption("No verified removals yet.")
+# Only the open tab runs; it is the URL's cf_tab.
+build_tab, effect_tab, log_tab, support_tab = components.lazy_tabs(
+    ["Build the removal set", "Predicted effect · verify", "Every verified removal", "Data support"], key="cf_tab")
 
-st.subheader("Data support", help="How few training images must go for the prediction to turn wrong (App. F.3)")
-support = heuristic_support(row[None], np.array([control[column]]))[0]
-if support == 0:
-    st.write("The control models already misclassify this target: its support is 0.")
-else:
-    if np.isfinite(support):
-        st.write(f"Heuristic support: **{int(support)} images**, the fewest top positive weights whose sum exceeds "
-                 "the control margin.")
-        named = top_weights(row, int(support))[0]
-        train_grid(named[:48], "cf_support")
-        st.button(f"+ add these {int(support)} to the basket", key="cf_add_support", on_click=add, args=(named,))
-    else:
-        st.write("Heuristic support: none. Even all positive weights together do not outweigh the control margin.")
-    n_steps = st.session_state.get("cf_models", 8)
-    st.button("Certify by bisection", key="cf_certify", on_click=request, args=("cf_certify_request",),
-              disabled=not components.can_retrain(),
-              help=f"Retrain {n_steps} models without the top-k for up to {BISECTION_STEPS} values of k in "
-                   f"(0, {default_k_max(run.n_train)}]; accept k only when their mean margin is below zero. {RETRAIN_HELP}")
-    if st.session_state.pop("cf_certify_request", False):
-        with components.retraining_job(run, n_steps * BISECTION_STEPS):
-            (result,) = certified_supports(run, [column], n_steps, progress=components.StreamlitProgress("Bisection over k:"))
-        st.session_state[f"cf_certified:{run.name}:{column}"] = result
-    result = st.session_state.get(f"cf_certified:{run.name}:{column}")
-    if result is not None:
-        st.write("Certified support: " + (f"**{result['support']} images**" if result["support"] is not None
-                                          else f"none up to k = {result['k_max']} (largest k tested without a flip: {result['lower']})"))
-        st.dataframe(pd.DataFrame(result["steps"], columns=["k", "mean margin"]), hide_index=True, key="cf_steps")
+if build_tab.open:
+    with build_tab:
+        k = st.slider("Images per neighbour grid", 1, 48, 12, key="cf_k",
+                      help="Click a training image to put it in the basket (framed) or take it out")
+        positive, negative = top_weights(row, k)
+        for sign, side in ((0, "positive"), (1, "negative")):
+            buttons = st.columns(4)
+            for i, n in enumerate((10, 50, 100)):
+                buttons[i].button(f"+ top {n} {side}", key=f"cf_{'top' if sign == 0 else 'bottom'}{n}", on_click=add,
+                                  args=(top_weights(row, n)[sign],), use_container_width=True)
+        buttons[3].button("Clear basket", key="cf_clear", on_click=set_basket, args=([],), use_container_width=True)
+        with st.expander("Add images of one class"):
+            cls_col, n_col, go_col = st.columns([2, 2, 1])
+            cls = cls_col.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c],
+                                    key="cf_class")
+            members = np.flatnonzero(train_labels == cls)
+            count = components.clamped_int(n_col, "How many (largest weight first)", 1, len(members),
+                                           min(20, len(members)), key="cf_class_n")
+            go_col.button("Add", key="cf_add_class", on_click=add,
+                          args=(members[np.argsort(-row[members], kind="stable")][:int(count)],))
+        helps, hurts, in_basket = st.columns([2, 2, 1])
+        with helps:
+            st.markdown("**Top positive weights** (help the prediction)")
+            train_grid(positive, "cf_pos", n_cols=3)
+        with hurts:
+            st.markdown("**Top negative weights** (hurt the prediction)")
+            train_grid(negative, "cf_neg", n_cols=3)
+        with in_basket:
+            st.markdown("**Basket**")
+            if basket:
+                ids = np.array(basket)
+                st.metric("Σ weights of the basket", f"{row[ids].astype(np.float64).sum():+.4f}")
+                st.dataframe(pd.DataFrame({"image": [f"train:{j}" for j in ids],
+                                           "label": [run.class_names[y] for y in train_labels[ids]],
+                                           "weight": row[ids], "running sum": np.cumsum(row[ids].astype(np.float64))}),
+                             hide_index=True, key="cf_basket_table")
+            else:
+                st.caption("The basket is empty: click training images, or add the top 10.")
 
-st.markdown("**Brittleness of the whole test set**")
-heuristic = _heuristic_supports(run, str(run.dir), tuple(a.path(run.dir).stat().st_mtime_ns
-                                                         for a in (WEIGHTS, CONTROL_MARGINS)))
-certified = certified_array(stored_supports(run))
-fig = go.Figure()
-for label, values in (("heuristic (all test targets)", heuristic), (f"certified ({len(certified)} targets)", certified)):
-    finite = np.unique(values[np.isfinite(values)])
-    if len(finite):
-        fig.add_trace(go.Scatter(x=np.maximum(finite, 0.5), y=brittleness_cdf(values, finite), mode="lines",
-                                 line_shape="hv", name=label))
-fig.update_layout(xaxis_type="log", xaxis_title="support size k (0 drawn at 0.5)", yaxis_title="fraction of targets ≤ k",
-                  height=360, showlegend=True, legend=dict(orientation="h", y=1.1), margin=dict(t=30, b=40))
-st.plotly_chart(fig, key="cf_cdf")
+if effect_tab.open:
+    with effect_tab:
+        if prediction is None:
+            st.caption("Build a removal set first (the first tab): its predicted effect and the retraining that "
+                       "checks it are here.")
+        else:
+            a, b, c = st.columns(3)
+            a.metric("Control margin", f"{prediction.control_margin:+.3f}")
+            b.metric("Predicted margin", f"{prediction.predicted_margin:+.3f}", f"{prediction.delta:+.3f}")
+            c.metric("Prediction flips?", "yes" if prediction.flips else "no")
+            chart_side, flipped_side = st.columns(2)
+            test_idx = np.arange(run.n_test)
+            flipped = prediction.flipped - run.n_train
+            colours = np.where(np.isin(test_idx, flipped), "#c62828", "#90a4ae")
+            fig = go.Figure(go.Scattergl(x=prediction.test_control, y=prediction.test_delta, mode="markers",
+                                         marker=dict(color=colours, size=5), customdata=test_idx,
+                                         hovertemplate="test:%{customdata}<br>control %{x:.3f}<br>predicted change "
+                                                       "%{y:+.3f}<extra></extra>"))
+            # A target flips when its predicted change crosses −(control margin).
+            edge = np.array([prediction.test_control.min(), prediction.test_control.max()])
+            fig.add_trace(go.Scatter(x=edge, y=-edge, mode="lines", line=dict(dash="dot", color="grey"), hoverinfo="skip"))
+            pad = 0.1 * (np.ptp(prediction.test_delta) + 1e-3)
+            fig.update_layout(xaxis_title="control margin", yaxis_title="predicted margin change (−Σ w)", height=360,
+                              showlegend=False, margin=dict(t=10, b=40),
+                              yaxis_range=[prediction.test_delta.min() - pad, prediction.test_delta.max() + pad])
+            chart_side.plotly_chart(fig, key="cf_effect")
+            with flipped_side:
+                st.markdown(f"**{len(flipped)} test predictions predicted to flip** (red)")
+                components.image_grid(run, prediction.flipped[:24],
+                                      [f"{prediction.test_control[j - run.n_train]:+.2f} → "
+                                       f"{prediction.test_predicted[j - run.n_train]:+.2f}" for j in prediction.flipped[:24]],
+                                      key="cf_flipped", n_cols=4)
+
+            st.subheader("Verify by retraining")
+            n_models = st.slider("Models to retrain", 1, 32, 8, key="cf_models")
+            st.button("Verify by retraining", key="cf_verify", type="primary", on_click=request,
+                      args=("cf_verify_request",), disabled=not components.can_retrain(), help=RETRAIN_HELP)
+            if st.session_state.pop("cf_verify_request", False):
+                with components.retraining_job(run, n_models) as job:
+                    bar = components.StreamlitProgress(f"Training without {len(removed)} images:")
+                    cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
+                    job.trained = cf.trained_now
+                bar.finish(f"{cf.reused} models from the retrain store, {cf.trained_now} trained")
+                st.session_state[f"cf_verified:{run.name}"] = (column, tuple(removed.tolist()), cf.request.key)
+            verified = st.session_state.get(f"cf_verified:{run.name}")
+            if verified is not None and verified[:2] == (column, tuple(removed.tolist())):
+                cf = retrain_store.load(run, verified[2])
+                actual = actual_margin(cf, column)
+                a, b, _ = st.columns(3)
+                a.metric("Actual margin", f"{actual:+.3f}", f"{actual - prediction.control_margin:+.3f}")
+                b.metric("Actually flips?", "yes" if (prediction.control_margin > 0) != (actual > 0) else "no")
+                st.caption(f"Margins of the {len(cf.margins)} retrained models: "
+                           + ", ".join(f"{m:+.2f}" for m in cf.margins[:, column]))
+
+if log_tab.open:
+    with log_tab:
+        st.subheader("Predicted vs actual, every verified removal",
+                     help="All removal counterfactuals in this run's log (page and cf-eval), as in the paper's Figure 8")
+        record = pd.DataFrame(verified_removals(run))
+        if len(record):
+            stats = correlations(record["predicted_delta"], record["actual_delta"])
+            names = [target_name(t, run.n_train) for t in record["target"]]
+            fig = go.Figure(go.Scatter(x=record["predicted_delta"], y=record["actual_delta"], mode="markers",
+                                       marker=dict(color=np.log10(record["n_removed"]), colorscale="Viridis", size=6,
+                                                   colorbar=dict(title="removed", tickvals=[0, 1, 2, 3], ticktext=["1", "10", "100", "1000"])),
+                                       customdata=np.stack([names, record["n_removed"]], axis=1),
+                                       hovertemplate="%{customdata[0]} · %{customdata[1]} removed<br>predicted %{x:.3f}"
+                                                     "<br>actual %{y:.3f}<extra></extra>"))
+            lo, hi = float(record[["predicted_delta", "actual_delta"]].min().min()), float(record[["predicted_delta", "actual_delta"]].max().max())
+            fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dot", color="grey"), showlegend=False))
+            fig.update_layout(xaxis_title="predicted Δ margin", yaxis_title="actual Δ margin", height=400, showlegend=False,
+                              margin=dict(t=10, b=40))
+            st.plotly_chart(fig, key="cf_figure8")
+            st.caption(f"{stats['n']} counterfactual{'' if stats['n'] == 1 else 's'} · " + (
+                f"Pearson {stats['pearson']} · Spearman {stats['spearman']}" if stats["pearson"] is not None
+                else "correlations need at least 3 verified removals with differing changes"))
+        else:
+            st.caption("No verified removals yet.")
+
+if support_tab.open:
+    with support_tab:
+        st.subheader("Data support", help="How few training images must go for the prediction to turn wrong (App. F.3)")
+        support = heuristic_support(row[None], np.array([control[column]]))[0]
+        if support == 0:
+            st.write("The control models already misclassify this target: its support is 0.")
+        else:
+            if np.isfinite(support):
+                st.write(f"Heuristic support: **{int(support)} images**, the fewest top positive weights whose sum exceeds "
+                         "the control margin.")
+                named = top_weights(row, int(support))[0]
+                train_grid(named[:48], "cf_support")
+                st.button(f"+ add these {int(support)} to the basket", key="cf_add_support", on_click=add, args=(named,))
+            else:
+                st.write("Heuristic support: none. Even all positive weights together do not outweigh the control margin.")
+            n_steps = st.session_state.get("cf_models", 8)
+            st.button("Certify by bisection", key="cf_certify", on_click=request, args=("cf_certify_request",),
+                      disabled=not components.can_retrain(),
+                      help=f"Retrain {n_steps} models without the top-k for up to {BISECTION_STEPS} values of k in "
+                           f"(0, {default_k_max(run.n_train)}]; accept k only when their mean margin is below zero. {RETRAIN_HELP}")
+            if st.session_state.pop("cf_certify_request", False):
+                with components.retraining_job(run, n_steps * BISECTION_STEPS):
+                    (result,) = certified_supports(run, [column], n_steps, progress=components.StreamlitProgress("Bisection over k:"))
+                st.session_state[f"cf_certified:{run.name}:{column}"] = result
+            result = st.session_state.get(f"cf_certified:{run.name}:{column}")
+            if result is not None:
+                st.write("Certified support: " + (f"**{result['support']} images**" if result["support"] is not None
+                                                  else f"none up to k = {result['k_max']} (largest k tested without a flip: {result['lower']})"))
+                st.dataframe(pd.DataFrame(result["steps"], columns=["k", "mean margin"]), hide_index=True, key="cf_steps")
+
+        st.markdown("**Brittleness of the whole test set**")
+        heuristic = _heuristic_supports(run, str(run.dir), tuple(a.path(run.dir).stat().st_mtime_ns
+                                                                 for a in (WEIGHTS, CONTROL_MARGINS)))
+        certified = certified_array(stored_supports(run))
+        fig = go.Figure()
+        for label, values in (("heuristic (all test targets)", heuristic), (f"certified ({len(certified)} targets)", certified)):
+            finite = np.unique(values[np.isfinite(values)])
+            if len(finite):
+                fig.add_trace(go.Scatter(x=np.maximum(finite, 0.5), y=brittleness_cdf(values, finite), mode="lines",
+                                         line_shape="hv", name=label))
+        fig.update_layout(xaxis_type="log", xaxis_title="support size k (0 drawn at 0.5)", yaxis_title="fraction of targets ≤ k",
+                          height=360, showlegend=True, legend=dict(orientation="h", y=1.1), margin=dict(t=30, b=40))
+        st.plotly_chart(fig, key="cf_cdf")

@@ -41,32 +41,39 @@ if not fitted:
     st.info(f"{name} has no datamodel: the fit did not cover this target (fit.json lists the targets it fitted).")
     st.stop()
 
-k = st.slider("Images per grid (k)", min_value=1, max_value=48, value=12, key="k")
-positive, negative = top_weights(row, k)
-st.subheader("Top positive weights", help="Training images whose inclusion most raises the target's margin")
-components.image_grid(run, positive, [f"w {row[j]:+.4f}" for j in positive], key="positive")
-st.subheader("Top negative weights", help="Training images whose inclusion most lowers the target's margin")
-components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key="negative")
 
-methods = store.available(run)
-if methods and column >= run.n_train:
-    st.subheader("Top positive scores by attribution method",
-                 help="Training images each method says most raise the target's margin (the Methods page compares them)")
-    default = "datamodels" if "datamodels" in methods else methods[0]
-    picked = st.selectbox("Method", methods, key="method", **components.url_choice("method", "method", methods, default))
-    scores = {name: np.asarray(read_row(store.read_scores(run, name), column - run.n_train)) for name in methods}
-    top = top_weights(scores[picked], k)[0]
-    components.image_grid(run, top, [f"s {scores[picked][j]:+.4f}" for j in top], key=f"method-{picked}")
-    if len(methods) > 1:
-        with st.expander("Side by side: every method's top images", expanded=False):
-            for slot, name in zip(st.columns(len(methods)), methods):
-                with slot:
-                    st.markdown(f"**{name}**")
-                    best = top_weights(scores[name], k)[0]
-                    components.image_grid(run, best, [f"s {scores[name][j]:+.4f}" for j in best], key=f"side-{name}",
-                                          n_cols=2)
-elif methods:
-    st.caption("Attribution methods score test targets only: pick a test target to compare them.")
+@st.fragment
+def ranked_images() -> None:
+    """The grids of top weights and method scores: a change of k reruns them alone (st.fragment), not the page."""
+    k = st.slider("Images per grid (k)", min_value=1, max_value=48, value=12, key="k")
+    positive, negative = top_weights(row, k)
+    st.subheader("Top positive weights", help="Training images whose inclusion most raises the target's margin")
+    components.image_grid(run, positive, [f"w {row[j]:+.4f}" for j in positive], key="positive")
+    st.subheader("Top negative weights", help="Training images whose inclusion most lowers the target's margin")
+    components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key="negative")
+
+    methods = store.available(run)
+    if methods and column >= run.n_train:
+        st.subheader("Top positive scores by attribution method",
+                     help="Training images each method says most raise the target's margin (the Methods page compares them)")
+        default = "datamodels" if "datamodels" in methods else methods[0]
+        picked = st.selectbox("Method", methods, key="method", **components.url_choice("method", "method", methods, default))
+        scores = {name: np.asarray(read_row(store.read_scores(run, name), column - run.n_train)) for name in methods}
+        top = top_weights(scores[picked], k)[0]
+        components.image_grid(run, top, [f"s {scores[picked][j]:+.4f}" for j in top], key=f"method-{picked}")
+        if len(methods) > 1:
+            with st.expander("Side by side: every method's top images", expanded=False):
+                for slot, name in zip(st.columns(len(methods)), methods):
+                    with slot:
+                        st.markdown(f"**{name}**")
+                        best = top_weights(scores[name], k)[0]
+                        components.image_grid(run, best, [f"s {scores[name][j]:+.4f}" for j in best], key=f"side-{name}",
+                                              n_cols=2)
+    elif methods:
+        st.caption("Attribution methods score test targets only: pick a test target to compare them.")
+
+
+ranked_images()
 
 
 def open_clicked(key: str) -> None:

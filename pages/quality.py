@@ -29,13 +29,15 @@ st.caption("Per-target linear datamodeling score: the Spearman correlation, over
            "(a training target only over the models that left it out). Empty where undefined.")
 
 k = st.slider("Images per list", min_value=1, max_value=48, value=12, key="quality_k")
-worst_tab, wrong_tab = st.tabs(["Worst predicted", "Mistakes · Hardest · Most unstable"])
-with worst_tab:
-    worst = lowest_targets(lds, start, stop, k)
-    st.caption("Lowest per-target LDS; click one to see its neighbours")
-    components.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
-with wrong_tab:
-    components.hard_targets(run, start, stop, k, key="quality", page=NEIGHBOURS)
+worst_tab, wrong_tab = components.lazy_tabs(["Worst predicted", "Mistakes · Hardest · Most unstable"], key="quality_tab")
+if worst_tab.open:
+    with worst_tab:
+        worst = lowest_targets(lds, start, stop, k)
+        st.caption("Lowest per-target LDS; click one to see its neighbours")
+        components.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
+if wrong_tab.open:
+    with wrong_tab:
+        components.hard_targets(run, start, stop, k, key="quality", page=NEIGHBOURS)
 
 st.subheader(f"All {split} targets", help="Click a column header to sort; click a row to open its neighbours")
 table = pd.DataFrame({

@@ -58,6 +58,40 @@ def open_app(params: dict, page: str | None = None, *, timeout: float = 60, chec
     return at
 
 
+
+def image_grids(at) -> dict[str, tuple[str, list[str]]]:
+    """Every image grid (pages.components.image_grid) an AppTest drew: its key → (the widget key, the target
+    names of its images in reading order), read from the figure the browser gets (each cell's invisible
+    point carries the image's column; its caption's first line names it)."""
+    import json
+
+    grids = {}
+    for chart in at.get("plotly_chart"):
+        figure = json.loads(chart.proto.spec)
+        if figure["data"][0]["type"] == "image":
+            widget = chart.proto.id.split("-", 2)[2]  # "$$ID-<hash>-<key>"; image_grid appends "-<digest>"
+            grids[widget.rsplit("-", 1)[0]] = (widget, [t.split("<br>")[0] for t in figure["data"][1]["text"]])
+    return grids
+
+
+def plotly_charts(at) -> list:
+    """The plotly charts of an AppTest that are not image grids."""
+    import json
+
+    return [c for c in at.get("plotly_chart") if json.loads(c.proto.spec)["data"][0]["type"] != "image"]
+
+
+def click_image(at, grid: str, name: str, n_train: int):
+    """Click image `name` of grid `grid` as Chromium does: a points selection of its cell's point, whose
+    customdata is the image's margins column. Returns the AppTest after the rerun."""
+    widget, names = image_grids(at)[grid]
+    split, index = name.split(":")
+    column = int(index) + (n_train if split == "test" else 0)
+    at.session_state[widget] = {"selection": {"points": [{"customdata": column, "point_index": names.index(name),
+                                                          "curve_number": 1}],
+                                              "point_indices": [names.index(name)], "box": [], "lasso": []}}
+    return at.run()
+
 @pytest.fixture(autouse=True, scope="session")
 def loopback_server_address():
     """AppTests run in this process without a server: give them the address `make run` serves on, so the

@@ -9,8 +9,8 @@ correlation overall and per heuristic. All retraining goes through the counterfa
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
+from backend.lazy_import import lazy_module
 from backend.store import run_dir
 from backend.store.rows import read_row
 from backend.training.control import control_mean
@@ -22,6 +22,8 @@ from backend.store.run_dir import Run
 from backend.store.schema import COUNTERFACTUAL_EVAL
 from backend.store.targets import target_name
 from backend.training.seeds import TEST_TARGETS_STREAM
+
+stats = lazy_module("scipy.stats")  # seconds to import; the page needs it only for verified removals
 
 
 def sample_test_targets(run: Run, count: int, seed: int = 0) -> list[int]:

@@ -11,6 +11,7 @@ the missing ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,7 +22,9 @@ from backend.training.control import control_mean
 from backend.training.retrain_store import Counterfactual, make_request, retrain_many
 from backend.store.run_dir import Run, RunError
 from backend.store.schema import WEIGHTS, WEIGHTS_BY_TRAIN
-from backend.training.engine import TrainingData
+
+if TYPE_CHECKING:  # (the engine imports torch; predicting reads arrays only)
+    from backend.training.engine import TrainingData
 
 
 def load_weights(run: Run) -> np.ndarray:

@@ -53,6 +53,38 @@ def validate_removal(ids, train_labels: np.ndarray, class_names: list[str], max_
     return ids
 
 
+
+def format_ids(ids) -> str:
+    """A removal set as a compact id list, in its order: each run of consecutive ids as a range ('3,10-14,7').
+
+    The Counterfactuals page keeps its basket in the URL this way; parse_ids reads it back.
+    """
+    parts: list[str] = []
+    ids = [int(i) for i in ids]
+    start = 0
+    for end in range(1, len(ids) + 1):
+        if end == len(ids) or ids[end] != ids[end - 1] + 1:
+            parts.append(str(ids[start]) if end - start == 1 else f"{ids[start]}-{ids[end - 1]}")
+            start = end
+    return ",".join(parts)
+
+
+def parse_ids(text: str, n_train: int) -> list[int]:
+    """The training indices of a format_ids list, in order, each once. A part that is not an index or an
+    ascending range 'a-b', or an index outside 0..n_train-1, is a RemovalError naming it."""
+    ids: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, dash, hi = part.partition("-")
+        if not (lo.isdigit() and (hi.isdigit() if dash else True)) or (dash and int(hi) < int(lo)):
+            raise RemovalError(f"bad removal id list part {part!r}: write training indices and ascending ranges, "
+                               "e.g. 3,10-14,7")
+        last = int(hi) if dash else int(lo)
+        if last >= n_train:
+            raise RemovalError(f"training index {last} is out of range: the run has {n_train} training images "
+                               f"(0..{n_train - 1})")
+        ids.extend(range(int(lo), last + 1))
+    return list(dict.fromkeys(ids))
+
 def top_positive(weights: np.ndarray, k: int) -> np.ndarray:
     """The k training indices with the largest weights, largest first. weights : ndarray of shape (n_train,)."""
     return np.argsort(-np.asarray(weights, dtype=np.float64), kind="stable")[:k].astype(np.int64)

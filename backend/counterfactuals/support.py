@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from backend.lazy_import import lazy_module
 from backend.store import run_dir
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
@@ -26,11 +27,13 @@ from backend.counterfactuals.predict import actual_margin, load_weights
 from backend.counterfactuals.removal import competitor_class, top_positive
 from backend.progress import Progress, fraction
 from backend.training.retrain_store import make_request, retrain_many
-from backend.training.retraining import training_data
 from backend.store.run_dir import Run
 from backend.store.schema import SUPPORT, SUPPORT_SUMMARY
 from backend.store.targets import target_name
-from backend.training.engine import default_batch_models
+
+# Both import torch, which only certifying (retraining) needs (backend/lazy_import.py).
+engine = lazy_module("backend.training.engine")
+retraining = lazy_module("backend.training.retraining")
 
 DEFAULT_K_MAX = 1280
 DEFAULT_BUDGET = 7
@@ -160,8 +163,8 @@ def search_supports(run: Run, targets: list[int], ranking: Callable[[int], np.nd
     if progress:
         progress(0, len(targets), "target")
     control = control_mean(run)
-    data = training_data(run, device)
-    chunk = max(1, default_batch_models(run.manifest["arch"], data.train_x.device) // params["n_models"])
+    data = retraining.training_data(run, device)
+    chunk = max(1, engine.default_batch_models(run.manifest["arch"], data.train_x.device) // params["n_models"])
     records = []
     for lo in range(0, len(targets), chunk):
         part = targets[lo:lo + chunk]

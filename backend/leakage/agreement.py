@@ -7,7 +7,6 @@ agreement corrected by the agreement expected from the label frequencies alone.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,6 +19,8 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a), np.asarray(b)
     if len(a) == 0 or len(np.unique(np.concatenate([a, b]))) < 2:
         return float("nan")
+    from sklearn.metrics import cohen_kappa_score  # (sklearn takes seconds to import: not at page start)
+
     return float(cohen_kappa_score(a, b))
 
 

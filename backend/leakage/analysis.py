@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.lazy_import import lazy_module
 from backend.progress import Progress
 from backend.store import run_dir
 from backend.training.control import ensure_control, load_control_features
@@ -28,7 +29,8 @@ from backend.leakage.candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PI
 from backend.store.run_dir import Run, RunError
 from backend.store.schema import (CONTROL_FEATURES, CONTROL_MARGINS, LEAKAGE_LISTS, LEAKAGE_QUEUE, LEAKAGE_QUEUE_SCORE,
                                   LEAKAGE_SUMMARY, WEIGHTS)
-from backend.training.engine import resolve_device
+
+engine = lazy_module("backend.training.engine")  # (torch: only to find candidates, not to review them)
 
 DEFAULT_K = 10
 LISTS = ("weight_top", "weight_bottom", "feature_nn", "pixel_nn", "combined")
@@ -75,7 +77,7 @@ def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
     nn, similarity = feature_neighbours(features[run.n_train:], features[:run.n_train], depth)
     report(base + 2)
     pixels, pixel_similarity = pixel_neighbours(run.images[run.n_train:], run.images[:run.n_train], depth,
-                                                device=resolve_device(device))
+                                                device=engine.resolve_device(device))
     report(base + 3)
     combined, combined_score = fuse_lists([top, nn, pixels], k)
     # Queue statistics per test image: its largest weight, and how far its nearest neighbour stands out.

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import faiss
 import numpy as np
-import torch
-from sklearn.metrics import average_precision_score
 
 from backend.datasets.planted import shifted
+from backend.lazy_import import lazy_module
+
+# Only finding candidates needs them; the Review page reads the stored lists (backend/lazy_import.py).
+faiss = lazy_module("faiss")
+torch = lazy_module("torch")
 
 FUSION_K = 1
 # Marks an empty slot in a candidate list (a sparse datamodel with fewer than k nonzero weights).
@@ -218,4 +220,6 @@ def average_precision(order: np.ndarray, positives: np.ndarray) -> float:
     hit = np.isin(order, positives)
     if not hit.any():
         return float("nan")
+    from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(hit, -np.arange(len(order))))

@@ -22,16 +22,14 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 from scipy import sparse
-from sklearn.cluster import SpectralClustering
-from sklearn.manifold import spectral_embedding
-from sklearn.metrics import normalized_mutual_info_score
 
+from backend.lazy_import import lazy_module
 from backend.store.run_dir import RunError, read_json, write_array, write_json
 from backend.store.schema import (CLUSTERS, CLUSTERS_ALL, CLUSTERS_BY_CLASS, LAYOUT_ALL, LAYOUT_BY_CLASS, SILHOUETTE_ALL,
                                   SILHOUETTE_BY_CLASS)
 
+torch = lazy_module("torch")  # the pages read what this module stored without it (backend/lazy_import.py)
 
 N_NEIGHBORS = 10
 # Rows per block of squared distances (block × n float64): 32 MB, 419 rows at 10,000 test targets; with the
@@ -150,6 +148,9 @@ def spectral_clusters(x: torch.Tensor, n_clusters: int, seed: int = 0, n_neighbo
 
     k is capped at n - 1; fewer than three points form one cluster with a zero layout.
     """
+    from sklearn.cluster import SpectralClustering  # (sklearn loads in seconds: only the analyze stage clusters)
+    from sklearn.manifold import spectral_embedding
+
     n = x.shape[0]
     if n < 3 or n_clusters < 2:
         return Clustering(np.zeros(n, dtype=np.int32), np.zeros((n, 2), dtype=np.float32), np.full(n, np.nan), 1.0)
@@ -186,6 +187,8 @@ def cluster_each_class(x: torch.Tensor, labels: np.ndarray, n_clusters: int, see
 
 def nmi(clustering: Clustering, labels: np.ndarray) -> float:
     """Normalised mutual information between cluster assignments and class labels (1 = the classes exactly)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
     return float(normalized_mutual_info_score(labels, clustering.labels))
 
 

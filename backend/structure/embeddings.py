@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 from scipy import sparse
 
+from backend.lazy_import import lazy_module
 from backend.store.rows import read_rows
 from backend.store.run_dir import RunError, read_json, write_array
 from backend.store.schema import (PCA_COMPONENTS, PCA_EXPLAINED_RATIO, PCA_EXPLAINED_VARIANCE, PCA_MEAN, PCA_PROJECTIONS,
                                   REPRESENTATION_RATIO, STRUCTURE_SUMMARY)
 
+torch = lazy_module("torch")  # the pages read what this module stored without it (backend/lazy_import.py)
 BLOCK_BYTES = 256 << 20
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.lazy_import import lazy_module
 from backend.progress import Progress, offset
 from backend.training import retrain_store
 from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, COUNTERFACTUAL
 from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control, load_control
 from backend.structure.embeddings import extremes, pca_components, pca_projections
 from backend.training.retrain_store import LogStorage, Request, make_request, retrain_many
-from backend.training.retraining import training_data
 from backend.training.seeds import FAITHFULNESS_STREAM
 from backend.store.run_dir import Run
+
+retraining = lazy_module("backend.training.retraining")  # (torch, only to train: backend/lazy_import.py)
 
 SIDES = ("positive", "negative")
 DEFAULT_MODELS = 8
@@ -131,7 +133,7 @@ def faithfulness_check(run: Run, pc: int, k: int, *, n_models: int = DEFAULT_MOD
     control = control_mean(run)
     n_group = max(1, min(n_group, run.n_test // 3))
     groups = target_groups(np.asarray(pca_projections(run)[run.n_train:, pc]), n_group)
-    data = training_data(run, device) if any(missing.values()) else None
+    data = retraining.training_data(run, device) if any(missing.values()) else None
     result = {"pc": pc, "k": k, "n_models": n_models, "n_group": n_group, "n_control": n_control, "sides": {}}
     for side, removed in removals.items():
         margins = retrain_without(run, removed, n_models, data=data, device=device, progress=offset(progress, done, total),

@@ -17,12 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from backend.lazy_import import lazy_module
 from backend.store.run_dir import write_array
 from backend.store.schema import NEIGHBOR_SIMILARITY, NEIGHBORS
 from backend.structure.embeddings import HeldEmbeddings
 
+torch = lazy_module("torch")  # the pages read what this module stored without it (backend/lazy_import.py)
 # Rows per block of similarities (block × n float32): 64 MB, 280 rows at CIFAR's 60,000 targets.
 BLOCK_BYTES = 64 << 20
 

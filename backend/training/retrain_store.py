@@ -34,9 +34,12 @@ from backend.progress import Progress, offset
 from backend.store import run_dir
 from backend.store.run_dir import Run
 from backend.store.schema import COUNTERFACTUAL, COUNTERFACTUAL_META
-from backend.training.engine import TrainingData, default_batch_models
-from backend.training.retraining import train_sets, training_data
+from backend.lazy_import import lazy_module
 from backend.training.seeds import COUNTERFACTUAL_STREAM, stream_seed
+
+# The engine imports torch: reading the store (every page view) needs neither (backend/lazy_import.py).
+engine = lazy_module("backend.training.engine")
+retraining = lazy_module("backend.training.retraining")
 
 
 def recipe(run: Run) -> str:
@@ -237,7 +240,7 @@ def retrain_many(
     device: str = "auto",
     progress: Progress | None = None,
     *,
-    data: TrainingData | None = None,
+    data: engine.TrainingData | None = None,
     batch_models: int | None = None,
     storage: Storage | None = None,
 ) -> list[Counterfactual]:
@@ -268,8 +271,8 @@ def retrain_many(
     if progress:
         progress(0, total, "model")
     if missing:
-        data = data or training_data(run, device)
-        step = batch_models or default_batch_models(run.manifest["arch"], data.train_x.device)
+        data = data or retraining.training_data(run, device)
+        step = batch_models or engine.default_batch_models(run.manifest["arch"], data.train_x.device)
         done = 0
         for group in _groups(list(missing.values())):
             for batch in _batches(group, step):
@@ -331,7 +334,7 @@ def _batches(group: list[tuple[Request, list[int]]], step: int) -> list[list[tup
     return batches + ([current] if current else [])
 
 
-def _train_batch(run: Run, data: TrainingData, batch: list[tuple[Request, list[int]]], step: int, progress,
+def _train_batch(run: Run, data: engine.TrainingData, batch: list[tuple[Request, list[int]]], step: int, progress,
                  first_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
     subsets, seeds = [], []
     train_labels = None
@@ -344,5 +347,5 @@ def _train_batch(run: Run, data: TrainingData, batch: list[tuple[Request, list[i
             keep = np.setdiff1d(np.arange(run.n_train, dtype=np.int64), request.remove, assume_unique=True)
         subsets.extend([keep] * len(ix))
         seeds.extend(seeds_of(request, np.asarray(ix)))
-    return train_sets(run, data, np.stack(subsets), seeds, train_labels=train_labels, batch_models=step,
+    return retraining.train_sets(run, data, np.stack(subsets), seeds, train_labels=train_labels, batch_models=step,
                       progress=progress, first_features=first_features)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.counterfactuals.removal import (RemovalError, competitor_class, default_max_remove, removal_set, top_negative, top_positive,
-                             validate_removal)
+from backend.counterfactuals.removal import (RemovalError, competitor_class, default_max_remove, format_ids, parse_ids,
+                                             removal_set, top_negative, top_positive, validate_removal)
 
 LABELS = np.repeat(np.arange(3), [4, 5, 6])  # 15 training images in 3 classes
 NAMES = ["a", "b", "c"]
@@ -61,3 +61,24 @@ def test_competitor_is_the_class_with_most_negative_weight():
     w[[0, 1]] = -5.0   # the target's own class never counts
     assert competitor_class(w, LABELS, 0, 3) == 1
     assert competitor_class(np.zeros(15), LABELS, 0, 3) == 1  # tie: lowest wrong class
+
+
+def test_an_id_list_round_trips_in_order_with_runs_as_ranges():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = list(dict.fromkeys(rng.integers(0, 60, size=rng.integers(0, 40)).tolist()))
+        text = format_ids(ids)
+        assert parse_ids(text, 60) == ids
+        runs = 1 + sum(b != a + 1 for a, b in zip(ids, ids[1:])) if ids else 0  # one part per run of consecutive ids
+        assert len([part for part in text.split(",") if part]) == runs
+    assert format_ids([3, 10, 11, 12, 13, 14, 7]) == "3,10-14,7"
+    assert parse_ids(" 5, 2-4 ,5,", 10) == [5, 2, 3, 4]
+
+
+@pytest.mark.parametrize("text, pattern", [("3,x", "part 'x'"), ("4-2", "part '4-2'"), ("-3", "part '-3'"),
+                                           ("1-", "part '1-'"), ("2,60", "index 60 is out of range"),
+                                           ("50-70", "index 70 is out of range")])
+def test_a_bad_id_list_is_one_line_naming_the_part(text, pattern):
+    with pytest.raises(RemovalError, match=pattern) as info:
+        parse_ids(text, 60)
+    assert "\n" not in str(info.value)

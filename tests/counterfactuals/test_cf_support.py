@@ -99,7 +99,7 @@ def test_certified_search_on_a_real_run_resumes_from_storage(cf_run, monkeypatch
 
     def no_training(*args, **kwargs):
         raise AssertionError("stored results must be reused")
-    monkeypatch.setattr(retrain_store, "train_sets", no_training)
+    monkeypatch.setattr(retrain_store.retraining, "train_sets", no_training)
     again = certified_supports(run, right + [wrong], n_models=2, k_max=1200, budget=2, check=True, device="cpu",
                                progress=lambda done, total, unit: started.append((done, total, unit)))
     assert started[-1] == (0, 0, "target") and again == records

@@ -15,7 +15,7 @@ from backend.datamodels.queries import top_weights
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
 from pages.components import CREATE_RUN
-from tests.conftest import ROOT, open_app
+from tests.conftest import ROOT, click_image, image_grids, open_app, plotly_charts
 
 RUN = "digits-tiny"
 
@@ -66,8 +66,8 @@ def eval_variants(fitted, tmp_path_factory):
 
 
 def grid(at: AppTest, name: str) -> list[str]:
-    """Target names on the buttons of an image grid, in AppTest's order (column by column)."""
-    return [b.label for b in at.button if b.key.startswith(f"{name}-")]
+    """Target names of the images of grid `name`, in reading order ([] when the page drew no such grid)."""
+    return image_grids(at).get(name, (None, []))[1]
 
 
 def title(at: AppTest) -> str:
@@ -140,23 +140,24 @@ def test_neighbours_shows_the_target_and_its_top_weights(app, fitted):
     column = fitted.n_train + 7
     weights = np.load(fitted.dir / "weights.npy")[column]
     positive, negative = top_weights(weights, 12)
-    assert sorted(grid(at, "positive")) == sorted(f"train:{j}" for j in positive)
-    assert sorted(grid(at, "negative")) == sorted(f"train:{j}" for j in negative)
+    assert grid(at, "positive") == [f"train:{j}" for j in positive]  # reading order is rank order
+    assert grid(at, "negative") == [f"train:{j}" for j in negative]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Label"] == fitted.class_names[fitted.labels[column]]
     assert metrics["Mean margin over models"] == f"{np.asarray(fitted.margins)[:, column].mean():+.3f}"
     assert metrics["Nonzero weights"] == f"{np.count_nonzero(weights)} / {fitted.n_train}"
-    assert len(at.get("plotly_chart")) == 1
+    assert len(plotly_charts(at)) == 1  # the weight profile
     at.slider(key="k").set_value(3).run()
-    assert grid(at, "positive") == [f"train:{j}" for j in positive[:3]]  # one row: layout order is rank order
+    assert grid(at, "positive") == [f"train:{j}" for j in positive[:3]]
 
 
-def test_clicking_a_neighbour_makes_it_the_target(app):
+def test_clicking_a_neighbour_makes_it_the_target(app, fitted):
     at = app("neighbours", run=RUN, target="test:7")
-    first = at.button(key=f"positive-{grid(at, 'positive')[0]}")
-    first.click().run()
-    assert at.query_params["target"] == first.label and title(at) == f"Neighbours of {first.label}"
-    assert at.query_params["run"] == RUN
+    second = grid(at, "positive")[1]
+    click_image(at, "positive", second, fitted.n_train)
+    assert not at.exception
+    assert at.query_params["target"] == second and title(at) == f"Neighbours of {second}"
+    assert at.query_params["run"] == RUN and grid(at, "positive") and second not in grid(at, "positive")
 
 
 def test_target_picker_by_index_class_mistakes_hardest_unstable_and_random(app, fitted):
@@ -166,22 +167,31 @@ def test_target_picker_by_index_class_mistakes_hardest_unstable_and_random(app, 
     assert at.query_params["target"] == "test:9"
     at.radio(key="pick_split").set_value("train").run()
     assert at.query_params["target"] == "train:9" and at.number_input(key="pick_index").value == 9
-    members = at.selectbox(key="class_member")
+    assert grid(at, "pick-hardest") == []  # only the open tab runs
+    at.session_state["pick"] = "By class"
+    members = at.run().selectbox(key="class_member")
     assert all(fitted.labels[fitted.n_train + int(n.split(":")[1])] == 0 for n in members.options)
     members.set_value(members.options[2]).run()
     assert at.query_params["target"] == members.options[2]
+    at.session_state["pick"] = "Mistakes · Hardest · Most unstable"
+    at.run()
     margins = np.asarray(fitted.margins)[:, fitted.n_train:]
-    hardest = grid(at, "pick-hardest")
-    assert hardest[0] == f"test:{int(np.argmin(margins.mean(axis=0)))}"
-    accuracy = (margins > 0).mean(axis=0)
-    unstable = grid(at, "pick-unstable")
-    assert abs(accuracy[int(unstable[0].split(":")[1])] - 0.5) == np.abs(accuracy - 0.5).min()
     counts = np.load(fitted.dir / "target_predictions.npy")[fitted.n_train:]
     wrong = set(np.flatnonzero(counts.argmax(axis=1) != np.asarray(fitted.labels)[fitted.n_train:]).tolist())
     mistakes = [int(n.split(":")[1]) for n in grid(at, "pick-mistakes")]
     assert set(mistakes) <= wrong and len(mistakes) == min(12, len(wrong)) > 0
-    at.button(key=f"pick-hardest-{hardest[1]}").click().run()
-    assert at.query_params["target"] == hardest[1]
+    assert grid(at, "pick-hardest") == []
+    at.session_state["pick_list"] = "Most unstable"
+    unstable = grid(at.run(), "pick-unstable")
+    accuracy = (margins > 0).mean(axis=0)
+    assert abs(accuracy[int(unstable[0].split(":")[1])] - 0.5) == np.abs(accuracy - 0.5).min()
+    at.session_state["pick_list"] = "Hardest"
+    hardest = grid(at.run(), "pick-hardest")
+    assert hardest[0] == f"test:{int(np.argmin(margins.mean(axis=0)))}"
+    click_image(at, "pick-hardest", hardest[1], fitted.n_train)
+    assert at.query_params["target"] == hardest[1] and title(at) == f"Neighbours of {hardest[1]}"
+    at.session_state["pick"] = "Random"
+    at.run()
     at.button(key="random-train").click().run()
     assert re.fullmatch(r"train:\d+", at.query_params["target"])
     assert title(at) == f"Neighbours of {at.query_params['target']}"
@@ -207,7 +217,7 @@ def test_quality_lists_worst_predicted_and_opens_their_neighbours(app, fitted):
     lds = np.load(fitted.dir / "lds.npy")[fitted.n_train:]
     assert worst[0] == f"test:{np.nanargmin(lds)}" and len(worst) == 12
     np.testing.assert_array_equal(at.dataframe[0].value["LDS"].to_numpy(), lds)
-    at.button(key=f"worst-{worst[0]}").click().run()
+    click_image(at, "worst", worst[0], fitted.n_train)
     assert title(at) == f"Neighbours of {worst[0]}" and at.query_params["target"] == worst[0]
 
 

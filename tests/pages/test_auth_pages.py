@@ -129,10 +129,12 @@ def cf_page(counterfactual_run, tmp_path, monkeypatch):
     weights = np.load(run_dir / "weights.npy")
     column = next(t for t in range(run.n_train, run.n_targets) if (weights[t] > 0).sum() >= 3)
 
-    def open_page(user: str | None = None):
-        at = open_app({"run": "cf", "target": f"test:{column - run.n_train}"}, "counterfactuals", timeout=120, user=user)
-        button = next(b for b in at.button if b.key.startswith("cf_pos-") and b.label.startswith("+ "))
-        return button.click().run()
+    def open_page(user: str | None = None, tab: str = "Predicted effect · verify"):
+        """The page with the target's largest weight in the basket (the URL's), on tab `tab`."""
+        at = open_app({"run": "cf", "target": f"test:{column - run.n_train}", "basket": str(int(np.argmax(weights[column])))},
+                      "counterfactuals", timeout=120, user=user)
+        at.session_state["cf_tab"] = tab
+        return at.run()
     return open_page, run
 
 
@@ -142,11 +144,13 @@ def test_a_viewer_cannot_retrain(cf_page, monkeypatch):
     monkeypatch.setenv(ROLES_ENV, ROLES)
     for user in ("eve", "alice"):  # a viewer, and a reviewer: neither may retrain
         at = open_page(user)
-        assert at.button(key="cf_verify").disabled and at.button(key="cf_certify").disabled
+        assert at.button(key="cf_verify").disabled
         # A forged click (a widget message the browser would not send for a disabled button) is refused too.
         at.session_state["cf_verify_request"] = True
         at.run()
         assert len(at.error) == 1 and "needs the admin role" in at.error[0].value and user in at.error[0].value
+        at = open_page(user, tab="Data support")
+        assert at.button(key="cf_certify").disabled
         at.session_state["cf_certify_request"] = True
         assert "needs the admin role" in at.run().error[0].value
     assert retrain_store.summaries(run) == [] and not (run.dir / "support").exists()

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, quote, urlparse
 import pytest
 
 from backend.access.auth import AUTH_ENV, ROLES_ENV
+from backend.counterfactuals.removal import format_ids
 from backend.leakage.annotations import ENV_VAR as DATABASE_URL_ENV
 from backend.store.catalog import DATA_DIR_ENV
 from tests.conftest import ROOT
@@ -162,6 +163,32 @@ def drag_across(page, chart) -> None:
     page.mouse.up()
 
 
+
+def grid(page, key: str):
+    """The image grid (pages.components.image_grid) drawn with key `key` (its widget key adds a digest)."""
+    return page.locator(f'[class*="st-key-{key}-"]').get_by_test_id("stPlotlyChart")
+
+
+def tile_captions(chart) -> list[str]:
+    """The captions of an image grid's images in reading order, their lines joined by " | "."""
+    chart.locator("g.textpoint text").first.wait_for(state="attached")
+    return [text.replace("<br>", " | ") for text in
+            chart.locator("g.textpoint text").evaluate_all("texts => texts.map(t => t.dataset.unformatted)")]
+
+
+def tile_names(chart) -> list[str]:
+    return [caption.split(" | ")[0] for caption in tile_captions(chart)]
+
+
+def click_tile(page, chart, i: int) -> str:
+    """Click the i-th image of a grid with the mouse, on the image itself (above its caption); returns its name."""
+    name = tile_names(chart)[i]
+    caption = chart.locator("g.textpoint text").nth(i)
+    caption.scroll_into_view_if_needed()
+    box = caption.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 40)
+    return name
+
 def test_walk_the_dataset_in_a_real_browser(server, page):
     from playwright.sync_api import expect
 
@@ -174,9 +201,10 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     expect(sidebar.get_by_role("link", name="components")).to_have_count(0)
     screenshot(page, "neighbours")
 
-    neighbour = page.get_by_role("button", name=re.compile(r"^train:\d+$")).first
-    name = neighbour.inner_text()
-    neighbour.click()
+    # Clicking an image opens it: the image, not a button under it, is the click target.
+    positive = grid(page, "positive")
+    name = click_tile(page, positive, 1)
+    assert re.fullmatch(r"train:\d+", name)
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     settle(page)
     assert target_in(page.url) == name and f"run={RUN}" in page.url
@@ -189,13 +217,14 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     # The pickers of targets the models get wrong: each lists images captioned with their fields.
     page.get_by_text("Choose a target").click()
     page.get_by_role("tab", name="Mistakes · Hardest · Most unstable").click()
-    for tab in ("Mistakes", "Hardest", "Most unstable"):
+    settle(page)
+    for tab, key in (("Mistakes", "pick-mistakes"), ("Hardest", "pick-hardest"), ("Most unstable", "pick-unstable")):
         page.get_by_role("tab", name=tab, exact=True).click()
-        panel = page.locator("[role=tabpanel]:visible").last
-        expect(panel.get_by_test_id("stImageCaption").first).to_have_text(re.compile(r"^label \d · pred \d \d+% · "))
-    pick = page.locator("[role=tabpanel]:visible").last.get_by_role("button", name=re.compile(r"^test:\d+$")).first
-    name = pick.inner_text()
-    pick.click()
+        settle(page)
+        assert parse_qs(urlparse(page.url).query).get("pick_list", ["Mistakes"]) == [tab]  # (the default: no param)
+        captions = tile_captions(grid(page, key))
+        assert captions and all(re.match(r"^test:\d+ \| label \d · pred \d \d+% \| ", c) for c in captions), captions
+    name = click_tile(page, grid(page, "pick-unstable"), 0)
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     settle(page)
     page.go_back()
@@ -203,8 +232,8 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     settle(page)
 
     # The weight profile's first bar is the largest positive weight, the first image of the positive grid.
-    top = page.get_by_role("button", name=re.compile(r"^train:\d+$")).first.inner_text()
-    chart = page.get_by_test_id("stPlotlyChart")
+    top = tile_names(grid(page, "positive"))[0]
+    chart = page.locator('[class*="st-key-profile-"]').get_by_test_id("stPlotlyChart")
     chart.scroll_into_view_if_needed()
     chart.locator(".bars path").first.click(force=True)
     expect(heading(page, f"Neighbours of {top}")).to_be_visible()
@@ -222,17 +251,15 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     expect(heading(page, "Datamodel quality")).to_be_visible()
     settle(page)
     screenshot(page, "quality")
-    worst = page.get_by_role("button", name=re.compile(r"^test:\d+$")).first
-    name = worst.inner_text()
-    worst.click()
+    name = click_tile(page, grid(page, "worst"), 0)
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     assert urlparse(page.url).path == "/neighbours" and target_in(page.url) == name
 
 
-def visible_training_buttons(page) -> set[str]:
-    """The names of the visible `train:i` buttons under the images of every grid on the page."""
-    buttons = page.get_by_role("button", name=re.compile(r"^train:\d+$")).filter(visible=True)
-    return set(buttons.all_inner_texts())
+def visible_training_images(page) -> set[str]:
+    """The names of the training images of every visible image grid on the page."""
+    charts = page.get_by_test_id("stPlotlyChart").filter(visible=True).filter(has=page.locator("g.textpoint"))
+    return {name for i in range(charts.count()) for name in tile_names(charts.nth(i)) if name.startswith("train:")}
 
 
 def test_methods_page_and_the_neighbours_method_picker_in_a_real_browser(server, page, dashboard_data_dir):
@@ -257,7 +284,7 @@ def test_methods_page_and_the_neighbours_method_picker_in_a_real_browser(server,
     page.goto(f"{server}/neighbours?run={RUN}&target=test:3")
     expect(heading(page, "Neighbours of test:3")).to_be_visible()
     settle(page)
-    before = visible_training_buttons(page)
+    before = visible_training_images(page)
     assert top["datamodels"] <= before and not top["fixture-permuted"] - top["datamodels"] <= before
     # The picker is a type-ahead combobox: type the method, then Enter picks the one option left.
     page.get_by_test_id("stSelectbox").filter(has_text="Method").get_by_role("combobox").click()
@@ -266,7 +293,7 @@ def test_methods_page_and_the_neighbours_method_picker_in_a_real_browser(server,
     page.keyboard.press("Enter")
     settle(page)
     expect(page).to_have_url(re.compile(r"method=fixture-permuted"))
-    after = visible_training_buttons(page)
+    after = visible_training_images(page)
     assert top["fixture-permuted"] <= after and after != before
     screenshot(page, "neighbours-methods")
 
@@ -288,8 +315,24 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
     settle(page)
     expect(heading(page, "Is the component faithful? (App. J)")).to_be_visible()
-    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
+    expect(grid(page, "test-top")).to_be_visible()
+    expect(grid(page, "train-top")).to_have_count(0)  # a closed tab is not drawn
     screenshot(page, "pca")
+    page.get_by_role("tab", name="Training targets").click()
+    expect(grid(page, "train-top")).to_be_visible()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["pca_tab"] == ["Training targets"]
+    page.reload()  # the open tab is in the URL: a reload (or a shared link) reopens it
+    expect(grid(page, "train-top")).to_be_visible()
+    settle(page)
+    name = click_tile(page, grid(page, "train-bottom"), 0)
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    settle(page)
+    page.go_back()
+    expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
+    settle(page)
+    page.get_by_role("tab", name="Test targets").click()
+    settle(page)
 
     # The component is in the URL: the back button restores it.
     for pc in (2, 3):
@@ -326,13 +369,17 @@ def test_structure_pages_in_a_real_browser(server, page):
     n_selected = int(re.search(r"\((\d+)\)", selected.inner_text()).group(1))
     total = int(metric(page, "Targets").inner_text().replace(",", ""))
     assert n_selected == total
-    expect(page.get_by_role("button", name=re.compile(r"^test:\d+$"))).not_to_have_count(0)
-    # The first image of cluster 0 becomes the target whose similar targets are listed.
-    member = page.get_by_role("button", name=re.compile(r"^test:\d+$")).first
-    name = member.inner_text()
-    member.click()
+    assert len(tile_names(grid(page, "selected"))) == n_selected
+    # The second image of cluster 0 becomes the target whose similar targets are listed beside it.
+    name = click_tile(page, grid(page, "cluster-0"), 1)
     expect(heading(page, f"Targets most similar to {name}")).to_be_visible()
     assert target_in(page.url) == name
+    settle(page)
+    assert name not in tile_names(grid(page, "similar"))
+    # ...and one of those opens on the Neighbours page.
+    similar = click_tile(page, grid(page, "similar"), 0)
+    expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
+    assert urlparse(page.url).path == "/neighbours"
     settle(page)
 
 
@@ -412,15 +459,35 @@ def test_counterfactual_basket_verified_by_retraining(server, page):
     page.goto(f"{server}/counterfactuals?run={RUN}&target=test:3")
     expect(heading(page, "Counterfactuals for test:3")).to_be_visible()
     settle(page)
+    clicked = []
     for basket in ("1 image", "2 images", "3 images"):
-        add = page.get_by_role("button", name=re.compile(r"^\+ train:\d+$")).first
-        image = add.inner_text().removeprefix("+ ")
-        add.click()
-        # Until the rerun redraws the grid its buttons are stale: the next "+" could be this one again.
-        expect(page.get_by_role("button", name=f"− {image}", exact=True).first).to_be_visible()
+        clicked.append(click_tile(page, grid(page, "cf_pos"), len(clicked)))
         expect(metric(page, "Basket")).to_have_text(basket)
         settle(page)
+    ids = [int(name.removeprefix("train:")) for name in clicked]
+    assert parse_qs(urlparse(page.url).query)["basket"] == [format_ids(ids)]
+    expect(metric(page, "Predicted margin")).to_be_visible()  # beside the basket, on every tab
+    # The basket is in the URL: a reload brings it back, and the back button walks back through it.
+    page.reload()
+    expect(metric(page, "Basket")).to_have_text("3 images")
+    settle(page)
+    page.go_back()
+    expect(metric(page, "Basket")).to_have_text("2 images")
+    settle(page)
+    page.go_forward()
+    expect(metric(page, "Basket")).to_have_text("3 images")
+    settle(page)
+    # A second click on an image takes it out again.
+    click_tile(page, grid(page, "cf_pos"), 0)
+    expect(metric(page, "Basket")).to_have_text("2 images")
+    settle(page)
+    click_tile(page, grid(page, "cf_pos"), 0)
+    expect(metric(page, "Basket")).to_have_text("3 images")
+    settle(page)
 
+    page.get_by_role("tab", name="Predicted effect · verify").click()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["cf_tab"] == ["Predicted effect · verify"]
     models = page.get_by_test_id("stSlider").filter(has_text="Models to retrain")
     models.get_by_role("slider").focus()
     page.keyboard.press("Home")
@@ -436,9 +503,12 @@ def test_counterfactual_basket_verified_by_retraining(server, page):
     screenshot(page, "counterfactuals")
 
     # An out-of-range count is clamped and said so, and Add uses the clamped count, not a stale one.
+    page.get_by_role("tab", name="Build the removal set").click()
+    settle(page)
     page.get_by_role("button", name="Clear basket").click()
     expect(metric(page, "Basket")).to_have_text("0 images")
     settle(page)
+    assert "basket" not in parse_qs(urlparse(page.url).query)
     page.get_by_text("Add images of one class").click()
     how_many = page.get_by_label("How many (largest weight first)")
     how_many.fill("1000")

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from backend.training import retrain_store
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
-from tests.conftest import open_app
+from tests.conftest import click_image, image_grids, open_app
 
 RUN = "cf"
 
@@ -31,22 +31,28 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def open_tab(at: AppTest, tab: str) -> AppTest:
+    at.session_state["cf_tab"] = tab
+    return at.run()
+
+
 def test_click_three_images_then_verify_with_four_models(page):
     at, run, column = page
     weights = np.load(run.dir / "weights.npy")[column]
+    positive = image_grids(at)["cf_pos"][1]
     clicked = []
-    for _ in range(3):
-        button = next(b for b in at.button if b.key.startswith("cf_pos-") and b.label.startswith("+ "))
-        clicked.append(int(button.key.split("-")[1]))
-        button.click().run()
+    for name in positive[:3]:
+        click_image(at, "cf_pos", name, run.n_train)
+        clicked.append(int(name.split(":")[1]))
     assert not at.exception, at.exception
     shown = metrics(at)
-    assert shown["Basket"] == "3 images"
+    assert shown["Basket"] == "3 images" and at.query_params["basket"] == ",".join(map(str, clicked))
     assert shown["Σ weights of the basket"] == f"{weights[clicked].astype(np.float64).sum():+.4f}"
     assert len(at.dataframe[0].value) == 3
     control = np.load(run.dir / "control_margins.npy").astype(np.float64).mean(0)[column]
     assert shown["Predicted margin"] == f"{control - weights[clicked].astype(np.float64).sum():+.3f}"
 
+    open_tab(at, "Predicted effect · verify")
     at.slider(key="cf_models").set_value(4).run()
     at.button(key="cf_verify").click().run(timeout=300)
     assert not at.exception, at.exception
@@ -54,6 +60,7 @@ def test_click_three_images_then_verify_with_four_models(page):
     cf = retrain_store.load(run, summary["key"])
     assert len(cf.request.seeds) == 4 and sorted(clicked) == cf.request.remove.tolist() and cf.targets == [column]
     assert metrics(at)["Actual margin"] == f"{cf.margins[:, column].mean():+.3f}"
+    open_tab(at, "Every verified removal")
     assert any(c.value.startswith("1 counterfactual · correlations need at least 3") for c in at.caption)
 
 
@@ -67,22 +74,36 @@ def test_removing_a_whole_class_is_refused_without_training(page):
     assert f"How many (largest weight first): 100,000 is outside 1–{n:,}, so {n:,} is used" in [w.value for w in at.warning]
     at.button(key="cf_add_class").click().run()
     assert "every training image of class '4'" in at.error[0].value
+    open_tab(at, "Predicted effect · verify")
     assert not [b for b in at.button if b.key == "cf_verify"]
     assert retrain_store.summaries(run) == []
 
 
 def test_clicking_twice_takes_an_image_out_again(page):
-    at, _, _ = page
-    key = next(b.key for b in at.button if b.key.startswith("cf_pos-"))
-    at.button(key=key).click().run()
-    assert at.button(key=key).label.startswith("− ") and metrics(at)["Basket"] == "1 image"
-    at.button(key=key).click().run()
-    assert at.button(key=key).label.startswith("+ ") and metrics(at)["Basket"] == "0 images"
+    at, run, _ = page
+    name = image_grids(at)["cf_pos"][1][0]
+    click_image(at, "cf_pos", name, run.n_train)
+    assert metrics(at)["Basket"] == "1 image" and at.query_params["basket"] == name.split(":")[1]
+    click_image(at, "cf_pos", name, run.n_train)
+    assert metrics(at)["Basket"] == "0 images" and "basket" not in at.query_params
     assert "basket is empty" in " ".join(c.value for c in at.caption)
+
+
+def test_the_basket_is_the_urls_id_list(page):
+    at, run, column = page
+    params = {"run": RUN, "target": f"test:{column - run.n_train}"}
+    at = open_app({**params, "basket": "3,5-6"}, "counterfactuals", timeout=120)
+    assert metrics(at)["Basket"] == "3 images"
+    assert [r for r in at.dataframe[0].value["image"]] == ["train:3", "train:5", "train:6"]
+    at = open_app({**params, "basket": f"2,{run.n_train}"}, "counterfactuals", timeout=120)
+    assert metrics(at)["Basket"] == "0 images" and "basket" not in at.query_params
+    assert any(f"training index {run.n_train} is out of range" in w.value and "empty basket" in w.value
+               for w in at.warning)
 
 
 def test_certify_button_runs_the_bisection_and_shows_its_steps(page):
     at, run, column = page
+    open_tab(at, "Data support")
     at.button(key="cf_certify").click().run(timeout=300)
     assert not at.exception, at.exception
     stored = (run.dir / "support" / f"remove-{column}.json")

@@ -8,6 +8,7 @@ import numpy as np
 from backend.attribution import store
 from backend.datamodels.queries import top_weights
 from backend.store.run_dir import Run
+from tests.conftest import image_grids
 from tests.pages import test_apptest
 
 RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, shared
@@ -37,8 +38,8 @@ def test_a_corrupt_methods_eval_is_an_error_naming_the_file(app, dashboard_data_
 
 
 def captions(at, grid: str) -> set[str]:
-    """The target names on the buttons of one image grid (AppTest walks its columns, not its reading order)."""
-    return {b.label for b in at.button if b.key and b.key.startswith(f"{grid}-")}
+    """The target names of the images of one image grid."""
+    return set(image_grids(at).get(grid, (None, []))[1])
 
 
 def test_the_neighbours_method_picker_follows_the_url_and_shows_each_methods_top_images(app, dashboard_data_dir):

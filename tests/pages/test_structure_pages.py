@@ -1,6 +1,7 @@
 """The PCA and Clusters pages, driven through the app shell with Streamlit's AppTest."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -14,7 +15,7 @@ from backend.structure import faithfulness
 from backend.structure import similar_targets
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
-from tests.conftest import open_app
+from tests.conftest import click_image, image_grids, open_app, plotly_charts
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,13 @@ def test_pca_page_shows_chart_and_grids_for_first_and_last_component(app, data_d
     no_errors(at)
     assert at.title[0].value == "Principal components of datamodel embeddings"
     assert at.get("plotly_chart")  # explained variance, datamodels vs representation
-    subheaders = [s.value for s in at.subheader]
-    for text in ("Test targets projecting most positively onto PC 0", "Train targets projecting most negatively onto PC 0",
-                 "Training images with the largest coordinates of PC 0"):
-        assert text in subheaders
+    assert "Test targets projecting most positively onto PC 0" in [s.value for s in at.subheader]
+    assert "Train targets projecting most negatively onto PC 0" not in [s.value for s in at.subheader]  # a closed tab
+    for tab, text in (("Training targets", "Train targets projecting most negatively onto PC 0"),
+                      ("Training-image coordinates", "Training images with the largest coordinates of PC 0")):
+        at.session_state["pca_tab"] = tab
+        assert text in [s.value for s in at.run().subheader]
+    at.session_state["pca_tab"] = "Test targets"
     last = len(np.load(data_dir / "runs" / "small" / "structure" / "pca_components.npy", mmap_mode="r")) - 1
     at.selectbox(key="pca_component").set_value(last).run()
     no_errors(at)
@@ -62,7 +66,7 @@ def test_pca_grid_buttons_are_the_extreme_test_targets(app, data_dir):
     run = run_of(data_dir)
     projection = np.load(data_dir / "runs" / "small" / "structure" / "pca_projections.npy")[run.n_train:, 0]
     want = {f"test:{j}" for j in np.argsort(-projection)[:12]}
-    assert {b.label for b in at.button if b.key.startswith("test-top-")} == want
+    assert set(image_grids(at)["test-top"][1]) == want
 
 
 def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir):
@@ -74,8 +78,10 @@ def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir)
         no_errors(at)
         quality = clusters.load_quality(run)
         info = quality["whole"] if choice == -1 else quality["per_class"][choice]
-        titles = [s.value for s in at.subheader if s.value.startswith("Cluster ")]
-        assert [int(t.split(" · ")[1].split()[0]) for t in titles] == info["sizes"]
+        sizes = next(c.value for c in at.caption if c.value.startswith("Sizes: "))
+        assert [int(n) for n in re.findall(r"cluster \d+ (\d+) images", sizes)] == info["sizes"]
+        titles = [s.value for s in at.subheader if s.value.startswith("Cluster ")]  # the open tab only
+        assert [int(t.split(" · ")[1].split()[0]) for t in titles] == info["sizes"][:1]
     assert any(m.label == "NMI with the labels" for m in at.metric)
 
 
@@ -90,8 +96,7 @@ def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir)
     at.run()
     no_errors(at)
     assert "Selected targets (2)" in [s.value for s in at.subheader]
-    names = [b.label for b in at.button]
-    assert all(f"test:{c - run.n_train}" in names for c in picked)
+    assert image_grids(at)["selected"][1] == [f"test:{c - run.n_train}" for c in picked]
 
 
 def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targets(app, data_dir):
@@ -99,9 +104,9 @@ def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targ
     run = run_of(data_dir)
     want = {f"{'train' if c < run.n_train else 'test'}:{c if c < run.n_train else c - run.n_train}"
             for c in similar_targets.similar_to(run, run.n_train)[0]}
-    assert {b.label for b in at.button if b.key.startswith("similar-")} == want
-    name = next(b.label for b in at.button if b.key.startswith("cluster-0-"))
-    at.button(key=f"cluster-0-{name}").click().run()
+    assert set(image_grids(at)["similar"][1]) == want
+    name = image_grids(at)["cluster-0"][1][1]
+    click_image(at, "cluster-0", name, run.n_train)
     no_errors(at)
     assert at.query_params["target"] == [name] or at.query_params["target"] == name
     assert at.header[-1].value == f"Targets most similar to {name}"
@@ -118,9 +123,9 @@ def test_faithfulness_retrains_on_click_then_answers_from_the_run(app, data_dir)
     button.click().run()
     no_errors(at)
     assert faithfulness.models_to_train(run, 0, 10, n_models=1) == 0
-    assert len(at.get("plotly_chart")) == 2  # explained variance and the margin changes
+    assert len(plotly_charts(at)) == 2  # explained variance and the margin changes
     at.run()  # an identical request: no button, the stored result at once
-    assert not [b for b in at.button if b.key == "faith_run"] and len(at.get("plotly_chart")) == 2
+    assert not [b for b in at.button if b.key == "faith_run"] and len(plotly_charts(at)) == 2
 
 
 def test_pages_tell_how_to_build_the_analysis_when_it_is_missing(tiny_run, tmp_path, monkeypatch):

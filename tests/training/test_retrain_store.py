@@ -82,7 +82,7 @@ def test_identical_request_is_answered_from_the_log(cf_run, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("an identical request must not train")
-    monkeypatch.setattr(retrain_store, "train_sets", no_training)
+    monkeypatch.setattr(retrain_store.retraining, "train_sets", no_training)
     again = retrain(run, np.array([20, 10]), n_models=2, device="cpu", target=run.n_train + 1)
     assert again.cached and again.request.key == first.request.key
     np.testing.assert_array_equal(again.margins, first.margins)

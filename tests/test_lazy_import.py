@@ -1,0 +1,34 @@
+"""backend/lazy_import.py: what the pages import loads no torch, sklearn or faiss until something computes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+# Every backend module a page imports at its start (pages/*.py).
+PAGE_IMPORTS = ["backend.structure.embeddings", "backend.structure.faithfulness", "backend.structure.clusters",
+                "backend.structure.similar_targets", "backend.training.control", "backend.training.retrain_store",
+                "backend.counterfactuals.predict", "backend.counterfactuals.support", "backend.counterfactuals.evaluation",
+                "backend.leakage.analysis", "backend.leakage.agreement", "backend.leakage.annotations"]
+HEAVY = ["torch", "sklearn", "faiss"]
+
+
+def loaded_after(code: str) -> dict[str, bool]:
+    """Which HEAVY modules are imported after running `code` in a fresh process."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_the_modules_pages_import_load_no_heavy_library():
+    assert loaded_after("\n".join(f"import {m}" for m in PAGE_IMPORTS)) == {m: False for m in HEAVY}
+
+
+def test_a_lazy_module_loads_on_first_use_and_is_the_one_module():
+    loaded = loaded_after("from backend.structure import embeddings\nimport sys\nassert 'torch' not in sys.modules\n"
+                          "x = embeddings.torch.ones(2, 4)\nimport torch\nassert embeddings.torch.ones is torch.ones\n"
+                          "assert embeddings.unit_rows(x).norm(dim=1).tolist() == [1.0, 1.0]")
+    assert loaded["torch"] and not loaded["sklearn"]
+
