@@ -42,6 +42,16 @@ def test_lds_and_mse_match_scipy_per_target(data):
         assert res["mse"][c] == pytest.approx(np.mean((pred - margins[inc, c]) ** 2), rel=1e-9)
 
 
+def test_masks_read_in_row_chunks_give_the_same_lds(data, monkeypatch):
+    """Held-out masks too big to hold as float64 (CIFAR shape: 4 GB) are multiplied in chunks of models."""
+    masks, margins, weights, bias = data
+    whole = lds(weights, bias, masks, margins, N_TRAIN)
+    monkeypatch.setattr(evaluation, "MASK_CHUNK_BYTES", 8 * N_TRAIN * 7)  # 7 of the 90 models at a time
+    chunked = lds(weights, bias, masks, margins, N_TRAIN)
+    np.testing.assert_allclose(chunked["spearman"], whole["spearman"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(chunked["mse"], whole["mse"], rtol=1e-12, atol=1e-12)
+
+
 def test_lds_is_nan_where_undefined(data):
     masks, margins, weights, bias = data
     margins = margins.copy()
