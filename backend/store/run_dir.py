@@ -337,7 +337,7 @@ def _json_problem(value, spec, where: str) -> str | None:
     """
     if isinstance(spec, dict):
         if not isinstance(value, dict):
-            return f"{where!r} is a JSON {type(value).__name__}, not an object"
+            return f"{where!r} is a JSON {type(value).__name__}"
         for key, inner in spec.items():
             keys = list(value) if key == "*" else [key]
             for k in keys:
@@ -349,7 +349,7 @@ def _json_problem(value, spec, where: str) -> str | None:
         return None
     if isinstance(spec, list):
         if not isinstance(value, list):
-            return f"{where!r} is a JSON {type(value).__name__}, not a list"
+            return f"{where!r} is a JSON {type(value).__name__}"
         return next((p for i, item in enumerate(value) if (p := _json_problem(item, spec[0], f"{where}[{i}]"))), None)
     types = spec if isinstance(spec, tuple) else (spec,)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):

@@ -496,14 +496,14 @@ def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_can
         dashboard_data_dir, browser, tmp_path):
     """st.login against oidc-provider-mock, a real OpenID Connect provider on 127.0.0.1: its login form, its
     tokens, Streamlit's callback and cookie. Alice (a reviewer) reviews as herself whatever the URL says; Bob,
-    a viewer, sees the retraining button disabled."""
+    a viewer, finds the retraining button disabled."""
     from playwright.sync_api import expect
     oidc = pytest.importorskip("oidc_provider_mock", reason="the test extra's oidc-provider-mock")
     pytest.importorskip("authlib", reason="st.login needs Authlib (streamlit[auth])")
     import secrets
 
     port = free_port()
-    users = [oidc.User("alice", {"email": "alice@lab.org"}), oidc.User("bob", {"email": "bob@lab.org"})]
+    users = [oidc.User(sub=name, claims={"email": f"{name}@lab.org"}) for name in ("alice", "bob")]
     with oidc.run_server_in_thread(user_claims=users) as provider:
         config = tmp_path / "secrets.toml"
         config.write_text(
@@ -532,5 +532,5 @@ def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_can
 
             bob = browser.new_context().new_page()
             log_in(bob, "bob", f"counterfactuals?run={RUN}&target=test:0")
-            expect(bob.get_by_role("button", name="Verify by retraining")).to_be_disabled()
+            expect(bob.get_by_role("button", name="Certify by bisection")).to_be_disabled()  # retrains: admins only
             bob.context.close()
