@@ -12,8 +12,8 @@ missing or broken one is a RunError naming the file and the command that rebuild
 
 Every file appears by atomic rename, so a run killed at any moment is never half-written. A stage whose
 outputs belong together (merge, fit, eval, analyze, a retrain) writes them inside `transaction(run, stage)`:
-each file goes to a temp beside its final path, and on success a journal listing the renames is written
-last and then carried out, so a kill leaves either the old files or, once the journal exists, the new ones
+each file goes to a temp beside its final path, and on success a journal listing the renames (and the
+files the stage drops) is written last and then carried out, so a kill leaves either the old files or, once the journal exists, the new ones
 (the next open of the run finishes the renames). The one exception is masks.npy/margins.npy, which a merge
 grows in place (append_merge): readers only ever see the rows their header's shape covers. Temp files carry their writer's pid; any stage, and any
 open of the run, removes the temps of writers that are gone.
@@ -78,7 +78,7 @@ def _temp_prefix(path: Path) -> str:
 
 
 def _process_umask() -> int:
-    mask = os.umask(0o022)  # reading the umask sets it: put it straight back (once, at import, before any thread)
+    mask = os.umask(0o022)  # reading the umask sets it: put it straight back (once, at import)
     os.umask(mask)
     return mask
 
