@@ -124,7 +124,7 @@ def current_user() -> auth.User:
 
 @st.cache_resource(show_spinner=False)
 def retrain_budget(budget: int) -> RetrainBudget:
-    """The server's one retraining ledger and job slot (per budget setting)."""
+    """The server's one retraining queue and job slot (per budget setting); the spend is kept in each run."""
     return RetrainBudget(budget)
 
 
@@ -136,18 +136,24 @@ def can_retrain() -> bool:
 def retraining_job(run: Run, n_models: int):
     """Run the body as the server's one retraining job of at most n_models, charged to run's budget.
 
-    Only users who may retrain (admins; the local user) get here; anyone else, a click over the
-    budget or a click while another job runs gets one st.error and the page stops. Yields the
-    budget's Job: set its `trained` to the models really trained.
+    Only users who may retrain (admins; the local user) get here; anyone else, or a click over the
+    budget, gets one st.error and the page stops. A click while another job runs waits its turn, showing
+    its place in the queue. Yields the budget's Job: set its `trained` to the models really trained.
     """
     user = current_user()
     if not user.can("retrain"):
         st.error(f"Retraining needs the admin role; you are {plain(user.name)} ({user.role}). "
                  "Ask an admin, or retrain with the command line.")
         st.stop()
+    queued = st.empty()
+
+    def show_place(ahead: int, holder: str | None) -> None:
+        queued.info(f"Queued: {ahead} retraining job{'s' if ahead != 1 else ''} ahead of yours"
+                    + (f" ({plain(holder)} is retraining)" if holder else "") + "; it starts when they finish.")
     try:
         budget = retrain_budget(budget_from_env(os.environ))
-        with budget.job(str(run.dir.resolve()), n_models, user.name) as job:
+        with budget.job(run.dir.resolve(), n_models, user.name, on_wait=show_place) as job:
+            queued.empty()
             yield job
     except BudgetError as exc:
         st.error(str(exc))

@@ -1,5 +1,5 @@
 """Who may do what in the dashboard: the auth mode, the signed-in user and their role, the retraining budget.
 
     auth     DATAMODELS_AUTH (off, a trusted proxy header, or st.login's OIDC), loopback binds, roles, the user
-    budget   the per-run cap on models that clicks may train, and the one retraining job a server runs at a time
+    budget   the per-run cap on models that clicks may train (kept in the run), and the queue for the one job a server runs
 """

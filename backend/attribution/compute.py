@@ -24,13 +24,14 @@ def attribute(run: Run, method: base.Method, block_rows: int = DEFAULT_BLOCK_ROW
     the method's own preparation as one step, then one step per block, then the self-scores as one step.
     """
     started = time.time()
+    total = 2 + -(-run.n_test // block_rows)  # preparation, the blocks, the self-scores
+    if progress:
+        progress(0, total, "blocks")
+    # The method reads (and the schema checks) its inputs first: a broken one stops it before any staging exists.
+    method.prepare(None if progress is None else lambda done, of, unit: progress(done / of if of else 1, total, unit))
     out = BlockedOutput(run.dir, f"attribution-{method.name}", {"method": method.name, "config": method.config},
                         {"scores": ("float32", (run.n_test, run.n_train))}, block_rows)
     todo = out.missing()
-    total = 2 + out.n_blocks
-    if progress:
-        progress(0, total, "blocks")
-    method.prepare(None if progress is None else lambda done, of, unit: progress(done / of if of else 1, total, unit))
     for i, block in enumerate(todo):
         out.write(block, scores=method.score(out.rows(block)))
         if progress:

@@ -12,8 +12,8 @@ missing or broken one is a RunError naming the file and the command that rebuild
 
 Every file appears by atomic rename, so a run killed at any moment is never half-written. A stage whose
 outputs belong together (merge, fit, eval, analyze, a retrain) writes them inside `transaction(run, stage)`:
-each file goes to a temp beside its final path, and on success a journal listing the renames is written
-last and then carried out, so a kill leaves either the old files or, once the journal exists, the new ones
+each file goes to a temp beside its final path, and on success a journal listing the renames (and the
+files the stage drops) is written last and then carried out, so a kill leaves either the old files or, once the journal exists, the new ones
 (the next open of the run finishes the renames). The one exception is masks.npy/margins.npy, which a merge
 grows in place (append_merge): readers only ever see the rows their header's shape covers. Temp files carry their writer's pid; any stage, and any
 open of the run, removes the temps of writers that are gone.
@@ -54,6 +54,7 @@ class _Transaction:
     stage: str
     pending: dict[Path, Path] = field(default_factory=dict)  # final path -> its finished temp
     adopted: set[Path] = field(default_factory=set)  # pending files a failed commit must keep (staged blocks)
+    deleted: set[Path] = field(default_factory=set)  # final paths the commit removes
 
 
 _ACTIVE: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar("run_transaction", default=None)
@@ -77,6 +78,17 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask sets it: put it straight back (once, at import)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes its file 0600 and a rename keeps the mode: every temp is given what open() would have made
+# (0644 under the usual umask 022), so teammates on a shared file system can read a run.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path` in one rename, on failure it vanishes.
@@ -85,7 +97,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
     tx = _transaction_for(path)
     try:
         yield Path(tmp)
@@ -96,6 +111,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             if key in tx.pending:
                 os.unlink(tx.pending[key])
             tx.pending[key] = Path(tmp)
+            tx.deleted.discard(key)
     finally:
         if os.path.exists(tmp) and (tx is None or Path(tmp) not in tx.pending.values()):
             os.unlink(tmp)
@@ -115,6 +131,23 @@ def adopt(path: Path, finished: Path) -> None:
         os.unlink(tx.pending[key])
     tx.pending[key] = Path(os.path.abspath(finished))
     tx.adopted.add(tx.pending[key])
+    tx.deleted.discard(key)
+
+
+def delete(path: Path) -> None:
+    """Remove a run file; inside a transaction over its run the removal is part of the commit (a stage that
+    no longer writes an output drops the old one together with writing the others)."""
+    path = Path(path)
+    tx = _transaction_for(path)
+    if tx is None:
+        path.unlink(missing_ok=True)
+        return
+    key = Path(os.path.abspath(path))
+    if key in tx.pending:
+        if tx.pending[key] not in tx.adopted:
+            tx.pending[key].unlink(missing_ok=True)
+        del tx.pending[key]
+    tx.deleted.add(key)
 
 
 @contextmanager
@@ -142,12 +175,13 @@ def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
         raise
     finally:
         _ACTIVE.reset(token)
-    if not tx.pending:
+    if not tx.pending and not tx.deleted:
         return
     journal = run_dir / _JOURNAL.format(stage=stage)
     renames = [[str(tmp.relative_to(run_dir)), str(final.relative_to(run_dir))] for final, tmp in tx.pending.items()]
+    deletes = sorted(str(final.relative_to(run_dir)) for final in tx.deleted)
     try:
-        save_json(journal, {"stage": stage, "pid": os.getpid(), "renames": renames})
+        save_json(journal, {"stage": stage, "pid": os.getpid(), "renames": renames, "deletes": deletes})
     except BaseException:
         for tmp in tx.pending.values():
             if tmp not in tx.adopted:
@@ -157,10 +191,12 @@ def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
 
 
 def _apply_journal(run_dir: Path, journal: Path) -> None:
-    renames = json.loads(journal.read_text())["renames"]
-    for tmp, final in renames:
+    record = json.loads(journal.read_text())
+    for tmp, final in record["renames"]:
         if (run_dir / tmp).exists():
             os.replace(run_dir / tmp, run_dir / final)
+    for final in record.get("deletes", []):  # journals written before deletions were part of a commit have none
+        (run_dir / final).unlink(missing_ok=True)
     journal.unlink()
 
 
@@ -212,9 +248,18 @@ def leftover_temps(run_dir: str | Path) -> list[Path]:
     return sorted(found)
 
 
+class _Writes:
+    """A file that np.save sees only through its write(): numpy then writes chunks with write(), whose full
+    disk is an OSError with ENOSPC, instead of ndarray.tofile, whose short write is an OSError without errno
+    ("115008 requested and 49024 written", found on a full tmpfs)."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        np.save(_Writes(f), np.ascontiguousarray(array), allow_pickle=False)
 
 
 def save_json(path: Path, obj: dict) -> None:
@@ -279,16 +324,42 @@ def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fie
         raise broken(run_dir, artifact, path, f"is corrupt ({exc})") from None
     if not isinstance(obj, dict):
         raise broken(run_dir, artifact, path, f"is corrupt (a JSON {type(obj).__name__}, not an object)")
-    for key, types in (artifact.keys or {}).items():
-        if key not in obj:
-            raise broken(run_dir, artifact, path, f"is corrupt (no {key!r} entry)")
-        if not isinstance(obj[key], types) or (isinstance(obj[key], bool) and bool not in _tuple(types)):
-            raise broken(run_dir, artifact, path, f"is corrupt ({key!r} is a JSON {type(obj[key]).__name__})")
+    problem = _json_problem(obj, artifact.keys or {}, "")
+    if problem:
+        raise broken(run_dir, artifact, path, f"is corrupt ({problem})")
     return obj
 
 
-def _tuple(types) -> tuple:
-    return types if isinstance(types, tuple) else (types,)
+def _json_problem(value, spec, where: str) -> str | None:
+    """Why a JSON value does not match its schema spec (schema.Artifact.keys), or None; `where` is its key path.
+
+    spec: a type or tuple of types; {key: spec} an object holding those keys ("*": every value); [spec] a list
+    whose every item matches spec.
+    """
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where!r} is a JSON {type(value).__name__}"
+        for key, inner in spec.items():
+            keys = list(value) if key == "*" else [key]
+            for k in keys:
+                if k not in value:
+                    return f"no {_join(where, k)!r} entry"
+                problem = _json_problem(value[k], inner, _join(where, k))
+                if problem:
+                    return problem
+        return None
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{where!r} is a JSON {type(value).__name__}"
+        return next((p for i, item in enumerate(value) if (p := _json_problem(item, spec[0], f"{where}[{i}]"))), None)
+    types = spec if isinstance(spec, tuple) else (spec,)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return f"{where!r} is a JSON {type(value).__name__}"
+    return None
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
 def read_npz(run_dir: Path, artifact: Artifact, sizes: dict | None = None, **fields) -> dict[str, np.ndarray]:
@@ -727,14 +798,10 @@ class Run:
         if not self.dir.is_dir():
             raise RunError(f"run {self.dir} does not exist: create it with `python -m precompute train --out {self.dir}`")
         recover(self.dir, clean_temps=False)
-        self.manifest = read_manifest(self.dir)
-        try:
-            dataset = self.manifest["dataset"]
-            self.n_train, self.n_test = int(dataset["n_train"]), int(dataset["n_test"])
-            self.class_names = list(dataset["class_names"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(f"{MANIFEST.path(self.dir)} lacks a valid dataset entry ({exc!r}): it is not a manifest "
-                           f"`python -m precompute train` wrote; restore it or start a new run") from None
+        self.manifest = read_manifest(self.dir)  # its dataset entry's sizes and class names checked by the schema
+        dataset = self.manifest["dataset"]
+        self.n_train, self.n_test = dataset["n_train"], dataset["n_test"]
+        self.class_names = list(dataset["class_names"])
         self._arrays: dict[str, np.ndarray] = {}
         # An imported run's arrays that live in the release (backend.store.external): file name -> parts.
         found = read_json(self.dir, EXTERNAL, missing_ok=True)

@@ -28,7 +28,8 @@ class Artifact:
     name    : path inside the run as README.md spells it, e.g. `weights.npy`, `support/<mode>-<column>.json`
     kind    : "npy", "json", "npz" or "run" (a run directory of its own)
     dtype, shape : of an npy (dtype may be a tuple of the dtypes allowed, first the default); members : of an npz
-    keys    : of a JSON object, {key: type or tuple of types} for the keys its readers index
+    keys    : of a JSON object, {key: spec} for the keys its readers index, a spec being a type or tuple of types,
+              {key: spec} for an object nested in it ("*": every value of it) or [spec] for a list of such items
     stage   : the stage (CLI verb) that writes it
     rebuild : the command that writes it again, with RUN for the run directory
     remedy  : what to do with a broken copy before rebuilding ("delete it and" for files a stage keeps)
@@ -104,8 +105,9 @@ def _json(name: str, stage: str, rebuild: str, **kw) -> Artifact:
 
 # The run directory (README "Run directory format").
 _NUMBER = (int, float)
+_NUMBER_OR_NONE = (int, float, type(None))
 MANIFEST = _json("manifest.json", "train", _TRAIN, remedy=_FRESH, keys={
-    "dataset": dict, "alpha": _NUMBER, "seed": int, "arch": str, "hparams": dict, "n_models": int})
+    "dataset": {"n_train": int, "n_test": int, "class_names": [str]}, "alpha": _NUMBER, "seed": int, "arch": str, "hparams": dict, "n_models": int})
 MASKS = _npy("masks.npy", "bool", ("M", "n_train"), "merge", _MERGE)
 MARGINS = _npy("margins.npy", ("float32", "float16"), ("M", "n_targets"), "merge", _MERGE)
 LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
@@ -129,7 +131,10 @@ WEIGHTS_BY_TRAIN = _npy("weights_test_by_train.npy", ("float32", "float16"), ("n
 BIAS = _npy("bias.npy", "float32", ("n_targets",), "fit", _FIT)
 LAM = _npy("lam.npy", "float32", ("n_targets",), "fit", _FIT)
 FIT = _json("fit.json", "fit", _FIT, keys={"n_targets": int, "targets": (str, list), "iterations": dict})
-METRICS = _json("metrics.json", "eval", _EVAL, keys={"lds": dict, "mse": dict, "n_heldout_models": int, "table5": dict})
+_LDS_SUMMARY = {"n_targets": int, "n_undefined": int}
+METRICS = _json("metrics.json", "eval", _EVAL, keys={
+    "lds": {"test": _LDS_SUMMARY, "train": _LDS_SUMMARY}, "mse": {"test": dict, "train": dict}, "n_heldout_models": int,
+    "table5": {"n_fit_models": int, "n_heldout_models": int}})
 LDS = _npy("lds.npy", "float32", ("n_targets",), "eval", _EVAL)
 # Run files an imported run reads in place from the release (backend.store.external): name -> parts, checksums.
 EXTERNAL = _json("external.json", "import-datamodels-data", _IMPORT, remedy=_FRESH,
@@ -138,7 +143,7 @@ HELDOUT = Artifact("heldout/", "run", "all", "python -m precompute train --seed 
 CONTROL_MARGINS = _npy("control_margins.npy", "float32", ("n_control", "n_targets"), "control", _CONTROL)
 CONTROL_FEATURES = _npy("control_features.npy", "float32", ("n_targets", "D"), "control", _CONTROL)
 CONTROL_META = _json("control.json", "control", _CONTROL, keys={
-    "n_control": int, "features_dim": int, "mean_test_accuracy": _NUMBER, "seeds": list})
+    "n_control": int, "features_dim": int, "mean_test_accuracy": _NUMBER, "seeds": [int]})
 ANALYSIS = _json("analysis.json", "analyze", _ANALYZE, keys={"structure": dict, "leakage": dict})
 _RETRAIN = "python -m precompute counterfactual --run RUN (the same request)"
 COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", _RETRAIN, members={
@@ -148,11 +153,15 @@ COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", 
     remedy="delete it and its .json, then rebuild it with")
 COUNTERFACTUAL_META = _json("counterfactuals/<key>.json", "counterfactual", _RETRAIN,
                             remedy="delete it and its .npz, then rebuild it with",
-                            keys={"key": str, "n_models": int, "targets": list, "target_margins": dict})
+                            keys={"key": str, "n_models": int, "targets": [int], "target_margins": {"*": _NUMBER}})
 _SUPPORT = "python -m precompute support --run RUN --targets TARGETS"
-SUPPORT = _json("support/<mode>-<column>.json", "support", _SUPPORT)
+SUPPORT = _json("support/<mode>-<column>.json", "support", _SUPPORT, keys={
+    "target": int, "support": (int, type(None)), "control_margin": _NUMBER, "steps": [list]})
 SUPPORT_SUMMARY = _json("support/summary-<mode>.json", "support", _SUPPORT)
 COUNTERFACTUAL_EVAL = _json("counterfactual_eval.json", "cf-eval", "python -m precompute cf-eval --run RUN")
+# What the dashboard's retraining clicks have trained in the run (backend.access.budget), kept across restarts.
+RETRAIN_SPEND = _json("retrain_budget.json", "counterfactual", _RETRAIN.replace("(the same request)", "(not capped)"),
+                      keys={"spent": int}, remedy="delete it (the run's click budget then starts again) or retrain with")
 
 # Attribution scores of every method (README "Attribution methods"): rows test targets, columns training images,
 # positive = the image raises the target's margin.
@@ -168,8 +177,12 @@ SSL_EMBEDDINGS = _npy("attribution/ssl-esvm/embeddings.npy", "float32", ("n_targ
 SSL_ENCODER = _json("attribution/ssl-esvm/encoder.json", "attribute", _ATTRIBUTE.replace("METHOD", "ssl-esvm"),
                     keys={"config": dict, "seconds": _NUMBER, "final_loss": _NUMBER})
 METHODS_EVAL = _json("attribution/methods_eval.json", "methods-eval", "python -m precompute methods-eval --run RUN", keys={
-    "targets": list, "support_params": dict, "methods": dict, "smaller_support": dict, "mislabel": dict,
-    "lds_vs_models": dict})
+    "targets": list, "modes": [str], "target_rule": str, "n_heldout_models": int,
+    "support_params": {"n_models": int, "budget": int, "k_max": int},
+    "methods": {"*": {"lds": {"mean": _NUMBER_OR_NONE}, "cost": {"seconds": _NUMBER, "bytes": int},
+                      "support": {"*": {"seconds": _NUMBER, "cdf": {"k": list, "fraction": list}}}}},
+    "smaller_support": {"*": {"*": dict}}, "mislabel": dict,
+    "lds_vs_models": {"*": [{"n_models": (int, type(None)), "lds": _NUMBER_OR_NONE}]}})
 
 # Structure of datamodel space (README "Structure of datamodel space").
 PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)
@@ -185,7 +198,9 @@ SILHOUETTE_BY_CLASS = _npy("structure/silhouette_by_class.npy", "float32", ("n_t
 CLUSTERS_ALL = _npy("structure/clusters_all.npy", "int32", ("n_test",), "analyze", _ANALYZE)
 LAYOUT_ALL = _npy("structure/layout_all.npy", "float32", ("n_test", 2), "analyze", _ANALYZE)
 SILHOUETTE_ALL = _npy("structure/silhouette_all.npy", "float32", ("n_test",), "analyze", _ANALYZE)
-CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE, keys={"per_class": list, "whole": dict})
+_CLUSTERING = {"k": int, "gamma": _NUMBER, "silhouette": _NUMBER_OR_NONE}
+CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE, keys={
+    "per_class": [dict(_CLUSTERING, **{"class": int})], "whole": dict(_CLUSTERING, nmi=_NUMBER), "pixels": {"nmi": _NUMBER}})
 NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE)
 NEIGHBOR_SIMILARITY = _npy("structure/neighbor_similarity.npy", "float32", ("n_targets", None), "analyze", _ANALYZE)
 STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE,

@@ -22,7 +22,7 @@ from scipy import sparse
 
 from backend.lazy_import import lazy_module
 from backend.store.rows import read_rows
-from backend.store.run_dir import RunError, read_json, write_array
+from backend.store.run_dir import RunError, delete, read_json, write_array
 from backend.store.schema import (PCA_COMPONENTS, PCA_EXPLAINED_RATIO, PCA_EXPLAINED_VARIANCE, PCA_MEAN, PCA_PROJECTIONS,
                                   REPRESENTATION_RATIO, STRUCTURE_SUMMARY)
 
@@ -329,8 +329,8 @@ def save_pca(run_dir: Path, pca: PCA, projections: np.ndarray, representation: P
     write_array(run_dir, PCA_PROJECTIONS, projections.astype(np.float32))
     if representation is not None:
         write_array(run_dir, REPRESENTATION_RATIO, representation.explained_variance_ratio.astype(np.float32))
-    elif REPRESENTATION_RATIO.path(run_dir).exists():
-        REPRESENTATION_RATIO.path(run_dir).unlink()
+    else:  # inside analyze's transaction: an older baseline goes with the commit of the new PCA
+        delete(REPRESENTATION_RATIO.path(run_dir))
 
 
 def has_pca(run) -> bool:

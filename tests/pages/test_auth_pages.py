@@ -4,6 +4,7 @@ The trusted-header mode and a real non-loopback bind are driven in a real browse
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -179,6 +180,36 @@ def test_a_click_over_the_runs_budget_is_refused_before_training(cf_page, monkey
     at.button(key="cf_verify").click().run()
     assert len(at.error) == 1 and "up to 4 models, but only 3 of the run's budget of 3 are left" in at.error[0].value
     assert retrain_store.summaries(run) == []
+
+
+def test_a_click_while_another_job_runs_waits_its_turn_instead_of_being_refused(cf_page):
+    """The server's one job slot is held (another run's job); the click queues, then trains once it is freed."""
+    import threading
+
+    from backend.access.budget import budget_from_env
+    from pages import components
+
+    open_page, run = cf_page
+    at = open_page()  # the local admin, one image in the basket
+    budget = components.retrain_budget(budget_from_env(os.environ))  # the server's own queue (cache_resource)
+    other = run.dir.parent / "other"
+    other.mkdir()
+    holding, release = threading.Event(), threading.Event()
+
+    def alice():
+        with budget.job(other, 1, "alice"):
+            holding.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=alice)
+    holder.start()
+    assert holding.wait(10)
+    freed = threading.Timer(2.0, release.set)
+    freed.start()
+    at.button(key="cf_verify").click().run(timeout=300)
+    holder.join(10)
+    assert release.is_set() and not at.error, [e.value for e in at.error]  # it waited, then ran: no refusal
+    assert retrain_store.summaries(run) != [] and budget.waiting() == []
 
 
 @pytest.fixture

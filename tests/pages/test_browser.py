@@ -41,10 +41,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(data_dir: Path, tmp: Path, address: str = "127.0.0.1", **env: str):
-    """Base URL (always on 127.0.0.1) of a fresh `streamlit run app.py` bound to `address`, serving data_dir
-    with an empty votes database of its own; env: more environment variables (the auth settings)."""
-    port = free_port()
+def serve(data_dir: Path, tmp: Path, address: str = "127.0.0.1", port: int | None = None, args: tuple = (),
+          **env: str):
+    """Base URL (always on 127.0.0.1) of a fresh `streamlit run app.py` bound to `address` (on `port`, else a free
+    one), serving data_dir with an empty votes database of its own; args: more `streamlit run` options; env:
+    more environment variables (the auth settings)."""
+    port = port or free_port()
     log_path, database = tmp / f"server-{port}.log", tmp / f"annotations-{port}.db"
     database.touch()  # a configured SQLite file must exist (backend/annotations.py)
     env = dict(os.environ, **{DATA_DIR_ENV: str(data_dir), DATABASE_URL_ENV: f"sqlite:///{database}"},
@@ -53,7 +55,7 @@ def serve(data_dir: Path, tmp: Path, address: str = "127.0.0.1", **env: str):
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.address", address, "--server.port", str(port), "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
+             "--browser.gatherUsageStats", "false", *args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -558,3 +560,47 @@ def test_a_server_on_every_interface_needs_auth_and_takes_the_user_from_the_prox
         assert "annotator" not in parse_qs(urlparse(page.url).query)
         expect(page.get_by_role("button", name="Change annotator")).to_have_count(0)
         context.close()
+
+
+def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_cannot_retrain(
+        dashboard_data_dir, browser, tmp_path):
+    """st.login against oidc-provider-mock, a real OpenID Connect provider on 127.0.0.1: its login form, its
+    tokens, Streamlit's callback and cookie. Alice (a reviewer) reviews as herself whatever the URL says; Bob,
+    a viewer, finds the retraining button disabled."""
+    from playwright.sync_api import expect
+    oidc = pytest.importorskip("oidc_provider_mock", reason="the test extra's oidc-provider-mock")
+    pytest.importorskip("authlib", reason="st.login needs Authlib (streamlit[auth])")
+    import secrets
+
+    port = free_port()
+    users = [oidc.User(sub=name, claims={"email": f"{name}@lab.org"}) for name in ("alice", "bob")]
+    with oidc.run_server_in_thread(user_claims=users) as provider:
+        config = tmp_path / "secrets.toml"
+        config.write_text(
+            "[auth]\n"
+            f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+            f'cookie_secret = "{secrets.token_hex(16)}"\n'
+            'client_id = "datamodels-explorer"\nclient_secret = "test-secret"\n'
+            f'server_metadata_url = "http://127.0.0.1:{provider.server_port}/.well-known/openid-configuration"\n')
+        auth = {AUTH_ENV: "oidc", ROLES_ENV: "alice@lab.org=reviewer,*=viewer"}
+        with serve(dashboard_data_dir, tmp_path, port=port, args=("--secrets.files", str(config)), **auth) as url:
+            def log_in(page, sub: str, path: str) -> None:
+                page.goto(f"{url}/{path}")
+                page.get_by_role("button", name="Log in").click()
+                page.locator('input[name="sub"]').fill(sub)  # the provider's own form
+                page.get_by_role("button", name="Authorize").click()
+                page.wait_for_url(f"{url}/**")
+                page.goto(f"{url}/{path}")  # Streamlit's callback lands on the app's root
+                settle(page)
+
+            alice = browser.new_context().new_page()
+            log_in(alice, "alice", f"review?run={RUN}&annotator=mallory")
+            expect(alice.get_by_text("Reviewing as: alice@lab.org")).to_be_visible()
+            expect(alice.get_by_role("button", name="Change annotator")).to_have_count(0)
+            screenshot(alice, "oidc-review")
+            alice.context.close()
+
+            bob = browser.new_context().new_page()
+            log_in(bob, "bob", f"counterfactuals?run={RUN}&target=test:0")
+            expect(bob.get_by_role("button", name="Certify by bisection")).to_be_disabled()  # retrains: admins only
+            bob.context.close()

@@ -1,72 +1,152 @@
-"""Corrupt artifacts on every page: an st.error naming the file, never a traceback (AppTest).
+"""Corrupt artifacts page by page: each file a page reads, corrupted alone, gives an st.error naming the file on
+that page, never a traceback (AppTest).
 
-Every artifact but the manifest (whose corruption tests/pages/test_apptest.py covers) is corrupted at once,
-one corruption at a time, and every page is opened; then the JSON files whose keys the pages read are given
-a key of the wrong type, one at a time, on the pages that read them.
+Which files a page reads is traced, not listed: every page is opened on an intact copy of the run with the
+schema's one read path (run_dir._existing) recorded, held-out run included. Then each file a page read is
+corrupted alone, one corruption kind per file (the CLI matrix, tests/precompute/test_corrupt_files.py, runs
+every kind through the same readers), the caches are cleared, and the page is opened again. The trace also
+holds the corruption matrices to the schema: every entry is read by some verb or page, or is named here with
+the reason no test reads it.
 """
 from __future__ import annotations
 
-import json
+import os
 import shutil
+from pathlib import Path
 
-import numpy as np
 import pytest
+import streamlit as st
 
-from backend.store import schema
+from backend.store import run_dir, schema
 from tests.conftest import record_count
 from tests.pages import test_apptest
+from tests.precompute.test_corrupt_files import READERS, WRITTEN_ONLY, corrupt, nested_spec
 
 RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, shared
-# Leakage results reads the run (its images) only to show votes, and the fixture run has none.
-UNREAD = {"leakage_results"}
-PAGES = ["overview", "neighbours", "quality", "methods", "pca", "clusters", "counterfactuals", "review", "leakage_results"]
+# Every page, and the one view that reads files its default view does not (the whole test set's clustering).
+VIEWS = {page: (page, {}) for page in ("overview", "neighbours", "quality", "methods", "pca", "clusters",
+                                       "counterfactuals", "review", "leakage_results")}
+VIEWS["clusters-whole"] = ("clusters", {"class": "-1"})
+# Entries no test run reads, and why.
+UNREAD = {
+    schema.HELDOUT.name: "a run directory of its own: its files are the run's entries, read (and corrupted) under heldout/",
+    schema.SSL_EMBEDDINGS.name: "read only by `attribute --method ssl-esvm` to resume, after training its encoder",
+    schema.SSL_ENCODER.name: "read only by `attribute --method ssl-esvm` to resume, after training its encoder",
+    schema.ANALYSIS.name: "analyze's summary of its run, for the user: nothing reads it back",
+    schema.PCA_MEAN.name: "kept for readers outside this code (np.load): no verb or page reads it",
+    schema.PCA_EXPLAINED_VARIANCE.name: "kept for readers outside this code (np.load): no verb or page reads it",
+    schema.RETRAIN_SPEND.name: "read by a retraining click (tests/access/test_access_budget.py corrupts it)",
+}
 
 
-def corrupt_all(run, how: str) -> None:
-    for path in sorted(run.rglob("*")):
-        if not path.is_file() or path.name == schema.MANIFEST.name or "heldout" in path.parts:
-            continue
-        if how == "zero-length":
-            path.write_bytes(b"")
-        elif path.suffix == ".npy":  # int8, one dimension: wrong dtype and wrong shape for every array
-            with open(path, "wb") as f:
-                np.save(f, np.zeros(3, np.int8))
-        elif path.suffix == ".json":
-            path.write_text("[]")
+def kind_for(artifact: schema.Artifact) -> str:
+    """The one corruption a page case uses: the schema's deepest check for JSON, the dtype for arrays."""
+    if artifact.kind == "json":
+        return "json-nested" if nested_spec(artifact) else "json-wrong-type" if artifact.keys else "json-list"
+    return "wrong-dtype" if artifact.kind == "npy" else "truncated"
 
 
-@pytest.fixture(scope="module", params=["zero-length", "wrong-dtype-or-shape"])
-def corrupted_root(request, dashboard_data_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"corrupt-pages-{request.param}")
-    run = shutil.copytree(dashboard_data_dir / "runs" / RUN, root / "runs" / RUN)
-    corrupt_all(run, request.param)
+@pytest.fixture(scope="module")
+def pages_root(dashboard_data_dir, tmp_path_factory) -> Path:
+    """A data directory holding a private copy of the dashboard run (held-out run included)."""
+    root = tmp_path_factory.mktemp("corrupt-pages")
+    shutil.copytree(dashboard_data_dir / "runs" / RUN, root / "runs" / RUN)
     return root
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_every_page_on_a_run_of_corrupt_files_shows_an_error_not_a_traceback(app, corrupted_root, page):
-    at = app(page, root=corrupted_root, run=RUN)
-    reads_the_run = page not in UNREAD
-    ok = not at.exception and (len(at.error) >= 1 or not reads_the_run)
-    record_count("corrupt run x page", "st.error, no traceback" if ok else "FAILED")
-    assert not at.exception, at.exception
-    if reads_the_run:
-        assert len(at.error) >= 1 and any(".npy" in e.value or ".json" in e.value for e in at.error), \
-            [e.value for e in at.error]
+def _fresh() -> None:
+    """Forget every cached Run and derived result, so the next script run opens the files again."""
+    st.cache_resource.clear()
+    st.cache_data.clear()
 
 
-@pytest.mark.parametrize("artifact, page", [
-    (schema.METRICS, "overview"), (schema.STRUCTURE_SUMMARY, "pca"), (schema.CLUSTERS, "clusters"),
-    (schema.LEAKAGE_SUMMARY, "review"),
-], ids=lambda v: getattr(v, "name", v))
-def test_a_json_key_of_the_wrong_type_is_an_error_naming_the_file(app, dashboard_data_dir, tmp_path, artifact, page):
-    run = shutil.copytree(dashboard_data_dir / "runs" / RUN, tmp_path / "runs" / RUN, symlinks=True)
-    path = artifact.path(run)
-    obj = json.loads(path.read_text())
-    obj[next(iter(artifact.keys))] = "corrupt"
-    path.write_text(json.dumps(obj))
-    at = app(page, root=tmp_path, run=RUN)
-    ok = not at.exception and any(path.name in e.value for e in at.error)
-    record_count("wrong-type JSON key x page", "st.error naming the file" if ok else "FAILED")
-    assert not at.exception, at.exception
-    assert any(path.name in e.value for e in at.error), [e.value for e in at.error]
+def _artifact_of(path: Path, run: Path) -> tuple[schema.Artifact, Path] | None:
+    """The schema entry of a path read (inside the run or its held-out run) and the run it belongs to."""
+    for base in (run / "heldout", run):
+        if path.is_relative_to(base):
+            entry = next((a for a in schema.ARTIFACTS if a.kind != "run" and a.fields_of(path, base) is not None), None)
+            return (entry, base) if entry else None
+    return None
+
+
+@pytest.fixture(scope="module")
+def page_reads(pages_root) -> dict[str, dict[str, tuple[schema.Artifact, Path]]]:
+    """{view: {path read, relative to the run: (its entry, the file)}}, one file per entry and run, traced on
+    the intact run while the view's page runs (after the shell's first run, as tests/conftest.py's open_app)."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    run = pages_root / "runs" / RUN
+    read: list[Path] = []
+    existing = run_dir._existing
+
+    def spy(directory, artifact, fields):
+        read.append(Path(os.path.abspath(artifact.path(directory, **fields))))
+        return existing(directory, artifact, fields)
+
+    reads, patch = {}, pytest.MonkeyPatch()
+    patch.setattr(run_dir, "_existing", spy)
+    detect = PagesManager.__init__
+
+    def server_mode(self, *args, **kwargs):  # as tests/pages/test_apptest.py's app fixture does
+        detect(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    patch.setattr(PagesManager, "__init__", server_mode)
+    patch.setenv("DATAMODELS_DATA_DIR", str(pages_root))
+    try:
+        for view, (page, params) in VIEWS.items():
+            at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+            at.query_params.update({"run": RUN, **params})
+            at.run()
+            _fresh()  # the page opens every file itself, not through the shell's cached Run
+            read.clear()
+            at.switch_page(f"pages/{page}.py").run()
+            assert not at.exception, (view, at.exception)
+            by_entry = {}
+            for path in read:
+                found = _artifact_of(path, run)
+                if found is not None:
+                    by_entry.setdefault((found[0].name, found[1]), (found[0], path))
+            reads[view] = {path.relative_to(run).as_posix(): (entry, path) for entry, path in by_entry.values()}
+    finally:
+        patch.undo()
+    return reads
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_each_file_a_page_reads_corrupted_alone_is_an_error_naming_it(app, pages_root, page_reads, view):
+    """The files are known only once the trace ran, so one case per view walks them."""
+    page, params = VIEWS[view]
+    assert page_reads[view] or page == "leakage_results", f"{view} read no run file"
+    failures = []
+    for relative, (artifact, path) in sorted(page_reads[view].items()):
+        original, stat = path.read_bytes(), path.stat()
+        corrupt(path, artifact.kind, kind_for(artifact), artifact)
+        try:
+            _fresh()
+            at = app(page, root=pages_root, run=RUN, **params)
+        except AssertionError as exc:  # open_app: a script run raised
+            failures.append(f"{relative}: {str(exc)[:300]}")
+            continue
+        finally:
+            path.write_bytes(original)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        named = any(path.name in e.value for e in at.error)
+        record_count("corrupt file x page that reads it", "st.error naming the file" if named else "FAILED")
+        if not named:
+            failures.append(f"{relative} ({kind_for(artifact)}): errors {[e.value for e in at.error]}")
+    _fresh()
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+def test_every_schema_entry_is_read_by_a_verb_or_a_page_in_the_matrices(page_reads):
+    """A new schema entry fails here until a verb's or a page's corruption case covers it (or UNREAD says why)."""
+    covered = {a.name for a, _ in READERS} | {a.name for a, _ in WRITTEN_ONLY} | set(UNREAD)
+    covered |= {entry.name for files in page_reads.values() for entry, _ in files.values()}
+    missing = sorted(a.name for a in schema.ARTIFACTS if a.name not in covered)
+    assert not missing, f"schema entries no corruption case reads: {missing}"
+    print(f"\nfiles read per view: { {view: len(files) for view, files in page_reads.items()} }")

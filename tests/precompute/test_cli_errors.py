@@ -82,7 +82,7 @@ def test_help_explains_every_verb():
 _REST = '"alpha": 0.5, "seed": 0, "arch": "mlp", "hparams": {}, "n_models": 0'
 
 
-@pytest.mark.parametrize("manifest,pattern", [('{"dataset": {"n_train": 10}, %s}' % _REST, "lacks a valid dataset entry"),
+@pytest.mark.parametrize("manifest,pattern", [('{"dataset": {"n_train": 10}, %s}' % _REST, "manifest.json is corrupt (no 'dataset.n_test' entry)"),
                                               ('{"dataset": "digits", %s}' % _REST, "('dataset' is a JSON str)"),
                                               ("{}", "manifest.json is corrupt (no 'dataset' entry)"),
                                               ("[]", "manifest.json is corrupt (a JSON list, not an object)")])

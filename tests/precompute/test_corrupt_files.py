@@ -2,9 +2,12 @@
 line naming the file, and leaves every other file of the run as it was.
 
 The corruptions: truncated, zero-length, garbage bytes, wrong dtype and wrong shape (arrays and archive
-members), JSON of the wrong shape (a list, an empty object, a required key of the wrong type). The verbs
-run in-process (cli.main), on one copy of the run made per module: each case corrupts one file, runs, and
-puts the file back. The case counts are printed at the end of the session (tests/conftest.py).
+members), JSON of the wrong shape (a list, an empty object, a required key of the wrong type, and a key of
+the wrong type one level down in an object the schema spells out). The verbs run in-process (cli.main), on
+one copy of the run made per module: each case corrupts one file, runs, and puts the file back. Files no verb
+reads (WRITTEN_ONLY) are replaced by the verb that writes them. Every schema entry is in READERS, in
+WRITTEN_ONLY or read by the dashboard only (tests/pages/test_corrupt_pages.py checks that union against the
+schema). The case counts are printed at the end of the session (tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.store import schema
+from backend.store import run_dir, schema
+from backend.store.run_dir import Run
 from precompute import cli
 from tests.conftest import record_count
 
 CORRUPTIONS = {
     "npy": ("truncated", "zero-length", "garbage", "wrong-dtype", "wrong-shape"),
     "npz": ("truncated", "zero-length", "garbage", "wrong-dtype", "wrong-shape"),
-    "json": ("truncated", "zero-length", "garbage", "json-list", "json-empty", "json-wrong-type"),
+    "json": ("truncated", "zero-length", "garbage", "json-list", "json-empty", "json-wrong-type", "json-nested"),
 }
 
 
@@ -41,27 +45,52 @@ def _verbs(run: Path) -> dict[str, list[str]]:
         "retrain": ["counterfactual", "--run", run, "--target", "test:1", "--remove", "ids:1,2,3", "--models", "1",
                     "--control-models", "8", *cpu],
         "faithfulness": ["faithfulness", "--run", run, "--pc", "0", "--k", "5", "--models", "1", "--controls", "8", *cpu],
+        # the fixture's search again: answered from support/, no training
+        "support": ["support", "--run", run, "--targets", "test:0", "--models", "1", "--budget", "1",
+                    "--control-models", "8", *cpu],
+        "cf-eval": ["cf-eval", "--run", run, "--targets", "test:0", "--k", "2", "--heuristics", "top", "--models", "1",
+                    "--control-models", "8", "--force", *cpu],
+        "attribute": ["attribute", "--run", run, "--method", "datamodels"],
+        # the fixture's evaluation again: every retraining answered from counterfactuals/
+        "methods-eval": ["methods-eval", "--run", run, "--targets", "3", "--models", "2", "--budget", "2", *cpu],
     }
 
 
 # Which verbs read each artifact (the others are read by the dashboard only: tests/pages/test_corrupt_pages.py).
 READERS = (
-    (schema.MANIFEST, ("merge", "fit", "control")),
+    (schema.MANIFEST, ("merge", "fit", "control", "attribute")),
     (schema.MASKS, ("fit", "eval")),
     (schema.MARGINS, ("fit", "eval")),
     (schema.LABELS, ("retrain",)),
     (schema.IMAGES, ("retrain",)),
-    (schema.WEIGHTS, ("eval", "counterfactual")),
+    (schema.WEIGHTS, ("eval", "counterfactual", "support", "attribute")),
+    (schema.WEIGHTS_BY_TRAIN, ("counterfactual",)),
     (schema.BIAS, ("eval",)),
-    (schema.CONTROL_MARGINS, ("control", "counterfactual")),
+    (schema.FIT, ("attribute",)),
+    (schema.CONTROL_MARGINS, ("control", "counterfactual", "support")),
     (schema.CONTROL_FEATURES, ("control",)),
     (schema.CONTROL_META, ("control",)),
     (schema.SHARD, ("merge",)),
+    (schema.TARGET_SUMS, ("merge",)),
+    (schema.TARGET_PREDICTIONS, ("merge",)),
     (schema.COUNTERFACTUAL, ("counterfactual",)),
     (schema.COUNTERFACTUAL_META, ("counterfactual",)),
+    (schema.SUPPORT, ("support",)),
+    (schema.ATTRIBUTION_SCORES, ("methods-eval",)),
+    (schema.ATTRIBUTION_META, ("methods-eval",)),
+    (schema.METHODS_EVAL, ("methods-eval",)),
     (schema.PCA_COMPONENTS, ("faithfulness",)),
     (schema.PCA_PROJECTIONS, ("faithfulness",)),
 )
+# The held-out run's files, which eval and methods-eval read beside the run's own.
+HELDOUT_READERS = (
+    (schema.MANIFEST, ("eval", "methods-eval")),
+    (schema.MASKS, ("eval", "methods-eval")),
+    (schema.MARGINS, ("eval", "methods-eval")),
+)
+# Outputs no verb reads back, each with the verb that writes it: a corrupt copy does not stop that verb, which
+# replaces it (a verb that takes --force refuses without it, in one line naming the file).
+WRITTEN_ONLY = ((schema.SUPPORT_SUMMARY, "support"), (schema.COUNTERFACTUAL_EVAL, "cf-eval"))
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +98,17 @@ def corruptible_run(dashboard_data_dir, tmp_path_factory) -> Path:
     """A private copy of the analysed digits-tiny run (held-out run included) with one logged counterfactual."""
     run = tmp_path_factory.mktemp("corrupt") / "run"
     shutil.copytree(dashboard_data_dir / "runs" / "digits-tiny", run)
-    # Earlier tests may have retrained into the shared run: keep exactly the one entry the verbs below ask for.
+    # Earlier tests may have retrained into the shared run: keep exactly the entries the verbs below ask for.
     shutil.rmtree(schema.COUNTERFACTUAL.folder(run), ignore_errors=True)
-    assert cli.main([str(a) for a in _verbs(run)["counterfactual"]]) == 0
+    # The fixture's datamodels come from scikit-learn, not fit: the transposed test rows fit writes beside them.
+    run_obj = Run(run)
+    run_dir.write_array(run, schema.WEIGHTS_BY_TRAIN, np.ascontiguousarray(run_obj.array(schema.WEIGHTS)[run_obj.n_train:].T))
+    verbs = _verbs(run)
+    assert cli.main([str(a) for a in verbs["counterfactual"]]) == 0
+    # the counterfactual verb's own entry, among the ones the verbs below log
+    (run / LOGGED).write_text(schema.COUNTERFACTUAL.glob(run)[0].stem)
+    for verb in ("methods-eval", "support", "cf-eval"):
+        assert cli.main([str(a) for a in verbs[verb]]) == 0, verb
     return run
 
 
@@ -94,19 +131,42 @@ def corrupt(path: Path, kind: str, how: str, artifact: schema.Artifact) -> None:
     elif kind == "npz":
         with np.load(path, allow_pickle=False) as z:
             members = {k: z[k] for k in z.files}
-        key = next(k for k in members if members[k].ndim == 2)  # margins: (n, n_targets)
-        members[key] = (members[key].astype(np.float64) if how == "wrong-dtype" else members[key][:, :-1])
+        key = max(members, key=lambda k: members[k].ndim)  # the first of most dimensions: masks, margins, margin_sum
+        members[key] = (members[key].astype(np.int8 if members[key].dtype != np.int8 else np.float64)
+                        if how == "wrong-dtype" else members[key][..., :-1])
         with open(path, "wb") as f:
             np.savez(f, **members)
     elif how == "json-list":
         path.write_text("[]")
     elif how == "json-empty":
         path.write_text("{}")
-    else:  # json-wrong-type: the first key a reader relies on, holding a value of another type
+    elif how == "json-wrong-type":  # the first key a reader relies on, holding a value of another type
         obj = json.loads(data)
         key = next(iter(artifact.keys))
         obj[key] = 17 if isinstance(obj[key], str) else "corrupt"
         path.write_text(json.dumps(obj))
+    else:  # json-nested: the same one level down, in the first object or list the schema spells out
+        obj = json.loads(data)
+        nested_wrong_type(obj, artifact.keys)
+        path.write_text(json.dumps(obj))
+
+
+def nested_spec(artifact: schema.Artifact) -> bool:
+    """Whether the entry's keys spell out an object or a list one level down (json-nested applies)."""
+    return any(isinstance(spec, (dict, list)) for spec in (artifact.keys or {}).values())
+
+
+def nested_wrong_type(obj: dict, keys: dict) -> str:
+    """Give the first key one level down that the schema spells out a value of another type; its key path."""
+    key, spec = next((k, v) for k, v in keys.items() if isinstance(v, (dict, list)))
+    if isinstance(spec, list):
+        inner, holder, sub = spec[0], obj[key], 0
+    else:
+        sub = next((k for k in spec if k != "*"), None) or next(iter(obj[key]))
+        inner, holder = spec.get(sub, spec.get("*")), obj[key]
+    accepts_str = inner is str or (isinstance(inner, tuple) and str in inner)
+    holder[sub] = 17 if accepts_str else "corrupt"
+    return f"{key}.{sub}" if isinstance(spec, dict) else f"{key}[0]"
 
 
 def signature(run: Path) -> dict[str, tuple]:
@@ -122,25 +182,33 @@ def error_lines(stderr: str) -> list[str]:
 
 def cases() -> list:
     out = []
-    for artifact, verbs in READERS:
-        for how in CORRUPTIONS[artifact.kind]:
-            if how == "json-wrong-type" and not artifact.keys:
-                continue
-            for verb in verbs:
-                out.append(pytest.param(artifact, how, verb, id=f"{artifact.name}-{how}-{verb}"))
+    for where, readers in (("", READERS), (schema.HELDOUT.name, HELDOUT_READERS)):
+        for artifact, verbs in readers:
+            for how in CORRUPTIONS[artifact.kind]:
+                if (how == "json-wrong-type" and not artifact.keys) or (how == "json-nested" and not nested_spec(artifact)):
+                    continue
+                for verb in verbs:
+                    out.append(pytest.param(artifact, how, verb, where, id=f"{where}{artifact.name}-{how}-{verb}"))
     return out
 
 
+LOGGED = "logged-request.txt"  # beside the run's files: the key of the request the counterfactual verb asks
+
+
 def first_file(run: Path, artifact: schema.Artifact) -> Path:
+    """The file of the entry that the verbs read: the counterfactual verb's own entry for counterfactuals/."""
+    if artifact in (schema.COUNTERFACTUAL, schema.COUNTERFACTUAL_META) and (run / LOGGED).exists():
+        return artifact.path(run, key=(run / LOGGED).read_text())
     found = artifact.glob(run)
     assert found, f"the fixture run has no {artifact.name}"
     return found[0]
 
 
-@pytest.mark.parametrize("artifact, how, verb", cases())
-def test_a_corrupt_file_is_one_line_and_exit_2_and_touches_nothing_else(corruptible_run, capsys, artifact, how, verb):
+@pytest.mark.parametrize("artifact, how, verb, where", cases())
+def test_a_corrupt_file_is_one_line_and_exit_2_and_touches_nothing_else(corruptible_run, capsys, artifact, how, verb,
+                                                                         where):
     run = corruptible_run
-    path = first_file(run, artifact)
+    path = first_file(run / where, artifact)
     original = path.read_bytes()
     stat = path.stat()
     corrupt(path, artifact.kind, how, artifact)
@@ -162,8 +230,28 @@ def test_a_corrupt_file_is_one_line_and_exit_2_and_touches_nothing_else(corrupti
     assert after == before, sorted(set(after.items()) ^ set(before.items()))
 
 
-def test_every_artifact_a_verb_reads_is_in_the_matrix():
-    """The matrix covers the artifacts that the CLI reads; the rest are the dashboard's (its own matrix)."""
-    kinds = {a.kind for a, _ in READERS}
-    assert kinds == {"npy", "npz", "json"}
-    assert len(cases()) >= 100
+@pytest.mark.parametrize("artifact, verb", WRITTEN_ONLY, ids=[a.name for a, _ in WRITTEN_ONLY])
+def test_a_corrupt_output_no_verb_reads_is_replaced_by_its_writer(corruptible_run, capsys, artifact, verb):
+    run = corruptible_run
+    path = first_file(run, artifact)
+    original = path.read_bytes()
+    args = [str(a) for a in _verbs(run)[verb]]
+    try:
+        path.write_text("[]")
+        capsys.readouterr()
+        if "--force" in args:  # without it an existing output is refused: one line naming it, the file untouched
+            assert cli.main([a for a in args if a != "--force"]) == 2
+            assert path.read_text() == "[]" and path.name in error_lines(capsys.readouterr().err)[-1]
+        code = cli.main(args)
+        record_count("corrupt output x its writer", "replaced" if code == 0 else "FAILED")
+        assert code == 0, capsys.readouterr().err[-2000:]
+        assert isinstance(run_dir.read_json(run, artifact, **artifact.fields_of(path, run)), dict)
+    finally:
+        path.write_bytes(original)
+
+
+def test_every_corruption_kind_is_in_the_matrix():
+    """The matrix holds every kind of file and every corruption of each; which files it must cover is checked
+    against the schema in tests/pages/test_corrupt_pages.py (with the dashboard's readers)."""
+    held = {(a.kind, how) for a, how, _, _ in (c.values for c in cases())}
+    assert held == {(kind, how) for kind, hows in CORRUPTIONS.items() for how in hows}

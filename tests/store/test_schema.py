@@ -116,7 +116,9 @@ def test_a_write_that_breaks_the_schema_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-METRICS = {"heldout_run": "x", "lds": {}, "mse": {}, "n_heldout_models": 30, "table5": {}}
+_SUMMARY = {"n_targets": 8, "n_undefined": 0}
+METRICS = {"heldout_run": "x", "lds": {"test": _SUMMARY, "train": _SUMMARY}, "mse": {"test": {}, "train": {}},
+           "n_heldout_models": 30, "table5": {"n_fit_models": 60, "n_heldout_models": 30}}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,8 @@ def artifacts_run(tiny_run, tmp_path_factory) -> Path:
     run_dir.write_array(out, schema.WEIGHTS, np.zeros((run.n_targets, run.n_train), np.float32))
     run_dir.write_json(out, schema.METRICS, METRICS)
     run_dir.write_array(out, schema.LEAKAGE_QUEUE, np.arange(run.n_test, dtype=np.int64))
-    run_dir.write_json(out, schema.CLUSTERS, {"per_class": [], "whole": {"gamma": 1.0}})
+    run_dir.write_json(out, schema.CLUSTERS, {"per_class": [], "whole": {"k": 2, "gamma": 1.0, "silhouette": None, "nmi": 0.5},
+                                              "pixels": {"nmi": 0.25}})
     return out
 
 

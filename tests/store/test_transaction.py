@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backend.store import run_dir, schema
-from tests.conftest import FAST_TRAIN, run_cli
+from tests.conftest import FAST_TRAIN, ROOT, run_cli
 
 
 def dead_pid() -> int:
@@ -86,3 +86,54 @@ def test_a_creation_cut_before_the_manifest_resumes(tmp_path):
     run_cli("train", "--models", "2", "--out", out, *FAST_TRAIN)
     assert run_dir.Run(out).manifest["n_models"] == 2
     assert not [p for p in out.rglob(".*")]
+
+
+def test_a_deletion_is_part_of_the_commit(tmp_path, monkeypatch):
+    """analyze drops an old representation baseline (save_pca without one): with its other files, or not at all."""
+    from backend.structure import embeddings
+
+    write_three(tmp_path, 1.0)
+    ratio = schema.REPRESENTATION_RATIO.path(tmp_path)
+    run_dir.write_array(tmp_path, schema.REPRESENTATION_RATIO, np.ones(3, np.float32))
+    with pytest.raises(RuntimeError), run_dir.transaction(tmp_path, "analyze"):
+        run_dir.delete(ratio)
+        write_three(tmp_path, 2.0)
+        assert ratio.exists()  # nobody sees the deletion before the commit
+        raise RuntimeError("killed")
+    assert ratio.exists() and state(tmp_path) == (1.0, 1.0, 1.0)
+
+    real_replace = os.replace
+    monkeypatch.setattr(run_dir.os, "replace", lambda src, dst: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if ".transaction-" not in str(dst) else real_replace(src, dst))
+    with pytest.raises(KeyboardInterrupt), run_dir.transaction(tmp_path, "analyze"):
+        run_dir.delete(ratio)
+        write_three(tmp_path, 2.0)
+    monkeypatch.setattr(run_dir.os, "replace", real_replace)
+    assert ratio.exists()  # killed after the journal, before any rename: the next open finishes the commit
+    journal = tmp_path / ".transaction-analyze.json"
+    journal.write_text(json.dumps(dict(json.loads(journal.read_text()), pid=dead_pid())))
+    run_dir.recover(tmp_path)
+    assert not ratio.exists() and state(tmp_path) == (2.0, 2.0, 2.0)
+
+    run_dir.write_array(tmp_path, schema.REPRESENTATION_RATIO, np.ones(3, np.float32))
+    pca = embeddings.PCA(components=np.zeros((2, 4), np.float32), explained_variance=np.ones(2, np.float32),
+                         mean=np.zeros(4, np.float32), total_variance=4.0, n_samples=4)
+    with run_dir.transaction(tmp_path, "analyze"):
+        embeddings.save_pca(tmp_path, pca, np.zeros((6, 2), np.float32), None)
+        assert ratio.exists()
+    assert not ratio.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    """mkstemp's 0600 would survive the rename: a run's files get the mode open() gives (0644 under umask 022)."""
+    run_dir.write_array(tmp_path, schema.BIAS, np.zeros(4, np.float32))
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert (tmp_path / "bias.npy").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+
+    out = tmp_path / "run"  # a whole run, written by a process whose umask lets the group read but no one else
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "precompute", "train", "--models", "2", "--out", str(out), *FAST_TRAIN],
+                   cwd=ROOT, env=env, check=True, capture_output=True, preexec_fn=lambda: os.umask(0o027))
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert modes and set(modes.values()) == {0o640}, modes
