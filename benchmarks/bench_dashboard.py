@@ -18,13 +18,16 @@ import argparse
 import multiprocessing
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from backend.datamodels import quality
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's backend, not an installed one
+
+from backend.datamodels import quality  # noqa: E402
 
 from backend.store import run_dir as run_store
 from backend.store import schema

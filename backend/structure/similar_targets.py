@@ -10,7 +10,8 @@ Denser embeddings are held as one dense tensor on the device and multiplied with
 Approximate searches were measured against it on the synthetic CIFAR-scale run (benchmarks/bench_analyze.py)
 and dropped: a 2,048-dim count sketch searched with a faiss inverted file found 0.41 of the exact top 10,
 and exact faiss search of the 50 PCA coordinates 0.01 (sparse datamodels spread over far more than 50
-directions). The exact sparse search took 88 s there on 2 CPU cores, recall@10 1.0.
+directions). The exact sparse search took 88 s there on 2 idle CPU cores, recall@10 1.0; its blocks on two
+threads took it from 442 s to 232 s of wall time (78 s of CPU) with the 2 cores shared at load ~11.
 """
 from __future__ import annotations
 
