@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -152,8 +154,14 @@ def main() -> None:
         analyze(args.out, args.fit_rows, args.device)
         return
     if not (args.out / "manifest.json").exists():
+        # Built in a child process: Linux keeps a process's peak RSS across exec, and the analysis's process
+        # starts from this one, so a build here (12 GB through a mapping) would show up as its peak.
         started = time.perf_counter()
-        build(args.out)
+        builder = multiprocessing.get_context("spawn").Process(target=build, args=(args.out,))
+        builder.start()
+        builder.join()
+        if builder.exitcode != 0:
+            sys.exit(f"building {args.out} failed (exit {builder.exitcode})")
         print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
     proc = subprocess.run([sys.executable, __file__, "--analyze-only", "--out", str(args.out), "--fit-rows",
                            str(args.fit_rows), "--device", args.device], capture_output=True, text=True, cwd=ROOT)
@@ -163,9 +171,10 @@ def main() -> None:
     summary = result["summary"]
     print(f"analyze_structure on {N_TRAIN:,} train + {N_TEST:,} test targets × {N_TRAIN:,} weights "
           f"(PCA fit on {summary['pca']['fit_targets']:,} training targets, {summary['device']}):")
-    print(f"  wall {result['wall_s']:.1f} s, peak RSS {result['peak_rss_gib']:.2f} GiB")
-    print("  stages (s, peak RSS so far in GiB): " + ", ".join(
-        f"{k} {v} ({summary['peak_rss_mib'][k] / 1024:.2f})" for k, v in summary["seconds"].items()))
+    print(f"  wall {result['wall_s']:.1f} s, CPU {sum(summary['cpu_seconds'].values()):.1f} s, peak RSS {result['peak_rss_gib']:.2f} GiB, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print("  stages (wall s / CPU s, peak RSS so far in GiB): " + ", ".join(
+        f"{k} {v} / {summary['cpu_seconds'][k]} ({summary['peak_rss_mib'][k] / 1024:.2f})" for k, v in summary["seconds"].items()))
     print(f"  {summary['effective_dimensionality']}")
     whole = summary["clusters"]["whole_test_set"]
     print(f"  whole-test-set NMI: datamodels {whole['nmi_datamodels']}, raw pixels {whole['nmi_raw_pixels']}")

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from backend.datamodels import quality
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's backend, not an installed one
+
+from backend.datamodels import quality  # noqa: E402
 
 from backend.store import run_dir as run_store
 from backend.store import schema
@@ -35,6 +39,7 @@ from backend.store.rows import read_row, write_transposed
 from backend.datamodels.queries import class_members, sparsity, top_weights, weight_profile
 from backend.counterfactuals.predict import predict_removal
 from backend.leakage.analysis import load_candidates, review_candidates
+from backend.attribution import store as attribution_store, yardsticks
 from backend.structure import clusters, embeddings, similar_targets
 from backend.training.control import control_mean
 
@@ -119,6 +124,36 @@ def build_analysis(run_dir: Path, rng: np.random.Generator, n_components: int = 
     write(schema.LEAKAGE_QUEUE, rng.permutation(N_TEST))
     write(schema.LEAKAGE_QUEUE_SCORE, rng.random(N_TEST, dtype=np.float32))
     run_store.write_json(run_dir, schema.LEAKAGE_SUMMARY, {"k": k, "n_train": N_TRAIN, "n_test": N_TEST, "pixels": {}})
+    build_methods_eval(run_dir, rng)
+
+
+METHODS, EVAL_TARGETS, MODES = ("datamodels", "trak", "influence", "representer"), 200, ("remove", "mislabel")
+
+
+def build_methods_eval(run_dir: Path, rng: np.random.Generator) -> None:
+    """The Methods page's inputs: each method's meta.json and a methods_eval.json on EVAL_TARGETS targets."""
+    from backend.attribution.yardsticks import smaller_fraction, support_cdf
+
+    targets = sorted(rng.choice(N_TEST, EVAL_TARGETS, replace=False).tolist())
+    methods, supports = {}, {}
+    for m, name in enumerate(METHODS):
+        run_store.write_json(run_dir, schema.ATTRIBUTION_META, {
+            "method": name, "config": {}, "models": {"n_models": N_MODELS, "trained": N_MODELS, "kind": "resnet9"},
+            "seconds": 100.0 * (m + 1), "bytes": N_TEST * N_TRAIN * 4, "code_version": {}}, method=name)
+        supports[name] = {mode: [None if rng.random() < 0.2 else int(rng.integers(1, 400)) for _ in targets] for mode in MODES}
+        methods[name] = {"lds": {"mean": float(rng.uniform(0, 0.5)), "n_targets": N_TEST}, "config": {},
+                         "cost": {"seconds": 100.0 * (m + 1), "n_models": N_MODELS, "models_trained": N_MODELS,
+                                  "model_kind": "resnet9", "bytes": N_TEST * N_TRAIN * 4},
+                         "support": {mode: {"supports": supports[name][mode], "cdf": support_cdf(supports[name][mode]),
+                                            "seconds": 60.0} for mode in MODES}, "mislabel_auc": float(rng.uniform(0.5, 1))}
+    run_store.write_json(run_dir, schema.METHODS_EVAL, {
+        "heldout_run": "heldout", "n_heldout_models": N_HELDOUT, "targets": targets, "target_rule": "synthetic",
+        "support_params": {"n_models": 50, "k_max": 400, "budget": 10}, "modes": list(MODES), "methods": methods,
+        "smaller_support": {mode: {a: {b: smaller_fraction(supports[a][mode], supports[b][mode]) for b in METHODS if b != a}
+                                   for a in METHODS} for mode in MODES},
+        "mislabel": {"n_flipped": N_TRAIN // 20},
+        "lds_vs_models": {name: [{"n_models": n, "lds": float(rng.uniform(0, 0.5)), "config": {"models": n}}
+                                 for n in (500, 1000, N_MODELS)] for name in METHODS}})
 
 
 def score_lds(run_dir: Path) -> None:
@@ -156,7 +191,12 @@ def time_query(name: str, query, targets: np.ndarray) -> dict:
         query(int(column))
         times.append(time.perf_counter() - t)
     ms = np.array(times) * 1e3
-    return {"query": name, "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max())}
+    return {"query": name, "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max()),
+            "rss": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -240,11 +280,18 @@ def measure(run_dir: Path, n_queries: int, k: int) -> None:
         predict_removal(run, column, removed, control).flipped
 
     candidates = load_candidates(run)
+    ready = peak_rss_mib()
 
     def leak_queue(column: int) -> None:
         test = int(candidates.queue[column % run.n_test])
         for candidate in review_candidates(run, candidates, test):
             thumbnails.upscale(read_row(images, candidate.train), 96)
+
+    def methods_page(column: int) -> None:
+        # what pages/methods.py reads and derives on every rerun: no per-target work, JSON and globs
+        report = run_store.read_json(run.dir, schema.METHODS_EVAL, missing_ok=True)
+        (attribution_store.available(run), yardsticks.missing_steps(run, report), yardsticks.table_rows(report),
+         yardsticks.lds_curves(run, report))
 
     rows = [time_query(name, query, targets) for name, query in
             [("neighbours (row, top-k +/-, summary, 2k+1 thumbnails)", neighbours), ("weight profile", profile),
@@ -252,14 +299,16 @@ def measure(run_dir: Path, n_queries: int, k: int) -> None:
              ("quality: worst predicted k + 10,000-row table columns", worst_predicted),
              ("PCA extremes (both splits, component coords, 2k thumbnails)", pca_extremes),
              ("cluster members + similar targets (2k thumbnails)", cluster_members),
-             ("leakage queue: next test image's candidates", leak_queue)]]
+             ("leakage queue: next test image's candidates", leak_queue),
+             ("methods: the evaluation table, support CDFs and LDS curves", methods_page)]]
     rows.append(time_query("counterfactual: all test targets, new removal set (uncached)", counterfactual,
                            targets[:max(5, n_queries // 50)]))
     print(f"\n{n_queries} random test targets, weights {weights.shape} float32 memory-mapped, k = {k}")
-    print(f"{'query':62s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s}")
+    print(f"peak RSS before the first query (imports, memory maps opened): {ready:.0f} MiB; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'query':62s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} {'peak RSS MiB':>13s}")
     for r in rows:
-        print(f"{r['query']:62s} {r['p50']:8.2f} {r['p95']:8.2f} {r['max']:8.2f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{r['query']:62s} {r['p50']:8.2f} {r['p95']:8.2f} {r['max']:8.2f} {r['rss']:13.0f}")
+    peak = peak_rss_mib()
     print(f"peak RSS of the query process: {peak:.0f} MiB (target < 1024 MiB); "
           f"worst p95 {max(r['p95'] for r in rows):.2f} ms (target < 100 ms)")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -119,13 +120,27 @@ def fit_block(out: Path, n_targets: int, device: str) -> dict:
             "n_train": run.n_train, "gram": gram, "device": str(dev), "gemm_tflops": gemm_tflops(dev.type)}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS since it started its program: /proc's VmHWM where there is one.
+
+    Not ru_maxrss: Linux carries it across exec, so a child started from this (large) process would report
+    this process's peak as its own.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def in_child(stage: str, out: Path, *args) -> dict:
     """Run one stage in a fresh process; its result, seconds and peak RSS."""
-    script = (f"import json, resource, sys, time\nsys.path.insert(0, {str(ROOT)!r})\n"
+    script = (f"import json, sys, time\nsys.path.insert(0, {str(ROOT)!r})\n"
               f"from pathlib import Path\nimport benchmarks.bench_scale as b\n"
               f"t = time.perf_counter()\nr = b.{stage}(Path({str(out)!r}), *{list(args)!r})\n"
               f"print(json.dumps({{'result': r, 'seconds': time.perf_counter() - t, "
-              f"'rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}, default=str))\n")
+              f"'rss_mib': b.peak_rss_mib()}}, default=str))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -148,8 +163,7 @@ def main() -> None:
     started = time.perf_counter()
     create(args.out, args.scale)
     write_shards(args.out, 0, args.models, args.scale)
-    rows.append(("train (write shards)", time.perf_counter() - started,
-                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, ""))
+    rows.append(("train (write shards)", time.perf_counter() - started, peak_rss_mib(), ""))
     first = in_child("merge", args.out)
     rows.append(("merge", first["seconds"], first["rss_mib"],
                  f"wrote {first['result']['bytes_written'] / 2**20:,.0f} MiB"))
@@ -165,7 +179,7 @@ def main() -> None:
     all_targets = n_train + n_test
     rows.append((f"fit, {f['targets']} test targets", fit["seconds"], fit["rss_mib"],
                  f"{per_target:.3f} s/target → {per_target * all_targets / 3600:,.1f} h for all {all_targets:,}"))
-    print(f"\n{'stage':34s} {'seconds':>9s} {'peak RSS MiB':>13s}")
+    print(f"\n{'stage':34s} {'seconds':>9s} {'peak RSS MiB':>13s}   (load average {os.getloadavg()[0]:.2f})")
     for name, seconds, rss, note in rows:
         print(f"{name:34s} {seconds:9.1f} {rss:13.0f}  {note}")
     # The fit's products are (models × n_train) against (n_train × targets): its time grows with the models.

@@ -26,6 +26,7 @@ from backend.training.control import ensure_control, load_control_features
 from backend.leakage.candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHIFT, average_precision,
                                  feature_neighbours, float32_unit_rows, fuse_lists, fuse_scores, pixel_neighbours,
                                  ratio_test, recall_at_k, weight_extremes)
+from backend.store.rows import read_row
 from backend.store.run_dir import Run, RunError
 from backend.store.schema import (CONTROL_FEATURES, CONTROL_MARGINS, LEAKAGE_LISTS, LEAKAGE_QUEUE, LEAKAGE_QUEUE_SCORE,
                                   LEAKAGE_SUMMARY, WEIGHTS)
@@ -193,11 +194,15 @@ def review_candidates(run: Run, candidates: LeakageCandidates, test: int, n: int
     if not len(trains):
         return []
     column = run.n_train + test
-    weights = np.asarray(run.array(WEIGHTS)[column, trains], dtype=np.float64)
+    # File reads, not gathers from the memmaps: each touched page would map its neighbours too and stay in
+    # the dashboard's resident set (+750 MiB over 500 reviewed images at CIFAR scale, bench_dashboard).
+    weights = read_row(run.array(WEIGHTS), column)[trains].astype(np.float64)
     features = load_control_features(run)
-    vectors = float32_unit_rows(np.asarray(features[np.concatenate([[column], trains])]))
+    vectors = float32_unit_rows(np.stack([read_row(features, int(j)) for j in (column, *trains)]))
     similarity = vectors[1:] @ vectors[0]
-    found, correlation = pixel_neighbours(run.images[column:column + 1], np.asarray(run.images[trains]), len(trains))
+    images = run.images
+    found, correlation = pixel_neighbours(read_row(images, column)[None], np.stack([read_row(images, int(t)) for t in trains]),
+                                          len(trains))
     pixel = np.empty(len(trains), dtype=np.float64)
     pixel[found[0]] = correlation[0]
     return [Candidate(t, source, float(w), float(s), float(px))

@@ -63,14 +63,16 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     if progress:
         progress(0, len(stages), "stage")
     seconds: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}  # this process's CPU time, all threads: wall time on a shared machine is the load's
     peak_rss_mib: dict[str, int] = {}
-    clock = time.perf_counter()
+    clock, cpu_clock = time.perf_counter(), time.process_time()
 
     def lap(name: str) -> None:
-        nonlocal clock
+        nonlocal clock, cpu_clock
         seconds[name] = round(time.perf_counter() - clock, 2)
+        cpu_seconds[name] = round(time.process_time() - cpu_clock, 2)
         peak_rss_mib[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # the peak so far
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
 
     if need_control:
         ensure_control(run, 1, device=device)  # one model: its features are the baseline
@@ -133,13 +135,14 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
                        width=vectors.shape[1], n_train=run.n_train,
                        n_neighbors=neighbors.shape[1], neighbor_search=held.kind, k_per_class=k_per_class,
-                       seconds=seconds, peak_rss_mib=peak_rss_mib, device=str(dev))
+                       seconds=seconds, cpu_seconds=cpu_seconds, peak_rss_mib=peak_rss_mib,
+                       device=str(dev))
     write_json(run.dir, STRUCTURE_SUMMARY, summary)
     return summary
 
 
 def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train,
-             n_neighbors, neighbor_search, k_per_class, seconds, peak_rss_mib, device) -> dict:
+             n_neighbors, neighbor_search, k_per_class, seconds, cpu_seconds, peak_rss_mib, device) -> dict:
     from backend.structure.embeddings import components_for
 
     def spectrum(p) -> dict:
@@ -169,5 +172,5 @@ def _summary(pca, representation, quality: dict, *, n_components, fit_targets, w
         "embedding_space": (f"count sketch of the unit embeddings to {width} dims" if width < n_train
                             else f"exact unit embeddings ({width} dims)"),
         "neighbors": {"k": n_neighbors, "index": f"exact cosine in all {n_train} dims ({neighbor_search})"},
-        "seconds": seconds, "peak_rss_mib": peak_rss_mib, "device": device,
+        "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": peak_rss_mib, "device": device,
     }

@@ -10,10 +10,12 @@ Denser embeddings are held as one dense tensor on the device and multiplied with
 Approximate searches were measured against it on the synthetic CIFAR-scale run (benchmarks/bench_analyze.py)
 and dropped: a 2,048-dim count sketch searched with a faiss inverted file found 0.41 of the exact top 10,
 and exact faiss search of the 50 PCA coordinates 0.01 (sparse datamodels spread over far more than 50
-directions). The exact sparse search took 88 s there on 2 CPU cores, recall@10 1.0.
+directions). The exact sparse search took 88 s there on 2 idle CPU cores, recall@10 1.0; its blocks on two
+threads took it from 442 s to 232 s of wall time (78 s of CPU) with the 2 cores shared at load ~11.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,24 +30,38 @@ torch = lazy_module("torch")  # the pages read what this module stored without i
 BLOCK_BYTES = 64 << 20
 
 
-def nearest_targets(held: HeldEmbeddings, k: int, *, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_targets(held: HeldEmbeddings, k: int, *, block_rows: int | None = None,
+                    workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k most similar other rows by cosine, exactly, block_rows rows at a time against all.
 
-    held : HeldEmbeddings of the embeddings (unit rows; all-zero rows are allowed)
+    held    : HeldEmbeddings of the embeddings (unit rows; all-zero rows are allowed)
+    workers : blocks searched at once (default: torch's thread count when held sparse, else one). scipy's sparse
+        products run on one core and release the GIL, so threads are what spreads them over the cores;
+        dense products are threaded by torch already.
     Returns (neighbors int64 (n, k), similarity float32 (n, k)), most similar first, a row never its own
     neighbour (a duplicate of it may be); k is capped at n - 1.
     """
     n = held.n
     k = min(k, n - 1)
     block_rows = block_rows or max(1, BLOCK_BYTES // (4 * max(n, 1)))
+    workers = workers or (torch.get_num_threads() if held.sparse else 1)
     neighbors = np.empty((n, k), dtype=np.int64)
     similarity = np.empty((n, k), dtype=np.float32)
-    for lo in range(0, n, block_rows):
+
+    def search(lo: int) -> None:
         hi = min(lo + block_rows, n)
         sims = held.similarities(lo, hi)
         sims[torch.arange(hi - lo), torch.arange(lo, hi)] = -float("inf")
         values, indices = sims.topk(k, dim=1)
         neighbors[lo:hi], similarity[lo:hi] = indices.cpu().numpy(), values.cpu().numpy()
+
+    starts = range(0, n, block_rows)
+    if workers == 1:
+        for lo in starts:
+            search(lo)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(search, starts))  # list(): re-raises a block's exception here
     return neighbors, similarity
 
 

@@ -8,8 +8,8 @@ from sklearn.decomposition import PCA as SkPCA
 
 from backend.store.rows import read_rows
 from tests.oracles import unit
-from backend.structure.embeddings import (EmbeddingRows, components_for, count_sketch, extremes, fit_pca, project, sketch_hash,
-                                unit_rows)
+from backend.structure.embeddings import (EmbeddingRows, HeldEmbeddings, components_for, count_sketch, embed_targets, extremes,
+                                fit_pca, project, sketch_hash, unit_rows)
 
 
 def low_rank_plus_noise(n: int, d: int, rank: int, seed: int = 0) -> np.ndarray:
@@ -129,3 +129,45 @@ def test_extremes_equal_a_stable_full_sort_including_ties(k):
     top, bottom = extremes(values, k)
     np.testing.assert_array_equal(top, order[::-1][:k])
     np.testing.assert_array_equal(bottom, order[:k])
+
+
+def sparse_embeddings(n=240, d=3000, nnz=25, seed=0) -> np.ndarray:
+    """Rows with nnz non-zeros each, half of them on a shared block of columns (so the spectrum has structure)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, d), dtype=np.float32)
+    for i in range(n):
+        x[i, rng.integers(0, d, nnz)] = rng.normal(size=nnz)
+        x[i, (i % 4) * 50 + rng.integers(0, 50, nnz)] += rng.normal(1.0, 0.3, nnz)
+    x[11] = 0.0  # an empty datamodel
+    return x
+
+
+def test_pca_of_held_sparse_rows_is_the_streamed_pca_and_sklearns():
+    x = sparse_embeddings()
+    held = HeldEmbeddings(EmbeddingRows(x, block_rows=50))
+    assert held.sparse
+    np.testing.assert_allclose(held.matrix.toarray(), unit(x, np.float32), atol=1e-7)
+    rows = np.arange(0, len(x), 2)
+    streamed = fit_pca(EmbeddingRows(x, rows, block_rows=31), 8, method="randomized", n_iter=6)
+    products = fit_pca(EmbeddingRows(held, rows), 8, method="randomized", n_iter=6)
+    np.testing.assert_allclose(products.components, streamed.components, atol=1e-5)
+    np.testing.assert_allclose(products.explained_variance, streamed.explained_variance, rtol=1e-5)
+    np.testing.assert_allclose(products.mean, streamed.mean, atol=1e-7)
+    assert products.total_variance == pytest.approx(streamed.total_variance, rel=1e-6)
+    # The leading direction stands clear of the rest, so the randomized SVD finds it exactly.
+    sk = SkPCA(n_components=8, svd_solver="full").fit(unit(x[rows]))
+    np.testing.assert_allclose(products.explained_variance[0], sk.explained_variance_[0], rtol=1e-4)
+    np.testing.assert_allclose(products.components[0], sk.components_[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("sketch_dim", [256, 5000])
+def test_embedding_held_sparse_rows_equals_the_streamed_embedding(sketch_dim):
+    x = sparse_embeddings()
+    pca = fit_pca(EmbeddingRows(x), 6, method="randomized")
+    streamed = embed_targets(EmbeddingRows(x, block_rows=37), pca, sketch_dim, seed=2)
+    seen = []
+    products = embed_targets(EmbeddingRows(HeldEmbeddings(EmbeddingRows(x))), pca, sketch_dim, seed=2, progress=seen.append)
+    np.testing.assert_allclose(products[0], streamed[0], atol=1e-6)
+    np.testing.assert_allclose(products[1], streamed[1], atol=1e-6)
+    assert products[1].shape == (len(x), min(sketch_dim, x.shape[1])) and seen[-1] == 1.0
+    assert products[0].dtype == products[1].dtype == np.float32

@@ -80,3 +80,11 @@ def test_duplicates_still_exclude_self():
 def test_k_is_capped_at_n_minus_one():
     nb, sim = nearest_targets(held(unit32(np.eye(4))), 10)
     assert nb.shape == sim.shape == (4, 3)
+
+
+def test_blocks_searched_on_threads_equal_the_one_thread_search():
+    h = held(sparse_rows())
+    one = nearest_targets(h, 6, block_rows=13, workers=1)
+    threaded = nearest_targets(h, 6, block_rows=13, workers=3)
+    np.testing.assert_array_equal(threaded[0], one[0])
+    np.testing.assert_array_equal(threaded[1], one[1])
