@@ -49,7 +49,7 @@ if choice == WHOLE:
                       help=f"Normalised mutual information between clusters and classes. Raw pixels, clustered by the "
                            f"identical procedure: {quality['pixels']['nmi']:.3f}")
 
-@st.fragment
+@components.fragment
 def cluster_members() -> None:
     """The most typical members of the open cluster: the slider and the tabs rerun this alone (st.fragment)."""
     per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",

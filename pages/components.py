@@ -8,6 +8,7 @@ which run before the next script run.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import os
@@ -100,6 +101,18 @@ def show_error(exc: Exception) -> None:
     """One st.error of the shell's RunError or TargetError, without server paths; a TargetError quotes what the
     user wrote, so it is shown as plain text (a RunError is the server's own text, its commands as code)."""
     st.error(plain(exc) if isinstance(exc, TargetError) else hide_paths(exc))
+
+
+def fragment(func: Callable) -> Callable:
+    """st.fragment whose RunError or TargetError is one st.error, as a page's own are (app.py): Streamlit
+    catches what a fragment raises itself, and would show it with its traceback."""
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (RunError, TargetError) as exc:
+            show_error(exc)
+    return st.fragment(guarded)
 
 
 def current_user() -> auth.User:

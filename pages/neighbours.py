@@ -42,7 +42,7 @@ if not fitted:
     st.stop()
 
 
-@st.fragment
+@components.fragment
 def ranked_images() -> None:
     """The grids of top weights and method scores: a change of k reruns them alone (st.fragment), not the page."""
     k = st.slider("Images per grid (k)", min_value=1, max_value=48, value=12, key="k")

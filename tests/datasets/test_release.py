@@ -259,6 +259,14 @@ def test_a_changed_release_file_is_refused_on_open(release, cifar, tmp_path):
     assert json.loads(EXTERNAL.path(tmp_path / "run").read_text())["release"] == str(root)
 
 
+@pytest.mark.parametrize("text", ["", "{not json", "[]", '{"release": 3}'])
+def test_a_corrupt_external_json_is_a_run_error_naming_it(release, cifar, tmp_path, text):
+    assert run_import(release[0], cifar, tmp_path / "run", "--convention", "raw") == 0
+    EXTERNAL.path(tmp_path / "run").write_text(text)
+    with pytest.raises(RunError, match="external.json"):
+        Run(tmp_path / "run").margins
+
+
 def test_column_concat_indexes_as_hstack(tmp_path):
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=(30, 7)).astype(np.float16), rng.normal(size=(30, 5)).astype(np.float16)

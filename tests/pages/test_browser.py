@@ -602,5 +602,7 @@ def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_can
 
             bob = browser.new_context().new_page()
             log_in(bob, "bob", f"counterfactuals?run={RUN}&target=test:0")
+            bob.get_by_role("tab", name="Data support", exact=True).click()
+            settle(bob)
             expect(bob.get_by_role("button", name="Certify by bisection")).to_be_disabled()  # retrains: admins only
             bob.context.close()

@@ -79,8 +79,8 @@ def timed(argv: list) -> float:
     return time.time() - started
 
 
-# How long a stage took, and how many of its blocks a resumed fit found done: all a rerun changes.
-CLOCK_KEYS = ("seconds", "wall_time_s", "resumed_blocks")
+# How long a stage took, its CPU time and peak memory, and how many blocks a resumed fit found done: all a rerun changes.
+CLOCK_KEYS = ("seconds", "wall_time_s", "cpu_seconds", "peak_rss_mib", "resumed_blocks")
 
 
 def digest(run: Path, artifacts) -> dict[str, str | None]:

@@ -39,6 +39,7 @@ def test_stored_target_stats_round_trip_and_go_stale(tiny_run, tmp_path):
     assert target_stats.stored_target_stats(run_store.Run(run_dir)) is not None
     for artifact in (MASKS, MARGINS):  # margins of other models than the sums counted: stale
         np.save(artifact.path(run_dir), np.load(artifact.path(run_dir))[:-1])
+    run_store.update_manifest(run_dir, n_models=59)
     assert target_stats.stored_target_stats(run_store.Run(run_dir)) is None
 
 
