@@ -7,12 +7,27 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import FAST_TRAIN, run_cli
 
 pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 pytestmark = pytest.mark.slow
 
-FIT = ["--n-lambdas", "3", "--device", "cpu", "--block-targets", "700"]
+FIT = ["--n-lambdas", "3", "--device", "cpu", "--block-targets", "40"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """24 models on an npz of 60 train and 30 test digits: 90 targets, so three blocks of 40 (the last short)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pick = np.random.default_rng(0).permutation(len(digits.target))[:90]
+    folder = tmp_path_factory.mktemp("fit-ray")
+    np.savez(folder / "digits90.npz", images=np.round(digits.images[pick] * 255 / 16).astype(np.uint8),
+             labels=digits.target[pick], split=np.where(np.arange(90) < 60, "train", "test"))
+    run_cli("train", "--dataset", f"npz:{folder / 'digits90.npz'}", "--models", "24", "--out", folder / "run",
+            "--batch-models", "24", *FAST_TRAIN)
+    return folder / "run"
 
 
 def _raylets() -> int:
@@ -20,9 +35,9 @@ def _raylets() -> int:
     return sum("raylet" in line.split(" ", 1)[0] for line in out.splitlines())
 
 
-def test_fit_on_ray_equals_fit_and_shuts_its_instance_down(tiny_run, tmp_path, monkeypatch):
+def test_fit_on_ray_equals_fit_and_shuts_its_instance_down(small_run, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(small_run, run)
     # A Ray task of 1 CPU runs with one thread; the float sums of a solve depend on the thread count.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run_cli("fit", "--run", run, *FIT)
