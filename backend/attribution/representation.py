@@ -52,24 +52,19 @@ def representation_scores(test_features: np.ndarray, train_features: np.ndarray,
 
 
 def knn_label_disagreement(features: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS,
-                           block: int = 1024) -> np.ndarray:
+                           block: int | None = None) -> np.ndarray:
     """float32 (n,): fraction of each row's k nearest other rows by cosine whose label differs from its own.
 
-    features : (n, D); labels : int (n,). Exact: blockwise (block, n) similarity GEMMs, the row itself excluded.
+    features : (n, D); labels : int (n,). The neighbours are the exact blocked search of similar targets
+    (backend.structure.similar_targets.nearest_targets), `block` rows at a time, the row itself excluded.
     """
-    from backend.leakage.candidates import float32_unit_rows
+    from backend.structure.embeddings import EmbeddingRows, HeldEmbeddings
+    from backend.structure.similar_targets import nearest_targets
 
-    unit, labels = float32_unit_rows(features), np.asarray(labels)
-    n = len(unit)
-    k = min(k, n - 1)
-    out = np.zeros(n, dtype=np.float32)
-    for lo in range(0, n, block):
-        rows = np.arange(lo, min(lo + block, n))
-        similarity = unit[rows] @ unit.T
-        similarity[np.arange(len(rows)), rows] = -np.inf
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        out[rows] = (labels[nearest] != labels[rows, None]).mean(axis=1)
-    return out
+    labels = np.asarray(labels)
+    neighbors, _ = nearest_targets(HeldEmbeddings(EmbeddingRows(np.asarray(features, dtype=np.float32))), k,
+                                   block_rows=block)
+    return (labels[neighbors] != labels[:, None]).mean(axis=1).astype(np.float32)
 
 
 @register("representation")
