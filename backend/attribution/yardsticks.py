@@ -122,8 +122,9 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     and their scores are unchanged, so `--methods trak` adds to the table instead of replacing it.
     """
     check_heldout(run, heldout)
-    names = store.available(run) if methods is None else list(methods)
-    missing = sorted(set(names) - set(store.available(run)))
+    have = store.available(run)
+    names = have if methods is None else list(methods)
+    missing = sorted(set(names) - set(have))
     if missing:
         raise run_dir.RunError(f"{run.dir} has no stored scores for {', '.join(missing)}: compute them first with "
                                f"`python -m precompute attribute --run {run.dir} --method {missing[0]}`")
@@ -165,8 +166,8 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     same = (previous.get("targets"), previous.get("support_params"), previous.get("heldout_run"),
             previous.get("n_heldout_models")) == (targets, params, heldout_run, int(len(heldout.masks)))
     kept = {name: entry for name, entry in previous.get("methods", {}).items() if same and name not in results
-            and name in store.available(run) and entry.get("config") == store.read_meta(run, name)["config"]}
-    results = {name: results.get(name) or kept[name] for name in store.available(run) if name in results or name in kept}
+            and name in have and entry.get("config") == store.read_meta(run, name)["config"]}
+    results = {name: results.get(name) or kept[name] for name in have if name in results or name in kept}
     judged = [mode for mode in MODES if any(mode in entry["support"] for entry in results.values())]
     pairs = {mode: {a: {b: smaller_fraction(results[a]["support"][mode]["supports"], results[b]["support"][mode]["supports"])
                         for b in results if b != a and mode in results[b]["support"]}
