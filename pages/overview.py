@@ -1,16 +1,29 @@
-"""Overview: what the run is, and how well its datamodels predict models they never saw (the eval stage)."""
+"""Overview: what the run is, and how well its datamodels predict models they never saw (the eval stage).
+
+The landing page draws its charts with Vega-Lite and Table 5 as a static table: plotly's and the data grid's
+front-end bundles cost a fresh browser more than a second more to load, and nothing here needs their selections.
+"""
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from backend.datamodels import quality
 from backend.datamodels.evaluation import predict
 from backend.store import catalog
 from backend.store.run_dir import Run
+from backend.store.targets import target_name
 from pages import components
 
 N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 200
+CHART_HEIGHT = 320
+
+
+def axis(field: str, title: str, **more) -> dict:
+    return {"field": field, "type": "quantitative", "title": title, **more}
+
+
+def chart(data: pd.DataFrame, spec: dict, key: str) -> None:
+    st.vega_lite_chart(data, {"height": CHART_HEIGHT, **spec}, width="stretch", key=key)
 
 run = components.current_run()
 manifest = run.manifest
@@ -58,9 +71,10 @@ left, right = st.columns(2)
 with left:
     st.subheader("Held-out LDS per test target")
     test_lds = np.asarray(lds[run.n_train:])
-    histogram = go.Figure(go.Histogram(x=test_lds[np.isfinite(test_lds)], nbinsx=40))
-    histogram.update_layout(xaxis_title="LDS", yaxis_title="test targets", height=320, margin=dict(t=10, b=40))
-    st.plotly_chart(histogram, key="lds-histogram")
+    chart(pd.DataFrame({"LDS": test_lds[np.isfinite(test_lds)]}), {
+        "mark": {"type": "bar", "tooltip": True},
+        "encoding": {"x": axis("LDS", "LDS", bin={"maxbins": 40}), "y": {"aggregate": "count", "title": "test targets"}},
+    }, key="lds-histogram")
     st.caption(f"{summary['n_undefined']} of {summary['n_targets']} test targets have no LDS "
                "(a datamodel or the held-out margins are constant)")
 with right:
@@ -77,13 +91,15 @@ with right:
         models = np.sort(rng.choice(len(heldout.masks), min(N_SCATTER_MODELS, len(heldout.masks)), replace=False))
         predicted = predict(weights, bias, heldout.masks[models], targets)
         actual = np.asarray(heldout.margins[np.ix_(models, targets)], dtype=np.float64)
-        scatter = go.Figure(go.Scattergl(x=predicted.ravel(), y=actual.ravel(), mode="markers",
-                                         marker=dict(size=4, opacity=0.5)))
         lo, hi = float(min(predicted.min(), actual.min())), float(max(predicted.max(), actual.max()))
-        scatter.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey")))
-        scatter.update_layout(xaxis_title="predicted margin", yaxis_title="actual margin", height=320,
-                              showlegend=False, margin=dict(t=10, b=40))
-        st.plotly_chart(scatter, key="predicted-actual")
+        xy = {"x": axis("predicted", "predicted margin"), "y": axis("actual", "actual margin")}
+        chart(pd.DataFrame({"predicted": predicted.ravel(), "actual": actual.ravel(),
+                            "target": np.tile([target_name(c, run.n_train) for c in targets], len(models))}), {"layer": [
+            {"mark": {"type": "circle", "size": 14, "opacity": 0.5},
+             "encoding": {**xy, "tooltip": [{"field": "target"}, *xy.values()]}},
+            {"data": {"values": [{"predicted": lo, "actual": lo}, {"predicted": hi, "actual": hi}]},
+             "mark": {"type": "line", "strokeDash": [4, 4], "color": "grey"}, "encoding": xy},
+        ]}, key="predicted-actual")
 
 left, right = st.columns(2)
 with left:
@@ -92,26 +108,22 @@ with left:
         st.caption(f"Not computed (eval ran with --no-complexity); rerun `{components.hide_paths(quality.eval_command(run))}`.")
     else:
         curve = quality.complexity_curve(metrics)
-        chart = go.Figure([
-            go.Scatter(x=np.r_[curve["n_models"], curve["n_models"][::-1]], y=np.r_[curve["q75"], curve["q25"][::-1]],
-                       fill="toself", mode="lines", line=dict(width=0), fillcolor="rgba(31,119,180,0.2)",
-                       hoverinfo="skip", name="quartiles"),
-            go.Scatter(x=curve["n_models"], y=curve["mean"], mode="lines+markers", name="mean"),
-        ])
-        chart.update_layout(xaxis_title="models used to fit", yaxis_title="test LDS", height=320, margin=dict(t=10, b=40),
-                            xaxis=dict(type="log", tickvals=curve["n_models"], ticktext=[f"{n:,}" for n in curve["n_models"]]),
-                            legend=dict(orientation="h", y=1.1))
-        st.plotly_chart(chart, key="sample-complexity")
+        x = axis("n_models", "models used to fit", scale={"type": "log"},
+                 axis={"values": [int(n) for n in curve["n_models"]], "format": ","})
+        chart(pd.DataFrame({k: curve[k] for k in ("n_models", "mean", "q25", "q75")}), {"layer": [
+            {"mark": {"type": "area", "opacity": 0.2}, "encoding": {"x": x, "y": axis("q25", "test LDS"), "y2": {"field": "q75"}}},
+            {"mark": {"type": "line", "point": True, "tooltip": True},
+             "encoding": {"x": x, "y": axis("mean", "test LDS (mean; band: quartiles)")}},
+        ]}, key="sample-complexity")
         st.caption(metrics["sample_complexity"].get("targets", "") + "".join(
             f" · {n} models: skipped ({reason.split(':')[0]})" for n, reason in curve["skipped"]))
 with right:
     st.subheader("Table 5: linear predictors compared",
                  help="Ilyas et al. 2022, Table 5: mean over test targets, scored on the same held-out models")
     split = st.radio("Targets", ["test", "train"], horizontal=True, key="table5_split")
-    st.dataframe(pd.DataFrame(quality.table5_rows(metrics, split)), hide_index=True,
-                 column_config={
-                     "Spearman (own target)": st.column_config.NumberColumn(
-                         "Spearman", format="%.3f", help="with what it predicts: correctness for empirical influence, else margins"),
-                     "Spearman (margin)": st.column_config.NumberColumn("vs margin", format="%.3f", help="Spearman with margins"),
-                     "AUC (correct)": st.column_config.NumberColumn("AUC", format="%.3f", help="AUC for predicting correctness")})
-    st.caption(f"fit on {metrics['table5']['n_fit_models']:,} models, scored on {metrics['table5']['n_heldout_models']:,}")
+    rows = quality.table5_rows(metrics, split)
+    st.table(pd.DataFrame([{name: value if isinstance(value, str) else "—" if value is None else f"{value:.3f}"
+                            for name, value in row.items()} for row in rows]), hide_index=True)
+    st.caption(f"fit on {metrics['table5']['n_fit_models']:,} models, scored on {metrics['table5']['n_heldout_models']:,}. "
+               "Spearman (own target): with what the estimator predicts, correctness for empirical influence and "
+               "margins otherwise; AUC (correct): for predicting whether a model gets the target right.")

@@ -1,4 +1,5 @@
-"""backend/lazy_import.py: what the pages import loads no torch, sklearn or faiss until something computes."""
+"""backend/lazy_import.py: what the pages import loads no torch, sklearn or faiss until something computes, and
+the shell every page runs in loads no database library."""
 from __future__ import annotations
 
 import json
@@ -15,15 +16,21 @@ PAGE_IMPORTS = ["backend.structure.embeddings", "backend.structure.faithfulness"
 HEAVY = ["torch", "sklearn", "faiss"]
 
 
-def loaded_after(code: str) -> dict[str, bool]:
-    """Which HEAVY modules are imported after running `code` in a fresh process."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+def loaded_after(code: str, modules: list[str] = HEAVY) -> dict[str, bool]:
+    """Which of `modules` are imported after running `code` in a fresh process."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {modules!r}}}))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.splitlines()[-1])
 
 
 def test_the_modules_pages_import_load_no_heavy_library():
     assert loaded_after("\n".join(f"import {m}" for m in PAGE_IMPORTS)) == {m: False for m in HEAVY}
+
+
+def test_the_page_shell_loads_no_database_library():
+    """app.py and pages/components.py run before every page: SQLAlchemy is for the leak-review pages alone."""
+    assert loaded_after("import pages.components", ["sqlalchemy"]) == {"sqlalchemy": False}
+    assert loaded_after("import backend.leakage.annotations", ["sqlalchemy"]) == {"sqlalchemy": True}
 
 
 def test_a_lazy_module_loads_on_first_use_and_is_the_one_module():

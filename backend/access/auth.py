@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from backend.leakage.annotations import AnnotatorNameError, validate_name
+from backend.leakage.names import AnnotatorNameError, validate_name
 
 AUTH_ENV = "DATAMODELS_AUTH"
 ROLES_ENV = "DATAMODELS_ROLES"

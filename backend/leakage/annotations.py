@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,13 +31,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
+from backend.leakage.names import MAX_NAME_LENGTH, validate_name
 from backend.store.catalog import data_dir
 
 ENV_VAR = "DATAMODELS_DATABASE_URL"
 DB_FILE = "annotations.db"
 BUSY_TIMEOUT_S = 30
-MAX_NAME_LENGTH = 64
-CONFUSABLE_SCRIPTS = {"CYRILLIC", "GREEK"}  # scripts whose letters pass for Latin ones
 # A race between two writers of the same new key costs one retry; more means something else is wrong.
 INSERT_RETRIES = 3
 # Execution option of the connections that write: on SQLite they begin with BEGIN IMMEDIATE.
@@ -82,10 +80,6 @@ class AnnotationStoreError(RuntimeError):
     """The annotation database is missing, unreachable or refused a write; the message says what to do."""
 
 
-class AnnotatorNameError(ValueError):
-    """An annotator name that cannot be stored (empty, too long, control characters)."""
-
-
 @dataclass(frozen=True)
 class Vote:
     annotator: str
@@ -101,30 +95,6 @@ def database_url(environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
     return (configured, True) if configured else (f"sqlite:///{data_dir().resolve() / DB_FILE}", False)
 
 
-def validate_name(name: str) -> str:
-    """The name to store: NFKC-normalised (fullwidth and other compatibility forms fold to one spelling),
-    surrounding whitespace dropped, everything else kept verbatim.
-
-    Markup, quotes and SQL are legal (names are bound parameters and escaped when shown); empty names,
-    control and invisible format characters (zero-width spaces, joiners, direction marks), names over
-    MAX_NAME_LENGTH and names mixing Latin with its look-alike scripts (Cyrillic, Greek: "аlice" with a
-    Cyrillic а would pass for alice, UTS #39's mixed-script confusables) are not.
-    """
-    name = unicodedata.normalize("NFKC", name or "").strip()
-    if any(unicodedata.category(ch) == "Cf" for ch in name):
-        raise AnnotatorNameError("the annotator name contains invisible characters (zero-width spaces, direction "
-                                 "marks): type it again without them")
-    if not name:
-        raise AnnotatorNameError("the annotator name is empty: type a name, e.g. your initials")
-    if len(name) > MAX_NAME_LENGTH:
-        raise AnnotatorNameError(f"the annotator name has {len(name)} characters: use at most {MAX_NAME_LENGTH}")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise AnnotatorNameError("the annotator name contains control characters (tabs, newlines): type it on one line")
-    scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in name if ch.isalpha()}
-    if "LATIN" in scripts and scripts & CONFUSABLE_SCRIPTS:
-        raise AnnotatorNameError("the annotator name mixes Latin letters with look-alike Cyrillic or Greek ones: "
-                                 "type it in one script")
-    return name
 
 
 def _now() -> datetime:

@@ -6,7 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from backend.leakage import annotations
-from backend.leakage.annotations import AnnotationStore, AnnotationStoreError, AnnotatorNameError, validate_name
+from backend.leakage.annotations import AnnotationStore, AnnotationStoreError
+from backend.leakage.names import AnnotatorNameError, validate_name
 
 
 @pytest.fixture

@@ -99,6 +99,13 @@ def test_unknown_run_in_the_url_warns_and_falls_back(app):
     assert at.query_params["run"] == at.selectbox(key="run_picker").value
 
 
+def vega_data(at: AppTest) -> list:
+    """The data of each Vega-Lite chart an AppTest drew, as DataFrames (Streamlit sends them as Arrow IPC)."""
+    import pyarrow as pa
+
+    return [pa.ipc.open_stream(c.proto.data.data).read_all().to_pandas() for c in at.get("vega_lite_chart")]
+
+
 def test_overview_shows_the_manifest_and_the_eval_stage_results(app, fitted):
     at = app(run=RUN)
     shown = {m.label: m.value for m in at.metric}
@@ -107,21 +114,32 @@ def test_overview_shows_the_manifest_and_the_eval_stage_results(app, fitted):
     assert shown["Test accuracy"] == f"{fitted.manifest['mean_test_accuracy']:.1%}"
     metrics = json.loads((fitted.dir / "metrics.json").read_text())
     assert shown["Mean test LDS"] == f"{metrics['lds']['test']['mean']:.3f}" and shown["Held-out models"] == "30"
-    assert len(at.get("plotly_chart")) == 2  # LDS histogram, predicted vs actual; no curve (--no-complexity)
     assert any("--no-complexity" in c.value for c in at.caption)
-    table5 = at.dataframe[0].value
+    table5 = at.table[0].value
     assert table5["estimator"].tolist() == ["Empirical influence", "Difference of means", "Datamodel (LASSO)"]
-    assert table5["Spearman (margin)"].iloc[2] == pytest.approx(metrics["table5"]["datamodel"]["spearman_margin"]["test"]["mean"])
+    assert table5["Spearman (margin)"].iloc[2] == f"{metrics['table5']['datamodel']['spearman_margin']['test']['mean']:.3f}"
     at.radio(key="table5_split").set_value("train").run()
-    assert at.dataframe[0].value["AUC (correct)"].iloc[0] == pytest.approx(
-        metrics["table5"]["empirical_influence"]["auc"]["train"]["mean"])
+    assert at.table[0].value["AUC (correct)"].iloc[0] == f"{metrics['table5']['empirical_influence']['auc']['train']['mean']:.3f}"
     assert {"Overview", "Neighbours", "Quality"} <= {p.proto.label for p in at.get("page_link")}
 
 
-def test_overview_draws_the_sample_complexity_curve(app, eval_variants):
-    at = app(root=eval_variants, run="with-curve")
-    assert len(at.get("plotly_chart")) == 3 and not at.warning
-    assert any("8 models: skipped" in c.value for c in at.caption)
+def test_overview_charts_plot_the_stored_lds_and_the_held_out_margins(app, fitted):
+    """The histogram bins the stored test LDS; the scatter pairs each held-out model's real margin with the
+    datamodel's prediction for it (x·w + b), one point per (model, target)."""
+    at = app(run=RUN)
+    charts = vega_data(at)
+    assert len(charts) == 2  # LDS histogram, predicted vs actual; no curve (--no-complexity)
+    histogram, scatter = charts
+    lds = np.load(fitted.dir / "lds.npy")[fitted.n_train:]
+    np.testing.assert_allclose(np.sort(histogram["LDS"]), np.sort(lds[np.isfinite(lds)]))
+    heldout = Run(fitted.dir / "heldout")
+    weights, bias = np.load(fitted.dir / "weights.npy"), np.load(fitted.dir / "bias.npy")
+    for _, point in scatter.sample(20, random_state=0).iterrows():
+        column = fitted.n_train + int(point["target"].split(":")[1])
+        model = np.flatnonzero(np.isclose(np.asarray(heldout.margins)[:, column], point["actual"], atol=1e-6))
+        assert len(model) >= 1
+        predicted = heldout.masks[model].astype(np.float64) @ weights[column] + bias[column]
+        assert np.isclose(predicted, point["predicted"]).any()
 
 
 @pytest.mark.parametrize("page", ["overview", "quality"])
