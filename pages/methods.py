@@ -36,37 +36,42 @@ st.dataframe(table, hide_index=True, column_config={
 if "note" in report["mislabel"]:
     st.caption(f"Mislabel AUC —: {report['mislabel']['note']}")
 
-cdf_tab, pair_tab, curve_tab = st.tabs(["Support CDFs", "Who finds smaller support", "LDS against models used"])
-with cdf_tab:
-    for mode in report["modes"]:
-        figure = go.Figure()
-        for name, m in report["methods"].items():
-            if mode not in m["support"]:  # judged with `--modes none`
-                continue
-            cdf = m["support"][mode]["cdf"]
-            # A step line: the share of targets with support ≤ k; targets never flipped keep it below 1.
-            figure.add_trace(go.Scatter(x=[0, *cdf["k"]], y=[0, *cdf["fraction"]], mode="lines+markers",
-                                        line_shape="hv", name=name))
-        figure.update_layout(title=f"{mode} support", xaxis_title="support size k", yaxis_title="fraction of targets ≤ k",
-                             yaxis_range=[0, 1.02], height=340, margin=dict(t=40, b=40))
-        st.plotly_chart(figure, key=f"cdf-{mode}")
-with pair_tab:
-    for mode in report["modes"]:
-        pairs = report["smaller_support"][mode]
-        names = list(pairs)
-        st.caption(f"{mode}: share of targets where the row's method finds strictly smaller support than the column's")
-        st.dataframe(pd.DataFrame([[pairs[a].get(b, np.nan) for b in names] for a in names], index=names, columns=names),
-                     column_config={n: st.column_config.NumberColumn(format="%.2f") for n in names})
-with curve_tab:
-    curves = yardsticks.lds_curves(run, report)
-    if curves:
-        figure = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=label) for label, (x, y) in curves.items()])
-        figure.update_layout(xaxis_title="models used", xaxis_type="log", yaxis_title="mean test LDS", height=360,
-                             margin=dict(t=10, b=40))
-        st.plotly_chart(figure, key="lds-curve")
-    else:
-        st.caption("No curve yet: `eval` without --no-complexity gives the datamodels' sample complexity, and scoring "
-                   "a method with several --models values (then methods-eval after each) gives its points.")
+cdf_tab, pair_tab, curve_tab = components.lazy_tabs(["Support CDFs", "Who finds smaller support", "LDS against models used"],
+                                                    key="methods_tab")
+if cdf_tab.open:
+    with cdf_tab:
+        for mode in report["modes"]:
+            figure = go.Figure()
+            for name, m in report["methods"].items():
+                if mode not in m["support"]:  # judged with `--modes none`
+                    continue
+                cdf = m["support"][mode]["cdf"]
+                # A step line: the share of targets with support ≤ k; targets never flipped keep it below 1.
+                figure.add_trace(go.Scatter(x=[0, *cdf["k"]], y=[0, *cdf["fraction"]], mode="lines+markers",
+                                            line_shape="hv", name=name))
+            figure.update_layout(title=f"{mode} support", xaxis_title="support size k",
+                                 yaxis_title="fraction of targets ≤ k", yaxis_range=[0, 1.02], height=340,
+                                 margin=dict(t=40, b=40))
+            st.plotly_chart(figure, key=f"cdf-{mode}")
+if pair_tab.open:
+    with pair_tab:
+        for mode in report["modes"]:
+            pairs = report["smaller_support"][mode]
+            names = list(pairs)
+            st.caption(f"{mode}: share of targets where the row's method finds strictly smaller support than the column's")
+            st.dataframe(pd.DataFrame([[pairs[a].get(b, np.nan) for b in names] for a in names], index=names, columns=names),
+                         column_config={n: st.column_config.NumberColumn(format="%.2f") for n in names})
+if curve_tab.open:
+    with curve_tab:
+        curves = yardsticks.lds_curves(run, report)
+        if curves:
+            figure = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=label) for label, (x, y) in curves.items()])
+            figure.update_layout(xaxis_title="models used", xaxis_type="log", yaxis_title="mean test LDS", height=360,
+                                 margin=dict(t=10, b=40))
+            st.plotly_chart(figure, key="lds-curve")
+        else:
+            st.caption("No curve yet: `eval` without --no-complexity gives the datamodels' sample complexity, and scoring "
+                       "a method with several --models values (then methods-eval after each) gives its points.")
 if steps:
     st.subheader("What is missing")
     st.code(components.hide_paths("\n".join(steps)), language="bash")

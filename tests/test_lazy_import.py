@@ -33,6 +33,18 @@ def test_the_page_shell_loads_no_database_library():
     assert loaded_after("import backend.leakage.annotations", ["sqlalchemy"]) == {"sqlalchemy": True}
 
 
+def test_the_server_imports_what_the_pages_import_before_its_first_request():
+    """`streamlit run app.py` finds app.py's st.App, whose start-up imports the pages' modules (not torch)."""
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    found = discover_asgi_app(ROOT / "app.py")
+    assert found.is_asgi_app and found.import_string == "app:app"
+    warm = ["pandas", "pages.components", "backend.datamodels.quality", "backend.leakage.annotations"]
+    start = "import asyncio, app\nasync def start():\n    async with app.preload(app.app):\n        pass\nasyncio.run(start())"
+    assert loaded_after("import app", warm + HEAVY) == {m: False for m in warm + HEAVY}
+    assert loaded_after(start, warm + HEAVY) == {**{m: True for m in warm}, **{m: False for m in HEAVY}}
+
+
 def test_a_lazy_module_loads_on_first_use_and_is_the_one_module():
     loaded = loaded_after("from backend.structure import embeddings\nimport sys\nassert 'torch' not in sys.modules\n"
                           "x = embeddings.torch.ones(2, 4)\nimport torch\nassert embeddings.torch.ones is torch.ones\n"

@@ -24,6 +24,21 @@ def test_the_methods_page_shows_every_method_on_every_yardstick(app):
     assert "plant-label-noise" in at.code[-1].value and not at.error
 
 
+def test_only_the_open_tab_of_the_methods_page_is_drawn_and_the_url_opens_one(app, dashboard_data_dir):
+    from backend.store.run_dir import read_json
+    from backend.store.schema import METHODS_EVAL
+
+    report = read_json(dashboard_data_dir / "runs" / RUN, METHODS_EVAL)
+    at = app("methods", run=RUN)  # the support CDFs: one chart per support mode, and the results table alone
+    assert len(at.get("plotly_chart")) == len(report["modes"]) and len(at.dataframe) == 1
+    at = app("methods", run=RUN, methods_tab="Who finds smaller support")
+    assert not at.get("plotly_chart") and len(at.dataframe) == 1 + len(report["modes"])
+    mode = report["modes"][0]
+    pairs = at.dataframe[1].value
+    names = list(report["smaller_support"][mode])
+    assert pairs.loc[names[0], names[1]] == report["smaller_support"][mode][names[0]][names[1]]
+
+
 def test_the_methods_page_of_a_run_without_scores_says_which_commands_fill_it(app):
     at = app("methods", run="no-datamodels")
     assert not at.error and "no attribution scores" in at.info[0].value
