@@ -108,12 +108,15 @@ with left:
         st.caption(f"Not computed (eval ran with --no-complexity); rerun `{components.hide_paths(quality.eval_command(run))}`.")
     else:
         curve = quality.complexity_curve(metrics)
-        x = axis("n_models", "models used to fit", scale={"type": "log"},
-                 axis={"values": [int(n) for n in curve["n_models"]], "format": ","})
+        counts = [int(n) for n in curve["n_models"]]
+        x = axis("n_models", "models used to fit", scale={"type": "log", "domain": [counts[0] / 1.2, counts[-1] * 1.2]},
+                 axis={"values": counts, "format": ","})
+        y = {"scale": {"zero": False}, "title": "test LDS (mean; band: quartiles)"}
         chart(pd.DataFrame({k: curve[k] for k in ("n_models", "mean", "q25", "q75")}), {"layer": [
-            {"mark": {"type": "area", "opacity": 0.2}, "encoding": {"x": x, "y": axis("q25", "test LDS"), "y2": {"field": "q75"}}},
+            {"mark": {"type": "area", "opacity": 0.2},
+             "encoding": {"x": x, "y": {"field": "q25", "type": "quantitative", **y}, "y2": {"field": "q75"}}},
             {"mark": {"type": "line", "point": True, "tooltip": True},
-             "encoding": {"x": x, "y": axis("mean", "test LDS (mean; band: quartiles)")}},
+             "encoding": {"x": x, "y": {"field": "mean", "type": "quantitative", **y}}},
         ]}, key="sample-complexity")
         st.caption(metrics["sample_complexity"].get("targets", "") + "".join(
             f" · {n} models: skipped ({reason.split(':')[0]})" for n, reason in curve["skipped"]))
