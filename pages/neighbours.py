@@ -56,18 +56,23 @@ def ranked_images() -> None:
     if methods and column >= run.n_train:
         st.subheader("Top positive scores by attribution method",
                      help="Training images each method says most raise the target's margin (the Methods page compares them)")
-        default = "datamodels" if "datamodels" in methods else methods[0]
-        picked = st.selectbox("Method", methods, key="method", **components.url_choice("method", "method", methods, default))
-        scores = {name: np.asarray(read_row(store.read_scores(run, name), column - run.n_train)) for name in methods}
-        top = top_weights(scores[picked], k)[0]
-        components.image_grid(run, top, [f"s {scores[picked][j]:+.4f}" for j in top], key=f"method-{picked}")
-        if len(methods) > 1:
-            with st.expander("Side by side: every method's top images", expanded=False):
+        one, every = components.lazy_tabs(["One method", "Every method side by side"], key="methods_view")
+        if one.open:
+            with one:
+                default = "datamodels" if "datamodels" in methods else methods[0]
+                picked = st.selectbox("Method", methods, key="method",
+                                      **components.url_choice("method", "method", methods, default))
+                scores = np.asarray(read_row(store.read_scores(run, picked), column - run.n_train))
+                top = top_weights(scores, k)[0]
+                components.image_grid(run, top, [f"s {scores[j]:+.4f}" for j in top], key=f"method-{picked}")
+        if every.open:
+            with every:
                 for slot, name in zip(st.columns(len(methods)), methods):
                     with slot:
                         st.markdown(f"**{name}**")
-                        best = top_weights(scores[name], k)[0]
-                        components.image_grid(run, best, [f"s {scores[name][j]:+.4f}" for j in best], key=f"side-{name}",
+                        scores = np.asarray(read_row(store.read_scores(run, name), column - run.n_train))
+                        best = top_weights(scores, k)[0]
+                        components.image_grid(run, best, [f"s {scores[j]:+.4f}" for j in best], key=f"side-{name}",
                                               n_cols=2)
     elif methods:
         st.caption("Attribution methods score test targets only: pick a test target to compare them.")

@@ -69,8 +69,11 @@ def test_the_neighbours_method_picker_follows_the_url_and_shows_each_methods_top
     picker.set_value("fixture-permuted").run()
     assert at.query_params["method"] in ("fixture-permuted", ["fixture-permuted"])
     assert captions(at, "method-fixture-permuted") == expected["fixture-permuted"]
-    assert captions(at, "side-datamodels") == expected["datamodels"]  # side by side: both, whatever is picked
+    assert not captions(at, "side-datamodels")  # only the open tab is drawn
+    at = app("neighbours", run=RUN, target="test:3", methods_view="Every method side by side")
+    assert captions(at, "side-datamodels") == expected["datamodels"]  # side by side: every method
     assert captions(at, "side-fixture-permuted") == expected["fixture-permuted"]
+    assert not captions(at, "method-datamodels")
 
 
 def test_a_method_not_in_the_run_falls_back_to_datamodels_with_a_warning(app):
