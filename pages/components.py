@@ -269,8 +269,12 @@ def current_target(run: Run) -> int:
 
 
 def open_target(page: str, run: Run, name: str) -> None:
-    """Ask the shell to show target `name` on another page (st.switch_page does nothing inside a callback)."""
-    st.session_state["open_request"] = (page, {"run": run.name, "target": name})
+    """Ask the shell to show target `name` on another page (st.switch_page does nothing inside a callback).
+
+    The other parameters of this view go along, as the sidebar links keep them: st.switch_page sends the new
+    page's URL while the browser still shows this page, and the browser records that URL as one more entry of
+    this page, the one the back button returns to. With this view's parameters it still shows this view."""
+    st.session_state["open_request"] = (page, {**st.query_params.to_dict(), "run": run.name, "target": name})
 
 
 def follow_open_request() -> None:
@@ -356,9 +360,26 @@ def no_predictions_note(run: Run) -> None:
 
 
 def lazy_tabs(labels: list[str], key: str) -> list:
-    """st.tabs of which only the open one runs: the open tab's label is the URL's `key` (a link or the back
-    button reopens it), and each tab's `.open` says whether to draw it. (Plain st.tabs run every tab.)"""
-    return st.tabs(labels, key=key, bind="query-params")
+    """st.tabs of which only the open one runs: the open tab's label is the URL's `key` (absent for the first
+    tab; a link or the back button reopens it), and each tab's `.open` says whether to draw it. (Plain st.tabs
+    run every tab.)
+
+    Not bind="query-params": st.switch_page cannot carry a bound parameter, so the entry it leaves in the
+    browser's history (open_target) would reopen the first tab. The URL's label is the tabs' default instead,
+    which is part of their element id: a new label, from a click or the back button, draws new tabs open on it."""
+    wanted = st.query_params.get(key, labels[0])
+    if wanted not in labels:
+        st.warning(f"{key} {plain(wanted)} is not one of {', '.join(labels)}; showing {labels[0]}")
+        st.query_params.pop(key)
+        wanted = labels[0]
+    return st.tabs(labels, default=wanted, key=key, on_change=_tab_to_url, args=(key, labels[0]))
+
+
+def _tab_to_url(key: str, first: str) -> None:
+    if st.session_state[key] == first:
+        st.query_params.pop(key, None)
+    else:
+        st.query_params[key] = st.session_state[key]
 
 
 def hard_targets(run: Run, start: int, stop: int, k: int, key: str, page: str | None = None) -> None:

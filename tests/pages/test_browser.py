@@ -201,6 +201,10 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     sidebar = page.get_by_test_id("stSidebar")
     expect(sidebar.get_by_role("link", name="Quality")).to_be_visible()
     expect(sidebar.get_by_role("link", name="components")).to_have_count(0)
+    # Both ends of the datamodel side by side, on one 1400 x 900 screen without scrolling.
+    for key in ("positive", "negative"):
+        expect(grid(page, key)).to_be_in_viewport()
+    assert grid(page, "positive").bounding_box()["y"] == grid(page, "negative").bounding_box()["y"]
     screenshot(page, "neighbours")
 
     # Clicking an image opens it: the image, not a button under it, is the click target.
@@ -232,6 +236,9 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     page.go_back()
     expect(heading(page, "Neighbours of test:3")).to_be_visible()
     settle(page)
+    expect(grid(page, "pick-unstable")).to_be_visible()  # the back button kept the picker's tabs open
+    query = parse_qs(urlparse(page.url).query)
+    assert query["pick"] == ["Mistakes · Hardest · Most unstable"] and query["pick_list"] == ["Most unstable"]
 
     # The weight profile's first bar is the largest positive weight, the first image of the positive grid.
     top = tile_names(grid(page, "positive"))[0]
@@ -330,10 +337,21 @@ def test_structure_pages_in_a_real_browser(server, page):
     name = click_tile(page, grid(page, "train-bottom"), 0)
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     settle(page)
-    page.go_back()
+    page.go_back()  # back from another page: the tab is still open (lazy_tabs, open_target)
     expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
     settle(page)
+    expect(grid(page, "train-top")).to_be_visible()
+    expect(page.get_by_role("tab", name="Training targets")).to_have_attribute("aria-selected", "true")
+    assert parse_qs(urlparse(page.url).query)["pca_tab"] == ["Training targets"]
     page.get_by_role("tab", name="Test targets").click()
+    expect(grid(page, "test-top")).to_be_visible()
+    settle(page)
+    assert "pca_tab" not in parse_qs(urlparse(page.url).query)  # (the first tab: no parameter)
+    page.go_back()  # and back within the page reopens the tab before
+    expect(grid(page, "train-top")).to_be_visible()
+    settle(page)
+    page.go_forward()
+    expect(grid(page, "test-top")).to_be_visible()
     settle(page)
 
     # The component is in the URL: the back button restores it.
