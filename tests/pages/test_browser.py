@@ -370,6 +370,12 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
     settle(page)
     assert "pc=2" in page.url  # the sidebar link kept the whole view
+    page.go_back()  # opening a page adds no history entry of its own: back is the page before
+    expect(heading(page, "Test targets projecting most positively onto PC 2")).to_be_visible()
+    settle(page)
+    page.go_forward()
+    expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
+    settle(page)
     for label, option in ((-1, "whole test set (all classes)"), (3, "class 3"), (5, "class 5")):
         page.get_by_test_id("stSelectbox").filter(has_text="Class").click()
         page.get_by_role("option", name=option, exact=True).click()
@@ -401,6 +407,21 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
     assert urlparse(page.url).path == "/neighbours"
     settle(page)
+    # A cluster tab (drawn in a fragment) is in the URL too, and back from another page reopens it.
+    page.go_back()
+    expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
+    settle(page)
+    page.get_by_role("tab", name="Cluster 1", exact=True).click()
+    expect(grid(page, "cluster-1")).to_be_visible()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["cluster"] == ["Cluster 1"]
+    similar = click_tile(page, grid(page, "similar"), 0)
+    expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
+    settle(page)
+    page.go_back()
+    expect(grid(page, "cluster-1")).to_be_visible()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["cluster"] == ["Cluster 1"] and urlparse(page.url).path == "/clusters"
 
 
 def review_state(page) -> tuple[int, int, str]:
