@@ -205,6 +205,11 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     for key in ("positive", "negative"):
         expect(grid(page, key)).to_be_in_viewport()
     assert grid(page, "positive").bounding_box()["y"] == grid(page, "negative").bounding_box()["y"]
+    # No metric is cut off with an ellipsis at this width (Majority prediction was: "1 · 100% of …").
+    cut = page.get_by_test_id("stMetricValue").evaluate_all(
+        "values => values.filter(v => [v, ...v.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth))"
+        ".map(v => v.innerText)")
+    assert cut == []
     screenshot(page, "neighbours")
 
     # Clicking an image opens it: the image, not a button under it, is the click target.
