@@ -49,7 +49,7 @@ def ranked_images() -> None:
     """The grids of top weights and method scores: a change of k reruns them alone (st.fragment), not the page."""
     k = st.slider("Images per grid (k)", min_value=1, max_value=48, value=12, key="k")
     positive, negative = top_weights(row, k)
-    # Side by side, as on the PCA page: both ends of the datamodel on one screen (1400 x 900).
+    # Side by side, as on the PCA page: both ends of the datamodel start on the first 1400 x 900 screen.
     positive_side, negative_side = st.columns(2)
     with positive_side:
         st.subheader("Top positive weights", help="Training images whose inclusion most raises the target's margin")
