@@ -269,8 +269,12 @@ def current_target(run: Run) -> int:
 
 
 def open_target(page: str, run: Run, name: str) -> None:
-    """Ask the shell to show target `name` on another page (st.switch_page does nothing inside a callback)."""
-    st.session_state["open_request"] = (page, {"run": run.name, "target": name})
+    """Ask the shell to show target `name` on another page (st.switch_page does nothing inside a callback).
+
+    The other parameters of this view go along, as the sidebar links keep them: st.switch_page sends the new
+    page's URL while the browser still shows this page, and the browser records that URL as one more entry of
+    this page, the one the back button returns to. With this view's parameters it still shows this view."""
+    st.session_state["open_request"] = (page, {**st.query_params.to_dict(), "run": run.name, "target": name})
 
 
 def follow_open_request() -> None:
@@ -282,24 +286,30 @@ def follow_open_request() -> None:
 
 def url_int(param: str, key: str, options, default: int) -> dict:
     """Keep widget `key` (an int choice among `options`) in the URL's `param`, so a link or the back button
-    restores it: the widget is set from the URL before it is drawn. Returns the widget's on_change kwargs."""
+    restores it: the widget is set from the URL before it is drawn. Returns the widget's on_change kwargs.
+    A URL without `param` keeps it out while the choice is the default (see url_choice)."""
     try:
         wanted = int(st.query_params.get(param, default))
     except ValueError:
         wanted = default
     st.session_state[key] = wanted if wanted in options else default
-    st.query_params[param] = str(st.session_state[key])
+    if param in st.query_params or st.session_state[key] != default:
+        st.query_params[param] = str(st.session_state[key])
     return {"on_change": _widget_to_url, "args": (param, key)}
 
 
 def url_choice(param: str, key: str, options: list[str], default: str) -> dict:
-    """url_int for a text choice among `options`: a URL value not among them falls back to `default` with a warning."""
+    """url_int for a text choice among `options`: a URL value not among them falls back to `default` with a warning.
+
+    A URL without `param` keeps it out while the choice is the default: a new parameter is a new entry in the
+    browser's history, so writing it as the page opens would make the back button return to this page first."""
     wanted = st.query_params.get(param, default)
     if wanted not in options:
         st.warning(f"{param} {plain(wanted)} is not one of {', '.join(options)}; showing {default}")
         wanted = default
     st.session_state[key] = wanted
-    st.query_params[param] = wanted
+    if param in st.query_params or wanted != default:
+        st.query_params[param] = wanted
     return {"on_change": _widget_to_url, "args": (param, key)}
 
 
@@ -356,9 +366,27 @@ def no_predictions_note(run: Run) -> None:
 
 
 def lazy_tabs(labels: list[str], key: str) -> list:
-    """st.tabs of which only the open one runs: the open tab's label is the URL's `key` (a link or the back
-    button reopens it), and each tab's `.open` says whether to draw it. (Plain st.tabs run every tab.)"""
-    return st.tabs(labels, key=key, bind="query-params")
+    """st.tabs of which only the open one runs: the open tab's label is the URL's `key` (absent for the first
+    tab; a link or the back button reopens it), and each tab's `.open` says whether to draw it. (Plain st.tabs
+    run every tab.)
+
+    Not bind="query-params": st.switch_page cannot carry a bound parameter, so the entry it leaves in the
+    browser's history (open_target) would reopen the first tab. The URL's label is the tabs' default instead,
+    which is part of their element id: a new label, from a click or the back button, draws new tabs open on it.
+    A label that is not one of them opens the first tab and leaves the URL, without a warning (as bound tabs
+    do): it is mostly a stale one, such as Clusters' `Cluster 7` kept in the URL after a change of class."""
+    wanted = st.query_params.get(key, labels[0])
+    if wanted not in labels:
+        st.query_params.pop(key)
+        wanted = labels[0]
+    return st.tabs(labels, default=wanted, key=key, on_change=_tab_to_url, args=(key, labels[0]))
+
+
+def _tab_to_url(key: str, first: str) -> None:
+    if st.session_state[key] == first:
+        st.query_params.pop(key, None)
+    else:
+        st.query_params[key] = st.session_state[key]
 
 
 def hard_targets(run: Run, start: int, stop: int, k: int, key: str, page: str | None = None) -> None:

@@ -29,8 +29,10 @@ with right:
     a, b, c = st.columns(3)
     a.metric("Label", components.label_of(run, column))
     predicted = components.majority(run)
-    b.metric("Majority prediction", "—" if predicted is None else
-             f"{run.class_names[int(predicted[0][column])]} · {predicted[1][column]:.0%} of models",
+    # The class is the value and its share the (grey, arrowless) delta: both in the value were cut at 1400 px.
+    b.metric("Majority prediction", "—" if predicted is None else run.class_names[int(predicted[0][column])],
+             delta=None if predicted is None else f"{predicted[1][column]:.0%} of models", delta_color="off",
+             delta_arrow="off",
              help=None if predicted is None else "The class most models predict, and the share of models predicting it")
     c.metric("Accuracy over models", f"{accuracy[column]:.1%}")
     a.metric("Mean margin over models", f"{mean_margin[column]:+.3f}")
@@ -47,10 +49,14 @@ def ranked_images() -> None:
     """The grids of top weights and method scores: a change of k reruns them alone (st.fragment), not the page."""
     k = st.slider("Images per grid (k)", min_value=1, max_value=48, value=12, key="k")
     positive, negative = top_weights(row, k)
-    st.subheader("Top positive weights", help="Training images whose inclusion most raises the target's margin")
-    components.image_grid(run, positive, [f"w {row[j]:+.4f}" for j in positive], key="positive")
-    st.subheader("Top negative weights", help="Training images whose inclusion most lowers the target's margin")
-    components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key="negative")
+    # Side by side, as on the PCA page: both ends of the datamodel start on the first 1400 x 900 screen.
+    positive_side, negative_side = st.columns(2)
+    with positive_side:
+        st.subheader("Top positive weights", help="Training images whose inclusion most raises the target's margin")
+        components.image_grid(run, positive, [f"w {row[j]:+.4f}" for j in positive], key="positive", n_cols=3)
+    with negative_side:
+        st.subheader("Top negative weights", help="Training images whose inclusion most lowers the target's margin")
+        components.image_grid(run, negative, [f"w {row[j]:+.4f}" for j in negative], key="negative", n_cols=3)
 
     methods = store.available(run)
     if methods and column >= run.n_train:

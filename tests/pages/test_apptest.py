@@ -164,6 +164,10 @@ def test_neighbours_shows_the_target_and_its_top_weights(app, fitted):
     assert metrics["Label"] == fitted.class_names[fitted.labels[column]]
     assert metrics["Mean margin over models"] == f"{np.asarray(fitted.margins)[:, column].mean():+.3f}"
     assert metrics["Nonzero weights"] == f"{np.count_nonzero(weights)} / {fitted.n_train}"
+    counts = np.load(fitted.dir / "target_predictions.npy")[column]  # models predicting each class
+    majority = next(m for m in at.metric if m.label == "Majority prediction")
+    assert majority.value == fitted.class_names[counts.argmax()]
+    assert majority.delta == f"{counts.max() / counts.sum():.0%} of models"
     assert len(plotly_charts(at)) == 1  # the weight profile
     at.slider(key="k").set_value(3).run()
     assert grid(at, "positive") == [f"train:{j}" for j in positive[:3]]

@@ -201,6 +201,15 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     sidebar = page.get_by_test_id("stSidebar")
     expect(sidebar.get_by_role("link", name="Quality")).to_be_visible()
     expect(sidebar.get_by_role("link", name="components")).to_have_count(0)
+    # Both ends of the datamodel side by side, on one 1400 x 900 screen without scrolling.
+    for key in ("positive", "negative"):
+        expect(grid(page, key)).to_be_in_viewport()
+    assert grid(page, "positive").bounding_box()["y"] == grid(page, "negative").bounding_box()["y"]
+    # No metric is cut off with an ellipsis at this width (Majority prediction was: "1 · 100% of …").
+    cut = page.get_by_test_id("stMetricValue").evaluate_all(
+        "values => values.filter(v => [v, ...v.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth))"
+        ".map(v => v.innerText)")
+    assert cut == []
     screenshot(page, "neighbours")
 
     # Clicking an image opens it: the image, not a button under it, is the click target.
@@ -232,6 +241,9 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     page.go_back()
     expect(heading(page, "Neighbours of test:3")).to_be_visible()
     settle(page)
+    expect(grid(page, "pick-unstable")).to_be_visible()  # the back button kept the picker's tabs open
+    query = parse_qs(urlparse(page.url).query)
+    assert query["pick"] == ["Mistakes · Hardest · Most unstable"] and query["pick_list"] == ["Most unstable"]
 
     # The weight profile's first bar is the largest positive weight, the first image of the positive grid.
     top = tile_names(grid(page, "positive"))[0]
@@ -331,10 +343,21 @@ def test_structure_pages_in_a_real_browser(server, page):
     name = click_tile(page, grid(page, "train-bottom"), 0)
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     settle(page)
-    page.go_back()
+    page.go_back()  # back from another page: the tab is still open (lazy_tabs, open_target)
     expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
     settle(page)
+    expect(grid(page, "train-top")).to_be_visible()
+    expect(page.get_by_role("tab", name="Training targets")).to_have_attribute("aria-selected", "true")
+    assert parse_qs(urlparse(page.url).query)["pca_tab"] == ["Training targets"]
     page.get_by_role("tab", name="Test targets").click()
+    expect(grid(page, "test-top")).to_be_visible()
+    settle(page)
+    assert "pca_tab" not in parse_qs(urlparse(page.url).query)  # (the first tab: no parameter)
+    page.go_back()  # and back within the page reopens the tab before
+    expect(grid(page, "train-top")).to_be_visible()
+    settle(page)
+    page.go_forward()
+    expect(grid(page, "test-top")).to_be_visible()
     settle(page)
 
     # The component is in the URL: the back button restores it.
@@ -353,6 +376,12 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
     settle(page)
     assert "pc=2" in page.url  # the sidebar link kept the whole view
+    page.go_back()  # opening a page adds no history entry of its own: back is the page before
+    expect(heading(page, "Test targets projecting most positively onto PC 2")).to_be_visible()
+    settle(page)
+    page.go_forward()
+    expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
+    settle(page)
     for label, option in ((-1, "whole test set (all classes)"), (3, "class 3"), (5, "class 5")):
         page.get_by_test_id("stSelectbox").filter(has_text="Class").click()
         page.get_by_role("option", name=option, exact=True).click()
@@ -384,6 +413,21 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
     assert urlparse(page.url).path == "/neighbours"
     settle(page)
+    # A cluster tab (drawn in a fragment) is in the URL too, and back from another page reopens it.
+    page.go_back()
+    expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
+    settle(page)
+    page.get_by_role("tab", name="Cluster 1", exact=True).click()
+    expect(grid(page, "cluster-1")).to_be_visible()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["cluster"] == ["Cluster 1"]
+    similar = click_tile(page, grid(page, "similar"), 0)
+    expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
+    settle(page)
+    page.go_back()
+    expect(grid(page, "cluster-1")).to_be_visible()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["cluster"] == ["Cluster 1"] and urlparse(page.url).path == "/clusters"
 
 
 def review_state(page) -> tuple[int, int, str]:

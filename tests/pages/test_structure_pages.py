@@ -61,6 +61,17 @@ def test_pca_page_shows_chart_and_grids_for_first_and_last_component(app, data_d
     assert f"Test targets projecting most positively onto PC {last}" in [s.value for s in at.subheader]
 
 
+def test_pca_tab_comes_from_the_url_and_an_unknown_one_leaves_it(app):
+    at = app("pca", pca_tab="Training targets")  # a link (or the back button) opens the tab it names
+    no_errors(at)
+    assert "Train targets projecting most negatively onto PC 0" in [s.value for s in at.subheader]
+    assert at.query_params["pca_tab"] == "Training targets"
+    at = app("pca", pca_tab="Cluster 7")  # (a stale label: the first tab opens)
+    no_errors(at)
+    assert "Test targets projecting most positively onto PC 0" in [s.value for s in at.subheader]
+    assert "pca_tab" not in at.query_params
+
+
 def test_pca_grid_buttons_are_the_extreme_test_targets(app, data_dir):
     at = app("pca")
     run = run_of(data_dir)
