@@ -14,7 +14,7 @@ from backend.store.run_dir import Run
 from backend.store.targets import target_name
 from pages import components
 
-N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 200
+N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 100
 CHART_HEIGHT = 320
 
 
