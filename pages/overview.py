@@ -14,7 +14,7 @@ from backend.store.run_dir import Run
 from backend.store.targets import target_name
 from pages import components
 
-N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 100
+N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 200
 CHART_HEIGHT = 320
 
 
@@ -68,58 +68,65 @@ cols[2].metric("Mean train LDS", f"{metrics['lds']['train'].get('mean', float('n
 cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=components.hide_paths(metrics.get("heldout_run", "")))
 
 left, right = st.columns(2)
-with left:
-    st.subheader("Held-out LDS per test target")
-    test_lds = np.asarray(lds[run.n_train:])
-    chart(pd.DataFrame({"LDS": test_lds[np.isfinite(test_lds)]}), {
-        "mark": {"type": "bar", "tooltip": True},
-        "encoding": {"x": axis("LDS", "LDS", bin={"maxbins": 40}), "y": {"aggregate": "count", "title": "test targets"}},
-    }, key="lds-histogram")
-    st.caption(f"{summary['n_undefined']} of {summary['n_targets']} test targets have no LDS "
-               "(a datamodel or the held-out margins are constant)")
-with right:
-    st.subheader("Predicted vs actual margins",
-                 help=f"{N_SCATTER_TARGETS} random test targets × up to {N_SCATTER_MODELS} held-out models")
-    heldout_path = quality.heldout_dir(run, metrics, catalog.data_dir())
-    if heldout_path is None:
-        st.caption(f"The held-out run {components.plain(components.hide_paths(metrics.get('heldout_run', '')))} is gone, "
-                   "so its margins cannot be plotted.")
-    else:
-        heldout = Run(heldout_path)
-        rng = np.random.default_rng(0)
-        targets = np.sort(rng.choice(np.arange(run.n_train, run.n_targets), min(N_SCATTER_TARGETS, run.n_test), replace=False))
-        models = np.sort(rng.choice(len(heldout.masks), min(N_SCATTER_MODELS, len(heldout.masks)), replace=False))
-        predicted = predict(weights, bias, heldout.masks[models], targets)
-        actual = np.asarray(heldout.margins[np.ix_(models, targets)], dtype=np.float64)
-        lo, hi = float(min(predicted.min(), actual.min())), float(max(predicted.max(), actual.max()))
-        xy = {"x": axis("predicted", "predicted margin"), "y": axis("actual", "actual margin")}
-        chart(pd.DataFrame({"predicted": predicted.ravel(), "actual": actual.ravel(),
-                            "target": np.tile([target_name(c, run.n_train) for c in targets], len(models))}), {"layer": [
-            {"mark": {"type": "circle", "size": 14, "opacity": 0.5},
-             "encoding": {**xy, "tooltip": [{"field": "target"}, *xy.values()]}},
-            {"data": {"values": [{"predicted": lo, "actual": lo}, {"predicted": hi, "actual": hi}]},
-             "mark": {"type": "line", "strokeDash": [4, 4], "color": "grey"}, "encoding": xy},
-        ]}, key="predicted-actual")
-
-left, right = st.columns(2)
-with left:
-    st.subheader("Sample complexity", help="Held-out LDS of datamodels fitted on the first 1/8, 1/4, 1/2 and all models")
-    if "sample_complexity" not in metrics:
-        st.caption(f"Not computed (eval ran with --no-complexity); rerun `{components.hide_paths(quality.eval_command(run))}`.")
-    else:
-        curve = quality.complexity_curve(metrics)
-        counts = [int(n) for n in curve["n_models"]]
-        x = axis("n_models", "models used to fit", scale={"type": "log", "domain": [counts[0] / 1.2, counts[-1] * 1.2]},
-                 axis={"values": counts, "format": ","})
-        y = {"scale": {"zero": False}, "title": "test LDS (mean; band: quartiles)"}
-        chart(pd.DataFrame({k: curve[k] for k in ("n_models", "mean", "q25", "q75")}), {"layer": [
-            {"mark": {"type": "area", "opacity": 0.2},
-             "encoding": {"x": x, "y": {"field": "q25", "type": "quantitative", **y}, "y2": {"field": "q75"}}},
-            {"mark": {"type": "line", "point": True, "tooltip": True},
-             "encoding": {"x": x, "y": {"field": "mean", "type": "quantitative", **y}}},
-        ]}, key="sample-complexity")
-        st.caption(metrics["sample_complexity"].get("targets", "") + "".join(
-            f" · {n} models: skipped ({reason.split(':')[0]})" for n, reason in curve["skipped"]))
+with left:  # one chart at a time: each Vega view costs the browser a few hundred ms to build
+    lds_tab, margins_tab, complexity_tab = components.lazy_tabs(
+        ["Held-out LDS", "Predicted vs actual", "Sample complexity"], key="overview_chart")
+if lds_tab.open:
+    with lds_tab:
+        test_lds = np.asarray(lds[run.n_train:])
+        chart(pd.DataFrame({"LDS": test_lds[np.isfinite(test_lds)]}), {
+            "mark": {"type": "bar", "tooltip": True},
+            "encoding": {"x": axis("LDS", "LDS", bin={"maxbins": 40}), "y": {"aggregate": "count", "title": "test targets"}},
+        }, key="lds-histogram")
+        st.caption(f"{summary['n_undefined']} of {summary['n_targets']} test targets have no LDS "
+                   "(a datamodel or the held-out margins are constant)")
+if margins_tab.open:
+    with margins_tab:
+        heldout_path = quality.heldout_dir(run, metrics, catalog.data_dir())
+        if heldout_path is None:
+            st.caption(f"The held-out run {components.plain(components.hide_paths(metrics.get('heldout_run', '')))} is "
+                       "gone, so its margins cannot be plotted.")
+        else:
+            heldout = Run(heldout_path)
+            rng = np.random.default_rng(0)
+            targets = np.sort(rng.choice(np.arange(run.n_train, run.n_targets), min(N_SCATTER_TARGETS, run.n_test),
+                                         replace=False))
+            models = np.sort(rng.choice(len(heldout.masks), min(N_SCATTER_MODELS, len(heldout.masks)), replace=False))
+            predicted = predict(weights, bias, heldout.masks[models], targets)
+            actual = np.asarray(heldout.margins[np.ix_(models, targets)], dtype=np.float64)
+            lo, hi = float(min(predicted.min(), actual.min())), float(max(predicted.max(), actual.max()))
+            xy = {"x": axis("predicted", "predicted margin"), "y": axis("actual", "actual margin")}
+            chart(pd.DataFrame({"predicted": predicted.ravel(), "actual": actual.ravel(),
+                                "target": np.tile([target_name(c, run.n_train) for c in targets], len(models))}),
+                  {"layer": [
+                      {"mark": {"type": "circle", "size": 14, "opacity": 0.5},
+                       "encoding": {**xy, "tooltip": [{"field": "target"}, *xy.values()]}},
+                      {"data": {"values": [{"predicted": lo, "actual": lo}, {"predicted": hi, "actual": hi}]},
+                       "mark": {"type": "line", "strokeDash": [4, 4], "color": "grey"}, "encoding": xy},
+                  ]}, key="predicted-actual")
+            st.caption(f"{len(targets)} random test targets × {len(models)} held-out models; the dashed line is "
+                       "predicted = actual")
+if complexity_tab.open:
+    with complexity_tab:
+        if "sample_complexity" not in metrics:
+            st.caption(f"Not computed (eval ran with --no-complexity); rerun "
+                       f"`{components.hide_paths(quality.eval_command(run))}`.")
+        else:
+            curve = quality.complexity_curve(metrics)
+            counts = [int(n) for n in curve["n_models"]]
+            x = axis("n_models", "models used to fit",
+                     scale={"type": "log", "domain": [counts[0] / 1.2, counts[-1] * 1.2]},
+                     axis={"values": counts, "format": ","})
+            y = {"scale": {"zero": False}, "title": "test LDS (mean; band: quartiles)"}
+            chart(pd.DataFrame({k: curve[k] for k in ("n_models", "mean", "q25", "q75")}), {"layer": [
+                {"mark": {"type": "area", "opacity": 0.2},
+                 "encoding": {"x": x, "y": {"field": "q25", "type": "quantitative", **y}, "y2": {"field": "q75"}}},
+                {"mark": {"type": "line", "point": True, "tooltip": True},
+                 "encoding": {"x": x, "y": {"field": "mean", "type": "quantitative", **y}}},
+            ]}, key="sample-complexity")
+            st.caption("Held-out LDS of datamodels fitted on the first 1/8, 1/4, 1/2 and all models: "
+                       + metrics["sample_complexity"].get("targets", "") + "".join(
+                           f" · {n} models: skipped ({reason.split(':')[0]})" for n, reason in curve["skipped"]))
 with right:
     st.subheader("Table 5: linear predictors compared",
                  help="Ilyas et al. 2022, Table 5: mean over test targets, scored on the same held-out models")

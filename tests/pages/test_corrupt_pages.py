@@ -23,10 +23,12 @@ from tests.pages import test_apptest
 from tests.precompute.test_corrupt_files import READERS, WRITTEN_ONLY, corrupt, nested_spec
 
 RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, shared
-# Every page, and the one view that reads files its default view does not (the whole test set's clustering).
+# Every page, and the views that read files their page's default view does not (the whole test set's
+# clustering; the Overview scatter's held-out run).
 VIEWS = {page: (page, {}) for page in ("overview", "neighbours", "quality", "methods", "pca", "clusters",
                                        "counterfactuals", "review", "leakage_results")}
 VIEWS["clusters-whole"] = ("clusters", {"class": "-1"})
+VIEWS["overview-margins"] = ("overview", {"overview_chart": "Predicted vs actual"})
 # Entries no test run reads, and why.
 UNREAD = {
     schema.HELDOUT.name: "a run directory of its own: its files are the run's entries, read (and corrupted) under heldout/",
