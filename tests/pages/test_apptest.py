@@ -143,6 +143,15 @@ def test_overview_charts_plot_the_stored_lds_and_the_held_out_margins(app, fitte
         assert np.isclose(predicted, point["predicted"]).any()
 
 
+def test_overview_draws_the_sample_complexity_curve(app, eval_variants):
+    at = app(root=eval_variants, run="with-curve", overview_chart="Sample complexity")
+    (curve,) = vega_data(at)
+    assert not at.warning and any("8 models: skipped" in c.value for c in at.caption)
+    metrics = json.loads((eval_variants / "runs" / "with-curve" / "metrics.json").read_text())
+    assert curve["n_models"].tolist() == [15, 30, 60]  # the 8-model point was skipped
+    assert curve["mean"].tolist() == pytest.approx([metrics["lds"]["test"]["mean"]] * 3)
+
+
 @pytest.mark.parametrize("page", ["overview", "quality"])
 def test_before_the_eval_stage_the_pages_show_its_commands(app, eval_variants, page):
     at = app(page, root=eval_variants, run="not-evaluated")
