@@ -33,10 +33,9 @@ PAGES = [
 ]
 
 
-def import_page_modules() -> list[str]:
-    """Import every module the pages import at their top level and return their names. The imports are read
-    from the pages' source: a page is a script, not a module, so importing it would draw it."""
-    imported = []
+def import_page_modules() -> None:
+    """Import every module the pages import at their top level. The imports are read from the pages' source:
+    a page is a script, not a module, so importing it would draw it."""
     for file, _, _ in PAGES:
         for node in ast.parse((ROOT / file).read_text()).body:
             if isinstance(node, ast.Import):
@@ -51,8 +50,6 @@ def import_page_modules() -> list[str]:
                 continue
             for name in names:
                 importlib.import_module(name)
-            imported += names
-    return list(dict.fromkeys(imported))
 
 
 @asynccontextmanager
