@@ -191,6 +191,16 @@ def click_tile(page, chart, i: int) -> str:
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 40)
     return name
 
+
+def open_on_neighbours(page, chart, i: int) -> str:
+    """Click the i-th image of a grid and wait for the Neighbours page it opens; returns the image's name."""
+    from playwright.sync_api import expect
+
+    name = click_tile(page, chart, i)
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    settle(page)
+    return name
+
 def test_walk_the_dataset_in_a_real_browser(server, page):
     from playwright.sync_api import expect
 
@@ -214,10 +224,8 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
 
     # Clicking an image opens it: the image, not a button under it, is the click target.
     positive = grid(page, "positive")
-    name = click_tile(page, positive, 1)
+    name = open_on_neighbours(page, positive, 1)
     assert re.fullmatch(r"train:\d+", name)
-    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
-    settle(page)
     assert target_in(page.url) == name and f"run={RUN}" in page.url
 
     page.go_back()
@@ -235,9 +243,7 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
         assert parse_qs(urlparse(page.url).query).get("pick_list", ["Mistakes"]) == [tab]  # (the default: no param)
         captions = tile_captions(grid(page, key))
         assert captions and all(re.match(r"^test:\d+ \| label \d · pred \d \d+% \| ", c) for c in captions), captions
-    name = click_tile(page, grid(page, "pick-unstable"), 0)
-    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
-    settle(page)
+    open_on_neighbours(page, grid(page, "pick-unstable"), 0)
     page.go_back()
     expect(heading(page, "Neighbours of test:3")).to_be_visible()
     settle(page)
@@ -266,8 +272,7 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     expect(heading(page, "Datamodel quality")).to_be_visible()
     settle(page)
     screenshot(page, "quality")
-    name = click_tile(page, grid(page, "worst"), 0)
-    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    name = open_on_neighbours(page, grid(page, "worst"), 0)
     assert urlparse(page.url).path == "/neighbours" and target_in(page.url) == name
 
 
@@ -340,9 +345,7 @@ def test_structure_pages_in_a_real_browser(server, page):
     page.reload()  # the open tab is in the URL: a reload (or a shared link) reopens it
     expect(grid(page, "train-top")).to_be_visible()
     settle(page)
-    name = click_tile(page, grid(page, "train-bottom"), 0)
-    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
-    settle(page)
+    open_on_neighbours(page, grid(page, "train-bottom"), 0)
     page.go_back()  # back from another page: the tab is still open (lazy_tabs, open_target)
     expect(heading(page, "Principal components of datamodel embeddings")).to_be_visible()
     settle(page)
@@ -409,10 +412,8 @@ def test_structure_pages_in_a_real_browser(server, page):
     settle(page)
     assert name not in tile_names(grid(page, "similar"))
     # ...and one of those opens on the Neighbours page.
-    similar = click_tile(page, grid(page, "similar"), 0)
-    expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
+    open_on_neighbours(page, grid(page, "similar"), 0)
     assert urlparse(page.url).path == "/neighbours"
-    settle(page)
     # A cluster tab (drawn in a fragment) is in the URL too, and back from another page reopens it.
     page.go_back()
     expect(heading(page, "Clusters of datamodel embeddings")).to_be_visible()
@@ -421,9 +422,7 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(grid(page, "cluster-1")).to_be_visible()
     settle(page)
     assert parse_qs(urlparse(page.url).query)["cluster"] == ["Cluster 1"]
-    similar = click_tile(page, grid(page, "similar"), 0)
-    expect(heading(page, f"Neighbours of {similar}")).to_be_visible()
-    settle(page)
+    open_on_neighbours(page, grid(page, "similar"), 0)
     page.go_back()
     expect(grid(page, "cluster-1")).to_be_visible()
     settle(page)
