@@ -117,12 +117,12 @@ if complexity_tab.open:
             x = axis("n_models", "models used to fit",
                      scale={"type": "log", "domain": [counts[0] / 1.2, counts[-1] * 1.2]},
                      axis={"values": counts, "format": ","})
-            y = {"scale": {"zero": False}, "title": "test LDS (mean; band: quartiles)"}
+            title, scale = "test LDS (mean; band: quartiles)", {"zero": False}
             chart(pd.DataFrame({k: curve[k] for k in ("n_models", "mean", "q25", "q75")}), {"layer": [
                 {"mark": {"type": "area", "opacity": 0.2},
-                 "encoding": {"x": x, "y": {"field": "q25", "type": "quantitative", **y}, "y2": {"field": "q75"}}},
+                 "encoding": {"x": x, "y": axis("q25", title, scale=scale), "y2": {"field": "q75"}}},
                 {"mark": {"type": "line", "point": True, "tooltip": True},
-                 "encoding": {"x": x, "y": {"field": "mean", "type": "quantitative", **y}}},
+                 "encoding": {"x": x, "y": axis("mean", title, scale=scale)}},
             ]}, key="sample-complexity")
             st.caption("Held-out LDS of datamodels fitted on the first 1/8, 1/4, 1/2 and all models: "
                        + metrics["sample_complexity"].get("targets", "") + "".join(
