@@ -123,7 +123,8 @@ def add_device_arg(p: argparse.ArgumentParser, help: str = "auto uses CUDA when 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     from backend.datasets import dataset_spec_help
     p.add_argument("--dataset", default="digits", help=f"which dataset: {dataset_spec_help()} (default: digits)")
-    p.add_argument("--data-dir", type=Path, default=None, help="where cifar10 lives (default data/cifar10)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where cifar10 or fashion-mnist lives (default data/cifar10; "
+                   "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (checksum-verified) if it is not in --data-dir")
 
 

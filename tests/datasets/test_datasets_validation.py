@@ -53,13 +53,13 @@ def test_bad_dataset(changes, pattern):
 
 @pytest.mark.parametrize("spec", ["mnist", "cifar100", "digits:extra", "", "npzz:x"])
 def test_unknown_dataset_lists_valid_specs(spec):
-    with pytest.raises(DatasetError, match=r"unknown dataset .*: use one of digits, cifar10, npz:PATH, folder:PATH"):
+    with pytest.raises(DatasetError, match=r"unknown dataset .*: use one of digits, cifar10, fashion-mnist, idx:DIR, npz:PATH, folder:PATH"):
         load_dataset(spec)
 
 
-@pytest.mark.parametrize("spec", ["npz:", "folder:"])
+@pytest.mark.parametrize("spec", ["npz:", "folder:", "idx:"])
 def test_spec_without_path(spec):
-    with pytest.raises(DatasetError, match=r"lacks a path: write (npz|folder):PATH"):
+    with pytest.raises(DatasetError, match=r"lacks a path: write (npz|folder|idx):PATH"):
         load_dataset(spec)
 
 
