@@ -334,3 +334,79 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     np.save(out / "weights.npy", weights)
     analyze_leakage(out, device="cpu")
     return root
+
+
+# Two of the real train-test near-duplicates of Fashion-MNIST, (test, train) positions in the official files, each
+# the same product photo twice: near_duplicates(radius=10) over all 60,000 × 10,000 pairs finds them among 25
+# (README, "Datasets"); the second-nearest training images stand 27.9 and 39.3 grey levels away.
+FASHION_MNIST_PAIRS = ((4998, 13360), (7799, 14928))
+FASHION_SLICE = (2000, 500)  # the first training and test images the slice takes, beside the pairs
+
+
+def require_fashion_mnist() -> Path:
+    """Debian's Fashion-MNIST folder. Without dataset-fashion-mnist the test skips, except in CI (CI=true), where
+    .ci/run installs the package and the test must run."""
+    from backend.datasets.fashion_mnist import DEBIAN_DIR
+
+    if not DEBIAN_DIR.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{DEBIAN_DIR} is missing: .ci/run installs dataset-fashion-mnist")
+        pytest.skip(f"no {DEBIAN_DIR}: apt-get install dataset-fashion-mnist (.ci/run does)")
+    return DEBIAN_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_slice(tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
+    """A fixed slice of the real Fashion-MNIST files as an `idx:DIR` dataset (gzipped IDX files and class_names.txt):
+    the first 2,000 training and 500 test images plus both images of each pair in FASHION_MNIST_PAIRS, in file order.
+    Returns (the folder, the pairs as (test, train) positions in the slice)."""
+    import numpy as np
+
+    from backend.datasets import load_dataset
+    from backend.datasets import idx
+    from backend.datasets.fashion_mnist import CLASS_NAMES
+
+    require_fashion_mnist()
+    ds = load_dataset("fashion-mnist")
+    train = np.union1d(np.arange(FASHION_SLICE[0]), [t for _, t in FASHION_MNIST_PAIRS])
+    test = np.union1d(np.arange(FASHION_SLICE[1]), [t for t, _ in FASHION_MNIST_PAIRS])
+    out = tmp_path_factory.mktemp("fashion-mnist-slice")
+    for name, array in ((idx.TRAIN_IMAGES, ds.train_images[train, ..., 0]), (idx.TRAIN_LABELS, ds.train_labels[train]),
+                        (idx.TEST_IMAGES, ds.test_images[test, ..., 0]), (idx.TEST_LABELS, ds.test_labels[test])):
+        idx.write_idx(out / f"{name}.gz", array.astype(np.uint8))
+    (out / idx.CLASS_NAMES_FILE).write_text("".join(f"{name}\n" for name in CLASS_NAMES))
+    pairs = [(int(np.searchsorted(test, a)), int(np.searchsorted(train, b))) for a, b in FASHION_MNIST_PAIRS]
+    return out, pairs
+
+
+@pytest.fixture(scope="session")
+def fashion_slice_data_dir(fashion_mnist_slice, tmp_path_factory) -> Path:
+    """A data directory whose runs/fashion-slice is a run on the Fashion-MNIST slice, analysed for leaks.
+
+    300 α = ½ models of a 32-unit MLP for 10 epochs (enough to memorise a training image, so a duplicate's own
+    weight stands out); test-target datamodels from one multi-target scikit-learn Lasso; the control model
+    (the feature baseline) is trained by analyze_leakage itself. About 20 s of 2 idle cores.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    from backend.leakage.analysis import analyze_leakage
+
+    folder, _ = fashion_mnist_slice
+    root = tmp_path_factory.mktemp("fashion")
+    out = root / "runs" / "fashion-slice"
+    run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300", "--seed", "0",
+            "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32")
+    masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
+    n_train, n_targets = masks.shape[1], margins.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lasso = Lasso(alpha=0.1, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
+    weights = np.zeros((n_targets, n_train), dtype=np.float32)
+    weights[n_train:] = lasso.coef_
+    np.save(out / "weights.npy", weights)
+    analyze_leakage(out, device="cpu")
+    return root
