@@ -71,6 +71,25 @@ def test_bad_shard_and_missing_cifar(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_missing_fashion_mnist_and_a_truncated_idx_file_are_one_line(tmp_path):
+    from backend.datasets.idx import FILES, write_idx
+
+    proc = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "nowhere", "--models", "4",
+                   "--out", tmp_path / "a", check=False)
+    assert_clean_error(proc, "apt-get install dataset-fashion-mnist")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name in FILES:
+        shape = (6, 4, 4) if "images" in name else (6,)
+        write_idx(folder / f"{name}.gz", (np.arange(np.prod(shape)) % 2).astype(np.uint8).reshape(shape))
+    truncated = folder / "t10k-images-idx3-ubyte.gz"
+    truncated.write_bytes(truncated.read_bytes()[:-9])
+    proc = run_cli("train", "--dataset", f"idx:{folder}", "--models", "4", "--out", tmp_path / "b", check=False)
+    assert_clean_error(proc, f"{truncated} is not a complete gzip file")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
 def test_help_explains_every_verb():
     out = run_cli("--help").stdout
     assert "train" in out and "merge" in out

@@ -1,0 +1,33 @@
+"""The dashboard on a run of the real Fashion-MNIST slice: its grey 28×28 images and its class names reach the pages."""
+from __future__ import annotations
+
+import pytest
+
+from backend.leakage.analysis import load_candidates
+from backend.leakage.annotations import ENV_VAR
+from backend.store.catalog import DATA_DIR_ENV
+from backend.store.run_dir import Run
+from tests.conftest import open_app
+
+pytestmark = pytest.mark.slow
+RUN = "fashion-slice"
+
+
+def test_review_shows_each_real_pair_with_its_class_names(fashion_slice_data_dir, fashion_mnist_slice, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setenv(DATA_DIR_ENV, str(fashion_slice_data_dir))
+    (tmp_path / "votes.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'votes.db'}")
+    _, pairs = fashion_mnist_slice
+    labels = dict(zip((t for t, _ in pairs), ("T-shirt/top", "Dress")))  # FASHION_MNIST_PAIRS' classes
+    queue = load_candidates(Run(fashion_slice_data_dir / "runs" / RUN)).queue.tolist()
+    at = open_app({"run": RUN, "annotator": "ann"}, "review")
+    for test in queue[:max(queue.index(t) for t, _ in pairs) + 1]:
+        captions = [image.caption for element in at.get("image") for image in element.proto.imgs]
+        assert any(c.startswith(f"test:{test} · label ") for c in captions), captions
+        if test in labels:
+            # The test image, and its duplicate among the candidates, both named by their class.
+            assert any(c.startswith(f"test:{test} · label {labels[test]} · queue score") for c in captions), captions
+            assert any(c.startswith(f"train:{dict(pairs)[test]} · label {labels[test]} · ") for c in captions), captions
+        at = at.button(key="skip").click().run()
+        assert not at.exception
