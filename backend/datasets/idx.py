@@ -46,7 +46,9 @@ def load(directory: str | Path) -> Dataset:
     names_path = directory / CLASS_NAMES_FILE
     class_names = None
     if names_path.is_file():
-        class_names = tuple(line.strip() for line in names_path.read_text().splitlines() if line.strip())
+        class_names = tuple(line.strip() for line in names_path.read_text(errors="replace").splitlines() if line.strip())
+        if not class_names:
+            raise DatasetError(f"{names_path} names no class: write one class name per line, or delete it for 0..K-1")
     return read_dataset(paths, f"idx:{directory}", class_names)
 
 
@@ -78,7 +80,7 @@ def read_dataset(paths: dict[str, Path], name: str, class_names: tuple[str, ...]
     arrays = {key: read_idx(path, (checksums or {}).get(key)) for key, path in paths.items()}
     for images_key, labels_key in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         images, labels = arrays[images_key], arrays[labels_key]
-        if images.ndim != 3 or images.dtype != np.uint8:
+        if images.ndim != 3 or images.dtype != np.uint8 or 0 in images.shape[1:]:
             raise DatasetError(f"{paths[images_key]} holds {_describe(images)}, expected unsigned bytes of shape (n, height, width): "
                                "it is not an images file; put the images file under this name")
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -94,7 +96,7 @@ def read_dataset(paths: dict[str, Path], name: str, class_names: tuple[str, ...]
         n_classes = 1 + max(int(arrays[key].max(initial=0)) for key in (TRAIN_LABELS, TEST_LABELS))
         class_names = tuple(str(c) for c in range(n_classes))
     for key in (TRAIN_LABELS, TEST_LABELS):
-        bad = arrays[key][arrays[key] >= len(class_names)]
+        bad = arrays[key][(arrays[key] < 0) | (arrays[key] >= len(class_names))]
         if bad.size:
             raise DatasetError(f"{paths[key]} holds label {int(bad[0])}, outside 0..{len(class_names) - 1} "
                                f"({len(class_names)} classes): the file is corrupt or another dataset's; replace it")
@@ -159,6 +161,8 @@ def read_idx(path: str | Path, sha256: str | None = None) -> np.ndarray:
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DatasetError(f"{path} is not a complete gzip file ({exc}): the download is truncated or corrupt; "
                            "download it again, or store it uncompressed without the .gz suffix") from exc
+    except OSError as exc:
+        raise DatasetError(f"{path} cannot be read ({exc.strerror or exc}): make it a readable file") from exc
     if sha256 is not None and digest.hexdigest() != sha256:
         raise DatasetError(f"{path} has contents with SHA-256 {digest.hexdigest()[:16]}…, expected {sha256[:16]}…: "
                            "the file is corrupt or another dataset's; download it again")

@@ -95,6 +95,7 @@ def test_a_raw_file_wins_over_its_gz(tmp_path):
 
 def expect(tmp_path, pattern, gz=False, edit=None, **replace):
     arrays = dict(tiny(), **replace)
+    tmp_path.mkdir(exist_ok=True)
     directory = write_dir(tmp_path / "d", arrays, gz)
     if edit:
         edit(directory)
@@ -245,3 +246,13 @@ def test_any_bytes_read_as_an_array_or_one_dataset_error(tmp_path, contents, gz)
     else:
         assert array.size * array.itemsize + 4 + 4 * array.ndim == len(contents)
         record_count("hypothesis idx file", "read")
+
+
+def test_negative_labels_empty_class_names_and_an_unreadable_file(tmp_path):
+    labels = tiny()[TRAIN_LABELS].astype(np.int16)
+    labels[2] = -1
+    expect(tmp_path / "a", rf"{TRAIN_LABELS} holds label -1, outside 0\.\.2", **{TRAIN_LABELS: labels})
+    expect(tmp_path / "b", r"class_names\.txt names no class: write one class name per line",
+           edit=lambda d: (d / "class_names.txt").write_text("\n \n"))
+    with pytest.raises(DatasetError, match=r"cannot be read \(Is a directory\): make it a readable file"):
+        read_idx(tmp_path)
