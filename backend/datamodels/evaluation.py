@@ -17,7 +17,9 @@ import numpy as np
 from backend.progress import Progress, fraction
 from backend.store import run_dir
 from backend.store.run_dir import Run, RunError
-from backend.store.schema import BIAS, LDS, METRICS, WEIGHTS
+from backend.store.schema import BIAS, LAM, LDS, METRICS, WEIGHTS
+from backend.store.targets import describe_targets
+from backend.datamodels.queries import fitted_targets
 
 BLOCK_BYTES = 256 << 20
 
@@ -213,24 +215,24 @@ def marginal_effects(masks, margins, n_train: int, columns: np.ndarray) -> dict[
         q = (q - limbs[-1]) >> 8
     limbs.append(q)
     correct = (y > 0) & inc
-    train = columns < n_train  # test targets count every model: their n_in is the masks' column sums
-    rhs = np.concatenate([inc[:, train], *limbs, correct], axis=1).astype(np.int8).T  # (k, M)
-    acc = torch.zeros((rhs.shape[0], n_features), dtype=torch.int32)
-    seen = np.zeros(n_features, dtype=np.int64)
+    train = columns < n_train  # test targets count every model: their n_in is the masks' column sums (the ones)
+    rhs = np.concatenate([inc[:, train], np.ones((n_models, 1), dtype=bool), *limbs, correct],
+                         axis=1).astype(np.int8).T  # (k, M)
+    acc = None
     step = max(1, MASK_CHUNK_BYTES // max(1, n_features))
     for r in range(0, n_models, step):
-        x = np.array(masks[r:r + step], dtype=bool)
-        seen += x.sum(axis=0)
-        acc += torch._int_mm(torch.from_numpy(np.ascontiguousarray(rhs[:, r:r + step])),
-                             torch.from_numpy(x.view(np.int8)))
+        x = torch.from_numpy(np.array(masks[r:r + step], dtype=bool).view(np.int8))
+        part = torch._int_mm(torch.from_numpy(np.ascontiguousarray(rhs[:, r:r + step])), x)
+        acc = part if acc is None else acc.add_(part)
     acc = acc.numpy().T.astype(np.float64)  # (F, k)
     k_train, t = int(train.sum()), len(columns)
     n_in = np.empty((n_features, t))
     n_in[:, train] = acc[:, :k_train]
-    n_in[:, ~train] = seen[:, None]
-    fixed = sum(256.0 ** k * acc[:, k_train + k * t:k_train + (k + 1) * t] for k in range(MARGIN_LIMBS))
+    n_in[:, ~train] = acc[:, k_train:k_train + 1]
+    acc = acc[:, k_train + 1:]
+    fixed = sum(256.0 ** k * acc[:, k * t:(k + 1) * t] for k in range(MARGIN_LIMBS))
     sums = {"margin": (scale * fixed, scale * sum(256.0 ** k * limb.sum(axis=0) for k, limb in enumerate(limbs)), mean),
-            "correct": (acc[:, k_train + MARGIN_LIMBS * t:], correct.sum(axis=0).astype(np.float64),
+            "correct": (acc[:, MARGIN_LIMBS * t:], correct.sum(axis=0).astype(np.float64),
                         correct.sum(axis=0) / np.maximum(n, 1))}
     n_out = n - n_in
     out = {}
@@ -376,6 +378,9 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
                  progress: Progress | None = None) -> dict:
     """The `eval` stage: score the run's datamodels on another run's models; write metrics.json and lds.npy.
 
+    Only fitted targets are scored (`fit --targets` may leave some unfitted: NaN λ); metrics.json's
+    "unfitted" names the others, and their lds.npy entries are NaN.
+
     heldout must hold the same dataset and another seed, or its models are not held out. progress counts
     stages ("stage"): LDS, Table 5, then one per sample-complexity fit, each fit reporting within its stage.
     """
@@ -386,14 +391,24 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     if progress:
         progress(0, total, "stage")
     weights, bias = run.array(WEIGHTS), run.array(BIAS)
-    per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
+    fitted = np.flatnonzero(fitted_targets(run.array(LAM)))
+    if not len(fitted):
+        raise RunError(f"{run.dir} has no fitted datamodel (every λ in lam.npy is NaN): fit them with "
+                       f"`python -m precompute fit --run {run.dir}`")
+    per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train, fitted)
     if progress:
         progress(1, total, "stage")
     # Relative to the run, so a copied or moved run still names its own held-out run (quality.heldout_dir).
     metrics = {"heldout_run": os.path.relpath(heldout.dir.resolve(), run.dir.resolve()), "n_fit_models": int(len(run.masks)),
                **summary_report(per_target, len(heldout.masks), run.n_train),
                "table5": table5_report(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins,
-                                       run.n_train)}
+                                       run.n_train, fitted)}
+    if len(fitted) < run.n_targets:  # every number above is over the fitted targets only
+        unfitted = np.setdiff1d(np.arange(run.n_targets), fitted)
+        metrics["unfitted"] = {"n_train": int((unfitted < run.n_train).sum()), "n_test": int((unfitted >= run.n_train).sum()),
+                               "targets": describe_targets(unfitted, run.n_train, run.n_test)}
+    lds_all = np.full(run.n_targets, np.nan, dtype=np.float32)
+    lds_all[fitted] = per_target["spearman"]
     if progress:
         progress(2, total, "stage")
     if complexity:
@@ -402,9 +417,10 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
             return None if within is None else (lambda done, steps, _unit: within(done / steps if steps else 1.0))
         metrics["sample_complexity"] = sample_complexity(
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
+            targets=np.intersect1d(default_complexity_targets(run.n_train, run.n_test), fitted),
             on_fraction=on_fraction, device=resolve_device(device))
     with run_dir.transaction(run.dir, "eval"):  # metrics.json and lds.npy appear together
-        run_dir.write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
+        run_dir.write_array(run.dir, LDS, lds_all)
         run_dir.write_json(run.dir, METRICS, metrics)
     if progress:
         progress(total, total, "stage")
