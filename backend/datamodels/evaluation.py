@@ -200,47 +200,51 @@ def marginal_effects(masks, margins, n_train: int, columns: np.ndarray) -> dict[
     import torch
 
     n_models, n_features = masks.shape
-    y = np.asarray(margins[:, columns], dtype=np.float64)
-    inc = included(masks, columns, n_train)
-    n = inc.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, np.where(inc, y, 0).sum(axis=0) / np.maximum(n, 1), 0.0)
-    centred = np.where(inc, y - mean, 0.0)
-    scale = np.abs(centred).max(axis=0) / FIXED_POINT_MAX
+    t = len(columns)
+    # Targets along rows from here on: (T, M) sides and (T, F) sums need no transposed copies.
+    y = np.ascontiguousarray(np.asarray(margins[:, columns], dtype=np.float64).T)
+    inc = np.ascontiguousarray(included(masks, columns, n_train).T)
+    n = inc.sum(axis=1)
+    mean = np.where(inc, y, 0.0).sum(axis=1) / np.maximum(n, 1)
+    centred = np.where(inc, y - mean[:, None], 0.0)
+    scale = np.abs(centred).max(axis=1) / FIXED_POINT_MAX
     scale[scale == 0] = 1.0
-    q = np.rint(centred / scale).astype(np.int64)
+    q = np.rint(centred / scale[:, None]).astype(np.int32)
     limbs = []  # q = Σ_k 256^k · limbs[k], each limb in [-128, 127]
     for _ in range(MARGIN_LIMBS - 1):
         limbs.append(((q + 128) & 255) - 128)
         q = (q - limbs[-1]) >> 8
     limbs.append(q)
     correct = (y > 0) & inc
-    train = columns < n_train  # test targets count every model: their n_in is the masks' column sums (the ones)
-    rhs = np.concatenate([inc[:, train], np.ones((n_models, 1), dtype=bool), *limbs, correct],
-                         axis=1).astype(np.int8).T  # (k, M)
+    train = columns < n_train  # test targets count every model: their n_in is the masks' column sums (the ones row)
+    k_train = int(train.sum())
+    rhs = np.empty((k_train + 1 + (MARGIN_LIMBS + 1) * t, n_models), dtype=np.int8)
+    rhs[:k_train], rhs[k_train] = inc[train], 1
+    for k, part in enumerate([*limbs, correct]):
+        rhs[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] = part
     acc = None
     step = max(1, MASK_CHUNK_BYTES // max(1, n_features))
     for r in range(0, n_models, step):
         x = torch.from_numpy(np.array(masks[r:r + step], dtype=bool).view(np.int8))
-        part = torch._int_mm(torch.from_numpy(np.ascontiguousarray(rhs[:, r:r + step])), x)
+        part = torch._int_mm(torch.from_numpy(rhs if step >= n_models else np.ascontiguousarray(rhs[:, r:r + step])), x)
         acc = part if acc is None else acc.add_(part)
-    acc = acc.numpy().T.astype(np.float64)  # (F, k)
-    k_train, t = int(train.sum()), len(columns)
-    n_in = np.empty((n_features, t))
-    n_in[:, train] = acc[:, :k_train]
-    n_in[:, ~train] = acc[:, k_train:k_train + 1]
-    acc = acc[:, k_train + 1:]
-    fixed = sum(256.0 ** k * acc[:, k * t:(k + 1) * t] for k in range(MARGIN_LIMBS))
-    sums = {"margin": (scale * fixed, scale * sum(256.0 ** k * limb.sum(axis=0) for k, limb in enumerate(limbs)), mean),
-            "correct": (acc[:, MARGIN_LIMBS * t:], correct.sum(axis=0).astype(np.float64),
-                        correct.sum(axis=0) / np.maximum(n, 1))}
-    n_out = n - n_in
+    acc = acc.numpy()  # (k, F) int32
+    n_in = np.empty((t, n_features))
+    n_in[train], n_in[~train] = acc[:k_train], acc[k_train]
+    rows = [acc[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] for k in range(MARGIN_LIMBS + 1)]
+    fixed = sum(256.0 ** k * rows[k] for k in range(MARGIN_LIMBS))
+    n_correct = correct.sum(axis=1).astype(np.float64)
+    sums = {"margin": (scale[:, None] * fixed, scale * sum(256.0 ** k * limb.sum(axis=1) for k, limb in enumerate(limbs)),
+                       mean),
+            "correct": (rows[-1].astype(np.float64), n_correct, n_correct / np.maximum(n, 1))}
+    n_out = n[:, None] - n_in
+    valid = (n_in > 0) & (n_out > 0)
     out = {}
     for outcome, (sum_in, total, y_mean) in sums.items():
         with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where((n_in > 0) & (n_out > 0), sum_in / n_in - (total - sum_in) / n_out, 0.0)
-            b = np.where(n > 0, y_mean - (n_in / np.maximum(n, 1) * w).sum(axis=0), 0.0)
-        out[outcome] = (w.T, b)
+            w = np.where(valid, sum_in / n_in - (total[:, None] - sum_in) / n_out, 0.0)
+        b = np.where(n > 0, y_mean - (n_in * w).sum(axis=1) / np.maximum(n, 1), 0.0)
+        out[outcome] = (w, b)
     return out
 
 

@@ -468,16 +468,19 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     summary.update(weights_dtype=dtype, resumed_blocks=out.n_blocks - len(missing), config=identity,
                    targets="all" if fitted.all() else np.flatnonzero(fitted).tolist(), n_targets=int(fitted.sum()),
                    fitted_now=len(todo), kept_targets=int(kept.sum()),
-                   unvalidated_targets=sorted(previous.get("unvalidated_targets", []) + summary["unvalidated_targets"]))
+                   unvalidated_targets=sorted(previous.get("unvalidated_targets", []) +
+                                              todo[summary["unvalidated_targets"]].tolist()))
     whole = len(todo) == n_targets  # every target in column order: the staged files are the run's files
-    files = ({key: out._file(key) for key in ("weights", "bias", "lam")} if whole else
-             _merge_into_run(run, out, todo, kept, dtype))
+    merged = None if whole else _merge_into_run(run, out, todo, kept, dtype)
     by_train = out.folder / WEIGHTS_BY_TRAIN.name
-    write_transposed(np.load(files["weights"], mmap_mode="r"), n_train, n_targets, by_train,
-                     max(1, memory // (16 * n_train)))
+    write_transposed(out.view("weights") if whole else np.load(merged["weights"], mmap_mode="r"), n_train,
+                     n_targets, by_train, max(1, memory // (16 * n_train)))
     with transaction(run.dir, "fit"):
-        for key, artifact in (("weights", WEIGHTS), ("bias", BIAS), ("lam", LAM)):
-            adopt(artifact.path(run.dir), files[key])
+        if whole:
+            out.commit({"weights": (WEIGHTS, {}), "bias": (BIAS, {}), "lam": (LAM, {})})
+        else:
+            for key, artifact in (("weights", WEIGHTS), ("bias", BIAS), ("lam", LAM)):
+                adopt(artifact.path(run.dir), merged[key])
         adopt(WEIGHTS_BY_TRAIN.path(run.dir), by_train)
         write_json(run.dir, FIT, summary)
     out.discard()
