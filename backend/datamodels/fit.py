@@ -33,6 +33,8 @@ MIN_FIT_MODELS = 10
 # Memory budget of a fit (`fit --memory`), and what the interpreter, numpy and torch hold before it starts.
 DEFAULT_MEMORY = 2 << 30
 BASE_BYTES = 400 << 20
+# Staged rows copied at a time into a partial fit's full-size weights (fit --targets): within the fit's budget.
+MERGE_BYTES = 32 << 20
 
 
 class DatamodelError(ValueError):
@@ -387,7 +389,7 @@ def _merge_into_run(run, out, todo: np.ndarray, kept: np.ndarray, dtype: str) ->
         np.lib.format.open_memmap(merged["weights"], mode="w+", dtype=np.dtype(dtype), shape=(n_targets, n_train)).flush()
         vectors = {key: np.full(n_targets, np.nan, dtype=np.float32) for key in ("bias", "lam")}
     staged = out.view("weights")
-    step = max(1, CHUNK_BYTES // (4 * n_train))
+    step = max(1, MERGE_BYTES // (4 * n_train))
     for lo in range(0, len(todo), step):
         write_rows(merged["weights"], todo[lo:lo + step], read_rows(staged, np.arange(lo, min(lo + step, len(todo)))))
     for key, vector in vectors.items():
@@ -454,6 +456,7 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
         fitter = _Fitter(masks, margins, n_train, device=device, step=step, **settings)
         for block in missing:  # in order, so every block before this one is on disk
             out.write(block, **fitter.fit(todo[out.rows(block)], prior_ratios(out, block)))
+        del fitter  # its row sets: the merge and the transpose below need none of them
     else:
         from backend.cluster.fit import fit_on_ray
         fit_on_ray(out, run.dir, todo, missing, settings, step, n_lambdas + 1, **ray)
