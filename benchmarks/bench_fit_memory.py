@@ -1,7 +1,7 @@
 """The fit's peak RSS does not grow with the number of targets: two fits that differ only in it.
 
 Run: .venv/bin/python benchmarks/bench_fit_memory.py [--out /tmp/bench_fit_memory] [--models 300] [--n-train 1000]
-                                                     [--n-test 2000 8000] [--block-targets 500]
+                                                     [--n-test 2000 8000] [--block-targets 500] [--targets all|test]
 
 It builds (once per size; kept in --out) synthetic runs of random α = 0.5 masks whose margins are a sparse
 linear function of them plus noise, with the same models and training set and only the number of test
@@ -51,17 +51,19 @@ def build(out: Path, n_models: int, n_train: int, n_test: int, seed: int = 0) ->
         "alpha": 0.5, "seed": seed, "arch": "mlp", "hparams": {}, "n_models": n_models, "format_version": 1})
 
 
-def measure(run_dir: Path, block_targets: int) -> None:
+def measure(run_dir: Path, block_targets: int, targets: str) -> None:
     """The measured part, in its own process: one JSON line with the fit's peak RSS."""
     import torch
 
     from backend.datamodels.fit import DEFAULT_MEMORY, fit_run, memory_model
     from backend.store.run_dir import Run
+    from backend.store.targets import select_targets
 
     torch.set_num_threads(2)
     run = Run(run_dir)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
-    summary = fit_run(run, n_lambdas=3, max_iter=50, device="cpu", block_targets=block_targets)
+    summary = fit_run(run, n_lambdas=3, max_iter=50, device="cpu", block_targets=block_targets,
+                      targets=select_targets(targets, run.n_train, run.n_test))
     fixed, per_target, _ = memory_model(len(run.masks), run.n_train, DEFAULT_MEMORY)
     print(json.dumps({"n_targets": summary["n_targets"], "rss_before_fit": before,
                       "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10,
@@ -76,16 +78,19 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, nargs=2, default=[2000, 14000])
     p.add_argument("--block-targets", type=int, default=500)
+    p.add_argument("--targets", default="all", help="fit --targets: all, or test (the rest unfitted: the merge into "
+                   "full-size files is measured too)")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        measure(args.measure, args.block_targets)
+        measure(args.measure, args.block_targets, args.targets)
         return
     results = []
     for n_test in args.n_test:
         run = args.out / f"m{args.models}-f{args.n_train}-t{n_test}"
         build(run, args.models, args.n_train, n_test)
-        done = subprocess.run([sys.executable, __file__, "--measure", str(run), "--block-targets", str(args.block_targets)],
+        done = subprocess.run([sys.executable, __file__, "--measure", str(run), "--block-targets", str(args.block_targets),
+                               "--targets", args.targets],
                               check=True, capture_output=True, text=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     mib = 1 << 20

@@ -54,8 +54,11 @@ def create(out: Path, scale: float, seed: int = 0) -> None:
     init_run(out, manifest, labels, images)
 
 
-def write_shards(out: Path, lo: int, hi: int, scale: float) -> None:
-    """Shards of models [lo, hi): masks of α = 0.5, margins = 1 + Σ of each target's 10 effects + noise."""
+def write_shards(out: Path, lo: int, hi: int, scale: float, first_seed: int = 1000) -> None:
+    """Shards of models [lo, hi): masks of α = 0.5, margins = 1 + Σ of each target's 10 effects + noise.
+
+    A shard starting at model s draws from seed first_seed + s: another first_seed gives other models.
+    """
     from backend.store.run_dir import write_shard
 
     n_train, n_test = sizes(scale)
@@ -64,7 +67,7 @@ def write_shards(out: Path, lo: int, hi: int, scale: float) -> None:
     weight = effects.normal(0, 0.3, size=(n_train + n_test, SIGNAL)).astype(np.float32)
     for start in range(lo, hi, SHARD_MODELS):
         end = min(start + SHARD_MODELS, hi)
-        rng = np.random.default_rng(1000 + start)
+        rng = np.random.default_rng(first_seed + start)
         masks = rng.random((end - start, n_train)) < 0.5
         margins = np.ones((end - start, n_train + n_test), dtype=np.float32)
         for j in range(SIGNAL):

@@ -31,10 +31,10 @@ from backend.training import target_stats
 
 from backend.datasets import thumbnails
 from backend.store.rows import read_row
-from backend.datamodels.queries import class_members
+from backend.datamodels.queries import class_members, fitted_targets
 from backend.store.run_dir import Run, RunError
 from backend.store.schema import BIAS, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHTS
-from backend.store.targets import TargetError, target_column, target_name
+from backend.store.targets import TargetError, describe_targets, target_column, target_name
 
 THUMB = 96
 CAPTION_PX = 52  # three 11-px caption lines under each thumbnail
@@ -235,6 +235,27 @@ def require_datamodels(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise RunError(f"run {run.name} has no datamodels yet ({artifact.path(run.dir)} is missing): "
                            f"fit them with `{artifact.command(run.dir)}`")
     return run.array(WEIGHTS), run.array(BIAS), run.array(LAM)
+
+
+def unfitted_note(run: Run, lam: np.ndarray) -> None:
+    """An st.info naming the targets `fit --targets` left without a datamodel, and the command that fits them."""
+    missing = np.flatnonzero(~fitted_targets(lam))
+    if len(missing):
+        spec = describe_targets(missing, run.n_train, run.n_test)
+        st.info(f"{len(missing):,} of the run's {run.n_targets:,} targets have no datamodel yet "
+                f"({spec if len(spec) <= 80 else spec[:80].rsplit(',', 1)[0] + ', …'}); the numbers here are over the "
+                f"fitted targets. `python -m precompute fit --run {hide_paths(run.dir)}` with the first fit's settings "
+                "fits them and keeps the others.")
+
+
+def require_fitted(run: Run, lam: np.ndarray, column: int) -> None:
+    """Stop the page with an st.info when target `column` has no datamodel, naming the command that fits it."""
+    if not fitted_targets(lam[column:column + 1])[0]:
+        name = target_name(column, run.n_train)
+        st.info(f"{name} has no datamodel yet: the run's fit left it out (`fit --targets`). Fit it with "
+                f"`python -m precompute fit --run {hide_paths(run.dir)} --targets {name}` (the first fit's settings "
+                "keep the fitted targets as they are).")
+        st.stop()
 
 
 @st.cache_data(max_entries=8, show_spinner="Summarising margins per target…")

@@ -34,7 +34,7 @@ def request(flag: str) -> None:
 
 
 run = components.current_run()
-weights, _, _ = components.require_datamodels(run)
+weights, _, lam = components.require_datamodels(run)
 column = components.current_target(run)
 name = target_name(column, run.n_train)
 row = read_row(weights, column)
@@ -43,6 +43,7 @@ train_labels = np.asarray(run.labels[:run.n_train])
 st.title(f"Counterfactuals for {name}")
 with st.expander("Choose a target", expanded=False):
     components.target_picker(run, column)
+components.require_fitted(run, lam, column)
 
 if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
     st.info(f"Predictions are measured against control models trained on the full training set; run {run.name} "

@@ -6,7 +6,7 @@ import streamlit as st
 from backend.attribution import store
 from backend.datasets import thumbnails
 from backend.store.rows import read_row
-from backend.datamodels.queries import sparsity, top_weights, weight_profile
+from backend.datamodels.queries import fitted_targets, sparsity, top_weights, weight_profile
 from backend.store.targets import target_name
 from pages import components
 
@@ -21,7 +21,7 @@ with st.expander("Choose a target", expanded=False):
     components.target_picker(run, column)
 
 row = read_row(weights, column)
-fitted = bool(np.isfinite(bias[column]))
+fitted = bool(fitted_targets(lam)[column])
 left, right = st.columns([1, 3])
 left.image(thumbnails.upscale(read_row(run.images, column), 224), caption=" · ".join(
     f for f in (name, f"label {components.label_of(run, column)}", components.predicted_text(run, column)) if f))
@@ -39,9 +39,7 @@ with right:
     b.metric("Datamodel bias", f"{bias[column]:+.3f}" if fitted else "—")
     c.metric("Nonzero weights", f"{sparsity(row)} / {run.n_train}")
     a.metric("LASSO λ", f"{lam[column]:.2e}" if fitted else "—")
-if not fitted:
-    st.info(f"{name} has no datamodel: the fit did not cover this target (fit.json lists the targets it fitted).")
-    st.stop()
+components.require_fitted(run, lam, column)
 
 
 @components.fragment

@@ -44,7 +44,7 @@ with st.expander("Manifest"):
     st.json(manifest)
 
 st.header("Datamodels on held-out models")
-weights, bias, _ = components.require_datamodels(run)
+weights, bias, lam = components.require_datamodels(run)
 metrics = quality.read_metrics(run)
 lds = quality.stored_lds(run)
 if metrics is None or lds is None:
@@ -57,6 +57,7 @@ if metrics is None or lds is None:
     st.stop()
 if quality.is_stale(run):
     st.warning(f"The datamodels were refitted after this evaluation; rerun `{components.hide_paths(quality.eval_command(run))}`.")
+components.unfitted_note(run, lam)
 
 summary = metrics["lds"]["test"]
 cols = st.columns(4)

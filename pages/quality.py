@@ -11,7 +11,7 @@ from pages import components
 NEIGHBOURS = "pages/neighbours.py"
 
 run = components.current_run()
-components.require_datamodels(run)
+_, _, lam = components.require_datamodels(run)
 st.title("Datamodel quality")
 lds = quality.stored_lds(run)
 if lds is None:
@@ -20,6 +20,7 @@ if lds is None:
     st.stop()
 if quality.is_stale(run):
     st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{components.hide_paths(quality.eval_command(run))}`.")
+components.unfitted_note(run, lam)
 mean_margin, accuracy = components.margin_summary(run)
 
 split = st.radio("Targets", ["test", "train"], horizontal=True, key="quality_split")

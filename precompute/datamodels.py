@@ -11,22 +11,31 @@ from .args import (TqdmProgress, add_device_arg, add_force_arg, add_ray_args, ad
 
 
 def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: float, dtype: str = "float32",
-            memory: int | None = None, block_targets: int | None = None, ray: dict | None = None) -> dict:
+            memory: int | None = None, block_targets: int | None = None, ray: dict | None = None,
+            targets: str = "all") -> dict:
     from backend.datamodels.fit import DEFAULT_MEMORY, fit_run as fit
     from backend.store.run_dir import Run
+    from backend.store.targets import describe_targets, select_targets
 
+    run = Run(run_dir)
+    columns = select_targets(targets, run.n_train, run.n_test)
     with TqdmProgress(f"fit (per target: {n_lambdas} λ values + 1 refit)") as bar:
-        summary = fit(Run(run_dir), val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, device=device, progress=bar,
+        summary = fit(run, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, device=device, progress=bar,
                       dtype=dtype, memory=memory or DEFAULT_MEMORY, block_targets=block_targets,
-                      ray=None if ray is None else dict(ray, device=device, status=bar.note))
-    return {"run": str(run_dir), "targets": summary["n_targets"], "seconds": round(summary["wall_time_s"], 2),
-            "device": summary.get("device"), "iterations": summary["iterations"],
-            "block_targets": summary["block_size"], "resumed_blocks": summary["resumed_blocks"]}
+                      ray=None if ray is None else dict(ray, device=device, status=bar.note), targets=columns)
+    fitted = summary["targets"]
+    unfitted = [] if fitted == "all" else sorted(set(range(run.n_targets)) - set(fitted))
+    return {"run": str(run_dir), "targets": summary["n_targets"], "fitted_now": summary["fitted_now"],
+            "kept": summary["kept_targets"],
+            "unfitted": describe_targets(unfitted, run.n_train, run.n_test) if unfitted else None,
+            "seconds": round(summary["wall_time_s"], 2), "device": summary.get("device"),
+            "iterations": summary["iterations"], "block_targets": summary.get("block_size"),
+            "resumed_blocks": summary["resumed_blocks"]}
 
 
 def cmd_fit(args: argparse.Namespace) -> dict:
     return fit_run(args.run, args.device, args.val_frac, args.n_lambdas, args.eps, args.dtype, args.memory,
-                   args.block_targets, ray_options(args))
+                   args.block_targets, ray_options(args), args.targets)
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
@@ -120,6 +129,9 @@ def register(sub) -> None:
                    help="peak memory the fit may use, e.g. 4GiB; sets the targets per block (default 2GiB)")
     p.add_argument("--block-targets", type=positive_int, default=None,
                    help="targets per block, instead of deriving it from --memory")
+    p.add_argument("--targets", default="all",
+                   help="which targets to fit: all (default), train, test, or names and ranges, e.g. test:0-99,train:5; "
+                        "targets already fitted with the same settings are kept, the rest stay unfitted")
     add_ray_args(p, "blocks of targets (the run on a file system every node reads)")
     p.set_defaults(func=cmd_fit)
 

@@ -53,15 +53,25 @@ def _bytes(n: int | None) -> str:
 
 
 def fit_line(summary: dict) -> str:
-    return (f"fit: {summary['targets']:,} datamodels in {_seconds(summary['seconds'])} on {summary['device']} "
-            f"→ {summary['run']}/weights.npy")
+    kept = f" ({summary['kept']:,} kept from the run's fit)" if summary.get("kept") else ""
+    unfitted = (f"; unfitted: {_clip(summary['unfitted'])} (`python -m precompute fit --run {summary['run']}` "
+                "with the same settings fits them and keeps these)" if summary.get("unfitted") else "")
+    return (f"fit: {summary.get('fitted_now', summary['targets']):,} datamodels fitted{kept} in "
+            f"{_seconds(summary['seconds'])} on {summary['device']} → {summary['run']}/weights.npy{unfitted}")
+
+
+def _clip(spec: str, width: int = 60) -> str:
+    """A long target spec cut for one line (the full list is in fit.json or metrics.json)."""
+    return spec if len(spec) <= width else spec[:width].rsplit(",", 1)[0] + ",…"
 
 
 def eval_line(metrics: dict) -> str:
     curve = metrics.get("sample_complexity")
     return (f"eval: held-out LDS {_mean(metrics.get('lds'))} on test targets, {_mean(metrics.get('lds'), 'train')} on "
             f"training targets ({metrics.get('n_heldout_models', '?')} held-out models"
-            + (f"; sample complexity at {len(curve)} sizes" if isinstance(curve, list) else "") + ")")
+            + (f"; sample complexity at {len(curve)} sizes" if isinstance(curve, list) else "") + ")"
+            + (f"; over fitted targets only, unfitted: {_clip(metrics['unfitted']['targets'])}"
+               if metrics.get("unfitted") else ""))
 
 
 def line(verb: str, summary: dict) -> str:

@@ -17,7 +17,9 @@ import numpy as np
 from backend.progress import Progress, fraction
 from backend.store import run_dir
 from backend.store.run_dir import Run, RunError
-from backend.store.schema import BIAS, LDS, METRICS, WEIGHTS
+from backend.store.schema import BIAS, LAM, LDS, METRICS, WEIGHTS
+from backend.store.targets import describe_targets
+from backend.datamodels.queries import fitted_targets
 
 BLOCK_BYTES = 256 << 20
 
@@ -40,16 +42,32 @@ def included(masks, columns: np.ndarray, n_train: int) -> np.ndarray:
     return inc
 
 
-def _masked_ranks(values: np.ndarray, inc: np.ndarray) -> np.ndarray:
-    """Average ranks down each column among the included entries; NaN elsewhere."""
-    from scipy.stats import rankdata  # here, not at the top: the Overview page imports predict, and scipy costs it a second
+def masked_ranks(values: np.ndarray, inc: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank: scipy's rankdata "average") down each column of
+    values (M, T) among the entries where inc; NaN elsewhere.
 
-    return rankdata(np.where(inc, values, np.nan), axis=0, nan_policy="omit")
+    One column sort for the whole block (scipy's rankdata with nan_policy="omit" ranks column by column):
+    excluded entries sort last as +inf, and each run of equal values gets the mean of its first and last
+    position.
+    """
+    m = values.shape[0]
+    v = np.where(inc, values, np.inf)
+    order = np.argsort(v, axis=0, kind="stable")
+    ordered = np.take_along_axis(v, order, axis=0)
+    first = np.ones(v.shape, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    last = np.ones(v.shape, dtype=bool)
+    last[:-1] = first[1:]
+    position = np.arange(m, dtype=np.float64)[:, None]
+    start = np.maximum.accumulate(np.where(first, position, 0.0), axis=0)
+    end = np.minimum.accumulate(np.where(last, position, m)[::-1], axis=0)[::-1]
+    ranks = np.empty(v.shape)
+    np.put_along_axis(ranks, order, (start + end) / 2 + 1, axis=0)
+    return np.where(inc, ranks, np.nan)
 
 
-def masked_spearman(a: np.ndarray, b: np.ndarray, inc: np.ndarray) -> np.ndarray:
-    """Spearman correlation per column of a, b (M, T) over the rows where inc; NaN if undefined."""
-    ra, rb = _masked_ranks(a, inc), _masked_ranks(b, inc)
+def spearman_of_ranks(ra: np.ndarray, rb: np.ndarray, inc: np.ndarray) -> np.ndarray:
+    """Pearson correlation per column of two masked_ranks results (M, T): Spearman's ρ; NaN if undefined."""
     n = inc.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ra = ra - np.nansum(ra, axis=0) / n
@@ -60,12 +78,13 @@ def masked_spearman(a: np.ndarray, b: np.ndarray, inc: np.ndarray) -> np.ndarray
     return np.where((n >= 2) & (den > 0), rho, np.nan)
 
 
-def masked_auc(scores: np.ndarray, labels: np.ndarray, inc: np.ndarray) -> np.ndarray:
-    """ROC AUC per column of scores predicting bool labels over the rows where inc (ties count ½).
+def masked_spearman(a: np.ndarray, b: np.ndarray, inc: np.ndarray) -> np.ndarray:
+    """Spearman correlation per column of a, b (M, T) over the rows where inc; NaN if undefined."""
+    return spearman_of_ranks(masked_ranks(a, inc), masked_ranks(b, inc), inc)
 
-    NaN where the included labels hold a single class.
-    """
-    ranks = _masked_ranks(scores, inc)
+
+def auc_of_ranks(ranks: np.ndarray, labels: np.ndarray, inc: np.ndarray) -> np.ndarray:
+    """ROC AUC per column from masked_ranks of the scores (M, T) and bool labels (Mann–Whitney U)."""
     pos = labels & inc
     n_pos, n_neg = pos.sum(axis=0), (~labels & inc).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -73,10 +92,45 @@ def masked_auc(scores: np.ndarray, labels: np.ndarray, inc: np.ndarray) -> np.nd
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
+def masked_auc(scores: np.ndarray, labels: np.ndarray, inc: np.ndarray) -> np.ndarray:
+    """ROC AUC per column of scores predicting bool labels over the rows where inc (ties count ½).
+
+    NaN where the included labels hold a single class.
+    """
+    return auc_of_ranks(masked_ranks(scores, inc), labels, inc)
+
+
+MASK_CHUNK_BYTES = 256 * 2**20
+MARGIN_LIMBS = 3  # int8 limbs of the fixed-point margins in marginal_effects
+FIXED_POINT_MAX = 127 * 256 ** (MARGIN_LIMBS - 1)  # the largest |q| whose top limb stays in int8
+FEATURE_CHUNK = 8192  # features per float32 partial product; the partials are summed in float64
+
+
+def _predict_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (R, F) float32 0/1 @ w (F, T) float32 as float64 (R, T): float32 GEMMs over FEATURE_CHUNK features
+    (0/1 times a float32 weight is exact; a chunk's sum rounds once), their partial sums added in float64."""
+    out = np.zeros((x.shape[0], w.shape[1]))
+    for lo in range(0, x.shape[1], FEATURE_CHUNK):
+        out += x[:, lo:lo + FEATURE_CHUNK] @ w[lo:lo + FEATURE_CHUNK]
+    return out
+
+
 def predict(weights, bias, masks, columns: np.ndarray) -> np.ndarray:
-    """Predicted margins (M, T) of the models `masks` for targets `columns`: x·w_t + b_t."""
-    w = np.asarray(weights[columns], dtype=np.float64)
-    return np.asarray(masks, dtype=np.float64) @ w.T + np.asarray(bias[columns], dtype=np.float64)
+    """Predicted margins (M, T) float64 of the models `masks` for targets `columns`: x·w_t + b_t.
+
+    The masks are read MASK_CHUNK_BYTES of float32 at a time (CIFAR shape: ~1,300 of 10,000 models).
+    """
+    return _predict(np.asarray(weights[columns], dtype=np.float32), np.asarray(bias[columns]), masks)
+
+
+def _predict(w: np.ndarray, b: np.ndarray, masks) -> np.ndarray:
+    """masks (M, F) bool @ w.T for w (T, F), plus b (T,): (M, T) float64."""
+    w = np.ascontiguousarray(np.asarray(w, dtype=np.float32).T)
+    step = max(1, MASK_CHUNK_BYTES // (4 * max(1, masks.shape[1])))
+    out = np.empty((masks.shape[0], w.shape[1]))
+    for r in range(0, masks.shape[0], step):
+        out[r:r + step] = _predict_rows(np.asarray(masks[r:r + step], dtype=np.float32), w)
+    return out + np.asarray(b, dtype=np.float64)
 
 
 def lds(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
@@ -90,29 +144,18 @@ def lds(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
     return lds_by_block(lambda cols: (weights[cols], bias[cols]), masks, margins, n_train, columns)
 
 
-MASK_CHUNK_BYTES = 256 * 2**20
-
-
 def lds_by_block(datamodels, masks, margins, n_train: int, columns: np.ndarray) -> dict:
     """lds() with datamodels(cols) -> (weights (T_b, n_train), bias (T_b,)) of a block of columns, for any
     linear predictor of margins from masks (backend.attribution.yardsticks scores every method this way)."""
     out = {"targets": columns, "spearman": np.full(len(columns), np.nan),
            "mse": np.full(len(columns), np.nan), "n_models": np.zeros(len(columns), dtype=np.int64)}
-    # The masks as float64, read once where they fit in MASK_CHUNK_BYTES (digits: 52 MB), else in chunks of
-    # rows per block (~670 models at CIFAR shape, instead of 4 GB for 10,000 held-out models).
-    step = max(1, MASK_CHUNK_BYTES // (8 * max(1, masks.shape[1])))
-    held = np.asarray(masks, dtype=np.float64) if masks.shape[0] <= step else None
     for lo, cols in _blocks(columns, masks.shape[0], n_train):
         inc = included(masks, cols, n_train)
-        w, b = datamodels(cols)
-        w = np.asarray(w, dtype=np.float64).T
-        pred = (held @ w if held is not None else
-                np.concatenate([np.asarray(masks[r:r + step], dtype=np.float64) @ w
-                                for r in range(0, masks.shape[0], step)])) + np.asarray(b, dtype=np.float64)
+        pred = _predict(*datamodels(cols), masks)
         actual = np.asarray(margins[:, cols], dtype=np.float64)
         n = inc.sum(axis=0)
         sl = slice(lo, lo + len(cols))
-        out["spearman"][sl] = masked_spearman(pred, actual, inc)
+        out["spearman"][sl] = masked_spearman(pred, actual, inc & np.isfinite(pred))  # NaN: an unfitted target
         with np.errstate(invalid="ignore", divide="ignore"):
             out["mse"][sl] = np.where(n > 0, (np.where(inc, pred - actual, 0) ** 2).sum(axis=0) / n, np.nan)
         out["n_models"][sl] = n
@@ -140,36 +183,92 @@ def summary_report(res: dict, n_heldout: int, n_train: int) -> dict:
             "mse": summarize(res["mse"], res["targets"], n_train)}
 
 
+def marginal_effects(masks, margins, n_train: int, columns: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Difference-of-means predictors of targets `columns` on both outcomes: {"margin": (w, b), "correct": (w, b)}.
+
+    masks : (M, n_train) bool; margins : (M, N_targets). w (T, n_train) float64 with
+    w_ti = mean(y_t | i in subset) − mean(y_t | i out) over target t's own models (eq. 9 for training
+    targets), 0 where a side has no model; b (T,) = mean(y_t) − x̄_t·w_t, so the prediction is right on
+    average over those models. y is the margin ("margin") or 1[margin > 0] ("correct").
+
+    Every sum over models is an int8 GEMM with exact int32 accumulation (torch._int_mm; measured 4.3× a
+    float32 GEMM here): the masks are 0/1, so are the included models and their correct ones, and the
+    margins enter as three int8 limbs of a 24-bit fixed-point copy of y − mean(y) per target. Its rounding,
+    at most half a step of max|y − mean(y)|/FIXED_POINT_MAX per model, moves a weight by at most one step
+    (CIFAR-scale margins of ±20: 2e-6), as little as float32 accumulation would.
+    """
+    import torch
+
+    n_models, n_features = masks.shape
+    t = len(columns)
+    # Targets along rows from here on: (T, M) sides and (T, F) sums need no transposed copies.
+    y = np.ascontiguousarray(np.asarray(margins[:, columns], dtype=np.float64).T)
+    inc = np.ascontiguousarray(included(masks, columns, n_train).T)
+    n = inc.sum(axis=1)
+    mean = np.where(inc, y, 0.0).sum(axis=1) / np.maximum(n, 1)
+    centred = np.where(inc, y - mean[:, None], 0.0)
+    scale = np.abs(centred).max(axis=1) / FIXED_POINT_MAX
+    scale[scale == 0] = 1.0
+    q = np.rint(centred / scale[:, None]).astype(np.int32)
+    limbs = []  # q = Σ_k 256^k · limbs[k], each limb in [-128, 127]
+    for _ in range(MARGIN_LIMBS - 1):
+        limbs.append(((q + 128) & 255) - 128)
+        q = (q - limbs[-1]) >> 8
+    limbs.append(q)
+    correct = (y > 0) & inc
+    train = columns < n_train  # test targets count every model: their n_in is the masks' column sums (the ones row)
+    k_train = int(train.sum())
+    rhs = np.empty((k_train + 1 + (MARGIN_LIMBS + 1) * t, n_models), dtype=np.int8)
+    rhs[:k_train], rhs[k_train] = inc[train], 1
+    for k, part in enumerate([*limbs, correct]):
+        rhs[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] = part
+    acc = None
+    step = max(1, MASK_CHUNK_BYTES // max(1, n_features))
+    for r in range(0, n_models, step):
+        x = torch.from_numpy(np.array(masks[r:r + step], dtype=bool).view(np.int8))
+        part = torch._int_mm(torch.from_numpy(rhs if step >= n_models else np.ascontiguousarray(rhs[:, r:r + step])), x)
+        acc = part if acc is None else acc.add_(part)
+    acc = acc.numpy()  # (k, F) int32
+    n_in = np.empty((t, n_features))
+    n_in[train], n_in[~train] = acc[:k_train], acc[k_train]
+    rows = [acc[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] for k in range(MARGIN_LIMBS + 1)]
+    fixed = sum(256.0 ** k * rows[k] for k in range(MARGIN_LIMBS))
+    n_correct = correct.sum(axis=1).astype(np.float64)
+    sums = {"margin": (scale[:, None] * fixed, scale * sum(256.0 ** k * limb.sum(axis=1) for k, limb in enumerate(limbs)),
+                       mean),
+            "correct": (rows[-1].astype(np.float64), n_correct, n_correct / np.maximum(n, 1))}
+    n_out = n[:, None] - n_in
+    valid = (n_in > 0) & (n_out > 0)
+    out = {}
+    for outcome, (sum_in, total, y_mean) in sums.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(valid, sum_in / n_in - (total[:, None] - sum_in) / n_out, 0.0)
+        b = np.where(n > 0, y_mean - (n_in * w).sum(axis=1) / np.maximum(n, 1), 0.0)
+        out[outcome] = (w, b)
+    return out
+
+
+def _effect_blocks(columns: np.ndarray, n_models: int, n_heldout: int, n_features: int):
+    """Blocks of targets for marginal_effects and its predictions: per target ~ 56·F + 40·M + 72·M_heldout bytes
+    (the int32 sums, the float64 and float32 weights, the margins and limbs, three predictions and their ranks)."""
+    size = max(1, BLOCK_BYTES // (56 * n_features + 40 * n_models + 72 * n_heldout))
+    for lo in range(0, len(columns), size):
+        yield lo, columns[lo:lo + size]
+
+
 def difference_of_means(masks, margins, n_train: int, targets=None, *, correctness: bool = False
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Linear predictors from marginal effects: w_ti = mean(y_t | i in subset) − mean(y_t | i out).
 
     masks : (M, n_train) bool; margins : (M, N_targets); y is the margin, or with `correctness`
-    1[margin > 0]. Means run over each target's own models (eq. 9 for training targets); an effect
-    with no model on one side is 0. The bias b_t = mean(y_t) − x̄_t·w_t makes the prediction right on
-    average over those models. Returns weights (T, n_train) and bias (T,).
+    1[margin > 0] (marginal_effects). Returns weights (T, n_train) and bias (T,) float64.
     """
     columns = _columns(targets, margins.shape[1])
-    n_models = masks.shape[0]
     weights = np.zeros((len(columns), n_train))
     bias = np.zeros(len(columns))
-    rows = max(1, BLOCK_BYTES // (8 * n_train))  # model chunks keep the float copy of masks bounded
-    for lo, cols in _blocks(columns, min(n_models, rows), n_train):
-        n = y_sum = n_in = sum_in = 0
-        for r in range(0, n_models, rows):
-            x_bool = np.asarray(masks[r:r + rows], dtype=bool)
-            inc = included(x_bool, cols, n_train).astype(np.float64)
-            y = np.asarray(margins[r:r + rows, cols], dtype=np.float64)
-            y = ((y > 0) if correctness else y) * inc
-            x = x_bool.astype(np.float64)
-            n, y_sum = n + inc.sum(axis=0), y_sum + y.sum(axis=0)
-            n_in, sum_in = n_in + x.T @ inc, sum_in + x.T @ y  # (n_train, T)
-        n_out, sum_out = n - n_in, y_sum - sum_in
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where((n_in > 0) & (n_out > 0), sum_in / n_in - sum_out / n_out, 0.0)
-            b = np.where(n > 0, y_sum / n - (n_in / n * w).sum(axis=0), 0.0)
-        weights[lo:lo + len(cols)] = w.T
-        bias[lo:lo + len(cols)] = b
+    for lo, cols in _effect_blocks(columns, masks.shape[0], 0, n_train):
+        w, b = marginal_effects(masks, margins, n_train, cols)["correct" if correctness else "margin"]
+        weights[lo:lo + len(cols)], bias[lo:lo + len(cols)] = w, b
     return weights, bias
 
 
@@ -192,21 +291,23 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
     out = {"targets": columns}
     out.update({e: {k: np.full(len(columns), np.nan) for k in ("spearman", "spearman_margin", "auc")}
                 for e in ESTIMATORS})
-    x = np.asarray(heldout_masks, dtype=np.float64)
-    for lo, cols in _blocks(columns, heldout_masks.shape[0], n_train):
+    for lo, cols in _effect_blocks(columns, fit_masks.shape[0], heldout_masks.shape[0], n_train):
         inc = included(heldout_masks, cols, n_train)
         actual = np.asarray(heldout_margins[:, cols], dtype=np.float64)
         correct = actual > 0
-        w_c, b_c = difference_of_means(fit_masks, fit_margins, n_train, cols, correctness=True)
-        w_m, b_m = difference_of_means(fit_masks, fit_margins, n_train, cols)
-        preds = {"empirical_influence": (x @ w_c.T + b_c, correct.astype(np.float64)),
-                 "difference_of_means": (x @ w_m.T + b_m, actual),
-                 "datamodel": (predict(weights, bias, heldout_masks, cols), actual)}
+        effects = marginal_effects(fit_masks, fit_margins, n_train, cols)
+        # The three predictors' weights in one product, so the held-out masks are read and converted once.
+        w = np.concatenate([effects["correct"][0], effects["margin"][0], np.asarray(weights[cols], dtype=np.float32)])
+        b = np.concatenate([effects["correct"][1], effects["margin"][1], np.asarray(bias[cols], dtype=np.float64)])
+        preds = np.split(_predict(w, b, heldout_masks), 3, axis=1)
+        ranks_margin, ranks_correct = masked_ranks(actual, inc), masked_ranks(correct.astype(np.float64), inc)
         sl = slice(lo, lo + len(cols))
-        for name, (pred, own) in preds.items():
-            out[name]["spearman"][sl] = masked_spearman(pred, own, inc)
-            out[name]["spearman_margin"][sl] = masked_spearman(pred, actual, inc)
-            out[name]["auc"][sl] = masked_auc(pred, correct, inc)
+        for name, pred in zip(ESTIMATORS, preds):
+            ranks = masked_ranks(pred, inc)
+            out[name]["spearman_margin"][sl] = spearman_of_ranks(ranks, ranks_margin, inc)
+            own = ranks_correct if name == "empirical_influence" else ranks_margin
+            out[name]["spearman"][sl] = spearman_of_ranks(ranks, own, inc)
+            out[name]["auc"][sl] = auc_of_ranks(ranks, correct, inc)
     return out
 
 
@@ -281,6 +382,9 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
                  progress: Progress | None = None) -> dict:
     """The `eval` stage: score the run's datamodels on another run's models; write metrics.json and lds.npy.
 
+    Only fitted targets are scored (`fit --targets` may leave some unfitted: NaN λ); metrics.json's
+    "unfitted" names the others, and their lds.npy entries are NaN.
+
     heldout must hold the same dataset and another seed, or its models are not held out. progress counts
     stages ("stage"): LDS, Table 5, then one per sample-complexity fit, each fit reporting within its stage.
     """
@@ -291,14 +395,24 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     if progress:
         progress(0, total, "stage")
     weights, bias = run.array(WEIGHTS), run.array(BIAS)
-    per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train)
+    fitted = np.flatnonzero(fitted_targets(run.array(LAM)))
+    if not len(fitted):
+        raise RunError(f"{run.dir} has no fitted datamodel (every λ in lam.npy is NaN): fit them with "
+                       f"`python -m precompute fit --run {run.dir}`")
+    per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train, fitted)
     if progress:
         progress(1, total, "stage")
     # Relative to the run, so a copied or moved run still names its own held-out run (quality.heldout_dir).
     metrics = {"heldout_run": os.path.relpath(heldout.dir.resolve(), run.dir.resolve()), "n_fit_models": int(len(run.masks)),
                **summary_report(per_target, len(heldout.masks), run.n_train),
                "table5": table5_report(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins,
-                                       run.n_train)}
+                                       run.n_train, fitted)}
+    if len(fitted) < run.n_targets:  # every number above is over the fitted targets only
+        unfitted = np.setdiff1d(np.arange(run.n_targets), fitted)
+        metrics["unfitted"] = {"n_train": int((unfitted < run.n_train).sum()), "n_test": int((unfitted >= run.n_train).sum()),
+                               "targets": describe_targets(unfitted, run.n_train, run.n_test)}
+    lds_all = np.full(run.n_targets, np.nan, dtype=np.float32)
+    lds_all[fitted] = per_target["spearman"]
     if progress:
         progress(2, total, "stage")
     if complexity:
@@ -307,9 +421,10 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
             return None if within is None else (lambda done, steps, _unit: within(done / steps if steps else 1.0))
         metrics["sample_complexity"] = sample_complexity(
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
+            targets=np.intersect1d(default_complexity_targets(run.n_train, run.n_test), fitted),
             on_fraction=on_fraction, device=resolve_device(device))
     with run_dir.transaction(run.dir, "eval"):  # metrics.json and lds.npy appear together
-        run_dir.write_array(run.dir, LDS, per_target["spearman"].astype(np.float32))
+        run_dir.write_array(run.dir, LDS, lds_all)
         run_dir.write_json(run.dir, METRICS, metrics)
     if progress:
         progress(total, total, "stage")

@@ -10,6 +10,9 @@ margins columns being the targets (training examples first, then test examples).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +23,7 @@ import torch
 from backend.progress import Progress
 from backend.store.rows import read_columns, write_transposed
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS, WEIGHTS_BY_TRAIN
+from backend.datamodels.queries import fitted_targets
 from backend.datamodels.lasso import CHUNK_BYTES, RESIDENT_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
 from backend.training.seeds import VALIDATION_STREAM
 
@@ -29,6 +33,8 @@ MIN_FIT_MODELS = 10
 # Memory budget of a fit (`fit --memory`), and what the interpreter, numpy and torch hold before it starts.
 DEFAULT_MEMORY = 2 << 30
 BASE_BYTES = 400 << 20
+# Staged rows copied at a time into a partial fit's full-size weights (fit --targets): within the fit's budget.
+MERGE_BYTES = 32 << 20
 
 
 class DatamodelError(ValueError):
@@ -354,23 +360,66 @@ def fit_summary(info: dict, targets, n_train: int, n_test: int) -> dict:
     return summary
 
 
+def _kept_targets(run, identity: dict) -> np.ndarray:
+    """bool (n_targets,): the targets the run's committed fit holds, if it was fitted with `identity`
+    (fit.json's "config"); none otherwise, so a fit with other settings or of other models starts afresh.
+    An unfitted target's λ (and bias) is NaN."""
+    from backend.store.run_dir import read_json
+
+    kept = np.zeros(run.n_targets, dtype=bool)
+    fit = read_json(run.dir, FIT, missing_ok=True)
+    if fit is None or fit.get("config") != json.loads(json.dumps(identity)) or not all(
+            run.has(a) for a in (WEIGHTS, BIAS, LAM)):
+        return kept
+    return fitted_targets(run.array(LAM))
+
+
+def _merge_into_run(run, out, todo: np.ndarray, kept: np.ndarray, dtype: str) -> dict:
+    """Full-size weights, bias and λ (in the staging folder): the kept targets' rows of the run's committed
+    files, byte for byte, with the rows of `todo` from the staged blocks; unfitted rows stay 0 / NaN."""
+    from backend.store.rows import read_rows, write_rows
+    from backend.store.run_dir import save_npy
+
+    n_targets, n_train = run.n_targets, run.n_train
+    merged = {key: out.folder / f"merged-{key}.npy" for key in ("weights", "bias", "lam")}
+    if kept.any():
+        shutil.copyfile(WEIGHTS.path(run.dir), merged["weights"])
+        vectors = {key: np.array(run.array(a)) for key, a in (("bias", BIAS), ("lam", LAM))}
+    else:
+        np.lib.format.open_memmap(merged["weights"], mode="w+", dtype=np.dtype(dtype), shape=(n_targets, n_train)).flush()
+        vectors = {key: np.full(n_targets, np.nan, dtype=np.float32) for key in ("bias", "lam")}
+    staged = out.view("weights")
+    step = max(1, MERGE_BYTES // (4 * n_train))
+    for lo in range(0, len(todo), step):
+        write_rows(merged["weights"], todo[lo:lo + step], read_rows(staged, np.arange(lo, min(lo + step, len(todo)))))
+    for key, vector in vectors.items():
+        vector[todo] = out.view(key)
+        save_npy(merged[key], vector)
+    return merged
+
+
 def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-3, seed: int = 0,
             device: str = "auto", progress: Progress | None = None, dtype: str = "float32",
             memory: int = DEFAULT_MEMORY, block_targets: int | None = None, tol: float = 1e-4,
-            max_iter: int = 1000, patience: int | None = 3, ray: dict | None = None) -> dict:
-    """The `fit` stage: fit every target of the run, write weights.npy, bias.npy, lam.npy and fit.json.
+            max_iter: int = 1000, patience: int | None = 3, ray: dict | None = None, targets=None) -> dict:
+    """The `fit` stage: fit the run's targets, write weights.npy, bias.npy, lam.npy and fit.json.
 
+    targets : margins columns to fit (default all; `fit --targets`, backend.store.targets.select_targets).
+    Targets the run's fit already holds with these settings (fit.json's "config") are kept byte for byte
+    and not refitted; the others of `targets` are fitted; every other target stays unfitted: weights 0,
+    bias and λ NaN, and fit.json's "targets" lists the fitted ones. Another configuration starts afresh.
     Streams and resumes: the outputs and per-target diagnostics are staged as memory-mapped files
     (backend.store.blocks) filled one block of `block_targets` targets at a time (default: as many as
     `memory` bytes allow, memory_model), so a killed fit reruns only the blocks it had not finished;
-    the staging is keyed by everything the blocks depend on (settings, split, dtype, the run's models).
-    The four files then commit in one transaction: a kill leaves the old fit or the new one, never new
-    weights beside old biases. dtype : "float32" or "float16", the weights' storage type (the solver
-    works in float32 either way). Returns the fit.json record (fit_summary); progress counts λ steps.
+    the staging is keyed by everything the blocks depend on (settings, split, dtype, the run's models,
+    the targets to fit). The four files then commit in one transaction: a kill leaves the old fit or the
+    new one, never new weights beside old biases. dtype : "float32" or "float16", the weights' storage type
+    (the solver works in float32 either way). Returns the fit.json record (fit_summary) with
+    "fitted_now" and "kept_targets"; progress counts λ steps.
     ray : fit the blocks as Ray tasks, with backend.cluster.fit.fit_on_ray's keyword arguments.
     """
     from backend.store.blocks import BlockedOutput
-    from backend.store.run_dir import adopt, transaction, write_json
+    from backend.store.run_dir import adopt, read_json, transaction, write_json
     from backend.store.schema import MARGINS, MASKS
     from backend.training.engine import resolve_device
 
@@ -378,39 +427,63 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     if dtype not in WEIGHTS.dtype:
         raise DatamodelError(f"dtype {dtype!r} is not a weights type: give one of {', '.join(WEIGHTS.dtype)}")
     masks, margins, n_train = run.masks, run.margins, run.n_train
-    columns = _check_inputs(masks, margins, n_train, None, val_frac)
-    n_models, n_targets = masks.shape[0], len(columns)
+    n_models, n_targets = masks.shape[0], margins.shape[1]
+    selected = _check_inputs(masks, margins, n_train, targets, val_frac)
+    selected = np.sort(selected)
     device = torch.device(resolve_device(device))
-    size = min(block_targets or block_targets_for(memory, n_models, n_train), n_targets)
     gram = memory_model(n_models, n_train, memory)[2]
     sources = {a.name: run.stamp(a) for a in (MASKS, MARGINS)}
     settings = dict(val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed, max_iter=max_iter,
                     patience=patience, gram=gram)
-    config = {**settings, "n_models": n_models, "n_train": n_train, "n_targets": n_targets, "dtype": dtype,
-              "device": str(device), "sources": sources}
-    arrays = {"weights": (dtype, (n_targets, n_train)), "bias": ("float32", (n_targets,)),
-              "lam": ("float32", (n_targets,)), **{key: (t, (n_targets,)) for key, t in DIAGNOSTICS.items()}}
+    identity = {**settings, "n_models": n_models, "n_train": n_train, "n_targets": n_targets, "dtype": dtype,
+                "device": str(device), "sources": sources}
+    kept = _kept_targets(run, identity)
+    todo = selected[~kept[selected]]
+    if not len(todo):
+        summary = read_json(run.dir, FIT)
+        return {**summary, "fitted_now": 0, "kept_targets": int(kept.sum()), "resumed_blocks": 0,
+                "wall_time_s": time.perf_counter() - started}
+    size = min(block_targets or block_targets_for(memory, n_models, n_train), len(todo))
+    config = {**identity, "todo": hashlib.sha256(todo.tobytes()).hexdigest(),
+              "kept": run.stamp(WEIGHTS) if kept.any() else None}
+    arrays = {"weights": (dtype, (len(todo), n_train)), "bias": ("float32", (len(todo),)),
+              "lam": ("float32", (len(todo),)), **{key: (t, (len(todo),)) for key, t in DIAGNOSTICS.items()}}
     out = BlockedOutput(run.dir, "fit", config, arrays, size)
-    todo = out.missing()
-    finished = n_targets - sum(out.rows(b).stop - out.rows(b).start for b in todo)
-    step = _counter(n_targets * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
+    missing = out.missing()
+    finished = len(todo) - sum(out.rows(b).stop - out.rows(b).start for b in missing)
+    step = _counter(len(todo) * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
     if ray is None:
         fitter = _Fitter(masks, margins, n_train, device=device, step=step, **settings)
-        for block in todo:  # in order, so every block before this one is on disk
-            out.write(block, **fitter.fit(columns[out.rows(block)], prior_ratios(out, block)))
+        for block in missing:  # in order, so every block before this one is on disk
+            out.write(block, **fitter.fit(todo[out.rows(block)], prior_ratios(out, block)))
+        del fitter  # its row sets: the merge and the transpose below need none of them
     else:
         from backend.cluster.fit import fit_on_ray
-        fit_on_ray(out, run.dir, columns, todo, settings, step, n_lambdas + 1, **ray)
+        fit_on_ray(out, run.dir, todo, missing, settings, step, n_lambdas + 1, **ray)
     results = {key: np.asarray(out.view(key)) for key in DIAGNOSTICS}
     solve = {key: settings[key] for key in ("n_lambdas", "eps", "tol", "max_iter", "patience")}
     info = _info(validation_split(n_models, val_frac, seed), solve, n_models, val_frac, seed, device, size,
                  out.n_blocks, results, started)
-    summary = fit_summary(info, columns, n_train, run.n_test)
-    summary.update(weights_dtype=dtype, resumed_blocks=out.n_blocks - len(todo))
+    summary = fit_summary(info, todo, n_train, run.n_test)
+    fitted = kept.copy()
+    fitted[todo] = True
+    previous = read_json(run.dir, FIT) if kept.any() else {}
+    summary.update(weights_dtype=dtype, resumed_blocks=out.n_blocks - len(missing), config=identity,
+                   targets="all" if fitted.all() else np.flatnonzero(fitted).tolist(), n_targets=int(fitted.sum()),
+                   fitted_now=len(todo), kept_targets=int(kept.sum()),
+                   unvalidated_targets=sorted(previous.get("unvalidated_targets", []) +
+                                              todo[summary["unvalidated_targets"]].tolist()))
+    whole = len(todo) == n_targets  # every target in column order: the staged files are the run's files
+    merged = None if whole else _merge_into_run(run, out, todo, kept, dtype)
     by_train = out.folder / WEIGHTS_BY_TRAIN.name
-    write_transposed(out.view("weights"), n_train, n_targets, by_train, max(1, memory // (16 * n_train)))
+    write_transposed(out.view("weights") if whole else np.load(merged["weights"], mmap_mode="r"), n_train,
+                     n_targets, by_train, max(1, memory // (16 * n_train)))
     with transaction(run.dir, "fit"):
-        out.commit({"weights": (WEIGHTS, {}), "bias": (BIAS, {}), "lam": (LAM, {})})
+        if whole:
+            out.commit({"weights": (WEIGHTS, {}), "bias": (BIAS, {}), "lam": (LAM, {})})
+        else:
+            for key, artifact in (("weights", WEIGHTS), ("bias", BIAS), ("lam", LAM)):
+                adopt(artifact.path(run.dir), merged[key])
         adopt(WEIGHTS_BY_TRAIN.path(run.dir), by_train)
         write_json(run.dir, FIT, summary)
     out.discard()

@@ -63,3 +63,9 @@ def class_members(labels: np.ndarray, start: int, stop: int, label: int) -> np.n
     labels : ndarray of shape (n_targets,); [start, stop) is a split's column range, e.g. the test set.
     """
     return start + np.flatnonzero(np.asarray(labels[start:stop]) == label).astype(np.int64)
+
+
+def fitted_targets(lam) -> np.ndarray:
+    """bool (n_targets,) from lam.npy: the targets with a datamodel. `fit --targets` leaves every target it did
+    not fit with NaN λ and bias and zero weights (an import of part of a release leaves NaN λ too)."""
+    return np.isfinite(np.asarray(lam))

@@ -12,12 +12,12 @@ an old bias, and a commit cut by a kill is finished by the journal (backend.stor
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from backend.store.rows import write_rows
 from backend.store.run_dir import adopt, save_json, save_npy
 from backend.store.schema import Artifact
 
@@ -100,17 +100,8 @@ class BlockedOutput:
         rows = self.rows(block)
         for key, value in values.items():
             dtype, shape = self.arrays[key]
-            value = np.ascontiguousarray(np.broadcast_to(np.asarray(value).astype(dtype, copy=False),
-                                                         (rows.stop - rows.start, *shape[1:])))
-            row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
-            with open(self._file(key), "r+b") as f:
-                fmt = np.lib.format
-                major, _ = fmt.read_magic(f)
-                (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
-                f.seek(f.tell() + rows.start * row_bytes)
-                f.write(value.tobytes())
-                f.flush()
-                os.fsync(f.fileno())
+            write_rows(self._file(key), np.arange(rows.start, rows.stop),
+                       np.broadcast_to(np.asarray(value).astype(dtype, copy=False), (rows.stop - rows.start, *shape[1:])))
         done = self.done
         done[block] = True
         save_npy(self.folder / "done.npy", done)

@@ -9,6 +9,7 @@ page cache) and leaves nothing mapped.
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 
@@ -88,3 +89,26 @@ def read_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
             f.seek(matrix.offset + int(rows[a]) * row_bytes)
             f.readinto(out[a:b])
     return out.astype(np.float32, copy=False)
+
+
+def write_rows(path, rows: np.ndarray, values: np.ndarray) -> None:
+    """Write values (len(rows), *row_shape) into rows `rows` (sorted, unique) of the .npy file at `path`, in place.
+
+    Plain positioned writes, one per run of consecutive rows, then an fsync; not through a memory map: mapped
+    pages stay in the writer's resident set (so a writer's memory would grow with every block), and a full disk
+    is an OSError here rather than a SIGBUS. values are cast to the file's dtype.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    with open(path, "r+b") as f:
+        fmt = np.lib.format
+        major, _ = fmt.read_magic(f)
+        shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+        offset = f.tell()
+        values = np.ascontiguousarray(np.asarray(values).astype(dtype, copy=False).reshape(len(rows), *shape[1:]))
+        row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        starts = np.r_[0, np.flatnonzero(np.diff(rows) != 1) + 1] if len(rows) else np.zeros(0, np.int64)
+        for a, b in zip(starts, np.r_[starts[1:], len(rows)]):
+            f.seek(offset + int(rows[a]) * row_bytes)
+            f.write(values[a:b].tobytes())
+        f.flush()
+        os.fsync(f.fileno())

@@ -47,3 +47,35 @@ def parse_targets(spec: str, n_train: int, n_test: int) -> list[int]:
     if not columns:
         raise TargetError("no targets given: write e.g. test:0-99")
     return columns
+
+
+def select_targets(spec: str, n_train: int, n_test: int) -> list[int]:
+    """Sorted columns of `fit --targets`: "all", "train", "test", or a list of names and ranges (parse_targets)
+    naming each target once."""
+    spec = spec.strip()
+    if spec in ("all", "train", "test"):
+        lo, hi = {"all": (0, n_train + n_test), "train": (0, n_train), "test": (n_train, n_train + n_test)}[spec]
+        return list(range(lo, hi))
+    columns = parse_targets(spec, n_train, n_test)
+    seen: set[int] = set()
+    for column in columns:
+        if column in seen:
+            raise TargetError(f"target {target_name(column, n_train)} is listed twice in {spec!r}: name each target once")
+        seen.add(column)
+    return sorted(columns)
+
+
+def describe_targets(columns, n_train: int, n_test: int) -> str:
+    """The shortest spec select_targets reads back as `columns`: "all", "train", "test", or ranges like
+    "train:0-4,test:7" (e.g. the --targets that fits a run's unfitted targets)."""
+    columns = sorted(int(c) for c in columns)
+    for spec in ("all", "train", "test"):
+        if columns == select_targets(spec, n_train, n_test):
+            return spec
+    parts, start = [], 0
+    for i in range(1, len(columns) + 1):
+        if i == len(columns) or columns[i] != columns[i - 1] + 1 or columns[i] == n_train:
+            lo, hi = target_name(columns[start], n_train), target_name(columns[i - 1], n_train)
+            parts.append(lo if start == i - 1 else f"{lo}-{hi.split(':')[1]}")
+            start = i
+    return ",".join(parts)

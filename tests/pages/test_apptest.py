@@ -238,7 +238,15 @@ def test_bad_target_in_the_url_warns_and_shows_the_default(app):
 def test_unfitted_target_says_it_has_no_datamodel(app):
     at = app("neighbours", run=RUN, target="train:2")
     assert "has no datamodel" in at.info[0].value and not at.error
+    assert "python -m precompute fit --run" in at.info[0].value and "--targets train:2" in at.info[0].value
     assert grid(at, "positive") == []
+
+
+def test_pages_over_all_targets_name_the_unfitted_ones(app):
+    for page in ("overview", "quality"):
+        at = app(page, run=RUN)
+        notes = [i.value for i in at.info if "no datamodel yet" in i.value]
+        assert len(notes) == 1 and "(train:0-4)" in notes[0] and not at.error, page
 
 
 def test_quality_lists_worst_predicted_and_opens_their_neighbours(app, fitted):

@@ -1,0 +1,141 @@
+"""`eval`'s stages at CIFAR shape, before and after GEMM-speed evaluation, side by side in one process.
+
+Run: .venv/bin/python benchmarks/bench_eval.py [--out /tmp/bench_eval_run] [--scale 0.2] [--models 10000]
+         [--heldout-models 1000] [--targets 2400] [--before 77caa84]
+
+Builds a synthetic run with benchmarks/bench_scale.py's generator (50,000 train + 10,000 test targets × --scale;
+α = 0.5 masks, margins with a sparse linear signal), a held-out run of --heldout-models models (seed 1) and
+fitted-looking datamodels (each target's true effects plus 300 small random weights). Then, for --targets
+targets in the run's train/test proportion (the first training and the first test targets: contiguous
+columns, as `eval` reads them), times each stage of `eval` with `backend.datamodels.evaluation` as it is and as it was at commit --before (read from git): the LDS on the
+held-out models and Table 5 (difference of means and empirical influence over the fit models, three
+predictors scored on the held-out models). Prints wall and CPU seconds (all threads) per stage, the ratio,
+and the largest difference of any per-target number between the two. The machine's load is printed with them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_scale  # noqa: E402
+
+NOISE_WEIGHTS = 300
+
+
+def build(out: Path, scale: float, n_models: int, n_heldout: int) -> None:
+    """The run, its held-out run (other models: other seeds) and datamodels near the generator's true effects."""
+    from backend.store import schema
+
+    bench_scale.create(out, scale)
+    bench_scale.write_shards(out, 0, n_models, scale)
+    bench_scale.merge(out)
+    bench_scale.create(out / "heldout", scale, seed=1)
+    bench_scale.write_shards(out / "heldout", 0, n_heldout, scale, first_seed=10**6)
+    bench_scale.merge(out / "heldout")
+    n_train, n_test = bench_scale.sizes(scale)
+    n_targets = n_train + n_test
+    effects = np.random.default_rng(1)  # the generator's effects (bench_scale.write_shards)
+    support = effects.integers(n_train, size=(n_targets, bench_scale.SIGNAL))
+    weight = effects.normal(0, 0.3, size=(n_targets, bench_scale.SIGNAL)).astype(np.float32)
+    rng = np.random.default_rng(2)
+    weights = np.lib.format.open_memmap(schema.WEIGHTS.path(out), "w+", np.float32, (n_targets, n_train))
+    for lo in range(0, n_targets, 1000):
+        hi = min(lo + 1000, n_targets)
+        block = np.zeros((hi - lo, n_train), np.float32)
+        rows = np.arange(hi - lo)[:, None]
+        block[rows, rng.integers(n_train, size=(hi - lo, NOISE_WEIGHTS))] = rng.normal(0, 0.01, (hi - lo, NOISE_WEIGHTS))
+        block[rows, support[lo:hi]] += weight[lo:hi]
+        weights[lo:hi] = block
+    weights.flush()
+    del weights
+    np.save(schema.BIAS.path(out), np.ones(n_targets, np.float32))
+
+
+def load_before(rev: str):
+    """backend.datamodels.evaluation as it was at git revision `rev`, imported under another name."""
+    source = subprocess.run(["git", "show", f"{rev}:backend/datamodels/evaluation.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "evaluation_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("evaluation_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(call):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = call()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_eval_run"))
+    parser.add_argument("--scale", type=float, default=0.2, help="fraction of CIFAR-10's 50,000 + 10,000 targets "
+                        "(and features)")
+    parser.add_argument("--models", type=int, default=10_000)
+    parser.add_argument("--heldout-models", type=int, default=1000)
+    parser.add_argument("--targets", type=int, default=2400, help="targets evaluated (the first of each kind)")
+    parser.add_argument("--before", default="77caa84", help="git revision of the evaluation to compare with")
+    args = parser.parse_args()
+    from backend.datamodels import evaluation as after
+    from backend.store.run_dir import Run
+    from backend.store.schema import BIAS, WEIGHTS
+
+    if not (args.out / "heldout").exists():
+        started = time.perf_counter()
+        build(args.out, args.scale, args.models, args.heldout_models)
+        print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
+    before = load_before(args.before)
+    run, heldout = Run(args.out), Run(args.out / "heldout")
+    n_train, n_test = run.n_train, run.n_test
+    n_tr = round(args.targets * n_train / run.n_targets)
+    # The first targets of each kind: contiguous columns, as `eval` reads them (all targets, in blocks).
+    columns = np.concatenate([np.arange(n_tr), n_train + np.arange(args.targets - n_tr)])
+    weights, bias = run.array(WEIGHTS), run.array(BIAS)
+    print(f"run: {len(run.masks):,} fit models, {len(heldout.masks):,} held-out models, {n_train:,} features "
+          f"(training images), {run.n_targets:,} targets ({n_train:,} train + {n_test:,} test); evaluating "
+          f"{len(columns):,} of them ({n_tr:,} train, {len(columns) - n_tr:,} test); torch threads "
+          f"{__import__('torch').get_num_threads()}")
+    stages = {
+        "LDS": lambda ev: ev.lds(weights, bias, heldout.masks, heldout.margins, n_train, columns),
+        "Table 5": lambda ev: ev.table5(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins,
+                                        n_train, columns),
+    }
+    print(f"\n{'stage':10s} {'before wall/CPU s':>18s} {'after wall/CPU s':>17s} {'CPU ratio':>10s} "
+          f"{'wall ratio':>10s} {'max |Δ| of a score':>19s}  load")
+    totals = np.zeros(4)
+    for name, stage in stages.items():
+        new, new_wall, new_cpu = timed(lambda: stage(after))
+        old, old_wall, old_cpu = timed(lambda: stage(before))
+        if name == "LDS":
+            pairs = [(old["spearman"], new["spearman"]), (old["mse"], new["mse"])]
+        else:
+            pairs = [(old[e][k], new[e][k]) for e in after.ESTIMATORS for k in old[e]]
+        diff = max(float(np.nanmax(np.abs(a - b))) for a, b in pairs)
+        same_nan = all(np.array_equal(np.isnan(a), np.isnan(b)) for a, b in pairs)
+        totals += (old_wall, old_cpu, new_wall, new_cpu)
+        print(f"{name:10s} {old_wall:8.1f} / {old_cpu:7.1f} {new_wall:8.1f} / {new_cpu:6.1f} {old_cpu / new_cpu:9.1f}× "
+              f"{old_wall / new_wall:9.1f}× {diff:19.2e}  {os.getloadavg()[0]:.1f}"
+              + ("" if same_nan else "  (NaN where the other is not!)"))
+    print(f"{'both':10s} {totals[0]:8.1f} / {totals[1]:7.1f} {totals[2]:8.1f} / {totals[3]:6.1f} "
+          f"{totals[1] / totals[3]:9.1f}× {totals[0] / totals[2]:9.1f}×")
+    per = (totals[2] / len(columns), totals[0] / len(columns))
+    print(f"\nall {run.n_targets:,} targets at this shape, extrapolated: before {per[1] * run.n_targets / 60:.0f} min, "
+          f"after {per[0] * run.n_targets / 60:.1f} min of wall time at this load")
+
+
+if __name__ == "__main__":
+    main()
