@@ -162,7 +162,7 @@ def test_trak_with_a_full_rank_projection_is_the_linearised_estimator(narrow_run
     """proj_dim = the parameter count: a square random projection cancels out of φ(ΦᵀΦ)⁻¹Φᵀ, so TRAK must equal
     its formula computed in numpy from autograd gradients without any projection."""
     run = Run(narrow_run)
-    method = make("trak", run, device="cpu", proj_dim=310, models=1)
+    method = make("trak", run, device="cpu", proj_dim=310, models=1, damping=0.0)
     method.prepare()
     scores = method.score(slice(0, 8))
     [(fn, _, _)] = method.ensemble
