@@ -22,7 +22,7 @@ digits (10 models) fell with d/n_train: 0.56 at d = 128, 0.45 at 512 (dattri's d
 and 2,048. A ridge relative to the kernel's mean eigenvalue (λ, scale-free, so one default serves any
 architecture's gradient scale) removes that noise at every d and lets a larger d help: the defaults
 (defaults.TRAK_PROJ_DIM, TRAK_DAMPING) were chosen on half of the digits held-out models and scored on
-the other half (README, Methods). The output function, Q and the ensemble average already matched dattri;
+the other half (README, "TRAK's ridge"). The output function, Q and the ensemble average already matched dattri;
 the per-model projection is the reference's too (it moves LDS by < 0.01 here).
 
 Self-score: TRAK's self-influence, the score of training image i for z = z_i itself,
