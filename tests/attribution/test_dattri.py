@@ -103,7 +103,7 @@ def test_trak_equals_dattri_trak(narrow_run, monkeypatch, models, damping):
     monkeypatch.setattr(trak, "Projector", _DattrisProjection)
     method = make("trak", Run(narrow_run), device="cpu", proj_dim=dim, models=models, damping=damping)
     method.prepare()
-    fns = [fn for fn, _, _ in method.ensemble]
+    fns = [fn for fn, _ in method.ensemble]
     model, data = fns[0].model, method.data
     phi = _DattrisProjection(fns[0].n_params, dim, "gaussian", 0, "cpu")(fns[0].all_grads(trak_output, data.train_x, data.train_y))
     regularization = damping * float((phi.double() ** 2).sum()) / dim  # λ' of the one model when damping > 0

@@ -165,7 +165,7 @@ def test_trak_with_a_full_rank_projection_is_the_linearised_estimator(narrow_run
     method = make("trak", run, device="cpu", proj_dim=310, models=1, damping=0.0)
     method.prepare()
     scores = method.score(slice(0, 8))
-    [(fn, _, _)] = method.ensemble
+    [(fn, _)] = method.ensemble
     assert fn.n_params == 310
     data = method.data
     phi = np.stack([_autograd_grad(fn.model, data.train_x[i], data.train_y[i], _trak_f) for i in range(run.n_train)])
