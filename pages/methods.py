@@ -20,8 +20,11 @@ if not methods or report is None:
     st.code(components.hide_paths("\n".join(steps)), language="bash")
     st.stop()
 
+n_validation = report.get("validation_models", 0)
+held = (f"held-out models {n_validation + 1}–{report['n_heldout_models']}; validation LDS on the first {n_validation}, "
+        "where settings are chosen" if n_validation else f"{report['n_heldout_models']} held-out models")
 st.caption(f"LDS: mean over test targets of the Spearman correlation between Σ score over a held-out model's "
-           f"training subset and its margin ({report['n_heldout_models']} held-out models). Supports: certified by "
+           f"training subset and its margin ({held}). Supports: certified by "
            f"bisection with retraining ({report['support_params']['n_models']} models per step, "
            f"{report['support_params']['budget']} steps, k ≤ {report['support_params']['k_max']}) on the same "
            f"{len(report['targets'])} targets, {report['target_rule']}. Smaller support = a method that finds the "
@@ -30,7 +33,7 @@ table = pd.DataFrame(yardsticks.table_rows(report))
 # "—": the method has no self-scores, or the run no planted label noise (the caption below says which).
 table["mislabel AUC"] = ["—" if v is None or pd.isna(v) else f"{v:.3f}" for v in table["mislabel AUC"]]
 st.dataframe(table, hide_index=True, column_config={
-    "LDS": st.column_config.NumberColumn(format="%.3f"),
+    "LDS": st.column_config.NumberColumn(format="%.3f"), "validation LDS": st.column_config.NumberColumn(format="%.3f"),
     "MB stored": st.column_config.NumberColumn(format="%.1f"), "seconds": st.column_config.NumberColumn(format="%.1f"),
     "support seconds": st.column_config.NumberColumn(format="%.1f")})
 if "note" in report["mislabel"]:

@@ -63,7 +63,8 @@ def add_gradient_flags(p: argparse.ArgumentParser) -> None:
                    help=f"trak: ensemble size, the run's α-subset models 0..K-1 retrained (default {defaults.TRAK_MODELS})")
     p.add_argument("--damping", type=non_negative_float("a damping"),
                    help=f"influence: λ added to the Hessian (default {defaults.INFLUENCE_DAMPING}); "
-                        "trak: λ added to the kernel ΦᵀΦ (default 0)")
+                        f"trak: ridge λ · tr(ΦᵀΦ)/d added to the kernel ΦᵀΦ, relative to its mean eigenvalue "
+                        f"(default {defaults.TRAK_DAMPING})")
     p.add_argument("--influence-params", choices=defaults.INFLUENCE_PARAMS,
                    help="influence: all parameters by conjugate gradient, or the last layer by an exact solve (default all)")
     p.add_argument("--checkpoints", type=bounded_int(1, MAX_EPOCHS, "number of checkpoints, e.g. 5"),

@@ -20,16 +20,21 @@ def cmd_methods_eval(args: argparse.Namespace) -> dict:
                          f"`python -m precompute train --seed SEED+1 --out {heldout_dir}` (the run's flags), or pass --heldout")
     if args.k_max is not None and not 0 < args.k_max < run.n_train:
         raise ValueError(f"--k-max {args.k_max} is out of range: give 1..{run.n_train - 1}")
+    heldout = Run(heldout_dir)
+    if args.validation_models and args.validation_models >= len(heldout.masks):
+        raise ValueError(f"--validation-models {args.validation_models} leaves no test models of {heldout_dir}'s "
+                         f"{len(heldout.masks)}: give at most {len(heldout.masks) - 1}")
     modes = MODES if args.modes is None else () if args.modes == "none" else tuple(args.modes.split(","))
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"--modes {args.modes}: unknown mode {bad[0]!r}, give a comma-separated subset of {','.join(MODES)}, or none")
     with TqdmProgress("methods-eval") as bar:
-        report = evaluate_methods(run, Run(heldout_dir), methods=args.methods.split(",") if args.methods else None,
+        report = evaluate_methods(run, heldout, methods=args.methods.split(",") if args.methods else None,
                                   n_targets=args.targets, n_models=args.models, budget=args.budget, k_max=args.k_max,
-                                  modes=modes, device=args.device, progress=bar)
+                                  modes=modes, validation_models=args.validation_models, device=args.device,
+                                  progress=bar)
     return {"written": str(METHODS_EVAL.path(run.dir)), "targets": len(report["targets"]),
-            "methods": {name: {"lds": m["lds"]["mean"], "seconds": {mode: s["seconds"] for mode, s in m["support"].items()},
+            "methods": {name: {"lds": m["lds"]["mean"], "lds_validation": m.get("lds_validation", {}).get("mean"), "seconds": {mode: s["seconds"] for mode, s in m["support"].items()},
                                "mislabel_auc": m.get("mislabel_auc")} for name, m in report["methods"].items()}}
 
 
@@ -59,6 +64,10 @@ def register(sub) -> None:
                                    "store, so a rerun trains nothing it has trained before.")
     p.add_argument("--run", type=Path, required=True, help="run directory")
     p.add_argument("--heldout", type=Path, default=None, help="held-out run (default RUN/heldout)")
+    p.add_argument("--validation-models", type=non_negative_int, default=0,
+                   help="judge LDS on the held-out models after the first N (test), and report it on the first N "
+                        "apart (validation: choose a method's settings there, e.g. `attribute --damping`; default 0, "
+                        "every held-out model is test)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default every method with stored scores)")
     p.add_argument("--targets", type=positive_int, default=DEFAULT_TARGETS,
                    help=f"shared test targets of the support search: the first N the control models get right (default {DEFAULT_TARGETS})")

@@ -150,15 +150,16 @@ class Projector:
     held (when it fits in `resident_bytes`) or redrawn block by block for every batch (full-width ResNet-9,
     6.6M parameters, where R would take 54 GB). Redrawing costs: ResNet-9 at width 0.125 (104k parameters)
     ran 7.3 projected gradients/s redrawn against 77/s for the gradients alone, so R is held up to 1 GiB.
-    One R serves every model of an ensemble, as in MadryLab's traker.
+    Model `index` of an ensemble draws its own R, as MadryLab's traker and dattri do (seed + 1e5 · model id):
+    the ensemble then averages over projections as well as over models.
     """
 
     BLOCK = 8192
 
     def __init__(self, n_params: int, dim: int, kind: str, run_seed: int, device: torch.device,
-                 resident_bytes: int = 1 << 30):
+                 resident_bytes: int = 1 << 30, index: int = 0):
         self.n_params, self.dim, self.kind, self.device = n_params, dim, kind, device
-        self.seed = stream_seed(run_seed, 0, PROJECTION_STREAM)
+        self.seed = stream_seed(run_seed, index, PROJECTION_STREAM)
         self.blocks = range(0, n_params, self.BLOCK)
         self.resident = (torch.cat([self._block(b) for b in self.blocks])
                          if n_params * dim * 4 <= resident_bytes else None)

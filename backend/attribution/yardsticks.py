@@ -13,6 +13,9 @@
   dataset, the ROC AUC of a method's self-scores (one per training image, stored by `attribute` beside its
   scores, higher = likelier mislabelled) against the flipped set; None for scores stored without them.
 * Cost: seconds, models trained and bytes stored, from each method's meta.json.
+* Validation and test (issue 26): with `validation_models` N, LDS is reported twice: on held-out models
+  0..N-1 (`lds_validation`, the models to choose a method's settings on) and on the rest (`lds`, the test
+  LDS, of models that chose nothing), so a setting picked by its validation LDS is judged on other models.
 
 `evaluate_methods` runs them all and writes attribution/methods_eval.json (schema METHODS_EVAL).
 """
@@ -40,13 +43,14 @@ DEFAULT_EVAL_MODELS = 8
 MODES = ("remove", "mislabel")
 
 
-def method_lds(scores: np.ndarray, heldout: Run, n_train: int) -> np.ndarray:
-    """Per-test-target LDS, float64 (n_test,), of scores (n_test, n_train) on the held-out run's models."""
+def method_lds(scores: np.ndarray, heldout: Run, n_train: int, models: slice = slice(None)) -> np.ndarray:
+    """Per-test-target LDS, float64 (n_test,), of scores (n_test, n_train) on the held-out run's models
+    (rows `models` of its masks and margins)."""
     columns = np.arange(n_train, heldout.n_targets)
 
     def linear(cols):
         return scores[cols - n_train], np.zeros(len(cols))
-    return lds_by_block(linear, heldout.masks, heldout.margins, n_train, columns)["spearman"]
+    return lds_by_block(linear, heldout.masks[models], heldout.margins[models], n_train, columns)["spearman"]
 
 
 def shared_targets(run: Run, n: int) -> list[int]:
@@ -112,7 +116,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None, n_targets: int = DEFAULT_TARGETS,
                      n_models: int = DEFAULT_EVAL_MODELS, budget: int = DEFAULT_BUDGET, k_max: int | None = None,
-                     modes: tuple[str, ...] = MODES, device: str = "auto", progress: Progress | None = None) -> dict:
+                     modes: tuple[str, ...] = MODES, validation_models: int = 0, device: str = "auto",
+                     progress: Progress | None = None) -> dict:
     """Every yardstick for every method with stored scores (or `methods`); writes attribution/methods_eval.json.
 
     progress counts one step per method and mode of the support search ("search"), each reporting within.
@@ -122,6 +127,7 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     and their scores are unchanged, so `--methods trak` adds to the table instead of replacing it.
     """
     check_heldout(run, heldout)
+    validation, test = slice(0, validation_models), slice(validation_models, None)
     have = store.available(run)
     names = have if methods is None else list(methods)
     missing = sorted(set(names) - set(have))
@@ -143,9 +149,12 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     results = {}
     for m, name in enumerate(names):
         scores, meta = store.read_scores(run, name), store.read_meta(run, name)
-        lds = method_lds(scores, heldout, run.n_train)
+        lds = method_lds(scores, heldout, run.n_train, test)
         entry = {"lds": {"mean": _mean(lds), "n_targets": int(np.isfinite(lds).sum())}, "cost": cost(meta),
                  "config": meta["config"], "support": {}}
+        if validation_models:
+            chosen_on = method_lds(scores, heldout, run.n_train, validation)
+            entry["lds_validation"] = {"mean": _mean(chosen_on), "n_targets": int(np.isfinite(chosen_on).sum())}
         for s, mode in enumerate(modes):
             started = time.time()
             within = fraction(progress, m * len(modes) + s, 1, total, "search")
@@ -164,7 +173,8 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     # Relative to the run, as metrics.json names it, so a moved run still names its own held-out run.
     heldout_run = os.path.relpath(heldout.dir.resolve(), run.dir.resolve())
     same = (previous.get("targets"), previous.get("support_params"), previous.get("heldout_run"),
-            previous.get("n_heldout_models")) == (targets, params, heldout_run, int(len(heldout.masks)))
+            previous.get("n_heldout_models"), previous.get("validation_models", 0)) == (
+        targets, params, heldout_run, int(len(heldout.masks)), validation_models)
     kept = {name: entry for name, entry in previous.get("methods", {}).items() if same and name not in results
             and name in have and entry.get("config") == store.read_meta(run, name)["config"]}
     results = {name: results.get(name) or kept[name] for name in have if name in results or name in kept}
@@ -172,7 +182,7 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     pairs = {mode: {a: {b: smaller_fraction(results[a]["support"][mode]["supports"], results[b]["support"][mode]["supports"])
                         for b in results if b != a and mode in results[b]["support"]}
                     for a in results if mode in results[a]["support"]} for mode in judged}
-    report = {"heldout_run": heldout_run, "n_heldout_models": int(len(heldout.masks)),
+    report = {"heldout_run": heldout_run, "n_heldout_models": int(len(heldout.masks)), "validation_models": validation_models,
               "targets": targets, "target_rule": f"the first {n_targets} test targets the control models classify correctly",
               "support_params": params, "modes": judged, "methods": results, "smaller_support": pairs,
               "mislabel": {"note": flipped} if isinstance(flipped, str) else
@@ -190,7 +200,7 @@ def table_rows(report: dict) -> list[dict]:
     n = len(report["targets"])
     rows = []
     for name, m in report["methods"].items():
-        row = {"method": name, "LDS": m["lds"]["mean"]}
+        row = {"method": name, "LDS": m["lds"]["mean"], "validation LDS": m.get("lds_validation", {}).get("mean")}
         for mode in ("remove", "mislabel"):
             found = [s for s in m["support"].get(mode, {}).get("supports", []) if s is not None]
             row[f"median {mode} support"] = float(np.median(found)) if found else None

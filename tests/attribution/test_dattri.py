@@ -77,26 +77,47 @@ def test_tracin_equals_dattri_without_projection(narrow_run):
     np.testing.assert_allclose(ours, -theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
 
 
-def test_trak_correlates_with_dattri_trak(narrow_run):
-    """Both with one model and a square projection: each one's own random projection then cancels out of the
-    estimator. dattri solves its kernel without a pseudo-inverse, so it needs a small ridge: close, not equal."""
-    from dattri.algorithm.trak import TRAKAttributor
+class _DattrisProjection:
+    """Our Projector's interface over dattri's CPU random projection, model `index` as dattri's ensemble id:
+    with it both implementations featurise each model identically (dattri also divides by sqrt(n_params))."""
 
-    method = make("trak", Run(narrow_run), device="cpu", proj_dim=310, models=1)
+    def __init__(self, n_params, dim, kind, run_seed, device, index=0):
+        from dattri.func.projection import random_project
+
+        self.scale, self.index = n_params ** 0.5, index
+        self.project = random_project(torch.zeros(1, n_params), 1, proj_dim=dim, proj_max_batch_size=32, proj_seed=0)
+
+    def __call__(self, g):
+        return self.project(g / self.scale, ensemble_id=self.index)
+
+
+@pytest.mark.parametrize("models, damping", [(1, 0.1), (3, 0.0)])
+def test_trak_equals_dattri_trak(narrow_run, monkeypatch, models, damping):
+    """The same models, output function log(p/(1-p)), projections, d and λ: the same scores. This holds the
+    kernel, the ridge's scale (ours is λ · tr(ΦᵀΦ)/d, dattri's absolute), the 1 - p reweighting and the
+    ensemble average (the kernel terms and Q averaged separately) to the reference implementation."""
+    from dattri.algorithm.trak import TRAKAttributor
+    import backend.attribution.trak as trak
+
+    dim = 32
+    monkeypatch.setattr(trak, "Projector", _DattrisProjection)
+    method = make("trak", Run(narrow_run), device="cpu", proj_dim=dim, models=models, damping=damping)
     method.prepare()
-    [(fn, _, _)] = method.ensemble
-    model = fn.model
+    fns = [fn for fn, _ in method.ensemble]
+    model, data = fns[0].model, method.data
+    phi = _DattrisProjection(fns[0].n_params, dim, "gaussian", 0, "cpu")(fns[0].all_grads(trak_output, data.train_x, data.train_y))
+    regularization = damping * float((phi.double() ** 2).sum()) / dim  # λ' of the one model when damping > 0
 
     def correct_probability(params, data):
         x, y = data
         return F.softmax(functional_call(model, params, (x[None, None],))[0, 0], 0)[y]
 
-    attributor = TRAKAttributor(_task(model, [model.state_dict()], trak_output), correct_probability,
-                                projector_kwargs={"proj_dim": 310, "proj_max_batch_size": 32, "proj_seed": 0},
-                                regularization=1e-6)
+    attributor = TRAKAttributor(_task(model, [fn.model.state_dict() for fn in fns], trak_output), correct_probability,
+                                projector_kwargs={"proj_dim": dim, "proj_max_batch_size": 32, "proj_seed": 0},
+                                regularization=regularization)
     attributor.grad_loss_func = attributor.grad_target_func  # TRAK featurises training images by f too
     train, test = _loaders(method)
     attributor.cache(train)
     ours = method.score(slice(0, N_TEST))
     theirs = attributor.attribute(test).detach().T.numpy()
-    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.98
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3 * np.abs(theirs).max())

@@ -158,14 +158,30 @@ def test_influence_self_scores_are_the_explicit_damped_hessian_inverse_of_a_logi
     np.testing.assert_allclose(own, expected, rtol=1e-4 if exact else 1e-2)
 
 
+@pytest.mark.parametrize("n, d", [(60, 20), (20, 60)])
+def test_trak_ridge_is_relative_to_the_kernels_mean_eigenvalue(n, d):
+    """A = (ΦᵀΦ + λ tr(ΦᵀΦ)/d I)⁻¹Φᵀ by numpy's inverse, through the d × d kernel (d < n) and the n × n Gram
+    matrix (d > n) alike; and φ(z)ᵀA does not change when every gradient is scaled (λ is free of their scale)."""
+    from backend.attribution.trak import kernel_weights
+
+    rng = np.random.default_rng(0)
+    phi, z = rng.normal(size=(n, d)), rng.normal(size=(3, d))
+    kernel = phi.T @ phi
+    expected = z @ np.linalg.inv(kernel + 0.5 * np.trace(kernel) / d * np.eye(d)) @ phi.T
+    got = z @ kernel_weights(torch.from_numpy(phi), 0.5).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    scaled = 1e3 * z @ kernel_weights(torch.from_numpy(1e3 * phi), 0.5).numpy()
+    np.testing.assert_allclose(scaled, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_trak_with_a_full_rank_projection_is_the_linearised_estimator(narrow_run):
     """proj_dim = the parameter count: a square random projection cancels out of φ(ΦᵀΦ)⁻¹Φᵀ, so TRAK must equal
     its formula computed in numpy from autograd gradients without any projection."""
     run = Run(narrow_run)
-    method = make("trak", run, device="cpu", proj_dim=310, models=1)
+    method = make("trak", run, device="cpu", proj_dim=310, models=1, damping=0.0)
     method.prepare()
     scores = method.score(slice(0, 8))
-    [(fn, _, _)] = method.ensemble
+    [(fn, _)] = method.ensemble
     assert fn.n_params == 310
     data = method.data
     phi = np.stack([_autograd_grad(fn.model, data.train_x[i], data.train_y[i], _trak_f) for i in range(run.n_train)])

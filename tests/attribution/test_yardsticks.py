@@ -111,6 +111,28 @@ def test_lds_against_models_keeps_one_point_per_configuration(cf_run, dashboard_
     assert abs(report["methods"]["ensemble"]["lds"]["mean"]) < 0.1  # random scores predict nothing
 
 
+def test_methods_eval_splits_the_held_out_models_into_validation_and_test(cf_run, dashboard_data_dir):
+    """--validation-models N: LDS on held-out models N.. (test) and on 0..N-1 apart, each scipy's Spearman."""
+    run, heldout = Run(cf_run), Run(dashboard_data_dir / "runs" / RUN / "heldout")
+    scores = np.asarray(store.read_scores(Run(dashboard_data_dir / "runs" / RUN), "datamodels"), dtype=np.float64)
+    attribute(run, StoredRows("split", scores, {"split": 1}))
+    run_cli("methods-eval", "--run", run.dir, "--heldout", heldout.dir, "--methods", "split", "--modes", "none",
+            "--validation-models", "12", "--device", "cpu")
+    report = read_json(run.dir, METHODS_EVAL)
+    x, n = heldout.masks.astype(np.float64), run.n_train
+
+    def by_hand(models):
+        rhos = [spearmanr(x[models] @ scores[j], heldout.margins[models, n + j]).statistic for j in range(run.n_test)]
+        return np.nanmean(rhos)
+    entry = report["methods"]["split"]
+    assert report["validation_models"] == 12 and report["n_heldout_models"] == 30
+    assert entry["lds"]["mean"] == pytest.approx(by_hand(slice(12, None)), abs=1e-6)
+    assert entry["lds_validation"]["mean"] == pytest.approx(by_hand(slice(0, 12)), abs=1e-6)
+    assert entry["lds"]["mean"] != pytest.approx(entry["lds_validation"]["mean"], abs=1e-9)
+    [row] = [row for row in yardsticks.table_rows(report) if row["method"] == "split"]
+    assert row["validation LDS"] == entry["lds_validation"]["mean"] and row["LDS"] == entry["lds"]["mean"]
+
+
 def test_plant_label_noise_flips_a_known_fraction_to_other_classes():
     ds = load_dataset("digits")
     arrays, truth = plant_label_noise(ds, 0.05, seed=3)
@@ -233,5 +255,8 @@ def test_methods_eval_cli_errors_name_the_fix(tiny_run, dashboard_data_dir):
     heldout = dashboard_data_dir / "runs" / RUN / "heldout"
     no_scores = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, check=False)
     assert no_scores.returncode == 2 and "attribute --run" in no_scores.stderr
+    no_test = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--validation-models", "30", check=False)
+    assert no_test.returncode == 2 and "--validation-models 30 leaves no test models" in no_test.stderr
+    assert "give at most 29" in no_test.stderr
     bad_mode = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--modes", "remove,x", check=False)
     assert bad_mode.returncode == 2 and "unknown mode 'x'" in bad_mode.stderr and "or none" in bad_mode.stderr
