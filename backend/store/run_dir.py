@@ -190,13 +190,46 @@ def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
     _apply_journal(run_dir, journal)
 
 
+def confined(run_dir: Path, path: Path, source: Path | None = None) -> Path:
+    """`path` if it lies inside the run once every symbolic link is followed, else a RunError naming it
+    (or `source`, the run file that named it): no read or write of a run ever reaches outside it."""
+    root, resolved = Path(run_dir).resolve(), Path(path).resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        named = f"{source} names {path}, which" if source is not None else f"{path}"
+        raise RunError(f"{named} resolves to {resolved}, outside the run {run_dir}: a run's files stay inside it; "
+                       "replace the link with a copy of the file")
+    return Path(path)
+
+
+def name_inside(run_dir: Path, name: object, source: Path) -> Path:
+    """run_dir / name for a name read from the run file `source` (a journal entry): a relative path without
+    `..` whose folder resolves inside the run. The last component is not followed: a rename or delete acts on
+    a link itself, never on what it points at."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise RunError(f"{source} names {name!r}, which is not a file name: it was not written by this code; "
+                       "delete it")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or relative.name in ("", "."):
+        raise RunError(f"{source} names {name!r}, a path outside the run: it was not written by this code; delete it")
+    path = Path(run_dir) / relative
+    confined(run_dir, path.parent, source)
+    return path
+
+
 def _apply_journal(run_dir: Path, journal: Path) -> None:
+    """Carry out a journal's renames and deletes, every path checked to lie in the run before any is touched."""
     record = json.loads(journal.read_text())
-    for tmp, final in record["renames"]:
-        if (run_dir / tmp).exists():
-            os.replace(run_dir / tmp, run_dir / final)
-    for final in record.get("deletes", []):  # journals written before deletions were part of a commit have none
-        (run_dir / final).unlink(missing_ok=True)
+    renames, deletes = record.get("renames"), record.get("deletes", [])  # journals before deletions have none
+    if not isinstance(renames, list) or not isinstance(deletes, list) or \
+            not all(isinstance(pair, list) and len(pair) == 2 for pair in renames):
+        raise RunError(f"{journal} is not a journal of renames and deletes: it was not written by this code; delete it")
+    moves = [(name_inside(run_dir, tmp, journal), name_inside(run_dir, final, journal)) for tmp, final in renames]
+    drops = [name_inside(run_dir, final, journal) for final in deletes]
+    for tmp, final in moves:
+        if tmp.exists():
+            os.replace(tmp, final)
+    for final in drops:
+        final.unlink(missing_ok=True)
     journal.unlink()
 
 
@@ -224,10 +257,12 @@ def recover(run_dir: str | Path, clean_temps: bool = True) -> None:
         for journal in sorted(run_dir.glob(_JOURNAL.format(stage="*"))):
             try:
                 owner = json.loads(journal.read_text())["pid"]
-            except (ValueError, KeyError, TypeError, OSError):
+                if isinstance(owner, bool) or not isinstance(owner, int) or not 0 < owner < 1 << 31:
+                    raise TypeError("not a process id")
+            except (ValueError, KeyError, TypeError, OSError, RecursionError):
                 journal.unlink()  # a journal is written atomically: an unreadable one is not ours to follow
                 continue
-            if not _alive(int(owner)):
+            if not _alive(owner):
                 _apply_journal(run_dir, journal)
         for tmp in leftover_temps(run_dir) if clean_temps else ():
             tmp.unlink(missing_ok=True)
@@ -277,6 +312,7 @@ def _existing(run_dir: Path, artifact: Artifact, fields: dict) -> Path:
     path = current_path(artifact.path(run_dir, **fields))
     if not path.is_file():
         raise broken(run_dir, artifact, path, "is missing")
+    confined(run_dir, path)
     if path.stat().st_size == 0:
         raise broken(run_dir, artifact, path, "is empty (0 bytes)")
     return path
@@ -393,6 +429,7 @@ def write_array(run_dir: Path, artifact: Artifact, array: np.ndarray, **fields) 
         raise ValueError(f"refusing to write {artifact.name}: it {problem}")
     path = artifact.path(run_dir, **fields)
     path.parent.mkdir(parents=True, exist_ok=True)
+    confined(run_dir, path.parent)
     save_npy(path, array)
 
 
@@ -403,6 +440,7 @@ def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
         if problem:
             raise ValueError(f"refusing to write {artifact.name}: member {key} {problem}")
     path = artifact.path(run_dir)
+    confined(run_dir, path.parent)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **members)
 
@@ -410,6 +448,7 @@ def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
 def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
     path = artifact.path(run_dir, **fields)
     path.parent.mkdir(parents=True, exist_ok=True)
+    confined(run_dir, path.parent)
     save_json(path, obj)
 
 
@@ -493,6 +532,7 @@ def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarra
     """
     end = start + len(masks)
     path = SHARD.path(run_dir, start=start, end=end)
+    confined(run_dir, path.parent)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, masks=masks, margins=margins.astype(dtype), predictions=predictions.astype(np.int16))
 
@@ -582,6 +622,9 @@ class _Growable:
 
     def __init__(self, run_dir: Path, artifact: Artifact, dtype: np.dtype, width: int, committed: int):
         self.path, self.dtype, self.width = artifact.path(run_dir), np.dtype(dtype), width
+        if self.path.is_symlink():  # grown in place: a link would send the rows into whatever file it names
+            raise RunError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}): a merge appends to the run's "
+                           "own file only; replace the link with a copy of the file and rerun")
         if not self.path.exists():
             if committed:
                 raise broken(run_dir, artifact, self.path, f"is missing but the manifest records {committed} merged "
