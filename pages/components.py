@@ -186,7 +186,10 @@ def current_run() -> Run:
         st.rerun()
     current_user()
     follow_open_request()
-    path = catalog.data_dir() / "runs" / st.query_params.get("run", "")
+    name = st.query_params.get("run", "")
+    if Path(name).name != name or name in (".", "..") or "\0" in name:  # a folder of runs/, not a path
+        raise RunError(f"run {plain(name)} is not a run name: pick a run in the sidebar")
+    path = catalog.data_dir() / "runs" / name
     try:
         return open_run(str(path), _stamp(path) if path.exists() else 0)
     except (KeyError, TypeError) as exc:

@@ -36,12 +36,13 @@ from typing import Iterator
 import numpy as np
 
 from backend.store import external
-from backend.store.schema import EXTERNAL, IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact
+from backend.store.schema import EXTERNAL, IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact, Count
 
 FORMAT_VERSION = 1
 
 # What numpy and json raise on a file that is not what its name says: truncated, garbage, a foreign format.
-_UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError, zipfile.BadZipFile)
+# RecursionError: JSON nested deeper than the parser's stack.
+_UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError, zipfile.BadZipFile, RecursionError)
 
 
 class RunError(ValueError):
@@ -343,10 +344,30 @@ def read_array(run_dir: Path, artifact: Artifact, sizes: dict | None = None, mma
     if not isinstance(array, np.ndarray):
         array.close()
         raise broken(run_dir, artifact, path, "is corrupt (an .npz archive, not one array)")
-    problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes or {})
+    problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes or {}) or \
+        _value_problem(array, artifact, sizes or {})
     if problem:
         raise broken(run_dir, artifact, path, f"{problem}: it is stale or corrupt")
     return array
+
+
+def _value_problem(array, artifact: Artifact, sizes: dict) -> str | None:
+    """Why an array's values break its entry's constraints (indices under `below`, `finite`), or None.
+
+    One pass over the array: the constrained entries are index, label and component arrays of a few MB.
+    A `below` whose size the reader did not give is not checked.
+    """
+    if artifact.below is not None and artifact.below in sizes and array.size:
+        bound, values = sizes[artifact.below], np.asarray(array)
+        lo, hi = values.min(), values.max()
+        if lo < 0 or hi >= bound:
+            bad = lo if lo < 0 else hi
+            where = np.unravel_index(int(np.argmax(values == bad)), values.shape)
+            return (f"holds {int(bad)} at {tuple(int(i) for i in where)}, outside 0..{bound - 1} "
+                    f"({artifact.below} = {bound})")
+    if artifact.finite and array.size and not np.isfinite(np.asarray(array)).all():
+        return "holds NaN or infinite values"
+    return None
 
 
 def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fields) -> dict | None:
@@ -388,6 +409,10 @@ def _json_problem(value, spec, where: str) -> str | None:
         if not isinstance(value, list):
             return f"{where!r} is a JSON {type(value).__name__}"
         return next((p for i, item in enumerate(value) if (p := _json_problem(item, spec[0], f"{where}[{i}]"))), None)
+    if isinstance(spec, Count):
+        if type(value) is not int or value < spec.minimum:
+            return f"{where!r} is {_short(value)}, not an integer of at least {spec.minimum}"
+        return None
     types = spec if isinstance(spec, tuple) else (spec,)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         return f"{where!r} is a JSON {type(value).__name__}"
@@ -452,10 +477,23 @@ def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
     save_json(path, obj)
 
 
+_HPARAMS = {"epochs": Count(1), "batch_size": Count(1), "hidden": Count(1)}
+
+
 def read_manifest(run_dir: Path) -> dict:
     if not current_path(MANIFEST.path(run_dir)).exists():
         raise RunError(f"{run_dir} is not a run (no {MANIFEST.name}): create one with `python -m precompute train --out {run_dir}`")
-    return read_json(Path(run_dir), MANIFEST)
+    manifest = read_json(Path(run_dir), MANIFEST)
+    for key, spec in _HPARAMS.items():  # those a retraining takes from the manifest, where the run has them
+        problem = _json_problem(manifest["hparams"][key], spec, f"hparams.{key}") if key in manifest["hparams"] else None
+        if problem:
+            raise broken(Path(run_dir), MANIFEST, MANIFEST.path(run_dir), f"is corrupt ({problem})")
+    classes = manifest["dataset"]["class_names"]
+    if len(classes) < 2:  # one class has no wrong class: every margin (eq. 2) would be +inf
+        raise broken(Path(run_dir), MANIFEST, MANIFEST.path(run_dir),
+                     f"is corrupt (its dataset lists {len(classes)} class name{'s' if len(classes) != 1 else ''}; "
+                     "a run needs at least two classes)")
+    return manifest
 
 
 # Settings that define which models a run holds; a resume must match them exactly.
@@ -862,7 +900,8 @@ class Run:
     @property
     def sizes(self) -> dict[str, int]:
         """The run's sizes that schema shapes are stated in."""
-        return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets}
+        return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets,
+                "n_classes": len(self.class_names)}
 
     def has(self, artifact: Artifact, **fields) -> bool:
         return artifact.name in self.external or current_path(artifact.path(self.dir, **fields)).exists()
@@ -895,7 +934,8 @@ class Run:
         except _UNREADABLE as exc:
             raise RunError(f"an external part of {self.dir / artifact.name} is unreadable ({exc}): restore the "
                            "release's file, or import the release again") from None
-        problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes)
+        problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes) or \
+            (_value_problem(array, artifact, sizes) if artifact.below or artifact.finite else None)
         if problem:
             raise broken(self.dir, artifact, EXTERNAL.path(self.dir), f"places a {artifact.name} that {problem}")
         return array
