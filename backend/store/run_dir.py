@@ -360,10 +360,10 @@ def _value_problem(array, artifact: Artifact, sizes: dict) -> str | None:
     if artifact.below is not None and artifact.below in sizes and array.size:
         bound, values = sizes[artifact.below], np.asarray(array)
         lo, hi = values.min(), values.max()
-        if lo < 0 or hi >= bound:
-            bad = lo if lo < 0 else hi
+        if lo < artifact.lowest or hi >= bound:
+            bad = lo if lo < artifact.lowest else hi
             where = np.unravel_index(int(np.argmax(values == bad)), values.shape)
-            return (f"holds {int(bad)} at {tuple(int(i) for i in where)}, outside 0..{bound - 1} "
+            return (f"holds {int(bad)} at {tuple(int(i) for i in where)}, outside {artifact.lowest}..{bound - 1} "
                     f"({artifact.below} = {bound})")
     if artifact.finite and array.size and not np.isfinite(np.asarray(array)).all():
         return "holds NaN or infinite values"

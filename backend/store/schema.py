@@ -33,8 +33,9 @@ class Artifact:
     stage   : the stage (CLI verb) that writes it
     rebuild : the command that writes it again, with RUN for the run directory
     remedy  : what to do with a broken copy before rebuilding ("delete it and" for files a stage keeps)
-    below   : of an npy of indices or labels, the size symbol its every value lies under (0 <= v < sizes[below]),
+    below   : of an npy of indices or labels, the size symbol its every value lies under (lowest <= v < sizes[below]),
               so a value read from the run can index what it names (`n_train`, `n_classes`, ...)
+    lowest  : the least value allowed with `below` (0; -1 where -1 marks an empty slot)
     finite  : of a float npy, every value is finite (no NaN or inf)
     """
 
@@ -50,6 +51,7 @@ class Artifact:
     template: str | None = None
     remedy: str = "delete it and rebuild it with"
     below: str | None = None
+    lowest: int = 0
     finite: bool = False
 
     @property
@@ -220,7 +222,8 @@ STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE,
                           keys={"pca": dict, "clusters": dict, "neighbors": dict})
 # Leak candidates (README "Candidates (RUN/leakage/)"): rows are test positions, entries training positions.
 LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "analyze", _ANALYZE,
-                             below="n_train" if dtype == "int64" else None) for name, dtype in (
+                             below="n_train" if dtype == "int64" else None, lowest=-1)  # -1: an empty slot
+                 for name, dtype in (
     ("weight_top", "int64"), ("weight_top_value", "float32"), ("weight_bottom", "int64"),
     ("weight_bottom_value", "float32"), ("feature_nn", "int64"), ("feature_similarity", "float32"),
     ("pixel_nn", "int64"), ("pixel_similarity", "float32"), ("combined", "int64"), ("combined_score", "float32"))}

@@ -123,8 +123,8 @@ def corrupt(path: Path, kind: str, how: str, artifact: schema.Artifact) -> None:
         path.write_bytes(b"\xff\xfe\x00garbage{[" * 7)
     elif how in ("out-of-range", "negative", "non-finite"):
         array = np.load(path, allow_pickle=False)
-        array.flat[len(array.flat) // 2] = {"non-finite": np.nan, "negative": -1}.get(how) if how != "out-of-range" \
-            else out_of_range(path, artifact)
+        array.flat[len(array.flat) // 2] = {"non-finite": np.nan, "negative": artifact.lowest - 1}.get(how) \
+            if how != "out-of-range" else out_of_range(path, artifact)
         with open(path, "wb") as f:
             np.save(f, array)
     elif kind == "npy":

@@ -192,3 +192,17 @@ def test_an_external_part_that_is_not_npy_does_not_echo_its_bytes(tiny_run, tmp_
     held = "passwd" in str(raised.value) and "root" not in str(raised.value).replace(str(tmp_path), "")
     record_count("crafted external.json", "held" if held else "FAILED")
     assert held, str(raised.value)
+
+
+def test_temps_of_dead_writers_are_removed_only_inside_the_run(tiny_run, tmp_path):
+    """A folder linked outside holding what looks like a dead writer's temp: cleaning the run leaves it."""
+    run, outside = _run(tiny_run, tmp_path), tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / ".victim.npy.999999999.abc.tmp"
+    victim.write_bytes(b"precious")
+    (run / "linked").symlink_to(outside, target_is_directory=True)
+    (run / ".linked-file.999999999.abc.tmp").symlink_to(victim)
+    run_dir.recover(run)
+    held = victim.read_bytes() == b"precious"
+    record_count("symlinked run file", "held" if held else "FAILED")
+    assert held and not (run / ".linked-file.999999999.abc.tmp").is_symlink()
