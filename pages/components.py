@@ -24,7 +24,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from backend.access import auth
-from backend.access.budget import BudgetError, RetrainBudget, budget_from_env
+from backend.access.budget import BudgetError, budget_from_env, server_budget
 from backend.store import catalog
 
 from backend.training import target_stats
@@ -126,7 +126,7 @@ def current_user() -> auth.User:
         mode = auth.parse_auth(os.environ.get(auth.AUTH_ENV))
         roles = auth.load_roles(os.environ)
         return auth.request_user(mode, st.get_option("server.address"), roles,
-                                 headers=dict(st.context.headers) if mode.kind == "header" else None,
+                                 headers=_header_lines() if mode.kind == "header" else None,
                                  oidc_user=st.user.to_dict() if mode.kind == "oidc" else None)
     except (auth.AuthConfigError, auth.AccessDenied) as exc:
         st.error(str(exc))
@@ -135,10 +135,10 @@ def current_user() -> auth.User:
         st.stop()
 
 
-@st.cache_resource(show_spinner=False)
-def retrain_budget(budget: int) -> RetrainBudget:
-    """The server's one retraining queue and job slot (per budget setting); the spend is kept in each run."""
-    return RetrainBudget(budget)
+def _header_lines() -> list[tuple[str, str]]:
+    """The request's header lines, a repeated header once per line (st.context.headers keeps the first alone)."""
+    headers = st.context.headers
+    return [(key, value) for key in headers for value in headers.get_all(key)]
 
 
 def can_retrain() -> bool:
@@ -164,7 +164,7 @@ def retraining_job(run: Run, n_models: int):
         queued.info(f"Queued: {ahead} retraining job{'s' if ahead != 1 else ''} ahead of yours"
                     + (f" ({plain(holder)} is retraining)" if holder else "") + "; it starts when they finish.")
     try:
-        budget = retrain_budget(budget_from_env(os.environ))
+        budget = server_budget(budget_from_env(os.environ))
         with budget.job(run.dir.resolve(), n_models, user.name, on_wait=show_place) as job:
             queued.empty()
             yield job
@@ -186,7 +186,10 @@ def current_run() -> Run:
         st.rerun()
     current_user()
     follow_open_request()
-    path = catalog.data_dir() / "runs" / st.query_params.get("run", "")
+    name = st.query_params.get("run", "")
+    if Path(name).name != name or name in (".", "..") or "\0" in name:  # a folder of runs/, not a path
+        raise RunError(f"run {plain(name)} is not a run name: pick a run in the sidebar")
+    path = catalog.data_dir() / "runs" / name
     try:
         return open_run(str(path), _stamp(path) if path.exists() else 0)
     except (KeyError, TypeError) as exc:

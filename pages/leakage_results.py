@@ -41,6 +41,14 @@ try:
 except AnnotationStoreError as exc:
     st.error(components.hide_paths(exc))
     st.stop()
+kept = [v for v in votes if 0 <= v.test < run.n_test and 0 <= v.train < run.n_train]
+stray = [v for v in votes if not (0 <= v.test < run.n_test and 0 <= v.train < run.n_train)]
+if stray:  # the database is shared and written by other servers: its pairs are checked against this run
+    st.error(f"The annotation database holds {len(stray)} vote{'s' if len(stray) != 1 else ''} on run "
+             f"{components.plain(run.name)} for images it does not have (e.g. test:{stray[0].test}, "
+             f"train:{stray[0].train}; the run has {run.n_test} test and {run.n_train} training images): they are "
+             "left out below. Were they cast on another run of the same name?")
+    votes = kept
 if not votes:
     st.info(f"No votes on run {run.name} yet: annotators vote on the Review page.")
     st.stop()

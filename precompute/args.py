@@ -15,6 +15,7 @@ MAX_MODELS = 10_000_000  # the paper's largest run holds 3e5 models
 MAX_HIDDEN = 65_536
 MAX_WIDTH = 64.0
 MAX_EPOCHS = 100_000
+MAX_MEMORY = 1 << 50  # 1 PiB
 
 
 def _int(text: str) -> int:
@@ -57,10 +58,12 @@ def byte_size(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
     if not match or match.group(2) not in _BYTE_UNITS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give a number and a unit, e.g. 4GiB or 512MiB")
-    value = int(float(match.group(1)) * _BYTE_UNITS[match.group(2)])
-    if value < 1:
+    value = float(match.group(1)) * _BYTE_UNITS[match.group(2)]
+    if not value <= MAX_MEMORY:  # also inf, from 1e400
+        raise argparse.ArgumentTypeError(f"{text} is more memory than any machine has: give at most 1PiB, e.g. 4GiB")
+    if int(value) < 1:
         raise argparse.ArgumentTypeError(f"{text} is no memory: give a positive size, e.g. 4GiB")
-    return value
+    return int(value)
 
 
 def bounded_int(low: int, high: int, what: str):

@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # RunError, DatasetError, RemovalError and every bad value
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except MemoryError:
-        print("error: out of memory: the requested sizes (--models, --hidden, --width, --batch-models) are too large "
-              "for this machine", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as exc:  # a bug: one line, and the traceback only when asked for
+    except Exception as exc:  # an expected failure (expected_failure says which), else a bug
+        message = expected_failure(exc)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if args.debug:
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback, and "
@@ -96,6 +96,28 @@ def main(argv: list[str] | None = None) -> int:
     elif result is not None:
         report.say(report.line(args.verb, result))
     return 0
+
+
+# Torch reports a failed allocation as a RuntimeError, not a MemoryError (CPU: "DefaultCPUAllocator: can't
+# allocate memory", CUDA: "CUDA out of memory"), and an input its layers cannot take as one too.
+_ALLOCATION = re.compile(r"out of memory|can't allocate memory|not enough memory|Unable to allocate", re.IGNORECASE)
+_SHAPE = re.compile(r"shapes cannot be multiplied|Kernel size can't be greater|Output size is too small|"
+                    r"Padding size should be less than|Calculated padded input size|size mismatch|"
+                    r"sizes of tensors must match|non-empty \dD", re.IGNORECASE)
+
+
+def expected_failure(exc: BaseException) -> str | None:
+    """The one-line message (exit 2) of an expected failure that is not a ValueError or an OSError, naming the
+    flags or files to change; None for a bug. The one table of them, so every verb maps them alike."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and _ALLOCATION.search(str(exc))):
+        return ("out of memory: the requested sizes (--models, --batch-models, --hidden, --width, --memory, "
+                "--block-targets) are too large for this machine: lower them")
+    if isinstance(exc, RecursionError):
+        return "a file is nested too deeply to read (a JSON file of thousands of levels): replace it with the real one"
+    if isinstance(exc, RuntimeError) and _SHAPE.search(str(exc)):
+        return (f"the architecture cannot take this dataset's images ({_one_line(exc)[:200]}): choose another --arch, "
+                "or a dataset of larger images")
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

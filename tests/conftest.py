@@ -48,7 +48,7 @@ def open_app(params: dict, page: str | None = None, *, timeout: float = 60, chec
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
     if user is not None:
-        at.user = {"is_logged_in": True, "email": user}
+        at.user = {"is_logged_in": True, "email": user, "email_verified": True}
     at.query_params.update(params)
     at.run()
     if page is not None:

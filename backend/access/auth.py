@@ -4,10 +4,16 @@ The dashboard is open on a loopback address (one researcher on a laptop: that us
 else it needs a login, configured in DATAMODELS_AUTH:
 
     header:X-Forwarded-User   a trusted reverse proxy (oauth2-proxy, Authelia, nginx auth_request)
-                              authenticates and sends the user's name in that header; the proxy must
-                              overwrite any such header the client sent
+                              authenticates and sends the user's name in that header, UTF-8 encoded; the
+                              proxy must overwrite any such header the client sent (a request holding the
+                              header twice, or a value that is not UTF-8, is refused)
     oidc[:CLAIM]              Streamlit's st.login with the OIDC provider of .streamlit/secrets.toml;
-                              the user is that claim of st.user (default: email)
+                              the user is that claim of st.user (default: email, used only when the
+                              provider's email_verified claim is true)
+
+A user name is compared exactly, after NFC alone (backend.leakage.names.validate_name, which refuses names
+that only NFKC folding would match, such as fullwidth or math-bold letters), with the roles' names
+normalised the same way: no two distinct names share a role entry.
 
 Roles (`viewer` reads, `reviewer` also votes, `admin` also retrains and exports everyone's votes) come
 from DATAMODELS_ROLES (`alice=admin,bob=reviewer,*=viewer`) and/or the TOML file DATAMODELS_ROLES_FILE
@@ -18,9 +24,10 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from backend.leakage.names import AnnotatorNameError, validate_name
 
@@ -109,10 +116,11 @@ def parse_roles(text: str, source: str = ROLES_ENV) -> dict[str, str]:
 
 
 def check_roles(roles: Mapping[str, object], source: str) -> dict[str, str]:
+    """The roles with each user's name in NFC, the form request_user compares."""
     for user, role in roles.items():
         if role not in ROLES:
             raise AuthConfigError(f"{source}: {user} has role {role!r}: use one of {', '.join(ROLES)}")
-    return dict(roles)
+    return {unicodedata.normalize("NFC", user): role for user, role in roles.items()}
 
 
 def load_roles(environ: Mapping[str, str]) -> dict[str, str]:
@@ -136,18 +144,37 @@ def role_of(name: str, roles: Mapping[str, str]) -> str:
     return roles.get(name, roles.get(EVERYONE, DEFAULT_ROLE))
 
 
-def header_value(headers: Mapping[str, str], header: str) -> str | None:
-    """The value of `header` in a request's headers, whatever their case; None when absent."""
+def header_value(headers: Mapping[str, str] | Iterable[tuple[str, str]], header: str) -> str | None:
+    """The one value of `header` among a request's header lines (name, value), whatever their case, decoded
+    as UTF-8; None when absent. The server hands values over as Latin-1 text (one character per byte), so
+    they are re-encoded to their bytes first.
+
+    Refused (AccessDenied): the header twice, or one value holding several (a proxy that appends to what the
+    client sent, instead of overwriting it, would let the client choose the name), and bytes that are not UTF-8.
+    """
     wanted = header.lower()
-    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+    lines = headers.items() if isinstance(headers, Mapping) else headers
+    values = [value for key, value in lines if key.lower() == wanted]
+    if not values:
+        return None
+    if len(values) > 1 or "," in values[0]:
+        raise AccessDenied(f"the request holds {header} more than once: the proxy must overwrite the header the "
+                           "client sent, not add to it")
+    try:
+        return values[0].encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise AccessDenied(f"the {header} header is not UTF-8: configure the proxy to send the user's name "
+                           "UTF-8 encoded") from None
 
 
 def request_user(mode: AuthMode, address: str | None, roles: Mapping[str, str], *,
-                 headers: Mapping[str, str] | None = None, oidc_user: Mapping[str, object] | None = None) -> User:
+                 headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                 oidc_user: Mapping[str, object] | None = None) -> User:
     """The user of one request, or AccessDenied saying why there is none.
 
     mode : the parsed DATAMODELS_AUTH; address : Streamlit's server.address; headers : the request's
-    HTTP headers (header mode); oidc_user : st.user as a dict (oidc mode; is_logged_in and the claims).
+    HTTP header lines, (name, value) pairs with repeats (header mode); oidc_user : st.user as a dict (oidc
+    mode; is_logged_in and the claims).
     """
     if not mode.enabled:
         if not is_loopback(address):
@@ -169,8 +196,13 @@ def request_user(mode: AuthMode, address: str | None, roles: Mapping[str, str], 
         if not isinstance(raw, str):
             raise AccessDenied(f"the identity provider sent no {mode.name!r} claim: set {AUTH_ENV}=oidc:CLAIM "
                                "to a claim it sends")
+        if mode.name == "email" and oidc_user.get("email_verified") is not True:
+            raise AccessDenied("the identity provider has not verified your email address (email_verified is not "
+                               f"true): verify it with the provider, or set {AUTH_ENV}=oidc:CLAIM to another claim")
     try:
         name = validate_name(raw)
+        if name != unicodedata.normalize("NFC", raw):
+            raise AnnotatorNameError("it has surrounding whitespace")
     except AnnotatorNameError as exc:
         raise AccessDenied(f"the signed-in user name is unusable ({exc})") from None
     return User(name, role_of(name, roles), authenticated=True)

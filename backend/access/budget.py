@@ -50,6 +50,20 @@ def spent(run_dir: Path) -> int:
     return 0 if record is None else record["spent"]
 
 
+_SERVER_BUDGETS: dict[int, "RetrainBudget"] = {}
+_SERVER_LOCK = threading.Lock()
+
+
+def server_budget(budget: int) -> "RetrainBudget":
+    """The process's one retraining queue and job slot (per budget setting). A module global, not
+    st.cache_resource: any websocket client may send Streamlit's clear_cache message, which empties that cache
+    for everyone, and a fresh RetrainBudget would let the next click run beside the job that holds the slot."""
+    with _SERVER_LOCK:
+        if budget not in _SERVER_BUDGETS:
+            _SERVER_BUDGETS[budget] = RetrainBudget(budget)
+        return _SERVER_BUDGETS[budget]
+
+
 class RetrainBudget:
     """One server's queue of retraining jobs and its one job slot, charging each run's spend in the run."""
 

@@ -6,6 +6,8 @@ random images from the whole set. Any user-chosen set of ids is a removal set to
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 HEURISTICS = ("top", "bottom", "random-class", "random")
@@ -69,14 +71,18 @@ def format_ids(ids) -> str:
     return ",".join(parts)
 
 
+_INDEX = re.compile(r"[0-9]{1,18}")  # ASCII digits int() takes (not `²`, which isdigit() passes, nor 5,000 of them)
+
+
 def parse_ids(text: str, n_train: int) -> list[int]:
     """The training indices of a format_ids list, in order, each once. A part that is not an index or an
     ascending range 'a-b', or an index outside 0..n_train-1, is a RemovalError naming it."""
     ids: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         lo, dash, hi = part.partition("-")
-        if not (lo.isdigit() and (hi.isdigit() if dash else True)) or (dash and int(hi) < int(lo)):
-            raise RemovalError(f"bad removal id list part {part!r}: write training indices and ascending ranges, "
+        if not (_INDEX.fullmatch(lo) and (_INDEX.fullmatch(hi) if dash else True)) or (dash and int(hi) < int(lo)):
+            shown = repr(part) if len(part) <= 60 else repr(part[:40]) + f"... ({len(part)} characters)"
+            raise RemovalError(f"bad removal id list part {shown}: write training indices and ascending ranges, "
                                "e.g. 3,10-14,7")
         last = int(hi) if dash else int(lo)
         if last >= n_train:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Dataset, DatasetError
+from .validation import MAX_CLASSES
 
 REQUIRED = ("images", "labels", "split")
 SPLIT_NAMES = ("train", "test")
@@ -47,12 +48,28 @@ def load(path: str | Path) -> Dataset:
 
 def _read_key(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
+        _check_declared_size(npz, key, path)
         return npz[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(
             f"cannot read key {key!r} of {path} ({exc}): save it as a plain numeric or fixed-width string array "
             "(e.g. np.array(names, dtype=str)); object arrays are never unpickled"
         ) from exc
+
+
+def _check_declared_size(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> None:
+    """A member whose header declares more data than the archive holds (a header claiming 10^12 images) is a
+    broken file, refused before numpy allocates the array it declares (which would fail as out of memory)."""
+    member = npz.zip.getinfo(f"{key}.npy")
+    with npz.zip.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)(f)
+        header = f.tell()
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > member.file_size - header:
+        raise DatasetError(f"key {key!r} of {path} declares shape {tuple(shape)} ({declared:,} bytes) but holds "
+                           f"{member.file_size - header:,} bytes: the file is truncated or corrupt; {HOW_TO_WRITE}")
 
 
 def _split(arrays: dict[str, np.ndarray], name: str, path: Path) -> Dataset:
@@ -83,6 +100,9 @@ def _split(arrays: dict[str, np.ndarray], name: str, path: Path) -> Dataset:
         class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
     else:
         n_classes = int(labels.max()) + 1 if labels.size else 0
+        if n_classes > MAX_CLASSES:  # before naming that many classes
+            raise DatasetError(f"labels in {path} reach {n_classes - 1}, above the {MAX_CLASSES - 1} classes a run "
+                               "can hold: store class indices 0..K-1")
         class_names = tuple(str(c) for c in range(n_classes))
     return Dataset(
         name=name,

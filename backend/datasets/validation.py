@@ -9,6 +9,8 @@ from .base import Dataset, DatasetError
 
 # Grey or colour: the trainer and the image grids handle nothing else.
 CHANNELS = (1, 3)
+# Shards count each model's predicted class in int16 (backend.store.schema SHARD).
+MAX_CLASSES = 32_767
 
 
 def validate(ds: Dataset) -> Dataset:
@@ -31,6 +33,9 @@ def validate(ds: Dataset) -> Dataset:
                 f"{where}: {split} images are {images.dtype}, expected uint8 pixels 0..255: "
                 "convert them, e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1]"
             )
+        if min(images.shape[1:3]) < 1:
+            raise DatasetError(f"{where}: {split} images have shape {images.shape[1:]}, with no pixels: give images of "
+                               "at least one pixel")
         if images.shape[3] not in CHANNELS:
             raise DatasetError(
                 f"{where}: {split} images have {images.shape[3]} channels, expected 1 (grey) or 3 (RGB): "
@@ -52,7 +57,13 @@ def validate(ds: Dataset) -> Dataset:
         )
     n_classes = len(ds.class_names)
     if n_classes == 0 or not all(isinstance(c, str) for c in ds.class_names):
-        raise DatasetError(f"{where}: class_names is {ds.class_names!r}: give one name (a string) per class")
+        raise DatasetError(f"{where}: class_names is {_short(ds.class_names)}: give one name (a string) per class")
+    if n_classes < 2:  # eq. 2's margin subtracts the best wrong class's logit: one class has none, every margin +inf
+        raise DatasetError(f"{where}: it has {n_classes} class ({ds.class_names[0]!r}): a margin needs a wrong class; "
+                           "give at least two classes")
+    if n_classes > MAX_CLASSES:
+        raise DatasetError(f"{where}: it has {n_classes:,} classes, above the {MAX_CLASSES:,} a run can hold: "
+                           "use fewer classes")
     if len(set(ds.class_names)) != n_classes:
         raise DatasetError(f"{where}: class_names {ds.class_names!r} repeat a name: give each class a distinct name")
     for split in ("train", "test"):
@@ -76,3 +87,8 @@ def validate(ds: Dataset) -> Dataset:
         test_labels=ds.test_labels.astype(np.int64, copy=False),
         class_names=tuple(ds.class_names),
     )
+
+
+def _short(names) -> str:
+    text = repr(names)
+    return text if len(text) <= 80 else text[:77] + "..."

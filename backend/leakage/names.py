@@ -16,15 +16,20 @@ class AnnotatorNameError(ValueError):
 
 
 def validate_name(name: str) -> str:
-    """The name to store: NFKC-normalised (fullwidth and other compatibility forms fold to one spelling),
-    surrounding whitespace dropped, everything else kept verbatim.
+    """The name to store: NFC-normalised (the one normalisation: it joins only canonically equivalent spellings,
+    an é typed as one code point or as e + accent), surrounding whitespace dropped, everything else kept verbatim.
 
     Markup, quotes and SQL are legal (names are bound parameters and escaped when shown); empty names,
     control and invisible format characters (zero-width spaces, joiners, direction marks), names over
     MAX_NAME_LENGTH and names mixing Latin with its look-alike scripts (Cyrillic, Greek: "аlice" with a
-    Cyrillic а would pass for alice, UTS #39's mixed-script confusables) are not.
+    Cyrillic а would pass for alice, UTS #39's mixed-script confusables) are not. Neither are names with
+    compatibility characters (fullwidth ａｌｉｃｅ, math bold 𝐚𝐥𝐢𝐜𝐞, ligatures): NFKC would fold them onto
+    another name, so they are refused rather than folded, and no two distinct names compare equal.
     """
-    name = unicodedata.normalize("NFKC", name or "").strip()
+    name = unicodedata.normalize("NFC", name or "").strip()
+    if unicodedata.normalize("NFKC", name) != name:
+        raise AnnotatorNameError("the annotator name contains compatibility characters (fullwidth or styled letters, "
+                                 "ligatures) that pass for plain ones: type it in plain letters")
     if any(unicodedata.category(ch) == "Cf" for ch in name):
         raise AnnotatorNameError("the annotator name contains invisible characters (zero-width spaces, direction "
                                  "marks): type it again without them")

@@ -6,7 +6,9 @@ array it stands for, made of *parts*: a row range of one .npy file placed at a c
 whole. The release keeps train and test margins in two files, so margins.npy is two parts side by
 side (`ColumnConcat`); the held-out run is the last rows of the same files. A part's path is
 relative to the release (`base: "release"`, the folder named once at the top, so a moved release is
-one edit), to the run (`base: "run"`: a held-out run's labels and images are its parent's) or absolute.
+one edit) or to the run (`base: "run"`: a held-out run's labels and images are its parent's), and it
+must resolve inside that folder (a held-out run's: inside its parent run): a crafted external.json
+reaches no other file.
 
 Checksum: sha256 over the file's size, its whole .npy header and SAMPLE_BLOCKS blocks of
 SAMPLE_BYTES spread evenly over the data (the first and the last included), checked each time a run
@@ -37,9 +39,12 @@ class ExternalError(ValueError):
 def npy_layout(path: str | Path) -> tuple[np.dtype, tuple, int]:
     """(dtype, shape, data offset) of a C-ordered .npy file, read from its header alone (never unpickled)."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+        except ValueError:  # numpy's message quotes the file's first bytes: never show what a foreign file holds
+            raise ValueError(f"{path} is not an .npy file (its header does not parse)") from None
         if fortran or dtype.hasobject:
             raise ValueError(f"{path} holds a {'Fortran-ordered' if fortran else 'object'} array, not a plain C-ordered one")
         return dtype, tuple(shape), f.tell()
@@ -63,18 +68,47 @@ def part(path: str | Path, rows: tuple[int, int], columns: tuple[int, int] | Non
     """The external.json record of rows [rows) of the .npy at `path`, placed at columns [columns) of the whole
     (None: the part is the whole array).
 
-    base : "release" or "run" (path relative to `root`, the release or the run folder) or "absolute".
+    base : "release" or "run" (path relative to `root`, the release or the run folder).
     """
-    full = Path(path) if base == "absolute" else Path(root) / path
+    full = Path(root) / path
     dtype, shape, _ = npy_layout(full)
     return {"path": str(path), "base": base, "dtype": dtype.str, "shape": list(shape), "rows": list(rows),
             "columns": None if columns is None else list(columns), "sha256_sampled": fingerprint(full)}
 
 
-def _resolve(record: dict, release: str | None, run_dir: Path) -> Path:
-    if record["base"] == "absolute":
-        return Path(record["path"])
-    return (Path(release) if record["base"] == "release" else run_dir) / record["path"]
+def _resolve(record: object, release: str | None, run_dir: Path) -> Path:
+    """The file of one part, after checking the record's form and that the file lies inside its base folder
+    (a held-out run's run-relative parts: inside the run that holds it)."""
+    problem = _part_problem(record)
+    if problem is None and record["base"] == "release" and not isinstance(release, str):
+        problem = "a release part, but the file names no release folder"
+    if problem:
+        raise ExternalError(f"{EXTERNAL.path(run_dir)} is corrupt ({problem}): import the release again")
+    if record["base"] == "release":
+        base = root = Path(release)
+    else:
+        base = root = Path(run_dir)
+        if root.name == "heldout":
+            root = root.parent
+    path = base / record["path"]
+    if Path(record["path"]).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise ExternalError(f"{EXTERNAL.path(run_dir)} places a part at {record['path']!r}, outside {root}: a part "
+                            "lies inside its release (or run) folder; import the release again")
+    return path
+
+
+def _part_problem(record: object) -> str | None:
+    """Why an external.json part record is not one `part` writes, or None."""
+    def ints(value, n):
+        return isinstance(value, list) and len(value) == n and all(type(v) is int and v >= 0 for v in value)
+    if not isinstance(record, dict):
+        return "a part is not an object"
+    if record.get("base") not in ("release", "run") or not isinstance(record.get("path"), str) or \
+            "\0" in record["path"] or not isinstance(record.get("dtype"), str) or \
+            not isinstance(record.get("sha256_sampled"), str) or not isinstance(record.get("shape"), list) or \
+            not ints(record.get("rows"), 2) or not (record.get("columns") is None or ints(record["columns"], 2)):
+        return "a part without the path, base, dtype, shape, rows, columns and checksum `import` writes"
+    return None
 
 
 def open_part(record: dict, release: str | None, run_dir: Path) -> np.memmap:
@@ -99,8 +133,14 @@ def open_part(record: dict, release: str | None, run_dir: Path) -> np.memmap:
 
 def open_array(entry: dict, release: str | None, run_dir: Path):
     """One external.json entry as an array: the part itself, or a ColumnConcat of its parts side by side."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("parts"), list) or not entry["parts"]:
+        raise ExternalError(f"{EXTERNAL.path(run_dir)} is corrupt (an array without its list of parts): import the "
+                            "release again")
     if len(entry["parts"]) == 1:
         return open_part(entry["parts"][0], release, run_dir)
+    if any(not isinstance(p, dict) or p.get("columns") is None for p in entry["parts"]):
+        raise ExternalError(f"{EXTERNAL.path(run_dir)} is corrupt (an array of several parts, one without its "
+                            "columns): import the release again")
     parts = sorted(entry["parts"], key=lambda p: p["columns"][0])
     return ColumnConcat([open_part(p, release, run_dir) for p in parts])
 

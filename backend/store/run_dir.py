@@ -36,12 +36,13 @@ from typing import Iterator
 import numpy as np
 
 from backend.store import external
-from backend.store.schema import EXTERNAL, IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact
+from backend.store.schema import EXTERNAL, IMAGES, LABELS, MANIFEST, MARGINS, MASKS, SHARD, Artifact, Count
 
 FORMAT_VERSION = 1
 
 # What numpy and json raise on a file that is not what its name says: truncated, garbage, a foreign format.
-_UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError, zipfile.BadZipFile)
+# RecursionError: JSON nested deeper than the parser's stack.
+_UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError, zipfile.BadZipFile, RecursionError)
 
 
 class RunError(ValueError):
@@ -190,13 +191,46 @@ def transaction(run_dir: str | Path, stage: str) -> Iterator[None]:
     _apply_journal(run_dir, journal)
 
 
+def confined(run_dir: Path, path: Path, source: Path | None = None) -> Path:
+    """`path` if it lies inside the run once every symbolic link is followed, else a RunError naming it
+    (or `source`, the run file that named it): no read or write of a run ever reaches outside it."""
+    root, resolved = Path(run_dir).resolve(), Path(path).resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        named = f"{source} names {path}, which" if source is not None else f"{path}"
+        raise RunError(f"{named} resolves to {resolved}, outside the run {run_dir}: a run's files stay inside it; "
+                       "replace the link with a copy of the file")
+    return Path(path)
+
+
+def name_inside(run_dir: Path, name: object, source: Path) -> Path:
+    """run_dir / name for a name read from the run file `source` (a journal entry): a relative path without
+    `..` whose folder resolves inside the run. The last component is not followed: a rename or delete acts on
+    a link itself, never on what it points at."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise RunError(f"{source} names {name!r}, which is not a file name: it was not written by this code; "
+                       "delete it")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or relative.name in ("", "."):
+        raise RunError(f"{source} names {name!r}, a path outside the run: it was not written by this code; delete it")
+    path = Path(run_dir) / relative
+    confined(run_dir, path.parent, source)
+    return path
+
+
 def _apply_journal(run_dir: Path, journal: Path) -> None:
+    """Carry out a journal's renames and deletes, every path checked to lie in the run before any is touched."""
     record = json.loads(journal.read_text())
-    for tmp, final in record["renames"]:
-        if (run_dir / tmp).exists():
-            os.replace(run_dir / tmp, run_dir / final)
-    for final in record.get("deletes", []):  # journals written before deletions were part of a commit have none
-        (run_dir / final).unlink(missing_ok=True)
+    renames, deletes = record.get("renames"), record.get("deletes", [])  # journals before deletions have none
+    if not isinstance(renames, list) or not isinstance(deletes, list) or \
+            not all(isinstance(pair, list) and len(pair) == 2 for pair in renames):
+        raise RunError(f"{journal} is not a journal of renames and deletes: it was not written by this code; delete it")
+    moves = [(name_inside(run_dir, tmp, journal), name_inside(run_dir, final, journal)) for tmp, final in renames]
+    drops = [name_inside(run_dir, final, journal) for final in deletes]
+    for tmp, final in moves:
+        if tmp.exists():
+            os.replace(tmp, final)
+    for final in drops:
+        final.unlink(missing_ok=True)
     journal.unlink()
 
 
@@ -224,10 +258,12 @@ def recover(run_dir: str | Path, clean_temps: bool = True) -> None:
         for journal in sorted(run_dir.glob(_JOURNAL.format(stage="*"))):
             try:
                 owner = json.loads(journal.read_text())["pid"]
-            except (ValueError, KeyError, TypeError, OSError):
+                if isinstance(owner, bool) or not isinstance(owner, int) or not 0 < owner < 1 << 31:
+                    raise TypeError("not a process id")
+            except (ValueError, KeyError, TypeError, OSError, RecursionError):
                 journal.unlink()  # a journal is written atomically: an unreadable one is not ours to follow
                 continue
-            if not _alive(int(owner)):
+            if not _alive(owner):
                 _apply_journal(run_dir, journal)
         for tmp in leftover_temps(run_dir) if clean_temps else ():
             tmp.unlink(missing_ok=True)
@@ -277,6 +313,7 @@ def _existing(run_dir: Path, artifact: Artifact, fields: dict) -> Path:
     path = current_path(artifact.path(run_dir, **fields))
     if not path.is_file():
         raise broken(run_dir, artifact, path, "is missing")
+    confined(run_dir, path)
     if path.stat().st_size == 0:
         raise broken(run_dir, artifact, path, "is empty (0 bytes)")
     return path
@@ -307,10 +344,30 @@ def read_array(run_dir: Path, artifact: Artifact, sizes: dict | None = None, mma
     if not isinstance(array, np.ndarray):
         array.close()
         raise broken(run_dir, artifact, path, "is corrupt (an .npz archive, not one array)")
-    problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes or {})
+    problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes or {}) or \
+        _value_problem(array, artifact, sizes or {})
     if problem:
         raise broken(run_dir, artifact, path, f"{problem}: it is stale or corrupt")
     return array
+
+
+def _value_problem(array, artifact: Artifact, sizes: dict) -> str | None:
+    """Why an array's values break its entry's constraints (indices under `below`, `finite`), or None.
+
+    One pass over the array: the constrained entries are index, label and component arrays of a few MB.
+    A `below` whose size the reader did not give is not checked.
+    """
+    if artifact.below is not None and artifact.below in sizes and array.size:
+        bound, values = sizes[artifact.below], np.asarray(array)
+        lo, hi = values.min(), values.max()
+        if lo < artifact.lowest or hi >= bound:
+            bad = lo if lo < artifact.lowest else hi
+            where = np.unravel_index(int(np.argmax(values == bad)), values.shape)
+            return (f"holds {int(bad)} at {tuple(int(i) for i in where)}, outside {artifact.lowest}..{bound - 1} "
+                    f"({artifact.below} = {bound})")
+    if artifact.finite and array.size and not np.isfinite(np.asarray(array)).all():
+        return "holds NaN or infinite values"
+    return None
 
 
 def read_json(run_dir: Path, artifact: Artifact, missing_ok: bool = False, **fields) -> dict | None:
@@ -352,6 +409,10 @@ def _json_problem(value, spec, where: str) -> str | None:
         if not isinstance(value, list):
             return f"{where!r} is a JSON {type(value).__name__}"
         return next((p for i, item in enumerate(value) if (p := _json_problem(item, spec[0], f"{where}[{i}]"))), None)
+    if isinstance(spec, Count):
+        if type(value) is not int or value < spec.minimum:
+            return f"{where!r} is {_short(value)}, not an integer of at least {spec.minimum}"
+        return None
     types = spec if isinstance(spec, tuple) else (spec,)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         return f"{where!r} is a JSON {type(value).__name__}"
@@ -393,6 +454,7 @@ def write_array(run_dir: Path, artifact: Artifact, array: np.ndarray, **fields) 
         raise ValueError(f"refusing to write {artifact.name}: it {problem}")
     path = artifact.path(run_dir, **fields)
     path.parent.mkdir(parents=True, exist_ok=True)
+    confined(run_dir, path.parent)
     save_npy(path, array)
 
 
@@ -403,6 +465,7 @@ def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
         if problem:
             raise ValueError(f"refusing to write {artifact.name}: member {key} {problem}")
     path = artifact.path(run_dir)
+    confined(run_dir, path.parent)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **members)
 
@@ -410,13 +473,27 @@ def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
 def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
     path = artifact.path(run_dir, **fields)
     path.parent.mkdir(parents=True, exist_ok=True)
+    confined(run_dir, path.parent)
     save_json(path, obj)
+
+
+_HPARAMS = {"epochs": Count(1), "batch_size": Count(1), "hidden": Count(1)}
 
 
 def read_manifest(run_dir: Path) -> dict:
     if not current_path(MANIFEST.path(run_dir)).exists():
         raise RunError(f"{run_dir} is not a run (no {MANIFEST.name}): create one with `python -m precompute train --out {run_dir}`")
-    return read_json(Path(run_dir), MANIFEST)
+    manifest = read_json(Path(run_dir), MANIFEST)
+    for key, spec in _HPARAMS.items():  # those a retraining takes from the manifest, where the run has them
+        problem = _json_problem(manifest["hparams"][key], spec, f"hparams.{key}") if key in manifest["hparams"] else None
+        if problem:
+            raise broken(Path(run_dir), MANIFEST, MANIFEST.path(run_dir), f"is corrupt ({problem})")
+    classes = manifest["dataset"]["class_names"]
+    if len(classes) < 2:  # one class has no wrong class: every margin (eq. 2) would be +inf
+        raise broken(Path(run_dir), MANIFEST, MANIFEST.path(run_dir),
+                     f"is corrupt (its dataset lists {len(classes)} class name{'s' if len(classes) != 1 else ''}; "
+                     "a run needs at least two classes)")
+    return manifest
 
 
 # Settings that define which models a run holds; a resume must match them exactly.
@@ -493,6 +570,7 @@ def write_shard(run_dir: Path, start: int, masks: np.ndarray, margins: np.ndarra
     """
     end = start + len(masks)
     path = SHARD.path(run_dir, start=start, end=end)
+    confined(run_dir, path.parent)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, masks=masks, margins=margins.astype(dtype), predictions=predictions.astype(np.int16))
 
@@ -582,6 +660,9 @@ class _Growable:
 
     def __init__(self, run_dir: Path, artifact: Artifact, dtype: np.dtype, width: int, committed: int):
         self.path, self.dtype, self.width = artifact.path(run_dir), np.dtype(dtype), width
+        if self.path.is_symlink():  # grown in place: a link would send the rows into whatever file it names
+            raise RunError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}): a merge appends to the run's "
+                           "own file only; replace the link with a copy of the file and rerun")
         if not self.path.exists():
             if committed:
                 raise broken(run_dir, artifact, self.path, f"is missing but the manifest records {committed} merged "
@@ -819,7 +900,8 @@ class Run:
     @property
     def sizes(self) -> dict[str, int]:
         """The run's sizes that schema shapes are stated in."""
-        return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets}
+        return {"n_train": self.n_train, "n_test": self.n_test, "n_targets": self.n_targets,
+                "n_classes": len(self.class_names)}
 
     def has(self, artifact: Artifact, **fields) -> bool:
         return artifact.name in self.external or current_path(artifact.path(self.dir, **fields)).exists()
@@ -852,7 +934,8 @@ class Run:
         except _UNREADABLE as exc:
             raise RunError(f"an external part of {self.dir / artifact.name} is unreadable ({exc}): restore the "
                            "release's file, or import the release again") from None
-        problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes)
+        problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes) or \
+            (_value_problem(array, artifact, sizes) if artifact.below or artifact.finite else None)
         if problem:
             raise broken(self.dir, artifact, EXTERNAL.path(self.dir), f"places a {artifact.name} that {problem}")
         return array

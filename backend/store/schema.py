@@ -33,6 +33,10 @@ class Artifact:
     stage   : the stage (CLI verb) that writes it
     rebuild : the command that writes it again, with RUN for the run directory
     remedy  : what to do with a broken copy before rebuilding ("delete it and" for files a stage keeps)
+    below   : of an npy of indices or labels, the size symbol its every value lies under (lowest <= v < sizes[below]),
+              so a value read from the run can index what it names (`n_train`, `n_classes`, ...)
+    lowest  : the least value allowed with `below` (0; -1 where -1 marks an empty slot)
+    finite  : of a float npy, every value is finite (no NaN or inf)
     """
 
     name: str
@@ -46,6 +50,9 @@ class Artifact:
     keys: dict | None = None
     template: str | None = None
     remedy: str = "delete it and rebuild it with"
+    below: str | None = None
+    lowest: int = 0
+    finite: bool = False
 
     @property
     def format(self) -> str:
@@ -103,14 +110,22 @@ def _json(name: str, stage: str, rebuild: str, **kw) -> Artifact:
     return Artifact(name, "json", stage, rebuild, **kw)
 
 
+class Count:
+    """A JSON spec: an integer (not a bool) of at least `minimum` (a number of models, images, ...)."""
+
+    def __init__(self, minimum: int = 0):
+        self.minimum = minimum
+
+
 # The run directory (README "Run directory format").
 _NUMBER = (int, float)
 _NUMBER_OR_NONE = (int, float, type(None))
 MANIFEST = _json("manifest.json", "train", _TRAIN, remedy=_FRESH, keys={
-    "dataset": {"n_train": int, "n_test": int, "class_names": [str]}, "alpha": _NUMBER, "seed": int, "arch": str, "hparams": dict, "n_models": int})
+    "dataset": {"n_train": Count(1), "n_test": Count(0), "class_names": [str]}, "alpha": _NUMBER, "seed": int, "arch": str,
+    "hparams": dict, "n_models": Count(0)})
 MASKS = _npy("masks.npy", "bool", ("M", "n_train"), "merge", _MERGE)
 MARGINS = _npy("margins.npy", ("float32", "float16"), ("M", "n_targets"), "merge", _MERGE)
-LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH)
+LABELS = _npy("labels.npy", "int64", ("n_targets",), "train", _TRAIN, remedy=_FRESH, below="n_classes")
 IMAGES = _npy("images.npy", "uint8", ("n_targets", None, None, None), "train", _TRAIN, remedy=_FRESH)
 SHARD = Artifact("shards/AAAAAAAAA-BBBBBBBBB.npz", "npz", "train", _TRAIN + " (the run's own flags)",
                  members={"masks": ("bool", ("n", "n_train")), "margins": (("float32", "float16"), ("n", "n_targets")),
@@ -185,32 +200,34 @@ METHODS_EVAL = _json("attribution/methods_eval.json", "methods-eval", "python -m
     "lds_vs_models": {"*": [{"n_models": (int, type(None)), "lds": _NUMBER_OR_NONE}]}})
 
 # Structure of datamodel space (README "Structure of datamodel space").
-PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE)
+PCA_COMPONENTS = _npy("structure/pca_components.npy", "float32", ("C", "n_train"), "analyze", _ANALYZE, finite=True)
 PCA_MEAN = _npy("structure/pca_mean.npy", "float32", ("n_train",), "analyze", _ANALYZE)
 PCA_EXPLAINED_VARIANCE = _npy("structure/pca_explained_variance.npy", "float32", ("C",), "analyze", _ANALYZE)
 PCA_EXPLAINED_RATIO = _npy("structure/pca_explained_variance_ratio.npy", "float32", ("C",), "analyze", _ANALYZE)
-PCA_PROJECTIONS = _npy("structure/pca_projections.npy", "float32", ("n_targets", "C"), "analyze", _ANALYZE)
+PCA_PROJECTIONS = _npy("structure/pca_projections.npy", "float32", ("n_targets", "C"), "analyze", _ANALYZE, finite=True)
 REPRESENTATION_RATIO = _npy("structure/representation_explained_variance_ratio.npy", "float32", (None,),
                             "analyze", _ANALYZE)
-CLUSTERS_BY_CLASS = _npy("structure/clusters_by_class.npy", "int32", ("n_test",), "analyze", _ANALYZE)
+CLUSTERS_BY_CLASS = _npy("structure/clusters_by_class.npy", "int32", ("n_test",), "analyze", _ANALYZE, below="n_test")
 LAYOUT_BY_CLASS = _npy("structure/layout_by_class.npy", "float32", ("n_test", 2), "analyze", _ANALYZE)
 SILHOUETTE_BY_CLASS = _npy("structure/silhouette_by_class.npy", "float32", ("n_test",), "analyze", _ANALYZE)
-CLUSTERS_ALL = _npy("structure/clusters_all.npy", "int32", ("n_test",), "analyze", _ANALYZE)
+CLUSTERS_ALL = _npy("structure/clusters_all.npy", "int32", ("n_test",), "analyze", _ANALYZE, below="n_test")
 LAYOUT_ALL = _npy("structure/layout_all.npy", "float32", ("n_test", 2), "analyze", _ANALYZE)
 SILHOUETTE_ALL = _npy("structure/silhouette_all.npy", "float32", ("n_test",), "analyze", _ANALYZE)
 _CLUSTERING = {"k": int, "gamma": _NUMBER, "silhouette": _NUMBER_OR_NONE}
 CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE, keys={
     "per_class": [dict(_CLUSTERING, **{"class": int})], "whole": dict(_CLUSTERING, nmi=_NUMBER), "pixels": {"nmi": _NUMBER}})
-NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE)
+NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE, below="n_targets")
 NEIGHBOR_SIMILARITY = _npy("structure/neighbor_similarity.npy", "float32", ("n_targets", None), "analyze", _ANALYZE)
 STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE,
                           keys={"pca": dict, "clusters": dict, "neighbors": dict})
 # Leak candidates (README "Candidates (RUN/leakage/)"): rows are test positions, entries training positions.
-LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "analyze", _ANALYZE) for name, dtype in (
+LEAKAGE_LISTS = {name: _npy(f"leakage/{name}.npy", dtype, ("n_test", "k"), "analyze", _ANALYZE,
+                             below="n_train" if dtype == "int64" else None, lowest=-1)  # -1: an empty slot
+                 for name, dtype in (
     ("weight_top", "int64"), ("weight_top_value", "float32"), ("weight_bottom", "int64"),
     ("weight_bottom_value", "float32"), ("feature_nn", "int64"), ("feature_similarity", "float32"),
     ("pixel_nn", "int64"), ("pixel_similarity", "float32"), ("combined", "int64"), ("combined_score", "float32"))}
-LEAKAGE_QUEUE = _npy("leakage/queue.npy", "int64", ("n_test",), "analyze", _ANALYZE)
+LEAKAGE_QUEUE = _npy("leakage/queue.npy", "int64", ("n_test",), "analyze", _ANALYZE, below="n_test")
 LEAKAGE_QUEUE_SCORE = _npy("leakage/queue_score.npy", "float32", ("n_test",), "analyze", _ANALYZE)
 LEAKAGE_SUMMARY = _json("leakage/leakage.json", "analyze", _ANALYZE,
                         keys={"k": int, "n_train": int, "n_test": int, "pixels": dict})

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 
-_NAME = re.compile(r"^(train|test):(\d+)$")
-_RANGE = re.compile(r"^(train|test):(\d+)-(\d+)$")
+# ASCII digits only, and few enough that int() takes them (Python refuses over 4,300 digits): no run holds
+# 10^18 images, and `test:²` or `test:٣` are not names.
+_NAME = re.compile(r"(train|test):([0-9]{1,18})")
+_RANGE = re.compile(r"(train|test):([0-9]{1,18})-([0-9]{1,18})")
 
 
 class TargetError(ValueError):
@@ -16,14 +18,19 @@ class TargetError(ValueError):
 
 def target_column(name: str, n_train: int, n_test: int) -> int:
     """The margins column of a target name like 'test:42'."""
-    match = _NAME.match(name.strip())
+    match = _NAME.fullmatch(name.strip(" "))
     if not match:
-        raise TargetError(f"bad target {name!r}: write train:<i> or test:<j>, e.g. test:42")
+        raise TargetError(f"bad target {_shown(name)}: write train:<i> or test:<j>, e.g. test:42")
     split, index = match.group(1), int(match.group(2))
     size = n_train if split == "train" else n_test
     if index >= size:
         raise TargetError(f"target {name} is out of range: the run has {size} {split} images (0..{size - 1})")
     return index if split == "train" else n_train + index
+
+
+def _shown(name: str) -> str:
+    """A bad name as an error quotes it: repr (a newline shows as \\n), cut short (a 5,000-digit URL parameter)."""
+    return repr(name) if len(name) <= 60 else repr(name[:40]) + f"... ({len(name)} characters)"
 
 
 def target_name(column: int, n_train: int) -> str:
@@ -34,8 +41,8 @@ def target_name(column: int, n_train: int) -> str:
 def parse_targets(spec: str, n_train: int, n_test: int) -> list[int]:
     """Columns for a comma-separated list of names and inclusive ranges, e.g. 'test:0-99,train:5'."""
     columns: list[int] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        match = _RANGE.match(part)
+    for part in filter(None, (p.strip(" ") for p in spec.split(","))):
+        match = _RANGE.fullmatch(part)
         if match:
             split, lo, hi = match.group(1), int(match.group(2)), int(match.group(3))
             if hi < lo:

@@ -1,6 +1,7 @@
 """Auth modes, loopback binds, roles and the user of a request (backend/access/auth.py)."""
 import pytest
 
+from tests.conftest import record_count
 from backend.access.auth import (AccessDenied, AuthConfigError, AuthMode, LOCAL_USER, ROLES_ENV, ROLES_FILE_ENV,
                                  is_loopback, load_roles, parse_auth, parse_roles, request_user, role_of)
 
@@ -58,7 +59,7 @@ def test_without_auth_only_a_loopback_server_has_its_one_local_admin():
 def test_the_header_names_the_user_whatever_its_case_and_the_roles_say_what_they_may_do():
     roles = {"alice": "admin", "bob": "reviewer"}
     for address in ("0.0.0.0", "127.0.0.1"):  # with auth on, loopback gives no one admin rights
-        alice = request_user(HEADER, address, roles, headers={"x-forwarded-user": " alice "})
+        alice = request_user(HEADER, address, roles, headers={"x-forwarded-user": "alice"})
         assert (alice.name, alice.role, alice.authenticated) == ("alice", "admin", True)
     bob = request_user(HEADER, None, roles, headers={"X-Forwarded-User": "bob"})
     assert bob.can("vote") and not bob.can("retrain") and not bob.can("export")
@@ -66,13 +67,14 @@ def test_the_header_names_the_user_whatever_its_case_and_the_roles_say_what_they
     assert eve.role == "viewer" and not eve.can("vote") and not eve.can("retrain")
     with pytest.raises(AccessDenied, match="no X-Forwarded-User header.*proxy"):
         request_user(HEADER, None, roles, headers={"Host": "x"})
-    for bad in ("", "   ", "a\nb", "x" * 65):
+    for bad in ("", "   ", "a\nb", "x" * 65, " alice "):
         with pytest.raises(AccessDenied, match="user name is unusable"):
             request_user(HEADER, None, roles, headers={"X-Forwarded-User": bad})
 
 
 def test_oidc_needs_a_login_and_the_configured_claim():
-    user = request_user(OIDC, "0.0.0.0", {"ann@x.org": "reviewer"}, oidc_user={"is_logged_in": True, "email": "ann@x.org"})
+    user = request_user(OIDC, "0.0.0.0", {"ann@x.org": "reviewer"},
+                        oidc_user={"is_logged_in": True, "email": "ann@x.org", "email_verified": True})
     assert (user.name, user.role) == ("ann@x.org", "reviewer")
     with pytest.raises(AccessDenied, match="not logged in"):
         request_user(OIDC, None, {}, oidc_user={"is_logged_in": False, "email": "ann@x.org"})
@@ -80,3 +82,68 @@ def test_oidc_needs_a_login_and_the_configured_claim():
         request_user(OIDC, None, {}, oidc_user=None)
     with pytest.raises(AccessDenied, match="no 'email' claim.*oidc:CLAIM"):
         request_user(OIDC, None, {}, oidc_user={"is_logged_in": True, "sub": "123"})
+
+
+# Hostile identities: each gets no one else's role (issue 25). Alice is the admin.
+ROLES = {"alice": "admin", "alice@lab.org": "admin", "jos\u00e9": "reviewer", "*": "viewer"}
+FOLDED = {"fullwidth": "\uff41\uff4c\uff49\uff43\uff45", "math bold": "\U0001d41a\U0001d425\U0001d422\U0001d41c\U0001d41e",
+          "math italic": "\U0001d44e\U0001d459\U0001d456\U0001d450\U0001d452", "circled": "\u24d0\u24db\u24d8\u24d2\u24d4",
+          "fullwidth email": "\uff41lice@lab.org", "superscript": "alic\u1d49", "ligature": "\ufb00alice"}
+
+
+@pytest.mark.parametrize("styled", FOLDED)
+def test_a_name_that_only_nfkc_folds_onto_another_is_refused_not_given_its_role(styled):
+    for mode, request in ((HEADER, {"headers": {"X-Forwarded-User": FOLDED[styled].encode().decode("latin-1")}}),
+                          (OIDC, {"oidc_user": {"is_logged_in": True, "email": FOLDED[styled], "email_verified": True}})):
+        with pytest.raises(AccessDenied, match="compatibility characters"):
+            request_user(mode, None, ROLES, **request)
+        record_count("Unicode identity", "refused")
+
+
+@pytest.mark.parametrize("verified", [False, None, "true", 1, "missing"])
+def test_an_unverified_oidc_email_gets_no_role(verified):
+    claims = {"is_logged_in": True, "email": "alice@lab.org"}
+    if verified != "missing":
+        claims["email_verified"] = verified
+    with pytest.raises(AccessDenied, match="not verified your email.*oidc:CLAIM"):
+        request_user(OIDC, None, ROLES, oidc_user=claims)
+    record_count("unverified OIDC email", "refused")
+    # another claim is the provider's to vouch for
+    user = request_user(AuthMode("oidc", "preferred_username"), None, ROLES,
+                        oidc_user={"is_logged_in": True, "preferred_username": "alice", "email_verified": False})
+    assert user.role == "admin"
+
+
+@pytest.mark.parametrize("lines", [
+    [("X-Forwarded-User", "eve"), ("X-Forwarded-User", "alice")],
+    [("X-Forwarded-User", "alice"), ("x-forwarded-user", "alice")],
+    [("X-Forwarded-User", "eve, alice")],
+])
+def test_a_repeated_header_is_refused(lines):
+    with pytest.raises(AccessDenied, match="more than once.*overwrite"):
+        request_user(HEADER, None, ROLES, headers=lines)
+    record_count("identity header", "refused")
+
+
+def test_a_utf8_header_is_decoded_and_a_non_utf8_one_refused():
+    """The server hands a header over as Latin-1 text: the proxy's UTF-8 bytes of josé arrive as josÃ©."""
+    utf8 = "jos\u00e9".encode("utf-8").decode("latin-1")
+    assert utf8 == "jos\u00c3\u00a9"
+    user = request_user(HEADER, None, ROLES, headers=[("X-Forwarded-User", utf8)])
+    assert (user.name, user.role) == ("jos\u00e9", "reviewer")
+    decomposed = "jose\u0301".encode("utf-8").decode("latin-1")  # NFC: the same name
+    assert request_user(HEADER, None, ROLES, headers=[("X-Forwarded-User", decomposed)]).role == "reviewer"
+    for garbled in ("jos\u00e9", "\u00ff\u00fe", "caf\u00c3"):  # Latin-1 é, bytes FF FE, a cut UTF-8 sequence
+        with pytest.raises(AccessDenied, match="not UTF-8"):
+            request_user(HEADER, None, ROLES, headers=[("X-Forwarded-User", garbled)])
+        record_count("identity header", "refused")
+
+
+def test_exact_names_keep_their_roles_and_distinct_names_stay_distinct():
+    for name, role in (("alice", "admin"), ("Alice", "viewer"), ("alice ", None), ("al\u0456ce", None)):
+        headers = [("X-Forwarded-User", name.encode().decode("latin-1"))]
+        if role is None:  # surrounding whitespace; a Cyrillic і among Latin letters
+            with pytest.raises(AccessDenied):
+                request_user(HEADER, None, ROLES, headers=headers)
+        else:
+            assert request_user(HEADER, None, ROLES, headers=headers).role == role

@@ -189,10 +189,20 @@ def test_shared_store_is_one_pool_per_database_and_notices_a_deleted_file(tmp_pa
     fresh.dispose()
 
 
-def test_compatibility_forms_fold_to_one_name(store):
-    store.submit("r", 0, "\uff41\uff4c\uff49\uff43\uff45", {1: True})  # fullwidth "alice"
+@pytest.mark.parametrize("styled", ["\uff41\uff4c\uff49\uff43\uff45", "\U0001d41a\U0001d425\U0001d422\U0001d41c\U0001d41e",
+                                    "\ufb01ona"])  # fullwidth and math-bold "alice", "fiona" with its ligature
+def test_compatibility_forms_are_refused_not_folded_onto_another_name(store, styled):
     store.submit("r", 0, "alice", {2: False})
-    assert {v.annotator for v in store.votes("r")} == {"alice"}
+    with pytest.raises(AnnotatorNameError, match="compatibility characters"):
+        store.submit("r", 0, styled, {1: True})
+    assert [(v.annotator, v.train) for v in store.votes("r")] == [("alice", 2)]
+
+
+def test_canonically_equivalent_spellings_are_one_name(store):
+    """NFC, the one normalisation: an é typed as one code point or as e + combining accent."""
+    store.submit("r", 0, "jos\u00e9", {1: True})
+    store.submit("r", 0, "jose\u0301", {2: True})
+    assert {v.annotator for v in store.votes("r")} == {"jos\u00e9"}
 
 
 @pytest.mark.parametrize("url, pattern", [("sqlite://", "in-memory"), ("sqlite:///:memory:", "in-memory"),

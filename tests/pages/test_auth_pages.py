@@ -186,12 +186,11 @@ def test_a_click_while_another_job_runs_waits_its_turn_instead_of_being_refused(
     """The server's one job slot is held (another run's job); the click queues, then trains once it is freed."""
     import threading
 
-    from backend.access.budget import budget_from_env
-    from pages import components
+    from backend.access.budget import budget_from_env, server_budget
 
     open_page, run = cf_page
     at = open_page()  # the local admin, one image in the basket
-    budget = components.retrain_budget(budget_from_env(os.environ))  # the server's own queue (cache_resource)
+    budget = server_budget(budget_from_env(os.environ))  # the server's own queue
     other = run.dir.parent / "other"
     other.mkdir()
     holding, release = threading.Event(), threading.Event()
@@ -210,6 +209,57 @@ def test_a_click_while_another_job_runs_waits_its_turn_instead_of_being_refused(
     holder.join(10)
     assert release.is_set() and not at.error, [e.value for e in at.error]  # it waited, then ran: no refusal
     assert retrain_store.summaries(run) != [] and budget.waiting() == []
+
+
+def test_a_clear_cache_message_leaves_the_job_slot_its_queue_and_the_spend(cf_page):
+    """Any websocket client, logged in or not, may send Streamlit's clear_cache BackMsg; its handler
+    (AppSession._handle_clear_cache_request, called here as the server calls it) empties st.cache_data and
+    st.cache_resource for everyone. The job that holds the slot, the job queued behind it and the run's spend
+    survive it: the next click still waits its turn instead of training beside them."""
+    import threading
+    from types import SimpleNamespace
+
+    from streamlit.runtime.app_session import AppSession
+    from streamlit.runtime.state import SessionState
+
+    from backend.access.budget import budget_from_env, server_budget, spent
+
+    open_page, run = cf_page
+    at = open_page()
+    budget = server_budget(budget_from_env(os.environ))
+    other = run.dir.parent / "other"
+    other.mkdir()
+    holding, release = threading.Event(), threading.Event()
+
+    def alice():
+        with budget.job(other, 1, "alice"):
+            holding.set()
+            release.wait(60)
+
+    def bob():
+        with budget.job(other, 1, "bob"):
+            pass
+
+    holder, queued = threading.Thread(target=alice), threading.Thread(target=bob)
+    holder.start()
+    assert holding.wait(10)
+    queued.start()
+    while budget.waiting() != ["bob"]:
+        holding.wait(0.05)
+    AppSession._handle_clear_cache_request(SimpleNamespace(_session_state=SessionState()))
+    assert server_budget(budget_from_env(os.environ)) is budget and budget.waiting() == ["bob"]
+    assert spent(other) == 1
+    trained_while_held = []
+
+    def free():
+        trained_while_held.append(retrain_store.summaries(run))
+        release.set()
+    threading.Timer(3.0, free).start()
+    at.button(key="cf_verify").click().run(timeout=300)
+    holder.join(10)
+    queued.join(10)
+    assert trained_while_held == [[]], "the click trained while another job held the slot"
+    assert not at.error and retrain_store.summaries(run) != []
 
 
 @pytest.fixture

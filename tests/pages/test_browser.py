@@ -617,7 +617,7 @@ def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_can
     import secrets
 
     port = free_port()
-    users = [oidc.User(sub=name, claims={"email": f"{name}@lab.org"}) for name in ("alice", "bob")]
+    users = [oidc.User(sub=name, claims={"email": f"{name}@lab.org", "email_verified": True}) for name in ("alice", "bob")]
     with oidc.run_server_in_thread(user_claims=users) as provider:
         config = tmp_path / "secrets.toml"
         config.write_text(

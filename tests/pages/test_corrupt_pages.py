@@ -20,7 +20,7 @@ import streamlit as st
 from backend.store import run_dir, schema
 from tests.conftest import record_count
 from tests.pages import test_apptest
-from tests.precompute.test_corrupt_files import READERS, WRITTEN_ONLY, corrupt, nested_spec
+from tests.precompute.test_corrupt_files import READERS, WRITTEN_ONLY, applies, corrupt, nested_spec
 
 RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, shared
 # Every page, and the views that read files their page's default view does not (the whole test set's
@@ -153,3 +153,121 @@ def test_every_schema_entry_is_read_by_a_verb_or_a_page_in_the_matrices(page_rea
     missing = sorted(a.name for a in schema.ARTIFACTS if a.name not in covered)
     assert not missing, f"schema entries no corruption case reads: {missing}"
     print(f"\nfiles read per view: { {view: len(files) for view, files in page_reads.items()} }")
+
+
+# Hostile values (issue 25): a value a page would use as an index or label, out of range or not finite, in any
+# file the page reads, is one st.error naming the file (the schema's `below` and `finite`, checked on read).
+VALUE_KINDS = ("out-of-range", "negative", "non-finite")
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_each_out_of_range_value_a_page_reads_is_one_error_naming_the_file(app, pages_root, page_reads, view):
+    page, params = VIEWS[view]
+    failures, tried = [], 0
+    for relative, (artifact, path) in sorted(page_reads[view].items()):
+        for how in (k for k in VALUE_KINDS if artifact.kind == "npy" and applies(artifact, k)):
+            tried += 1
+            original, stat = path.read_bytes(), path.stat()
+            corrupt(path, artifact.kind, how, artifact)
+            try:
+                _fresh()
+                at = app(page, root=pages_root, run=RUN, **params)
+            except AssertionError as exc:  # a script run raised: a traceback on the page
+                failures.append(f"{relative} ({how}): {str(exc)[:300]}")
+                record_count("out-of-range value x page that reads it", "FAILED")
+                continue
+            finally:
+                path.write_bytes(original)
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            named = len(at.error) == 1 and path.name in at.error[0].value
+            record_count("out-of-range value x page that reads it", "one st.error naming the file" if named else "FAILED")
+            if not named:
+                failures.append(f"{relative} ({how}): errors {[e.value for e in at.error]}")
+    _fresh()
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+def _deep(manifest: dict) -> str:
+    return "[" * 200_000 + "]" * 200_000
+
+
+MANIFESTS = {
+    "nested 200,000 deep": _deep,
+    "empty class_names": lambda m: {**m, "dataset": {**m["dataset"], "class_names": []}},
+    "one class": lambda m: {**m, "dataset": {**m["dataset"], "class_names": ["only"]}},
+    "negative n_models": lambda m: {**m, "n_models": -5},
+    "n_models a bool": lambda m: {**m, "n_models": True},
+    "negative n_train": lambda m: {**m, "dataset": {**m["dataset"], "n_train": -1}},
+}
+
+
+@pytest.mark.parametrize("case", MANIFESTS)
+@pytest.mark.parametrize("page", ["overview", "neighbours", "clusters", "counterfactuals"])
+def test_a_hostile_manifest_is_one_error_naming_it_on_every_page(app, pages_root, page, case):
+    import json
+
+    path = pages_root / "runs" / RUN / schema.MANIFEST.name
+    original, stat = path.read_bytes(), path.stat()
+    changed = MANIFESTS[case](json.loads(original))
+    path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
+    try:
+        _fresh()
+        at = app(page, root=pages_root, run=RUN)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        _fresh()
+    named = len(at.error) == 1 and "manifest.json" in at.error[0].value
+    record_count("hostile manifest x page", "one st.error naming the file" if named else "FAILED")
+    assert named, [e.value for e in at.error]
+
+
+# Hostile URL parameters: each page survives them, with at most one message about the parameter and no traceback.
+HOSTILE_PARAMS = {
+    "5,000-digit target": {"target": "test:" + "9" * 5000},
+    "superscript-two target": {"target": "test:\u00b2"},
+    "Arabic-Indic digit target": {"target": "test:\u0663"},
+    "target with a newline": {"target": "test:0\n"},
+    "negative target": {"target": "test:-1"},
+    "superscript-two basket": {"basket": "\u00b2"},
+    "5,000-digit basket": {"basket": "9" * 5000},
+    "huge basket range": {"basket": "0-" + "9" * 30},
+    "superscript class": {"class": "\u00b2"},
+    "5,000-digit class": {"class": "9" * 5000},
+}
+HOSTILE_RUNS = {"run ../": "../runs/" + RUN, "run absolute": "/etc", "run ..": ".."}
+
+
+PAGES = list(dict.fromkeys(page for page, _ in VIEWS.values()))
+# Every page takes `run` and `target`; `basket` is the Counterfactuals page's, `class` the Clusters page's.
+HOSTILE_CASES = [pytest.param(page, case, id=f"{page}-{case}") for page in PAGES for case in (*HOSTILE_PARAMS, *HOSTILE_RUNS)
+                 if "basket" not in HOSTILE_PARAMS.get(case, {}) or page == "counterfactuals"
+                 if "class" not in HOSTILE_PARAMS.get(case, {}) or page == "clusters"]
+
+
+@pytest.mark.parametrize("page, case", HOSTILE_CASES)
+def test_hostile_url_parameters_are_never_a_traceback(app, pages_root, page, case):
+    params = HOSTILE_PARAMS.get(case, {})
+    run = HOSTILE_RUNS.get(case, RUN)
+    at = app(page, root=pages_root, run=run, **params)  # raises on a traceback (open_app)
+    shown = [m.value for kind in (at.error, at.warning, at.sidebar.warning) for m in kind]
+    held = not at.exception and len(shown) <= 2 and all(str(pages_root) not in m for m in shown)
+    record_count("hostile URL parameter x page", "no traceback" if held else "FAILED")
+    assert held, shown
+
+
+def test_votes_for_images_the_run_lacks_are_one_error_and_left_out(app, pages_root, tmp_path, monkeypatch):
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    database = tmp_path / "votes.db"
+    database.touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{database}")
+    store = AnnotationStore(f"sqlite:///{database}")
+    store.submit(RUN, 0, "ann", {1: True, 10**9: True})
+    store.submit(RUN, 10**9, "ann", {2: True})
+    store.dispose()
+    at = app("leakage_results", root=pages_root, run=RUN)
+    held = len(at.error) == 1 and "2 votes" in at.error[0].value and "train:1000000000" in at.error[0].value
+    record_count("out-of-range vote x page", "one st.error" if held else "FAILED")
+    assert held, [e.value for e in at.error]

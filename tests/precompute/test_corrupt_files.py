@@ -2,7 +2,8 @@
 line naming the file, and leaves every other file of the run as it was.
 
 The corruptions: truncated, zero-length, garbage bytes, wrong dtype and wrong shape (arrays and archive
-members), JSON of the wrong shape (a list, an empty object, a required key of the wrong type, and a key of
+members), a value its entry's constraints refuse (an index or label out of range, a NaN: schema `below`,
+`finite`), JSON of the wrong shape (a list, an empty object, a required key of the wrong type, and a key of
 the wrong type one level down in an object the schema spells out). The verbs run in-process (cli.main), on
 one copy of the run made per module: each case corrupts one file, runs, and puts the file back. Files no verb
 reads (WRITTEN_ONLY) are replaced by the verb that writes them. Every schema entry is in READERS, in
@@ -25,7 +26,7 @@ from precompute import cli
 from tests.conftest import record_count
 
 CORRUPTIONS = {
-    "npy": ("truncated", "zero-length", "garbage", "wrong-dtype", "wrong-shape"),
+    "npy": ("truncated", "zero-length", "garbage", "wrong-dtype", "wrong-shape", "out-of-range", "negative", "non-finite"),
     "npz": ("truncated", "zero-length", "garbage", "wrong-dtype", "wrong-shape"),
     "json": ("truncated", "zero-length", "garbage", "json-list", "json-empty", "json-wrong-type", "json-nested"),
 }
@@ -120,6 +121,12 @@ def corrupt(path: Path, kind: str, how: str, artifact: schema.Artifact) -> None:
         path.write_bytes(b"")
     elif how == "garbage":
         path.write_bytes(b"\xff\xfe\x00garbage{[" * 7)
+    elif how in ("out-of-range", "negative", "non-finite"):
+        array = np.load(path, allow_pickle=False)
+        array.flat[len(array.flat) // 2] = {"non-finite": np.nan, "negative": artifact.lowest - 1}.get(how) \
+            if how != "out-of-range" else out_of_range(path, artifact)
+        with open(path, "wb") as f:
+            np.save(f, array)
     elif kind == "npy":
         array = np.load(path, allow_pickle=False)
         if how == "wrong-dtype":
@@ -149,6 +156,19 @@ def corrupt(path: Path, kind: str, how: str, artifact: schema.Artifact) -> None:
         obj = json.loads(data)
         nested_wrong_type(obj, artifact.keys)
         path.write_text(json.dumps(obj))
+
+
+def out_of_range(path: Path, artifact: schema.Artifact) -> int:
+    """The first value past the entry's `below` bound, for the run that holds `path`."""
+    run = next(p for p in path.parents if (p / schema.MANIFEST.name).exists())
+    return Run(run).sizes[artifact.below]
+
+
+def applies(artifact: schema.Artifact, how: str) -> bool:
+    """Whether a corruption kind means anything for the entry (a value constraint it has, a JSON key spec)."""
+    return {"out-of-range": artifact.below is not None, "negative": artifact.below is not None,
+            "non-finite": artifact.finite,
+            "json-wrong-type": bool(artifact.keys), "json-nested": nested_spec(artifact)}.get(how, True)
 
 
 def nested_spec(artifact: schema.Artifact) -> bool:
@@ -185,7 +205,7 @@ def cases() -> list:
     for where, readers in (("", READERS), (schema.HELDOUT.name, HELDOUT_READERS)):
         for artifact, verbs in readers:
             for how in CORRUPTIONS[artifact.kind]:
-                if (how == "json-wrong-type" and not artifact.keys) or (how == "json-nested" and not nested_spec(artifact)):
+                if not applies(artifact, how):
                     continue
                 for verb in verbs:
                     out.append(pytest.param(artifact, how, verb, where, id=f"{where}{artifact.name}-{how}-{verb}"))
