@@ -142,6 +142,10 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the per-model minibatch size")
     p.add_argument("--width", type=positive_float(MAX_WIDTH, "a positive channel multiplier, e.g. 0.5"), default=None, help="ResNet-9 channel multiplier (default 1.0)")
     p.add_argument("--hidden", type=bounded_int(1, MAX_HIDDEN, "number of hidden units, e.g. 128"), default=None, help="MLP hidden units (default 128)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                   help="arithmetic of training's matmuls and convolutions: bf16 (fp32 master weights and loss) or fp32; "
+                        "auto is bf16 on CUDA with bf16 or a CPU with AMX/AVX-512-bf16 (default: the run's own, auto for a "
+                        "new run; the run's retrains use it too)")
     p.add_argument("--dtype", choices=["float32", "float16"], default=None,
                    help="store margins as float32 or float16 (half the bytes; default: the run's own, float32 for a new run)")
     add_keep_shards_arg(p)

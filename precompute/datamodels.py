@@ -93,6 +93,8 @@ def cmd_all(args: argparse.Namespace) -> dict:
             summaries[name] = train_run(ds, args.dataset, out, alpha=args.alpha, n_models=n, seed=seed, arch=args.arch,
                                         hparams=hparam_overrides(args), device=args.device,
                                         batch_models=args.batch_models, dtype=args.dtype,
+                                        # the held-out models train as the run's did, or their LDS mixes precisions
+                                        precision=args.precision if name == "train" else summaries["train"]["precision"],
                                         keep_shards=args.keep_shards, progress=progress)
         report.say(report.train_line(summaries[name]))
         if name == "train":
