@@ -78,7 +78,7 @@ def cmd_all(args: argparse.Namespace) -> dict:
     heldout_dir = args.out / "heldout"
     heldout_seed = args.seed + 1 if args.heldout_seed is None else args.heldout_seed
     todo = {"train": _models_to_train(args.out, args.models), "heldout": _models_to_train(heldout_dir, args.heldout_models)}
-    arch = args.arch or architectures.default_arch(ds.name, ds.image_shape)
+    arch = args.arch or architectures.default_arch(ds.name, ds.image_shape, resolve_device(args.device))
     first_batch = args.batch_models or default_batch_models(arch, resolve_device(args.device))
     report.say(f"plan for {args.out} ({ds.name}: {ds.n_train:,} train / {ds.n_test:,} test images, {arch}, α = {args.alpha}):\n"
                f"  1. train   {args.models:,} models ({todo['train']:,} to train)\n"

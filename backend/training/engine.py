@@ -95,8 +95,8 @@ class TrainingData:
 
 
 def default_batch_models(arch: str, device: torch.device) -> int:
-    """Models per batched call: the MLP is tiny; ResNet-9 is limited by GPU memory."""
-    return 500 if arch == "mlp" else (16 if device.type == "cuda" else 2)
+    """Models per batched call: the MLP is tiny; the CNN's activations and ResNet-9's memory limit theirs."""
+    return {"mlp": 500, "cnn": 64 if device.type == "cuda" else 16}.get(arch, 16 if device.type == "cuda" else 2)
 
 
 def triangular_lr(step: int, total: int, peak_frac: float) -> float:
@@ -154,7 +154,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk].unsqueeze(0).expand(K, -1, -1, -1, -1)
         f = model.features(xb)  # fp32 whatever the training precision: margins are the measurement
-        logits = _head(model, f)
+        logits = model.head(f)
         margins.append(margins_of(logits.float(), y[start:start + chunk]))
         predictions.append(logits.float().argmax(dim=2).to(torch.int16))
         if with_features:
@@ -164,12 +164,6 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 def _n_models(model: torch.nn.Module) -> int:
     return model.w1.shape[0] if hasattr(model, "w1") else model.K
-
-
-def _head(model: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
-    if hasattr(model, "w2"):
-        return torch.baddbmm(model.b2, features, model.w2)
-    return torch.bmm(features, model.fc) * model.OUT_SCALE
 
 
 def _autocast(device: torch.device, precision: str):
@@ -231,7 +225,7 @@ def train_models(
     precision = data.precision
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     model = architectures.build(arch, K, data.image_shape, data.n_classes, generators, hparams).to(device)
-    if device.type == "cuda":
+    if arch != "mlp":  # channels-last convolutions: 1.4-1.6x faster for the CNN on this CPU (1 thread, fp32 and bf16)
         model = model.to(memory_format=torch.channels_last)
     labels = data.train_y if train_labels is None else train_labels.to(device)
     batch, epochs = int(hparams["batch_size"]), int(hparams["epochs"])

@@ -131,9 +131,9 @@ def train_run(
     if not 0 < k < ds.n_train:
         raise ValueError(f"--alpha {alpha} gives subsets of {k} of the {ds.n_train} training examples: choose alpha "
                          f"between {1.5 / ds.n_train:.2g} and {1 - 1.5 / ds.n_train:.4g}")
-    arch = arch or architectures.default_arch(ds.name, ds.image_shape)
-    hparams = resolve_hparams(arch, hparams or {})
     dev = resolve_device(device)
+    arch = arch or architectures.default_arch(ds.name, ds.image_shape, dev)
+    hparams = resolve_hparams(arch, hparams or {})
     if dev.type == "cpu":
         use_all_cores()
     if precision is not None:

@@ -35,7 +35,7 @@ def _models(K: int):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("arch, overrides", [("mlp", {"epochs": 3, "hidden": 16})])
+@pytest.mark.parametrize("arch, overrides", [("mlp", {"epochs": 3, "hidden": 16}), ("cnn", {"epochs": 2, "width": 0.5})])
 def test_model_k_of_a_batch_equals_model_k_trained_alone(precision, arch, overrides):
     ds, subsets, seeds = _models(6)
     data = TrainingData.from_dataset(ds, resolve_device("cpu"), precision)
