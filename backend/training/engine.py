@@ -253,8 +253,9 @@ def train_models(
             with _autocast(device, precision):
                 logits = model(x)
             # Sum over models of each model's mean loss: per-model gradients are unchanged by batching.
-            loss = F.cross_entropy(logits.float().reshape(K * batch, -1), labels[idx].reshape(-1),
-                                   reduction="sum", label_smoothing=float(hparams.get("label_smoothing", 0.0))) / batch
+            # Classes on dim 1, (K, classes, batch): 4x faster on CPU than (K*batch, 10) rows of ten.
+            loss = F.cross_entropy(logits.float().transpose(1, 2), labels[idx], reduction="sum",
+                                   label_smoothing=float(hparams.get("label_smoothing", 0.0))) / batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             epoch_lr += opt.param_groups[0]["lr"]
