@@ -74,13 +74,18 @@ def synthetic(n: int, hw: int, c: int = 1, n_test: int = 200, seed: int = 0) -> 
                    test_labels=labels[n:], class_names=tuple(str(i) for i in range(10)))
 
 
+WARMUP = 5
+
+
 class _Enough(Exception):
     """Raised from the progress callback once enough steps were timed (real-size runs stop early)."""
 
 
 def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha: float = 0.5,
                  max_steps: int | None = None) -> float:
-    """Steady-state seconds per batched training step (first step, a warm-up, excluded)."""
+    """Seconds of the fastest steady-state training step (the first WARMUP steps, where oneDNN builds its kernels
+    for each new shape, left out). Best-of, like the GEMM peak: on a shared machine whose other jobs swing the
+    GEMM rate 5x within a minute, only the two best cases make a stable ratio."""
     data = TrainingData.from_dataset(ds, torch.device("cpu"), precision)
     n = int(round(alpha * ds.n_train))
     rng = np.random.default_rng(1)
@@ -89,14 +94,14 @@ def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha
 
     def tick(_: float) -> None:
         stamps.append(time.perf_counter())
-        if max_steps is not None and len(stamps) > max_steps:
+        if max_steps is not None and len(stamps) > WARMUP + max_steps:
             raise _Enough
 
     try:
         train_models(data, subsets, list(range(K)), arch, hp, progress=tick)
     except _Enough:
         pass
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return float(np.diff(stamps[WARMUP:]).min())
 
 
 def throughput_table(peaks: dict, quick: bool) -> None:
@@ -108,8 +113,9 @@ def throughput_table(peaks: dict, quick: bool) -> None:
         ("CNN 28x28 b128", "cnn", dict(batch_size=128, epochs=1), 28, (1, 8, 32),
          lambda b: cnn_step_flops(28, 1, b)),
     ]
-    steps = 6 if quick else 12
-    print(f"\n2. Training throughput (steady-state steps; % of the same precision's GEMM peak)")
+    steps = WARMUP + (10 if quick else 30)
+    rows = []
+    print(f"\n2. Training throughput (fastest steady-state step; % of the same precision's best GEMM peak in this run)")
     print(f"{'model':30s} {'K':>4s} {'prec':>5s} {'models/s*':>10s} {'GFLOP/s':>8s} {'% peak':>7s}")
     for name, arch, overrides, hw, Ks, flops in cases:
         hp = resolve_hparams(arch, overrides)
@@ -118,9 +124,12 @@ def throughput_table(peaks: dict, quick: bool) -> None:
         for K in Ks:
             for precision in PRECISIONS:
                 s = step_seconds(ds, arch, hp, K, precision)
-                gflops = K * flops(b) / s / 1e9
-                print(f"{name:30s} {K:4d} {precision:>5s} {K / s / steps:10.1f} {gflops:8.1f} "
-                      f"{gflops / peaks[precision]:7.1%}")
+                # The GEMM peak again after every row; the table divides by the best of all of them.
+                peaks[precision] = max(peaks[precision], gemm_peak(DTYPES[precision], repeat=4))
+                rows.append((name, K, precision, K / s / steps, K * flops(b) / s / 1e9))
+    for name, K, precision, models_s, gflops in rows:
+        print(f"{name:30s} {K:4d} {precision:>5s} {models_s:10.1f} {gflops:8.1f} {gflops / peaks[precision]:7.1%}")
+    print(f"best GEMM peak over the table's run: fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f} GFLOP/s")
     print("* models/s at this case's epoch of", steps, "steps")
 
 
@@ -230,7 +239,7 @@ def real_size(quick: bool) -> None:
         hp = resolve_hparams(arch, overrides)
         steps = (30_000 // hp["batch_size"]) * hp["epochs"]
         for precision in PRECISIONS:
-            s = step_seconds(ds, arch, hp, K, precision, max_steps=6 if quick else 15)
+            s = step_seconds(ds, arch, hp, K, precision, max_steps=6 if quick else 20)
             data = TrainingData.from_dataset(ds, torch.device("cpu"), precision)
             model = architectures.build(arch, K, (28, 28, 1), 10, [torch.Generator().manual_seed(k) for k in range(K)], hp)
             if arch != "mlp":
