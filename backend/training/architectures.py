@@ -110,8 +110,9 @@ class BatchedCNN(nn.Module):
 
     A stride-2 first convolution and pooling after the first two blocks keep the work at ~0.85 MFLOP per 28x28
     image forward (16, 32, 64 channels at 14x14, 7x7, 3x3): a dense 3x3 stack at 28x28 would spend 20x that,
-    and on this CPU a model of this one trains on 30,000 images in seconds. Each model's channels are its own
-    conv group and its own BatchNorm channels.
+    and ResNet-9's ~130 s per CIFAR model on this CPU becomes ~26 s per model for 5 epochs over 30,000
+    Fashion-MNIST-sized images (one thread, loaded machine). Each model's channels are its own conv group
+    and its own BatchNorm channels.
 
     Input x : tensor of shape (K, B, C, H, W); output logits of shape (K, B, n_classes).
     """

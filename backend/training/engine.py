@@ -4,6 +4,9 @@ The K models share nothing but the arithmetic: each has its own subset, initiali
 shuffling and augmentation drawn from its own seed (see `subsets.py`), its own parameters
 and its own normalisation statistics. The loss is the sum of the K per-model mean losses, so
 each model receives exactly the gradient it would get if trained alone.
+
+Precision (`TrainingData.precision`): under bf16 the matmuls and convolutions run in bf16 autocast over
+fp32 master weights, with the loss and the optimiser in fp32; margins are always evaluated in fp32.
 """
 from __future__ import annotations
 
@@ -225,14 +228,15 @@ def train_models(
     precision = data.precision
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     model = architectures.build(arch, K, data.image_shape, data.n_classes, generators, hparams).to(device)
-    if arch != "mlp":  # channels-last convolutions: 1.4-1.6x faster for the CNN on this CPU (1 thread, fp32 and bf16)
+    if arch != "mlp":  # channels-last convolutions: 1.5x faster for the CNN on this CPU (bench_training.py)
         model = model.to(memory_format=torch.channels_last)
     labels = data.train_y if train_labels is None else train_labels.to(device)
     batch, epochs = int(hparams["batch_size"]), int(hparams["epochs"])
     batch = min(batch, n)
     steps_per_epoch = n // batch
     total = steps_per_epoch * epochs
-    # One fused kernel updates every parameter (weight decay, Nesterov momentum, step) in a single pass.
+    # One fused kernel updates every parameter (weight decay, Nesterov momentum, step) in a single pass:
+    # 2.8 ms vs 9.0 (foreach) for the digits MLP at K = 500 (bench_training.py).
     opt = torch.optim.SGD(model.parameters(), lr=float(hparams["lr"]), momentum=float(hparams["momentum"]),
                           nesterov=True, weight_decay=float(hparams["weight_decay"]), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: triangular_lr(s, total, float(hparams["peak_epoch_frac"])))
