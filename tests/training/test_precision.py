@@ -26,6 +26,7 @@ from backend.training.train_stage import resolve_hparams
 from tests.conftest import FAST_TRAIN, run_cli
 
 BATCH_TOLERANCE = {"fp32": 1e-5, "bf16": 0.05}
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _models(K: int):
@@ -34,11 +35,12 @@ def _models(K: int):
     return ds, subsets, [model_seed(0, i) for i in range(K)]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("arch, overrides", [("mlp", {"epochs": 3, "hidden": 16}), ("cnn", {"epochs": 2, "width": 0.5})])
-def test_model_k_of_a_batch_equals_model_k_trained_alone(precision, arch, overrides):
+def test_model_k_of_a_batch_equals_model_k_trained_alone(precision, arch, overrides, device):
     ds, subsets, seeds = _models(6)
-    data = TrainingData.from_dataset(ds, resolve_device("cpu"), precision)
+    data = TrainingData.from_dataset(ds, resolve_device(device), precision)
     hp = resolve_hparams(arch, overrides)
     batch, _ = train_models(data, subsets, seeds, arch, hp)
     for k in (0, 3, 5):
