@@ -140,12 +140,17 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--batch-models", type=positive_int, default=None,
                    help="models trained at once as one batched computation (default 500 for the MLP, 16 for ResNet-9 on GPU, 2 on CPU)")
-    p.add_argument("--arch", choices=["mlp", "resnet9"], default=None, help="architecture (default: mlp for 8x8 digits, resnet9 for CIFAR-sized images)")
+    p.add_argument("--arch", choices=["mlp", "cnn", "resnet9"], default=None,
+                   help="architecture (default: mlp for 8x8 digits; for images up to 32x32 the small cnn on CPU, resnet9 on GPU)")
     p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "number of epochs"), default=None, help="override the architecture's epochs")
     p.add_argument("--lr", type=positive_float(100.0, "a positive learning rate, e.g. 0.1"), default=None, help="override the peak learning rate")
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the per-model minibatch size")
-    p.add_argument("--width", type=positive_float(MAX_WIDTH, "a positive channel multiplier, e.g. 0.5"), default=None, help="ResNet-9 channel multiplier (default 1.0)")
+    p.add_argument("--width", type=positive_float(MAX_WIDTH, "a positive channel multiplier, e.g. 0.5"), default=None, help="CNN / ResNet-9 channel multiplier (default 1.0)")
     p.add_argument("--hidden", type=bounded_int(1, MAX_HIDDEN, "number of hidden units, e.g. 128"), default=None, help="MLP hidden units (default 128)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                   help="arithmetic of training's matmuls and convolutions: bf16 (fp32 master weights and loss) or fp32; "
+                        "auto is bf16 on CUDA with bf16 or a CPU with AMX/AVX-512-bf16 (default: the run's own, auto for a "
+                        "new run; the run's retrains use it too)")
     p.add_argument("--dtype", choices=["float32", "float16"], default=None,
                    help="store margins as float32 or float16 (half the bytes; default: the run's own, float32 for a new run)")
     add_keep_shards_arg(p)

@@ -87,7 +87,7 @@ def cmd_all(args: argparse.Namespace) -> dict:
     heldout_dir = args.out / "heldout"
     heldout_seed = args.seed + 1 if args.heldout_seed is None else args.heldout_seed
     todo = {"train": _models_to_train(args.out, args.models), "heldout": _models_to_train(heldout_dir, args.heldout_models)}
-    arch = args.arch or architectures.default_arch(ds.name, ds.image_shape)
+    arch = args.arch or architectures.default_arch(ds.name, ds.image_shape, resolve_device(args.device))
     first_batch = args.batch_models or default_batch_models(arch, resolve_device(args.device))
     report.say(f"plan for {args.out} ({ds.name}: {ds.n_train:,} train / {ds.n_test:,} test images, {arch}, α = {args.alpha}):\n"
                f"  1. train   {args.models:,} models ({todo['train']:,} to train)\n"
@@ -102,6 +102,8 @@ def cmd_all(args: argparse.Namespace) -> dict:
             summaries[name] = train_run(ds, args.dataset, out, alpha=args.alpha, n_models=n, seed=seed, arch=args.arch,
                                         hparams=hparam_overrides(args), device=args.device,
                                         batch_models=args.batch_models, dtype=args.dtype,
+                                        # the held-out models train as the run's did, or their LDS mixes precisions
+                                        precision=args.precision if name == "train" else summaries["train"]["precision"],
                                         keep_shards=args.keep_shards, progress=progress)
         report.say(report.train_line(summaries[name]))
         if name == "train":

@@ -22,7 +22,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
             ray["status"] = bar.note
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
                          arch=args.arch, hparams=hparam_overrides(args), device=args.device,
-                         batch_models=args.batch_models, shard=shard, dtype=args.dtype, keep_shards=args.keep_shards,
+                         batch_models=args.batch_models, shard=shard, dtype=args.dtype, precision=args.precision,
+                         keep_shards=args.keep_shards,
                          progress=bar, ray=ray)
 
 

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny but real: few models, few epochs, a narrow MLP.
-FAST_TRAIN = ["--epochs", "3", "--hidden", "16"]
+# fp32 pinned: tiny runs come out the same on every CI machine (tests/training/test_precision.py covers bf16)
+FAST_TRAIN = ["--epochs", "3", "--hidden", "16", "--precision", "fp32"]
 
 
 _CASE_COUNTS: Counter = Counter()

@@ -612,6 +612,11 @@ def margins_dtype(manifest: dict) -> str:
     return manifest.get("margins_dtype", MARGINS.dtype[0])
 
 
+def run_precision(manifest: dict) -> str:
+    """The arithmetic a run's models trained in, fp32 or bf16 (`train --precision`); runs made before the option: fp32."""
+    return manifest.get("precision", "fp32")
+
+
 def done_models(run_dir: Path) -> np.ndarray:
     """Bool array marking every model index the merged arrays or some shard hold (the completion bitmap).
 

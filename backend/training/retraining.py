@@ -12,7 +12,7 @@ import torch
 
 from backend.datasets import Dataset
 from backend.progress import Progress, fraction
-from backend.store.run_dir import Run
+from backend.store.run_dir import Run, run_precision
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 def run_dataset(run: Run) -> Dataset:
@@ -25,11 +25,12 @@ def run_dataset(run: Run) -> Dataset:
 
 
 def training_data(run: Run, device: str = "auto") -> TrainingData:
-    """The run's data resident on `device` ('auto', 'cpu' or 'cuda'); reuse it across calls where you can."""
+    """The run's data resident on `device` ('auto', 'cpu' or 'cuda'), set to train in the run's own precision
+    (so every retrain repeats how the run's models were trained); reuse it across calls where you can."""
     dev = resolve_device(device)
     if dev.type == "cpu":
         use_all_cores()
-    return TrainingData.from_dataset(run_dataset(run), dev)
+    return TrainingData.from_dataset(run_dataset(run), dev, run_precision(run.manifest))
 
 
 def train_sets(

@@ -23,7 +23,8 @@ from backend.progress import Progress, fraction
 from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
 from backend.training.merge_stage import merge_run
 from backend.training.target_stats import stored_target_stats
-from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
+from backend.training.engine import (TrainingData, default_batch_models, resolve_device, resolve_precision, train_models,
+                                     use_all_cores)
 
 CODE_DIR = Path(__file__).resolve().parents[2]
 
@@ -45,13 +46,13 @@ def package_versions() -> dict:
 
 
 def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict,
-                 dtype: str = "float32") -> dict:
+                 dtype: str = "float32", precision: str = "fp32") -> dict:
     return {
         "dataset": {"spec": spec, "name": ds.name, "n_train": ds.n_train, "n_test": ds.n_test,
                     "image_shape": list(ds.image_shape), "class_names": list(ds.class_names),
                     "n_classes": ds.n_classes, "fingerprint": dataset_fingerprint(ds)},
         "alpha": alpha, "subset_size": subset_size(ds.n_train, alpha), "seed": seed,
-        "arch": arch, "hparams": hparams, "margins_dtype": dtype,
+        "arch": arch, "hparams": hparams, "margins_dtype": dtype, "precision": precision,
     }
 
 
@@ -75,10 +76,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _train_locally(ds: Dataset, dev, chunks: list[tuple[int, int]], seed: int, alpha: float, arch: str,
-                   hparams: dict, progress: Progress | None, total: int):
+def _train_locally(ds: Dataset, dev, precision: str, chunks: list[tuple[int, int]], seed: int, alpha: float,
+                   arch: str, hparams: dict, progress: Progress | None, total: int):
     """Train the chunks in this process, one batched computation each; yields (start, masks, margins, predictions)."""
-    data = TrainingData.from_dataset(ds, dev)
+    data = TrainingData.from_dataset(ds, dev, precision)
     done = 0
     for s, e in chunks:
         masks, margins, predictions = train_chunk(data, ds.n_train, seed, s, e, alpha, arch, hparams,
@@ -111,6 +112,7 @@ def train_run(
     batch_models: int | None = None,
     shard: tuple[int, int] = (0, 1),
     dtype: str | None = None,
+    precision: str | None = None,
     keep_shards: bool = False,
     progress: Progress | None = None,
     ray: dict | None = None,
@@ -118,7 +120,8 @@ def train_run(
     """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
 
     dtype : margins stored as "float32" or "float16"; None: the run's own (float32 for a new run). A top-up
-    with another dtype than the run's is refused. keep_shards : keep the shards after their merge.
+    with another dtype than the run's is refused. precision : "fp32", "bf16" or "auto" (resolve_precision); None:
+    the run's own (auto for a new run); a top-up in another precision than the run's is refused. keep_shards : keep the shards after their merge.
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
     ray : train the chunks as Ray tasks instead, with backend.cluster.training.train_on_ray's keyword
@@ -128,18 +131,27 @@ def train_run(
     if not 0 < k < ds.n_train:
         raise ValueError(f"--alpha {alpha} gives subsets of {k} of the {ds.n_train} training examples: choose alpha "
                          f"between {1.5 / ds.n_train:.2g} and {1 - 1.5 / ds.n_train:.4g}")
-    arch = arch or architectures.default_arch(ds.name, ds.image_shape)
-    hparams = resolve_hparams(arch, hparams or {})
     dev = resolve_device(device)
+    arch = arch or architectures.default_arch(ds.name, ds.image_shape, dev)
+    hparams = resolve_hparams(arch, hparams or {})
     if dev.type == "cpu":
         use_all_cores()
+    if precision is not None:
+        precision = resolve_precision(precision, dev)
     if MANIFEST.path(run_dir).exists():
-        stored = run_store.margins_dtype(run_store.read_manifest(run_dir))
+        existing = run_store.read_manifest(run_dir)
+        stored = run_store.margins_dtype(existing)
         if dtype is not None and dtype != stored:
             raise ValueError(f"{run_dir} stores {stored} margins: top it up with --dtype {stored} (or start a new --out)")
         dtype = stored
+        trained_in = run_store.run_precision(existing)
+        if precision is not None and precision != trained_in:
+            raise ValueError(f"{run_dir} was trained in {trained_in}: top it up with --precision {trained_in} "
+                             f"(or start a new --out), not {precision}")
+        precision = trained_in
     dtype = dtype or MARGINS.dtype[0]
-    manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype),
+    precision = precision or resolve_precision("auto", dev)
+    manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype, precision),
                                   ds.target_labels(), ds.target_images())
     with run_store.merge_lock(run_dir):  # another --shard worker's merge may be committing n_models
         run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
@@ -154,10 +166,11 @@ def train_run(
         progress(0, total, "model")
     started, done = time.time(), 0
     if ray is None:
-        trained = _train_locally(ds, dev, chunks, seed, alpha, arch, hparams, progress, total)
+        trained = _train_locally(ds, dev, precision, chunks, seed, alpha, arch, hparams, progress, total)
     else:
         from backend.cluster.training import train_on_ray
-        trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device, **ray)
+        trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device,
+                               precision=precision, **ray)
     for s, masks, margins, predictions in trained:
         run_store.write_shard(run_dir, s, masks, margins, predictions, dtype)
         done += len(masks)
@@ -168,7 +181,7 @@ def train_run(
     n_merged = merge["n_models"]
     summary = {"run": str(run_dir), "trained_now": done, "seconds": round(elapsed, 2),
                "models_per_second": round(done / elapsed, 2) if done else None,
-               "n_models": n_merged, "device": str(dev), "margins_dtype": dtype,
+               "n_models": n_merged, "device": str(dev), "margins_dtype": dtype, "precision": precision,
                "merge_bytes_written": merge["bytes_written"], "run_bytes": merge["run_bytes"],
                "shards_deleted": merge["shards_deleted"]}
     if n_merged:

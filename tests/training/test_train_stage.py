@@ -107,7 +107,7 @@ def test_resnet9_trains_on_a_cifar_fixture(tmp_path):
     write_cifar10_binary(tmp_path / "c10", train_x, train_y, test_x, test_y, tuple(f"c{i}" for i in range(10)))
     out = tmp_path / "cifar_run"
     run_cli("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--models", "2", "--out", out,
-            "--epochs", "1", "--batch-size", "8", "--width", "0.0625")
+            "--arch", "resnet9", "--epochs", "1", "--batch-size", "8", "--width", "0.0625")  # CPU's default: cnn
     run = run_dir.Run(out)
     assert run.manifest["arch"] == "resnet9" and run.manifest["hparams"]["augment"] is True
     assert run.margins.shape == (2, 50) and np.isfinite(run.margins).all()
