@@ -440,10 +440,11 @@ def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: floa
     gap_out = torch.zeros(T, dtype=q.dtype, device=q.device)
     lip_out = lipschitz.clone()
     todo, hw0 = torch.arange(T, device=q.device), None
+    # A set above WORKING_SET_MAX·F saves less than the KKT check costs: solve on all features instead.
+    everything = torch.arange(F, device=q.device)
+    cols = everything if len(cols) > WORKING_SET_MAX * F else cols
     while True:
         q_t, lam_t, c0_t = q.index_select(1, todo), lam[todo], c0[todo]
-        if len(cols) > WORKING_SET_MAX * F:  # restricting would save less than the KKT check costs
-            cols = torch.arange(F, device=q.device)
         whole = len(cols) == F
         sub = design if whole else design.on(cols)
         w_s, stats = fista(sub, q_t.index_select(0, cols), c0_t, lam_t,
@@ -456,13 +457,14 @@ def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: floa
         gap = stats.gap if whole else _duality_gap(w_t, hw_t, q_t, c0_t, lam_t)
         violated = ((hw_t - q_t).abs_() > lam_t).index_fill_(0, cols, False)
         again = (gap > tol * 2 * c0_t) & violated.any(0) & (n_iter[todo] < max_iter)
-        _put(w_cur, todo, w_t)
-        _put(hw_out, todo, hw_t)
+        w_cur.index_copy_(1, todo, w_t)
+        hw_out.index_copy_(1, todo, hw_t)
         gap_out[todo] = gap
         if not again.any():
             break
         todo, keep = todo[again], again.nonzero().squeeze(1)
         cols = torch.cat([cols, violated.index_select(1, keep).any(1).nonzero().squeeze(1)]).sort().values
+        cols = everything if len(cols) > WORKING_SET_MAX * F else cols
         hw0 = hw_t.index_select(1, keep).index_select(0, cols)  # w is 0 on the new features: H_SS·w_S is exact
     return w_cur, SolveStats(n_iter, gap_out, lip_out, hw_out)
 
