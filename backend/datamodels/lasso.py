@@ -39,7 +39,7 @@ import torch
 
 RESIDENT_BYTES = 2 << 30
 CHUNK_BYTES = 256 << 20
-GROUP_TARGETS = 128
+GROUP_TARGETS = 512
 WORKING_SET_MAX = 0.5
 # Validation scores within this relative distance of the best so far are ties, won by the larger λ.
 SCORE_RTOL = 1e-3
@@ -614,9 +614,10 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
 
 
 def lasso_solve(block: TargetBlock, lam: torch.Tensor, w0: torch.Tensor | None = None, *,
-                tol: float = 1e-4, max_iter: int = 1000):
+                tol: float = 1e-4, max_iter: int = 1000, working_sets: bool = True):
     """Solve every target of `block` at its own λ (T,), warm-started from w0 (F, T), on working sets
-    (`solve_working_set`) that start from w0's support and the features violating KKT at w0.
+    (`solve_working_set`) that start from w0's support and the features violating KKT at w0
+    (working_sets=False: on all features, as `lasso_path`'s flag).
 
     Returns (weights (F, T), intercept (T,), SolveStats).
     """
@@ -625,6 +626,6 @@ def lasso_solve(block: TargetBlock, lam: torch.Tensor, w0: torch.Tensor | None =
     idx = torch.arange(T, device=q.device)
     w0 = torch.zeros(F, T, dtype=q.dtype, device=q.device) if w0 is None else w0.to(q.device, q.dtype)
     lam = lam.to(q.device, q.dtype)
-    cols = strong_set(design.apply(w0, idx) - q, w0, lam, lam)
+    cols = strong_set(design.apply(w0, idx) - q, w0, lam, lam) if working_sets else torch.arange(F, device=q.device)
     w, stats = solve_working_set(design, q, c0, lam, w0, design.lipschitz(idx), idx, cols, tol=tol, max_iter=max_iter)
     return w, block.intercept(w, idx), stats
