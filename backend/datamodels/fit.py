@@ -20,7 +20,8 @@ import torch
 from backend.progress import Progress
 from backend.store.rows import read_columns, write_transposed
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS, WEIGHTS_BY_TRAIN
-from backend.datamodels.lasso import CHUNK_BYTES, RESIDENT_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
+from backend.datamodels.lasso import (CHUNK_BYTES, RESIDENT_BYTES, SCORE_RTOL, MaskRows, TargetBlock, lasso_path,
+                                      lasso_solve)
 from backend.training.seeds import VALIDATION_STREAM
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
@@ -273,7 +274,9 @@ def _info(split: tuple[np.ndarray, np.ndarray], solve_settings: dict, n_models: 
     return {
         "n_models": n_models, "n_fit_models": len(fit_rows), "n_val_models": len(val_rows),
         "val_frac": val_frac, "seed": seed, "val_models": val_rows, **solve_settings,
-        "solver": "batched FISTA, adaptive restart and steps, duality-gap stop (backend.datamodels.lasso)",
+        "solver": "batched FISTA on strong-rule working sets with KKT checks, adaptive restart and steps, "
+                  "duality-gap stop (backend.datamodels.lasso)",
+        "score_rtol": SCORE_RTOL,
         "dtype": "float32", "device": str(device),
         "block_size": size, "n_blocks": n_blocks,
         "path_iterations": results["path_iterations"], "path_steps_run": results["path_steps_run"],
@@ -295,7 +298,8 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     memory_model), reading only their columns, once per block.
     Per target: λ path of `n_lambdas` values from λ_max to λ_max·eps on the models outside the
     validation split (val_frac, seed); the λ with the lowest validation MSE (over the validation
-    models the target's eq. 9 rows include) is refitted on all models. A path stops `patience` steps
+    models the target's eq. 9 rows include; scores within SCORE_RTOL of the best are ties, won by the
+    larger λ: lasso.improves) is refitted on all models. A path stops `patience` steps
     after its last improvement (None: run it whole); fast_l1, the paper's solver, stops at the first
     rise. A training target that no validation model leaves out gets the median λ/λ_max of the
     validated targets fitted before it and beside it (listed in info["unvalidated_targets"]).
