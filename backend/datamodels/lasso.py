@@ -444,7 +444,7 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
     return w_out, SolveStats(n_iter, gap_out, lip_out, hw_out)
 
 
-def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: float, max_iter: int):
+def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: float, max_iter: int, hw0=None):
     """Solve every target of `idx` at its own λ on a working set of features grown until KKT holds on all.
 
     q, w0 : (F, T); c0, lam, lipschitz : (T,); cols : (S,) the first working set, one for the whole batch
@@ -453,6 +453,7 @@ def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: floa
     gradient Hw − q: a target is done when its duality gap over all features is within tol (scikit-learn's
     criterion; features outside the set with |gradient| ≤ λ add nothing to it); the others' violators
     (|gradient_j| > λ_t outside the set) join the set and those targets are solved again from where they were.
+    hw0 : H·w0 (F, T) if known, used when w0 is 0 outside the set (then H_SS·w0_S is its restriction).
     Returns (w (F, T), SolveStats whose hw is H·w over all features).
     """
     F, T = q.shape
@@ -460,10 +461,12 @@ def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: floa
     n_iter = torch.zeros(T, dtype=torch.long, device=q.device)
     gap_out = torch.zeros(T, dtype=q.dtype, device=q.device)
     lip_out = lipschitz.clone()
-    todo, hw0 = torch.arange(T, device=q.device), None
+    todo = torch.arange(T, device=q.device)
     # A set above WORKING_SET_MAX·F saves less than the KKT check costs: solve on all features instead.
     everything = torch.arange(F, device=q.device)
     cols = everything if len(cols) > WORKING_SET_MAX * F else cols
+    if hw0 is not None and len(cols) < F:
+        hw0 = None if w0.index_fill(0, cols, 0).any() else hw0.index_select(0, cols)
     while True:
         q_t, lam_t, c0_t = q.index_select(1, todo), lam[todo], c0[todo]
         whole = len(cols) == F
@@ -585,15 +588,13 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
                 if k >= 2:
                     num, den = lams[active, k] - lams[active, k - 1], lams[active, k - 1] - lams[active, k - 2]
                     ahead = torch.where(den != 0, num / torch.where(den != 0, den, 1), 0)
-                w0 = w + ahead * (w - w_before)
+                w0, hw0 = w + ahead * (w - w_before), hw + ahead * (hw - hw_before)
+                w_before, hw_before = w, hw
                 if working_sets:
                     cols = strong_set(hw - q_a, w, lams[active, k], lams[active, k - 1])
-                    w_before = w
                     w, stats = solve_working_set(design, q_a, c0_a, lams[active, k], w0, lip, active, cols,
-                                                 tol=tol, max_iter=max_iter)
+                                                 tol=tol, max_iter=max_iter, hw0=hw0)
                 else:
-                    hw0 = hw + ahead * (hw - hw_before)
-                    w_before, hw_before = w, hw
                     w, stats = fista(design, q_a, c0_a, lams[active, k], w0, lip, active, tol=tol,
                                      max_iter=max_iter, hw0=hw0)
                 lip, hw = stats.lipschitz, stats.hw
@@ -647,6 +648,8 @@ def lasso_solve(block: TargetBlock, lam: torch.Tensor, w0: torch.Tensor | None =
     idx = torch.arange(T, device=q.device)
     w0 = torch.zeros(F, T, dtype=q.dtype, device=q.device) if w0 is None else w0.to(q.device, q.dtype)
     lam = lam.to(q.device, q.dtype)
-    cols = strong_set(design.apply(w0, idx) - q, w0, lam, lam) if working_sets else torch.arange(F, device=q.device)
-    w, stats = solve_working_set(design, q, c0, lam, w0, design.lipschitz(idx), idx, cols, tol=tol, max_iter=max_iter)
+    hw0 = design.apply(w0, idx)
+    cols = strong_set(hw0 - q, w0, lam, lam) if working_sets else torch.arange(F, device=q.device)
+    w, stats = solve_working_set(design, q, c0, lam, w0, design.lipschitz(idx), idx, cols, tol=tol, max_iter=max_iter,
+                                 hw0=hw0)
     return w, block.intercept(w, idx), stats
