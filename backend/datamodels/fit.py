@@ -124,7 +124,8 @@ def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bo
     written block by block (backend.store.blocks) and each block's margin columns are read through a
     mapping closed after the read (backend.store.rows.read_columns). fixed = the interpreter and torch
     (BASE_BYTES), the masks file's pages (M·F bytes), the fit, validation and all-model row sets (float and bool: 5 bytes per entry,
-    2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead) and, when
+    2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead), a working set's
+    columns of one row set (float, at most F/2 of them: 2M·F bytes) and, when
     16·F² ≤ memory/4, the two F×F Gram matrices (float32, summed in float64). per_target = float32
     margins (read once, then split into fit/validation/all rows, plus the row sets of eq. 9: 5·M) and
     the solver state (~22 F-length vectors: path, FISTA, the written row).
@@ -134,8 +135,10 @@ def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bo
 
     n_val = n_models // 10
     gram = 16 * n_train * n_train <= memory // 4
+    # A working set's columns of the rows in use, gathered (at most half the features: lasso.WORKING_SET_MAX).
+    gathered = 2 * n_models * n_train if 4 * n_models * n_train <= RESIDENT_BYTES else CHUNK_BYTES // 2
     fixed = (BASE_BYTES + n_models * n_train + row_set(n_models - n_val) + row_set(n_val) + row_set(n_models)
-             + (16 * n_train * n_train if gram else 0))
+             + gathered + (16 * n_train * n_train if gram else 0))
     return fixed, 4 * (5 * n_models + 22 * n_train), gram
 
 
