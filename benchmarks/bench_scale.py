@@ -9,7 +9,8 @@ images per target). Then, each stage in a fresh process so its peak RSS is its o
   merge     the shards into masks.npy/margins.npy; bytes written
   top-up    10 % more models' shards, merged again: bytes written against the run's bytes
   fit       one block of --fit-targets test targets through the fit's own solver (the 50-λ path on a
-            validation split, then the refit), timed and extrapolated to every target; and a projection
+            validation split, then the refit), timed and extrapolated to every target, first without
+            working sets (the solver before them), then as `fit` runs it; and a projection
             of the whole fit at 300,000 models on a GPU, from GEMM rates measured here and an assumed one
 With --with-analyze-and-pages it then runs benchmarks/bench_analyze.py (analyze at CIFAR shape) and
 benchmarks/bench_dashboard.py (every page's query), each on its own synthetic run of fitted-looking
@@ -100,11 +101,23 @@ def gemm_tflops(device: str, size: int = 4096) -> float:
     return 3 * 2 * size ** 3 / (time.perf_counter() - started) / 1e12
 
 
-def fit_block(out: Path, n_targets: int, device: str) -> dict:
-    """One block of test targets through the fit's solver (backend.datamodels.fit), as `fit` runs it."""
+def fit_block(out: Path, n_targets: int, device: str, working_sets: bool = True) -> dict:
+    """One block of test targets through the fit's solver (backend.datamodels.fit), as `fit` runs it.
+
+    working_sets=False: the solver before working sets (every FISTA product over all features, the whole
+    block in one batch), for the before-and-after in one run.
+    """
+    from functools import partial
+
     import torch
 
+    import backend.datamodels.fit as fit_module
     from backend.datamodels.fit import DEFAULT_MEMORY, _Fitter, memory_model
+    from backend.datamodels.lasso import lasso_path, lasso_solve
+
+    if not working_sets:
+        fit_module.lasso_path = partial(lasso_path, working_sets=False, group=n_targets)
+        fit_module.lasso_solve = partial(lasso_solve, working_sets=False)
     from backend.store.run_dir import Run
     from backend.training.engine import resolve_device
 
@@ -115,11 +128,11 @@ def fit_block(out: Path, n_targets: int, device: str) -> dict:
     fitter = _Fitter(run.masks, run.margins, run.n_train, val_frac=0.1, n_lambdas=50, eps=1e-3, tol=1e-4, seed=0,
                      device=dev, max_iter=1000, patience=3, gram=gram, step=lambda n: None)
     columns = np.arange(run.n_train, run.n_train + n_targets)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = fitter.fit(columns, np.zeros(0))
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     iterations = int(result["path_iterations"].sum() + result["refit_iterations"].sum())
-    return {"targets": n_targets, "seconds": seconds, "iterations": iterations, "models": n_models,
+    return {"targets": n_targets, "seconds": seconds, "cpu_seconds": cpu, "iterations": iterations, "models": n_models,
             "n_train": run.n_train, "gram": gram, "device": str(dev), "gemm_tflops": gemm_tflops(dev.type)}
 
 
@@ -176,12 +189,19 @@ def main() -> None:
     rows.append((f"top-up merge (+{top_up:,} models)", second["seconds"], second["rss_mib"],
                  f"wrote {second['result']['bytes_written'] / 2**20:,.0f} of {second['result']['run_bytes'] / 2**20:,.0f}"
                  f" MiB ({share:.1%})"))
+    all_targets = n_train + n_test
+    before = in_child("fit_block", args.out, args.fit_targets, args.device, False)["result"]
     fit = in_child("fit_block", args.out, args.fit_targets, args.device)
     f = fit["result"]
     per_target = f["seconds"] / f["targets"]
-    all_targets = n_train + n_test
+    before_per_target = before["seconds"] / before["targets"]
+    rows.append((f"fit, {f['targets']} test targets, no working sets", before["seconds"], float("nan"),
+                 f"{before_per_target:.3f} s/target → {before_per_target * all_targets / 3600:,.1f} h for all "
+                 f"{all_targets:,}"))
     rows.append((f"fit, {f['targets']} test targets", fit["seconds"], fit["rss_mib"],
-                 f"{per_target:.3f} s/target → {per_target * all_targets / 3600:,.1f} h for all {all_targets:,}"))
+                 f"{per_target:.3f} s/target → {per_target * all_targets / 3600:,.1f} h for all {all_targets:,}; "
+                 f"{before_per_target / per_target:.1f}x wall, {before['cpu_seconds'] / f['cpu_seconds']:.1f}x CPU s "
+                 "of the solver without working sets"))
     print(f"\n{'stage':34s} {'seconds':>9s} {'peak RSS MiB':>13s}   (load average {os.getloadavg()[0]:.2f})")
     for name, seconds, rss, note in rows:
         print(f"{name:34s} {seconds:9.1f} {rss:13.0f}  {note}")

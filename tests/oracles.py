@@ -40,6 +40,16 @@ def sklearn_lasso(x, y, lam):
     return Lasso(alpha=lam, tol=1e-12, max_iter=1_000_000).fit(x, y)
 
 
+def tie_rule_best(scores, rtol: float) -> int:
+    """The step a path picks from its validation scores (large λ first) by a plain loop: a step is the new
+    best only when its score is below the best so far by more than rtol relatively (the larger λ wins ties)."""
+    best, best_score = 0, np.inf
+    for k, s in enumerate(scores):
+        if s < (best_score if np.isinf(best_score) else best_score * (1 - rtol)):
+            best, best_score = k, s
+    return best
+
+
 def unit(x, dtype=np.float64) -> np.ndarray:
     """Rows scaled to unit L2 norm; zero rows stay zero."""
     x = np.asarray(x, dtype=np.float64)

@@ -24,7 +24,8 @@ from backend.progress import Progress
 from backend.store.rows import read_columns, write_transposed
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS, WEIGHTS_BY_TRAIN
 from backend.datamodels.queries import fitted_targets
-from backend.datamodels.lasso import CHUNK_BYTES, RESIDENT_BYTES, MaskRows, TargetBlock, lasso_path, lasso_solve
+from backend.datamodels.lasso import (CHUNK_BYTES, RESIDENT_BYTES, SCORE_RTOL, MaskRows, TargetBlock, lasso_path,
+                                      lasso_solve)
 from backend.training.seeds import VALIDATION_STREAM
 
 # Fewest models in each part of the split: a validation MSE needs a couple of models, a path a few more.
@@ -129,7 +130,8 @@ def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bo
     written block by block (backend.store.blocks) and each block's margin columns are read through a
     mapping closed after the read (backend.store.rows.read_columns). fixed = the interpreter and torch
     (BASE_BYTES), the masks file's pages (M·F bytes), the fit, validation and all-model row sets (float and bool: 5 bytes per entry,
-    2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead) and, when
+    2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead), a working set's
+    columns of one row set (float, at most F/2 of them: 2M·F bytes) and, when
     16·F² ≤ memory/4, the two F×F Gram matrices (float32, summed in float64). per_target = float32
     margins (read once, then split into fit/validation/all rows, plus the row sets of eq. 9: 5·M) and
     the solver state (~22 F-length vectors: path, FISTA, the written row).
@@ -139,8 +141,10 @@ def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bo
 
     n_val = n_models // 10
     gram = 16 * n_train * n_train <= memory // 4
+    # A working set's columns of the rows in use, gathered (at most half the features: lasso.WORKING_SET_MAX).
+    gathered = 2 * n_models * n_train if 4 * n_models * n_train <= RESIDENT_BYTES else CHUNK_BYTES // 2
     fixed = (BASE_BYTES + n_models * n_train + row_set(n_models - n_val) + row_set(n_val) + row_set(n_models)
-             + (16 * n_train * n_train if gram else 0))
+             + gathered + (16 * n_train * n_train if gram else 0))
     return fixed, 4 * (5 * n_models + 22 * n_train), gram
 
 
@@ -279,7 +283,9 @@ def _info(split: tuple[np.ndarray, np.ndarray], solve_settings: dict, n_models: 
     return {
         "n_models": n_models, "n_fit_models": len(fit_rows), "n_val_models": len(val_rows),
         "val_frac": val_frac, "seed": seed, "val_models": val_rows, **solve_settings,
-        "solver": "batched FISTA, adaptive restart and steps, duality-gap stop (backend.datamodels.lasso)",
+        "solver": "batched FISTA on strong-rule working sets with KKT checks, adaptive restart and steps, "
+                  "duality-gap stop (backend.datamodels.lasso)",
+        "score_rtol": SCORE_RTOL,
         "dtype": "float32", "device": str(device),
         "block_size": size, "n_blocks": n_blocks,
         "path_iterations": results["path_iterations"], "path_steps_run": results["path_steps_run"],
@@ -301,7 +307,8 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     memory_model), reading only their columns, once per block.
     Per target: λ path of `n_lambdas` values from λ_max to λ_max·eps on the models outside the
     validation split (val_frac, seed); the λ with the lowest validation MSE (over the validation
-    models the target's eq. 9 rows include) is refitted on all models. A path stops `patience` steps
+    models the target's eq. 9 rows include; scores within SCORE_RTOL of the best are ties, won by the
+    larger λ: lasso.improves) is refitted on all models. A path stops `patience` steps
     after its last improvement (None: run it whole); fast_l1, the paper's solver, stops at the first
     rise. A training target that no validation model leaves out gets the median λ/λ_max of the
     validated targets fitted before it and beside it (listed in info["unvalidated_targets"]).

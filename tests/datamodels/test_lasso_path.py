@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend.datamodels.lasso import MaskRows, TargetBlock, lasso_path, lasso_solve
-from tests.oracles import objective, rows_of, sklearn_lasso
+import backend.datamodels.lasso as lasso
+from backend.datamodels.lasso import SCORE_RTOL, MaskRows, TargetBlock, lasso_path, lasso_solve
+from tests.oracles import objective, random_problem, rows_of, sklearn_lasso, tie_rule_best
 
 N_TRAIN = 24
 COLUMNS = np.array([0, 5, 11, N_TRAIN, N_TRAIN + 2])  # three training targets (eq. 9), two test targets
@@ -80,7 +81,7 @@ def test_validation_score_picks_the_argmin_and_patience_stops_paths(problem):
     block = TargetBlock(MaskRows(masks, fit, dtype=torch.float64), margins, COLUMNS, N_TRAIN)
     val_block = TargetBlock(MaskRows(masks, val, dtype=torch.float64), margins, COLUMNS, N_TRAIN)
     full = lasso_path(block, n_lambdas=20, tol=1e-10, score=val_block.mse, keep_path=True)
-    np.testing.assert_array_equal(full.best, np.nanargmin(full.scores, axis=1))
+    np.testing.assert_array_equal(full.best, [tie_rule_best(s, SCORE_RTOL) for s in full.scores])
     for j in range(len(COLUMNS)):
         np.testing.assert_allclose(full.weights[:, j].numpy(), full.coefs[full.best[j]][:, j], atol=1e-12)
     early = lasso_path(block, n_lambdas=20, tol=1e-10, score=val_block.mse, patience=2)
@@ -88,7 +89,47 @@ def test_validation_score_picks_the_argmin_and_patience_stops_paths(problem):
     for j in range(len(COLUMNS)):
         last = ran[j].nonzero()[0].max()
         assert last == min(early.best[j] + 2, 19)  # stops two steps after the last improvement
-        assert early.best[j] == np.nanargmin(full.scores[j, :last + 1])
+        assert early.best[j] == tie_rule_best(full.scores[j, :last + 1], SCORE_RTOL)
+
+
+def test_near_ties_go_to_the_larger_lambda_and_do_not_reset_patience(problem):
+    """Scores that differ by float summation order pick the same step: the larger λ; fails on a plain argmin."""
+    masks, margins = problem
+    block = TargetBlock(MaskRows(masks, np.arange(len(masks))), margins, COLUMNS[:1], N_TRAIN)
+    steps = iter([1.0, 0.5, 0.5 * (1 - SCORE_RTOL / 10), 0.6, 0.7, 0.8, 0.9, 1.0])
+
+    def score(w, b, idx):
+        return torch.full((len(idx),), next(steps), dtype=torch.float64)
+    path = lasso_path(block, n_lambdas=8, score=score, patience=3)
+    assert path.best[0] == 1
+    assert (path.n_iter[0] >= 0).sum() == 5  # steps 2, 3, 4 did not improve: stop after step 4
+
+
+def test_working_sets_match_sklearn_at_every_lambda(monkeypatch):
+    """Sparse paths on 90 features, so the strong rules leave most features out and KKT checks add some back."""
+    n_train = 90
+    masks, margins = random_problem(n_models=140, n_train=n_train, n_test=3, seed=2)
+    columns = np.array([3, 40, n_train, n_train + 2])
+    sizes = []
+
+    def spy(*args, **kwargs):  # args[7]: the first working set
+        sizes.append(len(args[7]))
+        return solve(*args, **kwargs)
+    solve = lasso.solve_working_set
+    monkeypatch.setattr(lasso, "solve_working_set", spy)
+    for group in (1, len(columns)):
+        block = TargetBlock(MaskRows(masks, np.arange(len(masks))), margins, columns, n_train)
+        path = lasso_path(block, n_lambdas=12, eps=1e-2, tol=1e-7, keep_path=True, group=group)
+        worst = 0.0
+        for j, c in enumerate(columns):
+            inc = rows_of(masks, c, n_train)
+            x, y = masks[inc].astype(np.float64), margins[inc, c].astype(np.float64)
+            for k, lam in enumerate(path.lambdas[j]):
+                sk = sklearn_lasso(x, y, lam)
+                ref = objective(x, y, sk.coef_, sk.intercept_, lam)
+                worst = max(worst, (objective(x, y, path.coefs[k][:, j], path.intercepts[k, j], lam) - ref) / ref)
+        assert worst <= 1e-4
+    assert min(sizes) < n_train // 4  # the working sets were used
 
 
 def test_constant_target_gets_zero_weights(problem):
