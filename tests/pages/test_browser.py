@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -32,6 +33,60 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ARTIFACTS = ROOT / "test-artifacts"
 RUN = "digits-tiny"
 WAIT_MS = 90_000
+
+
+@contextmanager
+def header_proxy(upstream: str, name: str, value: str):
+    """Base URL of a reverse proxy in front of `upstream` that sets header `name` on each connection's first
+    request, as an authenticating proxy (nginx's proxy_set_header) does. Chromium sends a context's
+    extra_http_headers with page requests but not with the WebSocket handshake, whose headers are the ones
+    st.context.headers holds; a WebSocket always opens a connection of its own, so it is a first request."""
+    target = urlparse(upstream)
+    listener = socket.create_server(("127.0.0.1", 0))
+    lowered = name.lower().encode() + b":"
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle(client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(65536)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        end = head.index(b"\r\n\r\n")
+        lines = [line for line in head[:end].split(b"\r\n") if not line.lower().startswith(lowered)]
+        lines.insert(1, f"{name}: {value}".encode())
+        backend = socket.create_connection((target.hostname, target.port))
+        backend.sendall(b"\r\n".join(lines) + head[end:])
+        threading.Thread(target=pipe, args=(backend, client), daemon=True).start()
+        pipe(client, backend)
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
 
 
 def free_port() -> int:
@@ -572,7 +627,8 @@ def test_url_text_in_a_warning_is_plain_text(server, page):
 
     page.goto(f"{server}/neighbours?run={RUN}&target=" + quote("[phish](https://evil.example) ![x](https://evil.example/x.png)"))
     warning = page.get_by_test_id("stAlertContentWarning")
-    expect(warning).to_contain_text("[phish](https://evil.example) ![x](https://evil.example/x.png)")
+    # The message quotes the first 40 characters of a bad target: markdown link syntax, shown as text.
+    expect(warning).to_contain_text("[phish](https://evil.example) ![x](https")
     settle(page)
     expect(warning.locator("a, img")).to_have_count(0)
     # (the sidebar's page links carry the target in their query string; none may point at the site)
@@ -596,14 +652,15 @@ def test_a_server_on_every_interface_needs_auth_and_takes_the_user_from_the_prox
         anonymous.goto(f"{url}/review?run={RUN}&annotator=alice")
         expect(anonymous.get_by_test_id("stAlertContentError")).to_contain_text("no X-Forwarded-User header")
         anonymous.close()
-        context = browser.new_context(extra_http_headers={"X-Forwarded-User": "alice"})
+        context = browser.new_context()
         page = context.new_page()
-        page.goto(f"{url}/review?run={RUN}&annotator=mallory")
-        expect(page.get_by_text("Reviewing as: alice")).to_be_visible()
-        settle(page)
-        assert "annotator" not in parse_qs(urlparse(page.url).query)
-        expect(page.get_by_role("button", name="Change annotator")).to_have_count(0)
-        context.close()
+        with header_proxy(url, "X-Forwarded-User", "alice") as proxied:
+            page.goto(f"{proxied}/review?run={RUN}&annotator=mallory")
+            expect(page.get_by_text("Reviewing as: alice")).to_be_visible()
+            settle(page)
+            assert "annotator" not in parse_qs(urlparse(page.url).query)
+            expect(page.get_by_role("button", name="Change annotator")).to_have_count(0)
+            context.close()
 
 
 def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_cannot_retrain(
