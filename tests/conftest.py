@@ -311,13 +311,8 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     at rank 1. 60 fast models; test-target datamodels from one multi-target scikit-learn Lasso; the
     control model (its features are the baseline) is trained by analyze_leakage itself.
     """
-    import warnings
-
-    import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
-
     from backend.leakage.analysis import analyze_leakage
+    from tests.oracles import save_test_target_lasso
 
     root = tmp_path_factory.mktemp("leakage")
     npz = root / "planted.npz"
@@ -325,14 +320,7 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     out = root / "runs" / "planted"
     run_cli("train", "--dataset", f"npz:{npz}", "--alpha", "0.5", "--models", "60", "--seed", "0",
             "--out", out, "--batch-models", "30", *FAST_TRAIN)
-    masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
-    n_train, n_targets = masks.shape[1], margins.shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        lasso = Lasso(alpha=0.05, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
-    weights = np.zeros((n_targets, n_train), dtype=np.float32)
-    weights[n_train:] = lasso.coef_
-    np.save(out / "weights.npy", weights)
+    save_test_target_lasso(out, alpha=0.05)
     analyze_leakage(out, device="cpu")
     return root
 
@@ -388,26 +376,14 @@ def fashion_slice_data_dir(fashion_mnist_slice, tmp_path_factory) -> Path:
     weight stands out); test-target datamodels from one multi-target scikit-learn Lasso; the control model
     (the feature baseline) is trained by analyze_leakage itself. About 20 s of 2 idle cores.
     """
-    import warnings
-
-    import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
-
     from backend.leakage.analysis import analyze_leakage
+    from tests.oracles import save_test_target_lasso
 
     folder, _ = fashion_mnist_slice
     root = tmp_path_factory.mktemp("fashion")
     out = root / "runs" / "fashion-slice"
     run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300", "--seed", "0",
             "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32")
-    masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
-    n_train, n_targets = masks.shape[1], margins.shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        lasso = Lasso(alpha=0.1, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
-    weights = np.zeros((n_targets, n_train), dtype=np.float32)
-    weights[n_train:] = lasso.coef_
-    np.save(out / "weights.npy", weights)
+    save_test_target_lasso(out, alpha=0.1)
     analyze_leakage(out, device="cpu")
     return root

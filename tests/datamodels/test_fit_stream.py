@@ -49,22 +49,11 @@ def reference(small_run, tmp_path_factory) -> dict:
     return {**{name: np.load(out / name) for name in OUTPUTS}, "fit.json": json.loads((out / "fit.json").read_text())}
 
 
-def _fit_process(run: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "precompute", "fit", "--run", str(run), *FIT, *extra], cwd=ROOT,
+def _fit_killed_after_two_blocks(run: Path, *extra: str) -> np.ndarray:
+    """SIGKILL a `fit` of run once two of its blocks are done; returns the completion bitmap it left."""
+    proc = subprocess.Popen([sys.executable, "-m", "precompute", "fit", "--run", str(run), *FIT, *extra], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _assert_outputs_equal(run: Path, reference: dict) -> None:
-    for name in OUTPUTS:
-        got = np.load(run / name)
-        assert got.dtype == reference[name].dtype and np.array_equal(got, reference[name], equal_nan=True), name
-
-
-def test_a_fit_killed_between_blocks_resumes_to_the_uninterrupted_result(small_run, reference, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(small_run, run)
     done_file = run / ".partial" / "fit" / "done.npy"
-    proc = _fit_process(run)
     deadline = time.monotonic() + 120
     done = np.zeros(0, dtype=bool)
     while proc.poll() is None and time.monotonic() < deadline:
@@ -78,9 +67,22 @@ def test_a_fit_killed_between_blocks_resumes_to_the_uninterrupted_result(small_r
         time.sleep(0.005)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the fit ended before two of its blocks were done"
+    return done
+
+
+def _assert_outputs_equal(run: Path, reference: dict) -> None:
+    for name in OUTPUTS:
+        got = np.load(run / name)
+        assert got.dtype == reference[name].dtype and np.array_equal(got, reference[name], equal_nan=True), name
+
+
+def test_a_fit_killed_between_blocks_resumes_to_the_uninterrupted_result(small_run, reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    done = _fit_killed_after_two_blocks(run)
     assert 2 <= done.sum() < len(done)
     assert not (run / "weights.npy").exists() and not (run / "fit.json").exists()  # nothing half-visible
-    kept = int(np.load(done_file).sum())
+    kept = int(np.load(run / ".partial" / "fit" / "done.npy").sum())
     result = run_cli("fit", "--run", run, *FIT, "--json")
     assert json.loads(result.stdout)["resumed_blocks"] == kept >= 2
     _assert_outputs_equal(run, reference)

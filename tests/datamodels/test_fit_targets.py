@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.datamodels.test_fit_stream import FIT, OUTPUTS, _fit_process, reference, small_run  # noqa: F401 (fixtures)
+from tests.datamodels.test_fit_stream import FIT, OUTPUTS, _fit_killed_after_two_blocks, reference, small_run  # noqa: F401 (fixtures)
 
 N_TRAIN, N_TEST = 120, 40
 
@@ -60,21 +58,7 @@ def test_a_killed_partial_fit_resumes_to_the_same_bytes(small_run, tmp_path):
     run_cli("fit", "--run", whole, *FIT, "--targets", "test")
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
-    done_file = run / ".partial" / "fit" / "done.npy"
-    proc = _fit_process(run, "--targets", "test")
-    deadline = time.monotonic() + 120
-    done = np.zeros(0, dtype=bool)
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            done = np.load(done_file)
-        except (OSError, ValueError):
-            pass
-        if done.sum() >= 2:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the fit ended before two of its blocks were done"
+    done = _fit_killed_after_two_blocks(run, "--targets", "test")
     assert 2 <= done.sum() < len(done) == N_TEST // 8
     assert not (run / "weights.npy").exists()
     result = json.loads(run_cli("fit", "--run", run, *FIT, "--targets", "test", "--json").stdout)
