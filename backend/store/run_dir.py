@@ -446,16 +446,22 @@ def read_npz(run_dir: Path, artifact: Artifact, sizes: dict | None = None, **fie
     return members
 
 
+def _writable(run_dir: Path, artifact: Artifact, **fields) -> Path:
+    """The artifact's path, its folder checked to lie inside the run before any folder is made for it (a
+    linked subfolder must not get folders made outside the run before the refusal)."""
+    path = artifact.path(run_dir, **fields)
+    confined(run_dir, path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_array(run_dir: Path, artifact: Artifact, array: np.ndarray, **fields) -> None:
     """Write an npy artifact atomically; an array that is not its entry's dtype and rank is a bug, refused."""
     array = np.asarray(array)
     problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, {})
     if problem:
         raise ValueError(f"refusing to write {artifact.name}: it {problem}")
-    path = artifact.path(run_dir, **fields)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    confined(run_dir, path.parent)
-    save_npy(path, array)
+    save_npy(_writable(run_dir, artifact, **fields), array)
 
 
 def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
@@ -471,10 +477,7 @@ def write_npz(run_dir: Path, artifact: Artifact, **members: np.ndarray) -> None:
 
 
 def write_json(run_dir: Path, artifact: Artifact, obj: dict, **fields) -> None:
-    path = artifact.path(run_dir, **fields)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    confined(run_dir, path.parent)
-    save_json(path, obj)
+    save_json(_writable(run_dir, artifact, **fields), obj)
 
 
 _HPARAMS = {"epochs": Count(1), "batch_size": Count(1), "hidden": Count(1)}
@@ -940,7 +943,7 @@ class Run:
             raise RunError(f"an external part of {self.dir / artifact.name} is unreadable ({exc}): restore the "
                            "release's file, or import the release again") from None
         problem = _shape_problem(array.dtype, array.shape, artifact.dtype, artifact.shape, sizes) or \
-            (_value_problem(array, artifact, sizes) if artifact.below or artifact.finite else None)
+            _value_problem(array, artifact, sizes)
         if problem:
             raise broken(self.dir, artifact, EXTERNAL.path(self.dir), f"places a {artifact.name} that {problem}")
         return array

@@ -145,6 +145,20 @@ def test_a_run_file_linked_outside_the_run_is_refused_naming_it(tiny_run, tmp_pa
     assert held
 
 
+def test_a_write_under_a_linked_folder_makes_no_folder_outside_the_run(tiny_run, tmp_path):
+    """attribution/ linked outside: writing attribution/ssl-esvm/embeddings.npy is refused before its folder
+    ssl-esvm is made, so nothing appears in the linked-to folder."""
+    run = _run(tiny_run, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run / "attribution").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RunError, match="outside the run"):
+        run_dir.write_array(run, schema.SSL_EMBEDDINGS, np.zeros((3, 2), np.float32))
+    held = not any(outside.iterdir())
+    record_count("symlinked run file", "held" if held else "FAILED")
+    assert held
+
+
 def _external(run: Path, release: Path, part: dict) -> None:
     record = {"path": "masks.npy", "base": "release", "dtype": "|b1", "shape": [60, 1], "rows": [0, 60],
               "columns": [0, 1], "sha256_sampled": "0" * 64}
