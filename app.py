@@ -63,7 +63,7 @@ def shell() -> None:
     # Imported here, not above: the module import that finds `app` runs before Streamlit's runtime exists,
     # and the pages' st.cache_data functions would warn of a missing runtime if they were imported then.
     from backend.store.catalog import data_dir
-    from backend.store.run_dir import RunError
+    from backend.store.errors import RunError
     from backend.store.targets import TargetError
     from pages import components
 

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.store.run_dir import save_json, save_npy  # noqa: E402
+from backend.store.atomic import save_json, save_npy
 
 N_TRAIN, N_TEST, N_CLASSES, N_SUB = 50_000, 10_000, 10, 5
 NNZ_SAME, NNZ_CLASS, NNZ_OTHER = 150, 100, 50

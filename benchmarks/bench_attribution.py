@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from backend.attribution.gradients import Functional, Projector, trak_output  # noqa: E402
 from backend.attribution.store import read_scores  # noqa: E402
 from backend.datamodels.evaluation import lds  # noqa: E402
-from backend.store.run_dir import Run  # noqa: E402
+from backend.store.run_dir import Run
 from backend.training import architectures  # noqa: E402
 from backend.training.engine import resolve_device, use_all_cores  # noqa: E402
 

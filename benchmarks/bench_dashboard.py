@@ -29,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from backend.datamodels import quality  # noqa: E402
 
-from backend.store import run_dir as run_store
+from backend.store.artifacts import read_json, write_array, write_json
+from backend.store.atomic import save_json, save_npy
+from backend.store.manifest import FORMAT_VERSION
+from backend.store.run_dir import Run
 from backend.store import schema
 
 from backend.training import target_stats
@@ -54,13 +57,13 @@ def build_run(run_dir: Path, seed: int = 0) -> None:
     n_targets = N_TRAIN + N_TEST
     run_dir.mkdir(parents=True, exist_ok=True)
     labels = rng.integers(N_CLASSES, size=n_targets)
-    run_store.save_npy(run_store.LABELS.path(run_dir), labels)
-    images = np.lib.format.open_memmap(run_store.IMAGES.path(run_dir), "w+", np.uint8, (n_targets, 32, 32, 3))
+    save_npy(schema.LABELS.path(run_dir), labels)
+    images = np.lib.format.open_memmap(schema.IMAGES.path(run_dir), "w+", np.uint8, (n_targets, 32, 32, 3))
     for lo in range(0, n_targets, 10_000):
         images[lo:lo + 10_000] = rng.integers(256, size=(min(10_000, n_targets - lo), 32, 32, 3), dtype=np.uint8)
     del images
-    masks = np.lib.format.open_memmap(run_store.MASKS.path(run_dir), "w+", bool, (N_MODELS, N_TRAIN))
-    margins = np.lib.format.open_memmap(run_store.MARGINS.path(run_dir), "w+", np.float32, (N_MODELS, n_targets))
+    masks = np.lib.format.open_memmap(schema.MASKS.path(run_dir), "w+", bool, (N_MODELS, N_TRAIN))
+    margins = np.lib.format.open_memmap(schema.MARGINS.path(run_dir), "w+", np.float32, (N_MODELS, n_targets))
     for lo in range(0, N_MODELS, BLOCK_ROWS):
         hi = min(lo + BLOCK_ROWS, N_MODELS)
         masks[lo:hi] = rng.random((hi - lo, N_TRAIN)) < 0.5
@@ -76,28 +79,28 @@ def build_run(run_dir: Path, seed: int = 0) -> None:
     # as `fit` writes it beside the weights: the test rows transposed, read by the counterfactual prediction
     write_transposed(np.load(schema.WEIGHTS.path(run_dir), mmap_mode="r"), N_TRAIN, n_targets,
                      schema.WEIGHTS_BY_TRAIN.path(run_dir), 2048)
-    run_store.write_array(run_dir, schema.BIAS, rng.normal(size=n_targets).astype(np.float32))
-    run_store.write_array(run_dir, schema.LAM, np.full(n_targets, 1e-3, dtype=np.float32))
-    run_store.write_array(run_dir, schema.LDS, rng.uniform(-1, 1, n_targets).astype(np.float32))
+    write_array(run_dir, schema.BIAS, rng.normal(size=n_targets).astype(np.float32))
+    write_array(run_dir, schema.LAM, np.full(n_targets, 1e-3, dtype=np.float32))
+    write_array(run_dir, schema.LDS, rng.uniform(-1, 1, n_targets).astype(np.float32))
     manifest = {"dataset": {"spec": "synthetic", "name": "synthetic", "n_train": N_TRAIN, "n_test": N_TEST,
                             "image_shape": [32, 32, 3], "class_names": [f"class {c}" for c in range(N_CLASSES)],
                             "n_classes": N_CLASSES},
                 "alpha": 0.5, "seed": seed, "arch": "resnet9", "hparams": {}, "n_models": N_MODELS,
-                "format_version": run_store.FORMAT_VERSION}
-    run_store.save_json(run_store.MANIFEST.path(run_dir), manifest)
+                "format_version": FORMAT_VERSION}
+    save_json(schema.MANIFEST.path(run_dir), manifest)
     build_analysis(run_dir, rng)
     heldout = run_dir / "heldout"
     heldout.mkdir()
-    run_store.save_npy(run_store.MASKS.path(heldout), rng.random((N_HELDOUT, N_TRAIN)) < 0.5)
-    run_store.save_npy(run_store.MARGINS.path(heldout), rng.normal(1.0, 2.0, (N_HELDOUT, n_targets)).astype(np.float32))
-    run_store.save_json(run_store.MANIFEST.path(heldout), dict(manifest, seed=seed + 1, n_models=N_HELDOUT))
+    save_npy(schema.MASKS.path(heldout), rng.random((N_HELDOUT, N_TRAIN)) < 0.5)
+    save_npy(schema.MARGINS.path(heldout), rng.normal(1.0, 2.0, (N_HELDOUT, n_targets)).astype(np.float32))
+    save_json(schema.MANIFEST.path(heldout), dict(manifest, seed=seed + 1, n_models=N_HELDOUT))
 
 
 def build_analysis(run_dir: Path, rng: np.random.Generator, n_components: int = 50, k: int = 10) -> None:
     """Random but well-formed `analyze` outputs (structure/, leakage/, control models) for the page queries."""
     n_targets = N_TRAIN + N_TEST
     def write(artifact, array):
-        run_store.write_array(run_dir, artifact, array)
+        write_array(run_dir, artifact, array)
 
     write(schema.CONTROL_MARGINS, rng.normal(1.0, 2.0, (2, n_targets)).astype(np.float32))
     write(schema.CONTROL_FEATURES, rng.random((n_targets, 512), dtype=np.float32))
@@ -113,7 +116,7 @@ def build_analysis(run_dir: Path, rng: np.random.Generator, n_components: int = 
         write(layout, rng.standard_normal((N_TEST, 2), dtype=np.float32))
         write(silhouette, rng.uniform(-1, 1, N_TEST).astype(np.float32))
     quality = {"k": 5, "gamma": 1.0, "silhouette": 0.0, "sizes": [], "cluster_silhouettes": []}
-    run_store.write_json(run_dir, schema.CLUSTERS, {
+    write_json(run_dir, schema.CLUSTERS, {
         "per_class": [dict(quality, **{"class": c, "name": f"class {c}"}) for c in range(N_CLASSES)],
         "whole": dict(quality, nmi=0.0), "pixels": dict(quality, nmi=0.0)})
     write(schema.NEIGHBORS, rng.integers(n_targets, size=(n_targets, k)))
@@ -123,7 +126,7 @@ def build_analysis(run_dir: Path, rng: np.random.Generator, n_components: int = 
               else rng.random((N_TEST, k), dtype=np.float32))
     write(schema.LEAKAGE_QUEUE, rng.permutation(N_TEST))
     write(schema.LEAKAGE_QUEUE_SCORE, rng.random(N_TEST, dtype=np.float32))
-    run_store.write_json(run_dir, schema.LEAKAGE_SUMMARY, {"k": k, "n_train": N_TRAIN, "n_test": N_TEST, "pixels": {}})
+    write_json(run_dir, schema.LEAKAGE_SUMMARY, {"k": k, "n_train": N_TRAIN, "n_test": N_TEST, "pixels": {}})
     build_methods_eval(run_dir, rng)
 
 
@@ -137,7 +140,7 @@ def build_methods_eval(run_dir: Path, rng: np.random.Generator) -> None:
     targets = sorted(rng.choice(N_TEST, EVAL_TARGETS, replace=False).tolist())
     methods, supports = {}, {}
     for m, name in enumerate(METHODS):
-        run_store.write_json(run_dir, schema.ATTRIBUTION_META, {
+        write_json(run_dir, schema.ATTRIBUTION_META, {
             "method": name, "config": {}, "models": {"n_models": N_MODELS, "trained": N_MODELS, "kind": "resnet9"},
             "seconds": 100.0 * (m + 1), "bytes": N_TEST * N_TRAIN * 4, "code_version": {}}, method=name)
         supports[name] = {mode: [None if rng.random() < 0.2 else int(rng.integers(1, 400)) for _ in targets] for mode in MODES}
@@ -146,7 +149,7 @@ def build_methods_eval(run_dir: Path, rng: np.random.Generator) -> None:
                                   "model_kind": "resnet9", "bytes": N_TEST * N_TRAIN * 4},
                          "support": {mode: {"supports": supports[name][mode], "cdf": support_cdf(supports[name][mode]),
                                             "seconds": 60.0} for mode in MODES}, "mislabel_auc": float(rng.uniform(0.5, 1))}
-    run_store.write_json(run_dir, schema.METHODS_EVAL, {
+    write_json(run_dir, schema.METHODS_EVAL, {
         "heldout_run": "heldout", "n_heldout_models": N_HELDOUT, "targets": targets, "target_rule": "synthetic",
         "support_params": {"n_models": 50, "k_max": 400, "budget": 10}, "modes": list(MODES), "methods": methods,
         "smaller_support": {mode: {a: {b: smaller_fraction(supports[a][mode], supports[b][mode]) for b in METHODS if b != a}
@@ -160,7 +163,7 @@ def score_lds(run_dir: Path) -> None:
     """Per-target LDS of N_LDS_TARGETS test targets on the held-out models: the eval stage's cost, timed."""
     from backend.datamodels.evaluation import lds
 
-    run, heldout = run_store.Run(run_dir), run_store.Run(run_dir / "heldout")
+    run, heldout = Run(run_dir), Run(run_dir / "heldout")
     weights = run.array(schema.WEIGHTS)
     bias = run.array(schema.BIAS)
     t = time.perf_counter()
@@ -172,7 +175,7 @@ def score_lds(run_dir: Path) -> None:
 
 def summarise_margins(run_dir: Path) -> None:
     """The precompute-side summary the least-stable list reads (target_mean_margin/accuracy.npy)."""
-    target_stats.save_target_stats(run_store.Run(run_dir))
+    target_stats.save_target_stats(Run(run_dir))
 
 
 def in_child(func, *args) -> None:
@@ -208,7 +211,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         run_dir = args.dir or Path(tmp) / "cifar-scale"
-        if not run_store.MANIFEST.path(run_dir).exists():
+        if not schema.MANIFEST.path(run_dir).exists():
             t = time.perf_counter()
             in_child(build_run, run_dir)
             print(f"built synthetic run in {run_dir} in {time.perf_counter() - t:.0f} s")
@@ -221,7 +224,7 @@ def main() -> None:
 
 
 def measure(run_dir: Path, n_queries: int, k: int) -> None:
-    run = run_store.Run(run_dir)
+    run = Run(run_dir)
     weights = run.array(schema.WEIGHTS)
     bias, lam = run.array(schema.BIAS), run.array(schema.LAM)
     mean_margin, accuracy = target_stats.stored_target_stats(run)
@@ -289,7 +292,7 @@ def measure(run_dir: Path, n_queries: int, k: int) -> None:
 
     def methods_page(column: int) -> None:
         # what pages/methods.py reads and derives on every rerun: no per-target work, JSON and globs
-        report = run_store.read_json(run.dir, schema.METHODS_EVAL, missing_ok=True)
+        report = read_json(run.dir, schema.METHODS_EVAL, missing_ok=True)
         (attribution_store.available(run), yardsticks.missing_steps(run, report), yardsticks.table_rows(report),
          yardsticks.lds_curves(run, report))
 

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.store.run_dir import save_json, save_npy  # noqa: E402
+from backend.store.atomic import save_json, save_npy
 
 
 def build(out: Path, n_models: int, n_train: int, n_test: int, seed: int = 0) -> None:

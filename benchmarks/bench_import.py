@@ -27,7 +27,8 @@ import numpy as np
 import bench_dashboard
 from backend.datasets import release as rel
 from backend.datasets.cifar10 import write_cifar10_binary
-from backend.store import run_dir as run_store
+from backend.store.artifacts import write_array
+from backend.store.run_dir import Run
 from backend.store import schema
 
 N_TRAIN, N_TEST, PCT, BLOCK_ROWS = 50_000, 10_000, 50, 1_000
@@ -77,14 +78,14 @@ def add_analysis(out: Path) -> None:
     """bench_dashboard's random analysis artifacts and a random per-target LDS, so every page has its inputs."""
     rng = np.random.default_rng(1)
     bench_dashboard.build_analysis(out, rng)
-    run_store.write_array(out, schema.LDS, rng.uniform(-1, 1, N_TRAIN + N_TEST).astype(np.float32))
+    write_array(out, schema.LDS, rng.uniform(-1, 1, N_TRAIN + N_TEST).astype(np.float32))
 
 
 def score_lds(out: Path) -> dict:
     """eval's LDS on 1,000 evaluation models x 1,000 test targets (the held-out margins through the view)."""
     from backend.datamodels.evaluation import lds
 
-    run, heldout = run_store.Run(out), run_store.Run(out / "heldout")
+    run, heldout = Run(out), Run(out / "heldout")
     started = time.perf_counter()
     lds(run.array(schema.WEIGHTS), run.array(schema.BIAS), heldout.masks[:1000], heldout.margins[:1000], N_TRAIN,
         np.arange(N_TRAIN, N_TRAIN + 1000))

@@ -42,7 +42,7 @@ def sizes(scale: float) -> tuple[int, int]:
 
 
 def create(out: Path, scale: float, seed: int = 0) -> None:
-    from backend.store.run_dir import init_run
+    from backend.store.manifest import init_run
 
     n_train, n_test = sizes(scale)
     rng = np.random.default_rng(seed)
@@ -60,7 +60,7 @@ def write_shards(out: Path, lo: int, hi: int, scale: float, first_seed: int = 10
 
     A shard starting at model s draws from seed first_seed + s: another first_seed gives other models.
     """
-    from backend.store.run_dir import write_shard
+    from backend.store.shards import write_shard
 
     n_train, n_test = sizes(scale)
     effects = np.random.default_rng(1)

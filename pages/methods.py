@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backend.attribution import store, yardsticks
-from backend.store.run_dir import read_json
+from backend.store.artifacts import read_json
 from backend.store.schema import METHODS_EVAL
 from pages import components
 

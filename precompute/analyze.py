@@ -11,7 +11,9 @@ from .args import TqdmProgress, add_device_arg, positive_int
 def cmd_analyze(args: argparse.Namespace) -> dict:
     from backend.training.control import ensure_control
     from backend.leakage.analysis import analyze_leakage
-    from backend.store.run_dir import Run, transaction, write_json
+    from backend.store.artifacts import write_json
+    from backend.store.atomic import transaction
+    from backend.store.run_dir import Run
     from backend.store.schema import ANALYSIS
 
     from backend.structure.analyze import analyze_structure

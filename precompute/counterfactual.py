@@ -44,7 +44,9 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
 
 
 def cmd_control(args: argparse.Namespace) -> dict:
-    from backend.store.run_dir import Run, RunError, read_json
+    from backend.store.artifacts import read_json
+    from backend.store.errors import RunError
+    from backend.store.run_dir import Run
     from backend.store.schema import CONTROL_FEATURES, CONTROL_META
     from backend.training.control import load_control_features
     run = Run(args.run)

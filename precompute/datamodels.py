@@ -51,7 +51,8 @@ def refuse_existing_metrics(run_dir: Path, force: bool) -> None:
 
 def eval_run(run_dir: Path, heldout_dir: Path, complexity: bool = True, device: str = "auto", force: bool = False) -> dict:
     from backend.datamodels.evaluation import evaluate_run
-    from backend.store.run_dir import Run, RunError
+    from backend.store.errors import RunError
+    from backend.store.run_dir import Run
 
     run, heldout = Run(run_dir), Run(heldout_dir)
     if len(heldout.masks) == 0:
@@ -67,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 
 def _models_to_train(out: Path, n_models: int) -> int:
-    from backend.store.run_dir import done_models
+    from backend.store.shards import done_models
 
     return n_models - int(done_models(out)[:n_models].sum()) if out.is_dir() else n_models
 

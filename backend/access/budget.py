@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from backend.store.run_dir import read_json, write_json
+from backend.store.artifacts import read_json, write_json
 from backend.store.schema import RETRAIN_SPEND
 
 BUDGET_ENV = "DATAMODELS_RETRAIN_BUDGET"

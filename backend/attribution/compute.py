@@ -8,7 +8,9 @@ import numpy as np
 from backend.attribution import base
 from backend.progress import Progress
 from backend.store.blocks import BlockedOutput
-from backend.store.run_dir import Run, transaction, write_array, write_json
+from backend.store.artifacts import write_array, write_json
+from backend.store.atomic import transaction
+from backend.store.run_dir import Run
 from backend.store.schema import ATTRIBUTION_META, ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES
 from backend.training.train_stage import code_version
 

@@ -5,7 +5,8 @@ import numpy as np
 
 from backend.attribution.base import register
 from backend.attribution.difference_of_means import memorisation
-from backend.store.run_dir import Run, read_json
+from backend.store.artifacts import read_json
+from backend.store.run_dir import Run
 from backend.store.schema import FIT, WEIGHTS
 
 

@@ -31,7 +31,8 @@ import time
 import numpy as np
 
 from backend.attribution.base import register
-from backend.store import run_dir
+from backend.store.artifacts import read_array, read_json, write_array, write_json
+from backend.store.atomic import transaction
 from backend.store.run_dir import Run
 from backend.store.schema import SSL_EMBEDDINGS, SSL_ENCODER
 from backend.training.seeds import SSL_STREAM, stream_seed
@@ -89,12 +90,12 @@ class SslEsvm:
         self.models = {"kind": "ssl-encoder", "n_models": 1, "trained": 0}
 
     def prepare(self, progress=None) -> None:
-        held = run_dir.read_json(self.run.dir, SSL_ENCODER, missing_ok=True)
+        held = read_json(self.run.dir, SSL_ENCODER, missing_ok=True)
         if held is None or held["config"] != self.ssl.to_json() or not self.run.has(SSL_EMBEDDINGS):
             self._train(progress)
-        self.embeddings = run_dir.read_array(self.run.dir, SSL_EMBEDDINGS, self.run.sizes)
+        self.embeddings = read_array(self.run.dir, SSL_EMBEDDINGS, self.run.sizes)
         self.labels = np.asarray(self.run.labels)
-        encoder = run_dir.read_json(self.run.dir, SSL_ENCODER)
+        encoder = read_json(self.run.dir, SSL_ENCODER)
         self.models.update(encoder_seconds=encoder["seconds"], final_loss=encoder["final_loss"])
 
     def _train(self, progress) -> None:
@@ -106,9 +107,9 @@ class SslEsvm:
         images = self.run.images
         model, loss = train_encoder(images[:self.run.n_train], self.ssl, device, progress)
         embeddings = embed(model, images, device)
-        with run_dir.transaction(self.run.dir, "attribute"):  # the embeddings and their config appear together
-            run_dir.write_array(self.run.dir, SSL_EMBEDDINGS, embeddings)
-            run_dir.write_json(self.run.dir, SSL_ENCODER, {"config": self.ssl.to_json(), "device": str(device),
+        with transaction(self.run.dir, "attribute"):  # the embeddings and their config appear together
+            write_array(self.run.dir, SSL_EMBEDDINGS, embeddings)
+            write_json(self.run.dir, SSL_ENCODER, {"config": self.ssl.to_json(), "device": str(device),
                                                            "seconds": round(time.time() - started, 3),
                                                            "final_loss": round(loss, 6)})
         self.models["trained"] = 1

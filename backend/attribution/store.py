@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.store.run_dir import Run, read_array, read_json
+from backend.store.artifacts import read_array, read_json
+from backend.store.run_dir import Run
 from backend.store.schema import ATTRIBUTION_META, ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES
 
 

@@ -31,7 +31,8 @@ from backend.attribution.methods import METHODS
 from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
 from backend.datamodels.evaluation import check_heldout, lds_by_block
 from backend.progress import Progress, fraction
-from backend.store import run_dir
+from backend.store.artifacts import read_json, write_json
+from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import METHODS_EVAL
 from backend.training.control import control_mean, ensure_control
@@ -132,16 +133,16 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     names = have if methods is None else list(methods)
     missing = sorted(set(names) - set(have))
     if missing:
-        raise run_dir.RunError(f"{run.dir} has no stored scores for {', '.join(missing)}: compute them first with "
+        raise RunError(f"{run.dir} has no stored scores for {', '.join(missing)}: compute them first with "
                                f"`python -m precompute attribute --run {run.dir} --method {missing[0]}`")
     if not names:
-        raise run_dir.RunError(f"{run.dir} has no attribution scores: compute some first with "
+        raise RunError(f"{run.dir} has no attribution scores: compute some first with "
                                f"`python -m precompute attribute --run {run.dir} --method datamodels`")
     ensure_control(run, device=device)
     targets = shared_targets(run, n_targets)
     params = {"n_models": n_models, "k_max": k_max or default_k_max(run.n_train), "budget": budget}
     flipped = flipped_labels(run)
-    previous = run_dir.read_json(run.dir, METHODS_EVAL, missing_ok=True) or {}
+    previous = read_json(run.dir, METHODS_EVAL, missing_ok=True) or {}
     curve = {name: list(points) for name, points in previous.get("lds_vs_models", {}).items()}
     total = len(names) * len(modes)
     if progress:
@@ -189,7 +190,7 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
               {"n_flipped": int(len(flipped))} if isinstance(flipped, np.ndarray) else
               {"note": "the run's dataset has no planted label noise: train a run on a `plant-label-noise` dataset"},
               "lds_vs_models": curve}
-    run_dir.write_json(run.dir, METHODS_EVAL, report)
+    write_json(run.dir, METHODS_EVAL, report)
     if progress:
         progress(total, total, "search")
     return report
@@ -219,7 +220,7 @@ def lds_curves(run: Run, report: dict | None) -> dict[str, tuple[list, list]]:
     from backend.store.schema import METRICS
 
     curves = {}
-    metrics = run_dir.read_json(run.dir, METRICS, missing_ok=True) or {}
+    metrics = read_json(run.dir, METRICS, missing_ok=True) or {}
     points = [p for p in metrics.get("sample_complexity", {}).get("points", []) if "lds" in p]
     if points:
         curves["datamodels (sample complexity)"] = ([p["n_models"] for p in points],

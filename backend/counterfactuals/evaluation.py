@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.lazy_import import lazy_module
-from backend.store import run_dir
+from backend.store.artifacts import write_json
 from backend.store.rows import read_row
 from backend.training.control import control_mean
 from backend.counterfactuals.predict import actual_margin, load_weights
@@ -103,5 +103,5 @@ def evaluate_counterfactuals(
               "overall": correlations(predicted, actual), "per_heuristic": per,
               "n_counterfactuals": len(rows), "n_skipped": len(skipped),
               "skipped": skipped, "rows": rows}
-    run_dir.write_json(run.dir, COUNTERFACTUAL_EVAL, result)
+    write_json(run.dir, COUNTERFACTUAL_EVAL, result)
     return result

@@ -20,7 +20,8 @@ from backend.training import retrain_store
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
 from backend.training.retrain_store import Counterfactual, make_request, retrain_many
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.store.schema import WEIGHTS, WEIGHTS_BY_TRAIN
 
 if TYPE_CHECKING:  # (the engine imports torch; predicting reads arrays only)

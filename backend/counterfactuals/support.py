@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from backend.lazy_import import lazy_module
-from backend.store import run_dir
+from backend.store.artifacts import read_json, write_json
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
 from backend.counterfactuals.predict import actual_margin, load_weights
@@ -138,7 +138,7 @@ def certified_supports(
         weights = load_weights(run)
 
         def keep(record: dict) -> None:
-            run_dir.write_json(run.dir, SUPPORT, record, mode=mode, column=record["target"])
+            write_json(run.dir, SUPPORT, record, mode=mode, column=record["target"])
             stored[record["target"]] = record
         search_supports(run, todo, lambda t: read_row(weights, t), params, check=check, device=device,
                         progress=progress, on_record=keep)
@@ -225,7 +225,7 @@ def support_record(run: Run, target: int, control_margin: float, search: Support
 
 
 def _load(run: Run, mode: str, target: int) -> dict | None:
-    return run_dir.read_json(run.dir, SUPPORT, missing_ok=True, mode=mode, column=target)
+    return read_json(run.dir, SUPPORT, missing_ok=True, mode=mode, column=target)
 
 
 def _usable(record: dict | None, params: dict, check: bool) -> bool:
@@ -275,7 +275,7 @@ def save_support_summary(run: Run, records: list[dict], control: np.ndarray, tar
     summary = {"mode": mode, "targets": targets, "search": search_summary(records),
                "certified_cdf": _cdf(certified_array(records)),
                "heuristic_all_test": {"n": run.n_test, "median": _finite(np.median(heuristic)), "cdf": _cdf(heuristic)}}
-    run_dir.write_json(run.dir, SUPPORT_SUMMARY, dict(summary, per_target=per_target), mode=mode)
+    write_json(run.dir, SUPPORT_SUMMARY, dict(summary, per_target=per_target), mode=mode)
     return summary, SUPPORT_SUMMARY.path(run.dir, mode=mode)
 
 

@@ -15,8 +15,10 @@ from typing import Callable
 import numpy as np
 
 from backend.progress import Progress, fraction
-from backend.store import run_dir
-from backend.store.run_dir import Run, RunError
+from backend.store.artifacts import write_array, write_json
+from backend.store.atomic import transaction
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.store.schema import BIAS, LAM, LDS, METRICS, WEIGHTS
 from backend.store.targets import describe_targets
 from backend.datamodels.queries import fitted_targets
@@ -423,9 +425,9 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
             targets=np.intersect1d(default_complexity_targets(run.n_train, run.n_test), fitted),
             on_fraction=on_fraction, device=resolve_device(device))
-    with run_dir.transaction(run.dir, "eval"):  # metrics.json and lds.npy appear together
-        run_dir.write_array(run.dir, LDS, lds_all)
-        run_dir.write_json(run.dir, METRICS, metrics)
+    with transaction(run.dir, "eval"):  # metrics.json and lds.npy appear together
+        write_array(run.dir, LDS, lds_all)
+        write_json(run.dir, METRICS, metrics)
     if progress:
         progress(total, total, "stage")
     return metrics

@@ -371,7 +371,7 @@ def _kept_targets(run, identity: dict) -> np.ndarray:
     """bool (n_targets,): the targets the run's committed fit holds, if it was fitted with `identity`
     (fit.json's "config"); none otherwise, so a fit with other settings or of other models starts afresh.
     An unfitted target's λ (and bias) is NaN."""
-    from backend.store.run_dir import read_json
+    from backend.store.artifacts import read_json
 
     kept = np.zeros(run.n_targets, dtype=bool)
     fit = read_json(run.dir, FIT, missing_ok=True)
@@ -385,7 +385,7 @@ def _merge_into_run(run, out, todo: np.ndarray, kept: np.ndarray, dtype: str) ->
     """Full-size weights, bias and λ (in the staging folder): the kept targets' rows of the run's committed
     files, byte for byte, with the rows of `todo` from the staged blocks; unfitted rows stay 0 / NaN."""
     from backend.store.rows import read_rows, write_rows
-    from backend.store.run_dir import save_npy
+    from backend.store.atomic import save_npy
 
     n_targets, n_train = run.n_targets, run.n_train
     merged = {key: out.folder / f"merged-{key}.npy" for key in ("weights", "bias", "lam")}
@@ -426,7 +426,8 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     ray : fit the blocks as Ray tasks, with backend.cluster.fit.fit_on_ray's keyword arguments.
     """
     from backend.store.blocks import BlockedOutput
-    from backend.store.run_dir import adopt, read_json, transaction, write_json
+    from backend.store.artifacts import read_json, write_json
+    from backend.store.atomic import adopt, transaction
     from backend.store.schema import MARGINS, MASKS
     from backend.training.engine import resolve_device
 

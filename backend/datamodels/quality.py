@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.store.run_dir import Run, RunError, read_json
+from backend.store.artifacts import read_json
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.store.schema import HELDOUT, LDS, MANIFEST, METRICS, WEIGHTS
 
 ESTIMATOR_NAMES = {"empirical_influence": "Empirical influence", "difference_of_means": "Difference of means",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.store.run_dir import atomic_path
+from backend.store.atomic import atomic_path
 
 from .base import Dataset, DatasetError
 

@@ -35,7 +35,11 @@ import numpy as np
 
 from backend.datasets import DatasetError, load_dataset
 from backend.progress import Progress
-from backend.store import external, run_dir
+from backend.store import external
+from backend.store.artifacts import read_json, write_array, write_json
+from backend.store.errors import RunError
+from backend.store.manifest import FORMAT_VERSION, init_run, update_manifest
+from backend.store.run_dir import Run
 from backend.store.rows import read_rows
 from backend.store.schema import (BIAS, EXTERNAL, FIT, HELDOUT, IMAGES, LABELS, LAM, MANIFEST, MARGINS, MASKS, WEIGHTS,
                                   WEIGHTS_BY_TRAIN)
@@ -213,7 +217,7 @@ def _layout(path: Path) -> dict:
     return {"dtype": dtype, "shape": shape, "offset": offset}
 
 
-def convention_check(run: run_dir.Run, heldout: run_dir.Run, moments: tuple, convention: str,
+def convention_check(run: Run, heldout: Run, moments: tuple, convention: str,
                      columns: np.ndarray) -> dict:
     """MSE and mean error of both conventions' predicted margins on (a sample of) the evaluation models.
 
@@ -280,7 +284,7 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
     if convention not in CONVENTIONS:
         raise DatasetError(f"--convention {convention!r}: use one of {', '.join(CONVENTIONS)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise run_dir.RunError(f"--out {out} exists: choose a new directory for the imported run")
+        raise RunError(f"--out {out} exists: choose a new directory for the imported run")
     ds = load_dataset("cifar10", cifar_dir)
     n_train, n_test = ds.n_train, ds.n_test
     found = check_release(release, pct, n_train, n_test, convention, heldout_models)
@@ -295,7 +299,7 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
                     "checksums": {}, "n_release_models": n_models, "heldout_models": heldout_models if n_models else 0,
                     "note": "the release's models were trained by its authors (ResNet-9, their seeds); seed, arch "
                             "and hparams here are this code's, used only for retraining from the dashboard"}
-        run_dir.init_run(stage, manifest, ds.target_labels(), ds.target_images())
+        init_run(stage, manifest, ds.target_labels(), ds.target_images())
         del ds  # its images are in the run now: not held through the import (370 MB at CIFAR-10 size)
         steps = {}
         if n_models:
@@ -304,15 +308,15 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
             heldout.mkdir()
             _write_external(heldout, release, files, (n_fit, n_models), n_train, n_test, heldout=True)
             # seed + 1, as `all` gives its held-out run: eval refuses a held-out run under the run's own seed.
-            run_dir.write_json(heldout, MANIFEST, dict(manifest, format_version=run_dir.FORMAT_VERSION, seed=1,
+            write_json(heldout, MANIFEST, dict(manifest, format_version=FORMAT_VERSION, seed=1,
                                                        n_models=heldout_models,
                                                        imported=dict(imported, split="evaluation models")))
-            run_dir.update_manifest(stage, n_models=n_fit)
-            for entry in run_dir.read_json(stage, EXTERNAL)["arrays"].values():
+            update_manifest(stage, n_models=n_fit)
+            for entry in read_json(stage, EXTERNAL)["arrays"].values():
                 for p in entry["parts"]:
                     imported["checksums"][p["path"]] = p["sha256_sampled"]
             t = time.perf_counter()
-            save_target_stats(run_dir.Run(stage))
+            save_target_stats(Run(stage))
             steps["target_stats"] = round(time.perf_counter() - t, 2)
         summary = {"run": str(out), "n_fit_models": n_fit, "n_heldout_models": heldout_models if n_models else 0,
                    "datamodels": splits, "convention": imported["convention"]}
@@ -320,7 +324,7 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
             summary.update(_import_datamodels(stage, files, splits, n_train, n_test, dtype, convention, progress, steps))
             imported["convention_check"] = summary.get("convention_check")
         summary["seconds_by_step"] = steps
-        run_dir.update_manifest(stage, imported=imported, versions=package_versions(), **(code_version or {}))
+        update_manifest(stage, imported=imported, versions=package_versions(), **(code_version or {}))
         os.replace(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -344,14 +348,14 @@ def _write_external(run_path: Path, release: Path, files: dict, rows: tuple, n_t
         for artifact in (LABELS, IMAGES):  # the held-out run's are its parent's, read in place
             arrays[artifact.name] = {"parts": [external.part(Path("..") / artifact.name, (0, n_targets), None, "run",
                                                              run_path)]}
-    run_dir.write_json(run_path, EXTERNAL, {"release": str(release), "arrays": arrays})
+    write_json(run_path, EXTERNAL, {"release": str(release), "arrays": arrays})
 
 
 def _import_datamodels(stage: Path, files: dict, splits: list, n_train: int, n_test: int, dtype: str,
                        convention: str, progress: Progress | None, steps: dict) -> dict:
     """weights.npy, weights_test_by_train.npy, bias.npy, lam.npy and fit.json from the release's .pt files;
     each step's seconds go into `steps`."""
-    run = run_dir.Run(stage)
+    run = Run(stage)
     n_targets = n_train + n_test
     moments = None
     t = time.perf_counter()
@@ -372,12 +376,12 @@ def _import_datamodels(stage: Path, files: dict, splits: list, n_train: int, n_t
         b, l = write_datamodels(files[split], split, n_train, moments, convention,
                                 weights_path, by_train_path if split == "test" else None, progress, i * n_train, total)
         bias[lo:lo + len(b)], lam[lo:lo + len(l)] = b, l
-    run_dir.write_array(stage, BIAS, bias)
-    run_dir.write_array(stage, LAM, lam)
+    write_array(stage, BIAS, bias)
+    write_array(stage, LAM, lam)
     steps["datamodels"] = round(time.perf_counter() - t, 2)
     columns = np.concatenate([np.arange(0, n_train) if "train" in splits else np.zeros(0, np.int64),
                               np.arange(n_train, n_targets) if "test" in splits else np.zeros(0, np.int64)])
-    run_dir.write_json(stage, FIT, {
+    write_json(stage, FIT, {
         "n_targets": len(columns), "targets": "all" if len(columns) == n_targets else columns.tolist(),
         "n_train": n_train, "n_test": n_test, "iterations": {}, "weights_dtype": dtype,
         "solver": "fast_l1 (the release's datamodels, imported)", "convention": convention,
@@ -388,7 +392,7 @@ def _import_datamodels(stage: Path, files: dict, splits: list, n_train: int, n_t
         checked = np.arange(n_train, n_targets) if "test" in splits else np.arange(0, n_train)
         sample = checked[np.unique(np.linspace(0, len(checked) - 1, min(CHECK_TARGETS, len(checked))).astype(np.int64))]
         t = time.perf_counter()
-        summary["convention_check"] = convention_check(run_dir.Run(stage), run_dir.Run(heldout_dir), moments,
+        summary["convention_check"] = convention_check(Run(stage), Run(heldout_dir), moments,
                                                        convention, sample)
         steps["convention_check"] = round(time.perf_counter() - t, 2)
     return summary

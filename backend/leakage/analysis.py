@@ -21,13 +21,14 @@ import numpy as np
 
 from backend.lazy_import import lazy_module
 from backend.progress import Progress
-from backend.store import run_dir
+from backend.store.artifacts import read_json, write_array, write_json
 from backend.training.control import ensure_control, load_control_features
 from backend.leakage.candidates import (FUSION_DEPTH, FUSION_K, NO_CANDIDATE, PIXEL_SHIFT, average_precision,
                                  feature_neighbours, float32_unit_rows, fuse_lists, fuse_scores, pixel_neighbours,
                                  ratio_test, recall_at_k, weight_extremes)
 from backend.store.rows import read_row
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.store.schema import (CONTROL_FEATURES, CONTROL_MARGINS, LEAKAGE_LISTS, LEAKAGE_QUEUE, LEAKAGE_QUEUE_SCORE,
                                   LEAKAGE_SUMMARY, WEIGHTS)
 
@@ -94,7 +95,7 @@ def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
     }
     files = dict(LEAKAGE_LISTS, queue=LEAKAGE_QUEUE, queue_score=LEAKAGE_QUEUE_SCORE)
     for name, array in arrays.items():
-        run_dir.write_array(run.dir, files[name], array)
+        write_array(run.dir, files[name], array)
     summary = {
         "run": str(run.dir), "n_test": run.n_test, "n_train": run.n_train, "k": k,
         "fusion": {"method": "reciprocal rank fusion", "k": FUSION_K, "depth": depth},
@@ -109,7 +110,7 @@ def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
     elif truth is not None:
         summary["planted"] = planted_scores(arrays, *truth, best_weight=best_weight, ratio=ratio,
                                             pixel_ratio=pixel_ratio, k=k)
-    run_dir.write_json(run.dir, LEAKAGE_SUMMARY, summary)
+    write_json(run.dir, LEAKAGE_SUMMARY, summary)
     report(steps)
     return summary
 
@@ -161,7 +162,7 @@ def load_candidates(run: Run) -> LeakageCandidates:
     if not path.is_file():
         raise RunError(f"run {run.name} has no leak candidates yet ({path} is missing): "
                        f"compute them with `{LEAKAGE_SUMMARY.command(run.dir)}`")
-    summary = run_dir.read_json(run.dir, LEAKAGE_SUMMARY)  # the schema's keys: an analysis from before the pixel list fails here
+    summary = read_json(run.dir, LEAKAGE_SUMMARY)  # the schema's keys: an analysis from before the pixel list fails here
     arrays = {name: run.array(LEAKAGE_LISTS[name], k=summary["k"]) for name in (*LISTS, *VALUES.values())}
     return LeakageCandidates(**arrays, queue=run.array(LEAKAGE_QUEUE), queue_score=run.array(LEAKAGE_QUEUE_SCORE),
                              summary=summary)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.store.rows import write_rows
-from backend.store.run_dir import adopt, save_json, save_npy
+from backend.store.atomic import adopt, save_json, save_npy
 from backend.store.schema import Artifact
 
 _STAGING = ".partial"

@@ -41,7 +41,8 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
 
     from backend.structure import similar_targets
     from backend.training.control import ensure_control, load_control_features
-    from backend.store.run_dir import Run, write_json
+    from backend.store.artifacts import write_json
+    from backend.store.run_dir import Run
     from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, STRUCTURE_SUMMARY, WEIGHTS
     from backend.training.engine import resolve_device, use_all_cores
 

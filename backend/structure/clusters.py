@@ -25,7 +25,8 @@ import numpy as np
 from scipy import sparse
 
 from backend.lazy_import import lazy_module
-from backend.store.run_dir import RunError, read_json, write_array, write_json
+from backend.store.artifacts import read_json, write_array, write_json
+from backend.store.errors import RunError
 from backend.store.schema import (CLUSTERS, CLUSTERS_ALL, CLUSTERS_BY_CLASS, LAYOUT_ALL, LAYOUT_BY_CLASS, SILHOUETTE_ALL,
                                   SILHOUETTE_BY_CLASS)
 

@@ -28,7 +28,9 @@ from scipy import sparse
 
 from backend.lazy_import import lazy_module
 from backend.store.rows import read_rows
-from backend.store.run_dir import RunError, delete, read_json, write_array
+from backend.store.artifacts import read_json, write_array
+from backend.store.atomic import delete
+from backend.store.errors import RunError
 from backend.store.schema import (PCA_COMPONENTS, PCA_EXPLAINED_RATIO, PCA_EXPLAINED_VARIANCE, PCA_MEAN, PCA_PROJECTIONS,
                                   REPRESENTATION_RATIO, STRUCTURE_SUMMARY)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.lazy_import import lazy_module
-from backend.store.run_dir import write_array
+from backend.store.artifacts import write_array
 from backend.store.schema import NEIGHBOR_SIMILARITY, NEIGHBORS
 from backend.structure.embeddings import HeldEmbeddings
 

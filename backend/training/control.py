@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from backend.progress import Progress
-from backend.store import run_dir
+from backend.store.artifacts import read_array, write_array, write_json
+from backend.store.atomic import transaction
 from backend.training.retrain_store import Held, Request, make_request, retrain_many
 from backend.training.seeds import CONTROL_STREAM, stream_seeds
 from backend.store.run_dir import Run
@@ -44,7 +45,7 @@ class ControlStorage:
 
     def save(self, request: Request, held: Held, targets: set[int], features: np.ndarray | None, device: str) -> Held:
         # One transaction: features, control.json and margins appear together (the margins mark a finished set).
-        with run_dir.transaction(self.run.dir, "control"):
+        with transaction(self.run.dir, "control"):
             margins = self._save(held, features, device)
         return Held(held.indices, margins)
 
@@ -54,15 +55,15 @@ class ControlStorage:
         margins = np.asarray(held.margins, dtype=np.float32)
         dim = features.shape[1] if features is not None else load_control_features(run).shape[1]
         if features is not None:
-            run_dir.write_array(run.dir, CONTROL_FEATURES, features)
-        run_dir.write_json(run.dir, CONTROL_META, {
+            write_array(run.dir, CONTROL_FEATURES, features)
+        write_json(run.dir, CONTROL_META, {
             "n_control": n_control, "seed_stream": CONTROL_STREAM, "seeds": control_seeds(int(run.manifest["seed"]), n_control),
             "arch": run.manifest["arch"], "hparams": run.manifest["hparams"],
             "features_of_model": 0, "features_dim": int(dim),
             "mean_test_accuracy": round(float((margins[:, run.n_train:] > 0).mean()), 4),
             "device": device,
         })
-        run_dir.write_array(run.dir, CONTROL_MARGINS, margins)
+        write_array(run.dir, CONTROL_MARGINS, margins)
         return margins
 
     def add_targets(self, request: Request, held: Held, targets: set[int]) -> Held:
@@ -102,7 +103,7 @@ def load_control_features(run: Run) -> np.ndarray:
 
 def _load(run: Run, artifact: Artifact) -> np.ndarray:
     # Opened afresh each time (not cached on the Run): a top-up replaces the file under a running app.
-    return run_dir.read_array(run.dir, artifact, run.sizes)
+    return read_array(run.dir, artifact, run.sizes)
 
 
 def control_mean(run: Run) -> np.ndarray:

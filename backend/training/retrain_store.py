@@ -31,7 +31,8 @@ from typing import Protocol
 import numpy as np
 
 from backend.progress import Progress, offset
-from backend.store import run_dir
+from backend.store.artifacts import read_json, read_npz, write_json
+from backend.store.atomic import atomic_path, current_path, transaction
 from backend.store.run_dir import Run
 from backend.store.schema import COUNTERFACTUAL, COUNTERFACTUAL_META
 from backend.lazy_import import lazy_module
@@ -160,14 +161,14 @@ class LogStorage:
         return None if found is None else found[1]
 
     def save(self, request, held, targets, features, device) -> Held:
-        with run_dir.transaction(self.run.dir, "counterfactual"):  # the .npz and its .json appear together
+        with transaction(self.run.dir, "counterfactual"):  # the .npz and its .json appear together
             return self._save(request, held, targets, device)
 
     def _save(self, request, held, targets, device) -> Held:
         npz, _ = _paths(self.run, request.key)
         npz.parent.mkdir(exist_ok=True)
         relabel = request.relabel is not None
-        with run_dir.atomic_path(npz) as tmp, open(tmp, "wb") as f:
+        with atomic_path(npz) as tmp, open(tmp, "wb") as f:
             np.savez(f, remove=request.remove.astype(np.int64), stream=np.int64(request.stream),
                      relabel=(request.relabel if relabel else np.zeros(0)).astype(np.int64),
                      is_relabel=np.array(relabel), recipe=np.array(request.recipe), indices=held.indices,
@@ -189,7 +190,7 @@ class LogStorage:
         new = sorted(set(held.meta.get("targets", [])) | targets)
         means = {str(t): float(np.asarray(held.margins[:, t], dtype=np.float64).mean()) for t in new}
         held.meta = dict(held.meta, targets=new, target_margins=means)
-        run_dir.write_json(self.run.dir, COUNTERFACTUAL_META, held.meta, key=request.key)
+        write_json(self.run.dir, COUNTERFACTUAL_META, held.meta, key=request.key)
         return held
 
 
@@ -199,10 +200,10 @@ def _paths(run: Run, key: str) -> tuple[Path, Path]:
 
 def _read(run: Run, key: str) -> tuple[Request, Held] | None:
     npz, meta_path = _paths(run, key)
-    if not run_dir.current_path(meta_path).exists():
+    if not current_path(meta_path).exists():
         return None
-    meta = run_dir.read_json(run.dir, COUNTERFACTUAL_META, key=key)
-    z = run_dir.read_npz(run.dir, COUNTERFACTUAL, run.sizes, key=key)
+    meta = read_json(run.dir, COUNTERFACTUAL_META, key=key)
+    z = read_npz(run.dir, COUNTERFACTUAL, run.sizes, key=key)
     relabel = z["relabel"] if bool(z["is_relabel"]) else None
     request = Request(z["remove"], relabel, int(z["stream"]), str(z["recipe"]))
     return request, Held(z["indices"], z["margins"], meta)
@@ -221,7 +222,7 @@ def load(run: Run, key: str) -> Counterfactual | None:
 
 def summaries(run: Run) -> list[dict]:
     """The .json record of every finished experiment, oldest first, without opening any margins."""
-    found = [run_dir.read_json(run.dir, COUNTERFACTUAL_META, **COUNTERFACTUAL_META.fields_of(path, run.dir))
+    found = [read_json(run.dir, COUNTERFACTUAL_META, **COUNTERFACTUAL_META.fields_of(path, run.dir))
              for path in COUNTERFACTUAL_META.glob(run.dir)]
     return sorted(found, key=lambda m: (m.get("created", ""), m["key"]))
 

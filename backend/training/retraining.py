@@ -12,7 +12,8 @@ import torch
 
 from backend.datasets import Dataset
 from backend.progress import Progress, fraction
-from backend.store.run_dir import Run, run_precision
+from backend.store.manifest import run_precision
+from backend.store.run_dir import Run
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
 
 def run_dataset(run: Run) -> Dataset:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.store import run_dir
+from backend.store.artifacts import read_array, read_npz, write_array, write_npz
+from backend.store.atomic import current_path
+from backend.store.run_dir import Run
+from backend.store.shards import prefix_pieces, read_shard_predictions
 from backend.store.schema import MARGINS, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS, TARGET_SUMS
 
 CHUNK_BYTES = 64 << 20
@@ -71,23 +74,23 @@ class TargetSummary:
         self.positive = np.zeros(n_targets, dtype=np.int64)
         self.counts: np.ndarray | None = np.zeros((n_targets, n_classes), dtype=np.int32)
         self.n_models = 0
-        if run_dir.current_path(TARGET_SUMS.path(self.dir)).exists():
-            sums = run_dir.read_npz(self.dir, TARGET_SUMS, {"n_targets": n_targets})
+        if current_path(TARGET_SUMS.path(self.dir)).exists():
+            sums = read_npz(self.dir, TARGET_SUMS, {"n_targets": n_targets})
             self.total, self.positive, self.n_models = sums["margin_sum"], sums["positive"], int(sums["n_models"])
             counts = self._stored_counts()
             self.counts = counts if counts is not None and int(counts[0].sum()) == self.n_models else None
 
     def _stored_counts(self) -> np.ndarray | None:
-        if not run_dir.current_path(TARGET_PREDICTIONS.path(self.dir)).exists() or not self.n_targets:
+        if not current_path(TARGET_PREDICTIONS.path(self.dir)).exists() or not self.n_targets:
             return None
-        return np.array(run_dir.read_array(self.dir, TARGET_PREDICTIONS, {"n_targets": self.n_targets,
+        return np.array(read_array(self.dir, TARGET_PREDICTIONS, {"n_targets": self.n_targets,
                                                                            "n_classes": self.n_classes}))
 
     def _catch_up(self, start: int) -> None:
         """Sum models [0, start) afresh from the merged margins (and the shards' predictions, if all remain)."""
         if self.n_models == start:
             return
-        margins = run_dir.read_array(self.dir, MARGINS, {"n_targets": self.n_targets})[:start]
+        margins = read_array(self.dir, MARGINS, {"n_targets": self.n_targets})[:start]
         self.total, self.positive = _margin_sums(margins)
         self.counts = prediction_counts(self.dir, start, self.n_targets, self.n_classes)
         self.n_models = start
@@ -106,24 +109,24 @@ class TargetSummary:
 
     def save(self, n_models: int) -> None:
         self._catch_up(n_models)
-        run_dir.write_npz(self.dir, TARGET_SUMS, margin_sum=self.total, positive=self.positive,
+        write_npz(self.dir, TARGET_SUMS, margin_sum=self.total, positive=self.positive,
                           n_models=np.int64(self.n_models))
         mean_margin, accuracy = _summary(self.total, self.positive, self.n_models)
-        run_dir.write_array(self.dir, TARGET_MEAN_MARGIN, mean_margin)
-        run_dir.write_array(self.dir, TARGET_ACCURACY, accuracy)
+        write_array(self.dir, TARGET_MEAN_MARGIN, mean_margin)
+        write_array(self.dir, TARGET_ACCURACY, accuracy)
         if self.counts is not None:
-            run_dir.write_array(self.dir, TARGET_PREDICTIONS, self.counts)
+            write_array(self.dir, TARGET_PREDICTIONS, self.counts)
 
 
-def save_target_stats(run: run_dir.Run) -> None:
+def save_target_stats(run: Run) -> None:
     """Write target_sums.npz, target_mean_margin.npy and target_accuracy.npy from all of the run's margins
     (a merge keeps them current incrementally: TargetSummary)."""
     total, positive = _margin_sums(run.margins)
     n = len(run.margins)
-    run_dir.write_npz(Path(run.dir), TARGET_SUMS, margin_sum=total, positive=positive, n_models=np.int64(n))
+    write_npz(Path(run.dir), TARGET_SUMS, margin_sum=total, positive=positive, n_models=np.int64(n))
     mean_margin, accuracy = _summary(total, positive, n)
-    run_dir.write_array(Path(run.dir), TARGET_MEAN_MARGIN, mean_margin)
-    run_dir.write_array(Path(run.dir), TARGET_ACCURACY, accuracy)
+    write_array(Path(run.dir), TARGET_MEAN_MARGIN, mean_margin)
+    write_array(Path(run.dir), TARGET_ACCURACY, accuracy)
 
 
 def prediction_counts(run_dir_path: Path, n_models: int, n_targets: int, n_classes: int) -> np.ndarray | None:
@@ -133,27 +136,27 @@ def prediction_counts(run_dir_path: Path, n_models: int, n_targets: int, n_class
     that prefix predates the predictions member or is gone (deleted after its merge).
     """
     counts = np.zeros((n_targets, n_classes), dtype=np.int32)
-    pieces = run_dir.prefix_pieces(run_dir_path, n_models)
+    pieces = prefix_pieces(run_dir_path, n_models)
     if sum(take.stop - take.start for _, _, take in pieces) != n_models:
         return None
     for s, e, take in pieces:
-        predictions = run_dir.read_shard_predictions(run_dir_path, s, e)
+        predictions = read_shard_predictions(run_dir_path, s, e)
         if predictions is None:
             return None
         counts += _class_counts(predictions[take], n_classes)
     return counts
 
 
-def save_prediction_counts(run: run_dir.Run) -> bool:
+def save_prediction_counts(run: Run) -> bool:
     """Write target_predictions.npy from the shards behind margins.npy; False (nothing written) when some
     shard lacks predictions (a run trained before they were stored) or is gone."""
     counts = prediction_counts(run.dir, len(run.margins), run.n_targets, len(run.class_names))
     if counts is not None:
-        run_dir.write_array(Path(run.dir), TARGET_PREDICTIONS, counts)
+        write_array(Path(run.dir), TARGET_PREDICTIONS, counts)
     return counts is not None
 
 
-def stored_prediction_counts(run: run_dir.Run) -> np.ndarray | None:
+def stored_prediction_counts(run: Run) -> np.ndarray | None:
     """int32 (n_targets, n_classes) prediction counts, memory-mapped, or None when the run has none that
     cover its current margins (each row sums to the number of models counted)."""
     if not run.has(TARGET_PREDICTIONS):
@@ -189,12 +192,12 @@ def unstable_targets(accuracy: np.ndarray, start: int, stop: int, k: int) -> np.
     return lowest_targets(np.abs(np.asarray(accuracy, dtype=np.float64) - 0.5), start, stop, k)
 
 
-def stored_target_stats(run: run_dir.Run) -> tuple[np.ndarray, np.ndarray] | None:
+def stored_target_stats(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     """The stored summary, memory-mapped, or None when the run has none or its sums count other models
     than margins.npy holds."""
     if not (run.has(TARGET_MEAN_MARGIN) and run.has(TARGET_ACCURACY) and run.has(TARGET_SUMS)):
         return None
-    counted = int(run_dir.read_npz(run.dir, TARGET_SUMS, run.sizes)["n_models"])
+    counted = int(read_npz(run.dir, TARGET_SUMS, run.sizes)["n_models"])
     if not run.has(MARGINS) or counted != len(run.margins):
         return None
     return run.array(TARGET_MEAN_MARGIN), run.array(TARGET_ACCURACY)

@@ -16,7 +16,10 @@ import torch
 
 from backend.training import architectures
 
-from backend.store import run_dir as run_store
+from backend.store.manifest import init_run, margins_dtype, read_manifest, run_precision, update_manifest
+from backend.store.merge import merge_lock
+from backend.store.run_dir import Run
+from backend.store.shards import missing_ranges, write_shard
 from backend.store.schema import MANIFEST, MARGINS
 from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, fraction
@@ -139,27 +142,27 @@ def train_run(
     if precision is not None:
         precision = resolve_precision(precision, dev)
     if MANIFEST.path(run_dir).exists():
-        existing = run_store.read_manifest(run_dir)
-        stored = run_store.margins_dtype(existing)
+        existing = read_manifest(run_dir)
+        stored = margins_dtype(existing)
         if dtype is not None and dtype != stored:
             raise ValueError(f"{run_dir} stores {stored} margins: top it up with --dtype {stored} (or start a new --out)")
         dtype = stored
-        trained_in = run_store.run_precision(existing)
+        trained_in = run_precision(existing)
         if precision is not None and precision != trained_in:
             raise ValueError(f"{run_dir} was trained in {trained_in}: top it up with --precision {trained_in} "
                              f"(or start a new --out), not {precision}")
         precision = trained_in
     dtype = dtype or MARGINS.dtype[0]
     precision = precision or resolve_precision("auto", dev)
-    manifest = run_store.init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype, precision),
+    manifest = init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype, precision),
                                   ds.target_labels(), ds.target_images())
-    with run_store.merge_lock(run_dir):  # another --shard worker's merge may be committing n_models
-        run_store.update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
+    with merge_lock(run_dir):  # another --shard worker's merge may be committing n_models
+        update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
                                   versions=package_versions(), **code_version())
     K = batch_models or default_batch_models(arch, dev)
     i, n_shards = shard
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
-    todo = [(s, e) for s, e in run_store.missing_ranges(run_dir, hi, lo)]
+    todo = [(s, e) for s, e in missing_ranges(run_dir, hi, lo)]
     chunks = [(a, min(a + K, e)) for s, e in todo for a in range(s, e, K)]
     total = sum(e - s for s, e in chunks)
     if progress:
@@ -172,7 +175,7 @@ def train_run(
         trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device,
                                precision=precision, **ray)
     for s, masks, margins, predictions in trained:
-        run_store.write_shard(run_dir, s, masks, margins, predictions, dtype)
+        write_shard(run_dir, s, masks, margins, predictions, dtype)
         done += len(masks)
         if progress:
             progress(done, total, "model")
@@ -185,10 +188,10 @@ def train_run(
                "merge_bytes_written": merge["bytes_written"], "run_bytes": merge["run_bytes"],
                "shards_deleted": merge["shards_deleted"]}
     if n_merged:
-        _, accuracy = stored_target_stats(run_store.Run(run_dir))
+        _, accuracy = stored_target_stats(Run(run_dir))
         summary["mean_test_accuracy"] = round(float(accuracy[ds.n_train:].astype(np.float64).mean()), 4)
-        with run_store.merge_lock(run_dir):
-            run_store.update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
+        with merge_lock(run_dir):
+            update_manifest(run_dir, mean_test_accuracy=summary["mean_test_accuracy"])
     if n_merged < n_models:
         summary["note"] = (f"{n_models - n_merged} of the requested models are not yet trained (other --shard workers"
                            " or an interrupted run); rerun train to finish, then merge")

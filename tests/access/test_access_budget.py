@@ -8,7 +8,7 @@ import pytest
 
 from backend.access.budget import BUDGET_ENV, DEFAULT_BUDGET, BudgetError, RetrainBudget, budget_from_env, spent
 from backend.store import schema
-from backend.store.run_dir import RunError
+from backend.store.errors import RunError
 from tests.conftest import ROOT
 
 

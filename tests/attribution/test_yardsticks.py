@@ -14,7 +14,8 @@ from backend.attribution.compute import attribute
 from backend.counterfactuals.support import certified_supports
 from backend.datasets import load_dataset
 from backend.datasets.planted import plant_label_noise
-from backend.store.run_dir import Run, read_json
+from backend.store.artifacts import read_json
+from backend.store.run_dir import Run
 from backend.store.schema import COUNTERFACTUAL_META, LDS, METHODS_EVAL, METRICS
 from tests.conftest import run_cli
 

@@ -91,8 +91,8 @@ def test_a_fit_killed_between_blocks_resumes_to_the_uninterrupted_result(small_r
 
 _KILL_AFTER_FIRST_RENAME = """
 import os, signal, sys
-from backend.store import run_dir
-apply = run_dir._apply_journal
+from backend.store import atomic
+apply = atomic._apply_journal
 def first_rename_then_die(run, journal):
     real = os.replace
     def replace(src, dst):
@@ -100,7 +100,7 @@ def first_rename_then_die(run, journal):
         os.kill(os.getpid(), signal.SIGKILL)
     os.replace = replace
     apply(run, journal)
-run_dir._apply_journal = first_rename_then_die
+atomic._apply_journal = first_rename_then_die
 from precompute import cli
 sys.exit(cli.main(sys.argv[1:]))
 """

@@ -11,7 +11,8 @@ import pytest
 from backend.datamodels import evaluation
 
 from backend.datamodels import quality
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from precompute.args import hparam_overrides
 from precompute.cli import build_parser
 

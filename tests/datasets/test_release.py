@@ -13,7 +13,8 @@ from scipy.stats import spearmanr
 from backend.datasets import release as rel
 from backend.datasets.cifar10 import TRAIN_FILES, write_cifar10_binary
 from backend.store import external
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.store.schema import BIAS, EXTERNAL, LAM, LDS, MARGINS, MASKS, WEIGHTS, WEIGHTS_BY_TRAIN
 from precompute.cli import main
 

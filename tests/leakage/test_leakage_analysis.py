@@ -11,7 +11,8 @@ from backend.datasets.planted import shifted
 from backend.leakage.analysis import (analyze_leakage, load_candidates, planted_ground_truth,
                              review_candidates)
 from backend.leakage.candidates import NO_CANDIDATE, pixel_neighbours
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.store.schema import CONTROL_FEATURES, IMAGES, LEAKAGE_SUMMARY, WEIGHTS
 
 

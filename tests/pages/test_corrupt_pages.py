@@ -2,7 +2,7 @@
 that page, never a traceback (AppTest).
 
 Which files a page reads is traced, not listed: every page is opened on an intact copy of the run with the
-schema's one read path (run_dir._existing) recorded, held-out run included. Then each file a page read is
+schema's one read path (artifacts._existing) recorded, held-out run included. Then each file a page read is
 corrupted alone, one corruption kind per file (the CLI matrix, tests/precompute/test_corrupt_files.py, runs
 every kind through the same readers), the caches are cleared, and the page is opened again. The trace also
 holds the corruption matrices to the schema: every entry is read by some verb or page, or is named here with
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
-from backend.store import run_dir, schema
+from backend.store import artifacts, schema
 from tests.conftest import record_count
 from tests.pages import test_apptest
 from tests.precompute.test_corrupt_files import READERS, WRITTEN_ONLY, applies, corrupt, nested_spec
@@ -83,14 +83,14 @@ def page_reads(pages_root) -> dict[str, dict[str, tuple[schema.Artifact, Path]]]
 
     run = pages_root / "runs" / RUN
     read: list[Path] = []
-    existing = run_dir._existing
+    existing = artifacts._existing
 
     def spy(directory, artifact, fields):
         read.append(Path(os.path.abspath(artifact.path(directory, **fields))))
         return existing(directory, artifact, fields)
 
     reads, patch = {}, pytest.MonkeyPatch()
-    patch.setattr(run_dir, "_existing", spy)
+    patch.setattr(artifacts, "_existing", spy)
     detect = PagesManager.__init__
 
     def server_mode(self, *args, **kwargs):  # as tests/pages/test_apptest.py's app fixture does

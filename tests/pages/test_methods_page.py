@@ -25,7 +25,7 @@ def test_the_methods_page_shows_every_method_on_every_yardstick(app):
 
 
 def test_only_the_open_tab_of_the_methods_page_is_drawn_and_the_url_opens_one(app, dashboard_data_dir):
-    from backend.store.run_dir import read_json
+    from backend.store.artifacts import read_json
     from backend.store.schema import METHODS_EVAL
 
     report = read_json(dashboard_data_dir / "runs" / RUN, METHODS_EVAL)

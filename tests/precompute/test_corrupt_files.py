@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.store import run_dir, schema
+from backend.store import schema
+from backend.store.artifacts import read_json, write_array
 from backend.store.run_dir import Run
 from precompute import cli
 from tests.conftest import record_count
@@ -103,7 +104,7 @@ def corruptible_run(dashboard_data_dir, tmp_path_factory) -> Path:
     shutil.rmtree(schema.COUNTERFACTUAL.folder(run), ignore_errors=True)
     # The fixture's datamodels come from scikit-learn, not fit: the transposed test rows fit writes beside them.
     run_obj = Run(run)
-    run_dir.write_array(run, schema.WEIGHTS_BY_TRAIN, np.ascontiguousarray(run_obj.array(schema.WEIGHTS)[run_obj.n_train:].T))
+    write_array(run, schema.WEIGHTS_BY_TRAIN, np.ascontiguousarray(run_obj.array(schema.WEIGHTS)[run_obj.n_train:].T))
     verbs = _verbs(run)
     assert cli.main([str(a) for a in verbs["counterfactual"]]) == 0
     # the counterfactual verb's own entry, among the ones the verbs below log
@@ -265,7 +266,7 @@ def test_a_corrupt_output_no_verb_reads_is_replaced_by_its_writer(corruptible_ru
         code = cli.main(args)
         record_count("corrupt output x its writer", "replaced" if code == 0 else "FAILED")
         assert code == 0, capsys.readouterr().err[-2000:]
-        assert isinstance(run_dir.read_json(run, artifact, **artifact.fields_of(path, run)), dict)
+        assert isinstance(read_json(run, artifact, **artifact.fields_of(path, run)), dict)
     finally:
         path.write_bytes(original)
 

@@ -11,7 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from backend.store import run_dir
+from backend.store.errors import RunError
+from backend.store.manifest import init_run
+from backend.store.run_dir import Run
+from backend.store.shards import done_models, missing_ranges, shard_ranges, write_shard
 from backend.store.schema import MARGINS, MASKS, SHARD, TARGET_SUMS
 from backend.training import target_stats
 from backend.training.merge_stage import merge_run
@@ -33,13 +36,13 @@ def _new_run(path, dtype="float32"):
     dataset = {"name": "synthetic", "n_train": N_TRAIN, "n_test": N_TEST, "class_names": ["a", "b", "c"],
                "image_shape": [2, 2, 1]}
     manifest = {"dataset": dataset, "alpha": 0.5, "seed": 0, "arch": "mlp", "hparams": {}, "margins_dtype": dtype}
-    run_dir.init_run(path, manifest, np.zeros(N_TRAIN + N_TEST, np.int64), np.zeros((N_TRAIN + N_TEST, 2, 2, 1), np.uint8))
+    init_run(path, manifest, np.zeros(N_TRAIN + N_TEST, np.int64), np.zeros((N_TRAIN + N_TEST, 2, 2, 1), np.uint8))
     return path
 
 
 def _add_shards(path, lo, hi, dtype="float32"):
     for s in range(lo, hi, SHARD_MODELS):
-        run_dir.write_shard(path, s, *_models(s, s + SHARD_MODELS, dtype), dtype=dtype)
+        write_shard(path, s, *_models(s, s + SHARD_MODELS, dtype), dtype=dtype)
 
 
 def _merge(path, keep_shards=False):
@@ -53,7 +56,7 @@ def _assert_holds(path, n, dtype=np.float32):
     got = np.load(MARGINS.path(path), mmap_mode="r")
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, margins)
-    run = run_dir.Run(path)
+    run = Run(path)
     assert run.manifest["n_models"] == n
     mean, accuracy = target_stats.stored_target_stats(run)
     np.testing.assert_allclose(mean, margins.astype(np.float64).mean(axis=0), rtol=1e-6, atol=1e-6)
@@ -70,17 +73,17 @@ def test_top_ups_append_delete_shards_and_keep_the_record(tmp_path):
     assert SHARD.glob(path) == []
     _assert_holds(path, 50)
     # With the shards gone the merged arrays are the record of which models are done.
-    assert run_dir.done_models(path).sum() == 50 and run_dir.missing_ranges(path, 70) == [(50, 70)]
+    assert done_models(path).sum() == 50 and missing_ranges(path, 70) == [(50, 70)]
     _add_shards(path, 50, 70)
     _add_shards(path, 80, 90)  # beyond a gap: not merged, kept
     second = _merge(path, keep_shards=True)
     assert (second["n_models"], second["added"], second["shards_deleted"]) == (70, 20, 0)
     _assert_holds(path, 70)
-    assert run_dir.shard_ranges(path) == [(50, 60), (60, 70), (80, 90)]
-    assert run_dir.missing_ranges(path, 100) == [(70, 80), (90, 100)]
+    assert shard_ranges(path) == [(50, 60), (60, 70), (80, 90)]
+    assert missing_ranges(path, 100) == [(70, 80), (90, 100)]
     third = _merge(path)  # nothing new: the kept shards are checked against the merged rows, then deleted
     assert (third["added"], third["bytes_written"] < 1024, third["shards_deleted"]) == (0, True, 2)
-    assert run_dir.shard_ranges(path) == [(80, 90)]
+    assert shard_ranges(path) == [(80, 90)]
     _assert_holds(path, 70)
 
 
@@ -89,10 +92,10 @@ def test_a_shard_that_differs_from_the_merged_rows_is_kept(tmp_path):
     _add_shards(path, 0, 20)
     _merge(path, keep_shards=True)
     masks, margins, predictions = _models(0, 10)
-    run_dir.write_shard(path, 0, masks, margins + 1, predictions)
-    with pytest.raises(run_dir.RunError, match="000000000-000000010.npz differs from models 0..10"):
+    write_shard(path, 0, masks, margins + 1, predictions)
+    with pytest.raises(RunError, match="000000000-000000010.npz differs from models 0..10"):
         _merge(path)
-    assert (0, 10) in run_dir.shard_ranges(path)
+    assert (0, 10) in shard_ranges(path)
 
 
 def test_float16_runs_merge_float16_and_other_shards_are_refused(tmp_path):
@@ -101,17 +104,49 @@ def test_float16_runs_merge_float16_and_other_shards_are_refused(tmp_path):
     _merge(path)
     _assert_holds(path, 20, np.float16)
     _add_shards(path, 20, 30, "float32")
-    with pytest.raises(run_dir.RunError, match="holds float32 margins but the run stores float16"):
+    with pytest.raises(RunError, match="holds float32 margins but the run stores float16"):
         _merge(path)
 
 
-def _cli_merge(path, env=None):
-    """`merge` in a subprocess; returns (exit status, its /proc/self/io wchar: bytes it passed to write)."""
+# A real SIGKILL just after one step of a merge: each point wraps the function whose return ends that step
+# (the merge's own code carries no hook). Run in the merge's process before it starts.
+_KILL_AT = """
+import os, signal
+from pathlib import Path
+from backend.store import merge
+def kill_after(owner, name, calls=1, when=lambda *args: True):
+    real, seen = getattr(owner, name), []
+    def wrapped(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if when(*args):
+            seen.append(1)
+            if len(seen) == calls:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(owner, name, wrapped)
+point = {point!r}
+if point == "merge:rows":  # the first shard's masks and margins rows written
+    kill_after(merge._Growable, "write_rows", calls=2)
+elif point == "merge:masks-header":  # masks.npy's header grown, margins.npy's not
+    kill_after(merge._Growable, "commit")
+elif point == "merge:headers":  # both headers grown, the manifest not yet committed
+    kill_after(merge._Growable, "commit", calls=2)
+elif point == "merge:committed":  # the manifest committed, no shard deleted yet
+    merge._delete_merged_shards = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+elif point == "merge:deleting":  # the first merged shard deleted
+    kill_after(Path, "unlink", when=lambda path, *rest: path.parent.name == "shards")
+"""
+
+
+def _cli_merge(path, kill_at=None):
+    """`merge` in a subprocess, SIGKILLed just after the step `kill_at` names (KILL_POINTS) where given;
+    returns (exit status, its /proc/self/io wchar: bytes it passed to write, stderr)."""
     code = ("import runpy, sys; sys.argv = ['precompute', 'merge', '--run', sys.argv[1]]\n"
+            + (_KILL_AT.format(point=kill_at) if kill_at else "") +
             "try:\n    runpy.run_module('precompute', run_name='__main__')\n"
             "finally:\n    print(open('/proc/self/io').read(), file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})), timeout=120)
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     wchar = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("wchar:")]
     return proc.returncode, (wchar[0] if wchar else None), proc.stderr
 
@@ -142,13 +177,13 @@ def test_sigkill_at_each_step_of_a_merge_loses_nothing(tmp_path, point):
     _add_shards(path, 0, 30)
     assert _cli_merge(path)[0] == 0
     _add_shards(path, 30, 60)
-    status, _, _ = _cli_merge(path, {"DATAMODELS_KILL_AT": point})
+    status, _, _ = _cli_merge(path, point)
     assert status == -9, f"the kill at {point} did not land"
     # Whatever a plain reader sees now is a prefix of the models, never a torn row.
     seen = np.load(MARGINS.path(path), mmap_mode="r")
     np.testing.assert_array_equal(seen, _models(0, len(seen))[1])
     # A Run reads the models of the last committed merge, even where a header already grew past them.
-    run = run_dir.Run(path)
+    run = Run(path)
     assert len(run.masks) == len(run.margins) == run.manifest["n_models"] in (30, 60)
     status, _, stderr = _cli_merge(path)
     assert status == 0, stderr
@@ -162,7 +197,7 @@ def test_a_copy_merged_uninterrupted_is_byte_identical_to_a_killed_and_rerun_one
     _add_shards(path, 0, 40)
     twin = tmp_path / "twin"
     shutil.copytree(path, twin)
-    assert _cli_merge(path, {"DATAMODELS_KILL_AT": "merge:rows"})[0] == -9
+    assert _cli_merge(path, "merge:rows")[0] == -9
     assert _cli_merge(path)[0] == 0 and _cli_merge(twin)[0] == 0
     for artifact in (MASKS, MARGINS):
         assert artifact.path(path).read_bytes() == artifact.path(twin).read_bytes()
@@ -179,5 +214,5 @@ def test_train_dtype_float16_is_recorded_and_a_top_up_keeps_it(tmp_path):
     run_cli("train", "--models", "8", "--out", out, "--batch-models", "4", *FAST_TRAIN)  # no --dtype: the run's own
     margins = np.load(MARGINS.path(out), mmap_mode="r")
     assert margins.shape[0] == 8 and margins.dtype == np.float16
-    mean, _ = target_stats.stored_target_stats(run_dir.Run(out))
+    mean, _ = target_stats.stored_target_stats(Run(out))
     np.testing.assert_allclose(mean, np.asarray(margins, dtype=np.float64).mean(axis=0), rtol=1e-5, atol=1e-5)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from backend.store.blocks import BlockedOutput
-from backend.store.run_dir import read_array, read_json, transaction, write_json
+from backend.store.artifacts import read_array, read_json, write_json
+from backend.store.atomic import transaction
 from backend.store.schema import BIAS, FIT, WEIGHTS
 
 ARRAYS = {"weights": ("float32", (10, 4)), "bias": ("float32", (10,))}

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.store import run_dir, schema
-from backend.store.run_dir import Run, RunError
+from backend.store import schema
+from backend.store.artifacts import write_array
+from backend.store.atomic import recover
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from precompute import cli
 from tests.conftest import FAST_TRAIN, record_count
 
@@ -132,7 +135,7 @@ def test_a_run_file_linked_outside_the_run_is_refused_naming_it(tiny_run, tmp_pa
         (outside / "structure").mkdir()
         (run / "structure").symlink_to(outside / "structure", target_is_directory=True)
         with pytest.raises(RunError, match="structure.*outside the run"):
-            run_dir.write_array(run, schema.CLUSTERS_ALL, np.zeros(3, np.int32))
+            write_array(run, schema.CLUSTERS_ALL, np.zeros(3, np.int32))
         held = not any((outside / "structure").iterdir())
     else:
         shutil.copy(run / name, outside / name)
@@ -153,7 +156,7 @@ def test_a_write_under_a_linked_folder_makes_no_folder_outside_the_run(tiny_run,
     outside.mkdir()
     (run / "attribution").symlink_to(outside, target_is_directory=True)
     with pytest.raises(RunError, match="outside the run"):
-        run_dir.write_array(run, schema.SSL_EMBEDDINGS, np.zeros((3, 2), np.float32))
+        write_array(run, schema.SSL_EMBEDDINGS, np.zeros((3, 2), np.float32))
     held = not any(outside.iterdir())
     record_count("symlinked run file", "held" if held else "FAILED")
     assert held
@@ -216,7 +219,7 @@ def test_temps_of_dead_writers_are_removed_only_inside_the_run(tiny_run, tmp_pat
     victim.write_bytes(b"precious")
     (run / "linked").symlink_to(outside, target_is_directory=True)
     (run / ".linked-file.999999999.abc.tmp").symlink_to(victim)
-    run_dir.recover(run)
+    recover(run)
     held = victim.read_bytes() == b"precious"
     record_count("symlinked run file", "held" if held else "FAILED")
     assert held and not (run / ".linked-file.999999999.abc.tmp").is_symlink()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.store import blocks, run_dir
+from backend.store import artifacts, atomic, blocks, merge, shards
 from precompute import cli
 from tests.conftest import FAST_TRAIN, record_count
 
@@ -63,8 +63,8 @@ class _Limited:
 @pytest.fixture
 def disk(monkeypatch) -> Disk:
     d = Disk()
-    monkeypatch.setattr(run_dir, "open", d.open, raising=False)
-    monkeypatch.setattr(blocks, "open", d.open, raising=False)
+    for module in (atomic, artifacts, shards, merge, blocks):  # every store module that opens a file to write it
+        monkeypatch.setattr(module, "open", d.open, raising=False)
     return d
 
 

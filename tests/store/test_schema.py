@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from backend.datamodels import quality
-from backend.store import run_dir, schema
-from backend.store.run_dir import Run, RunError
+from backend.store import schema
+from backend.store.artifacts import write_array, write_json
+from backend.store.shards import read_shard, shard_ranges
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.structure import clusters
 from tests.conftest import ROOT
 
@@ -110,9 +113,9 @@ def test_patterned_names_round_trip(tmp_path):
 
 def test_a_write_that_breaks_the_schema_is_refused(tmp_path):
     with pytest.raises(ValueError, match="dtype float64, expected float32"):
-        run_dir.write_array(tmp_path, schema.WEIGHTS, np.zeros((3, 2)))
+        write_array(tmp_path, schema.WEIGHTS, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="shape"):
-        run_dir.write_array(tmp_path, schema.BIAS, np.zeros((3, 2), np.float32))
+        write_array(tmp_path, schema.BIAS, np.zeros((3, 2), np.float32))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -127,10 +130,10 @@ def artifacts_run(tiny_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("schema") / "run"
     shutil.copytree(tiny_run, out)
     run = Run(out)
-    run_dir.write_array(out, schema.WEIGHTS, np.zeros((run.n_targets, run.n_train), np.float32))
-    run_dir.write_json(out, schema.METRICS, METRICS)
-    run_dir.write_array(out, schema.LEAKAGE_QUEUE, np.arange(run.n_test, dtype=np.int64))
-    run_dir.write_json(out, schema.CLUSTERS, {"per_class": [], "whole": {"k": 2, "gamma": 1.0, "silhouette": None, "nmi": 0.5},
+    write_array(out, schema.WEIGHTS, np.zeros((run.n_targets, run.n_train), np.float32))
+    write_json(out, schema.METRICS, METRICS)
+    write_array(out, schema.LEAKAGE_QUEUE, np.arange(run.n_test, dtype=np.int64))
+    write_json(out, schema.CLUSTERS, {"per_class": [], "whole": {"k": 2, "gamma": 1.0, "silhouette": None, "nmi": 0.5},
                                               "pixels": {"nmi": 0.25}})
     return out
 
@@ -144,8 +147,8 @@ def _read(artifact: schema.Artifact, directory: Path):
     if artifact is schema.CLUSTERS:
         return clusters.load_quality(Run(directory))
     if artifact is schema.SHARD:
-        start, end = run_dir.shard_ranges(directory)[0]
-        return run_dir.read_shard(directory, start, end)
+        start, end = shard_ranges(directory)[0]
+        return read_shard(directory, start, end)
     return Run(directory).array(artifact)
 
 
@@ -217,5 +220,5 @@ def test_intact_artifacts_read_back_as_written(artifacts_run):
     np.testing.assert_array_equal(run.array(schema.LEAKAGE_QUEUE), np.arange(run.n_test))
     assert quality.read_metrics(run) == METRICS
     assert json.loads(schema.CLUSTERS.path(artifacts_run).read_text()) == clusters.load_quality(run)
-    masks, margins = run_dir.read_shard(artifacts_run, *run_dir.shard_ranges(artifacts_run)[0])
+    masks, margins = read_shard(artifacts_run, *shard_ranges(artifacts_run)[0])
     assert masks.dtype == bool and margins.dtype == np.float32 and margins.shape[1] == run.n_targets

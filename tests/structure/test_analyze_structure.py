@@ -15,7 +15,8 @@ from backend.structure import clusters
 from backend.structure import embeddings
 
 from backend.structure import similar_targets
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.structure.analyze import analyze_structure
 from tests.oracles import brute_force_knn_rbf, unit
 

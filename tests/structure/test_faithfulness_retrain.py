@@ -12,7 +12,8 @@ from backend.training.control import control_mean
 from backend.structure.embeddings import pca_components, pca_projections
 from backend.training.retraining import train_sets, training_data
 from backend.training.seeds import FAITHFULNESS_STREAM, stream_seeds
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from tests.conftest import run_cli
 
 

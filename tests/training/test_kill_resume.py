@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from backend.store import run_dir
+from backend.store.shards import shard_ranges
 from tests.conftest import FAST_TRAIN, ROOT, run_cli
 
 
@@ -19,11 +19,11 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path, tiny_r
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(run_dir.shard_ranges(out)) < 3:
+    while time.time() < deadline and len(shard_ranges(out)) < 3:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # mid-chunk: the next shard is being trained
     proc.wait()
-    held = run_dir.shard_ranges(out)
+    held = shard_ranges(out)
     assert 3 <= len(held) < 12, f"kill did not land mid-run: {held}"
 
     summary = run_cli("train", "--models", "60", "--out", out, "--batch-models", "5", *FAST_TRAIN, "--json")

@@ -10,7 +10,8 @@ from backend.training.control import control_mean
 from backend.counterfactuals.predict import (load_weights, make_request, predict_removal, retrain, retrain_many, removal_deltas,
                                              verified_removals)
 from backend.training.retraining import training_data
-from backend.store.run_dir import Run, RunError
+from backend.store.errors import RunError
+from backend.store.run_dir import Run
 from backend.training.engine import train_models
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from backend.store import catalog as run_catalog
 
-from backend.store import run_dir as run_store
+from backend.store.manifest import update_manifest
+from backend.store.run_dir import Run
+from backend.store.shards import read_shard, read_shard_predictions, shard_ranges
 from backend.store.schema import MARGINS, MASKS, SHARD, TARGET_ACCURACY, TARGET_MEAN_MARGIN, TARGET_PREDICTIONS, TARGET_SUMS
 
 from backend.training import target_stats
@@ -29,26 +31,26 @@ def test_stored_target_stats_round_trip_and_go_stale(tiny_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(TARGET_MEAN_MARGIN.name, TARGET_ACCURACY.name,
                                                                       TARGET_SUMS.name))
-    run = run_store.Run(run_dir)
+    run = Run(run_dir)
     assert target_stats.stored_target_stats(run) is None
     target_stats.save_target_stats(run)
-    mean, accuracy = target_stats.stored_target_stats(run_store.Run(run_dir))
+    mean, accuracy = target_stats.stored_target_stats(Run(run_dir))
     np.testing.assert_allclose(mean, np.asarray(run.margins).mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(accuracy, (np.asarray(run.margins) > 0).mean(axis=0).astype(np.float32))
     MARGINS.path(run_dir).touch()  # a newer mtime alone changes nothing: the summary is keyed on the models counted
-    assert target_stats.stored_target_stats(run_store.Run(run_dir)) is not None
+    assert target_stats.stored_target_stats(Run(run_dir)) is not None
     for artifact in (MASKS, MARGINS):  # margins of other models than the sums counted: stale
         np.save(artifact.path(run_dir), np.load(artifact.path(run_dir))[:-1])
-    run_store.update_manifest(run_dir, n_models=59)
-    assert target_stats.stored_target_stats(run_store.Run(run_dir)) is None
+    update_manifest(run_dir, n_models=59)
+    assert target_stats.stored_target_stats(Run(run_dir)) is None
 
 
 def test_prediction_counts_match_the_shards_predictions(tiny_run):
-    run = run_store.Run(tiny_run)
+    run = Run(tiny_run)
     counts = target_stats.stored_prediction_counts(run)
     assert counts is not None and counts.dtype == np.int32 and counts.shape == (run.n_targets, len(run.class_names))
-    predictions = np.concatenate([run_store.read_shard_predictions(tiny_run, s, e)
-                                  for s, e in run_store.shard_ranges(tiny_run)])
+    predictions = np.concatenate([read_shard_predictions(tiny_run, s, e)
+                                  for s, e in shard_ranges(tiny_run)])
     brute = np.array([[int((predictions[:, t] == c).sum()) for c in range(counts.shape[1])] for t in range(run.n_targets)])
     np.testing.assert_array_equal(counts, brute)
     # A model is right exactly when its margin is positive, i.e. it predicts the label.
@@ -64,11 +66,11 @@ def test_a_run_whose_shards_lack_predictions_has_no_counts(tiny_run, tmp_path):
             masks, margins = shard["masks"], shard["margins"]
         with open(path, "wb") as f:
             np.savez(f, masks=masks, margins=margins)
-    run = run_store.Run(copy)
-    assert run_store.read_shard_predictions(copy, *run_store.shard_ranges(copy)[0]) is None
+    run = Run(copy)
+    assert read_shard_predictions(copy, *shard_ranges(copy)[0]) is None
     assert target_stats.save_prediction_counts(run) is False
     assert target_stats.stored_prediction_counts(run) is None and not run.has(TARGET_PREDICTIONS)
-    masks, _ = run_store.read_shard(copy, *run_store.shard_ranges(copy)[0])  # the rest stays readable
+    masks, _ = read_shard(copy, *shard_ranges(copy)[0])  # the rest stays readable
     assert masks.dtype == bool
 
 

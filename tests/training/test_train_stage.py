@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from backend.store import run_dir
+from backend.store.run_dir import Run
+from backend.store.shards import read_shard_predictions, shard_ranges
 from backend.datasets import load_dataset
 from backend.training.subsets import model_seed, model_subset, subset_size
 from backend.training.engine import TrainingData, resolve_device, train_models
@@ -65,7 +66,7 @@ def test_predictions_leave_margins_byte_identical_and_agree_with_them(tiny_run):
                                            with_predictions=True)
     assert plain.tobytes() == margins.tobytes() and predictions.dtype == np.int16
     np.testing.assert_array_equal(predictions == ds.target_labels()[None], margins > 0)
-    shard = run_dir.read_shard_predictions(tiny_run, *run_dir.shard_ranges(tiny_run)[0])
+    shard = read_shard_predictions(tiny_run, *shard_ranges(tiny_run)[0])
     np.testing.assert_array_equal(shard[:2], predictions)
 
 
@@ -108,7 +109,7 @@ def test_resnet9_trains_on_a_cifar_fixture(tmp_path):
     out = tmp_path / "cifar_run"
     run_cli("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--models", "2", "--out", out,
             "--arch", "resnet9", "--epochs", "1", "--batch-size", "8", "--width", "0.0625")  # CPU's default: cnn
-    run = run_dir.Run(out)
+    run = Run(out)
     assert run.manifest["arch"] == "resnet9" and run.manifest["hparams"]["augment"] is True
     assert run.margins.shape == (2, 50) and np.isfinite(run.margins).all()
     assert (run.masks.sum(1) == subset_size(40, 0.5)).all()
