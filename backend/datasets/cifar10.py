@@ -96,44 +96,6 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
-def write_cifar10_binary(
-    directory: str | Path,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
-    class_names: tuple[str, ...],
-) -> Path:
-    """Write a dataset in the official binary layout under ``directory/cifar-10-batches-bin``.
-
-    train_images, test_images : uint8 ndarray of shape (n, 32, 32, 3)
-    train_labels, test_labels : int ndarray of shape (n,), values 0..255
-    The training set is split over the five ``data_batch_*.bin`` files in order, as the
-    official release does. Returns the batches folder.
-    """
-    batches = Path(directory) / BATCHES_DIR
-    batches.mkdir(parents=True, exist_ok=True)
-    parts = zip(np.array_split(train_images, len(TRAIN_FILES)), np.array_split(train_labels, len(TRAIN_FILES)))
-    for name, (images, labels) in zip((*TRAIN_FILES, TEST_FILE), (*parts, (test_images, test_labels))):
-        records = np.empty((len(labels), RECORD_BYTES), dtype=np.uint8)
-        records[:, 0] = labels
-        records[:, 1:] = np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2).reshape(len(labels), -1)
-        _write_atomic(batches / name, records.tobytes())
-    _write_atomic(batches / META_FILE, "".join(f"{c}\n" for c in class_names).encode())
-    return batches
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch(data_dir: Path) -> Path:
     """Download the official tarball, check its MD5 and extract it to ``data_dir/cifar-10-batches-bin``.
 

@@ -9,12 +9,12 @@ Other keys are ignored. Each split keeps the file's order.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from backend.store.atomic import atomic_path
 
 from .base import Dataset, DatasetError
 from .validation import MAX_CLASSES
@@ -142,12 +142,6 @@ def write_npz_dataset(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path

@@ -8,7 +8,7 @@ import pytest
 
 from backend.datasets import DatasetError, load_dataset
 from backend.datasets import cifar10
-from backend.datasets.cifar10 import write_cifar10_binary
+from tests.dataset_files import write_cifar10_binary
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

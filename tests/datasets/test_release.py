@@ -11,7 +11,8 @@ import torch
 from scipy.stats import spearmanr
 
 from backend.datasets import release as rel
-from backend.datasets.cifar10 import TRAIN_FILES, write_cifar10_binary
+from backend.datasets.cifar10 import TRAIN_FILES
+from tests.dataset_files import write_cifar10_binary
 from backend.store import external
 from backend.store.errors import RunError
 from backend.store.run_dir import Run

@@ -22,7 +22,7 @@ RUN = "cifar10-dm50"
 @pytest.fixture(scope="module")
 def imported_root(tmp_path_factory):
     """A data dir whose runs/cifar10-dm50 is a small release imported and evaluated by the real CLI."""
-    from backend.datasets.cifar10 import write_cifar10_binary
+    from tests.dataset_files import write_cifar10_binary
 
     root = tmp_path_factory.mktemp("imported")
     rng = np.random.default_rng(0)

@@ -99,7 +99,7 @@ def test_shard_workers_merge_to_the_same_run(tmp_path, tiny_run):
 
 
 def test_resnet9_trains_on_a_cifar_fixture(tmp_path):
-    from backend.datasets.cifar10 import write_cifar10_binary
+    from tests.dataset_files import write_cifar10_binary
 
     rng = np.random.default_rng(0)
     train_x = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)

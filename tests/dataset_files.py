@@ -1,0 +1,36 @@
+"""Datasets written in their official file formats, for tests that read them back: fixtures, not a writer
+the project ships (it only reads these formats)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from backend.datasets.cifar10 import BATCHES_DIR, META_FILE, RECORD_BYTES, TEST_FILE, TRAIN_FILES
+
+
+def write_cifar10_binary(
+    directory: str | Path,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    class_names: tuple[str, ...],
+) -> Path:
+    """Write a dataset in the official binary layout under ``directory/cifar-10-batches-bin``.
+
+    train_images, test_images : uint8 ndarray of shape (n, 32, 32, 3)
+    train_labels, test_labels : int ndarray of shape (n,), values 0..255
+    The training set is split over the five ``data_batch_*.bin`` files in order, as the
+    official release does. Returns the batches folder.
+    """
+    batches = Path(directory) / BATCHES_DIR
+    batches.mkdir(parents=True, exist_ok=True)
+    parts = zip(np.array_split(train_images, len(TRAIN_FILES)), np.array_split(train_labels, len(TRAIN_FILES)))
+    for name, (images, labels) in zip((*TRAIN_FILES, TEST_FILE), (*parts, (test_images, test_labels))):
+        records = np.empty((len(labels), RECORD_BYTES), dtype=np.uint8)
+        records[:, 0] = labels
+        records[:, 1:] = np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2).reshape(len(labels), -1)
+        (batches / name).write_bytes(records.tobytes())
+    (batches / META_FILE).write_text("".join(f"{c}\n" for c in class_names))
+    return batches
