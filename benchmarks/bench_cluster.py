@@ -14,9 +14,9 @@ import time
 
 from backend.datasets import load_dataset
 from backend.cluster import connect, disconnect
-from backend.cluster.training import train_on_ray
+from backend.cluster.executor import RayExecutor
 from backend.training.engine import TrainingData, resolve_device, use_all_cores
-from backend.training.train_stage import resolve_hparams, train_chunk
+from backend.training.train_stage import resolve_hparams, train_chunk, train_chunks
 
 ARCH = "mlp"
 
@@ -30,8 +30,10 @@ def local(ds, data, hparams, chunks) -> float:
 
 def on_ray(ds, hparams, chunks) -> float:
     started = time.perf_counter()
-    for _ in train_on_ray(ds, chunks, seed=0, alpha=0.5, arch=ARCH, hparams=hparams, device="cpu", address="auto"):
-        pass
+    with RayExecutor("auto") as executor:
+        for _ in train_chunks(executor, ds, chunks, seed=0, alpha=0.5, arch=ARCH, hparams=hparams, device="cpu",
+                              precision="fp32"):
+            pass
     return time.perf_counter() - started
 
 
@@ -55,7 +57,7 @@ def main() -> None:
     t_local_ones = local(ds, data, hparams, ones)
 
     began = time.perf_counter()
-    started = connect("auto", cpus=args.workers)  # train_on_ray reuses this instance
+    started = connect("auto", cpus=args.workers)  # RayExecutor reuses this instance
     t_start = time.perf_counter() - began
     try:
         noop = ray.remote(lambda: None).options(num_cpus=1)

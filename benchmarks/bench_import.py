@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import bench_dashboard
-from backend.datasets import release as rel
+from backend.importers import release as rel
 from backend.datasets.cifar10 import write_cifar10_binary
 from backend.store.artifacts import write_array
 from backend.store.run_dir import Run

@@ -12,7 +12,7 @@ import streamlit as st
 
 from backend.datasets import thumbnails
 from backend.leakage.annotations import AnnotationStoreError, shared_store
-from backend.leakage.names import AnnotatorNameError, validate_name
+from backend.access.names import AnnotatorNameError, validate_name
 from backend.store.rows import read_row
 from backend.leakage.analysis import load_candidates, review_candidates
 from pages import components

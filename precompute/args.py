@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -189,6 +191,18 @@ def ray_options(args: argparse.Namespace) -> dict | None:
         return None
     return {"address": args.ray, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
             "max_retries": args.max_retries}
+
+
+@contextmanager
+def executor_for(ray: dict | None, bar: "TqdmProgress") -> Iterator:
+    """The executor a stage runs its chunks on: Ray tasks with `ray`'s options (ray_options), their rate line
+    shown beside the bar, the cluster left at the end; None without --ray (the stage's own process)."""
+    if ray is None:
+        yield None
+        return
+    from backend.cluster.executor import RayExecutor
+    with RayExecutor(**ray, status=bar.note) as executor:
+        yield executor
 
 
 def hparam_overrides(args: argparse.Namespace) -> dict:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .args import (TqdmProgress, add_device_arg, add_force_arg, add_ray_args, add_train_args, byte_size,
+from .args import (TqdmProgress, add_device_arg, add_force_arg, add_ray_args, add_train_args, byte_size, executor_for,
                    hparam_overrides, non_negative_int, positive_int, ray_options, refuse_existing, unit_fraction)
 
 
@@ -19,10 +19,10 @@ def fit_run(run_dir: Path, device: str, val_frac: float, n_lambdas: int, eps: fl
 
     run = Run(run_dir)
     columns = select_targets(targets, run.n_train, run.n_test)
-    with TqdmProgress(f"fit (per target: {n_lambdas} λ values + 1 refit)") as bar:
+    with TqdmProgress(f"fit (per target: {n_lambdas} λ values + 1 refit)") as bar, executor_for(ray, bar) as executor:
         summary = fit(run, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, device=device, progress=bar,
                       dtype=dtype, memory=memory or DEFAULT_MEMORY, block_targets=block_targets,
-                      ray=None if ray is None else dict(ray, device=device, status=bar.note), targets=columns)
+                      executor=executor, targets=columns)
     fitted = summary["targets"]
     unfitted = [] if fitted == "all" else sorted(set(range(run.n_targets)) - set(fitted))
     return {"run": str(run_dir), "targets": summary["n_targets"], "fitted_now": summary["fitted_now"],

@@ -1,4 +1,4 @@
-"""`import-datamodels-data`: the published CIFAR-10 datamodels release as a run (backend.datasets.release)."""
+"""`import-datamodels-data`: the published CIFAR-10 datamodels release as a run (backend.importers.release)."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +9,8 @@ from .args import TqdmProgress, non_negative_int
 
 
 def cmd_import(args: argparse.Namespace) -> dict:
-    from backend.datasets.release import import_release
-    from backend.training.train_stage import code_version
+    from backend.importers.release import import_release
+    from backend.store.provenance import code_version
 
     with TqdmProgress("import-datamodels-data") as bar:
         summary = import_release(args.release, args.pct, args.cifar_dir, args.out, convention=args.convention,

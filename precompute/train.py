@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import TqdmProgress, add_keep_shards_arg, add_ray_args, add_train_args, hparam_overrides, ray_options
+from .args import (TqdmProgress, add_keep_shards_arg, add_ray_args, add_train_args, executor_for, hparam_overrides,
+                   ray_options)
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -17,14 +18,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.ray is not None and shard != (0, 1):
         raise ValueError("--ray hands every missing model to the cluster: drop --shard (it is for separate workers)")
     ds = load_dataset(args.dataset, args.data_dir, args.download)
-    with TqdmProgress("training") as bar:
-        if ray is not None:
-            ray["status"] = bar.note
+    with TqdmProgress("training") as bar, executor_for(ray, bar) as executor:
         return train_run(ds, args.dataset, args.out, alpha=args.alpha, n_models=args.models, seed=args.seed,
                          arch=args.arch, hparams=hparam_overrides(args), device=args.device,
                          batch_models=args.batch_models, shard=shard, dtype=args.dtype, precision=args.precision,
                          keep_shards=args.keep_shards,
-                         progress=bar, ray=ray)
+                         progress=bar, executor=executor)
 
 
 def check_out_dir(out: Path) -> None:

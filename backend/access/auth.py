@@ -11,7 +11,7 @@ else it needs a login, configured in DATAMODELS_AUTH:
                               the user is that claim of st.user (default: email, used only when the
                               provider's email_verified claim is true)
 
-A user name is compared exactly, after NFC alone (backend.leakage.names.validate_name, which refuses names
+A user name is compared exactly, after NFC alone (backend.access.names.validate_name, which refuses names
 that only NFKC folding would match, such as fullwidth or math-bold letters), with the roles' names
 normalised the same way: no two distinct names share a role entry.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from backend.leakage.names import AnnotatorNameError, validate_name
+from backend.access.names import AnnotatorNameError, validate_name
 
 AUTH_ENV = "DATAMODELS_AUTH"
 ROLES_ENV = "DATAMODELS_ROLES"

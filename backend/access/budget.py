@@ -76,11 +76,6 @@ class RetrainBudget:
     def left(self, run_dir: Path) -> int:
         return self.budget - spent(run_dir)
 
-    def waiting(self) -> list[str]:
-        """The users whose jobs wait for the slot, in the order they will run."""
-        with self._cond:
-            return [user for _, user in self._queue]
-
     def _charge(self, run_dir: Path, models: int) -> None:
         with self._cond:  # one read-modify-write at a time in this server
             write_json(Path(run_dir), RETRAIN_SPEND, {"spent": spent(run_dir) + models, "budget": self.budget})

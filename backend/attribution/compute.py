@@ -12,7 +12,7 @@ from backend.store.artifacts import write_array, write_json
 from backend.store.atomic import transaction
 from backend.store.run_dir import Run
 from backend.store.schema import ATTRIBUTION_META, ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES
-from backend.training.train_stage import code_version
+from backend.store.provenance import code_version
 
 DEFAULT_BLOCK_ROWS = 256
 

@@ -1,22 +1,22 @@
-"""Ray as the engine for many machines: `train --ray` (training.py) and `fit --ray` (fit.py).
+"""Engines a stage's chunks of work run on: this process, or Ray for many machines (`train --ray`, `fit --ray`).
 
+executor  LocalExecutor and RayExecutor, the `map` over chunks a stage is handed
 Tasks hand their results back and the driver writes them into the run through the same atomic shards
 and blocked outputs a single process uses, so a run built on a cluster is the run one process builds,
-and a rerun after any failure resumes from what is on disk.
+and a rerun after any failure resumes from what is on disk. This package imports nothing from the stages.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
-from contextlib import contextmanager
 
 
 class ClusterError(ValueError):
     """The cluster cannot be reached, or a task kept failing; finished work is kept."""
 
 
-def _require_ray():
+def require_ray():
     try:
         import ray
     except ImportError:
@@ -30,7 +30,7 @@ def connect(address: str, cpus: int | None = None):
     Returns whether this call started the instance. Workers import the project from the same checkout
     (PYTHONPATH), so a multi-node cluster needs it installed at the same path on every node.
     """
-    ray = _require_ray()
+    ray = require_ray()
     code_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (code_dir, os.environ.get("PYTHONPATH")) if p)}}
     if ray.is_initialized():
@@ -58,23 +58,12 @@ def _unreachable(address: str, why: str) -> ClusterError:
 
 def disconnect(started: bool) -> None:
     if started:
-        _require_ray().shutdown()
+        require_ray().shutdown()
 
 
 def nodes_alive() -> int:
     """Nodes (head and workers) of the cluster that are alive now, for the progress line."""
-    return sum(1 for node in _require_ray().nodes() if node.get("Alive"))
-
-
-@contextmanager
-def session(address: str):
-    """Ray, connected to `address` for the block (a private instance for "auto", shut down after it)."""
-    ray = _require_ray()
-    started = connect(address)
-    try:
-        yield ray
-    finally:
-        disconnect(started)
+    return sum(1 for node in require_ray().nodes() if node.get("Alive"))
 
 
 def task(ray, fn, name: str, cpus_per_task: float, gpus_per_task: float, max_retries: int):
@@ -82,17 +71,11 @@ def task(ray, fn, name: str, cpus_per_task: float, gpus_per_task: float, max_ret
     return ray.remote(fn).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, name=name)
 
 
-def gather(ray, pending: list, what: str, max_retries: int):
-    """Yield the results of Ray tasks as they finish; a task that failed past its retries is a ClusterError."""
-    while pending:
-        finished, pending = ray.wait(pending, num_returns=1)
-        try:
-            result = ray.get(finished[0])
-        except ray.exceptions.RayError as exc:
-            raise ClusterError(f"a Ray {what} task failed after {max_retries} retries "
-                               f"({' '.join(str(exc).split())[:300]}); finished work is kept: rerun the same "
-                               "command to do the rest") from None
-        yield result
+def task_failed(what: str, max_retries: int, exc: Exception) -> ClusterError:
+    """The error of a Ray task that failed past its retries: finished work is kept, so the rerun does the rest."""
+    return ClusterError(f"a Ray {what} task failed after {max_retries} retries "
+                        f"({' '.join(str(exc).split())[:300]}); finished work is kept: rerun the same "
+                        "command to do the rest")
 
 
 def rate_line(done: int, began: float, now: float, unit: str) -> str:

@@ -15,11 +15,13 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
 import torch
 
+from backend.cluster.executor import LocalExecutor
 from backend.progress import Progress
 from backend.store.rows import read_columns, write_transposed
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS, WEIGHTS_BY_TRAIN
@@ -247,19 +249,50 @@ def prior_ratios(out, block: int) -> np.ndarray:
     return ratios[np.isfinite(ratios)]
 
 
-def solve_block(run_dir, settings: dict, device: str, columns: np.ndarray, ratios: np.ndarray,
-                cache: dict) -> dict[str, np.ndarray]:
-    """One block of the fit in another process (a Ray task): the run opened by path, its fitter kept in `cache`."""
+def _block_fitter(run_dir: str, settings: dict, device: str, step: Callable[[int], None] | None) -> _Fitter:
+    """A worker's state for fitting blocks: the run opened by path, its masks resident on the device."""
     from backend.store.run_dir import Run
     from backend.training.engine import resolve_device
 
-    key = (str(run_dir), repr(sorted(settings.items())), device)
-    if key not in cache:
-        run = Run(run_dir)
-        cache.clear()
-        cache[key] = _Fitter(run.masks, run.margins, run.n_train, device=torch.device(resolve_device(device)),
-                             step=lambda n: None, **settings)
-    return cache[key].fit(columns, ratios)
+    run = Run(run_dir)
+    return _Fitter(run.masks, run.margins, run.n_train, device=torch.device(resolve_device(device)),
+                   step=step or (lambda n: None), **settings)
+
+
+def _block_task(fitter: _Fitter, block: int, columns: np.ndarray, ratios: np.ndarray) -> dict[str, np.ndarray]:
+    """One block of targets on an executor; `ratios` are the prior λ ratios it was handed (prior_ratios)."""
+    return dict(fitter.fit(columns, ratios), ratios=ratios)
+
+
+def _fit_blocks(executor, out, run_dir, todo: np.ndarray, missing: list[int], settings: dict, device: str,
+                step: Callable[[int], None], steps_per_target: int) -> None:
+    """Fit the blocks `missing` of the BlockedOutput `out` on `executor` and write them in order.
+
+    A target no validation model leaves out borrows the median λ ratio of the blocks before it. In this
+    process each block is handed out once those are written; an executor that runs the blocks elsewhere
+    starts them all with the ratios on disk, and a block that needed more is solved again once its
+    predecessors are written. A block's solve depends on the thread count through float summation order:
+    a fit on Ray (as many threads as a task has CPUs) equals one process's fit with that many threads.
+    """
+    def items():
+        for block in missing:
+            yield block, todo[out.rows(block)], prior_ratios(out, block)
+
+    local = executor.in_process
+    setup = partial(_block_fitter, str(run_dir), settings, device, step if local else None)
+    key = repr((str(run_dir), sorted(settings.items()), device))
+    sizes = [out.rows(block).stop - out.rows(block).start for block in missing]
+    results = executor.map(_block_task, items() if local else list(items()), setup=setup, key=key, ordered=True,
+                           name="fit_block", what="fit", sizes=sizes, unit="targets")
+    for i, result in results:
+        block, ratios = missing[i], result.pop("ratios")
+        if result["unvalidated"].any() and not np.array_equal(ratios, prior_ratios(out, block)):
+            ((_, result),) = executor.map(_block_task, [(block, todo[out.rows(block)], prior_ratios(out, block))],
+                                          setup=setup, key=key, ordered=True, name="fit_block", what="fit")
+            result.pop("ratios")
+        out.write(block, **result)
+        if not local:
+            step(sizes[i] * steps_per_target)
 
 
 def _counter(total: int, done: int, progress: Progress | None) -> Callable[[int], None]:
@@ -408,7 +441,7 @@ def _merge_into_run(run, out, todo: np.ndarray, kept: np.ndarray, dtype: str) ->
 def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-3, seed: int = 0,
             device: str = "auto", progress: Progress | None = None, dtype: str = "float32",
             memory: int = DEFAULT_MEMORY, block_targets: int | None = None, tol: float = 1e-4,
-            max_iter: int = 1000, patience: int | None = 3, ray: dict | None = None, targets=None) -> dict:
+            max_iter: int = 1000, patience: int | None = 3, executor=None, targets=None) -> dict:
     """The `fit` stage: fit the run's targets, write weights.npy, bias.npy, lam.npy and fit.json.
 
     targets : margins columns to fit (default all; `fit --targets`, backend.store.targets.select_targets).
@@ -423,7 +456,8 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     new one, never new weights beside old biases. dtype : "float32" or "float16", the weights' storage type
     (the solver works in float32 either way). Returns the fit.json record (fit_summary) with
     "fitted_now" and "kept_targets"; progress counts λ steps.
-    ray : fit the blocks as Ray tasks, with backend.cluster.fit.fit_on_ray's keyword arguments.
+    executor : runs the blocks (backend.cluster.executor; default this process, LocalExecutor); this process
+    writes them in order.
     """
     from backend.store.blocks import BlockedOutput
     from backend.store.artifacts import read_json, write_json
@@ -460,14 +494,7 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     missing = out.missing()
     finished = len(todo) - sum(out.rows(b).stop - out.rows(b).start for b in missing)
     step = _counter(len(todo) * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
-    if ray is None:
-        fitter = _Fitter(masks, margins, n_train, device=device, step=step, **settings)
-        for block in missing:  # in order, so every block before this one is on disk
-            out.write(block, **fitter.fit(todo[out.rows(block)], prior_ratios(out, block)))
-        del fitter  # its row sets: the merge and the transpose below need none of them
-    else:
-        from backend.cluster.fit import fit_on_ray
-        fit_on_ray(out, run.dir, todo, missing, settings, step, n_lambdas + 1, **ray)
+    _fit_blocks(executor or LocalExecutor(), out, run.dir, todo, missing, settings, str(device), step, n_lambdas + 1)
     results = {key: np.asarray(out.view(key)) for key in DIAGNOSTICS}
     solve = {key: settings[key] for key in ("n_lambdas", "eps", "tol", "max_iter", "patience")}
     info = _info(validation_split(n_models, val_frac, seed), solve, n_models, val_frac, seed, device, size,

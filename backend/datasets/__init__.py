@@ -5,7 +5,6 @@
     validation  the one check every loader's output passes
     planted     datasets with planted train-test leaks (to measure the leak candidates)
     thumbnails  crisp enlargements of tiny images for display
-    release     the published datamodels-data release (Ilyas et al. 2022) imported as a run
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
-from backend.leakage.names import MAX_NAME_LENGTH, validate_name
+from backend.access.names import MAX_NAME_LENGTH, validate_name
 from backend.store.catalog import data_dir
 
 ENV_VAR = "DATAMODELS_DATABASE_URL"

@@ -62,12 +62,6 @@ def removal_request(run: Run, removed: np.ndarray, n_models: int) -> Request:
     return make_request(run, removed, n_models=n_models, stream=FAITHFULNESS_STREAM)
 
 
-def stored_margins(run: Run, removed: np.ndarray) -> np.ndarray:
-    """Margins of the models already retrained without `removed`, by seed index, shape (n_done, n_targets)."""
-    found = retrain_store.load(run, removal_request(run, removed, 0).key)
-    return np.zeros((0, run.n_targets), dtype=np.float32) if found is None else found.margins
-
-
 def retrain_without(run: Run, removed: np.ndarray, n_models: int, *, meta: dict | None = None, data=None,
                     device: str = "auto", progress: Progress | None = None) -> np.ndarray:
     """Margins of n_models models trained on the whole training set minus `removed`, shape (n_models, n_targets).

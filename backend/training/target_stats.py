@@ -147,15 +147,6 @@ def prediction_counts(run_dir_path: Path, n_models: int, n_targets: int, n_class
     return counts
 
 
-def save_prediction_counts(run: Run) -> bool:
-    """Write target_predictions.npy from the shards behind margins.npy; False (nothing written) when some
-    shard lacks predictions (a run trained before they were stored) or is gone."""
-    counts = prediction_counts(run.dir, len(run.margins), run.n_targets, len(run.class_names))
-    if counts is not None:
-        write_array(Path(run.dir), TARGET_PREDICTIONS, counts)
-    return counts is not None
-
-
 def stored_prediction_counts(run: Run) -> np.ndarray | None:
     """int32 (n_targets, n_classes) prediction counts, memory-mapped, or None when the run has none that
     cover its current margins (each row sums to the number of models counted)."""

@@ -6,20 +6,20 @@ the indices no shard holds, so a run killed at any moment loses at most the chun
 """
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
+from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-import torch
 
+from backend.cluster.executor import LocalExecutor
 from backend.training import architectures
-
 from backend.store.manifest import init_run, margins_dtype, read_manifest, run_precision, update_manifest
 from backend.store.merge import merge_lock
 from backend.store.run_dir import Run
 from backend.store.shards import missing_ranges, write_shard
+from backend.store.provenance import code_version, package_versions
 from backend.store.schema import MANIFEST, MARGINS
 from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, fraction
@@ -28,25 +28,6 @@ from backend.training.merge_stage import merge_run
 from backend.training.target_stats import stored_target_stats
 from backend.training.engine import (TrainingData, default_batch_models, resolve_device, resolve_precision, train_models,
                                      use_all_cores)
-
-CODE_DIR = Path(__file__).resolve().parents[2]
-
-
-def code_version() -> dict:
-    """The git commit of this checkout (and whether it had uncommitted changes), for the manifest."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=CODE_DIR, capture_output=True, text=True, timeout=10).stdout.strip()
-    try:
-        return {"git_commit": git("rev-parse", "HEAD") or "unknown", "git_dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": None}
-
-
-def package_versions() -> dict:
-    import sklearn
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}
-
 
 def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict,
                  dtype: str = "float32", precision: str = "fp32") -> dict:
@@ -79,16 +60,38 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _train_locally(ds: Dataset, dev, precision: str, chunks: list[tuple[int, int]], seed: int, alpha: float,
-                   arch: str, hparams: dict, progress: Progress | None, total: int):
-    """Train the chunks in this process, one batched computation each; yields (start, masks, margins, predictions)."""
-    data = TrainingData.from_dataset(ds, dev, precision)
-    done = 0
-    for s, e in chunks:
-        masks, margins, predictions = train_chunk(data, ds.n_train, seed, s, e, alpha, arch, hparams,
-                                                  fraction(progress, done, e - s, total, "model"))
-        done += e - s
-        yield s, masks, margins, predictions
+def _chunk_data(ds: Dataset, device: str, precision: str) -> tuple[int, TrainingData]:
+    """A worker's state for training chunks: the dataset resident on its device (its GPU when it was given one)."""
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        use_all_cores()
+    return ds.n_train, TrainingData.from_dataset(ds, dev, precision)
+
+
+def _chunk_task(state: tuple[int, TrainingData], start: int, end: int, seed: int, alpha: float, arch: str,
+                hparams: dict, progress=None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk on an executor: (start, masks, margins, predictions) of models [start, end)."""
+    n_train, data = state
+    return (start, *train_chunk(data, n_train, seed, start, end, alpha, arch, hparams, progress))
+
+
+def train_chunks(executor, ds: Dataset, chunks: list[tuple[int, int]], *, seed: int, alpha: float, arch: str,
+                 hparams: dict, device: str, precision: str, progress: Progress | None = None
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Train the chunks [start, end) on `executor`; yields (start, masks, margins, predictions) as they come back.
+
+    precision : the run's resolved precision ("fp32" or "bf16"), which every worker trains in. In this process a
+    chunk reports progress ("model") as its models train; elsewhere only finished chunks are counted (by the caller).
+    """
+    offsets = np.cumsum([0] + [e - s for s, e in chunks])
+    total = int(offsets[-1])
+    items = [(s, e, seed, alpha, arch, hparams,
+              fraction(progress, int(offsets[c]), e - s, total, "model") if executor.in_process else None)
+             for c, (s, e) in enumerate(chunks)]
+    for _, result in executor.map(_chunk_task, items, setup=partial(_chunk_data, device=device, precision=precision),
+                                  shared=ds, name="train_chunk", what="training", sizes=[e - s for s, e in chunks],
+                                  unit="models"):
+        yield result
 
 
 def train_chunk(data: TrainingData, n_train: int, seed: int, start: int, end: int, alpha: float, arch: str,
@@ -118,7 +121,7 @@ def train_run(
     precision: str | None = None,
     keep_shards: bool = False,
     progress: Progress | None = None,
-    ray: dict | None = None,
+    executor=None,
 ) -> dict:
     """Bring run_dir up to n_models models (this worker's shard of them) and merge; return a summary.
 
@@ -127,8 +130,8 @@ def train_run(
     the run's own (auto for a new run); a top-up in another precision than the run's is refused. keep_shards : keep the shards after their merge.
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
-    ray : train the chunks as Ray tasks instead, with backend.cluster.training.train_on_ray's keyword
-          arguments (address, cpus_per_task, gpus_per_task, max_retries, status); the driver writes the shards.
+    executor : runs the chunks (backend.cluster.executor; default this process, LocalExecutor); whichever runs
+          them, this process writes each chunk's shard as it comes back.
     """
     k = subset_size(ds.n_train, alpha)
     if not 0 < k < ds.n_train:
@@ -168,12 +171,8 @@ def train_run(
     if progress:
         progress(0, total, "model")
     started, done = time.time(), 0
-    if ray is None:
-        trained = _train_locally(ds, dev, precision, chunks, seed, alpha, arch, hparams, progress, total)
-    else:
-        from backend.cluster.training import train_on_ray
-        trained = train_on_ray(ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams, device=device,
-                               precision=precision, **ray)
+    trained = train_chunks(executor or LocalExecutor(), ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams,
+                           device=device, precision=precision, progress=progress)
     for s, masks, margins, predictions in trained:
         write_shard(run_dir, s, masks, margins, predictions, dtype)
         done += len(masks)

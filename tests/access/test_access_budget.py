@@ -12,6 +12,12 @@ from backend.store.errors import RunError
 from tests.conftest import ROOT
 
 
+def waiting(budget: RetrainBudget) -> list[str]:
+    """The users whose jobs wait for the slot, in the order they will run."""
+    with budget._cond:
+        return [user for _, user in budget._queue]
+
+
 @pytest.fixture
 def runs(tmp_path):
     """Two run directories (the budget needs only their folders)."""
@@ -118,13 +124,13 @@ def test_clicks_while_a_job_runs_queue_in_order_and_see_their_place(runs):
     cat = threading.Thread(target=click, args=("cat", b, cat_queued))  # the slot is per server, not per run
     cat.start()
     assert cat_queued.wait(10)
-    assert budget.waiting() == ["bob", "cat"]
+    assert waiting(budget) == ["bob", "cat"]
     release.set()
     for thread in (alice, bob, cat):
         thread.join(10)
     assert ran == ["alice", "bob", "cat"]
     assert places["bob"][0] == (1, "alice") and places["cat"][0] == (2, "alice")
-    assert budget.left(a) == 94 and budget.left(b) == 99 and budget.waiting() == []
+    assert budget.left(a) == 94 and budget.left(b) == 99 and waiting(budget) == []
 
 
 def test_an_abandoned_click_leaves_the_queue(runs):
@@ -146,7 +152,7 @@ def test_an_abandoned_click_leaves_the_queue(runs):
     with pytest.raises(KeyboardInterrupt):
         with budget.job(a, 1, "bob", on_wait=leave):
             pytest.fail("an abandoned click must not run")
-    assert budget.waiting() == []
+    assert waiting(budget) == []
     release.set()
     alice.join(10)
     with budget.job(a, 1, "cat"):

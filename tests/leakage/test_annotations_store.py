@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from backend.leakage import annotations
 from backend.leakage.annotations import AnnotationStore, AnnotationStoreError
-from backend.leakage.names import AnnotatorNameError, validate_name
+from backend.access.names import AnnotatorNameError, validate_name
 
 
 @pytest.fixture

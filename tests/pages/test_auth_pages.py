@@ -18,6 +18,7 @@ from backend.leakage.annotations import ENV_VAR, AnnotationStore
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
 from backend.training import retrain_store
+from tests.access.test_access_budget import waiting
 from tests.conftest import open_app
 
 PLANTED = "planted"
@@ -208,7 +209,7 @@ def test_a_click_while_another_job_runs_waits_its_turn_instead_of_being_refused(
     at.button(key="cf_verify").click().run(timeout=300)
     holder.join(10)
     assert release.is_set() and not at.error, [e.value for e in at.error]  # it waited, then ran: no refusal
-    assert retrain_store.summaries(run) != [] and budget.waiting() == []
+    assert retrain_store.summaries(run) != [] and waiting(budget) == []
 
 
 def test_a_clear_cache_message_leaves_the_job_slot_its_queue_and_the_spend(cf_page):
@@ -244,10 +245,10 @@ def test_a_clear_cache_message_leaves_the_job_slot_its_queue_and_the_spend(cf_pa
     holder.start()
     assert holding.wait(10)
     queued.start()
-    while budget.waiting() != ["bob"]:
+    while waiting(budget) != ["bob"]:
         holding.wait(0.05)
     AppSession._handle_clear_cache_request(SimpleNamespace(_session_state=SessionState()))
-    assert server_budget(budget_from_env(os.environ)) is budget and budget.waiting() == ["bob"]
+    assert server_budget(budget_from_env(os.environ)) is budget and waiting(budget) == ["bob"]
     assert spent(other) == 1
     trained_while_held = []
 

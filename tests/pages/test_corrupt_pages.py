@@ -38,7 +38,7 @@ UNREAD = {
     schema.PCA_MEAN.name: "kept for readers outside this code (np.load): no verb or page reads it",
     schema.PCA_EXPLAINED_VARIANCE.name: "kept for readers outside this code (np.load): no verb or page reads it",
     schema.RETRAIN_SPEND.name: "read by a retraining click (tests/access/test_access_budget.py corrupts it)",
-    schema.EXTERNAL.name: "only an imported run has one (tests/datasets/test_release.py corrupts it)",
+    schema.EXTERNAL.name: "only an imported run has one (tests/importers/test_release.py corrupts it)",
 }
 
 

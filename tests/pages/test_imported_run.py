@@ -10,7 +10,7 @@ from backend.datamodels.queries import top_weights
 from backend.store.run_dir import Run
 from backend.store.schema import MARGINS, MASKS, WEIGHTS
 from precompute.cli import main
-from tests.datasets.test_release import CLASSES, HELDOUT, N_TEST, N_TRAIN, PCT, write_release
+from tests.importers.test_release import CLASSES, HELDOUT, N_TEST, N_TRAIN, PCT, write_release
 from tests.pages import test_apptest
 from tests.pages.test_apptest import grid, title
 

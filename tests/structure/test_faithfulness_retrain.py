@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from backend.structure import faithfulness as fa
+from backend.training import retrain_store
 from backend.training.control import control_mean
 from backend.structure.embeddings import pca_components, pca_projections
 from backend.training.retraining import train_sets, training_data
@@ -15,6 +16,12 @@ from backend.training.seeds import FAITHFULNESS_STREAM, stream_seeds
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from tests.conftest import run_cli
+
+
+def stored_margins(run, removed: np.ndarray) -> np.ndarray:
+    """Margins of the models the retrain store holds trained without `removed`, shape (n_done, n_targets)."""
+    found = retrain_store.load(run, fa.removal_request(run, removed, 0).key)
+    return np.zeros((0, run.n_targets), dtype=np.float32) if found is None else found.margins
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +58,12 @@ def test_check_retrains_stores_reuses_and_tops_up(run):
     starts.clear()
     again = fa.faithfulness_check(run, 0, 10, n_models=2, n_group=20, n_control=4, device="cpu", progress=progress)
     assert starts[0] == 0 and again == first  # an identical request trains nothing
-    before = {side: fa.stored_margins(run, np.array(first["sides"][side]["removed"])) for side in fa.SIDES}
+    before = {side: stored_margins(run, np.array(first["sides"][side]["removed"])) for side in fa.SIDES}
     starts.clear()
     fa.faithfulness_check(run, 0, 10, n_models=3, n_group=20, n_control=4, device="cpu", progress=progress)
     assert starts[0] == 2
     for side in fa.SIDES:
-        after = fa.stored_margins(run, np.array(first["sides"][side]["removed"]))
+        after = stored_margins(run, np.array(first["sides"][side]["removed"]))
         assert len(after) == 3
         np.testing.assert_array_equal(after[:2], before[side])
     assert fa.models_to_train(run, 0, 10, n_models=3, n_control=4) == 0
@@ -72,7 +79,7 @@ def test_stored_models_are_the_models_trained_without_the_removed_examples(run):
     keep = np.setdiff1d(np.arange(run.n_train), removed)
     seeds = stream_seeds(int(run.manifest["seed"]), FAITHFULNESS_STREAM, 0, 2)
     independent, _ = train_sets(run, training_data(run, "cpu"), np.tile(keep, (2, 1)), seeds)
-    stored = fa.stored_margins(run, removed)
+    stored = stored_margins(run, removed)
     np.testing.assert_allclose(stored, independent, atol=1e-4)
     # The reported shifts, recomputed from the stored margins and the control margins.
     shift = stored.mean(0, dtype=np.float64)[run.n_train:] - control_mean(run)[run.n_train:]
@@ -109,5 +116,5 @@ def test_a_corrupt_stored_result_is_reported_not_retrained_over(run):
     intact = path.read_bytes()
     path.write_bytes(b"not an npz")
     with pytest.raises(RunError, match="is corrupt"):
-        fa.stored_margins(run, removed)
+        stored_margins(run, removed)
     path.write_bytes(intact)

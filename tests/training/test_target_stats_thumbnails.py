@@ -68,7 +68,7 @@ def test_a_run_whose_shards_lack_predictions_has_no_counts(tiny_run, tmp_path):
             np.savez(f, masks=masks, margins=margins)
     run = Run(copy)
     assert read_shard_predictions(copy, *shard_ranges(copy)[0]) is None
-    assert target_stats.save_prediction_counts(run) is False
+    assert target_stats.prediction_counts(copy, len(run.margins), run.n_targets, len(run.class_names)) is None
     assert target_stats.stored_prediction_counts(run) is None and not run.has(TARGET_PREDICTIONS)
     masks, _ = read_shard(copy, *shard_ranges(copy)[0])  # the rest stays readable
     assert masks.dtype == bool

@@ -41,8 +41,12 @@ from backend.store.errors import RunError
 from backend.store.manifest import FORMAT_VERSION, init_run, update_manifest
 from backend.store.run_dir import Run
 from backend.store.rows import read_rows
+from backend.store.provenance import package_versions
 from backend.store.schema import (BIAS, EXTERNAL, FIT, HELDOUT, IMAGES, LABELS, LAM, MANIFEST, MARGINS, MASKS, WEIGHTS,
                                   WEIGHTS_BY_TRAIN)
+from backend.training.architectures import DEFAULT_HPARAMS
+from backend.training.target_stats import save_target_stats
+from backend.training.train_stage import run_manifest
 
 CONVENTIONS = ("standardized", "raw")
 PCTS = (10, 20, 50, 75)
@@ -275,10 +279,6 @@ def import_release(release: Path, pct: int, cifar_dir: Path, out: Path, *, conve
     Every input is checked before anything is written; the run is built in a hidden folder beside `out`
     and renamed to `out` at the end, so a failure leaves nothing behind.
     """
-    from backend.training.architectures import DEFAULT_HPARAMS
-    from backend.training.target_stats import save_target_stats
-    from backend.training.train_stage import package_versions, run_manifest
-
     started = time.perf_counter()
     release, out = Path(os.path.abspath(release)), Path(out)
     if convention not in CONVENTIONS:

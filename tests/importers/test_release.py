@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from backend.datasets import release as rel
+from backend.importers import release as rel
 from backend.datasets.cifar10 import TRAIN_FILES
 from tests.dataset_files import write_cifar10_binary
 from backend.store import external

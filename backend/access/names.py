@@ -1,7 +1,7 @@
 """Annotator names: what may be stored and shown as a reviewer's name.
 
-Apart from the annotation database because the login check (backend/access/auth.py) validates names on
-every page, and that should not import SQLAlchemy.
+Here, below the annotation database (backend.leakage.annotations), because the login check (auth.py) validates
+names on every page, and that should not import SQLAlchemy.
 """
 from __future__ import annotations
 
