@@ -153,10 +153,10 @@ def build_methods_eval(run_dir: Path, rng: np.random.Generator) -> None:
         "heldout_run": "heldout", "n_heldout_models": N_HELDOUT, "targets": targets, "target_rule": "synthetic",
         "support_params": {"n_models": 50, "k_max": 400, "budget": 10}, "modes": list(MODES), "methods": methods,
         "smaller_support": {mode: {a: {b: smaller_fraction(supports[a][mode], supports[b][mode]) for b in METHODS if b != a}
-                                   for a in METHODS} for mode in MODES},
+                         for a in METHODS} for mode in MODES},
         "mislabel": {"n_flipped": N_TRAIN // 20},
         "lds_vs_models": {name: [{"n_models": n, "lds": float(rng.uniform(0, 0.5)), "config": {"models": n}}
-                                 for n in (500, 1000, N_MODELS)] for name in METHODS}})
+                       for n in (500, 1000, N_MODELS)] for name in METHODS}})
 
 
 def score_lds(run_dir: Path) -> None:

@@ -110,8 +110,8 @@ class SslEsvm:
         with transaction(self.run.dir, "attribute"):  # the embeddings and their config appear together
             write_array(self.run.dir, SSL_EMBEDDINGS, embeddings)
             write_json(self.run.dir, SSL_ENCODER, {"config": self.ssl.to_json(), "device": str(device),
-                                                           "seconds": round(time.time() - started, 3),
-                                                           "final_loss": round(loss, 6)})
+                                                   "seconds": round(time.time() - started, 3),
+                                                   "final_loss": round(loss, 6)})
         self.models["trained"] = 1
 
     def self_scores(self) -> np.ndarray:

@@ -134,10 +134,10 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     missing = sorted(set(names) - set(have))
     if missing:
         raise RunError(f"{run.dir} has no stored scores for {', '.join(missing)}: compute them first with "
-                               f"`python -m precompute attribute --run {run.dir} --method {missing[0]}`")
+                       f"`python -m precompute attribute --run {run.dir} --method {missing[0]}`")
     if not names:
         raise RunError(f"{run.dir} has no attribution scores: compute some first with "
-                               f"`python -m precompute attribute --run {run.dir} --method datamodels`")
+                       f"`python -m precompute attribute --run {run.dir} --method datamodels`")
     ensure_control(run, device=device)
     targets = shared_targets(run, n_targets)
     params = {"n_models": n_models, "k_max": k_max or default_k_max(run.n_train), "budget": budget}

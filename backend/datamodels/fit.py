@@ -279,16 +279,17 @@ def _fit_blocks(executor, out, run_dir, todo: np.ndarray, missing: list[int], se
             yield block, todo[out.rows(block)], prior_ratios(out, block)
 
     local = executor.in_process
-    setup = partial(_block_fitter, str(run_dir), settings, device, step if local else None)
+    setup = partial(_block_fitter, settings=settings, device=device, step=step if local else None)
     key = repr((str(run_dir), sorted(settings.items()), device))
     sizes = [out.rows(block).stop - out.rows(block).start for block in missing]
-    results = executor.map(_block_task, items() if local else list(items()), setup=setup, key=key, ordered=True,
-                           name="fit_block", what="fit", sizes=sizes, unit="targets")
+    results = executor.map(_block_task, items() if local else list(items()), setup=setup, shared=str(run_dir), key=key,
+                           ordered=True, name="fit_block", what="fit", sizes=sizes, unit="targets")
     for i, result in results:
         block, ratios = missing[i], result.pop("ratios")
         if result["unvalidated"].any() and not np.array_equal(ratios, prior_ratios(out, block)):
             ((_, result),) = executor.map(_block_task, [(block, todo[out.rows(block)], prior_ratios(out, block))],
-                                          setup=setup, key=key, ordered=True, name="fit_block", what="fit")
+                                          setup=setup, shared=str(run_dir), key=key, ordered=True,
+                                          name="fit_block", what="fit")
             result.pop("ratios")
         out.write(block, **result)
         if not local:

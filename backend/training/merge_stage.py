@@ -19,6 +19,6 @@ def merge_run(run_dir: Path, n_train: int, n_targets: int, keep_shards: bool = F
     manifest = read_manifest(run_dir)
     summary = TargetSummary(run_dir, n_targets, len(manifest["dataset"]["class_names"]))
     merge = append_merge(run_dir, n_train, n_targets, keep_shards=keep_shards,
-                                   on_rows=lambda start, _, margins, predictions: summary.add(start, margins, predictions),
-                                   after_merge=summary.save)
+                         on_rows=lambda start, _, margins, predictions: summary.add(start, margins, predictions),
+                         after_merge=summary.save)
     return vars(merge)

@@ -84,7 +84,7 @@ class TargetSummary:
         if not current_path(TARGET_PREDICTIONS.path(self.dir)).exists() or not self.n_targets:
             return None
         return np.array(read_array(self.dir, TARGET_PREDICTIONS, {"n_targets": self.n_targets,
-                                                                           "n_classes": self.n_classes}))
+                                                                   "n_classes": self.n_classes}))
 
     def _catch_up(self, start: int) -> None:
         """Sum models [0, start) afresh from the merged margins (and the shards' predictions, if all remain)."""
@@ -110,7 +110,7 @@ class TargetSummary:
     def save(self, n_models: int) -> None:
         self._catch_up(n_models)
         write_npz(self.dir, TARGET_SUMS, margin_sum=self.total, positive=self.positive,
-                          n_models=np.int64(self.n_models))
+                  n_models=np.int64(self.n_models))
         mean_margin, accuracy = _summary(self.total, self.positive, self.n_models)
         write_array(self.dir, TARGET_MEAN_MARGIN, mean_margin)
         write_array(self.dir, TARGET_ACCURACY, accuracy)

@@ -14,20 +14,20 @@ from typing import Iterator
 import numpy as np
 
 from backend.cluster.executor import LocalExecutor
-from backend.training import architectures
-from backend.store.manifest import init_run, margins_dtype, read_manifest, run_precision, update_manifest
-from backend.store.merge import merge_lock
-from backend.store.run_dir import Run
-from backend.store.shards import missing_ranges, write_shard
-from backend.store.provenance import code_version, package_versions
-from backend.store.schema import MANIFEST, MARGINS
 from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, fraction
-from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
-from backend.training.merge_stage import merge_run
-from backend.training.target_stats import stored_target_stats
+from backend.store.manifest import init_run, margins_dtype, read_manifest, run_precision, update_manifest
+from backend.store.merge import merge_lock
+from backend.store.provenance import code_version, package_versions
+from backend.store.run_dir import Run
+from backend.store.schema import MANIFEST, MARGINS
+from backend.store.shards import missing_ranges, write_shard
+from backend.training import architectures
 from backend.training.engine import (TrainingData, default_batch_models, resolve_device, resolve_precision, train_models,
                                      use_all_cores)
+from backend.training.merge_stage import merge_run
+from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
+from backend.training.target_stats import stored_target_stats
 
 def run_manifest(ds: Dataset, spec: str, alpha: float, seed: int, arch: str, hparams: dict,
                  dtype: str = "float32", precision: str = "fp32") -> dict:
@@ -158,10 +158,10 @@ def train_run(
     dtype = dtype or MARGINS.dtype[0]
     precision = precision or resolve_precision("auto", dev)
     manifest = init_run(run_dir, run_manifest(ds, spec, alpha, seed, arch, hparams, dtype, precision),
-                                  ds.target_labels(), ds.target_images())
+                        ds.target_labels(), ds.target_images())
     with merge_lock(run_dir):  # another --shard worker's merge may be committing n_models
         update_manifest(run_dir, n_models_requested=max(n_models, manifest.get("n_models_requested", 0)),
-                                  versions=package_versions(), **code_version())
+                        versions=package_versions(), **code_version())
     K = batch_models or default_batch_models(arch, dev)
     i, n_shards = shard
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards

@@ -134,7 +134,7 @@ def artifacts_run(tiny_run, tmp_path_factory) -> Path:
     write_json(out, schema.METRICS, METRICS)
     write_array(out, schema.LEAKAGE_QUEUE, np.arange(run.n_test, dtype=np.int64))
     write_json(out, schema.CLUSTERS, {"per_class": [], "whole": {"k": 2, "gamma": 1.0, "silhouette": None, "nmi": 0.5},
-                                              "pixels": {"nmi": 0.25}})
+                                      "pixels": {"nmi": 0.25}})
     return out
 
 
