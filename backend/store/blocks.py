@@ -7,7 +7,7 @@ written in place, flushed, then marked in a completion bitmap (`done.npy`, repla
 with the same configuration resumes from the bitmap; a different configuration starts the staging afresh.
 When every block is done, `commit` hands the staged files to the caller's transaction, which renames
 them into the run together with whatever else the stage writes: no reader ever sees new weights beside
-an old bias, and a commit cut by a kill is finished by the journal (backend.store.run_dir).
+an old bias, and a commit cut by a kill is finished by the journal (backend.store.atomic).
 """
 from __future__ import annotations
 

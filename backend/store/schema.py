@@ -2,7 +2,7 @@
 
 Every stage looks its files up here, so a file name is spelled once in the code, and every read
 checks the file against its entry (kind, dtype, shape in the run's sizes) and names the command that
-rebuilds it when it is missing or broken (backend.store.run_dir reads and writes; this module is data).
+rebuilds it when it is missing or broken (backend.store.artifacts reads and writes; this module is data).
 README.md's run-format tables list the same files (tests/store/test_schema.py holds them together).
 
 Shapes are tuples of size symbols, resolved against the run: `n_train`, `n_test`, `n_targets`
