@@ -26,10 +26,10 @@ import numpy as np
 
 import bench_dashboard
 from backend.importers import release as rel
-from backend.datasets.cifar10 import write_cifar10_binary
+from backend.store import schema
 from backend.store.artifacts import write_array
 from backend.store.run_dir import Run
-from backend.store import schema
+from tests.dataset_files import write_cifar10_binary  # bench_dashboard put this checkout on the path
 
 N_TRAIN, N_TEST, PCT, BLOCK_ROWS = 50_000, 10_000, 50, 1_000
 

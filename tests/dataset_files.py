@@ -1,5 +1,5 @@
-"""Datasets written in their official file formats, for tests that read them back: fixtures, not a writer
-the project ships (it only reads these formats)."""
+"""Datasets written in their official file formats, for the tests (and benchmarks/bench_import.py) that read
+them back: fixtures, not a writer the project ships (it only reads these formats)."""
 from __future__ import annotations
 
 from pathlib import Path
