@@ -32,8 +32,7 @@ from backend.training import target_stats
 from backend.datasets import thumbnails
 from backend.store.rows import read_row
 from backend.datamodels.queries import class_members, fitted_targets
-from backend.store.errors import RunError
-from backend.store.run_dir import Run
+from backend.store.run_dir import Run, RunError
 from backend.store.schema import BIAS, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHTS
 from backend.store.targets import TargetError, describe_targets, target_column, target_name
 
