@@ -19,7 +19,7 @@ class LocalExecutor:
     """Every item in this process, in order, pulled from `items` only when its turn comes (so an item may
     depend on the results written before it). Tasks may report progress and share objects without copies."""
 
-    in_process = True
+    in_process = True  # tasks run here: a stage may hand them progress callbacks and in-memory objects
 
     def map(self, fn: Callable, items: Iterable[tuple], *, setup: Callable | None = None, shared: Any = None,
             **_ray_only) -> Iterator[tuple[int, Any]]:
@@ -52,7 +52,7 @@ class RayExecutor:
     retries is a ClusterError, and what the stage already wrote is kept. `status(line)`, if given, sees a
     rate line (units per second, nodes alive) after each finished task."""
 
-    in_process = False
+    in_process = False  # tasks run in other processes: what they get is pickled, and progress counts finished items
 
     def __init__(self, address: str = "auto", *, cpus_per_task: float = 1, gpus_per_task: float = 0,
                  max_retries: int = 3, status: Callable[[str], None] | None = None):
