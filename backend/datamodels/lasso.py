@@ -62,7 +62,8 @@ best of two runs side by side in one process, load 20–25; test targets, on the
 The validation choice has a tie rule (`improves`): a step beats the best so far only when its score is
 lower by more than SCORE_RTOL (1e-3) relatively, so thread count, block size and `--ray` (float summation
 order) and the solver tolerance do not flip the chosen λ on near-ties; the larger λ wins ties, and
-patience counts steps by the same rule.
+patience counts steps by the same rule. On the digits run, fits at 1 and 2 threads, in one block and as
+`--ray auto` tasks of 300 targets at one thread each chose all 1,797 λ alike; weights within 6.1e-5.
 
 Memory: the mask rows stay on the device as float when M·F·itemsize ≤ `resident_bytes` (2 GiB), else
 they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product.
