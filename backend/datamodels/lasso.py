@@ -40,12 +40,30 @@ digits, whole 50-λ paths, one thread, load 3–9: test targets 20.5 ms of CPU a
 the KKT product per step caps the gain near 3× however small S is. A set above half the features
 (WORKING_SET_MAX) is solved on all of them, without the check. Per-target sets would cut the flops
 ~70× at 10,000 features, but torch's CPU sparse kernels (CSR × dense 2.2 GFLOP/s, sampled products
-0.3) lose it again.
+0.3) lose it again. Grouping a batch's targets by overlap of their sets, each group solved on its own
+union (tried: groups of ~16 where a GEMM's column cost flattens), lost on digits and gained little elsewhere:
+92 against 64 ms a digits training target, 153 against 159–167 on 10,000 features (one thread, load
+14–16): the sets of a random mask design overlap little, and a GEMM on few targets costs nearly as much
+as on many.
+
+Per-target rows cost what their products cost. The whole 50-λ path of a digits training target takes ~400
+products (`bench_lasso.py --run` on digits, 262 training targets, one thread, load 14–16: 200 ms of CPU
+a target against scikit-learn's 308, 1.5×, objective excess ≤ 4.5e-5), each two M×F GEMM columns
+(4 · 4,500 · 1,297 = 23 MFLOP): 9.2 GFLOP against ~85 GFLOP/s for one core's float32 GEMM here, so
+≥ 110 ms, where scikit-learn's Gram-based coordinate descent takes ~300 ms (its float64 Gram of
+2,500 × 1,297 rows is most of that). Ten times scikit-learn needs a tenth of these flops, which neither
+working sets give (the chosen λ keeps half of the 1,297 features) nor a per-target Gram (M_t·F², ~27 ms
+in int8 GEMMs, then 400 memory-bound F×F matrix-vector products of ~0.5 ms).
+The thin products (`_mm`, THIN_TARGETS) are what the tail of a batch needs: when few targets of a λ step are
+left, BLAS's tall Zᵀ·P took as long for 4 targets as for 128; the transposed forms make the fit's training
+targets 76 → 57 ms of CPU a target (digits, 256 targets, path with validation and patience, one thread,
+best of two runs side by side in one process, load 20–25; test targets, on the Gram, 9.4 and 9.7).
 
 The validation choice has a tie rule (`improves`): a step beats the best so far only when its score is
 lower by more than SCORE_RTOL (1e-3) relatively, so thread count, block size and `--ray` (float summation
 order) and the solver tolerance do not flip the chosen λ on near-ties; the larger λ wins ties, and
-patience counts steps by the same rule.
+patience counts steps by the same rule. On the digits run, fits at 1 and 2 threads, in one block and as
+`--ray auto` tasks of 300 targets at one thread each chose all 1,797 λ alike; weights within 6.1e-5.
 
 Memory: the mask rows stay on the device as float when M·F·itemsize ≤ `resident_bytes` (2 GiB), else
 they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product.
@@ -226,9 +244,9 @@ class MaskedDesign:
             z_s = z
             if self.cols is not None:
                 z_s = self._z[k] if self._z is not None else z.index_select(1, self.cols)
-            p = z_s @ w
+            p = _mm(z_s, w)
             p.mul_(includes[k] if includes is not None else _include(x, excluded).to(p.dtype))
-            out.addmm_((z if every_feature else z_s).T, p)
+            _add_mm_t(out, z if every_feature else z_s, p)
         z_mean = self.z_mean.index_select(1, idx)
         z_mean_out = self._z_mean_all.index_select(1, idx) if every_feature else z_mean
         out.div_(self.n_rows[idx])
@@ -331,6 +349,25 @@ class TargetBlock:
             sse += (r * r * _include(x, excluded)).sum(0)
         n = self.n_rows[idx]
         return torch.where(n > 0, sse / n.clamp(min=1), torch.nan)
+
+
+# Below this many targets, CPU BLAS runs Z·W and Zᵀ·P (Z of shape (M, F), tall) on a slow path: 4 to 8 targets
+# cost as much as 128 (M = 4,500, F = 1,297, one thread: Zᵀ·P 41 ms at T = 4, 18 ms at T = 128). The same
+# products as (Wᵀ·Zᵀ)ᵀ and (Pᵀ·Z)ᵀ take 3.5 and 3.7 ms there; above it they lose (47 against 34 ms at T = 256).
+THIN_TARGETS = 32
+
+
+def _mm(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """z (M, F) @ w (F, T), as (wᵀ zᵀ)ᵀ for thin w (THIN_TARGETS); the result may be a transposed view."""
+    return torch.mm(w.T, z.T).T if w.shape[1] < THIN_TARGETS and w.device.type == "cpu" else z @ w
+
+
+def _add_mm_t(out: torch.Tensor, z: torch.Tensor, p: torch.Tensor) -> None:
+    """out (F, T) += zᵀ (F, M) @ p (M, T), as (pᵀ z)ᵀ for thin p (THIN_TARGETS)."""
+    if p.shape[1] < THIN_TARGETS and p.device.type == "cpu":
+        out.add_(torch.mm(p.T.contiguous(), z).T)
+    else:
+        out.addmm_(z.T, p)
 
 
 def _put(dst: torch.Tensor, columns: torch.Tensor, src: torch.Tensor, src_columns: torch.Tensor | None = None) -> None:

@@ -149,3 +149,14 @@ def test_cuda_matches_cpu(problem):
                                     margins, COLUMNS, N_TRAIN), n_lambdas=6, tol=1e-12, keep_path=True)
              for d in ("cpu", "cuda")]
     np.testing.assert_allclose(predictions(masks, paths[0]), predictions(masks, paths[1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("targets", [1, 4, lasso.THIN_TARGETS - 1, lasso.THIN_TARGETS, 40])
+def test_thin_products_equal_numpy(targets):
+    """The transposed forms used below THIN_TARGETS give Z·W and Zᵀ·P, whatever the number of targets."""
+    rng = np.random.default_rng(targets)
+    z, w, p = rng.normal(size=(60, 30)), rng.normal(size=(30, targets)), rng.normal(size=(60, targets))
+    out = torch.ones(30, targets, dtype=torch.float64)
+    lasso._add_mm_t(out, torch.from_numpy(z), torch.from_numpy(p))
+    np.testing.assert_allclose(lasso._mm(torch.from_numpy(z), torch.from_numpy(w)).numpy(), z @ w, rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), 1 + z.T @ p, rtol=1e-12)
