@@ -26,10 +26,12 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from backend.datasets import Dataset
 from backend.training import architectures
-from backend.training.engine import TrainingData, epoch_orders, evaluate, train_models
+from backend.training.engine import TrainingData, cache_group, epoch_orders, evaluate, train_models
+from backend.training.mlp_step import MLPStep
 from backend.training.train_stage import resolve_hparams
 
 PRECISIONS = ("fp32", "bf16")
@@ -83,17 +85,21 @@ class _Enough(Exception):
 
 def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha: float = 0.5,
                  max_steps: int | None = None) -> float:
-    """Seconds of the fastest steady-state training step (the first WARMUP steps, where oneDNN builds its kernels
-    for each new shape, left out). Best-of, like the GEMM peak: on a shared machine whose other jobs swing the
-    GEMM rate 5x within a minute, only the two best cases make a stable ratio."""
+    """Seconds per training step of all K models, at the fastest steady-state pace (the first WARMUP steps, where
+    oneDNN builds its kernels for each new shape, left out). Best-of, like the GEMM peak: on a shared machine
+    whose other jobs swing the GEMM rate 5x within a minute, only the two best cases make a stable ratio.
+
+    The engine may train K MLPs as several cache-sized groups one after another (`engine.cache_group`): each
+    progress call then covers one group's step, so a step's share of the work is read from the progress
+    fraction, not assumed to be all K models."""
     data = TrainingData.from_dataset(ds, torch.device("cpu"), precision)
     n = int(round(alpha * ds.n_train))
     rng = np.random.default_rng(1)
     subsets = np.stack([np.sort(rng.choice(ds.n_train, n, replace=False)) for _ in range(K)])
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
-    def tick(_: float) -> None:
-        stamps.append(time.perf_counter())
+    def tick(fraction: float) -> None:
+        stamps.append((time.perf_counter(), fraction))
         if max_steps is not None and len(stamps) > WARMUP + max_steps:
             raise _Enough
 
@@ -101,7 +107,9 @@ def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha
         train_models(data, subsets, list(range(K)), arch, hp, progress=tick)
     except _Enough:
         pass
-    return float(np.diff(stamps[WARMUP:]).min())
+    t, f = np.array(stamps[WARMUP:]).T
+    steps_per_model = (n // min(int(hp["batch_size"]), n)) * int(hp["epochs"])
+    return float((np.diff(t) / np.diff(f)).min()) / steps_per_model
 
 
 def throughput_table(peaks: dict, quick: bool) -> None:
@@ -133,7 +141,7 @@ def throughput_table(peaks: dict, quick: bool) -> None:
     print("* models/s at this case's epoch of", steps, "steps")
 
 
-def tricks(quick: bool) -> None:
+def tricks(quick: bool, peaks: dict) -> None:
     """Each hot-path trick on and off, the rest of the step unchanged."""
     print("\n3. Tricks, on vs off (ms per call; lower is better)")
 
@@ -166,24 +174,7 @@ def tricks(quick: bool) -> None:
         times[mode] = best(opt.step)
     print("  SGD step, digits MLP K=500 : " + "  ".join(f"{m} {t:8.2f}" for m, t in times.items()))
 
-    # The MLP's forward + backward, fp32 vs bf16 autocast, inputs resident in bf16 or cast each step.
-    for label, (D, B, Km) in (("digits", (64, 64, 500)), ("Fashion", (784, 256, 128))):
-        model = architectures.build("mlp", Km, (int(D**0.5), int(D**0.5), 1), 10,
-                                    [torch.Generator().manual_seed(k) for k in range(Km)], dict(hidden=128))
-        x32 = torch.randn(Km, B, D)
-        y = torch.randint(0, 10, (Km * B,))
-
-        def step(x, bf16):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-            torch.nn.functional.cross_entropy(logits.float().reshape(Km * B, -1), y, reduction="sum").backward()
-
-        xb = x32.bfloat16()
-        fp32 = best(lambda: step(x32, False))
-        cast = best(lambda: step(x32, True))
-        resident = best(lambda: step(xb, True))
-        print(f"  {label} MLP fwd+bwd K={Km:3d}  : fp32 {fp32:8.2f}  bf16 (inputs cast) {cast:8.2f}  "
-              f"bf16 (inputs resident) {resident:8.2f}  ({fp32 / resident:.1f}x)")
+    mlp_tricks(best, peaks)
     cnn_cl = {}
     for layout in ("contiguous", "channels-last"):
         model = architectures.build("cnn", 8, (28, 28, 1), 10, [torch.Generator().manual_seed(k) for k in range(8)],
@@ -201,6 +192,78 @@ def tricks(quick: bool) -> None:
     print(f"  CNN fwd+bwd K=8 bf16       : contiguous {cnn_cl['contiguous']:8.2f}  channels-last "
           f"{cnn_cl['channels-last']:8.2f}  ({cnn_cl['contiguous'] / cnn_cl['channels-last']:.1f}x)")
     compile_trick(best)
+
+
+def _mlp(K: int, D: int) -> torch.nn.Module:
+    return architectures.build("mlp", K, (D, 1, 1), 10, [torch.Generator().manual_seed(k) for k in range(K)],
+                               dict(hidden=128))
+
+
+def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+
+
+def autograd_step(model, opt, train_x, idx, labels, bf16: bool) -> None:
+    """The MLP step as the engine ran it before mlp_step.py: a fresh gather, autocast, autograd, fused SGD."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(train_x[idx])
+    loss = F.cross_entropy(logits.float().transpose(1, 2), labels[idx], reduction="sum") / idx.shape[1]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def hand_step(step: MLPStep, opt, train_x, idx, labels) -> None:
+    step.grads(train_x, idx, labels[idx])
+    opt.step()
+    step.refresh()
+
+
+def mlp_tricks(best, peaks: dict) -> None:
+    """The MLP's hot path: the hand-written step vs autograd, cache-sized groups, and the pieces of each."""
+    cases = (("digits", 64, 64, 1297), ("Fashion", 784, 256, 30_000))
+    group = {}
+    for label, D, B, N in cases:
+        hp = dict(hidden=128, batch_size=B)
+        group[label] = cache_group("mlp", torch.device("cpu"), D, 10, hp)
+    print(f"  cache groups (engine.cache_group): digits {group['digits']} models, Fashion {group['Fashion']}")
+    for label, D, B, N in cases:
+        x32 = torch.randn(N, D)
+        labels = torch.randint(0, 10, (N,))
+        for K in sorted({group[label], 128 if label == "Fashion" else 500}):
+            idx = torch.stack([torch.randperm(N)[:B] for _ in range(K)])
+            flops = K * mlp_step_flops(D, 128, 10, B) / 1e6  # MFLOP, so FLOP / ms is GFLOP/s
+            for precision in PRECISIONS:
+                x = x32.bfloat16() if precision == "bf16" else x32
+                model = _mlp(K, D)
+                opt = _sgd(model)
+                old = best(lambda: autograd_step(model, opt, x, idx, labels, precision == "bf16"))
+                step = MLPStep(model, B, precision)
+                new = best(lambda: hand_step(step, opt, x, idx, labels))
+                print(f"  {label} MLP step K={K:3d} {precision}: autograd {old:7.2f} ms ({flops / old / peaks['bf16']:4.0%}"
+                      f" of bf16 peak)  by hand {new:7.2f} ({flops / new / peaks['bf16']:4.0%})  {old / new:.2f}x; "
+                      f"{new / K * 1e3:6.1f} us per model-step")
+    # The pieces, at the Fashion shape (K = 128, batch 256): where the autograd step's time went.
+    K, B, D, N = 128, 256, 784, 30_000
+    x32 = torch.randn(N, D)
+    x16 = x32.bfloat16()
+    flat = torch.randint(0, N, (K * B,))
+    kept = torch.empty(K * B, D, dtype=torch.bfloat16)
+    fresh32 = best(lambda: x32.index_select(0, flat).bfloat16())
+    fresh = best(lambda: x16.index_select(0, flat))
+    into = best(lambda: torch.index_select(x16, 0, flat, out=kept))
+    print(f"  Fashion minibatch gather K=128: fp32 rows cast to bf16 {fresh32:6.2f} ms, bf16 rows into a fresh tensor "
+          f"{fresh:6.2f}, into a kept buffer {into:6.2f} ({fresh32 / into:.1f}x)")
+    logits = torch.randn(500, 64, 10).bfloat16()
+    last = best(lambda: torch.softmax(logits.float(), dim=2))
+    dim1 = best(lambda: torch.softmax(logits.transpose(1, 2).float(), dim=1))
+    print(f"  softmax of (500, 64, 10) logits: over the last dim {last:6.2f} ms, classes on dim 1 {dim1:6.2f} "
+          f"({last / dim1:.0f}x)")
+    h, dh = torch.randn(500, 64, 128).bfloat16(), torch.randn(500, 64, 128).bfloat16()
+    masked = best(lambda: dh.masked_fill_(h <= 0, 0))
+    inplace = best(lambda: torch.ops.aten.threshold_backward.grad_input(dh, h, 0, grad_input=dh))
+    print(f"  ReLU backward (500, 64, 128) bf16: masked_fill_ {masked:6.2f} ms, threshold_backward in place "
+          f"{inplace:6.2f} ({masked / inplace:.0f}x)")
 
 
 def compile_trick(best) -> None:
@@ -266,7 +329,7 @@ def main() -> None:
     peaks = {p: gemm_peak(DTYPES[p]) for p in PRECISIONS}
     print(f"1. GEMM peak (2048^2 torch.mm): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
     throughput_table(peaks, args.quick)
-    tricks(args.quick)
+    tricks(args.quick, peaks)
     if not args.skip_real_size:
         real_size(args.quick)
     peaks_after = {p: gemm_peak(DTYPES[p]) for p in PRECISIONS}

@@ -121,7 +121,7 @@ def _last_level_cache_bytes() -> int:
     return max(sizes, default=32 << 20)
 
 
-def cache_group(arch: str, data: TrainingData, hparams: dict) -> int:
+def cache_group(arch: str, device: torch.device, in_features: int, n_classes: int, hparams: dict) -> int:
     """How many MLPs one step should batch on a CPU: as many as fit a quarter of the last-level cache.
 
     A model's step touches its fp32 weights, gradient and momentum, its bf16 weight and gradient copies (16 bytes
@@ -130,9 +130,9 @@ def cache_group(arch: str, data: TrainingData, hparams: dict) -> int:
     32 MiB L3, bench_training.py), while the Fashion-shaped MLP (1.6 MB a model) ran the same from K = 4 to 128.
     Other architectures and CUDA train their whole batch at once (their activations, not their weights, dominate).
     """
-    if arch != "mlp" or data.train_x.device.type != "cpu":
+    if arch != "mlp" or device.type != "cpu":
         return 1 << 62
-    D, H, C, B = int(np.prod(data.image_shape)), int(hparams["hidden"]), data.n_classes, int(hparams["batch_size"])
+    D, H, C, B = in_features, int(hparams["hidden"]), n_classes, int(hparams["batch_size"])
     per_model = 16 * (D * H + H + H * C + C) + B * (2 * D + 4 * H + 8 * C)
     return max(16, _last_level_cache_bytes() // 4 // per_model)
 
@@ -264,7 +264,7 @@ def train_models(
     """
     device = data.train_x.device
     K, n = subsets.shape
-    group = cache_group(arch, data, hparams)
+    group = cache_group(arch, device, int(np.prod(data.image_shape)), data.n_classes, hparams)
     if K > group and on_epoch is None:
         # Cache-sized groups, one after another: each is its own batch, so every model's result is unchanged.
         parts = [train_models(data, subsets[a:a + group], seeds[a:a + group], arch, hparams, train_labels,

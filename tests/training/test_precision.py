@@ -53,7 +53,7 @@ def test_a_batch_larger_than_the_cache_group_trains_each_model_as_alone():
     ds, subsets, seeds = _models(45)
     data = TrainingData.from_dataset(ds, resolve_device("cpu"), "fp32")
     hp = resolve_hparams("mlp", {"epochs": 1})
-    assert cache_group("mlp", data, hp) < 45  # digits' MLP: groups of 41 on a 32 MiB cache, never under 16
+    assert cache_group("mlp", data.train_x.device, 64, 10, hp) < 45  # digits' MLP: groups of 41 on a 32 MiB cache, never under 16
     batch, _, predictions = train_models(data, subsets, seeds, "mlp", hp, with_predictions=True)
     assert batch.shape == (45, ds.n_train + ds.n_test) and predictions.shape == batch.shape
     alone, _ = train_models(data, subsets[44:], seeds[44:], "mlp", hp)
