@@ -5,8 +5,9 @@ shuffling and augmentation drawn from its own seed (see `subsets.py`), its own p
 and its own normalisation statistics. The loss is the sum of the K per-model mean losses, so
 each model receives exactly the gradient it would get if trained alone.
 
-Precision (`TrainingData.precision`): under bf16 the matmuls and convolutions run in bf16 autocast over
-fp32 master weights, with the loss and the optimiser in fp32; margins are always evaluated in fp32.
+Precision (`TrainingData.precision`): under bf16 the matmuls and convolutions run in bf16 over fp32 master
+weights (autocast; the MLP's hand-written step in `mlp_step.py` keeps bf16 copies), with the loss and the
+optimiser in fp32; margins are always evaluated in fp32.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import functools
 import glob
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -115,7 +117,7 @@ def _last_level_cache_bytes() -> int:
     """The largest CPU cache's size from sysfs; 32 MiB (this machine's L3) where sysfs does not say."""
     sizes = []
     for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
-        text = open(index).read().strip()
+        text = Path(index).read_text().strip()
         if text[:-1].isdigit() and text[-1] in "KM":
             sizes.append(int(text[:-1]) << (10 if text[-1] == "K" else 20))
     return max(sizes, default=32 << 20)
@@ -126,9 +128,11 @@ def cache_group(arch: str, device: torch.device, in_features: int, n_classes: in
 
     A model's step touches its fp32 weights, gradient and momentum, its bf16 weight and gradient copies (16 bytes
     a parameter) and its minibatch's activations. Once K models' working set spills the cache, every pass
-    over them reads memory: the digits MLP ran 38 us per model-step at K = 32 and 143 at K = 500 (one thread,
-    32 MiB L3, bench_training.py), while the Fashion-shaped MLP (1.6 MB a model) ran the same from K = 4 to 128.
-    Other architectures and CUDA train their whole batch at once (their activations, not their weights, dominate).
+    over them reads memory. The digits MLP's fastest steps (one thread, 32 MiB L3, best of 7) took 38 us per
+    model-step at K = 32 and 143 at K = 500; its isolated ops, in CPU seconds, 35 us against 55. With the cache
+    shared by a dozen other jobs (load 16) whole steps cost about the same CPU time, 53-66 us, from K = 32 to
+    500: the groups gain on a quiet machine and cost nothing measurable on a busy one. The Fashion-shaped MLP (1.6 MB a model) ran the same from K = 4 to 128. Other
+    architectures and CUDA train their whole batch at once (their activations, not their weights, dominate).
     """
     if arch != "mlp" or device.type != "cpu":
         return 1 << 62
@@ -291,7 +295,8 @@ def train_models(
     seeds_t = torch.tensor(seeds, dtype=torch.int64, device=device)
     smoothing = float(hparams.get("label_smoothing", 0.0))
     if arch == "mlp" and not hparams.get("augment"):
-        # The MLP's step by hand into buffers made once (mlp_step.py): 190 -> ~100 ms at the Fashion shape.
+        # The MLP's step by hand into buffers made once (mlp_step.py): 1.2-2.2x the autograd step at the
+        # Fashion shape in bf16, 1.7-5x in fp32 (bench_training.py).
         mlp = MLPStep(model, batch, precision, smoothing)
         train_x = data.train_inputs.flatten(1)
 
