@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python benchmarks/bench_training.py [--threads N] [--quick]
 
+Every time is CPU seconds of this process (`clock`); with --threads 1 that is one core's time.
+
 Prints, in order:
 1. the fp32 and bf16 GEMM peak (best of a square torch.mm);
 2. models/s and achieved GFLOP/s of the digits MLP (64 -> 128 -> 10, batch 64), a Fashion-MNIST-shaped MLP
@@ -26,13 +28,19 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from backend.datasets import Dataset
 from backend.training import architectures
-from backend.training.engine import TrainingData, epoch_orders, evaluate, train_models
+from backend.training.engine import TrainingData, cache_group, epoch_orders, evaluate, train_models
+from backend.training.mlp_step import MLPStep
 from backend.training.train_stage import resolve_hparams
 
 PRECISIONS = ("fp32", "bf16")
+# CPU seconds of this process, not wall time: on the shared 2-core machine (load 6-20) the wall clock counts the
+# other jobs' time slices, which swung the same GEMM 5x within a minute. Every time below, GEMM peak included,
+# is on this one clock, so the fractions of peak compare like with like; with --threads 1 they are one core's.
+clock = time.process_time
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -42,9 +50,9 @@ def gemm_peak(dtype: torch.dtype, size: int = 2048, repeat: int = 8) -> float:
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return 2 * size**3 / best / 1e9
 
 
@@ -83,17 +91,21 @@ class _Enough(Exception):
 
 def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha: float = 0.5,
                  max_steps: int | None = None) -> float:
-    """Seconds of the fastest steady-state training step (the first WARMUP steps, where oneDNN builds its kernels
-    for each new shape, left out). Best-of, like the GEMM peak: on a shared machine whose other jobs swing the
-    GEMM rate 5x within a minute, only the two best cases make a stable ratio."""
+    """Seconds per training step of all K models, at the fastest steady-state pace (the first WARMUP steps, where
+    oneDNN builds its kernels for each new shape, left out). Best-of, like the GEMM peak: on a shared machine
+    whose other jobs swing the GEMM rate 5x within a minute, only the two best cases make a stable ratio.
+
+    The engine may train K MLPs as several cache-sized groups one after another (`engine.cache_group`): each
+    progress call then covers one group's step, so a step's share of the work is read from the progress
+    fraction, not assumed to be all K models."""
     data = TrainingData.from_dataset(ds, torch.device("cpu"), precision)
     n = int(round(alpha * ds.n_train))
     rng = np.random.default_rng(1)
     subsets = np.stack([np.sort(rng.choice(ds.n_train, n, replace=False)) for _ in range(K)])
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
-    def tick(_: float) -> None:
-        stamps.append(time.perf_counter())
+    def tick(fraction: float) -> None:
+        stamps.append((clock(), fraction))
         if max_steps is not None and len(stamps) > WARMUP + max_steps:
             raise _Enough
 
@@ -101,7 +113,9 @@ def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha
         train_models(data, subsets, list(range(K)), arch, hp, progress=tick)
     except _Enough:
         pass
-    return float(np.diff(stamps[WARMUP:]).min())
+    t, f = np.array(stamps[WARMUP:]).T
+    steps_per_model = (n // min(int(hp["batch_size"]), n)) * int(hp["epochs"])
+    return float((np.diff(t) / np.diff(f)).min()) / steps_per_model
 
 
 def throughput_table(peaks: dict, quick: bool) -> None:
@@ -133,7 +147,7 @@ def throughput_table(peaks: dict, quick: bool) -> None:
     print("* models/s at this case's epoch of", steps, "steps")
 
 
-def tricks(quick: bool) -> None:
+def tricks(quick: bool, peaks: dict) -> None:
     """Each hot-path trick on and off, the rest of the step unchanged."""
     print("\n3. Tricks, on vs off (ms per call; lower is better)")
 
@@ -141,9 +155,9 @@ def tricks(quick: bool) -> None:
         f()
         out = float("inf")
         for _ in range(repeat):
-            t = time.perf_counter()
+            t = clock()
             f()
-            out = min(out, time.perf_counter() - t)
+            out = min(out, clock() - t)
         return out * 1e3
 
     K, n = 500, 648
@@ -166,24 +180,7 @@ def tricks(quick: bool) -> None:
         times[mode] = best(opt.step)
     print("  SGD step, digits MLP K=500 : " + "  ".join(f"{m} {t:8.2f}" for m, t in times.items()))
 
-    # The MLP's forward + backward, fp32 vs bf16 autocast, inputs resident in bf16 or cast each step.
-    for label, (D, B, Km) in (("digits", (64, 64, 500)), ("Fashion", (784, 256, 128))):
-        model = architectures.build("mlp", Km, (int(D**0.5), int(D**0.5), 1), 10,
-                                    [torch.Generator().manual_seed(k) for k in range(Km)], dict(hidden=128))
-        x32 = torch.randn(Km, B, D)
-        y = torch.randint(0, 10, (Km * B,))
-
-        def step(x, bf16):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-            torch.nn.functional.cross_entropy(logits.float().reshape(Km * B, -1), y, reduction="sum").backward()
-
-        xb = x32.bfloat16()
-        fp32 = best(lambda: step(x32, False))
-        cast = best(lambda: step(x32, True))
-        resident = best(lambda: step(xb, True))
-        print(f"  {label} MLP fwd+bwd K={Km:3d}  : fp32 {fp32:8.2f}  bf16 (inputs cast) {cast:8.2f}  "
-              f"bf16 (inputs resident) {resident:8.2f}  ({fp32 / resident:.1f}x)")
+    mlp_tricks(best, peaks)
     cnn_cl = {}
     for layout in ("contiguous", "channels-last"):
         model = architectures.build("cnn", 8, (28, 28, 1), 10, [torch.Generator().manual_seed(k) for k in range(8)],
@@ -203,6 +200,78 @@ def tricks(quick: bool) -> None:
     compile_trick(best)
 
 
+def _mlp(K: int, D: int) -> torch.nn.Module:
+    return architectures.build("mlp", K, (D, 1, 1), 10, [torch.Generator().manual_seed(k) for k in range(K)],
+                               dict(hidden=128))
+
+
+def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+
+
+def autograd_step(model, opt, train_x, idx, labels, bf16: bool) -> None:
+    """The MLP step as the engine ran it before mlp_step.py: a fresh gather, autocast, autograd, fused SGD."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(train_x[idx])
+    loss = F.cross_entropy(logits.float().transpose(1, 2), labels[idx], reduction="sum") / idx.shape[1]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def hand_step(step: MLPStep, opt, train_x, idx, labels) -> None:
+    step.grads(train_x, idx, labels[idx])
+    opt.step()
+    step.refresh()
+
+
+def mlp_tricks(best, peaks: dict) -> None:
+    """The MLP's hot path: the hand-written step vs autograd, cache-sized groups, and the pieces of each."""
+    cases = (("digits", 64, 64, 1297), ("Fashion", 784, 256, 30_000))
+    group = {}
+    for label, D, B, N in cases:
+        hp = dict(hidden=128, batch_size=B)
+        group[label] = cache_group("mlp", torch.device("cpu"), D, 10, hp)
+    print(f"  cache groups (engine.cache_group): digits {group['digits']} models, Fashion {group['Fashion']}")
+    for label, D, B, N in cases:
+        x32 = torch.randn(N, D)
+        labels = torch.randint(0, 10, (N,))
+        for K in sorted({group[label], 128 if label == "Fashion" else 500}):
+            idx = torch.stack([torch.randperm(N)[:B] for _ in range(K)])
+            flops = K * mlp_step_flops(D, 128, 10, B) / 1e6  # MFLOP, so FLOP / ms is GFLOP/s
+            for precision in PRECISIONS:
+                x = x32.bfloat16() if precision == "bf16" else x32
+                model = _mlp(K, D)
+                opt = _sgd(model)
+                old = best(lambda: autograd_step(model, opt, x, idx, labels, precision == "bf16"))
+                step = MLPStep(model, B, precision)
+                new = best(lambda: hand_step(step, opt, x, idx, labels))
+                print(f"  {label} MLP step K={K:3d} {precision}: autograd {old:7.2f} ms ({flops / old / peaks['bf16']:4.0%}"
+                      f" of bf16 peak)  by hand {new:7.2f} ({flops / new / peaks['bf16']:4.0%})  {old / new:.2f}x; "
+                      f"{new / K * 1e3:6.1f} us per model-step")
+    # The pieces, at the Fashion shape (K = 128, batch 256): where the autograd step's time went.
+    K, B, D, N = 128, 256, 784, 30_000
+    x32 = torch.randn(N, D)
+    x16 = x32.bfloat16()
+    flat = torch.randint(0, N, (K * B,))
+    kept = torch.empty(K * B, D, dtype=torch.bfloat16)
+    fresh32 = best(lambda: x32.index_select(0, flat).bfloat16())
+    fresh = best(lambda: x16.index_select(0, flat))
+    into = best(lambda: torch.index_select(x16, 0, flat, out=kept))
+    print(f"  Fashion minibatch gather K=128: fp32 rows cast to bf16 {fresh32:6.2f} ms, bf16 rows into a fresh tensor "
+          f"{fresh:6.2f}, into a kept buffer {into:6.2f} ({fresh32 / into:.1f}x)")
+    logits = torch.randn(500, 64, 10).bfloat16()
+    last = best(lambda: torch.softmax(logits.float(), dim=2))
+    dim1 = best(lambda: torch.softmax(logits.transpose(1, 2).float(), dim=1))
+    print(f"  softmax of (500, 64, 10) logits: over the last dim {last:6.2f} ms, classes on dim 1 {dim1:6.2f} "
+          f"({last / dim1:.0f}x)")
+    h, dh = torch.randn(500, 64, 128).bfloat16(), torch.randn(500, 64, 128).bfloat16()
+    masked = best(lambda: dh.masked_fill_(h <= 0, 0))
+    inplace = best(lambda: torch.ops.aten.threshold_backward.grad_input(dh, h, 0, grad_input=dh))
+    print(f"  ReLU backward (500, 64, 128) bf16: masked_fill_ {masked:6.2f} ms, threshold_backward in place "
+          f"{inplace:6.2f} ({masked / inplace:.0f}x)")
+
+
 def compile_trick(best) -> None:
     """torch.compile of the Fashion-shaped MLP's training step, on vs off (compile time reported apart)."""
     Km, B, D = 128, 256, 784
@@ -219,9 +288,9 @@ def compile_trick(best) -> None:
     eager = best(lambda: step(model))
     try:
         compiled = torch.compile(model)
-        t = time.perf_counter()
+        t = clock()
         step(compiled)
-        compile_s = time.perf_counter() - t
+        compile_s = clock() - t
         on = best(lambda: step(compiled))
         print(f"  torch.compile, Fashion MLP K=128 bf16 fwd+bwd: eager {eager:8.2f}  compiled {on:8.2f}  "
               f"({eager / on:.2f}x; compiling took {compile_s:.0f} s)")
@@ -244,9 +313,9 @@ def real_size(quick: bool) -> None:
             model = architectures.build(arch, K, (28, 28, 1), 10, [torch.Generator().manual_seed(k) for k in range(K)], hp)
             if arch != "mlp":
                 model = model.to(memory_format=torch.channels_last)
-            t = time.perf_counter()
+            t = clock()
             evaluate(model, data.targets_x, data.targets_y)
-            margins_s = time.perf_counter() - t
+            margins_s = clock() - t
             per_model = (s * steps + margins_s) / K
             print(f"  {arch:4s} K={K:3d} {precision}: {s * 1e3:7.1f} ms/step x {steps} steps + margins "
                   f"{margins_s:5.1f} s, per K -> {per_model:6.2f} s per model"
@@ -266,7 +335,7 @@ def main() -> None:
     peaks = {p: gemm_peak(DTYPES[p]) for p in PRECISIONS}
     print(f"1. GEMM peak (2048^2 torch.mm): fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
     throughput_table(peaks, args.quick)
-    tricks(args.quick)
+    tricks(args.quick, peaks)
     if not args.skip_real_size:
         real_size(args.quick)
     peaks_after = {p: gemm_peak(DTYPES[p]) for p in PRECISIONS}

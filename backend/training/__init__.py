@@ -1,7 +1,8 @@
 """Models of a run: the batched engine, which subsets they see, and every retrained model.
 
-    architectures  K networks as one batched module (MLP, ResNet-9)
+    architectures  K networks as one batched module (MLP, small CNN, ResNet-9)
     engine         the batched training loop and margins on every target
+    mlp_step       the MLP's training step by hand: batched GEMMs into buffers made once, no autograd
     seeds          every named seed stream, and the seeds drawn from them
     subsets        each model's training subset, from (run seed, model index)
     train_stage    the `train`/`merge` stage: resumable shards, the manifest

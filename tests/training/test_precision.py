@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from backend.datasets import load_dataset
-from backend.training.engine import TrainingData, epoch_orders, resolve_device, resolve_precision, train_models
+from backend.training import engine
+from backend.training.engine import TrainingData, cache_group, epoch_orders, resolve_device, resolve_precision, train_models
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run
 from backend.training.subsets import model_seed, model_subset
@@ -47,6 +48,18 @@ def test_model_k_of_a_batch_equals_model_k_trained_alone(precision, arch, overri
         alone, _ = train_models(data, subsets[k:k + 1], seeds[k:k + 1], arch, hp)
         np.testing.assert_allclose(alone[0], batch[k], rtol=0, atol=BATCH_TOLERANCE[precision])
     assert not np.allclose(batch[0], batch[1], atol=0.1)  # the models do differ
+
+
+def test_a_batch_larger_than_the_cache_group_trains_each_model_as_alone(monkeypatch):
+    monkeypatch.setattr(engine, "_last_level_cache_bytes", lambda: 32 << 20)  # this machine's L3, on any CI machine
+    ds, subsets, seeds = _models(45)
+    data = TrainingData.from_dataset(ds, resolve_device("cpu"), "fp32")
+    hp = resolve_hparams("mlp", {"epochs": 1})
+    assert cache_group("mlp", data.train_x.device, 64, 10, hp) == 41  # digits' MLP: 41 x 200 kB in 8 MiB
+    batch, _, predictions = train_models(data, subsets, seeds, "mlp", hp, with_predictions=True)
+    assert batch.shape == (45, ds.n_train + ds.n_test) and predictions.shape == batch.shape
+    alone, _ = train_models(data, subsets[44:], seeds[44:], "mlp", hp)
+    np.testing.assert_allclose(alone[0], batch[44], rtol=0, atol=BATCH_TOLERANCE["fp32"])
 
 
 def test_bf16_margins_agree_with_fp32_margins_of_the_same_models():
