@@ -30,6 +30,7 @@ METHOD_OPTIONS = {
     "damping": (("trak", "influence"), "damping"),
     "influence_params": (("influence",), "influence_params"),
     "checkpoints": (("tracin",), "checkpoints"),
+    "top_fraction": (("representation",), "top_fraction"),
     "esvm_score": (("ssl-esvm",), "score"),
     "esvm_c": (("ssl-esvm",), "c"),
     "ssl_epochs": (("ssl-esvm",), "epochs"),
@@ -74,6 +75,7 @@ def add_gradient_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     from backend.attribution.methods import METHODS
+    from backend.attribution.representation import TOP_FRACTION
 
     p = sub.add_parser("attribute", help="one attribution method's scores for every test target",
                        description="Score every training image's attribution to every test target's margin under one "
@@ -84,6 +86,9 @@ def register(sub) -> None:
     p.add_argument("--block-rows", type=positive_int, default=256, help="test targets scored per resumable block (default 256)")
     add_device_arg(p)
     add_gradient_flags(p)
+    p.add_argument("--top-fraction", type=positive_float(1.0, "the share of training images kept per target, e.g. 0.05"),
+                   default=None, help=f"representation: the share of training images kept per target by |score|, "
+                                      f"the rest 0 (default {TOP_FRACTION})")
     ssl = p.add_argument_group("ssl-esvm", "seed 002's self-supervised encoder and exemplar SVM")
     ssl.add_argument("--esvm-score", choices=["svm", "l2"], default=None,
                      help="score by the exemplar SVM's signed distance (svm, default) or by ℓ2 distance of embeddings (l2)")
