@@ -63,19 +63,20 @@ def add_gradient_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=bounded_int(1, MAX_MODELS, "number of ensemble models, e.g. 10"),
                    help=f"trak: ensemble size, the run's α-subset models 0..K-1 retrained (default {defaults.TRAK_MODELS})")
     p.add_argument("--damping", type=non_negative_float("a damping"),
-                   help=f"influence: λ added to the Hessian (default {defaults.INFLUENCE_DAMPING}); "
+                   help=f"influence: λ added to the Hessian (default {defaults.INFLUENCE_DAMPING['all']} with "
+                        f"--influence-params all, {defaults.INFLUENCE_DAMPING['last']:g} with last); "
                         f"trak: ridge λ · tr(ΦᵀΦ)/d added to the kernel ΦᵀΦ, relative to its mean eigenvalue "
                         f"(default {defaults.TRAK_DAMPING})")
     p.add_argument("--influence-params", choices=defaults.INFLUENCE_PARAMS,
                    help="influence: all parameters by conjugate gradient, or the last layer by an exact solve (default all)")
     p.add_argument("--checkpoints", type=bounded_int(1, MAX_EPOCHS, "number of checkpoints, e.g. 5"),
-                   help=f"tracin: checkpoints spread over the control model's training (default {defaults.TRACIN_CHECKPOINTS} "
-                        "or every epoch of a shorter training)")
+                   help="tracin: checkpoints spread over the control model's training (default every epoch)")
 
 
 def register(sub) -> None:
     from backend.attribution.methods import METHODS
     from backend.attribution.representation import TOP_FRACTION
+    from backend.attribution.ssl_esvm import DEFAULT_C
 
     p = sub.add_parser("attribute", help="one attribution method's scores for every test target",
                        description="Score every training image's attribution to every test target's margin under one "
@@ -93,7 +94,7 @@ def register(sub) -> None:
     ssl.add_argument("--esvm-score", choices=["svm", "l2"], default=None,
                      help="score by the exemplar SVM's signed distance (svm, default) or by ℓ2 distance of embeddings (l2)")
     ssl.add_argument("--esvm-c", type=positive_float(1e6, "a positive SVM regularisation C, e.g. 0.1"), default=None,
-                     help="the exemplar SVM's C (default 0.1, the paper's)")
+                     help=f"the exemplar SVM's C (default {DEFAULT_C:g}, chosen on validation; the paper's 0.1)")
     ssl.add_argument("--ssl-epochs", type=bounded_int(1, 100_000, "number of SimCLR epochs"), default=None,
                      help="epochs of the SimCLR encoder (default 100; a stored encoder of the same settings is reused)")
     ssl.add_argument("--ssl-temperature", type=positive_float(100.0, "a positive NT-Xent temperature, e.g. 0.5"),

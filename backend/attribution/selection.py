@@ -30,10 +30,10 @@ from backend.store.run_dir import Run
 
 GRIDS: dict[str, list[dict]] = {
     "trak": [{"damping": v} for v in (0.3, 1.0, 3.0)],
-    "influence": [{"influence_params": "last", "damping": v} for v in (1e-4, 1e-3, 1e-2, 1e-1)],
+    "influence": [{"influence_params": "last", "damping": v} for v in (1e-5, 1e-4, 1e-3, 1e-2)],
     "tracin": [{"checkpoints": v} for v in (1, 5, 10, 30)],
     "representation": [{"top_fraction": v} for v in (0.01, 0.05, 0.2, 1.0)],
-    "ssl-esvm": [{"c": v} for v in (0.01, 0.1, 1.0)],
+    "ssl-esvm": [{"c": v} for v in (0.001, 0.01, 0.1)],
 }
 # A knob's key in the method's config (meta.json), where it differs from its keyword.
 CONFIG_KEYS = {"influence_params": "params", "c": "C"}
