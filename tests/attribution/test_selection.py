@@ -110,3 +110,12 @@ def test_methods_eval_select_stores_the_chosen_setting_and_reports_its_test_lds(
     run_cli("methods-eval", "--run", run.dir, "--heldout", heldout.dir, "--methods", "representation",
             "--validation-models", "12", "--modes", "none", "--device", "cpu")
     assert read_json(run.dir, METHODS_EVAL)["methods"]["representation"]["selection"] == entry["selection"]
+
+
+def test_a_setting_not_searched_is_read_from_the_methods_config():
+    entry = {"config": {"params": "all", "damping": 0.01, "solver": "cg(40, tol 1e-05)"}}
+    assert selection.setting_label("influence", entry) == "influence_params all, damping 0.01"
+    assert selection.setting_label("ssl-esvm", {"config": {"C": 0.1, "score": "svm"}}) == "c 0.1"
+    assert selection.setting_label("diff-of-means", {"config": {"n_models": 5000}}) == "—"
+    chosen = {"selection": {"chosen": {"checkpoints": 30}, "grid": []}, "config": {"checkpoints": 30}}
+    assert selection.setting_label("tracin", chosen) == "checkpoints 30 (chosen on validation)"
