@@ -46,7 +46,7 @@ METHODS = [
     ("trak (1 model, d=2048)", "trak", ["--models", "1"]),
     ("influence (all, CG)", "influence", []),
     ("influence (last, exact)", "influence", ["--influence-params", "last"]),
-    ("tracin (5 checkpoints)", "tracin", []),
+    ("tracin (every epoch)", "tracin", []),
 ]
 
 

@@ -22,7 +22,8 @@ if not methods or report is None:
 
 n_validation = report.get("validation_models", 0)
 held = (f"held-out models {n_validation + 1}–{report['n_heldout_models']}; validation LDS on the first {n_validation}, "
-        "where settings are chosen" if n_validation else f"{report['n_heldout_models']} held-out models")
+        "where `methods-eval --select` chooses each method's setting from its small grid" if n_validation
+        else f"{report['n_heldout_models']} held-out models")
 st.caption(f"LDS: mean over test targets of the Spearman correlation between Σ score over a held-out model's "
            f"training subset and its margin ({held}). Supports: certified by "
            f"bisection with retraining ({report['support_params']['n_models']} models per step, "

@@ -30,6 +30,7 @@ METHOD_OPTIONS = {
     "damping": (("trak", "influence"), "damping"),
     "influence_params": (("influence",), "influence_params"),
     "checkpoints": (("tracin",), "checkpoints"),
+    "top_fraction": (("representation",), "top_fraction"),
     "esvm_score": (("ssl-esvm",), "score"),
     "esvm_c": (("ssl-esvm",), "c"),
     "ssl_epochs": (("ssl-esvm",), "epochs"),
@@ -62,18 +63,20 @@ def add_gradient_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=bounded_int(1, MAX_MODELS, "number of ensemble models, e.g. 10"),
                    help=f"trak: ensemble size, the run's α-subset models 0..K-1 retrained (default {defaults.TRAK_MODELS})")
     p.add_argument("--damping", type=non_negative_float("a damping"),
-                   help=f"influence: λ added to the Hessian (default {defaults.INFLUENCE_DAMPING}); "
+                   help=f"influence: λ added to the Hessian (default {defaults.INFLUENCE_DAMPING['all']} with "
+                        f"--influence-params all, {defaults.INFLUENCE_DAMPING['last']:g} with last); "
                         f"trak: ridge λ · tr(ΦᵀΦ)/d added to the kernel ΦᵀΦ, relative to its mean eigenvalue "
                         f"(default {defaults.TRAK_DAMPING})")
     p.add_argument("--influence-params", choices=defaults.INFLUENCE_PARAMS,
                    help="influence: all parameters by conjugate gradient, or the last layer by an exact solve (default all)")
     p.add_argument("--checkpoints", type=bounded_int(1, MAX_EPOCHS, "number of checkpoints, e.g. 5"),
-                   help=f"tracin: checkpoints spread over the control model's training (default {defaults.TRACIN_CHECKPOINTS} "
-                        "or every epoch of a shorter training)")
+                   help="tracin: checkpoints spread over the control model's training (default every epoch)")
 
 
 def register(sub) -> None:
     from backend.attribution.methods import METHODS
+    from backend.attribution.representation import TOP_FRACTION
+    from backend.attribution.ssl_esvm import DEFAULT_C
 
     p = sub.add_parser("attribute", help="one attribution method's scores for every test target",
                        description="Score every training image's attribution to every test target's margin under one "
@@ -84,11 +87,14 @@ def register(sub) -> None:
     p.add_argument("--block-rows", type=positive_int, default=256, help="test targets scored per resumable block (default 256)")
     add_device_arg(p)
     add_gradient_flags(p)
+    p.add_argument("--top-fraction", type=positive_float(1.0, "the share of training images kept per target, e.g. 0.05"),
+                   default=None, help=f"representation: the share of training images kept per target by |score|, "
+                                      f"the rest 0 (default {TOP_FRACTION})")
     ssl = p.add_argument_group("ssl-esvm", "seed 002's self-supervised encoder and exemplar SVM")
     ssl.add_argument("--esvm-score", choices=["svm", "l2"], default=None,
                      help="score by the exemplar SVM's signed distance (svm, default) or by ℓ2 distance of embeddings (l2)")
     ssl.add_argument("--esvm-c", type=positive_float(1e6, "a positive SVM regularisation C, e.g. 0.1"), default=None,
-                     help="the exemplar SVM's C (default 0.1, the paper's)")
+                     help=f"the exemplar SVM's C (default {DEFAULT_C:g}, chosen on validation; the paper's 0.1)")
     ssl.add_argument("--ssl-epochs", type=bounded_int(1, 100_000, "number of SimCLR epochs"), default=None,
                      help="epochs of the SimCLR encoder (default 100; a stored encoder of the same settings is reused)")
     ssl.add_argument("--ssl-temperature", type=positive_float(100.0, "a positive NT-Xent temperature, e.g. 0.5"),

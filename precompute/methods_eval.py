@@ -28,13 +28,27 @@ def cmd_methods_eval(args: argparse.Namespace) -> dict:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"--modes {args.modes}: unknown mode {bad[0]!r}, give a comma-separated subset of {','.join(MODES)}, or none")
+    names = args.methods.split(",") if args.methods else None
+    selections = {}
+    if args.select:
+        from backend.attribution.selection import select_and_attribute
+        from backend.attribution.store import available
+
+        if not args.validation_models:
+            raise ValueError("--select chooses settings on validation models: give --validation-models N too "
+                             f"(e.g. {len(heldout.masks) // 2}, half of {heldout_dir}'s models)")
+        with TqdmProgress("methods-eval (select on validation)") as bar:
+            selections = select_and_attribute(run, heldout, names or available(run), args.validation_models,
+                                              device=args.device, progress=bar)
     with TqdmProgress("methods-eval") as bar:
-        report = evaluate_methods(run, heldout, methods=args.methods.split(",") if args.methods else None,
-                                  n_targets=args.targets, n_models=args.models, budget=args.budget, k_max=args.k_max,
-                                  modes=modes, validation_models=args.validation_models, device=args.device,
-                                  progress=bar)
+        report = evaluate_methods(run, heldout, methods=names, n_targets=args.targets, n_models=args.models,
+                                  budget=args.budget, k_max=args.k_max, modes=modes,
+                                  validation_models=args.validation_models, selections=selections,
+                                  device=args.device, progress=bar)
     return {"written": str(METHODS_EVAL.path(run.dir)), "targets": len(report["targets"]),
-            "methods": {name: {"lds": m["lds"]["mean"], "lds_validation": m.get("lds_validation", {}).get("mean"), "seconds": {mode: s["seconds"] for mode, s in m["support"].items()},
+            "methods": {name: {"lds": m["lds"]["mean"], "lds_validation": m.get("lds_validation", {}).get("mean"),
+                               "chosen": m.get("selection", {}).get("chosen"),
+                               "seconds": {mode: s["seconds"] for mode, s in m["support"].items()},
                                "mislabel_auc": m.get("mislabel_auc")} for name, m in report["methods"].items()}}
 
 
@@ -68,6 +82,12 @@ def register(sub) -> None:
                    help="judge LDS on the held-out models after the first N (test), and report it on the first N "
                         "apart (validation: choose a method's settings there, e.g. `attribute --damping`; default 0, "
                         "every held-out model is test)")
+    p.add_argument("--select", action="store_true",
+                   help="first choose each method's main knob from its small grid (backend/attribution/selection.py: "
+                        "trak's ridge, influence's last-layer damping, tracin's checkpoints, representation's kept "
+                        "share, ssl-esvm's C) by its LDS on the --validation-models, and store its scores at that "
+                        "setting (`attribute`); the LDS reported is then the test models', which chose nothing. "
+                        "With --methods, a listed method not yet scored is scored")
     p.add_argument("--methods", default=None, help="comma-separated methods (default every method with stored scores)")
     p.add_argument("--targets", type=positive_int, default=DEFAULT_TARGETS,
                    help=f"shared test targets of the support search: the first N the control models get right (default {DEFAULT_TARGETS})")

@@ -15,4 +15,5 @@ test targets `rows` against every training image; positive = the image raises th
     gradients            per-example gradients, projections, snapshots of retrained models
     trak, influence, tracin  the gradient methods; defaults holds their settings without torch
     yardsticks           methods-eval: LDS, certified supports, mislabel AUC, cost
+    selection            methods-eval --select: each method's main knob chosen on validation held-out models
 """

@@ -107,9 +107,10 @@ def influence_scores(fn: Functional, inverse: InverseHessian, train_grads: torch
 
 @register("influence")
 class Influence:
-    def __init__(self, run: Run, device: str = "auto", influence_params: str = "all", damping: float = DEFAULT_DAMPING):
+    def __init__(self, run: Run, device: str = "auto", influence_params: str = "all", damping: float | None = None):
         if influence_params not in PARAMS:
             raise ValueError(f"unknown --influence-params {influence_params!r}: choose one of {', '.join(PARAMS)}")
+        damping = DEFAULT_DAMPING[influence_params] if damping is None else damping
         self.run, self.device = run, resolve_device(device)
         self.config = {"params": influence_params, "damping": float(damping),
                        "weight_decay": float(run.manifest["hparams"]["weight_decay"]),

@@ -69,10 +69,10 @@ def knn_label_disagreement(features: np.ndarray, labels: np.ndarray, k: int = NE
 
 @register("representation")
 class Representation:
-    def __init__(self, run: Run, device: str = "auto"):
+    def __init__(self, run: Run, device: str = "auto", top_fraction: float = TOP_FRACTION):
         self.run, self.device = run, device
         self.config = {"features": "penultimate layer of control model 0", "sign": "label agreement",
-                       "top_fraction": TOP_FRACTION}
+                       "top_fraction": float(top_fraction)}
         self.models = {"kind": "control", "n_models": 1, "trained": 0}
 
     def prepare(self, progress=None) -> None:
@@ -87,7 +87,8 @@ class Representation:
     def score(self, rows: slice) -> np.ndarray:
         n = self.run.n_train
         return representation_scores(self.features[n + rows.start:n + rows.stop], self.features[:n],
-                                     self.labels[n + rows.start:n + rows.stop], self.labels[:n])
+                                     self.labels[n + rows.start:n + rows.stop], self.labels[:n],
+                                     self.config["top_fraction"])
 
     def self_scores(self) -> np.ndarray:
         """float32 (n_train,): kNN label disagreement in the control model's feature space."""

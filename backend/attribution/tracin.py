@@ -23,8 +23,6 @@ from backend.store.run_dir import Run
 from backend.training.engine import resolve_device
 from backend.training.retraining import training_data
 
-from backend.attribution.defaults import TRACIN_CHECKPOINTS as DEFAULT_CHECKPOINTS  # noqa: E402
-
 
 def checkpoint_epochs(epochs: int, n: int) -> list[int]:
     """n epochs spread evenly over training, the last one included: e.g. 30 epochs, 5 checkpoints -> 6, 12, ..., 30."""
@@ -35,7 +33,8 @@ def checkpoint_epochs(epochs: int, n: int) -> list[int]:
 class TracIn:
     def __init__(self, run: Run, device: str = "auto", checkpoints: int | None = None):
         epochs = int(run.manifest["hparams"]["epochs"])
-        checkpoints = min(DEFAULT_CHECKPOINTS, epochs) if checkpoints is None else checkpoints
+        # Default every epoch: `methods-eval --select` chose it on digits (1, 5, 10 and 30 of 30 epochs searched).
+        checkpoints = epochs if checkpoints is None else checkpoints
         if checkpoints > epochs:
             raise ValueError(f"--checkpoints {checkpoints} exceeds the run's {epochs} epochs: give at most {epochs}")
         self.run, self.device = run, resolve_device(device)

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 import numpy as np
 
 from backend.attribution import store
 from backend.attribution.methods import METHODS
+from backend.attribution.selection import setting_label
 from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
 from backend.datamodels.evaluation import check_heldout, lds_by_block
 from backend.progress import Progress, fraction
@@ -47,10 +49,17 @@ MODES = ("remove", "mislabel")
 def method_lds(scores: np.ndarray, heldout: Run, n_train: int, models: slice = slice(None)) -> np.ndarray:
     """Per-test-target LDS, float64 (n_test,), of scores (n_test, n_train) on the held-out run's models
     (rows `models` of its masks and margins)."""
+    return rows_lds(lambda rows: scores[rows], heldout, n_train, models)
+
+
+def rows_lds(score_rows: Callable[[slice], np.ndarray], heldout: Run, n_train: int,
+             models: slice = slice(None)) -> np.ndarray:
+    """method_lds of scores computed a block of test targets at a time: score_rows(rows) -> (len(rows), n_train)
+    for the test targets rows.start..rows.stop-1 (a method's `score`), never all held at once."""
     columns = np.arange(n_train, heldout.n_targets)
 
     def linear(cols):
-        return scores[cols - n_train], np.zeros(len(cols))
+        return score_rows(slice(int(cols[0]) - n_train, int(cols[-1]) + 1 - n_train)), np.zeros(len(cols))
     return lds_by_block(linear, heldout.masks[models], heldout.margins[models], n_train, columns)["spearman"]
 
 
@@ -109,7 +118,7 @@ def cost(meta: dict) -> dict:
             "model_kind": models.get("kind"), "bytes": meta["bytes"]}
 
 
-def _mean(values: np.ndarray) -> float | None:
+def mean_finite(values: np.ndarray) -> float | None:
     ok = np.asarray(values, dtype=np.float64)
     ok = ok[np.isfinite(ok)]
     return float(ok.mean()) if ok.size else None
@@ -117,8 +126,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None, n_targets: int = DEFAULT_TARGETS,
                      n_models: int = DEFAULT_EVAL_MODELS, budget: int = DEFAULT_BUDGET, k_max: int | None = None,
-                     modes: tuple[str, ...] = MODES, validation_models: int = 0, device: str = "auto",
-                     progress: Progress | None = None) -> dict:
+                     modes: tuple[str, ...] = MODES, validation_models: int = 0, selections: dict | None = None,
+                     device: str = "auto", progress: Progress | None = None) -> dict:
     """Every yardstick for every method with stored scores (or `methods`); writes attribution/methods_eval.json.
 
     progress counts one step per method and mode of the support search ("search"), each reporting within.
@@ -126,6 +135,8 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     number of models (e.g. `trak --models 5`, then 20) adds a point to its curve. Its results for methods
     not judged now are kept too, where they were judged on the same targets, parameters and held-out run
     and their scores are unchanged, so `--methods trak` adds to the table instead of replacing it.
+    `selections` ({method: backend.attribution.selection.select_setting's record}) is stored in each method's
+    entry as "selection"; an earlier record is kept while the method's scores and the validation split stand.
     """
     check_heldout(run, heldout)
     validation, test = slice(0, validation_models), slice(validation_models, None)
@@ -143,6 +154,11 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     params = {"n_models": n_models, "k_max": k_max or default_k_max(run.n_train), "budget": budget}
     flipped = flipped_labels(run)
     previous = read_json(run.dir, METHODS_EVAL, missing_ok=True) or {}
+    # Relative to the run, as metrics.json names it, so a moved run still names its own held-out run.
+    heldout_run = os.path.relpath(heldout.dir.resolve(), run.dir.resolve())
+    same_split = (previous.get("heldout_run"), previous.get("n_heldout_models"), previous.get("validation_models", 0)) == (
+        heldout_run, int(len(heldout.masks)), validation_models)
+    same = same_split and (previous.get("targets"), previous.get("support_params")) == (targets, params)
     curve = {name: list(points) for name, points in previous.get("lds_vs_models", {}).items()}
     total = len(names) * len(modes)
     if progress:
@@ -151,11 +167,16 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     for m, name in enumerate(names):
         scores, meta = store.read_scores(run, name), store.read_meta(run, name)
         lds = method_lds(scores, heldout, run.n_train, test)
-        entry = {"lds": {"mean": _mean(lds), "n_targets": int(np.isfinite(lds).sum())}, "cost": cost(meta),
+        entry = {"lds": {"mean": mean_finite(lds), "n_targets": int(np.isfinite(lds).sum())}, "cost": cost(meta),
                  "config": meta["config"], "support": {}}
         if validation_models:
             chosen_on = method_lds(scores, heldout, run.n_train, validation)
-            entry["lds_validation"] = {"mean": _mean(chosen_on), "n_targets": int(np.isfinite(chosen_on).sum())}
+            entry["lds_validation"] = {"mean": mean_finite(chosen_on), "n_targets": int(np.isfinite(chosen_on).sum())}
+        earlier = previous.get("methods", {}).get(name, {})
+        if name in (selections or {}):
+            entry["selection"] = selections[name]
+        elif "selection" in earlier and earlier["config"] == meta["config"] and same_split:
+            entry["selection"] = earlier["selection"]
         for s, mode in enumerate(modes):
             started = time.time()
             within = fraction(progress, m * len(modes) + s, 1, total, "search")
@@ -171,11 +192,6 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
         curve[name] = [p for p in curve.get(name, []) if p["config"] != meta["config"]] + [point]
         curve[name].sort(key=lambda p: (p["n_models"] is None, p["n_models"] or 0))
         results[name] = entry
-    # Relative to the run, as metrics.json names it, so a moved run still names its own held-out run.
-    heldout_run = os.path.relpath(heldout.dir.resolve(), run.dir.resolve())
-    same = (previous.get("targets"), previous.get("support_params"), previous.get("heldout_run"),
-            previous.get("n_heldout_models"), previous.get("validation_models", 0)) == (
-        targets, params, heldout_run, int(len(heldout.masks)), validation_models)
     kept = {name: entry for name, entry in previous.get("methods", {}).items() if same and name not in results
             and name in have and entry.get("config") == store.read_meta(run, name)["config"]}
     results = {name: results.get(name) or kept[name] for name in have if name in results or name in kept}
@@ -201,7 +217,8 @@ def table_rows(report: dict) -> list[dict]:
     n = len(report["targets"])
     rows = []
     for name, m in report["methods"].items():
-        row = {"method": name, "LDS": m["lds"]["mean"], "validation LDS": m.get("lds_validation", {}).get("mean")}
+        row = {"method": name, "setting": setting_label(name, m), "LDS": m["lds"]["mean"],
+               "validation LDS": m.get("lds_validation", {}).get("mean")}
         for mode in ("remove", "mislabel"):
             found = [s for s in m["support"].get(mode, {}).get("supports", []) if s is not None]
             row[f"median {mode} support"] = float(np.median(found)) if found else None

@@ -7,7 +7,7 @@ import pytest
 from sklearn.svm import LinearSVC
 
 from backend.attribution.methods import make
-from backend.attribution.ssl_esvm import exemplar_scores
+from backend.attribution.ssl_esvm import DEFAULT_C, exemplar_scores
 from backend.attribution.representation import knn_label_disagreement
 from backend.attribution.store import read_meta, read_scores, read_self_scores
 from backend.store.run_dir import Run
@@ -65,7 +65,7 @@ def test_ssl_esvm_end_to_end_stores_its_encoder_and_reuses_it(run):
     expected = exemplar_scores(embeddings[n:n + 20], labels[n:n + 20], embeddings[:n], labels[:n])
     assert np.allclose(scores[:20], expected, atol=1e-6)
     meta = read_meta(r, "ssl-esvm")
-    assert meta["config"]["ssl"]["epochs"] == 3 and meta["config"]["C"] == 0.1
+    assert meta["config"]["ssl"]["epochs"] == 3 and meta["config"]["C"] == DEFAULT_C
     np.testing.assert_array_equal(read_self_scores(r, "ssl-esvm"), knn_label_disagreement(embeddings[:n], labels[:n]))
 
     again = json.loads(run_cli("attribute", "--run", run, "--method", "ssl-esvm", "--ssl-epochs", "3",

@@ -80,3 +80,24 @@ def test_a_method_not_in_the_run_falls_back_to_datamodels_with_a_warning(app):
     at = app("neighbours", run=RUN, target="test:3", method="nonsense")
     assert at.selectbox(key="method").value == "datamodels"
     assert any("nonsense" in w.value for w in at.warning)
+
+
+def test_the_methods_table_shows_each_methods_chosen_setting_beside_both_lds_values(app, dashboard_data_dir, tmp_path):
+    import json
+
+    run = shutil.copytree(dashboard_data_dir / "runs" / RUN, tmp_path / "runs" / RUN, symlinks=True)
+    path = run / "attribution" / "methods_eval.json"
+    report = json.loads(path.read_text())
+    report["validation_models"] = 12
+    for name, entry in report["methods"].items():
+        entry["lds_validation"] = {"mean": 0.25, "n_targets": 500}
+    report["methods"]["fixture-permuted"]["selection"] = {
+        "grid": [{"setting": {"noise": 0.5}, "lds_validation": 0.2}, {"setting": {"noise": 0.0}, "lds_validation": 0.25}],
+        "chosen": {"noise": 0.0}, "validation_models": [0, 12]}
+    path.write_text(json.dumps(report))
+    at = app("methods", root=tmp_path, run=RUN)
+    table = at.dataframe[0].value
+    assert list(table.columns[:4]) == ["method", "setting", "LDS", "validation LDS"] and not at.error
+    settings = dict(zip(table["method"], table["setting"]))
+    assert settings == {"datamodels": "—", "fixture-permuted": "noise 0 (chosen on validation)"}
+    assert "--select" in at.caption[0].value
