@@ -13,6 +13,7 @@ from backend.structure import clusters
 from backend.structure import similar_targets
 
 from backend.datasets import thumbnails
+from backend.ranking import top_k
 from backend.store.rows import read_row
 from backend.store.targets import target_name
 from pages import components
@@ -63,7 +64,7 @@ def cluster_members() -> None:
         inside = np.flatnonzero(clustering.labels == k)
         silhouette = info["cluster_silhouettes"][k]
         tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
-        typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
+        typical = inside[top_k(np.nan_to_num(clustering.silhouette[inside]), per_cluster, signed=False)]
         with tab:
             components.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
                                   key=f"cluster-{k}")

@@ -17,6 +17,7 @@ from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_con
 from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, removal_deltas, verified_removals
 from backend.datamodels.queries import top_weights
+from backend.ranking import top_k
 from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
 from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
 from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
@@ -159,7 +160,7 @@ if build_tab.open:
             count = components.clamped_int(n_col, "How many (largest weight first)", 1, len(members),
                                            min(20, len(members)), key="cf_class_n")
             go_col.button("Add", key="cf_add_class", on_click=add,
-                          args=(members[np.argsort(-row[members], kind="stable")][:int(count)],))
+                          args=(members[top_k(row[members], int(count), signed=False)],))
         helps, hurts, in_basket = st.columns([2, 2, 1])
         with helps:
             st.markdown("**Top positive weights** (help the prediction)")
