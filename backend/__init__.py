@@ -12,5 +12,6 @@
     cluster          Ray as the engine of `train --ray` and `fit --ray` (beside the trip: it runs stages)
     access           the dashboard's users: auth modes, roles, the retraining budget (beside the trip, not a stage)
 
-progress.py holds the one progress convention every long job reports in.
+progress.py holds the one progress convention every long job reports in; ranking.py the one top-k (and its
+rule for zero and negative scores); api.py, the top of the package, the public API by target name (open_run).
 """

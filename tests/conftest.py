@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny but real: few models, few epochs, a narrow MLP.
 # fp32 pinned: tiny runs come out the same on every CI machine (tests/training/test_precision.py covers bf16)
+# The selection Chromium sends for a click on an image grid's image, recorded by tests/pages/test_browser.py
+# (test_a_click_on_an_image_sends_the_recorded_selection checks a live click still sends it); AppTests replay it.
+RECORDED_SELECTION = ROOT / "tests" / "pages" / "chromium_selection.json"
 FAST_TRAIN = ["--epochs", "3", "--hidden", "16", "--precision", "fp32"]
 
 
@@ -61,7 +64,7 @@ def open_app(params: dict, page: str | None = None, *, timeout: float = 60, chec
 
 
 def image_grids(at) -> dict[str, tuple[str, list[str]]]:
-    """Every image grid (pages.components.image_grid) an AppTest drew: its key → (the widget key, the target
+    """Every image grid (widgets.image_grid.image_grid) an AppTest drew: its key → (the widget key, the target
     names of its images in reading order), read from the figure the browser gets (each cell's invisible
     point carries the image's column; its caption's first line names it)."""
     import json
@@ -83,15 +86,27 @@ def plotly_charts(at) -> list:
 
 
 def click_image(at, grid: str, name: str, n_train: int):
-    """Click image `name` of grid `grid` as Chromium does: a points selection of its cell's point, whose
-    customdata is the image's margins column. Returns the AppTest after the rerun."""
+    """Click image `name` of grid `grid` as Chromium does: the recorded selection (RECORDED_SELECTION) of its
+    cell's point, whose customdata is the image's margins column. Returns the AppTest after the rerun."""
     widget, names = image_grids(at)[grid]
     split, index = name.split(":")
     column = int(index) + (n_train if split == "test" else 0)
-    at.session_state[widget] = {"selection": {"points": [{"customdata": column, "point_index": names.index(name),
-                                                          "curve_number": 1}],
-                                              "point_indices": [names.index(name)], "box": [], "lasso": []}}
+    at.session_state[widget] = recorded_selection([(column, names.index(name))])
     return at.run()
+
+
+def recorded_selection(points: list[tuple[int, int]]) -> dict:
+    """The recorded Chromium selection with its one point replaced by `points` ((customdata, point index) pairs)."""
+    import copy
+    import json
+
+    recorded = json.loads(RECORDED_SELECTION.read_text())
+    template = recorded["selection"]["points"][0]
+    selection = copy.deepcopy(recorded)
+    selection["selection"]["points"] = [dict(template, customdata=c, point_index=i, point_number=i) for c, i in points]
+    selection["selection"]["point_indices"] = [i for _, i in points]
+    return selection
+
 
 @pytest.fixture(autouse=True, scope="session")
 def loopback_server_address():
