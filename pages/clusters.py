@@ -80,7 +80,7 @@ with explore:
     for k in range(clustering.k):
         inside = clustering.labels == k
         figure.add_trace(go.Scattergl(x=clustering.layout[inside, 0], y=clustering.layout[inside, 1], mode="markers",
-                                      name=f"cluster {k}", customdata=columns[inside][:, None],
+                                      name=f"cluster {k}", customdata=columns[inside].tolist(),
                                       hovertext=[target_name(int(c), run.n_train) for c in columns[inside]],
                                       hoverinfo="text+name"))
     figure.update_layout(height=360, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",

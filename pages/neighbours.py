@@ -95,7 +95,7 @@ st.subheader("Weight profile", help="Nonzero weights sorted from most positive t
 indices, values = weight_profile(row)
 rank = np.arange(len(values))
 # One trace per sign: a per-bar colour array makes plotly validate every bar (7x slower at 2,000 bars).
-profile = go.Figure([go.Bar(x=rank[side], y=values[side], customdata=indices[side], marker_color=colour,
+profile = go.Figure([go.Bar(x=rank[side], y=values[side], customdata=indices[side].tolist(), marker_color=colour,
                             hovertemplate="train:%{customdata}<br>w = %{y:.4f}<extra></extra>")
                      for side, colour in ((values > 0, "#2e7d32"), (values < 0, "#c62828"))])
 profile.update_layout(xaxis_title="rank", yaxis_title="weight", height=320, margin=dict(t=10, b=40), bargap=0,

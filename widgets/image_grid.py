@@ -26,22 +26,14 @@ MARK_RGB = (198, 40, 40)  # the frame of a marked image (in the Counterfactuals 
 
 
 def selected_customdata(selection) -> list[int]:
-    """The first customdata value of every point of a plotly selection (an st.plotly_chart event or its state).
+    """The customdata of every point of a plotly selection (an st.plotly_chart event or its state).
 
-    The browser sends a point's customdata as a number, a list, or, for a row of a numpy array (which plotly
-    ships as a typed array), an object {"0": value}; AppTest sends whatever the test wrote. All read the same.
+    Every selectable chart gives each point one integer as customdata (a list of ints, not a numpy column:
+    Chromium sends a typed array's row as {"0": value}), so a point arrives as tests/pages/chromium_selection.json
+    shows, recorded from Chromium, with its customdata a number.
     """
     points = selection["selection"]["points"] if selection else []
-    values = []
-    for point in points:
-        data = point.get("customdata")
-        if isinstance(data, dict):
-            data = data.get("0")
-        elif isinstance(data, (list, tuple)):
-            data = data[0] if data else None
-        if data is not None:
-            values.append(int(data))
-    return values
+    return [int(point["customdata"]) for point in points]
 
 
 def _png_uri(image: np.ndarray) -> str:

@@ -292,30 +292,6 @@ def shape(value):
     return type(value).__name__
 
 
-def test_a_click_on_an_image_sends_the_recorded_selection(server, browser):
-    """One image click in Chromium sends exactly the selection payload recorded in tests/pages/ (its shape, and the
-    clicked image's column as customdata), the one shape the AppTests replay and the app reads."""
-    import json
-
-    from playwright.sync_api import expect
-
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    sent = sent_selections(page)
-    page.goto(f"{server}/neighbours?run={RUN}&target=test:3")
-    expect(heading(page, "Neighbours of test:3")).to_be_visible()
-    settle(page)
-    name = click_tile(page, grid(page, "positive"), 1)
-    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
-    page.close()
-    (widget, value), = [(w, v) for w, v in sent if "-positive-" in w]
-    print("SENT", json.dumps(value))
-    recorded = json.loads(RECORDED_SELECTION.read_text())
-    assert shape(value) == shape(recorded)
-    (point,) = value["selection"]["points"]
-    assert point["customdata"] == int(name.removeprefix("train:")) and point["point_index"] == 1
-
-
 def test_walk_the_dataset_in_a_real_browser(server, page):
     from playwright.sync_api import expect
 
@@ -389,6 +365,29 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     screenshot(page, "quality")
     name = open_on_neighbours(page, grid(page, "worst"), 0)
     assert urlparse(page.url).path == "/neighbours" and target_in(page.url) == name
+
+
+def test_a_click_on_an_image_sends_the_recorded_selection(server, browser):
+    """One image click in Chromium sends exactly the selection payload recorded in tests/pages/ (its shape, and the
+    clicked image's column as customdata), the one shape the AppTests replay and the app reads."""
+    import json
+
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    sent = sent_selections(page)
+    page.goto(f"{server}/neighbours?run={RUN}&target=test:3")
+    expect(heading(page, "Neighbours of test:3")).to_be_visible()
+    settle(page)
+    name = click_tile(page, grid(page, "positive"), 1)
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    page.close()
+    (widget, value), = [(w, v) for w, v in sent if "-positive-" in w]
+    recorded = json.loads(RECORDED_SELECTION.read_text())
+    assert shape(value) == shape(recorded)
+    (point,) = value["selection"]["points"]
+    assert point["customdata"] == int(name.removeprefix("train:")) and point["point_index"] == 1
 
 
 def visible_training_images(page) -> set[str]:
@@ -511,7 +510,7 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(page.get_by_role("combobox", name="Class")).to_have_value("class 3")
     expect(page.get_by_role("tab", name=re.compile(r"^Cluster \d+$"))).to_have_count(3)  # --clusters-per-class 3
     screenshot(page, "clusters")
-    # What Chromium sends for a lasso over the layout (customdata rows as {"0": column}) selects every member.
+    # A real lasso over the layout (each point's customdata its column, the recorded shape) selects every member.
     drag_across(page, page.get_by_test_id("stPlotlyChart").first)
     selected = page.get_by_role("heading", name=re.compile(r"^Selected targets \(\d+\)$"))
     expect(selected).to_be_visible()
