@@ -3,6 +3,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from backend.api import RunAPI
 from backend.attribution import store
 from backend.datasets import thumbnails
 from backend.store.rows import read_row
@@ -11,6 +12,7 @@ from backend.store.targets import target_name
 from widgets import image_grid, run_context, target_picker, text, url_state
 
 run = run_context.current_run()
+api = RunAPI(run)
 weights, bias, lam = run_context.require_datamodels(run)
 mean_margin, accuracy = run_context.margin_summary(run)
 column = url_state.current_target(run)
@@ -66,17 +68,17 @@ def ranked_images() -> None:
                 default = "datamodels" if "datamodels" in methods else methods[0]
                 picked = st.selectbox("Method", methods, key="method",
                                       **url_state.url_choice("method", "method", methods, default))
-                scores = np.asarray(read_row(store.read_scores(run, picked), column - run.n_train))
+                scores = api.scores(name, picked)
                 top = top_weights(scores, k)[0]
                 image_grid.image_grid(run, top, [f"s {scores[j]:+.4f}" for j in top], key=f"method-{picked}")
         if every.open:
             with every:
-                for slot, name in zip(st.columns(len(methods)), methods):
+                for slot, method in zip(st.columns(len(methods)), methods):
                     with slot:
-                        st.markdown(f"**{name}**")
-                        scores = np.asarray(read_row(store.read_scores(run, name), column - run.n_train))
+                        st.markdown(f"**{method}**")
+                        scores = api.scores(name, method)
                         best = top_weights(scores, k)[0]
-                        image_grid.image_grid(run, best, [f"s {scores[j]:+.4f}" for j in best], key=f"side-{name}",
+                        image_grid.image_grid(run, best, [f"s {scores[j]:+.4f}" for j in best], key=f"side-{method}",
                                               n_cols=2)
     elif methods:
         st.caption("Attribution methods score test targets only: pick a test target to compare them.")

@@ -9,7 +9,7 @@ import sys
 from tests.conftest import ROOT
 
 # Every backend module a page imports at its start (pages/*.py).
-PAGE_IMPORTS = ["backend.structure.embeddings", "backend.structure.faithfulness", "backend.structure.clusters",
+PAGE_IMPORTS = ["backend.api", "backend.structure.embeddings", "backend.structure.faithfulness", "backend.structure.clusters",
                 "backend.structure.similar_targets", "backend.training.control", "backend.training.retrain_store",
                 "backend.counterfactuals.predict", "backend.counterfactuals.support", "backend.counterfactuals.evaluation",
                 "backend.leakage.analysis", "backend.leakage.agreement", "backend.leakage.annotations"]
