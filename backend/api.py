@@ -14,6 +14,7 @@ imported from here on first use, so opening a run does not import torch.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -35,6 +36,7 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
 from backend.store.targets import TargetError, target_column, target_name
 from backend.training import target_stats
 
+_METHOD = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 DATAMODELS = "datamodels"  # the method name of the run's own datamodels (weights.npy), beside stored scores
 
 
@@ -228,7 +230,9 @@ class RunAPI:
         return validate_removal(np.array(ids, dtype=np.int64), labels, self.run.class_names, self.removal_cap())
 
     def _require(self, artifact: Artifact, what: str, **fields) -> None:
-        """MissingArtifact naming the artifact's command when the run lacks it."""
+        """MissingArtifact naming the artifact's command when the run lacks it (a method is a name, not a path)."""
+        if "method" in fields and not _METHOD.fullmatch(fields["method"]):
+            raise ValueError(f"bad method {fields['method'][:40]!r}: a method is a name like trak or ssl-esvm")
         if not self.run.has(artifact, **fields):
             command = artifact.command(self.run.dir).replace("METHOD", fields.get("method", "METHOD"))
             raise MissingArtifact(f"run {self.run.name} has no {what} ({artifact.path(self.run.dir, **fields)} is "

@@ -88,6 +88,8 @@ def test_missing_artifacts_name_the_command_in_one_line(api, tiny_run):
         assert command in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(TargetError, match="out of range"):
         api.top("test:99999")
+    with pytest.raises(ValueError, match="a method is a name"):
+        api.top("test:1", method="../../datamodels")
 
 
 def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
