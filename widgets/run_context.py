@@ -20,6 +20,7 @@ from widgets.access import current_user
 from widgets.text import hide_paths, plain
 from widgets.url_state import follow_open_request
 
+SHELL_RAN = "shell_ran"
 CREATE_RUN = ["make run", "python -m precompute all --dataset digits --out data/runs/digits"]
 
 
@@ -56,12 +57,12 @@ def _stamp(path: Path) -> int:
 def current_run() -> Run:
     """The run named by the URL's `run` (the sidebar picker keeps it there); every page calls this first.
 
-    A `pages/` folder beside app.py makes Streamlit start in its old pages/-folder mode, which runs a page file
-    alone, without app.py, until some script run has executed st.navigation; a server leaves it for good then,
-    and AppTest enters it again before each of its runs. A page run in that mode switches it off and reruns,
-    so the page always runs inside its shell, on a fresh server and under AppTest alike.
+    Streamlit runs a page file alone, without app.py, in its old pages/-folder mode, which it keeps until
+    some session has executed st.navigation. On a fresh server whose first request is a page link that
+    would leave the page without its shell, so that mode is switched off and the script rerun. (AppTest
+    reruns a page alone too, after a first run through app.py; the URL carries what the page needs.)
     """
-    if PagesManager.uses_pages_directory:
+    if getattr(PagesManager, "uses_pages_directory", False) and SHELL_RAN not in st.session_state:
         PagesManager.uses_pages_directory = False
         st.rerun()
     current_user()
@@ -104,6 +105,7 @@ def run_picker(root: Path) -> str | None:
         st.session_state["run_picker"] = names[0]
     name = st.sidebar.selectbox("Run", names, key="run_picker", on_change=_run_changed)
     st.query_params["run"] = name
+    st.session_state[SHELL_RAN] = True
     return name
 
 
