@@ -43,7 +43,7 @@ def import_page_modules() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names = [node.module]
                 package = importlib.import_module(node.module)
-                if hasattr(package, "__path__"):  # `from pages import components`: the names may be modules
+                if hasattr(package, "__path__"):  # `from widgets import text`: the names may be modules
                     names += [f"{node.module}.{alias.name}" for alias in node.names
                               if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None]
             else:
@@ -65,16 +65,16 @@ def shell() -> None:
     from backend.store.catalog import data_dir
     from backend.store.errors import RunError
     from backend.store.targets import TargetError
-    from pages import components
+    from widgets import access, run_context, text
 
     pages = [st.Page(file, title=title, icon=icon, default=i == 0) for i, (file, title, icon) in enumerate(PAGES)]
     # A file in the repo: an emoji or material icon would be fetched from the internet for the favicon.
     st.set_page_config(page_title="Datamodels explorer", page_icon=str(FAVICON), layout="wide")
     # The menu is drawn below as page links, so that moving between pages keeps the run and target in the URL.
     page = st.navigation(pages, position="hidden")
-    components.current_user()  # refuses and stops when the server needs a login it does not have
+    access.current_user()  # refuses and stops when the server needs a login it does not have
     links = st.sidebar.container()
-    run_name = components.run_picker(data_dir())
+    run_name = run_context.run_picker(data_dir())
     if run_name is not None:
         keep = st.query_params.to_dict()  # every parameter of the current view: a page ignores the others' ones
         for entry in pages:
@@ -82,7 +82,7 @@ def shell() -> None:
         try:
             page.run()
         except (RunError, TargetError) as exc:
-            components.show_error(exc)
+            text.show_error(exc)
 
 
 if __name__ == "__main__":

@@ -18,5 +18,6 @@
 Layers point one way: each package imports only those below it, an order pyproject.toml's import-linter contract
 states and tests/test_layers.py checks.
 
-progress.py holds the one progress convention every long job reports in.
+progress.py holds the one progress convention every long job reports in; ranking.py the one top-k (and its
+rule for zero and negative scores); api.py, the top of the package, the public API by target name (open_run).
 """

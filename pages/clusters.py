@@ -13,16 +13,17 @@ from backend.structure import clusters
 from backend.structure import similar_targets
 
 from backend.datasets import thumbnails
+from backend.ranking import top_k
 from backend.store.rows import read_row
 from backend.store.targets import target_name
-from pages import components
+from widgets import image_grid, run_context, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 WHOLE = -1
 
-run = components.current_run()
+run = run_context.current_run()
 quality = clusters.load_quality(run)
-column = components.current_target(run)
+column = url_state.current_target(run)
 name = target_name(column, run.n_train)
 
 st.title("Clusters of datamodel embeddings")
@@ -30,7 +31,7 @@ classes = [q["class"] for q in quality["per_class"]]  # the classes that have te
 current_class = int(run.labels[column]) if column >= run.n_train else classes[0]
 choice = st.selectbox("Class", [*classes, WHOLE],
                       format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}",
-                      key="clusters_class", **components.url_int("class", "clusters_class", [*classes, WHOLE], current_class))
+                      key="clusters_class", **url_state.url_int("class", "clusters_class", [*classes, WHOLE], current_class))
 if choice == WHOLE:
     members, clustering, info = np.arange(run.n_test), clusters.whole_clustering(run), quality["whole"]
 else:
@@ -49,23 +50,23 @@ if choice == WHOLE:
                       help=f"Normalised mutual information between clusters and classes. Raw pixels, clustered by the "
                            f"identical procedure: {quality['pixels']['nmi']:.3f}")
 
-@components.fragment
+@text.fragment
 def cluster_members() -> None:
     """The most typical members of the open cluster: the slider and the tabs rerun this alone (st.fragment)."""
     per_cluster = st.slider("Images per cluster", min_value=1, max_value=36, value=12, key="clusters_k",
                             help="The members with the highest silhouette, i.e. the most typical of their cluster, first")
     st.caption("Sizes: " + " · ".join(f"cluster {k} {n} images" for k, n in enumerate(np.bincount(clustering.labels,
                                                                                                   minlength=clustering.k))))
-    tabs = components.lazy_tabs([f"Cluster {k}" for k in range(clustering.k)], key="cluster")
+    tabs = url_state.lazy_tabs([f"Cluster {k}" for k in range(clustering.k)], key="cluster")
     for k, tab in enumerate(tabs):
         if not tab.open:
             continue
         inside = np.flatnonzero(clustering.labels == k)
         silhouette = info["cluster_silhouettes"][k]
         tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
-        typical = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:per_cluster]
+        typical = inside[top_k(np.nan_to_num(clustering.silhouette[inside]), per_cluster, signed=False)]
         with tab:
-            components.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
+            image_grid.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
                                   key=f"cluster-{k}")
 
 
@@ -79,16 +80,16 @@ with explore:
     for k in range(clustering.k):
         inside = clustering.labels == k
         figure.add_trace(go.Scattergl(x=clustering.layout[inside, 0], y=clustering.layout[inside, 1], mode="markers",
-                                      name=f"cluster {k}", customdata=columns[inside][:, None],
+                                      name=f"cluster {k}", customdata=columns[inside].tolist(),
                                       hovertext=[target_name(int(c), run.n_train) for c in columns[inside]],
                                       hoverinfo="text+name"))
     figure.update_layout(height=360, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",
                          yaxis_title="spectral 2")
     event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
-    selected = components.selected_customdata(event)
+    selected = image_grid.selected_customdata(event)
     if selected:
         st.subheader(f"Selected targets ({len(selected)})")
-        components.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
+        image_grid.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
 
     cluster_members()
 
@@ -98,7 +99,7 @@ with target_side:
               "here to open it on the Neighbours page.")
     neighbours, similarity = similar_targets.similar_to(run, column)
     st.image(thumbnails.upscale(read_row(run.images, column), 160),
-             caption=" · ".join(f for f in (name, f"label {components.label_of(run, column)}",
-                                           components.predicted_text(run, column)) if f))
-    components.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE,
+             caption=" · ".join(f for f in (name, f"label {run_context.label_of(run, column)}",
+                                           run_context.predicted_text(run, column)) if f))
+    image_grid.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE,
                           n_cols=4)

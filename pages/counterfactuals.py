@@ -17,11 +17,12 @@ from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_con
 from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, removal_deltas, verified_removals
 from backend.datamodels.queries import top_weights
+from backend.ranking import top_k
 from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
 from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
 from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
 from backend.store.targets import target_name
-from pages import components
+from widgets import access, image_grid, run_context, target_picker, text, url_state
 
 N_COLS = 6
 RETRAIN_HELP = "Retraining is for admins, within the run's budget of models (DATAMODELS_RETRAIN_BUDGET)"
@@ -29,31 +30,31 @@ RETRAIN_HELP = "Retraining is for admins, within the run's budget of models (DAT
 
 def request(flag: str) -> None:
     """Button callback: ask for a long action. A flag in the session survives the rerun the shell may
-    make before the page draws (components.current_run), where a button's return value would not."""
+    make before the page draws (run_context.current_run), where a button's return value would not."""
     st.session_state[flag] = True
 
 
-run = components.current_run()
-weights, _, lam = components.require_datamodels(run)
-column = components.current_target(run)
+run = run_context.current_run()
+weights, _, lam = run_context.require_datamodels(run)
+column = url_state.current_target(run)
 name = target_name(column, run.n_train)
 row = read_row(weights, column)
 train_labels = np.asarray(run.labels[:run.n_train])
 
 st.title(f"Counterfactuals for {name}")
 with st.expander("Choose a target", expanded=False):
-    components.target_picker(run, column)
-components.require_fitted(run, lam, column)
+    target_picker.target_picker(run, column)
+run_context.require_fitted(run, lam, column)
 
 if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
     st.info(f"Predictions are measured against control models trained on the full training set; run {run.name} "
             f"has none yet. Train {DEFAULT_N_CONTROL} of them once (or `python -m precompute control --run "
-            f"{components.hide_paths(run.dir)}`).")
+            f"{text.hide_paths(run.dir)}`).")
     st.button(f"Train {DEFAULT_N_CONTROL} control models", key="cf_build_control", on_click=request,
-              args=("cf_control_request",), disabled=not components.can_retrain(), help=RETRAIN_HELP)
+              args=("cf_control_request",), disabled=not access.can_retrain(), help=RETRAIN_HELP)
     if st.session_state.pop("cf_control_request", False):
-        with components.retraining_job(run, DEFAULT_N_CONTROL):
-            ensure_control(run, DEFAULT_N_CONTROL, progress=components.StreamlitProgress("Training control models:"))
+        with access.retraining_job(run, DEFAULT_N_CONTROL):
+            ensure_control(run, DEFAULT_N_CONTROL, progress=run_context.StreamlitProgress("Training control models:"))
         st.rerun()
     st.stop()
 
@@ -61,7 +62,7 @@ if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
 @st.cache_data(max_entries=4, show_spinner="Heuristic data support of every test target…")
 def _heuristic_supports(_run, path: str, versions: tuple[int, int]) -> np.ndarray:
     """Cached per run directory and per version (mtime) of its weights and control margins."""
-    return heuristic_support(components.require_datamodels(_run)[0], control_mean(_run)[_run.n_train:],
+    return heuristic_support(run_context.require_datamodels(_run)[0], control_mean(_run)[_run.n_train:],
                              np.arange(_run.n_train, _run.n_targets))
 
 
@@ -81,7 +82,7 @@ def current_basket() -> list[int]:
     try:
         return parse_ids(st.query_params.get("basket", ""), run.n_train)
     except RemovalError as exc:
-        st.warning(f"basket {components.plain(exc)}; starting with an empty basket")
+        st.warning(f"basket {text.plain(exc)}; starting with an empty basket")
         st.query_params.pop("basket", None)
         return []
 
@@ -109,7 +110,7 @@ basket = current_basket()
 def train_grid(ids: np.ndarray, key: str, n_cols: int = N_COLS) -> None:
     """Training images with their weight for the target; clicking one puts it in or takes it out of the basket
     (the framed ones are in it)."""
-    components.image_grid(run, ids, [f"w {row[j]:+.4f}" for j in ids], key=key, n_cols=n_cols, on_pick=toggle,
+    image_grid.image_grid(run, ids, [f"w {row[j]:+.4f}" for j in ids], key=key, n_cols=n_cols, on_pick=toggle,
                           marked=basket)
 
 
@@ -124,10 +125,10 @@ else:
 
 # The target, the basket and its prediction stay in view above the tabs: a click's result lands next to it.
 left, right = st.columns([1, 4])
-left.image(thumbnails.upscale(read_row(run.images, column), 160), caption=f"{name} · label {components.label_of(run, column)}")
+left.image(thumbnails.upscale(read_row(run.images, column), 160), caption=f"{name} · label {run_context.label_of(run, column)}")
 with right:
     a, b, c, d = st.columns(4)
-    a.metric("Label", components.label_of(run, column))
+    a.metric("Label", run_context.label_of(run, column))
     b.metric("Control margin", f"{control[column]:+.3f}", help="Mean margin of the control models (full training set)")
     c.metric("Basket", f"{len(basket)} image{'' if len(basket) == 1 else 's'}")
     if prediction is not None:
@@ -137,7 +138,7 @@ if removal_error is not None:
     st.error(removal_error)
 
 # Only the open tab runs; it is the URL's cf_tab.
-build_tab, effect_tab, log_tab, support_tab = components.lazy_tabs(
+build_tab, effect_tab, log_tab, support_tab = url_state.lazy_tabs(
     ["Build the removal set", "Predicted effect · verify", "Every verified removal", "Data support"], key="cf_tab")
 
 if build_tab.open:
@@ -156,10 +157,10 @@ if build_tab.open:
             cls = cls_col.selectbox("Class", range(len(run.class_names)), format_func=lambda c: run.class_names[c],
                                     key="cf_class")
             members = np.flatnonzero(train_labels == cls)
-            count = components.clamped_int(n_col, "How many (largest weight first)", 1, len(members),
+            count = text.clamped_int(n_col, "How many (largest weight first)", 1, len(members),
                                            min(20, len(members)), key="cf_class_n")
             go_col.button("Add", key="cf_add_class", on_click=add,
-                          args=(members[np.argsort(-row[members], kind="stable")][:int(count)],))
+                          args=(members[top_k(row[members], int(count), signed=False)],))
         helps, hurts, in_basket = st.columns([2, 2, 1])
         with helps:
             st.markdown("**Top positive weights** (help the prediction)")
@@ -207,7 +208,7 @@ if effect_tab.open:
             chart_side.plotly_chart(fig, key="cf_effect")
             with flipped_side:
                 st.markdown(f"**{len(flipped)} test predictions predicted to flip** (red)")
-                components.image_grid(run, prediction.flipped[:24],
+                image_grid.image_grid(run, prediction.flipped[:24],
                                       [f"{prediction.test_control[j - run.n_train]:+.2f} → "
                                        f"{prediction.test_predicted[j - run.n_train]:+.2f}" for j in prediction.flipped[:24]],
                                       key="cf_flipped", n_cols=4)
@@ -215,10 +216,10 @@ if effect_tab.open:
             st.subheader("Verify by retraining")
             n_models = st.slider("Models to retrain", 1, 32, 8, key="cf_models")
             st.button("Verify by retraining", key="cf_verify", type="primary", on_click=request,
-                      args=("cf_verify_request",), disabled=not components.can_retrain(), help=RETRAIN_HELP)
+                      args=("cf_verify_request",), disabled=not access.can_retrain(), help=RETRAIN_HELP)
             if st.session_state.pop("cf_verify_request", False):
-                with components.retraining_job(run, n_models) as job:
-                    bar = components.StreamlitProgress(f"Training without {len(removed)} images:")
+                with access.retraining_job(run, n_models) as job:
+                    bar = run_context.StreamlitProgress(f"Training without {len(removed)} images:")
                     cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
                     job.trained = cf.trained_now
                 bar.finish(f"{cf.reused} models from the retrain store, {cf.trained_now} trained")
@@ -275,12 +276,12 @@ if support_tab.open:
                 st.write("Heuristic support: none. Even all positive weights together do not outweigh the control margin.")
             n_steps = st.session_state.get("cf_models", 8)
             st.button("Certify by bisection", key="cf_certify", on_click=request, args=("cf_certify_request",),
-                      disabled=not components.can_retrain(),
+                      disabled=not access.can_retrain(),
                       help=f"Retrain {n_steps} models without the top-k for up to {BISECTION_STEPS} values of k in "
                            f"(0, {default_k_max(run.n_train)}]; accept k only when their mean margin is below zero. {RETRAIN_HELP}")
             if st.session_state.pop("cf_certify_request", False):
-                with components.retraining_job(run, n_steps * BISECTION_STEPS):
-                    (result,) = certified_supports(run, [column], n_steps, progress=components.StreamlitProgress("Bisection over k:"))
+                with access.retraining_job(run, n_steps * BISECTION_STEPS):
+                    (result,) = certified_supports(run, [column], n_steps, progress=run_context.StreamlitProgress("Bisection over k:"))
                 st.session_state[f"cf_certified:{run.name}:{column}"] = result
             result = st.session_state.get(f"cf_certified:{run.name}:{column}")
             if result is not None:

@@ -18,7 +18,7 @@ from backend.leakage.agreement import category_counts, fleiss_kappa, pairwise_co
 from backend.leakage.annotations import AnnotationStoreError, shared_store
 from backend.store.rows import read_row
 from backend.leakage.scores import image_scores, rating_matrix
-from pages import components
+from widgets import access, run_context, text
 
 MAX_PAIRS_SHOWN = 24
 # Spreadsheets run cells starting with these as formulas; a leading quote keeps an exported name inert (OWASP).
@@ -31,21 +31,21 @@ def plain(value):
     return value.item()
 
 
-run = components.current_run()
-user = components.current_user()
+run = run_context.current_run()
+user = access.current_user()
 st.title(f"Leakage results · {run.name}")
 try:
     store = shared_store()
     votes = store.votes(run.name)
     skipped = store.skip_counts(run.name)
 except AnnotationStoreError as exc:
-    st.error(components.hide_paths(exc))
+    st.error(text.hide_paths(exc))
     st.stop()
 kept = [v for v in votes if 0 <= v.test < run.n_test and 0 <= v.train < run.n_train]
 stray = [v for v in votes if not (0 <= v.test < run.n_test and 0 <= v.train < run.n_train)]
 if stray:  # the database is shared and written by other servers: its pairs are checked against this run
     st.error(f"The annotation database holds {len(stray)} vote{'s' if len(stray) != 1 else ''} on run "
-             f"{components.plain(run.name)} for images it does not have (e.g. test:{stray[0].test}, "
+             f"{text.plain(run.name)} for images it does not have (e.g. test:{stray[0].test}, "
              f"train:{stray[0].train}; the run has {run.n_test} test and {run.n_train} training images): they are "
              "left out below. Were they cast on another run of the same name?")
     votes = kept

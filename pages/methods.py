@@ -7,9 +7,9 @@ import streamlit as st
 from backend.attribution import store, yardsticks
 from backend.store.artifacts import read_json
 from backend.store.schema import METHODS_EVAL
-from pages import components
+from widgets import run_context, text, url_state
 
-run = components.current_run()
+run = run_context.current_run()
 st.title("Attribution methods")
 methods = store.available(run)
 report = read_json(run.dir, METHODS_EVAL, missing_ok=True)
@@ -17,7 +17,7 @@ steps = yardsticks.missing_steps(run, report)
 if not methods or report is None:
     st.info(f"Run {run.name} has {'no attribution scores' if not methods else 'no methods evaluation'} yet. "
             "These commands fill it in:")
-    st.code(components.hide_paths("\n".join(steps)), language="bash")
+    st.code(text.hide_paths("\n".join(steps)), language="bash")
     st.stop()
 
 n_validation = report.get("validation_models", 0)
@@ -40,7 +40,7 @@ st.dataframe(table, hide_index=True, column_config={
 if "note" in report["mislabel"]:
     st.caption(f"Mislabel AUC —: {report['mislabel']['note']}")
 
-cdf_tab, pair_tab, curve_tab = components.lazy_tabs(["Support CDFs", "Who finds smaller support", "LDS against models used"],
+cdf_tab, pair_tab, curve_tab = url_state.lazy_tabs(["Support CDFs", "Who finds smaller support", "LDS against models used"],
                                                     key="methods_tab")
 if cdf_tab.open:
     with cdf_tab:
@@ -78,4 +78,4 @@ if curve_tab.open:
                        "a method with several --models values (then methods-eval after each) gives its points.")
 if steps:
     st.subheader("What is missing")
-    st.code(components.hide_paths("\n".join(steps)), language="bash")
+    st.code(text.hide_paths("\n".join(steps)), language="bash")

@@ -12,7 +12,7 @@ from backend.datamodels.evaluation import predict
 from backend.store import catalog
 from backend.store.run_dir import Run
 from backend.store.targets import target_name
-from pages import components
+from widgets import run_context, text, url_state
 
 N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 200
 CHART_HEIGHT = 320
@@ -25,7 +25,7 @@ def axis(field: str, title: str, **more) -> dict:
 def chart(data: pd.DataFrame, spec: dict, key: str) -> None:
     st.vega_lite_chart(data, {"height": CHART_HEIGHT, **spec}, width="stretch", key=key)
 
-run = components.current_run()
+run = run_context.current_run()
 manifest = run.manifest
 dataset = manifest["dataset"]
 st.title(f"Run {run.name}")
@@ -44,20 +44,20 @@ with st.expander("Manifest"):
     st.json(manifest)
 
 st.header("Datamodels on held-out models")
-weights, bias, lam = components.require_datamodels(run)
+weights, bias, lam = run_context.require_datamodels(run)
 metrics = quality.read_metrics(run)
 lds = quality.stored_lds(run)
 if metrics is None or lds is None:
     st.info("The datamodels have not been scored on held-out models yet (metrics.json and lds.npy are missing).")
     if quality.heldout_dir(run, metrics, catalog.data_dir()) is None:
         st.caption("Train a held-out run (same recipe, another seed):")
-        st.code(components.hide_paths(quality.heldout_command(run)), language="bash")
+        st.code(text.hide_paths(quality.heldout_command(run)), language="bash")
     st.caption("Score the datamodels on it:")
-    st.code(components.hide_paths(quality.eval_command(run)), language="bash")
+    st.code(text.hide_paths(quality.eval_command(run)), language="bash")
     st.stop()
 if quality.is_stale(run):
-    st.warning(f"The datamodels were refitted after this evaluation; rerun `{components.hide_paths(quality.eval_command(run))}`.")
-components.unfitted_note(run, lam)
+    st.warning(f"The datamodels were refitted after this evaluation; rerun `{text.hide_paths(quality.eval_command(run))}`.")
+run_context.unfitted_note(run, lam)
 
 summary = metrics["lds"]["test"]
 cols = st.columns(4)
@@ -66,11 +66,11 @@ cols[0].metric("Mean test LDS", f"{summary.get('mean', float('nan')):.3f}",
 cols[1].metric("Median test LDS", f"{summary.get('median', float('nan')):.3f}")
 cols[2].metric("Mean train LDS", f"{metrics['lds']['train'].get('mean', float('nan')):.3f}",
                help="training targets, each on the held-out models that did not train on it (eq. 9)")
-cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=components.hide_paths(metrics.get("heldout_run", "")))
+cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=text.hide_paths(metrics.get("heldout_run", "")))
 
 left, right = st.columns(2)
 with left:  # one chart at a time: each Vega view costs the browser a few hundred ms to build
-    lds_tab, margins_tab, complexity_tab = components.lazy_tabs(
+    lds_tab, margins_tab, complexity_tab = url_state.lazy_tabs(
         ["Held-out LDS", "Predicted vs actual", "Sample complexity"], key="overview_chart")
 if lds_tab.open:
     with lds_tab:
@@ -85,7 +85,7 @@ if margins_tab.open:
     with margins_tab:
         heldout_path = quality.heldout_dir(run, metrics, catalog.data_dir())
         if heldout_path is None:
-            st.caption(f"The held-out run {components.plain(components.hide_paths(metrics.get('heldout_run', '')))} is "
+            st.caption(f"The held-out run {text.plain(text.hide_paths(metrics.get('heldout_run', '')))} is "
                        "gone, so its margins cannot be plotted.")
         else:
             heldout = Run(heldout_path)
@@ -111,7 +111,7 @@ if complexity_tab.open:
     with complexity_tab:
         if "sample_complexity" not in metrics:
             st.caption(f"Not computed (eval ran with --no-complexity); rerun "
-                       f"`{components.hide_paths(quality.eval_command(run))}`.")
+                       f"`{text.hide_paths(quality.eval_command(run))}`.")
         else:
             curve = quality.complexity_curve(metrics)
             counts = [int(n) for n in curve["n_models"]]

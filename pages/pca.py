@@ -11,7 +11,7 @@ from backend.structure import embeddings
 
 from backend.store.schema import COUNTERFACTUAL_META
 from backend.structure import faithfulness
-from pages import components
+from widgets import access, image_grid, run_context, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 GROUP_NAMES = {"positive": "most positive projections", "negative": "most negative projections", "all": "whole test set"}
@@ -30,7 +30,7 @@ def _stored_checks(_run, path: str, version: int) -> list[dict]:
     return faithfulness.stored_checks(_run)
 
 
-run = components.current_run()
+run = run_context.current_run()
 comps = embeddings.pca_components(run)
 projections = embeddings.pca_projections(run)
 datamodel_ratio, representation_ratio = embeddings.explained_ratios(run)
@@ -55,14 +55,14 @@ if "effective_dimensionality" in summary:
     st.caption(summary["effective_dimensionality"])
 
 pc = st.selectbox("Component", range(len(comps)), format_func=lambda c: f"PC {c} · {datamodel_ratio[c]:.2%} of variance",
-                  key="pca_component", **components.url_int("pc", "pca_component", range(len(comps)), 0))
+                  key="pca_component", **url_state.url_int("pc", "pca_component", range(len(comps)), 0))
 k = st.slider("Images per grid", min_value=1, max_value=36, value=12, key="pca_k")
 coordinates = np.asarray(projections[:, pc])
 component = np.asarray(comps[pc])
 
 # Tabs of side-by-side grids: the two ends of the component are compared at a glance, on one screen; only the
 # open tab is drawn.
-test_tab, train_tab, coordinates_tab = components.lazy_tabs(["Test targets", "Training targets",
+test_tab, train_tab, coordinates_tab = url_state.lazy_tabs(["Test targets", "Training targets",
                                                              "Training-image coordinates"], key="pca_tab")
 for tab, split, (start, stop) in ((test_tab, "test", (run.n_train, run.n_targets)), (train_tab, "train", (0, run.n_train))):
     if not tab.open:
@@ -71,11 +71,11 @@ for tab, split, (start, stop) in ((test_tab, "test", (run.n_train, run.n_targets
     positive_side, negative_side = tab.columns(2)
     with positive_side:
         st.subheader(f"{split.capitalize()} targets projecting most positively onto PC {pc}")
-        components.image_grid(run, start + top, [f"proj {coordinates[start + j]:+.3f}" for j in top],
+        image_grid.image_grid(run, start + top, [f"proj {coordinates[start + j]:+.3f}" for j in top],
                               key=f"{split}-top", page=NEIGHBOURS_PAGE, n_cols=4)
     with negative_side:
         st.subheader(f"{split.capitalize()} targets projecting most negatively onto PC {pc}")
-        components.image_grid(run, start + bottom, [f"proj {coordinates[start + j]:+.3f}" for j in bottom],
+        image_grid.image_grid(run, start + bottom, [f"proj {coordinates[start + j]:+.3f}" for j in bottom],
                               key=f"{split}-bottom", page=NEIGHBOURS_PAGE, n_cols=4)
 
 if coordinates_tab.open:
@@ -85,11 +85,11 @@ if coordinates_tab.open:
         st.subheader(f"Training images with the largest coordinates of PC {pc}",
                      help="The training examples the component's positive side depends on: removing them is the "
                           "faithfulness check below")
-        components.image_grid(run, top, [f"coord {component[j]:+.4f}" for j in top], key="coord-top",
+        image_grid.image_grid(run, top, [f"coord {component[j]:+.4f}" for j in top], key="coord-top",
                               page=NEIGHBOURS_PAGE, n_cols=4)
     with negative_side:
         st.subheader(f"Training images with the most negative coordinates of PC {pc}")
-        components.image_grid(run, bottom, [f"coord {component[j]:+.4f}" for j in bottom], key="coord-bottom",
+        image_grid.image_grid(run, bottom, [f"coord {component[j]:+.4f}" for j in bottom], key="coord-bottom",
                               page=NEIGHBOURS_PAGE, n_cols=4)
 
 st.header("Is the component faithful? (App. J)")
@@ -98,18 +98,18 @@ st.caption("Remove the k training examples at one end of the component, retrain 
            "targets that project most positively and raise those that project most negatively, while the test set "
            "as a whole barely moves. Every retrained model is stored in the run.")
 left, right = st.columns(2)
-k_removed = components.clamped_int(left, "Training examples removed per side (k)", 1, run.n_train - 1,
+k_removed = text.clamped_int(left, "Training examples removed per side (k)", 1, run.n_train - 1,
                                    min(40, run.n_train - 1), key="faith_k")
-n_models = components.clamped_int(right, "Models per removal set", 1, 256, faithfulness.DEFAULT_MODELS, key="faith_models")
+n_models = text.clamped_int(right, "Models per removal set", 1, 256, faithfulness.DEFAULT_MODELS, key="faith_models")
 todo = faithfulness.models_to_train(run, pc, int(k_removed), n_models=int(n_models))
 result = None
 if todo == 0:
     result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models))
-elif st.button(f"Retrain {todo} models", key="faith_run", type="primary", disabled=not components.can_retrain(),
+elif st.button(f"Retrain {todo} models", key="faith_run", type="primary", disabled=not access.can_retrain(),
                help="Trains the missing control models and retrained models, then stores them in the run "
                     "(admins only, within the run's budget of models, DATAMODELS_RETRAIN_BUDGET)"):
-    with components.retraining_job(run, todo):
-        bar = components.StreamlitProgress("training")
+    with access.retraining_job(run, todo):
+        bar = run_context.StreamlitProgress("training")
         result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models), progress=bar)
         bar.empty()
 else:
@@ -127,11 +127,11 @@ if result is not None:
         for side, info in result["sides"].items():
             st.markdown(f"**{side.capitalize()} end** ({len(info['removed'])} images)")
             removed = np.asarray(info["removed"])
-            components.image_grid(run, removed, [f"{component[j]:+.4f}" for j in removed], key=f"removed-{side}", n_cols=10)
+            image_grid.image_grid(run, removed, [f"{component[j]:+.4f}" for j in removed], key=f"removed-{side}", n_cols=10)
 
 stored = _stored_checks(run, str(run.dir), _folder_version(run))
 if stored:
     with st.expander(f"Stored retrains ({len(stored)})"):
         st.dataframe([{"PC": s["pc"], "k": s["k"], "side": s["side"], "models": s["n_models"],
                        "matches current PCA": s["current"], "file": s["file"]} for s in stored], hide_index=True)
-st.caption(f"Command line: `python -m precompute faithfulness --run {components.hide_paths(run.dir)} --pc {pc} --k {int(k_removed)}`")
+st.caption(f"Command line: `python -m precompute faithfulness --run {text.hide_paths(run.dir)} --pc {pc} --k {int(k_removed)}`")

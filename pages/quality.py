@@ -6,39 +6,39 @@ import streamlit as st
 from backend.datamodels import quality
 from backend.training.target_stats import lowest_targets
 from backend.store.targets import target_name
-from pages import components
+from widgets import image_grid, run_context, target_picker, text, url_state
 
 NEIGHBOURS = "pages/neighbours.py"
 
-run = components.current_run()
-_, _, lam = components.require_datamodels(run)
+run = run_context.current_run()
+_, _, lam = run_context.require_datamodels(run)
 st.title("Datamodel quality")
 lds = quality.stored_lds(run)
 if lds is None:
     st.info(f"Run {run.name} has no per-target LDS yet (lds.npy is missing). The eval stage writes it:")
-    st.code(components.hide_paths(quality.eval_command(run)), language="bash")
+    st.code(text.hide_paths(quality.eval_command(run)), language="bash")
     st.stop()
 if quality.is_stale(run):
-    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{components.hide_paths(quality.eval_command(run))}`.")
-components.unfitted_note(run, lam)
-mean_margin, accuracy = components.margin_summary(run)
+    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{text.hide_paths(quality.eval_command(run))}`.")
+run_context.unfitted_note(run, lam)
+mean_margin, accuracy = run_context.margin_summary(run)
 
 split = st.radio("Targets", ["test", "train"], horizontal=True, key="quality_split")
-start, stop = components.split_range(run, split)
+start, stop = run_context.split_range(run, split)
 st.caption("Per-target linear datamodeling score: the Spearman correlation, over held-out models, between the "
            "margin the datamodel predicts from a model's training subset and the margin the model reached "
            "(a training target only over the models that left it out). Empty where undefined.")
 
 k = st.slider("Images per list", min_value=1, max_value=48, value=12, key="quality_k")
-worst_tab, wrong_tab = components.lazy_tabs(["Worst predicted", "Mistakes · Hardest · Most unstable"], key="quality_tab")
+worst_tab, wrong_tab = url_state.lazy_tabs(["Worst predicted", "Mistakes · Hardest · Most unstable"], key="quality_tab")
 if worst_tab.open:
     with worst_tab:
         worst = lowest_targets(lds, start, stop, k)
         st.caption("Lowest per-target LDS; click one to see its neighbours")
-        components.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
+        image_grid.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
 if wrong_tab.open:
     with wrong_tab:
-        components.hard_targets(run, start, stop, k, key="quality", page=NEIGHBOURS)
+        target_picker.hard_targets(run, start, stop, k, key="quality", page=NEIGHBOURS)
 
 st.subheader(f"All {split} targets", help="Click a column header to sort; click a row to open its neighbours")
 table = pd.DataFrame({
@@ -48,7 +48,7 @@ table = pd.DataFrame({
     "mean margin": np.asarray(mean_margin[start:stop]),
     "accuracy": np.asarray(accuracy[start:stop]),
 })
-predicted = components.majority(run)
+predicted = run_context.majority(run)
 if predicted is not None:
     table["majority prediction"] = [run.class_names[int(c)] for c in predicted[0][start:stop]]
     table["majority share"] = np.asarray(predicted[1][start:stop])
@@ -58,5 +58,5 @@ event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="
                                     "accuracy": st.column_config.NumberColumn(format="percent"),
                                     "majority share": st.column_config.NumberColumn(format="percent")})
 if event.selection.rows:
-    components.open_target(NEIGHBOURS, run, table["target"].iloc[event.selection.rows[0]])
-    components.follow_open_request()
+    url_state.open_target(NEIGHBOURS, run, table["target"].iloc[event.selection.rows[0]])
+    url_state.follow_open_request()

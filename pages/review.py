@@ -15,7 +15,7 @@ from backend.leakage.annotations import AnnotationStoreError, shared_store
 from backend.access.names import AnnotatorNameError, validate_name
 from backend.store.rows import read_row
 from backend.leakage.analysis import load_candidates, review_candidates
-from pages import components
+from widgets import access, image_grid, run_context, text
 
 N_SHOWN = 5
 N_COLS = 5
@@ -31,14 +31,14 @@ GROUPS = [("Datamodel", "largest positive and negative weights in the test image
           ("Pixels", "nearest in pixels, at the best shift by up to a pixel", ("pixels",),
            lambda c: f"px {c.pixel:.3f}")]
 
-run = components.current_run()
-user = components.current_user()
+run = run_context.current_run()
+user = access.current_user()
 candidates = load_candidates(run)
 st.title("Review leak candidates")
 try:
     store = shared_store()
 except AnnotationStoreError as exc:
-    st.error(components.hide_paths(exc))
+    st.error(text.hide_paths(exc))
     st.stop()
 
 
@@ -60,7 +60,7 @@ def sign_out() -> None:
 
 if user.authenticated:
     if not user.can("vote"):
-        st.error(f"Voting needs the reviewer or admin role; you are {components.plain(user.name)} ({user.role}). "
+        st.error(f"Voting needs the reviewer or admin role; you are {text.plain(user.name)} ({user.role}). "
                  "Leakage results shows the scores so far.")
         st.stop()
     # The login is the identity: a name in the URL or the session changes nothing.
@@ -74,7 +74,7 @@ elif "annotator" not in st.session_state and st.query_params.get("annotator"):
         st.query_params.pop("annotator")
 
 if st.session_state.get("review_error"):
-    st.error(components.hide_paths(st.session_state.pop("review_error")))
+    st.error(text.hide_paths(st.session_state.pop("review_error")))
 
 annotator = st.session_state.get("annotator")
 if annotator is None:
@@ -92,7 +92,7 @@ if not user.authenticated:
 try:
     reviewed, skipped = store.reviewed(run.name, annotator), store.skipped(run.name, annotator)
 except AnnotationStoreError as exc:
-    st.error(components.hide_paths(exc))
+    st.error(text.hide_paths(exc))
     st.stop()
 queue = [int(j) for j in candidates.queue]
 # Reviewed = submitted votes, as on the Leakage results page; skips leave the queue but are counted apart.
@@ -174,7 +174,7 @@ if test is None:
 column = run.n_train + test
 left, right = st.columns([1, 3])
 left.image(thumbnails.upscale(read_row(run.images, column), 256),
-           caption=f"test:{test} · label {components.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
+           caption=f"test:{test} · label {run_context.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
 with right:
     st.caption("Mark every training image that shows the same scene or a near duplicate of the test image: "
                "click it or press its key.")
@@ -188,8 +188,8 @@ with right:
         for i, c in enumerate(group):
             marked = bool(st.session_state.get(toggle_key(test, c.train), False))
             with slots[i % N_COLS]:
-                st.image(thumbnails.upscale(read_row(run.images, c.train), components.THUMB),
-                         caption=f"train:{c.train} · label {components.label_of(run, c.train)} · {score(c)}")
+                st.image(thumbnails.upscale(read_row(run.images, c.train), image_grid.THUMB),
+                         caption=f"train:{c.train} · label {run_context.label_of(run, c.train)} · {score(c)}")
                 st.button("duplicate", key=f"mark-{run.name}-{test}-{c.train}",
                           icon=":material/check_box:" if marked else ":material/check_box_outline_blank:",
                           type="primary" if marked else "secondary", on_click=flip, args=(test, c.train),

@@ -172,7 +172,8 @@ def register(sub) -> None:
                                    "retrain N models without them (or with them relabelled) and print both.")
     _common(p)
     p.add_argument("--target", required=True, help="train:i or test:j, e.g. test:42")
-    p.add_argument("--remove", required=True, help=f"the set: {REMOVE_HELP}")
+    p.add_argument("--remove", required=True, help=f"the set: {REMOVE_HELP}; top:K is the K largest positive weights "
+                   "(bottom:K the K most negative), fewer when the datamodel has fewer: a zero weight is never removed")
     p.add_argument("--models", type=positive_int, default=8, help="models to retrain (default 8)")
     p.add_argument("--relabel", action="store_true",
                    help="relabel the set to the target's competing class (read from its datamodel) instead of removing it")

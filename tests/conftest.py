@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Tiny but real: few models, few epochs, a narrow MLP.
 # fp32 pinned: tiny runs come out the same on every CI machine (tests/training/test_precision.py covers bf16)
+# The selection Chromium sends for a click on an image grid's image, recorded by tests/pages/test_browser.py
+# (test_a_click_on_an_image_sends_the_recorded_selection checks a live click still sends it); AppTests replay it.
+RECORDED_SELECTION = ROOT / "tests" / "pages" / "chromium_selection.json"
 FAST_TRAIN = ["--epochs", "3", "--hidden", "16", "--precision", "fp32"]
 
 
@@ -61,7 +64,7 @@ def open_app(params: dict, page: str | None = None, *, timeout: float = 60, chec
 
 
 def image_grids(at) -> dict[str, tuple[str, list[str]]]:
-    """Every image grid (pages.components.image_grid) an AppTest drew: its key → (the widget key, the target
+    """Every image grid (widgets.image_grid.image_grid) an AppTest drew: its key → (the widget key, the target
     names of its images in reading order), read from the figure the browser gets (each cell's invisible
     point carries the image's column; its caption's first line names it)."""
     import json
@@ -83,15 +86,27 @@ def plotly_charts(at) -> list:
 
 
 def click_image(at, grid: str, name: str, n_train: int):
-    """Click image `name` of grid `grid` as Chromium does: a points selection of its cell's point, whose
-    customdata is the image's margins column. Returns the AppTest after the rerun."""
+    """Click image `name` of grid `grid` as Chromium does: the recorded selection (RECORDED_SELECTION) of its
+    cell's point, whose customdata is the image's margins column. Returns the AppTest after the rerun."""
     widget, names = image_grids(at)[grid]
     split, index = name.split(":")
     column = int(index) + (n_train if split == "test" else 0)
-    at.session_state[widget] = {"selection": {"points": [{"customdata": column, "point_index": names.index(name),
-                                                          "curve_number": 1}],
-                                              "point_indices": [names.index(name)], "box": [], "lasso": []}}
+    at.session_state[widget] = recorded_selection([(column, names.index(name))])
     return at.run()
+
+
+def recorded_selection(points: list[tuple[int, int]]) -> dict:
+    """The recorded Chromium selection with its one point replaced by `points` ((customdata, point index) pairs)."""
+    import copy
+    import json
+
+    recorded = json.loads(RECORDED_SELECTION.read_text())
+    template = recorded["selection"]["points"][0]
+    selection = copy.deepcopy(recorded)
+    selection["selection"]["points"] = [dict(template, customdata=c, point_index=i, point_number=i) for c, i in points]
+    selection["selection"]["point_indices"] = [i for _, i in points]
+    return selection
+
 
 @pytest.fixture(autouse=True, scope="session")
 def loopback_server_address():
@@ -122,14 +137,11 @@ def structure_run(tmp_path_factory) -> Path:
     on the masks (a training target only on the models that did not see it, eq. 9 of the paper); then
     `analyze_structure` with 10 components and 3 clusters per class. About half a minute.
     """
-    import warnings
-
     import numpy as np
     from sklearn.datasets import load_digits
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
 
     from backend.structure.analyze import analyze_structure
+    from tests.oracles import sklearn_datamodels
 
     tmp = tmp_path_factory.mktemp("structure")
     digits = load_digits()
@@ -140,15 +152,7 @@ def structure_run(tmp_path_factory) -> Path:
     run_cli("train", "--dataset", f"npz:{tmp / 'digits450.npz'}", "--models", "100", "--out", out,
             "--epochs", "20", "--hidden", "32")
     masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
-    n_train, x = masks.shape[1], masks.astype(np.float64)
-    weights = np.zeros((margins.shape[1], n_train), dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        weights[n_train:] = Lasso(alpha=0.01).fit(x, margins[:, n_train:]).coef_
-        for i in range(n_train):
-            rows = ~masks[:, i]
-            weights[i] = Lasso(alpha=0.01).fit(x[rows], margins[rows, i]).coef_
-    np.save(out / "weights.npy", weights)
+    np.save(out / "weights.npy", sklearn_datamodels(masks, margins, np.arange(margins.shape[1]), 0.01)[0])
     analyze_structure(out, n_components=10, k_per_class=3, device="cpu")
     return out
 
@@ -161,14 +165,12 @@ def counterfactual_run(tiny_run, tmp_path_factory) -> Path:
     targets keep empty ones (the counterfactual tests ask about test targets only). A few seconds.
     """
     import shutil
-    import warnings
 
     import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
 
     from backend.training.control import ensure_control
     from backend.store.run_dir import Run
+    from tests.oracles import sklearn_datamodels
 
     out = tmp_path_factory.mktemp("runs") / "counterfactual"
     shutil.copytree(tiny_run, out)
@@ -176,10 +178,8 @@ def counterfactual_run(tiny_run, tmp_path_factory) -> Path:
     n_train = masks.shape[1]
     weights = np.zeros((margins.shape[1], n_train), dtype=np.float32)
     bias = margins.mean(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = Lasso(alpha=0.05, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
-    weights[n_train:], bias[n_train:] = fit.coef_, fit.intercept_
+    weights[n_train:], bias[n_train:] = sklearn_datamodels(masks, margins, np.arange(n_train, margins.shape[1]), 0.05,
+                                                           max_iter=2000)
     np.save(out / "weights.npy", weights)
     np.save(out / "bias.npy", bias.astype(np.float32))
     np.save(out / "lam.npy", np.full(len(bias), 0.05, dtype=np.float32))
@@ -214,11 +214,10 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     """
     import json
     import shutil
-    import warnings
 
     import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
+
+    from tests.oracles import sklearn_datamodels
 
     root = tmp_path_factory.mktemp("dashboard")
     runs = root / "runs"
@@ -228,12 +227,10 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     masks, margins = np.load(fitted / "masks.npy"), np.load(fitted / "margins.npy")
     n_train, n_targets = masks.shape[1], margins.shape[1]
     columns = np.arange(5, n_targets)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        lasso = Lasso(alpha=0.1, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, columns])
     weights = np.zeros((n_targets, n_train), dtype=np.float32)
     bias, lam = np.full(n_targets, np.nan, dtype=np.float32), np.full(n_targets, np.nan, dtype=np.float32)
-    weights[columns], bias[columns], lam[columns] = lasso.coef_, lasso.intercept_, 0.1
+    weights[columns], bias[columns] = sklearn_datamodels(masks, margins, columns, 0.1, eq9=False, tol=1e-3, max_iter=2000)
+    lam[columns] = 0.1
     np.save(fitted / "weights.npy", weights)
     np.save(fitted / "bias.npy", bias)
     np.save(fitted / "lam.npy", lam)

@@ -38,16 +38,35 @@ def objective(x, y, w, b, lam):
     return r @ r / (2 * len(y)) + lam * np.abs(w).sum()
 
 
-def save_test_target_lasso(run_dir, alpha: float) -> None:
-    """weights.npy of run_dir from one multi-target scikit-learn Lasso on its test targets (training targets
-    left at zero): a stand-in fit for tests that need datamodels but not `precompute fit`'s cost."""
-    masks, margins = np.load(run_dir / "masks.npy"), np.load(run_dir / "margins.npy")
-    n_train, n_targets = masks.shape[1], margins.shape[1]
+def sklearn_datamodels(masks, margins, columns, alpha: float, *, eq9: bool = True, **lasso_kw) -> tuple[np.ndarray, np.ndarray]:
+    """Datamodels of targets `columns` by scikit-learn's Lasso(alpha, **lasso_kw): the test fixtures' one stand-in fit.
+
+    masks : (n_models, n_train) bool; margins : (n_models, n_targets). The test targets (every column when
+    eq9=False) share one multi-target fit on all models; a training target is fitted alone on the models that left
+    it out (eq. 9). Returns weights float32 (len(columns), n_train) and intercepts float64 (len(columns),).
+    """
+    n_train, columns = masks.shape[1], np.asarray(columns)
+    x = masks.astype(np.float64)
+    weights, intercepts = np.zeros((len(columns), n_train), dtype=np.float32), np.zeros(len(columns))
+    shared = columns >= n_train if eq9 else np.ones(len(columns), dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        lasso = Lasso(alpha=alpha, tol=1e-3, max_iter=2000).fit(masks.astype(np.float64), margins[:, n_train:])
+        if shared.any():
+            fit = Lasso(alpha=alpha, **lasso_kw).fit(x, margins[:, columns[shared]])
+            weights[shared], intercepts[shared] = fit.coef_, fit.intercept_
+        for j in np.flatnonzero(~shared):
+            rows = ~masks[:, columns[j]]
+            fit = Lasso(alpha=alpha, **lasso_kw).fit(x[rows], margins[rows, columns[j]])
+            weights[j], intercepts[j] = fit.coef_, fit.intercept_
+    return weights, intercepts
+
+
+def save_test_target_lasso(run_dir, alpha: float) -> None:
+    """weights.npy of run_dir from sklearn_datamodels of its test targets (training targets left at zero)."""
+    masks, margins = np.load(run_dir / "masks.npy"), np.load(run_dir / "margins.npy")
+    n_train, n_targets = masks.shape[1], margins.shape[1]
     weights = np.zeros((n_targets, n_train), dtype=np.float32)
-    weights[n_train:] = lasso.coef_
+    weights[n_train:] = sklearn_datamodels(masks, margins, np.arange(n_train, n_targets), alpha, tol=1e-3, max_iter=2000)[0]
     np.save(run_dir / "weights.npy", weights)
 
 

@@ -9,7 +9,7 @@ import sys
 from tests.conftest import ROOT
 
 # Every backend module a page imports at its start (pages/*.py).
-PAGE_IMPORTS = ["backend.structure.embeddings", "backend.structure.faithfulness", "backend.structure.clusters",
+PAGE_IMPORTS = ["backend.api", "backend.structure.embeddings", "backend.structure.faithfulness", "backend.structure.clusters",
                 "backend.structure.similar_targets", "backend.training.control", "backend.training.retrain_store",
                 "backend.counterfactuals.predict", "backend.counterfactuals.support", "backend.counterfactuals.evaluation",
                 "backend.leakage.analysis", "backend.leakage.agreement", "backend.leakage.annotations"]
@@ -28,8 +28,9 @@ def test_the_modules_pages_import_load_no_heavy_library():
 
 
 def test_the_page_shell_loads_no_database_library():
-    """app.py and pages/components.py run before every page: SQLAlchemy is for the leak-review pages alone."""
-    assert loaded_after("import pages.components", ["sqlalchemy"]) == {"sqlalchemy": False}
+    """app.py and widgets/ run before every page: SQLAlchemy is for the leak-review pages alone."""
+    assert loaded_after("import widgets.text, widgets.access, widgets.run_context, widgets.url_state, widgets.target_picker, "
+                        "widgets.image_grid", ["sqlalchemy"]) == {"sqlalchemy": False}
     assert loaded_after("import backend.leakage.annotations", ["sqlalchemy"]) == {"sqlalchemy": True}
 
 
@@ -39,7 +40,7 @@ def test_the_server_imports_what_the_pages_import_before_its_first_request():
 
     found = discover_asgi_app(ROOT / "app.py")
     assert found.is_asgi_app and found.import_string == "app:app"
-    warm = ["pandas", "pages.components", "backend.datamodels.quality", "backend.leakage.annotations"]
+    warm = ["pandas", "widgets.image_grid", "backend.datamodels.quality", "backend.leakage.annotations"]
     start = "import asyncio, app\nasync def start():\n    async with app.preload(app.app):\n        pass\nasyncio.run(start())"
     assert loaded_after("import app", warm + HEAVY) == {m: False for m in warm + HEAVY}
     assert loaded_after(start, warm + HEAVY) == {**{m: True for m in warm}, **{m: False for m in HEAVY}}

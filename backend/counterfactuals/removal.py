@@ -1,7 +1,8 @@
 """Removal sets: which training images a counterfactual takes away, and which requests are refused.
 
 The heuristics are the paper's §4.1.2 (Figure 8): the k training images with the most positive
-datamodel weights for the target, the k most negative, k random images of the target's class, and k
+datamodel weights for the target, the k most negative (backend.ranking's one top-k: a zero weight is never
+removed, so a sparse datamodel may give fewer than k), k random images of the target's class, and k
 random images from the whole set. Any user-chosen set of ids is a removal set too.
 """
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
+from backend.ranking import bottom_k, top_k
 
 HEURISTICS = ("top", "bottom", "random-class", "random")
 MAX_REMOVE = 1280  # the paper's largest removal (App. F.3); smaller sets are capped at half the run
@@ -91,23 +94,13 @@ def parse_ids(text: str, n_train: int) -> list[int]:
         ids.extend(range(int(lo), last + 1))
     return list(dict.fromkeys(ids))
 
-def top_positive(weights: np.ndarray, k: int) -> np.ndarray:
-    """The k training indices with the largest weights, largest first. weights : ndarray of shape (n_train,)."""
-    return np.argsort(-np.asarray(weights, dtype=np.float64), kind="stable")[:k].astype(np.int64)
-
-
-def top_negative(weights: np.ndarray, k: int) -> np.ndarray:
-    """The k training indices with the most negative weights, most negative first."""
-    return np.argsort(np.asarray(weights, dtype=np.float64), kind="stable")[:k].astype(np.int64)
-
-
 def removal_set(heuristic: str, k: int, weights: np.ndarray, train_labels: np.ndarray, target_label: int,
                 rng: np.random.Generator) -> np.ndarray:
     """k training indices chosen by one of HEURISTICS for a target with datamodel `weights` (n_train,)."""
     if heuristic == "top":
-        return top_positive(weights, k)
+        return top_k(weights, k)
     if heuristic == "bottom":
-        return top_negative(weights, k)
+        return bottom_k(weights, k)
     if heuristic == "random-class":
         pool = np.flatnonzero(train_labels == target_label)
         return np.sort(rng.choice(pool, size=min(k, len(pool)), replace=False)).astype(np.int64)

@@ -19,12 +19,14 @@ from typing import Callable
 
 import numpy as np
 
+from backend.ranking import top_k
+
 from backend.lazy_import import lazy_module
 from backend.store.artifacts import read_json, write_json
 from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
 from backend.counterfactuals.predict import actual_margin, load_weights
-from backend.counterfactuals.removal import competitor_class, top_positive
+from backend.counterfactuals.removal import competitor_class
 from backend.progress import Progress, fraction
 from backend.training.retrain_store import make_request, retrain_many
 from backend.store.run_dir import Run
@@ -184,7 +186,7 @@ def _search_chunk(run: Run, chunk: list[int], rows: list[np.ndarray], control, d
     n_models, k_max = params["n_models"], params["k_max"]
     labels = np.asarray(run.labels)
     train_labels = labels[:run.n_train]
-    orders = [top_positive(row, k_max) for row in rows]
+    orders = [top_k(row, k_max) for row in rows]
     relabel_to = [competitor_class(row, train_labels, int(labels[t]), len(run.class_names)) for row, t in zip(rows, chunk)]
     live = [i for i, t in enumerate(chunk) if control[t] > 0]
 

@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.ranking import bottom_k, top_k
+
 
 def top_weights(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The training images with the k largest positive and the k most negative weights.
+    """The training images with the k largest positive and the k most negative weights (backend.ranking's rule).
 
     weights : ndarray of shape (n_train,), one target's datamodel
     Returns (positive, negative): int64 index arrays of length at most k, positive by weight
     descending, negative by weight ascending (most negative first). Zero weights are never returned,
     so a sparse datamodel may give fewer than k of either.
     """
-    weights = np.asarray(weights)
-    k = min(k, len(weights))
-    if k <= 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    return _extreme(-weights, k), _extreme(weights, k)
-
-
-def _extreme(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k smallest strictly negative scores, ascending: argpartition, then a sort of k."""
-    part = np.argpartition(scores, k - 1)[:k]
-    part = part[np.argsort(scores[part], kind="stable")]
-    return part[scores[part] < 0].astype(np.int64)
+    return top_k(weights, k), bottom_k(weights, k)
 
 
 def weight_profile(weights: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ import numpy as np
 
 from backend.datasets.planted import shifted
 from backend.lazy_import import lazy_module
+from backend.ranking import NO_INDEX, top_k_rows
 
 # Only finding candidates needs them; the Review page reads the stored lists (backend/lazy_import.py).
 faiss = lazy_module("faiss")
@@ -49,7 +50,7 @@ PIXEL_SHIFT = 1
 
 
 def weight_extremes(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The k largest positive and k most negative weights of each row, read a block of rows at a time.
+    """The k largest positive and k most negative weights of each row (backend.ranking's rule), a block at a time.
 
     weights : ndarray of shape (n_rows, n_train), a memmap is fine
     Returns (top, top_values, bottom, bottom_values), each of shape (n_rows, min(k, n_train)): int64
@@ -64,20 +65,12 @@ def weight_extremes(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     step = max(1, ROW_BLOCK_BYTES // max(1, n_train * 4))
     for lo in range(0, n_rows, step):
         block = np.asarray(weights[lo:lo + step], dtype=np.float32)
-        for sign, (index, value) in ((-1.0, out[:2]), (1.0, out[2:])):
-            best = _smallest(sign * block, k)
-            picked = np.take_along_axis(block, best, axis=1)
-            keep = sign * picked < 0
+        for largest, (index, value) in ((True, out[:2]), (False, out[2:])):
+            best = top_k_rows(block, k, largest=largest)
+            keep = best != NO_INDEX
             index[lo:lo + step] = np.where(keep, best, NO_CANDIDATE)
-            value[lo:lo + step] = np.where(keep, picked, 0.0)
+            value[lo:lo + step] = np.where(keep, np.take_along_axis(block, np.where(keep, best, 0), axis=1), 0.0)
     return tuple(out)
-
-
-def _smallest(costs: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k smallest costs of each row, ascending (argpartition, then a sort of k)."""
-    part = np.argpartition(costs, k - 1, axis=1)[:, :k] if k < costs.shape[1] else np.tile(np.arange(k), (len(costs), 1))
-    order = np.argsort(np.take_along_axis(costs, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
 
 
 def float32_unit_rows(x: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.ranking import bottom_k, top_k
 from backend.store.artifacts import read_array, read_npz, write_array, write_npz
 from backend.store.atomic import current_path
 from backend.store.run_dir import Run
@@ -175,7 +176,7 @@ def mistaken_targets(counts: np.ndarray, labels: np.ndarray, start: int, stop: i
     confidently wrong (largest majority share) first."""
     majority, share = majority_prediction(np.asarray(counts[start:stop]))
     wrong = np.flatnonzero(majority != np.asarray(labels[start:stop]))
-    return start + wrong[np.argsort(-share[wrong], kind="stable")][:k].astype(np.int64)
+    return start + wrong[top_k(share[wrong], k, signed=False)]
 
 
 def unstable_targets(accuracy: np.ndarray, start: int, stop: int, k: int) -> np.ndarray:
@@ -200,10 +201,4 @@ def lowest_targets(scores: np.ndarray, start: int, stop: int, k: int) -> np.ndar
     scores : ndarray of shape (n_targets,), e.g. mean margins (lowest = hardest) or per-target LDS
     (lowest = worst predicted); [start, stop) is a split's column range, e.g. the test set.
     """
-    values = np.asarray(scores[start:stop], dtype=np.float64)
-    values = np.where(np.isnan(values), np.inf, values)
-    k = min(k, int(np.isfinite(values).sum()))
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(values, k - 1)[:k]
-    return start + part[np.argsort(values[part], kind="stable")].astype(np.int64)
+    return start + bottom_k(np.asarray(scores[start:stop], dtype=np.float64), k, signed=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backend.counterfactuals.removal import (RemovalError, competitor_class, default_max_remove, format_ids, parse_ids,
-                                             removal_set, top_negative, top_positive, validate_removal)
+                                             removal_set, validate_removal)
 
 LABELS = np.repeat(np.arange(3), [4, 5, 6])  # 15 training images in 3 classes
 NAMES = ["a", "b", "c"]
@@ -34,14 +34,15 @@ def test_default_cap_is_1280_or_half_the_set():
     assert default_max_remove(50_000) == 1280 and default_max_remove(1297) == 648
 
 
-def test_top_and_bottom_match_brute_force():
+def test_top_and_bottom_match_brute_force_and_never_remove_a_zero_weight():
     rng = np.random.default_rng(0)
     w = rng.normal(size=40)
-    brute_top = [i for _, i in sorted(((-w[i], i) for i in range(40)))][:7]
-    brute_bottom = [i for _, i in sorted(((w[i], i) for i in range(40)))][:7]
-    np.testing.assert_array_equal(top_positive(w, 7), brute_top)
-    np.testing.assert_array_equal(top_negative(w, 7), brute_bottom)
-    np.testing.assert_array_equal(removal_set("top", 7, w, np.zeros(40, int), 0, rng), brute_top)
+    w[::3] = 0.0  # a sparse datamodel: 14 zero weights
+    brute_top = [i for _, i in sorted((-w[i], i) for i in range(40) if w[i] > 0)][:20]
+    brute_bottom = [i for _, i in sorted((w[i], i) for i in range(40) if w[i] < 0)][:20]
+    assert len(brute_top) < 20 and len(brute_bottom) < 20
+    np.testing.assert_array_equal(removal_set("top", 20, w, np.zeros(40, int), 0, rng), brute_top)
+    np.testing.assert_array_equal(removal_set("bottom", 20, w, np.zeros(40, int), 0, rng), brute_bottom)
 
 
 def test_random_heuristics_draw_distinct_images_of_the_right_pool():

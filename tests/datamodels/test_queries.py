@@ -9,9 +9,8 @@ from backend.training.target_stats import lowest_targets
 
 
 def brute_top(weights, k):
-    order = np.argsort(-weights, kind="stable")
-    positive = [j for j in order if weights[j] > 0][:k]
-    negative = [j for j in order[::-1] if weights[j] < 0][:k]
+    positive = [j for j in np.argsort(-weights, kind="stable") if weights[j] > 0][:k]
+    negative = [j for j in np.argsort(weights, kind="stable") if weights[j] < 0][:k]
     return positive, negative
 
 

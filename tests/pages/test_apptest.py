@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from backend.datamodels.queries import top_weights
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
-from pages.components import CREATE_RUN
+from widgets.run_context import CREATE_RUN
 from tests.conftest import ROOT, click_image, image_grids, open_app, plotly_charts
 
 RUN = "digits-tiny"

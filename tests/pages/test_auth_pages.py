@@ -296,7 +296,7 @@ def test_url_parameters_are_shown_as_plain_text_without_server_paths(dashboard_d
 
 
 def test_plain_text_is_a_code_span_the_text_cannot_close():
-    from pages.components import plain
+    from widgets.text import plain
 
     assert plain("[a](b)") == "`[a](b)`"
     assert plain("a`b``c") == "```a`b``c```"

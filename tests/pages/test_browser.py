@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from backend.access.auth import AUTH_ENV, ROLES_ENV
 from backend.counterfactuals.removal import format_ids
 from backend.leakage.annotations import ENV_VAR as DATABASE_URL_ENV
 from backend.store.catalog import DATA_DIR_ENV
-from tests.conftest import ROOT
+from tests.conftest import RECORDED_SELECTION, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -139,10 +140,12 @@ def serve(data_dir: Path, tmp: Path, address: str = "127.0.0.1", port: int | Non
 
 @pytest.fixture(scope="module")
 def server(dashboard_data_dir, tmp_path_factory):
-    """The dashboard on a loopback address: the local, unauthenticated one `make run` serves."""
+    """The dashboard on a loopback address: the local, unauthenticated one `make run` serves, on a copy of the
+    session's data directory of its own (the counterfactual test retrains into its run)."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
-    with serve(dashboard_data_dir, tmp_path_factory.mktemp("streamlit")) as url:
+    data = Path(shutil.copytree(dashboard_data_dir, tmp_path_factory.mktemp("served") / "data", symlinks=True))
+    with serve(data, tmp_path_factory.mktemp("streamlit")) as url:
         yield url
 
 
@@ -222,7 +225,7 @@ def drag_across(page, chart) -> None:
 
 
 def grid(page, key: str):
-    """The image grid (pages.components.image_grid) drawn with key `key` (its widget key adds a digest)."""
+    """The image grid (widgets.image_grid.image_grid) drawn with key `key` (its widget key adds a digest)."""
     return page.locator(f'[class*="st-key-{key}-"]').get_by_test_id("stPlotlyChart")
 
 
@@ -255,6 +258,39 @@ def open_on_neighbours(page, chart, i: int) -> str:
     expect(heading(page, f"Neighbours of {name}")).to_be_visible()
     settle(page)
     return name
+
+def sent_selections(page) -> list[tuple[str, dict]]:
+    """(widget id, value) of every plotly selection the page sends from now on, decoded from the WebSocket's
+    BackMsg frames: what Chromium really sends, which the AppTests replay (tests/conftest.py)."""
+    import json
+
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    sent: list[tuple[str, dict]] = []
+
+    def frame(payload) -> None:
+        if isinstance(payload, str):
+            return
+        msg = BackMsg()
+        msg.ParseFromString(payload)
+        if msg.WhichOneof("type") == "rerun_script":
+            for widget in msg.rerun_script.widget_states.widgets:
+                kind = widget.WhichOneof("value")
+                if kind in ("string_value", "json_value") and '"selection"' in getattr(widget, kind):
+                    sent.append((widget.id, json.loads(getattr(widget, kind))))
+
+    page.on("websocket", lambda ws: ws.on("framesent", frame))
+    return sent
+
+
+def shape(value):
+    """A JSON value's structure: dict keys and the types of its leaves, lists by their first item."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
 
 def test_walk_the_dataset_in_a_real_browser(server, page):
     from playwright.sync_api import expect
@@ -329,6 +365,29 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
     screenshot(page, "quality")
     name = open_on_neighbours(page, grid(page, "worst"), 0)
     assert urlparse(page.url).path == "/neighbours" and target_in(page.url) == name
+
+
+def test_a_click_on_an_image_sends_the_recorded_selection(server, browser):
+    """One image click in Chromium sends exactly the selection payload recorded in tests/pages/ (its shape, and the
+    clicked image's column as customdata), the one shape the AppTests replay and the app reads."""
+    import json
+
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    sent = sent_selections(page)
+    page.goto(f"{server}/neighbours?run={RUN}&target=test:3")
+    expect(heading(page, "Neighbours of test:3")).to_be_visible()
+    settle(page)
+    name = click_tile(page, grid(page, "positive"), 1)
+    expect(heading(page, f"Neighbours of {name}")).to_be_visible()
+    page.close()
+    (widget, value), = [(w, v) for w, v in sent if "-positive-" in w]
+    recorded = json.loads(RECORDED_SELECTION.read_text())
+    assert shape(value) == shape(recorded)
+    (point,) = value["selection"]["points"]
+    assert point["customdata"] == int(name.removeprefix("train:")) and point["point_index"] == 1
 
 
 def visible_training_images(page) -> set[str]:
@@ -451,7 +510,7 @@ def test_structure_pages_in_a_real_browser(server, page):
     expect(page.get_by_role("combobox", name="Class")).to_have_value("class 3")
     expect(page.get_by_role("tab", name=re.compile(r"^Cluster \d+$"))).to_have_count(3)  # --clusters-per-class 3
     screenshot(page, "clusters")
-    # What Chromium sends for a lasso over the layout (customdata rows as {"0": column}) selects every member.
+    # A real lasso over the layout (each point's customdata its column, the recorded shape) selects every member.
     drag_across(page, page.get_by_test_id("stPlotlyChart").first)
     selected = page.get_by_role("heading", name=re.compile(r"^Selected targets \(\d+\)$"))
     expect(selected).to_be_visible()

@@ -111,3 +111,26 @@ def test_certify_button_runs_the_bisection_and_shows_its_steps(page):
     steps = at.dataframe[-1].value
     assert len(steps) >= 1 and list(steps.columns) == ["k", "mean margin"]
     assert any("Certified support" in m.value for m in at.markdown)
+
+
+def test_cli_top_10_and_the_page_add_the_top_10_give_the_same_set(counterfactual_run, tmp_path, monkeypatch):
+    """One top-k: on a sparse datamodel (fewer than 10 positive weights) `counterfactual --remove top:10` removes
+    what the page's "+ top 10 positive" puts in the basket: the positive weights only, never a zero weight."""
+    import json
+
+    from backend.counterfactuals.removal import parse_ids
+    from tests.conftest import run_cli
+
+    run_dir = shutil.copytree(counterfactual_run, tmp_path / "data" / "runs" / RUN)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    run = Run(run_dir)
+    weights = np.load(run_dir / "weights.npy")
+    column = next(t for t in range(run.n_train, run.n_targets) if 1 <= (weights[t] > 0).sum() < 10)
+    target = f"test:{column - run.n_train}"
+    at = open_app({"run": RUN, "target": target}, "counterfactuals", timeout=120)
+    at.button(key="cf_top10").click().run()
+    assert not at.exception, at.exception
+    basket = sorted(parse_ids(at.query_params["basket"], run.n_train))
+    out = json.loads(run_cli("counterfactual", "--run", run_dir, "--target", target, "--remove", "top:10", "--models", "1",
+                             "--control-models", "8", "--device", "cpu", "--json").stdout)
+    assert out["changed"] == basket == sorted(np.flatnonzero(weights[column] > 0).tolist())

@@ -15,7 +15,7 @@ from backend.structure import faithfulness
 from backend.structure import similar_targets
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
-from tests.conftest import click_image, image_grids, open_app, plotly_charts
+from tests.conftest import click_image, image_grids, open_app, plotly_charts, recorded_selection
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,7 @@ def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir)
     run = run_of(data_dir)
     members, _ = clusters.class_clustering(run, 3)
     picked = [run.n_train + int(j) for j in members[:2]]
-    at.session_state["layout-3"] = {"selection": {"points": [{"customdata": [c]} for c in picked],
-                                                  "point_indices": [0, 1], "box": [], "lasso": []}}
+    at.session_state["layout-3"] = recorded_selection([(c, i) for i, c in enumerate(picked)])
     at.run()
     no_errors(at)
     assert "Selected targets (2)" in [s.value for s in at.subheader]

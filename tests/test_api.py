@@ -1,0 +1,137 @@
+"""backend.api by target names, against the stored arrays read directly and brute-force sorts; BatchedLasso
+against scikit-learn; the README's notebook example run as written."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.api import MissingArtifact, open_run
+from backend.store.targets import TargetError
+from tests.oracles import objective, random_problem, sklearn_lasso
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def api(dashboard_data_dir):
+    return open_run(dashboard_data_dir / "runs" / "digits-tiny")
+
+
+def brute_top(scores, k, sign=1):
+    return [f"train:{j}" for _, j in sorted((-sign * s, j) for j, s in enumerate(scores) if sign * s > 0)][:k]
+
+
+def test_top_by_every_method_is_the_sorted_positive_scores(api):
+    run = api.run
+    weights = np.load(run.dir / "weights.npy")
+    assert api.methods() == ["datamodels", "fixture-permuted"]
+    for name in ("test:3", "train:9"):
+        row = weights[api.column(name)].astype(np.float64)
+        assert api.top(name, 10) == brute_top(row, 10)
+        assert api.top(name, 10, side="negative") == brute_top(row, 10, -1)
+    scores = np.load(run.dir / "attribution" / "fixture-permuted" / "scores.npy")[3]
+    assert api.top("test:3", 7, method="fixture-permuted") == brute_top(scores.astype(np.float64), 7)
+    np.testing.assert_array_equal(api.self_scores("fixture-permuted"),
+                                  np.load(run.dir / "attribution" / "fixture-permuted" / "self_scores.npy"))
+    with pytest.raises(TargetError, match="scores test targets only"):
+        api.scores("train:9", "fixture-permuted")
+
+
+def test_predicted_removal_is_control_minus_the_weights(api):
+    run = api.run
+    removed = api.top("test:3", 10)
+    got = api.predict_removal("test:3", removed)
+    column = run.n_train + 3
+    ids = sorted(int(n.split(":")[1]) for n in removed)
+    control = np.load(run.dir / "control_margins.npy").astype(np.float64).mean(0)
+    weights = np.load(run.dir / "weights.npy").astype(np.float64)
+    assert got.removed == [f"train:{i}" for i in ids]
+    assert got.control_margin == pytest.approx(control[column])
+    assert got.predicted_margin == pytest.approx(control[column] - weights[column, ids].sum())
+    test_after = control[run.n_train:] - weights[run.n_train:, ids].sum(1)
+    flipped = {f"test:{j}" for j in np.flatnonzero((control[run.n_train:] > 0) != (test_after > 0))}
+    assert set(got.flipped_test) == flipped
+    with pytest.raises(TargetError, match="test image"):
+        api.predict_removal("test:3", ["test:1"])
+    with pytest.raises(TypeError):
+        api.predict_removal("test:3", "train:1")
+
+
+def test_leak_candidates_similar_targets_and_stats_read_the_stored_arrays(api):
+    run = api.run
+    found = api.leak_candidates("test:4", n=3)
+    top = np.load(run.dir / "leakage" / "weight_top.npy")[4]
+    assert [c.train for c in found if c.source == "top weight"] == [f"train:{j}" for j in top[:3] if j >= 0]
+    with pytest.raises(TargetError, match="test images"):
+        api.leak_candidates("train:4")
+    neighbours = np.load(run.dir / "structure" / "neighbors.npy")[run.n_train + 4]
+    assert [n for n, _ in api.similar("test:4", 5)] == [api.name(c) for c in neighbours[:5]]
+    stats = api.stats("test:4")
+    column = run.n_train + 4
+    assert stats["mean_margin"] == pytest.approx(np.load(run.dir / "margins.npy")[:, column].astype(np.float64).mean(), rel=1e-5)
+    assert stats["nonzero_weights"] == int(np.count_nonzero(np.load(run.dir / "weights.npy")[column]))
+    assert api.stats("train:0")["lam"] is None  # left unfitted by the fixture
+
+
+def test_missing_artifacts_name_the_command_in_one_line(api, tiny_run):
+    bare = open_run(tiny_run)
+    for call, command in ((lambda: bare.top("test:1"), f"python -m precompute fit --run {tiny_run}"),
+                          (lambda: bare.leak_candidates("test:1"), f"python -m precompute analyze --run {tiny_run}"),
+                          (lambda: bare.similar("test:1"), f"python -m precompute analyze --run {tiny_run}"),
+                          (lambda: api.top("test:1", method="trak"),
+                           f"python -m precompute attribute --run {api.run.dir} --method trak")):
+        with pytest.raises(MissingArtifact) as info:
+            call()
+        assert command in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(TargetError, match="out of range"):
+        api.top("test:99999")
+    with pytest.raises(ValueError, match="a method is a name"):
+        api.top("test:1", method="../../datamodels")
+
+
+def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
+    api = open_run(cf_run)
+    removed = api.top("test:2", 5)
+    first = api.verify("test:2", removed, n_models=2, device="cpu")
+    from backend.training import retrain_store
+    (summary,) = retrain_store.summaries(api.run)
+    stored = retrain_store.load(api.run, summary["key"])
+    assert stored.request.remove.tolist() == sorted(int(n.split(":")[1]) for n in removed)
+    assert first.actual_margin == pytest.approx(stored.margins[:, api.column("test:2")].astype(np.float64).mean())
+    assert api.verify("test:2", removed, n_models=2, device="cpu") == first  # from the store: nothing trained
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-5)])
+def test_batched_lasso_matches_sklearn(dtype, tol):
+    from backend.api import BatchedLasso
+
+    masks, margins = random_problem()
+    y = margins[:, -6:].astype(np.float64)
+    x = masks.astype(np.float64)
+    for alpha in (0.003, 0.03):
+        est = BatchedLasso(alpha, tol=1e-12 if dtype == "float64" else 1e-7, dtype=dtype).fit(masks, y)
+        assert est.coef_.shape == (6, masks.shape[1]) and est.intercept_.shape == (6,)
+        for j in range(6):
+            sk = sklearn_lasso(x, y[:, j], alpha)
+            ours, ref = objective(x, y[:, j], est.coef_[j], est.intercept_[j], alpha), objective(x, y[:, j], sk.coef_, sk.intercept_, alpha)
+            assert abs(ours - ref) / ref <= tol
+        np.testing.assert_allclose(est.predict(x), x @ est.coef_.T + est.intercept_)
+    one = BatchedLasso(0.01, tol=1e-12).fit(masks, y[:, 0])
+    assert one.coef_.shape == (masks.shape[1],) and isinstance(one.intercept_, float)
+    with pytest.raises(ValueError, match="masks must be"):
+        BatchedLasso(0.01).fit(np.full((4, 3), 0.5), y[:4, 0])
+
+
+def test_readme_notebook_example_runs(dashboard_data_dir, monkeypatch):
+    """The README's API example, at most six lines, run as written on the fixture run in place of the digits run."""
+    section = README.read_text().split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 6
+    assert '"data/runs/digits"' in code
+    namespace: dict = {}
+    exec(code.replace('"data/runs/digits"', repr(str(dashboard_data_dir / "runs" / "digits-tiny"))), namespace)
+    assert namespace["top"] and all(n.startswith("train:") for n in namespace["top"])
+    assert namespace["leaks"] and namespace["predicted"].removed == sorted(namespace["top"], key=lambda n: int(n[6:]))
