@@ -7,7 +7,7 @@ Each config (arch-hidden|width-epochs-precision) trains `--models` α = ½ model
 wall and CPU seconds (time.process_time, every thread of this process), the mean test accuracy of those models
 and the load average before and after. The load matters: other processes on the machine share its cores, so the
 wall seconds are an upper bound and the CPU seconds (which a loaded core inflates less) the better comparison.
-The held-out LDS side of the recipe comes from the real stages instead (README, "Fashion-MNIST recipe").
+The held-out LDS side of the recipe comes from the real stages instead (README, "Fashion-MNIST: the CPU recipe and the resumable full-size run").
 """
 from __future__ import annotations
 
