@@ -15,8 +15,12 @@ def offset(progress: Progress | None, base: float, total: float) -> Progress | N
     return lambda done, _total, unit: progress(base + done, total, unit)
 
 
-def fraction(progress: Progress | None, base: float, size: float, total: float, unit: str) -> Callable[[float], None] | None:
-    """A callback for a step that reports the fraction f of its `size` units done (the engine's batches)."""
+def part(progress: Progress | None, base: float, size: float, total: float, unit: str | None = None) -> Progress | None:
+    """A Progress for a sub-job that fills units [base, base + size) of a job of `total`.
+
+    The sub-job reports its own progress(done, of, unit); its share done/of is scaled onto `size` (a sub-job
+    with nothing to do, of = 0, is complete). `unit` names the parent's unit when it differs from the sub-job's.
+    """
     if progress is None:
         return None
-    return lambda f: progress(base + f * size, total, unit)
+    return lambda done, of, sub_unit: progress(base + size * (done / of if of else 1.0), total, unit or sub_unit)

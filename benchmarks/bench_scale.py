@@ -112,7 +112,7 @@ def fit_block(out: Path, n_targets: int, device: str, working_sets: bool = True)
     import torch
 
     import backend.datamodels.fit as fit_module
-    from backend.datamodels.fit import DEFAULT_MEMORY, _Fitter, memory_model
+    from backend.datamodels.fit import DEFAULT_MEMORY, _Fitter, _Steps, memory_model
     from backend.datamodels.lasso import lasso_path, lasso_solve
 
     if not working_sets:
@@ -126,7 +126,7 @@ def fit_block(out: Path, n_targets: int, device: str, working_sets: bool = True)
     n_models = len(run.masks)
     gram = memory_model(n_models, run.n_train, DEFAULT_MEMORY)[2]
     fitter = _Fitter(run.masks, run.margins, run.n_train, val_frac=0.1, n_lambdas=50, eps=1e-3, tol=1e-4, seed=0,
-                     device=dev, max_iter=1000, patience=3, gram=gram, step=lambda n: None)
+                     device=dev, max_iter=1000, patience=3, gram=gram, steps=_Steps(0, 0, None))
     columns = np.arange(run.n_train, run.n_train + n_targets)
     started, cpu = time.perf_counter(), time.process_time()
     result = fitter.fit(columns, np.zeros(0))

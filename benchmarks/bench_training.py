@@ -104,8 +104,8 @@ def step_seconds(ds: Dataset, arch: str, hp: dict, K: int, precision: str, alpha
     subsets = np.stack([np.sort(rng.choice(ds.n_train, n, replace=False)) for _ in range(K)])
     stamps: list[tuple[float, float]] = []
 
-    def tick(fraction: float) -> None:
-        stamps.append((clock(), fraction))
+    def tick(done: float, of: float, _unit: str) -> None:
+        stamps.append((clock(), done / of))
         if max_steps is not None and len(stamps) > WARMUP + max_steps:
             raise _Enough
 

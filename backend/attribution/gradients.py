@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 from backend.store.run_dir import Run
 from backend.training import architectures
 from backend.training.engine import TrainingData, default_batch_models, train_models
@@ -78,7 +78,7 @@ def train_snapshots(run: Run, data: TrainingData, subsets: np.ndarray, seeds: li
                     kept[start + k].append((lr, single))
 
         train_models(data, np.ascontiguousarray(subsets[start:end]), seeds[start:end], arch, hparams,
-                     progress=fraction(progress, start, end - start, K, "model"), on_epoch=keep)
+                     progress=part(progress, start, end - start, K), on_epoch=keep)
     return kept
 
 

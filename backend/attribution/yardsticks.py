@@ -32,7 +32,7 @@ from backend.attribution.methods import METHODS
 from backend.attribution.selection import setting_label
 from backend.counterfactuals.support import (DEFAULT_BUDGET, brittleness_cdf, default_k_max, search_supports)
 from backend.datamodels.evaluation import check_heldout, lds_by_block
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 from backend.store.artifacts import read_json, write_json
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
@@ -179,10 +179,8 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
             entry["selection"] = earlier["selection"]
         for s, mode in enumerate(modes):
             started = time.time()
-            within = fraction(progress, m * len(modes) + s, 1, total, "search")
             supports = method_supports(run, scores, targets, dict(params, mode=mode), device=device,
-                                       progress=None if within is None else
-                                       (lambda done, of, _unit, within=within: within(done / of if of else 1.0)))
+                                       progress=part(progress, m * len(modes) + s, 1, total, "search"))
             entry["support"][mode] = {"supports": supports, "cdf": support_cdf(supports),
                                       "seconds": round(time.time() - started, 3)}
         if isinstance(flipped, np.ndarray):

@@ -27,7 +27,7 @@ from backend.store.rows import read_row, read_rows
 from backend.training.control import control_mean
 from backend.counterfactuals.predict import actual_margin, load_weights
 from backend.counterfactuals.removal import competitor_class
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 from backend.training.retrain_store import make_request, retrain_many
 from backend.store.run_dir import Run
 from backend.store.schema import SUPPORT, SUPPORT_SUMMARY
@@ -169,20 +169,20 @@ def search_supports(run: Run, targets: list[int], ranking: Callable[[int], np.nd
     chunk = max(1, engine.default_batch_models(run.manifest["arch"], data.train_x.device) // params["n_models"])
     records = []
     for lo in range(0, len(targets), chunk):
-        part = targets[lo:lo + chunk]
-        report = fraction(progress, lo, len(part), len(targets), "target")
-        for record in _search_chunk(run, part, [ranking(t) for t in part], control, data, params, check, report):
+        chunk_targets = targets[lo:lo + chunk]
+        report = part(progress, lo, len(chunk_targets), len(targets), "target")
+        for record in _search_chunk(run, chunk_targets, [ranking(t) for t in chunk_targets], control, data, params, check, report):
             if on_record:
                 on_record(record)
             records.append(record)
         if report:
-            report(1.0)
+            report(1, 1, "round")
     return records
 
 
 def _search_chunk(run: Run, chunk: list[int], rows: list[np.ndarray], control, data, params: dict, check: bool,
-                  progress: Callable[[float], None] | None) -> list[dict]:
-    """Search a chunk of targets in lockstep (rows: their rankings); progress gets the fraction of its rounds done."""
+                  progress: Progress | None) -> list[dict]:
+    """Search a chunk of targets in lockstep (rows: their rankings); progress counts its rounds ("round")."""
     n_models, k_max = params["n_models"], params["k_max"]
     labels = np.asarray(run.labels)
     train_labels = labels[:run.n_train]
@@ -202,7 +202,7 @@ def _search_chunk(run: Run, chunk: list[int], rows: list[np.ndarray], control, d
         found = retrain_many(run, [request(i, k, seed_start) for i, k in pairs], [[chunk[i]] for i, _ in pairs], data=data)
         rounds += 1
         if progress:
-            progress(min(1.0, rounds / n_rounds))
+            progress(min(rounds, n_rounds), n_rounds, "round")
         return [actual_margin(cf, chunk[i]) for cf, (i, _) in zip(found, pairs)]
 
     searches = dict(zip(live, bisect_supports(len(live), evaluate, k_max, params["budget"])))

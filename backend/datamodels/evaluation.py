@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 from backend.store.artifacts import write_array, write_json
 from backend.store.atomic import transaction
 from backend.store.errors import RunError
@@ -419,8 +419,7 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
         progress(2, total, "stage")
     if complexity:
         def on_fraction(i: int) -> Progress | None:
-            within = fraction(progress, 2 + i, 1, total, "stage")
-            return None if within is None else (lambda done, steps, _unit: within(done / steps if steps else 1.0))
+            return part(progress, 2 + i, 1, total, "stage")
         metrics["sample_complexity"] = sample_complexity(
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
             targets=np.intersect1d(default_complexity_targets(run.n_train, run.n_test), fitted),

@@ -16,13 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
 
 from backend.cluster.executor import LocalExecutor
-from backend.progress import Progress
+from backend.progress import Progress, part
 from backend.store.rows import read_columns, write_transposed
 from backend.store.schema import BIAS, FIT, LAM, WEIGHTS, WEIGHTS_BY_TRAIN
 from backend.datamodels.queries import fitted_targets
@@ -187,8 +186,8 @@ class _Fitter:
     """The paper's per-target procedure on one set of masks and margins, a block of targets at a time."""
 
     def __init__(self, masks, margins, n_train: int, *, val_frac: float, n_lambdas: int, eps: float, tol: float,
-                 seed: int, device, max_iter: int, patience: int | None, gram: bool, step: Callable[[int], None]):
-        self.margins, self.n_train, self.gram, self.step = margins, n_train, gram, step
+                 seed: int, device, max_iter: int, patience: int | None, gram: bool, steps: _Steps):
+        self.margins, self.n_train, self.gram, self.steps = margins, n_train, gram, steps
         self.solve_settings = dict(n_lambdas=n_lambdas, eps=eps, tol=tol, max_iter=max_iter, patience=patience)
         n_models = masks.shape[0]
         self.fit_rows, self.val_rows = validation_split(n_models, val_frac, seed)
@@ -209,14 +208,15 @@ class _Fitter:
             if kind.any():
                 parts.append(self._solve(columns[kind], y[:, kind], ratios))
                 ratios = np.concatenate([ratios, parts[-1]["lam_ratio"][np.isfinite(parts[-1]["lam_ratio"])]])
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return {key: np.concatenate([kind_out[key] for kind_out in parts]) for key in parts[0]}
 
     def _solve(self, cols: np.ndarray, y: np.ndarray, ratios: np.ndarray) -> dict[str, np.ndarray]:
         settings, max_iter = self.solve_settings, self.solve_settings["max_iter"]
         fit_block = TargetBlock(self.rows_fit, None, cols, self.n_train, y=y[self.fit_rows], gram=self.gram)
         val_block = TargetBlock(self.rows_val, None, cols, self.n_train, y=y[self.val_rows], gram=self.gram)
         path = lasso_path(fit_block, n_lambdas=settings["n_lambdas"], eps=settings["eps"], tol=settings["tol"],
-                          max_iter=max_iter, score=val_block.mse, patience=settings["patience"], progress=self.step)
+                          max_iter=max_iter, score=val_block.mse, patience=settings["patience"],
+                          progress=self.steps.part(len(cols) * settings["n_lambdas"]))
         ran = path.n_iter >= 0
         T = len(cols)
         chosen = path.lambdas[np.arange(T), path.best]
@@ -235,7 +235,7 @@ class _Fitter:
         w, b, stats = lasso_solve(full_block, torch.as_tensor(chosen), path.weights, tol=settings["tol"],
                                   max_iter=max_iter)
         refit_iters = stats.n_iter.cpu().numpy()
-        self.step(T)
+        self.steps.add(T * (settings["n_lambdas"] + 1))
         return {"weights": w.T.cpu().numpy(), "bias": b.cpu().numpy(), "lam": chosen.astype(np.float32),
                 "path_iterations": np.where(ran, path.n_iter, 0).sum(axis=1), "path_steps_run": ran.sum(axis=1),
                 "refit_iterations": refit_iters, "best_step": path.best,
@@ -249,14 +249,14 @@ def prior_ratios(out, block: int) -> np.ndarray:
     return ratios[np.isfinite(ratios)]
 
 
-def _block_fitter(run_dir: str, settings: dict, device: str, step: Callable[[int], None] | None) -> _Fitter:
+def _block_fitter(run_dir: str, settings: dict, device: str, steps: _Steps | None) -> _Fitter:
     """A worker's state for fitting blocks: the run opened by path, its masks resident on the device."""
     from backend.store.run_dir import Run
     from backend.training.engine import resolve_device
 
     run = Run(run_dir)
     return _Fitter(run.masks, run.margins, run.n_train, device=torch.device(resolve_device(device)),
-                   step=step or (lambda n: None), **settings)
+                   steps=steps or _Steps(0, 0, None), **settings)
 
 
 def _block_task(fitter: _Fitter, block: int, columns: np.ndarray, ratios: np.ndarray) -> dict[str, np.ndarray]:
@@ -265,7 +265,7 @@ def _block_task(fitter: _Fitter, block: int, columns: np.ndarray, ratios: np.nda
 
 
 def _fit_blocks(executor, out, run_dir, todo: np.ndarray, missing: list[int], settings: dict, device: str,
-                step: Callable[[int], None], steps_per_target: int) -> None:
+                steps: _Steps, steps_per_target: int) -> None:
     """Fit the blocks `missing` of the BlockedOutput `out` on `executor` and write them in order.
 
     A target no validation model leaves out borrows the median λ ratio of the blocks before it. In this
@@ -279,7 +279,7 @@ def _fit_blocks(executor, out, run_dir, todo: np.ndarray, missing: list[int], se
             yield block, todo[out.rows(block)], prior_ratios(out, block)
 
     local = executor.in_process
-    setup = partial(_block_fitter, settings=settings, device=device, step=step if local else None)
+    setup = partial(_block_fitter, settings=settings, device=device, steps=steps if local else None)
     key = repr((str(run_dir), sorted(settings.items()), device))
     sizes = [out.rows(block).stop - out.rows(block).start for block in missing]
     results = executor.map(_block_task, items() if local else list(items()), setup=setup, shared=str(run_dir), key=key,
@@ -293,21 +293,24 @@ def _fit_blocks(executor, out, run_dir, todo: np.ndarray, missing: list[int], se
             result.pop("ratios")
         out.write(block, **result)
         if not local:
-            step(sizes[i] * steps_per_target)
+            steps.add(sizes[i] * steps_per_target)
 
 
-def _counter(total: int, done: int, progress: Progress | None) -> Callable[[int], None]:
-    """progress(done, total, "λ step") as target-steps finish, starting from `done`."""
-    count = done
-    if progress:
-        progress(count, total, "λ step")
+class _Steps:
+    """A fit's progress(done, total, "λ step") from `done` on: n_lambdas path steps and one refit per target."""
 
-    def step(n: int) -> None:
-        nonlocal count
-        count += n
-        if progress:
-            progress(count, total, "λ step")
-    return step
+    def __init__(self, total: int, done: int, progress: Progress | None):
+        self.total, self.done, self.progress = total, done, progress
+        self.add(0)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.total, "λ step")
+
+    def part(self, size: int) -> Progress | None:
+        """The progress of the next `size` steps (a block's path), which `add` counts once they are done."""
+        return part(self.progress, self.done, size, self.total)
 
 
 def _info(split: tuple[np.ndarray, np.ndarray], solve_settings: dict, n_models: int, val_frac: float, seed: int,
@@ -357,7 +360,7 @@ def fit_datamodels(masks, margins, n_train: int, *, val_frac: float = 0.1, n_lam
     fitter = _Fitter(masks, margins, n_train, val_frac=val_frac, n_lambdas=n_lambdas, eps=eps, tol=tol, seed=seed,
                      device=device, max_iter=max_iter, patience=patience,
                      gram=memory_model(n_models, n_train, memory)[2],
-                     step=_counter(len(columns) * (n_lambdas + 1), 0, progress))
+                     steps=_Steps(len(columns) * (n_lambdas + 1), 0, progress))
     # Blocks hold one kind: test targets share a Gram matrix, training targets need per-target rows.
     kinds = [np.flatnonzero(columns < n_train), np.flatnonzero(columns >= n_train)]
     blocks = [kind[lo:lo + size] for kind in kinds for lo in range(0, len(kind), size)]
@@ -494,8 +497,8 @@ def fit_run(run, *, val_frac: float = 0.1, n_lambdas: int = 50, eps: float = 1e-
     out = BlockedOutput(run.dir, "fit", config, arrays, size)
     missing = out.missing()
     finished = len(todo) - sum(out.rows(b).stop - out.rows(b).start for b in missing)
-    step = _counter(len(todo) * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
-    _fit_blocks(executor or LocalExecutor(), out, run.dir, todo, missing, settings, str(device), step, n_lambdas + 1)
+    steps = _Steps(len(todo) * (n_lambdas + 1), finished * (n_lambdas + 1), progress)
+    _fit_blocks(executor or LocalExecutor(), out, run.dir, todo, missing, settings, str(device), steps, n_lambdas + 1)
     results = {key: np.asarray(out.view(key)) for key in DIAGNOSTICS}
     solve = {key: settings[key] for key in ("n_lambdas", "eps", "tol", "max_iter", "patience")}
     info = _info(validation_split(n_models, val_frac, seed), solve, n_models, val_frac, seed, device, size,

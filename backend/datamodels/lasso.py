@@ -81,6 +81,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from backend.progress import Progress
+
 RESIDENT_BYTES = 2 << 30
 CHUNK_BYTES = 256 << 20
 GROUP_TARGETS = 512
@@ -585,16 +587,16 @@ def strong_set(grad: torch.Tensor, w: torch.Tensor, lam: torch.Tensor, lam_befor
 
 def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, tol: float = 1e-4,
                max_iter: int = 1000, score: Callable | None = None, patience: int | None = None,
-               keep_path: bool = False, progress: Callable[[int], None] | None = None,
+               keep_path: bool = False, progress: Progress | None = None,
                group: int = GROUP_TARGETS, working_sets: bool = True) -> LassoPath:
     """The LASSO path of every target of `block`, `group` targets batched at a time, warm-started along λ.
 
     score(w (F, T_a), b (T_a,), idx (T_a,)) -> (T_a,) validation error, lower is better; the path
     keeps the best point per target under the tie rule of `improves`. With `patience`, a target's path
     stops once its score has not improved (by that rule) for that many steps, as the datamodels solver
-    does (fast_l1 stops at the first rise). progress(n) is told each time n target-steps are finished
-    (skipped ones included). working_sets=False solves every step on all features (the solver before
-    working sets, kept for benchmarks/bench_scale.py's before-and-after).
+    does (fast_l1 stops at the first rise). progress counts target-steps ("λ step", T · n_lambdas in all,
+    skipped ones included; backend.progress). working_sets=False solves every step on all features (the
+    solver before working sets, kept for benchmarks/bench_scale.py's before-and-after).
     """
     design, q, c0 = block.quadratic()
     F, T = q.shape
@@ -609,6 +611,9 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
     intercepts = np.full((n_lambdas, T), np.nan, dtype=np.float64) if keep_path else None
     best_score = torch.full((T,), math.inf, dtype=torch.float64, device=dev)
     stale = torch.zeros(T, dtype=torch.long, device=dev)
+    steps_done, steps_total = 0, T * n_lambdas
+    if progress:
+        progress(steps_done, steps_total, "λ step")
     for lo in range(0, T, group):
         # State of the group's targets whose path is still running, compacted when some stop: the solution
         # w at the last λ, H·w (so a step starts without a product) and both one step back.
@@ -656,16 +661,16 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
                 _put(best_w, improved, w, better.nonzero().squeeze(1))
                 best[improved.cpu().numpy()] = k
                 stale[active] = torch.where(better, 0, stale[active] + 1)
-            if progress:
-                progress(len(active))
+            steps_done += len(active)
             if k == n_lambdas - 1:
                 stop = torch.ones(len(active), dtype=torch.bool, device=dev)
             elif patience is not None and score is not None:
                 stop = stale[active] >= patience
-                if progress and stop.any():
-                    progress(int(stop.sum()) * (n_lambdas - 1 - k))
+                steps_done += int(stop.sum()) * (n_lambdas - 1 - k)
             else:
                 stop = torch.zeros(len(active), dtype=torch.bool, device=dev)
+            if progress:
+                progress(steps_done, steps_total, "λ step")
             if stop.any():
                 if score is None:
                     _put(best_w, active[stop], w, stop.nonzero().squeeze(1))

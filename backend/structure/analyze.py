@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Callable
 
 import numpy as np
 
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 
 
 # The analysis's stages, each one unit of progress ("stage"); the read of the weights, the PCA fit and
@@ -54,12 +53,12 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     need_control = not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES))
     stages = [s for s in STAGES if need_control or s != "control"]
 
-    def within(name: str) -> Callable[[float], None] | None:
-        return fraction(progress, stages.index(name), 1, len(stages), "stage")
+    def within(name: str) -> Progress | None:
+        return part(progress, stages.index(name), 1, len(stages), "stage")
 
-    def at(name: str, part: float = 1.0) -> None:
+    def at(name: str, share: float = 1.0) -> None:
         if progress:
-            progress(stages.index(name) + part, len(stages), "stage")
+            progress(stages.index(name) + share, len(stages), "stage")
 
     if progress:
         progress(0, len(stages), "stage")

@@ -21,12 +21,13 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from scipy import sparse
 
 from backend.lazy_import import lazy_module
+from backend.progress import Progress
 from backend.ranking import bottom_k, top_k
 from backend.store.rows import read_rows
 from backend.store.artifacts import read_json, write_array
@@ -114,12 +115,12 @@ class HeldEmbeddings:
     Held sparse while the rows read so far have at most SPARSE_MAX_DENSITY non-zeros, switched to dense
     (on data's device) once they pass it. A sparse block is normalised on its non-zeros alone, not as a
     dense block (at CIFAR scale 1 % of the entries: 1.5 s of CPU per 256 MB block instead of 3.6 s).
-    progress : called with the fraction of rows read.
+    progress : progress(rows read, n, "row") (backend.progress).
     An EmbeddingRows over a HeldEmbeddings (instead of the weights) reads its rows from memory: the PCA's
     passes and the projection then cost products, not passes over weights.npy (12 GB at CIFAR scale).
     """
 
-    def __init__(self, data: EmbeddingRows, progress: Callable[[float], None] | None = None):
+    def __init__(self, data: EmbeddingRows, progress: Progress | None = None):
         self.n, self.n_features, self.device = len(data), data.n_features, data.device
         blocks: list = []
         nnz = 0
@@ -132,7 +133,7 @@ class HeldEmbeddings:
                 blocks = [torch.from_numpy(b.toarray()).to(self.device) for b in blocks]
             blocks.append(_unit_csr(x, nonzero) if self.sparse else unit_rows(torch.from_numpy(x).to(self.device)))
             if progress is not None:
-                progress(hi / len(data))
+                progress(hi, len(data), "row")
         if self.sparse:
             self.matrix = sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((0, self.n_features), dtype=np.float32)
             self.transposed = self.matrix.T.tocsr()
@@ -198,7 +199,7 @@ EXACT_MAX_FEATURES = 4096
 
 
 def fit_pca(data: EmbeddingRows, n_components: int, *, method: str = "auto", n_iter: int = 5,
-            oversample: int | None = None, seed: int = 0, progress: Callable[[float], None] | None = None) -> PCA:
+            oversample: int | None = None, seed: int = 0, progress: Progress | None = None) -> PCA:
     """PCA of data's rows, streaming blocks of rows; signs as scikit-learn's (largest coordinate positive).
 
     method : "exact" accumulates the d × d covariance in one pass and diagonalises it; "randomized"
@@ -207,14 +208,14 @@ def fit_pca(data: EmbeddingRows, n_components: int, *, method: str = "auto", n_i
     The randomized range finder uses n_components + oversample directions (default oversample =
     max(n_components, 10): datamodel spectra decay slowly) refined by n_iter power iterations, each a
     pass over the data; centring is implicit, (X - 1μᵀ)·V = X·V - 1(μᵀV), so blocks are never rewritten.
-    progress : called with the fraction of passes done.
+    progress : progress(passes done, passes, "pass") (backend.progress).
     """
     if method == "auto":
         method = "exact" if data.n_features <= EXACT_MAX_FEATURES else "randomized"
     if method == "exact":
         components, variance, mean, total_variance = _exact_pca(data, n_components)
         if progress is not None:
-            progress(1.0)
+            progress(1, 1, "pass")
     else:
         components, variance, mean, total_variance = _randomized_pca(data, n_components, n_iter, oversample, seed, progress)
     signs = torch.sign(components.gather(1, components.abs().argmax(1, keepdim=True)))
@@ -240,7 +241,7 @@ def _exact_pca(data: EmbeddingRows, n_components: int):
 
 
 def _randomized_pca(data: EmbeddingRows, n_components: int, n_iter: int, oversample: int | None, seed: int,
-                    progress: Callable[[float], None] | None):
+                    progress: Progress | None):
     """Randomized SVD of the implicitly centred rows (Halko et al. 2011, Alg. 4.4), 2·n_iter + 2 passes."""
     n, d, dev = len(data), data.n_features, data.device
     width = min(n_components + (oversample if oversample is not None else max(n_components, 10)), n, d)
@@ -252,7 +253,7 @@ def _randomized_pca(data: EmbeddingRows, n_components: int, n_iter: int, oversam
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done / passes)
+            progress(done, passes, "pass")
 
     omega = torch.randn(d, width, generator=gen).to(dev)
     held = data.as_sparse()
@@ -336,7 +337,7 @@ def extremes(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def embed_targets(data: EmbeddingRows, pca: PCA, sketch_dim: int, seed: int = 0,
-                  progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One pass over data's rows: their PCA coordinates and the vectors clustering and neighbours use.
 
     The vectors are the unit embeddings themselves when they have at most sketch_dim coordinates, else
@@ -361,7 +362,7 @@ def embed_targets(data: EmbeddingRows, pca: PCA, sketch_dim: int, seed: int = 0,
         else:
             vectors = held.toarray()
         if progress is not None:
-            progress(1.0)
+            progress(1, 1, "block")
         return projections.astype(np.float32, copy=False), vectors
     if sketched:
         buckets, signs = buckets.to(data.device), signs.to(data.device)
@@ -371,7 +372,7 @@ def embed_targets(data: EmbeddingRows, pca: PCA, sketch_dim: int, seed: int = 0,
         projections[lo:hi] = project(x, pca).cpu().numpy()
         vectors[lo:hi] = (unit_rows(count_sketch(x, buckets, signs, sketch_dim)) if sketched else x).cpu().numpy()
         if progress is not None:
-            progress((b + 1) / data.n_blocks)
+            progress(b + 1, data.n_blocks, "block")
     return projections, vectors
 
 

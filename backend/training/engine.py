@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.progress import Progress, part
 from backend.training import architectures
 from backend.training.mlp_step import MLPStep
 
@@ -141,10 +142,6 @@ def cache_group(arch: str, device: torch.device, in_features: int, n_classes: in
     return max(16, _last_level_cache_bytes() // 4 // per_model)
 
 
-def _scaled(progress: Callable[[float], None], start: float, width: float) -> Callable[[float], None]:
-    return lambda f: progress(start + width * f)
-
-
 def triangular_lr(step: int, total: int, peak_frac: float) -> float:
     """Linear warm-up to 1 at peak_frac of training, then linear decay to 0 (the paper's cyclic LR)."""
     peak = max(1, int(round(peak_frac * total)))
@@ -250,7 +247,7 @@ def train_models(
     arch: str,
     hparams: dict,
     train_labels: torch.Tensor | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
     with_features: bool = False,
     with_predictions: bool = False,
     on_epoch: Callable[[int, torch.nn.Module, float], None] | None = None,
@@ -260,7 +257,7 @@ def train_models(
     subsets : int64 ndarray of shape (K, n), every model the same n
     seeds   : K ints (see `subsets.model_seed`)
     train_labels : optional (n_train,) labels that replace the dataset's (for relabelling counterfactuals)
-    progress : called with the fraction of this batch's training done so far
+    progress : progress(done, K, "model") (backend.progress), fractional while the batch trains
     Returns (margins, features): margins float32 of shape (K, n_train + n_test), features (K, n_targets, D)
     if asked, else None; with_predictions appends each model's predicted class per target, int16 (K, n_targets).
     on_epoch : called after every epoch with (epoch, from 1; the batched model; the epoch's mean learning
@@ -272,10 +269,10 @@ def train_models(
     if K > group and on_epoch is None:
         # Cache-sized groups, one after another: each is its own batch, so every model's result is unchanged.
         parts = [train_models(data, subsets[a:a + group], seeds[a:a + group], arch, hparams, train_labels,
-                              None if progress is None else _scaled(progress, a / K, min(group, K - a) / K),
+                              part(progress, a, min(group, K - a), K),
                               with_features, with_predictions)
                  for a in range(0, K, group)]
-        return tuple(None if part[0] is None else np.concatenate(part) for part in zip(*parts))
+        return tuple(None if group_out[0] is None else np.concatenate(group_out) for group_out in zip(*parts))
     precision = data.precision
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     model = architectures.build(arch, K, data.image_shape, data.n_classes, generators, hparams).to(device)
@@ -332,7 +329,7 @@ def train_models(
             sched.step()
             step += 1
             if progress is not None:
-                progress(step / total)
+                progress(K * step / total, K, "model")
         if on_epoch is not None:
             on_epoch(epoch + 1, model, epoch_lr / max(1, steps_per_epoch))
     margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)

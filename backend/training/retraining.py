@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backend.datasets import Dataset
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 from backend.store.manifest import run_precision
 from backend.store.run_dir import Run
 from backend.training.engine import TrainingData, default_batch_models, resolve_device, train_models, use_all_cores
@@ -62,7 +62,7 @@ def train_sets(
     features = None
     for start in range(0, K, step):
         end = min(start + step, K)
-        report = fraction(progress, start, end - start, K, "model")
+        report = part(progress, start, end - start, K)
         want = first_features and start == 0
         margins[start:end], feats = train_models(data, np.ascontiguousarray(subsets[start:end]), seeds[start:end],
                                                  arch, hparams, train_labels=labels, progress=report,

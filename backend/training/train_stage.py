@@ -15,7 +15,7 @@ import numpy as np
 
 from backend.cluster.executor import LocalExecutor
 from backend.datasets import Dataset, dataset_fingerprint
-from backend.progress import Progress, fraction
+from backend.progress import Progress, part
 from backend.store.manifest import init_run, margins_dtype, read_manifest, run_precision, update_manifest
 from backend.store.merge import merge_lock
 from backend.store.provenance import code_version, package_versions
@@ -86,7 +86,7 @@ def train_chunks(executor, ds: Dataset, chunks: list[tuple[int, int]], *, seed: 
     offsets = np.cumsum([0] + [e - s for s, e in chunks])
     total = int(offsets[-1])
     items = [(s, e, seed, alpha, arch, hparams,
-              fraction(progress, int(offsets[c]), e - s, total, "model") if executor.in_process else None)
+              part(progress, int(offsets[c]), e - s, total) if executor.in_process else None)
              for c, (s, e) in enumerate(chunks)]
     for _, result in executor.map(_chunk_task, items, setup=partial(_chunk_data, device=device, precision=precision),
                                   shared=ds, name="train_chunk", what="training", sizes=[e - s for s, e in chunks],

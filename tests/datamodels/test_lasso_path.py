@@ -84,8 +84,14 @@ def test_validation_score_picks_the_argmin_and_patience_stops_paths(problem):
     np.testing.assert_array_equal(full.best, [tie_rule_best(s, SCORE_RTOL) for s in full.scores])
     for j in range(len(COLUMNS)):
         np.testing.assert_allclose(full.weights[:, j].numpy(), full.coefs[full.best[j]][:, j], atol=1e-12)
-    early = lasso_path(block, n_lambdas=20, tol=1e-10, score=val_block.mse, patience=2)
+    calls = []
+    early = lasso_path(block, n_lambdas=20, tol=1e-10, score=val_block.mse, patience=2,
+                       progress=lambda *call: calls.append(call))
     ran = early.n_iter >= 0
+    # progress counts every target-step, the ones a stopped path skips included: 0 first, T · n_lambdas last.
+    done = [d for d, _, _ in calls]
+    assert done[0] == 0 and done == sorted(done) and done[-1] == len(COLUMNS) * 20 > ran.sum()
+    assert {(t, u) for _, t, u in calls} == {(len(COLUMNS) * 20, "λ step")}
     for j in range(len(COLUMNS)):
         last = ran[j].nonzero()[0].max()
         assert last == min(early.best[j] + 2, 19)  # stops two steps after the last improvement

@@ -89,7 +89,8 @@ def test_more_components_than_dimensions_is_capped(method):
 
 def test_progress_reaches_one():
     seen = []
-    fit_pca(EmbeddingRows(np.eye(10, dtype=np.float32)), 3, method="randomized", n_iter=2, progress=seen.append)
+    fit_pca(EmbeddingRows(np.eye(10, dtype=np.float32)), 3, method="randomized", n_iter=2,
+            progress=lambda done, of, _unit: seen.append(done / of))
     assert seen[-1] == pytest.approx(1.0) and seen == sorted(seen) and len(seen) == 2 * 2 + 2
 
 
@@ -165,7 +166,8 @@ def test_embedding_held_sparse_rows_equals_the_streamed_embedding(sketch_dim):
     pca = fit_pca(EmbeddingRows(x), 6, method="randomized")
     streamed = embed_targets(EmbeddingRows(x, block_rows=37), pca, sketch_dim, seed=2)
     seen = []
-    products = embed_targets(EmbeddingRows(HeldEmbeddings(EmbeddingRows(x))), pca, sketch_dim, seed=2, progress=seen.append)
+    products = embed_targets(EmbeddingRows(HeldEmbeddings(EmbeddingRows(x))), pca, sketch_dim, seed=2,
+                             progress=lambda done, of, _unit: seen.append(done / of))
     np.testing.assert_allclose(products[0], streamed[0], atol=1e-6)
     np.testing.assert_allclose(products[1], streamed[1], atol=1e-6)
     assert products[1].shape == (len(x), min(sketch_dim, x.shape[1])) and seen[-1] == 1.0
