@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # (test_a_click_on_an_image_sends_the_recorded_selection checks a live click still sends it); AppTests replay it.
 RECORDED_SELECTION = ROOT / "tests" / "pages" / "chromium_selection.json"
 FAST_TRAIN = ["--epochs", "3", "--hidden", "16", "--precision", "fp32"]
+# The browser tests (tests/pages/test_browser.py) drive Debian's Chromium through Playwright (browser downloads do not
+# work here); DATAMODELS_CHROMIUM points them at another binary. Without one they skip with NO_CHROMIUM as the reason,
+# and the session's summary says so loudly (pytest_terminal_summary).
+CHROMIUM = Path(os.environ.get("DATAMODELS_CHROMIUM", "/usr/bin/chromium"))
+NO_CHROMIUM = f"no Chromium at {CHROMIUM}"
+ENABLE_BROWSER_TESTS = "sudo apt-get install chromium (.ci/run does), or set DATAMODELS_CHROMIUM to a Chromium binary"
 
 
 _CASE_COUNTS: Counter = Counter()
@@ -27,6 +33,11 @@ def record_count(matrix: str, outcome: str) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    browser_skips = [r for r in terminalreporter.stats.get("skipped", []) if NO_CHROMIUM in str(r.longrepr)]
+    if browser_skips:
+        terminalreporter.section("browser tests skipped", red=True, bold=True)
+        terminalreporter.write_line(f"{len(browser_skips)} browser tests skipped: {NO_CHROMIUM}. To run them: "
+                                    f"{ENABLE_BROWSER_TESTS}.", red=True, bold=True)
     if _CASE_COUNTS:
         terminalreporter.section("fuzz case counts")
         for (matrix, outcome), n in sorted(_CASE_COUNTS.items()):

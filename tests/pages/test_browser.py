@@ -24,11 +24,11 @@ from backend.access.auth import AUTH_ENV, ROLES_ENV
 from backend.counterfactuals.removal import format_ids
 from backend.leakage.annotations import ENV_VAR as DATABASE_URL_ENV
 from backend.store.catalog import DATA_DIR_ENV
-from tests.conftest import RECORDED_SELECTION, ROOT
+from tests.conftest import CHROMIUM, NO_CHROMIUM, RECORDED_SELECTION, ROOT
 
-pytestmark = pytest.mark.slow
+# Skipped at collection, before the session builds its runs for them; the summary counts these skips (conftest).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -142,8 +142,6 @@ def serve(data_dir: Path, tmp: Path, address: str = "127.0.0.1", port: int | Non
 def server(dashboard_data_dir, tmp_path_factory):
     """The dashboard on a loopback address: the local, unauthenticated one `make run` serves, on a copy of the
     session's data directory of its own (the counterfactual test retrains into its run)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
     data = Path(shutil.copytree(dashboard_data_dir, tmp_path_factory.mktemp("served") / "data", symlinks=True))
     with serve(data, tmp_path_factory.mktemp("streamlit")) as url:
         yield url
@@ -153,8 +151,6 @@ def server(dashboard_data_dir, tmp_path_factory):
 def browser():
     from playwright.sync_api import expect, sync_playwright
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} to drive the app with")
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
