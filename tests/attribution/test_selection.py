@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from backend.attribution import selection, store, yardsticks
-from backend.attribution.base import register
+from backend.attribution import base, selection, store, yardsticks
 from backend.attribution.representation import Representation
 from backend.store.artifacts import read_json
 from backend.store.run_dir import Run
@@ -18,9 +17,9 @@ from tests.conftest import run_cli
 RUN = "digits-tiny"
 
 
-@register("fixture-knob")
 class NoisyWeights:
     """A fixture method with one knob: the run's datamodel weights plus `noise` times a fixed random matrix."""
+    name = "fixture-knob"
 
     def __init__(self, run: Run, device: str = "auto", noise: float = 0.0):
         if noise < 0:
@@ -50,7 +49,8 @@ def by_hand(scores: np.ndarray, heldout: Run, n_train: int, models: slice) -> fl
     return float(np.nanmean(rhos))
 
 
-def test_the_setting_chosen_is_the_best_on_the_validation_models_alone(dashboard_data_dir):
+def test_the_setting_chosen_is_the_best_on_the_validation_models_alone(dashboard_data_dir, monkeypatch):
+    monkeypatch.setitem(base.METHODS, NoisyWeights.name, NoisyWeights)  # registered for this test only: the registry is global
     run = Run(dashboard_data_dir / "runs" / RUN)
     heldout = Run(run.dir / "heldout")
     grid = [{"noise": 30.0}, {"noise": 0.0}, {"noise": 3.0}, {"noise": -1.0}]  # the last one the method refuses
