@@ -142,8 +142,8 @@ def add_train_args(p: argparse.ArgumentParser, models_default: int | None = None
     add_device_arg(p, help="auto uses CUDA when present (default auto)")
     p.add_argument("--batch-models", type=positive_int, default=None,
                    help="models trained at once as one batched computation (default 500 for the MLP, 16 for ResNet-9 on GPU, 2 on CPU)")
-    p.add_argument("--arch", choices=["mlp", "cnn", "resnet9"], default=None,
-                   help="architecture (default: mlp for 8x8 digits; for images up to 32x32 the small cnn on CPU, resnet9 on GPU)")
+    p.add_argument("--arch", choices=["mlp", "cnn", "resnet9", "airbench"], default=None,
+                   help="architecture (default: mlp for 8x8 digits; for images up to 32x32 the small cnn on CPU, resnet9 on GPU; airbench: the fast airbench94-style recipe, images of at least 16x16)")
     p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "number of epochs"), default=None, help="override the architecture's epochs")
     p.add_argument("--lr", type=positive_float(100.0, "a positive learning rate, e.g. 0.1"), default=None, help="override the peak learning rate")
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the per-model minibatch size")

@@ -24,7 +24,7 @@ from backend.training.engine import TrainingData, default_batch_models, train_mo
 from backend.training.seeds import CONTROL_STREAM, PROJECTION_STREAM, stream_seed
 
 # The parameters of each architecture's output layer (influence's `last` mode).
-LAST_LAYER = {"mlp": ("w2", "b2"), "resnet9": ("fc",)}
+LAST_LAYER = {"mlp": ("w2", "b2"), "resnet9": ("fc",), "airbench": ("fc",)}
 
 
 def _split(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ optimiser in fp32; margins are always evaluated in fp32.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
@@ -151,7 +152,8 @@ def triangular_lr(step: int, total: int, peak_frac: float) -> float:
 
 
 def augment(x: torch.Tensor, seeds: torch.Tensor, step: int, pad: int = 4, cutout: int = 8) -> torch.Tensor:
-    """Random crop (reflect-padded), horizontal flip and cutout, per image, drawn from each model's seed.
+    """Random crop (reflect-padded by `pad`), horizontal flip and cutout (none when cutout = 0), per image,
+    drawn from each model's seed.
 
     x : tensor of shape (K, B, C, H, W); seeds : (K,) int64. Step s draws keys at counter -1 - s, apart
     from the epochs' shuffles (counters >= 0).
@@ -167,6 +169,8 @@ def augment(x: torch.Tensor, seeds: torch.Tensor, step: int, pad: int = 4, cutou
     cols = torch.where(flip.reshape(-1, 1), cols.flip(1), cols)
     n = torch.arange(K * B, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if cutout <= 0:
+        return out.reshape(K, B, C, H, W)
     ys = torch.arange(H, device=x.device)
     xs = torch.arange(W, device=x.device)
     in_y = (ys[None, :] - cy.reshape(-1, 1)).abs() <= cutout // 2
@@ -194,19 +198,35 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
     model.eval()
     K = _n_models(model)
     margins, predictions, feats = [], [], []
-    for start in range(0, len(x), chunk):
-        xb = x[start:start + chunk].unsqueeze(0).expand(K, -1, -1, -1, -1)
-        f = model.features(xb)  # fp32 whatever the training precision: margins are the measurement
-        logits = model.head(f)
-        margins.append(margins_of(logits.float(), y[start:start + chunk]))
-        predictions.append(logits.float().argmax(dim=2).to(torch.int16))
-        if with_features:
-            feats.append(f.float())
+    with strict_fp32(x.device):
+        for start in range(0, len(x), chunk):
+            xb = x[start:start + chunk].unsqueeze(0).expand(K, -1, -1, -1, -1)
+            f = model.features(xb)  # fp32 whatever the training precision: margins are the measurement
+            logits = model.head(f)
+            margins.append(margins_of(logits.float(), y[start:start + chunk]))
+            predictions.append(logits.float().argmax(dim=2).to(torch.int16))
+            if with_features:
+                feats.append(f.float())
     return torch.cat(margins, 1), torch.cat(predictions, 1), (torch.cat(feats, 1) if with_features else None)
 
 
 def _n_models(model: torch.nn.Module) -> int:
     return model.w1.shape[0] if hasattr(model, "w1") else model.K
+
+
+@contextlib.contextmanager
+def strict_fp32(device: torch.device):
+    """fp32 convolutions and matmuls that are really fp32 on CUDA: cuDNN runs fp32 convolutions as TF32 by default
+    (10-bit mantissa), which would make fp32 training and the margins (always fp32) something else."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _autocast(device: torch.device, precision: str):
@@ -278,6 +298,9 @@ def train_models(
     model = architectures.build(arch, K, data.image_shape, data.n_classes, generators, hparams).to(device)
     if arch != "mlp":  # channels-last convolutions: 1.5x faster for the CNN on this CPU (bench_training.py)
         model = model.to(memory_format=torch.channels_last)
+    subsets_t = torch.from_numpy(subsets).to(device)
+    if hasattr(model, "init_whitening"):
+        model.init_whitening(data.train_x, subsets_t)
     labels = data.train_y if train_labels is None else train_labels.to(device)
     batch, epochs = int(hparams["batch_size"]), int(hparams["epochs"])
     batch = min(batch, n)
@@ -285,10 +308,16 @@ def train_models(
     total = steps_per_epoch * epochs
     # One fused kernel updates every parameter (weight decay, Nesterov momentum, step) in a single pass:
     # 2.8 ms vs 9.0 (foreach) for the digits MLP at K = 500 (bench_training.py).
-    opt = torch.optim.SGD(model.parameters(), lr=float(hparams["lr"]), momentum=float(hparams["momentum"]),
-                          nesterov=True, weight_decay=float(hparams["weight_decay"]), fused=True)
+    lr, wd = float(hparams["lr"]), float(hparams["weight_decay"])
+    fast = {id(p) for p in model.bias_params()} if hasattr(model, "bias_params") else set()
+    scale = float(hparams.get("bias_lr_scale", 1.0))
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in fast]}]
+    if fast:  # airbench: BatchNorm biases at scale x the learning rate, the same decay per step (wd / scale)
+        groups.append({"params": [p for p in model.parameters() if id(p) in fast], "lr": lr * scale,
+                       "weight_decay": wd / scale})
+    opt = torch.optim.SGD(groups, lr=lr, momentum=float(hparams["momentum"]), nesterov=True, weight_decay=wd,
+                          fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: triangular_lr(s, total, float(hparams["peak_epoch_frac"])))
-    subsets_t = torch.from_numpy(subsets).to(device)
     seeds_t = torch.tensor(seeds, dtype=torch.int64, device=device)
     smoothing = float(hparams.get("label_smoothing", 0.0))
     if arch == "mlp" and not hparams.get("augment"):
@@ -305,7 +334,7 @@ def train_models(
         def set_grads(idx: torch.Tensor, step: int) -> None:
             x = data.train_inputs[idx]  # (K, batch, C, H, W)
             if hparams.get("augment"):
-                x = augment(x, seeds_t, step)
+                x = augment(x, seeds_t, step, pad=int(hparams.get("translate", 4)), cutout=int(hparams.get("cutout", 8)))
             with _autocast(device, precision):
                 logits = model(x)
             # Sum over models of each model's mean loss: per-model gradients are unchanged by batching.
@@ -316,6 +345,17 @@ def train_models(
             loss.backward()
 
     model.train()
+    with (strict_fp32(device) if precision == "fp32" else contextlib.nullcontext()):
+        _run_steps(model, opt, sched, mlp, set_grads, subsets_t, seeds_t, epochs, steps_per_epoch, batch, K, total,
+                   progress, on_epoch)
+    margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
+    out = margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
+    return (*out, predictions.cpu().numpy()) if with_predictions else out
+
+
+def _run_steps(model, opt, sched, mlp, set_grads, subsets_t, seeds_t, epochs, steps_per_epoch, batch, K, total,
+               progress, on_epoch) -> None:
+    """train_models' epochs: every model's shuffle, then its minibatches' steps (set_grads, the optimiser)."""
     step = 0
     for epoch in range(epochs):
         epoch_lr = 0.0
@@ -332,6 +372,3 @@ def train_models(
                 progress(K * step / total, K, "model")
         if on_epoch is not None:
             on_epoch(epoch + 1, model, epoch_lr / max(1, steps_per_epoch))
-    margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
-    out = margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
-    return (*out, predictions.cpu().numpy()) if with_predictions else out
