@@ -279,6 +279,14 @@ def default_arch(dataset_name: str, image_shape: tuple[int, int, int], device: t
     return "cnn" if pixels <= 32 * 32 and device.type == "cpu" else "resnet9"
 
 
+def check_image_shape(arch: str, image_shape: tuple[int, int, int]) -> None:
+    """Refuse, before any training, images too small for an architecture's pooling stages (airbench: three)."""
+    H, W, _ = image_shape
+    if arch == "airbench" and min(H, W) < 16:
+        raise ValueError(f"--arch airbench needs images of at least 16x16 (three pooling stages), not {H}x{W}: "
+                         "use --arch mlp or cnn")
+
+
 def build(arch: str, K: int, image_shape: tuple[int, int, int], n_classes: int,
           generators: list[torch.Generator], hparams: dict) -> nn.Module:
     """K freshly initialised models of one architecture, model k drawn from generators[k]."""
@@ -290,8 +298,6 @@ def build(arch: str, K: int, image_shape: tuple[int, int, int], n_classes: int,
     if arch == "resnet9":
         return BatchedResNet9(K, C, n_classes, generators, width=float(hparams["width"]))
     if arch == "airbench":
-        if min(H, W) < 16:
-            raise ValueError(f"--arch airbench needs images of at least 16x16 (three pooling stages), not {H}x{W}: "
-                             "use --arch mlp or cnn")
+        check_image_shape(arch, image_shape)
         return BatchedAirbench(K, C, n_classes, generators, width=float(hparams["width"]), whiten=bool(hparams["whiten"]))
     raise ValueError(f"unknown architecture {arch!r}: choose one of {sorted(DEFAULT_HPARAMS)}")

@@ -140,6 +140,7 @@ def train_run(
     dev = resolve_device(device)
     arch = arch or architectures.default_arch(ds.name, ds.image_shape, dev)
     hparams = resolve_hparams(arch, hparams or {})
+    architectures.check_image_shape(arch, ds.image_shape)
     if dev.type == "cpu":
         use_all_cores()
     if precision is not None:
