@@ -88,8 +88,9 @@ def cifar_shaped(n_train: int, n_test: int, hw: int = 32, c: int = 3, seed: int 
                    test_images=images[n_train:], test_labels=labels[n_train:], class_names=tuple(str(i) for i in range(10)))
 
 
-def train_flops_per_image(arch: str, hp: dict, image_shape: tuple[int, int, int]) -> float:
-    """Training FLOPs of one model on one image, from the layer shapes of one forward (module docstring)."""
+def train_flops_per_image(arch: str, hp: dict, image_shape: tuple[int, int, int], forward: bool = False) -> float:
+    """Training FLOPs of one model on one image, from the layer shapes of one forward (module docstring); with
+    forward=True the forward pass's alone (what a margin costs)."""
     H, W, C = image_shape
     model = architectures.build(arch, 1, image_shape, 10, [torch.Generator().manual_seed(0)], hp)
     convs = []
@@ -102,10 +103,11 @@ def train_flops_per_image(arch: str, hp: dict, image_shape: tuple[int, int, int]
             m.register_forward_hook(hook)
     with torch.no_grad():
         if arch == "mlp":
-            return 2 * (2 * H * W * C * hp["hidden"] + 3 * hp["hidden"] * 10)
+            layers = 2 * H * W * C * hp["hidden"] + 2 * hp["hidden"] * 10
+            return layers if forward else 2 * (2 * H * W * C * hp["hidden"] + 3 * hp["hidden"] * 10)
         f = model.features(torch.zeros(1, 1, C, H, W))
     head = 2 * f.shape[-1] * 10
-    return 3 * sum(convs) - convs[0] + 3 * head
+    return sum(convs) + head if forward else 3 * sum(convs) - convs[0] + 3 * head
 
 
 def step_time(data: TrainingData, arch: str, hp: dict, K: int, n: int, steps: int) -> tuple[float, float]:
@@ -172,7 +174,13 @@ def recipe_rows(name: str, arch: str, overrides: dict, Ks, precisions, smoke: bo
     batch = min(int(hp["batch_size"]), n)
     total_steps = (n // batch) * int(hp["epochs"])
     flops_img = train_flops_per_image(arch, hp, ds.image_shape)
-    rows = []
+    # The floor (METHOD.md's "two numbers"): the training FLOPs at the bf16 peak plus the margins pass's at the
+    # strict fp32 peak (margins are always fp32), per model; no K can beat it.
+    floor = (flops_img * total_steps * batch / peak["bf16"]
+             + train_flops_per_image(arch, hp, ds.image_shape, forward=True) * len(ds.target_labels()) / peak["fp32"]) / 1e12
+    print(f"  {name}: {flops_img / 1e9:.3f} GFLOP per training image; floor {floor:.3f} s per model at this run's "
+          f"peaks = {86400 / floor:,.0f} models/day at most", flush=True)
+    rows = [dict(recipe=name, floor_s_per_model=floor, floor_models_per_day=86400 / floor)]
     for precision in precisions:
         data = TrainingData.from_dataset(ds, device(), precision)
         data.train_inputs  # made once per dataset, as in a run
