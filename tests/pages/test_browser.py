@@ -566,7 +566,7 @@ def test_review_shortcuts_none_action_reload_resume_and_export(server, page, tmp
 
     # Key 1 marks the first candidate shown; the nearest caption before its button names the pair.
     first_mark = page.get_by_role("button").filter(has=page.get_by_label("Shortcut 1", exact=True))
-    voted = first_mark.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
+    voted = first_mark.locator("xpath=preceding::*[@data-testid='stCaptionContainer'][1]").inner_text().split()[0]
     page.locator("body").press("1")
     # (the exported votes below check that exactly this pair was marked)
     expect(page.get_by_test_id("stBaseButton-primary").filter(has=page.get_by_label("Shortcut 1", exact=True))).not_to_have_count(0)
