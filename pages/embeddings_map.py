@@ -47,7 +47,7 @@ def map_figure(_api: RunAPI, path: str, version: int, by: str) -> go.Figure:
                 x=layout[part, 0], y=layout[part, 1], mode="markers", customdata=part.astype(np.int32),
                 name=f"{name} ({len(inside):,})", legendgroup=name, showlegend=split == "train" or len(part) == len(inside),
                 marker=dict(size=size, color=colour, opacity=0.8), **hover))
-    figure.update_layout(height=640, margin=dict(t=10, b=10, l=10, r=10), dragmode="lasso",
+    figure.update_layout(height=640, margin=dict(t=40, b=10, l=10, r=10), dragmode="lasso",
                          legend=dict(itemsizing="constant"), xaxis=dict(showticklabels=False, title="t-SNE 1"),
                          yaxis=dict(showticklabels=False, title="t-SNE 2"))
     return figure
@@ -92,5 +92,6 @@ with grid_side:
             page = st.number_input(f"Page (of {n_pages:,}, {PER_PAGE} images each)", min_value=1, max_value=n_pages,
                                    value=1, key=f"map_page-{by}")
         shown = np.array(selected[(page - 1) * PER_PAGE:page * PER_PAGE])
-        image_grid.image_grid(run, shown, [names[codes[c]] for c in shown], key="map-selected", page=NEIGHBOURS_PAGE,
-                              n_cols=3)
+        # The caption's first two lines hold the name, label and prediction: the colour's category only adds to them.
+        captions = [names[codes[c]] if by in ("correct", "cluster") else "" for c in shown]
+        image_grid.image_grid(run, shown, captions, key="map-selected", page=NEIGHBOURS_PAGE, n_cols=3)
