@@ -50,19 +50,6 @@ def timed(action, page, pid: int) -> tuple[float, float]:
     return time.perf_counter() - start, cpu_seconds(pid) - cpu
 
 
-def lasso_everything(page) -> None:
-    """A mouse drag round the whole plot area of the page's first chart (the map), in lasso mode: 3 moves a side
-    (plotly reselects and redraws every point at each move of a lasso; Streamlit is sent the selection at the end)."""
-    area = page.get_by_test_id("stPlotlyChart").first.locator(".nsewdrag").first.bounding_box()
-    left, top = area["x"] + 4, area["y"] + 4
-    right, bottom = area["x"] + area["width"] - 4, area["y"] + area["height"] - 4
-    page.mouse.move(left, top)
-    page.mouse.down()
-    for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
-        page.mouse.move(x, y, steps=3)
-    page.mouse.up()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -76,6 +63,7 @@ def main() -> None:
     if args.synthetic_map:
         sys.path.insert(0, str(ROOT))
         from tests.map_runs import write_map_run
+        from tests.pages.test_browser import drag_across  # the browser tests' lasso, 3 moves a side
         if not (args.data_dir / "runs" / args.run).exists():
             n_test = args.synthetic_map // 7
             write_map_run(args.data_dir / "runs" / args.run, args.synthetic_map - n_test, n_test)
@@ -121,7 +109,8 @@ def main() -> None:
                 rows.append((f"{name}: first visit / warm", (first, open_page(name))))
             if args.synthetic_map:
                 rows.append((f"a lasso round all {args.synthetic_map:,} points, to the grid drawn",
-                             timed(lambda: lasso_everything(page), page, server.pid)))
+                             timed(lambda: drag_across(page, page.get_by_test_id("stPlotlyChart").first, steps=3),
+                                   page, server.pid)))
             browser.close()
     finally:
         server.terminate()

@@ -206,8 +206,9 @@ def metric(page, label: str):
     return page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
 
 
-def drag_across(page, chart) -> None:
-    """A real mouse drag around the whole plot area of a plotly chart (a lasso or box selecting every point)."""
+def drag_across(page, chart, steps: int = 12) -> None:
+    """A real mouse drag around the whole plot area of a plotly chart (a lasso or box selecting every point), in
+    `steps` moves a side (a lasso over a big WebGL chart reselects and redraws every point at each move)."""
     chart.scroll_into_view_if_needed()
     area = chart.locator(".nsewdrag").first.bounding_box()
     left, top = area["x"] + 4, area["y"] + 4
@@ -215,7 +216,7 @@ def drag_across(page, chart) -> None:
     page.mouse.move(left, top)
     page.mouse.down()
     for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
-        page.mouse.move(x, y, steps=12)
+        page.mouse.move(x, y, steps=steps)
     page.mouse.up()
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import CHROMIUM, NO_CHROMIUM
 from tests.map_runs import write_map_run
-from tests.pages.test_browser import (RUN, browser, drag_across, grid, heading, screenshot, serve, settle,  # noqa: F401
-                                      tile_names, WAIT_MS)
+from tests.pages.test_browser import (RUN, WAIT_MS, browser, drag_across, grid, heading, serve, settle,  # noqa: F401
+                                      tile_names)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
 BIG = "map70k"
@@ -44,7 +44,7 @@ def test_a_lasso_over_70000_points_fills_the_grid(map_server, page):
     settle(page)
     chart = page.get_by_test_id("stPlotlyChart").first
     expect(chart.locator("canvas").first).to_be_attached()  # WebGL (Scattergl) draws on canvases, not SVG points
-    drag_across(page, chart)
+    drag_across(page, chart, steps=3)
     selected = page.get_by_role("heading", name=re.compile(r"^Selected targets \([\d,]+\)$"))
     expect(selected).to_be_visible()
     settle(page)

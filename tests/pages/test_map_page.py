@@ -85,7 +85,7 @@ def test_a_lasso_fills_the_grid_and_a_click_shows_the_image(app, data_dir):
     at.run()
     assert not at.exception and not at.error
     assert "Selected targets (4)" in [s.value for s in at.subheader]
-    assert image_grids(at)["map-selected"][1] == ["train:3", f"test:5", "train:17", "test:40"]
+    assert image_grids(at)["map-selected"][1] == ["train:3", "test:5", "train:17", "test:40"]
     at.session_state["map-label"] = recorded_selection([(run.n_train + 5, 0)])
     at.run()
     assert "test:5" in [s.value for s in at.subheader]
