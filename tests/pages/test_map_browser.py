@@ -73,14 +73,14 @@ def test_similarity_search_on_the_image_page(map_server, page):
     expect(heading(page, "Most similar images")).to_be_visible()
     settle(page)
     assert tile_names(grid(page, "similar-datamodels")) == [n for n, _ in api.similar("test:3", 12, "datamodels")]
-    page.get_by_test_id("stSelectbox").filter(has_text="Similar by").click()
-    page.get_by_role("option", name=re.compile(r"^pixels: ")).click()
+    # The space is in the URL (`?similar=`), as a shared link opens it.
+    page.goto(f"{url}/neighbours?run={RUN}&target=test:3&similar=pixels")
     expect(grid(page, "similar-pixels")).to_be_visible()
     settle(page)
+    expect(page.get_by_role("combobox", name="Similar by")).to_have_value(re.compile(r"^pixels: "))
     expected = [n for n, _ in api.similar("test:3", 12, "pixels")]
     assert tile_names(grid(page, "similar-pixels")) == expected
-    assert parse_qs(urlparse(page.url).query)["similar"] == ["pixels"]
-    # A click walks to the image clicked, and its own most similar images follow.
+    # A click walks to the image clicked, and its own most similar images follow in the same space.
     chart = grid(page, "similar-pixels")
     caption = chart.locator("g.textpoint text").first
     box = caption.bounding_box()
@@ -88,3 +88,4 @@ def test_similarity_search_on_the_image_page(map_server, page):
     expect(heading(page, f"Neighbours of {expected[0]}")).to_be_visible()
     settle(page)
     assert tile_names(grid(page, "similar-pixels")) == [n for n, _ in api.similar(expected[0], 12, "pixels")]
+    assert parse_qs(urlparse(page.url).query)["similar"] == ["pixels"]
