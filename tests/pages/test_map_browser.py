@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import CHROMIUM, NO_CHROMIUM
 from tests.map_runs import write_map_run
-from tests.pages.test_browser import (RUN, WAIT_MS, browser, drag_across, grid, heading, serve, settle,  # noqa: F401
-                                      tile_names)
+from tests.pages.test_browser import (RUN, WAIT_MS, browser, click_tile, drag_across, grid, heading,  # noqa: F401
+                                      serve, settle, tile_names)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
 BIG = "map70k"
@@ -81,10 +81,7 @@ def test_similarity_search_on_the_image_page(map_server, page):
     expected = [n for n, _ in api.similar("test:3", 12, "pixels")]
     assert tile_names(grid(page, "similar-pixels")) == expected
     # A click walks to the image clicked, and its own most similar images follow in the same space.
-    chart = grid(page, "similar-pixels")
-    caption = chart.locator("g.textpoint text").first
-    box = caption.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 40)
+    assert click_tile(page, grid(page, "similar-pixels"), 0) == expected[0]
     expect(heading(page, f"Neighbours of {expected[0]}")).to_be_visible()
     settle(page)
     assert tile_names(grid(page, "similar-pixels")) == [n for n, _ in api.similar(expected[0], 12, "pixels")]
