@@ -27,6 +27,7 @@ PAGES = [
     ("pages/methods.py", "Methods", ":material/leaderboard:"),
     ("pages/pca.py", "PCA", ":material/scatter_plot:"),
     ("pages/clusters.py", "Clusters", ":material/bubble_chart:"),
+    ("pages/embeddings_map.py", "Embeddings map", ":material/map:"),
     ("pages/counterfactuals.py", "Counterfactuals", ":material/science:"),
     ("pages/review.py", "Review leaks", ":material/fact_check:"),
     ("pages/leakage_results.py", "Leakage results", ":material/content_copy:"),

@@ -26,19 +26,38 @@ from backend.counterfactuals.predict import actual_margin, predict_removal, retr
 from backend.counterfactuals.removal import default_max_remove, validate_removal
 from backend.datamodels.queries import fitted_targets
 from backend.leakage.analysis import load_candidates, review_candidates
+from backend.leakage.candidates import centred_unit_rows, float32_unit_rows
 from backend.progress import Progress
 from backend.ranking import bottom_k, top_k
 from backend.store.rows import read_row
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
-from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CONTROL_MARGINS, LAM,
-                                  LEAKAGE_SUMMARY, NEIGHBOR_SIMILARITY, NEIGHBORS, TARGET_MEAN_MARGIN, WEIGHTS,
-                                  Artifact)
+from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CLUSTERS, CLUSTERS_ALL,
+                                  CONTROL_FEATURES, CONTROL_MARGINS, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
+                                  NEIGHBOR_SIMILARITY, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
+                                  TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
+from backend.structure.similar_targets import nearest_to
 from backend.training import target_stats
 
 _METHOD = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 DATAMODELS = "datamodels"  # the method name of the run's own datamodels (weights.npy), beside stored scores
+
+
+def _flat_unit_rows(block: np.ndarray) -> np.ndarray:
+    return float32_unit_rows(block.reshape(len(block), -1))
+
+
+# The spaces `similar` searches: the stored matrix (one row per target, in margins-column order), how its rows
+# are made unit vectors, and what the similarity is. "datamodels" reads the neighbours `analyze` stored.
+SIMILARITY_SPACES = {
+    "datamodels": (NEIGHBORS, None, "cosine of datamodel embeddings (weights.npy rows)"),
+    "representation": (CONTROL_FEATURES, _flat_unit_rows, "cosine of control model 0's penultimate features"),
+    "pixels": (IMAGES, centred_unit_rows, "pixel correlation"),
+    "ssl": (SSL_EMBEDDINGS, _flat_unit_rows, "cosine of the ssl-esvm method's SimCLR embeddings"),
+}
+# What the embeddings map can be coloured by.
+MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split")
 
 
 class MissingArtifact(RunError):
@@ -183,14 +202,69 @@ class RunAPI:
         found = review_candidates(self.run, load_candidates(self.run), column - self.run.n_train, n)
         return [LeakCandidate(self.name(c.train), c.source, c.weight, c.similarity, c.pixel) for c in found]
 
-    def similar(self, target: str, k: int = 10) -> list[tuple[str, float]]:
-        """The k targets whose datamodels are nearest `target`'s (cosine of datamodel embeddings), nearest first."""
+    def similarity_spaces(self) -> list[str]:
+        """The spaces `similar` can search in this run (SIMILARITY_SPACES whose matrix is stored)."""
+        return [space for space, (artifact, _, _) in SIMILARITY_SPACES.items() if self.run.has(artifact)]
+
+    def similar(self, target: str, k: int = 10, by: str = "datamodels") -> list[tuple[str, float]]:
+        """The k targets (train and test) most similar to `target` in the space `by` (SIMILARITY_SPACES), most
+        similar first, with their similarity; never the target itself. "datamodels" returns the neighbours
+        `analyze` stored (exact cosine, at most its --neighbors of them); the other spaces are searched exactly
+        on each call, one pass over their stored matrix."""
         column = self.column(target)
-        self._require(NEIGHBORS, "similar targets")
-        neighbours = read_row(self.run.array(NEIGHBORS), column)
-        similarity = read_row(self.run.array(NEIGHBOR_SIMILARITY), column)
-        keep = neighbours >= 0
-        return [(self.name(c), float(s)) for c, s in zip(neighbours[keep][:k], similarity[keep][:k])]
+        if by not in SIMILARITY_SPACES:
+            raise ValueError(f"by must be one of {', '.join(SIMILARITY_SPACES)}, got {str(by)[:40]!r}")
+        artifact, unit_rows, what = SIMILARITY_SPACES[by]
+        self._require(artifact, f"{what} to search")
+        if unit_rows is None:
+            neighbours = read_row(self.run.array(NEIGHBORS), column)
+            similarity = read_row(self.run.array(NEIGHBOR_SIMILARITY), column)
+            keep = neighbours >= 0
+            neighbours, similarity = neighbours[keep][:k], similarity[keep][:k]
+        else:
+            neighbours, similarity = nearest_to(self.run.images if artifact is IMAGES else self.run.array(artifact),
+                                                column, k, unit_rows)
+        return [(self.name(c), float(s)) for c, s in zip(neighbours, similarity)]
+
+    def map_layout(self) -> np.ndarray:
+        """float32 (n_targets, 2), memory-mapped: every target's point on the embeddings map, row = margins column
+        (a 2-D t-SNE of its datamodel PCA coordinates, written by `analyze`: backend.structure.map_layout)."""
+        self._require(MAP_LAYOUT, "embeddings map")
+        return self.run.array(MAP_LAYOUT)
+
+    def map_colourings(self) -> list[str]:
+        """What the map can be coloured by in this run (MAP_COLOURINGS whose artifact is stored)."""
+        predictions = target_stats.stored_prediction_counts(self.run) is not None
+        stored = {"prediction": predictions, "correct": predictions, "cluster": self.run.has(CLUSTERS_ALL)}
+        return [by for by in MAP_COLOURINGS if stored.get(by, True)]
+
+    def map_colours(self, by: str) -> tuple[np.ndarray, list[str]]:
+        """Every target's category when the map is coloured `by` (MAP_COLOURINGS): (codes int64 (n_targets,),
+        names list[str]), codes[c] indexing names. "prediction" is the class most of the run's models predict,
+        "correct" whether that is the label (Quality's Mistakes), "cluster" the whole test set's spectral cluster
+        (training targets are not clustered: their own category)."""
+        run, names = self.run, self.run.class_names
+        labels = np.asarray(run.labels, dtype=np.int64)
+        if by == "label":
+            return labels, list(names)
+        if by == "split":
+            return (np.arange(run.n_targets) >= run.n_train).astype(np.int64), ["train", "test"]
+        if by in ("prediction", "correct"):
+            counts = target_stats.stored_prediction_counts(run)
+            if counts is None:
+                raise MissingArtifact(f"run {run.name} has no prediction counts of its current models "
+                                      f"({TARGET_PREDICTIONS.path(run.dir)}): `{TARGET_PREDICTIONS.command(run.dir)}`")
+            predicted = target_stats.majority_prediction(np.asarray(counts))[0]
+            if by == "prediction":
+                return predicted.astype(np.int64), [f"predicted {n}" for n in names]
+            return (predicted == labels).astype(np.int64), ["mistaken (the majority of models)", "right"]
+        if by == "cluster":
+            self._require(CLUSTERS, "clusters")
+            found = np.asarray(run.array(CLUSTERS_ALL), dtype=np.int64)
+            k = int(found.max()) + 1 if len(found) else 0
+            codes = np.concatenate([np.full(run.n_train, k, dtype=np.int64), found])
+            return codes, [f"cluster {c}" for c in range(k)] + ["train (not clustered)"]
+        raise ValueError(f"by must be one of {', '.join(MAP_COLOURINGS)}, got {str(by)[:40]!r}")
 
     def stats(self, target: str) -> dict:
         """What the run knows about one target: label, mean margin and accuracy over the run's models, the

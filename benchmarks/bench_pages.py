@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python benchmarks/bench_pages.py --data-dir DIR --run NAME   (DIR/runs/NAME is a run with
 datamodels, eval and analyze done, e.g. a small digits run)
+The embeddings map at 70,000 targets: --synthetic-map 70000 writes a synthetic run of that many targets with a
+map (tests/map_runs.py) as DIR/runs/NAME, opens the map first, times it, and then a lasso round all of its points.
 
 Measures the server's start (process start to its health check answering: app.py's st.App imports the pages'
 modules first), then, from the request to the end of the script run (Streamlit's script state back to
@@ -23,7 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["Overview", "Neighbours", "Quality", "Methods", "PCA", "Clusters", "Counterfactuals", "Review leaks", "Leakage results"]
+PAGES = ["Overview", "Neighbours", "Quality", "Methods", "PCA", "Clusters", "Embeddings map", "Counterfactuals",
+         "Review leaks", "Leakage results"]
 DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
@@ -52,8 +55,20 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--run", default="digits")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--synthetic-map", type=int, metavar="N", help="time the embeddings map alone on a synthetic "
+                        "run of N targets (N/7 of them test targets) written to DIR/runs/NAME if it is not there")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
+    start_path, pages = "", PAGES
+    if args.synthetic_map:
+        sys.path.insert(0, str(ROOT))
+        from tests.map_runs import write_map_run
+        from tests.pages.test_browser import drag_across  # the browser tests' lasso, 3 moves a side
+        if not (args.data_dir / "runs" / args.run).exists():
+            n_test = args.synthetic_map // 7
+            write_map_run(args.data_dir / "runs" / args.run, args.synthetic_map - n_test, n_test)
+        # Overview between the map's visits: on a run without datamodels it draws its title, then its error.
+        start_path, pages = "embeddings_map", ["Embeddings map", "Overview"]
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,23 +91,26 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            rows.append(("first page after server start (Overview)",
-                         timed(lambda: page.goto(f"{url}/?run={args.run}"), page, server.pid)))
+            first = f"{url}/{start_path}?run={args.run}"
+            start = "Embeddings map" if start_path else "Overview"
+            rows.append((f"first page after server start ({start})", timed(lambda: page.goto(first), page, server.pid)))
             fresh = browser.new_context().new_page()
-            rows.append(("fresh session's first page (Overview)",
-                         timed(lambda: fresh.goto(f"{url}/?run={args.run}"), fresh, server.pid)))
+            rows.append((f"fresh session's first page ({start})", timed(lambda: fresh.goto(first), fresh, server.pid)))
             tab = fresh.context.new_page()
-            rows.append(("a new tab in the same browser (Overview)",
-                         timed(lambda: tab.goto(f"{url}/?run={args.run}"), tab, server.pid)))
+            rows.append((f"a new tab in the same browser ({start})", timed(lambda: tab.goto(first), tab, server.pid)))
             sidebar = page.get_by_test_id("stSidebar")
 
             def open_page(name: str) -> tuple[float, float]:
                 return timed(lambda: sidebar.get_by_role("link", name=name, exact=True).click(), page, server.pid)
 
-            for i, name in enumerate(PAGES):
+            for i, name in enumerate(pages if not args.synthetic_map else pages[:1]):
                 first = open_page(name)
-                open_page(PAGES[(i + 1) % len(PAGES)])
+                open_page(pages[(i + 1) % len(pages)])
                 rows.append((f"{name}: first visit / warm", (first, open_page(name))))
+            if args.synthetic_map:
+                rows.append((f"a lasso round all {args.synthetic_map:,} points, to the grid drawn",
+                             timed(lambda: drag_across(page, page.get_by_test_id("stPlotlyChart").first, steps=3),
+                                   page, server.pid)))
             browser.close()
     finally:
         server.terminate()

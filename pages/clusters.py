@@ -67,7 +67,7 @@ def cluster_members() -> None:
         typical = inside[top_k(np.nan_to_num(clustering.silhouette[inside]), per_cluster, signed=False)]
         with tab:
             image_grid.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
-                                  key=f"cluster-{k}")
+                                  key=f"cluster-{k}", n_cols=3)
 
 
 # The layout and the cluster grids on the left, the target and its similar targets beside them: a click's
@@ -89,7 +89,8 @@ with explore:
     selected = image_grid.selected_customdata(event)
     if selected:
         st.subheader(f"Selected targets ({len(selected)})")
-        image_grid.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected")
+        image_grid.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected",
+                              n_cols=3)
 
     cluster_members()
 
@@ -102,4 +103,4 @@ with target_side:
              caption=" · ".join(f for f in (name, f"label {run_context.label_of(run, column)}",
                                            run_context.predicted_text(run, column)) if f))
     image_grid.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE,
-                          n_cols=4)
+                          n_cols=2)

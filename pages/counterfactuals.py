@@ -176,7 +176,9 @@ if build_tab.open:
                 st.dataframe(pd.DataFrame({"image": [f"train:{j}" for j in ids],
                                            "label": [run.class_names[y] for y in train_labels[ids]],
                                            "weight": row[ids], "running sum": np.cumsum(row[ids].astype(np.float64))}),
-                             hide_index=True, key="cf_basket_table")
+                             hide_index=True, key="cf_basket_table",
+                             # a narrow column: the name keeps its full width (train:NNNNN) and stays in view
+                             column_config={"image": st.column_config.TextColumn(width=95, pinned=True)})
             else:
                 st.caption("The basket is empty: click training images, or add the top 10.")
 

@@ -9,7 +9,7 @@ from backend.datasets import thumbnails
 from backend.store.rows import read_row
 from backend.datamodels.queries import fitted_targets, sparsity, top_weights, weight_profile
 from backend.store.targets import target_name
-from widgets import image_grid, run_context, target_picker, text, url_state
+from widgets import image_grid, run_context, similar_images, target_picker, text, url_state
 
 run = run_context.current_run()
 api = RunAPI(run)
@@ -85,6 +85,7 @@ def ranked_images() -> None:
 
 
 ranked_images()
+similar_images.similar_images(api, name)
 
 
 def open_clicked(key: str) -> None:

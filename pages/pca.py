@@ -72,11 +72,11 @@ for tab, split, (start, stop) in ((test_tab, "test", (run.n_train, run.n_targets
     with positive_side:
         st.subheader(f"{split.capitalize()} targets projecting most positively onto PC {pc}")
         image_grid.image_grid(run, start + top, [f"proj {coordinates[start + j]:+.3f}" for j in top],
-                              key=f"{split}-top", page=NEIGHBOURS_PAGE, n_cols=4)
+                              key=f"{split}-top", page=NEIGHBOURS_PAGE, n_cols=3)
     with negative_side:
         st.subheader(f"{split.capitalize()} targets projecting most negatively onto PC {pc}")
         image_grid.image_grid(run, start + bottom, [f"proj {coordinates[start + j]:+.3f}" for j in bottom],
-                              key=f"{split}-bottom", page=NEIGHBOURS_PAGE, n_cols=4)
+                              key=f"{split}-bottom", page=NEIGHBOURS_PAGE, n_cols=3)
 
 if coordinates_tab.open:
     top, bottom = embeddings.extremes(component, k)
@@ -86,11 +86,11 @@ if coordinates_tab.open:
                      help="The training examples the component's positive side depends on: removing them is the "
                           "faithfulness check below")
         image_grid.image_grid(run, top, [f"coord {component[j]:+.4f}" for j in top], key="coord-top",
-                              page=NEIGHBOURS_PAGE, n_cols=4)
+                              page=NEIGHBOURS_PAGE, n_cols=3)
     with negative_side:
         st.subheader(f"Training images with the most negative coordinates of PC {pc}")
         image_grid.image_grid(run, bottom, [f"coord {component[j]:+.4f}" for j in bottom], key="coord-bottom",
-                              page=NEIGHBOURS_PAGE, n_cols=4)
+                              page=NEIGHBOURS_PAGE, n_cols=3)
 
 st.header("Is the component faithful? (App. J)")
 st.caption("Remove the k training examples at one end of the component, retrain models on the rest, and compare "

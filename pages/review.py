@@ -154,42 +154,43 @@ def undo() -> None:
     st.session_state["review_notice"] = f"Undid test:{test}: correct it and submit again."
 
 
-buttons = st.columns(4)
 if st.session_state.get("review_notice"):
     st.caption(st.session_state.pop("review_notice"))
+# Compact, so that more than the first candidate group is in view at 1280x800: the test image and the actions
+# stacked on the left, the candidates in five columns of small thumbnails on the right.
+left, right = st.columns([1, 3.5])
 if test is not None:
+    column = run.n_train + test
+    left.image(thumbnails.upscale(read_row(run.images, column), 256), width=128,
+               caption=f"test:{test} · label {run_context.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
     shown = review_candidates(run, candidates, test, n=N_SHOWN)
     trains = [c.train for c in shown]
-    buttons[0].button("Submit", key="submit", type="primary", on_click=submit, args=(test, trains),
-                      shortcut=SHORTCUTS["submit"], help="Save the marks (unmarked = not a duplicate) and go on")
-    buttons[1].button("None are duplicates", key="none", on_click=submit, args=(test, trains, True),
-                      shortcut=SHORTCUTS["none"], help="Vote every candidate not a duplicate and go on")
-    buttons[2].button("Skip", key="skip", on_click=skip, args=(test,), shortcut=SHORTCUTS["skip"],
-                      help="Leave this test image without votes and go on (a skip is not a review)")
-buttons[3].button("Undo last", key="undo", on_click=undo, shortcut=SHORTCUTS["undo"],
-                  help="Bring back the test image you submitted or skipped last")
+    left.button("Submit", key="submit", type="primary", on_click=submit, args=(test, trains), width="stretch",
+                shortcut=SHORTCUTS["submit"], help="Save the marks (unmarked = not a duplicate) and go on")
+    left.button("None are duplicates", key="none", on_click=submit, args=(test, trains, True), width="stretch",
+                shortcut=SHORTCUTS["none"], help="Vote every candidate not a duplicate and go on")
+    left.button("Skip", key="skip", on_click=skip, args=(test,), shortcut=SHORTCUTS["skip"], width="stretch",
+                help="Leave this test image without votes and go on (a skip is not a review)")
+left.button("Undo last", key="undo", on_click=undo, shortcut=SHORTCUTS["undo"], width="stretch",
+            help="Bring back the test image you submitted or skipped last")
 if test is None:
     st.stop()
 
-column = run.n_train + test
-left, right = st.columns([1, 3])
-left.image(thumbnails.upscale(read_row(run.images, column), 256),
-           caption=f"test:{test} · label {run_context.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
 with right:
-    st.caption("Mark every training image that shows the same scene or a near duplicate of the test image: "
-               "click it or press its key.")
+    st.caption("Mark each near duplicate of the test image (or the same scene): click it or press its key.")
     keys = dict(zip(trains, MARK_KEYS))
     for title, caption, sources, score in GROUPS:
         group = [c for c in shown if c.source in sources]
         if not group:
             continue
         st.markdown(f"**{title}** · {caption}")
-        slots = st.columns(N_COLS)
+        slots = st.columns(N_COLS, gap="xxsmall")
         for i, c in enumerate(group):
             marked = bool(st.session_state.get(toggle_key(test, c.train), False))
             with slots[i % N_COLS]:
-                st.image(thumbnails.upscale(read_row(run.images, c.train), image_grid.THUMB),
-                         caption=f"train:{c.train} · label {run_context.label_of(run, c.train)} · {score(c)}")
+                # a small thumbnail, its caption as wide as the column (an image caption is as wide as the image)
+                st.image(thumbnails.upscale(read_row(run.images, c.train), image_grid.THUMB), width=64)
+                st.caption(f"train:{c.train} · label {run_context.label_of(run, c.train)} · {score(c)}")
                 st.button("duplicate", key=f"mark-{run.name}-{test}-{c.train}",
                           icon=":material/check_box:" if marked else ":material/check_box_outline_blank:",
                           type="primary" if marked else "secondary", on_click=flip, args=(test, c.train),

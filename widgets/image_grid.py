@@ -53,6 +53,8 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
                marked: Collection[int] = ()) -> None:
     """Thumbnails captioned with their fields; clicking an image makes it the target, on `page` if given, or,
     with `on_pick`, calls on_pick(column) instead (the Counterfactuals basket). Images in `marked` are framed.
+    Pick n_cols so that n_cols cells (~130 px each) fit the container at 1280 px: a wider figure is scaled
+    down to fit, but its caption text is not, so captions would overlap and clip.
 
     One plotly figure per grid: the thumbnails as one image, and an invisible point at the centre of every
     cell whose customdata is the image's margins column. Hovering anywhere in a cell names the nearest point
@@ -69,7 +71,7 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
               caption] for c, caption in zip(columns, captions)]
     tiles = [_tile(run, c) for c in columns]
     side = max(max(t.shape[:2]) for t in tiles)
-    width = max(side + 8, 7 * max(len(line) for tile in lines for line in tile))  # ~7 px a character at 11 px
+    width = max(side + 8, 6 * max(len(line) for tile in lines for line in tile))  # ~5 px a character at 11 px
     height = side + CAPTION_PX
     n_cols = min(n_cols, len(columns))
     n_rows = -(-len(columns) // n_cols)

@@ -55,6 +55,11 @@ def _stamp(path: Path) -> int:
     return os.stat(path).st_mtime_ns
 
 
+def run_version(run: Run) -> int:
+    """The run directory's version (its mtime: every stage adds files by atomic rename), for st.cache_data keys."""
+    return _stamp(run.dir)
+
+
 def current_run() -> Run:
     """The run named by the URL's `run` (the sidebar picker keeps it there); every page calls this first.
 

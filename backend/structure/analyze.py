@@ -1,8 +1,9 @@
 """The `analyze` structure stage: PCA, spectral clusters and similar targets of a run's datamodels.
 
 analyze_structure writes into RUN/structure/: the PCA of datamodel embeddings (fit on the training
-targets, §4.3), its explained variance beside the representation baseline's, spectral clusters of the
-test targets per class and for the whole test set (App. I), and every target's nearest targets.
+targets, §4.3), its explained variance beside the representation baseline's, the embeddings map (a 2-D
+t-SNE of every target's PCA coordinates), spectral clusters of the test targets per class and for the whole
+test set (App. I), and every target's nearest targets.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from backend.progress import Progress, part
 
 # The analysis's stages, each one unit of progress ("stage"); the read of the weights, the PCA fit and
 # the projection report their rows, passes and blocks as fractions of their stage.
-STAGES = ("control", "read", "pca", "project", "representation", "clusters", "neighbors")
+STAGES = ("control", "read", "pca", "project", "representation", "map", "clusters", "neighbors")
 
 
 def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
@@ -37,6 +38,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     from backend.structure import clusters
 
     from backend.structure import embeddings
+    from backend.structure import map_layout
 
     from backend.structure import similar_targets
     from backend.training.control import ensure_control, load_control_features
@@ -103,6 +105,11 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     at("representation")
     embeddings.save_pca(run.dir, pca, projections, representation)
     lap("representation")
+
+    # The embeddings map: every target on one 2-D map, from its PCA coordinates.
+    map_layout.save_layout(run.dir, map_layout.map_layout(projections, seed))
+    at("map")
+    lap("map")
 
     # App. I: spectral clusters of the test targets, per class and for the whole test set; raw pixels
     # clustered by the identical procedure as the reference.
@@ -171,6 +178,8 @@ def _summary(pca, representation, quality: dict, *, n_components, fit_targets, w
         },
         "embedding_space": (f"count sketch of the unit embeddings to {width} dims" if width < n_train
                             else f"exact unit embeddings ({width} dims)"),
+        "map": "2-D t-SNE (scikit-learn, Barnes-Hut, perplexity 30, PCA init) of every target's coordinates on "
+               f"the {len(pca.components)} components",
         "neighbors": {"k": n_neighbors, "index": f"exact cosine in all {n_train} dims ({neighbor_search})"},
         "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": peak_rss_mib, "device": device,
     }

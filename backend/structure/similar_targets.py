@@ -12,15 +12,20 @@ and dropped: a 2,048-dim count sketch searched with a faiss inverted file found 
 and exact faiss search of the 50 PCA coordinates 0.01 (sparse datamodels spread over far more than 50
 directions). The exact sparse search took 88 s there on 2 idle CPU cores, recall@10 1.0; its blocks on two
 threads took it from 442 s to 232 s of wall time (78 s of CPU) with the 2 cores shared at load ~11.
+
+`nearest_to` answers one query in another stored space (representation features, pixels, SSL embeddings),
+when a page asks: one exact pass over that matrix in blocks, nothing precomputed.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from backend.lazy_import import lazy_module
+from backend.ranking import top_k
 from backend.store.artifacts import write_array
 from backend.store.schema import NEIGHBOR_SIMILARITY, NEIGHBORS
 from backend.structure.embeddings import HeldEmbeddings
@@ -75,3 +80,22 @@ def similar_to(run, column: int) -> tuple[np.ndarray, np.ndarray]:
     neighbors = run.array(NEIGHBORS)
     similarity = run.array(NEIGHBOR_SIMILARITY)
     return np.asarray(neighbors[column]), np.asarray(similarity[column])
+
+
+def nearest_to(matrix: np.ndarray, column: int, k: int, unit_rows: Callable[[np.ndarray], np.ndarray],
+               block_rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of `matrix` most similar to its row `column`, exactly: inner products of unit_rows(rows).
+
+    matrix    : ndarray of shape (n, ...) (a memmap is read block_rows rows at a time)
+    unit_rows : a block (b, ...) → float32 (b, d) of unit rows, e.g. L2-normalised features (cosine) or centred
+        and normalised pixels (correlation)
+    Returns (rows int64 (k',), similarity float32 (k',)), k' = min(k, n - 1), most similar first by
+    backend.ranking's rule (ties to the lower row); the row itself is never its own neighbour (a duplicate may be).
+    """
+    query = unit_rows(np.asarray(matrix[column:column + 1]))[0]
+    similarity = np.empty(len(matrix), dtype=np.float32)
+    for lo in range(0, len(matrix), block_rows):
+        similarity[lo:lo + block_rows] = unit_rows(np.asarray(matrix[lo:lo + block_rows])) @ query
+    similarity[column] = np.nan  # never returned
+    rows = top_k(similarity, k, signed=False)
+    return rows, similarity[rows]

@@ -206,8 +206,9 @@ def metric(page, label: str):
     return page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
 
 
-def drag_across(page, chart) -> None:
-    """A real mouse drag around the whole plot area of a plotly chart (a lasso or box selecting every point)."""
+def drag_across(page, chart, steps: int = 12) -> None:
+    """A real mouse drag around the whole plot area of a plotly chart (a lasso or box selecting every point), in
+    `steps` moves a side (a lasso over a big WebGL chart reselects and redraws every point at each move)."""
     chart.scroll_into_view_if_needed()
     area = chart.locator(".nsewdrag").first.bounding_box()
     left, top = area["x"] + 4, area["y"] + 4
@@ -215,7 +216,7 @@ def drag_across(page, chart) -> None:
     page.mouse.move(left, top)
     page.mouse.down()
     for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
-        page.mouse.move(x, y, steps=12)
+        page.mouse.move(x, y, steps=steps)
     page.mouse.up()
 
 
@@ -566,7 +567,7 @@ def test_review_shortcuts_none_action_reload_resume_and_export(server, page, tmp
 
     # Key 1 marks the first candidate shown; the nearest caption before its button names the pair.
     first_mark = page.get_by_role("button").filter(has=page.get_by_label("Shortcut 1", exact=True))
-    voted = first_mark.locator("xpath=preceding::*[@data-testid='stImageCaption'][1]").inner_text().split()[0]
+    voted = first_mark.locator("xpath=preceding::*[@data-testid='stCaptionContainer'][1]").inner_text().split()[0]
     page.locator("body").press("1")
     # (the exported votes below check that exactly this pair was marked)
     expect(page.get_by_test_id("stBaseButton-primary").filter(has=page.get_by_label("Shortcut 1", exact=True))).not_to_have_count(0)

@@ -26,13 +26,14 @@ RUN, app = test_apptest.RUN, test_apptest.app  # the pages' AppTest fixture, sha
 # Every page, and the views that read files their page's default view does not (the whole test set's
 # clustering; the Overview scatter's held-out run).
 VIEWS = {page: (page, {}) for page in ("overview", "neighbours", "quality", "methods", "pca", "clusters",
-                                       "counterfactuals", "review", "leakage_results")}
+                                       "embeddings_map", "counterfactuals", "review", "leakage_results")}
 VIEWS["clusters-whole"] = ("clusters", {"class": "-1"})
 VIEWS["overview-margins"] = ("overview", {"overview_chart": "Predicted vs actual"})
 # Entries no test run reads, and why.
 UNREAD = {
     schema.HELDOUT.name: "a run directory of its own: its files are the run's entries, read (and corrupted) under heldout/",
-    schema.SSL_EMBEDDINGS.name: "read only by `attribute --method ssl-esvm` to resume, after training its encoder",
+    schema.SSL_EMBEDDINGS.name: "read by `attribute --method ssl-esvm` to resume, and by a similarity search in its "
+                                "space (the test runs have none; tests/test_api_similar.py searches one)",
     schema.SSL_ENCODER.name: "read only by `attribute --method ssl-esvm` to resume, after training its encoder",
     schema.ANALYSIS.name: "analyze's summary of its run, for the user: nothing reads it back",
     schema.PCA_MEAN.name: "kept for readers outside this code (np.load): no verb or page reads it",

@@ -149,8 +149,8 @@ def test_candidates_come_in_source_groups_with_one_key_each(app, run):
     # The keys follow the order shown: 1, 2, ... 0, then letters; one each, never S/N/K/U nor Streamlit's C/R.
     keys = {int(b.key.rsplit("-", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
     assert [keys[c.train] for c in shown] == list("1234567890QWETYIOPADFGHJLZXVBM"[:len(shown)])
-    captions = [str(i.proto) for i in at.get("image") if "queue score" not in str(i.proto)]
-    assert captions and all("\\n" not in c for c in captions)
+    captions = [c.value for c in at.caption if c.value.startswith("train:")]  # one under each thumbnail
+    assert len(captions) == len(shown) and all("\n" not in c for c in captions)
 
 
 def test_a_vote_the_database_refuses_is_reported_and_not_advanced(app, db, run):

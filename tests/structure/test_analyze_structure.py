@@ -35,7 +35,7 @@ def test_artifacts_are_plain_arrays_with_documented_shapes(structure_run, run):
               "representation_explained_variance_ratio.npy": (10,),
               "clusters_by_class.npy": (n_test,), "layout_by_class.npy": (n_test, 2), "silhouette_by_class.npy": (n_test,),
               "clusters_all.npy": (n_test,), "layout_all.npy": (n_test, 2), "silhouette_all.npy": (n_test,),
-              "neighbors.npy": (n, 10), "neighbor_similarity.npy": (n, 10)}
+              "neighbors.npy": (n, 10), "neighbor_similarity.npy": (n, 10), "map_layout.npy": (n, 2)}
     for name, shape in shapes.items():
         assert np.load(structure_run / "structure" / name, mmap_mode="r", allow_pickle=False).shape == shape, name
     summary = json.loads((structure_run / "structure" / "summary.json").read_text())
@@ -94,10 +94,10 @@ def test_rerun_is_deterministic_reports_progress_and_honours_fit_rows_and_sketch
     seen = []
     summary = analyze_structure(copy, n_components=10, k_per_class=3, device="cpu", progress=lambda *call: seen.append(call))
     done = [d for d, _, _ in seen]
-    assert seen[0] == (0, 6, "stage") and done == sorted(done) and done[-1] == pytest.approx(6)
-    assert {(t, u) for _, t, u in seen} == {(6, "stage")}
+    assert seen[0] == (0, 7, "stage") and done == sorted(done) and done[-1] == pytest.approx(7)
+    assert {(t, u) for _, t, u in seen} == {(7, "stage")}
     assert list(summary["peak_rss_mib"]) == list(summary["seconds"]) and summary["neighbors"]["index"].startswith("exact cosine")
-    for name in ("pca_projections.npy", "clusters_all.npy", "neighbors.npy"):
+    for name in ("pca_projections.npy", "map_layout.npy", "clusters_all.npy", "neighbors.npy"):
         np.testing.assert_array_equal(np.load(copy / "structure" / name), np.load(structure_run / "structure" / name))
     summary = analyze_structure(copy, n_components=4, k_per_class=2, device="cpu", fit_rows=120, sketch_dim=128,
                                 n_neighbors=3)
