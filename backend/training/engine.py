@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import glob
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -247,47 +245,6 @@ def epoch_orders(subsets: torch.Tensor, seeds: torch.Tensor, epoch: int) -> torc
     return subsets.gather(1, keys.argsort(dim=1, stable=True))
 
 
-def _train_groups(data: TrainingData, subsets: np.ndarray, seeds: list[int], arch: str, hparams: dict,
-                  train_labels: torch.Tensor | None, progress: Progress | None, with_features: bool,
-                  with_predictions: bool, group: int) -> tuple[np.ndarray, ...]:
-    """`train_models` on a CPU as groups of at most `group` models, one group per core at a time.
-
-    Each group trains on its own Python thread with one intra-op thread (torch releases the GIL inside its ops):
-    the digits MLP's ops are too small to split across cores (two intra-op threads spent 1.33 CPU seconds per
-    wall second, and spun in OpenMP barriers on a loaded machine), while whole groups side by side share nothing.
-    The groups are equal-sized, a multiple of the thread count of them; a model's result depends on neither.
-    """
-    K = len(subsets)
-    threads = max(1, torch.get_num_threads())
-    n_groups = -(-K // group)
-    n_groups = min(K, -(-n_groups // threads) * threads)
-    bounds = [K * g // n_groups for g in range(n_groups + 1)]
-    lock, done = threading.Lock(), [0.0] * n_groups
-
-    def train_group(g: int) -> tuple[np.ndarray, ...]:
-        a, b = bounds[g], bounds[g + 1]
-
-        def report(d: float, of: float, unit: str) -> None:
-            with lock:  # one progress total, summed over the groups in flight
-                done[g] = (b - a) * (d / of if of else 1.0)
-                progress(sum(done), K, unit)
-
-        return train_models(data, subsets[a:b], seeds[a:b], arch, hparams, train_labels,
-                            report if progress is not None else None, with_features, with_predictions)
-
-    if threads == 1:
-        parts = [train_group(g) for g in range(n_groups)]
-    else:
-        def one_thread(g: int) -> tuple[np.ndarray, ...]:
-            torch.set_num_threads(1)  # this worker's ops (OpenMP's thread count is per calling thread)
-            return train_group(g)
-
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(one_thread, range(n_groups)))
-        torch.set_num_threads(threads)
-    return tuple(None if group_out[0] is None else np.concatenate(group_out) for group_out in zip(*parts))
-
-
 def train_models(
     data: TrainingData,
     subsets: np.ndarray,
@@ -315,9 +272,12 @@ def train_models(
     K, n = subsets.shape
     group = cache_group(arch, device, int(np.prod(data.image_shape)), data.n_classes, hparams)
     if K > group and on_epoch is None:
-        # Cache-sized groups: each is its own batch, so every model's result is unchanged.
-        return _train_groups(data, subsets, seeds, arch, hparams, train_labels, progress, with_features,
-                             with_predictions, group)
+        # Cache-sized groups, one after another: each is its own batch, so every model's result is unchanged.
+        parts = [train_models(data, subsets[a:a + group], seeds[a:a + group], arch, hparams, train_labels,
+                              part(progress, a, min(group, K - a), K),
+                              with_features, with_predictions)
+                 for a in range(0, K, group)]
+        return tuple(None if group_out[0] is None else np.concatenate(group_out) for group_out in zip(*parts))
     precision = data.precision
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     model = architectures.build(arch, K, data.image_shape, data.n_classes, generators, hparams).to(device)

@@ -62,31 +62,6 @@ def test_a_batch_larger_than_the_cache_group_trains_each_model_as_alone(monkeypa
     np.testing.assert_allclose(alone[0], batch[44], rtol=0, atol=BATCH_TOLERANCE["fp32"])
 
 
-def test_groups_trained_side_by_side_on_threads_give_each_model_as_alone(monkeypatch):
-    """Two threads train the groups side by side (engine._train_groups); the margins do not depend on the thread
-    count nor on how the groups fall (4 groups of 2-3 models on two threads, 3 of 3-4 on one), and the progress
-    the groups report together only grows, to the batch's size."""
-    monkeypatch.setattr(engine, "cache_group", lambda *args: 4)
-    ds, subsets, seeds = _models(10)
-    data = TrainingData.from_dataset(ds, resolve_device("cpu"), "fp32")
-    hp = resolve_hparams("mlp", {"epochs": 1, "hidden": 16})
-    threads = torch.get_num_threads()
-    seen = []
-    try:
-        torch.set_num_threads(2)
-        two, _ = train_models(data, subsets, seeds, "mlp", hp, progress=lambda done, of, unit: seen.append((done, of)))
-        assert torch.get_num_threads() == 2
-        torch.set_num_threads(1)
-        one, _ = train_models(data, subsets, seeds, "mlp", hp)
-    finally:
-        torch.set_num_threads(threads)
-    np.testing.assert_allclose(two, one, rtol=0, atol=BATCH_TOLERANCE["fp32"])
-    alone, _ = train_models(data, subsets[9:], seeds[9:], "mlp", hp)
-    np.testing.assert_allclose(alone[0], two[9], rtol=0, atol=BATCH_TOLERANCE["fp32"])
-    done = [d for d, _ in seen]
-    assert done == sorted(done) and done[-1] == pytest.approx(10) and {of for _, of in seen} == {10}
-
-
 def test_bf16_margins_agree_with_fp32_margins_of_the_same_models():
     ds, subsets, seeds = _models(6)
     hp = resolve_hparams("mlp", {"epochs": 3, "hidden": 16})
