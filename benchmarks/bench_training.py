@@ -318,7 +318,7 @@ def real_size(quick: bool, peaks: dict, threads: int) -> None:
         print(f"  {name} 784-{hidden}-10, {epochs} epochs: {train_flops / 1e9:.1f} GFLOP of steps + "
               f"{margin_flops / 1e9:.1f} of margins per model; floor for 2,000 models at the peaks on {threads} "
               f"cores {floor / 60:.1f} min")
-        K = 32
+        K = 16  # one cache group (engine.cache_group's floor at this shape)
         for precision in PRECISIONS:
             data = TrainingData.from_dataset(ds, torch.device("cpu"), precision)
             rng = np.random.default_rng(1)
