@@ -191,12 +191,18 @@ def margins_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048,
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None,
              with_features: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Margins (K, N) and predicted classes (K, N, int16) of all K models on every image of x; optionally
-    penultimate features (K, N, D). The margin alone cannot tell which class wins when it is negative."""
+    penultimate features (K, N, D). The margin alone cannot tell which class wins when it is negative.
+
+    chunk : images per pass; by default 256 on a CPU, where a group's activations then stay in cache (the digits
+    MLP's margins pass, 40 models: 1.2 ms a model against 1.8-2.0 for 2048 images a pass, one thread, load 22;
+    the small CNN, 8 models on 10,000 28x28 images: 0.19 CPU s a model against 0.47-0.53, load 13), and 2048 on
+    CUDA."""
     model.eval()
     K = _n_models(model)
+    chunk = chunk or (256 if x.device.type == "cpu" else 2048)
     margins, predictions, feats = [], [], []
     with strict_fp32(x.device):
         for start in range(0, len(x), chunk):
