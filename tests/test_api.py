@@ -3,16 +3,20 @@ against scikit-learn; the README's notebook example run as written."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.api import MissingArtifact, open_run
+from backend.store.errors import RunError
 from backend.store.targets import TargetError
+from precompute.cli import build_parser
 from tests.oracles import objective, random_problem, sklearn_lasso
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+MAKEFILE_VENV = ".venv"
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +80,38 @@ def test_leak_candidates_similar_targets_and_stats_read_the_stored_arrays(api):
     assert api.stats("train:0")["lam"] is None  # left unfitted by the fixture
 
 
-def test_missing_artifacts_name_the_command_in_one_line(api, tiny_run):
+def hinted_command(message: str) -> list[str]:
+    """The command a one-line hint names (between backticks), checked to be one that runs after `make run`:
+    the venv the Makefile makes, and arguments the CLI's own parser accepts."""
+    (command,) = re.findall(r"`([^`]+)`", message)
+    argv = shlex.split(command)
+    assert argv[:3] == [f"{MAKEFILE_VENV}/bin/python", "-m", "precompute"], command
+    build_parser().parse_args(argv[3:])  # argparse exits on an unknown verb or flag
+    return argv
+
+
+def test_missing_artifacts_name_a_runnable_command_in_one_line(api, tiny_run, tmp_path):
     bare = open_run(tiny_run)
-    for call, command in ((lambda: bare.top("test:1"), f"python -m precompute fit --run {tiny_run}"),
-                          (lambda: bare.leak_candidates("test:1"), f"python -m precompute analyze --run {tiny_run}"),
-                          (lambda: bare.similar("test:1"), f"python -m precompute analyze --run {tiny_run}"),
-                          (lambda: api.top("test:1", method="trak"),
-                           f"python -m precompute attribute --run {api.run.dir} --method trak")):
-        with pytest.raises(MissingArtifact) as info:
+    for call, command in ((lambda: bare.top("test:1"), f"fit --run {tiny_run}"),
+                          (lambda: bare.leak_candidates("test:1"), f"analyze --run {tiny_run}"),
+                          (lambda: bare.similar("test:1"), f"analyze --run {tiny_run}"),
+                          (lambda: api.top("test:1", method="trak"), f"attribute --run {api.run.dir} --method trak"),
+                          (lambda: api.self_scores("trak"), f"attribute --run {api.run.dir} --method trak"),
+                          (lambda: open_run(tmp_path / "nowhere"), f"all --dataset digits --out {tmp_path / 'nowhere'}")):
+        with pytest.raises(RunError) as info:
             call()
-        assert command in str(info.value) and "\n" not in str(info.value)
+        assert "\n" not in str(info.value)
+        assert hinted_command(str(info.value))[3:] == shlex.split(command), str(info.value)
     with pytest.raises(TargetError, match="out of range"):
         api.top("test:99999")
     with pytest.raises(ValueError, match="a method is a name"):
         api.top("test:1", method="../../datamodels")
+
+
+def test_the_hints_venv_is_the_one_make_run_makes():
+    makefile = (README.parent / "Makefile").read_text()
+    assert re.search(rf"^VENV := {re.escape(MAKEFILE_VENV)}$", makefile, re.M)
+    assert f"{MAKEFILE_VENV}/bin/python -m precompute" in README.read_text()
 
 
 def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
