@@ -2,6 +2,7 @@
 against scikit-learn; the README's notebook example run as written."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from backend.api import MissingArtifact, open_run
+from backend.store.catalog import DATA_DIR_ENV
 from backend.store.errors import RunError
 from backend.store.targets import TargetError
 from precompute.cli import build_parser
@@ -124,6 +126,51 @@ def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
     assert stored.request.remove.tolist() == sorted(int(n.split(":")[1]) for n in removed)
     assert first.actual_margin == pytest.approx(stored.margins[:, api.column("test:2")].astype(np.float64).mean())
     assert api.verify("test:2", removed, n_models=2, device="cpu") == first  # from the store: nothing trained
+
+
+def test_what_the_pages_read_is_the_stored_arrays(api, monkeypatch, dashboard_data_dir):
+    """The methods the Overview, Quality, Neighbours and Methods pages call, against the run's files read directly
+    and brute force: LDS order, lowest targets, held-out predictions w·1_S + b, the datamodel's profile."""
+    run = api.run
+    lds = np.load(run.dir / "lds.npy")
+    np.testing.assert_array_equal(api.lds(), lds)
+    assert api.metrics() == json.loads((run.dir / "metrics.json").read_text()) and not api.lds_is_stale()
+    assert api.targets("test") == [f"test:{j}" for j in range(run.n_test)]
+    finite = [(float(v), j) for j, v in enumerate(lds[run.n_train:]) if np.isfinite(v)]
+    assert api.lowest(lds, "test", 5) == [f"test:{j}" for _, j in sorted(finite)[:5]]
+    monkeypatch.setenv(DATA_DIR_ENV, str(dashboard_data_dir))
+    heldout = api.heldout()
+    masks, margins = np.load(run.dir / "heldout" / "masks.npy"), np.load(run.dir / "heldout" / "margins.npy")
+    assert heldout.n_models == len(masks)
+    models, names = np.array([0, 3, 7]), ["test:2", "train:9"]
+    predicted, actual = api.heldout_predictions(heldout, names, models)
+    weights, bias = np.load(run.dir / "weights.npy").astype(np.float64), np.load(run.dir / "bias.npy").astype(np.float64)
+    columns = [api.column(n) for n in names]
+    np.testing.assert_allclose(predicted, masks[models].astype(np.float64) @ weights[columns].T + bias[columns], rtol=1e-5)
+    np.testing.assert_array_equal(actual, margins[np.ix_(models, columns)])
+    row = weights[api.column("test:2")]
+    images, values = api.weight_profile("test:2")
+    assert sorted(images, key=lambda n: -row[int(n[6:])]) == images and len(images) == np.count_nonzero(row)
+    np.testing.assert_array_equal(values, [row[int(n[6:])] for n in images])
+    assert api.nonzero_weights("test:2") == np.count_nonzero(row)
+    assert api.is_fitted("test:2") and not api.is_fitted("train:0")  # train:0-4 are left unfitted
+    assert set(api.stored_methods()) == {"datamodels", "fixture-permuted"} and api.methods_eval()["methods"]
+
+
+def test_clusterings_are_named_and_typical_members_are_the_highest_silhouettes(api):
+    run = api.run
+    labels = np.load(run.dir / "labels.npy")[run.n_train:]
+    targets, whole = api.clustering()
+    assert targets == [f"test:{j}" for j in range(run.n_test)]
+    np.testing.assert_array_equal(whole.labels, np.load(run.dir / "structure" / "clusters_all.npy"))
+    label = int(labels[0])
+    targets, by_class = api.clustering(label)
+    assert targets == [f"test:{j}" for j in np.flatnonzero(labels == label)] and len(by_class.labels) == len(targets)
+    silhouette = np.nan_to_num(by_class.silhouette)
+    for cluster in range(by_class.k):
+        members = [(-silhouette[j], j) for j in range(len(targets)) if by_class.labels[j] == cluster]
+        assert api.typical(targets, by_class, cluster, 4) == [targets[j] for _, j in sorted(members)[:4]]
+    assert api.cluster_quality()["whole"]["k"] == whole.k
 
 
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-5)])
