@@ -22,19 +22,25 @@ from typing import Iterable
 import numpy as np
 
 from backend.attribution import store as attribution_store
+from backend.attribution import yardsticks
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain
 from backend.counterfactuals.removal import default_max_remove, validate_removal
-from backend.datamodels.queries import fitted_targets
+from backend.datamodels import quality
+from backend.datamodels.evaluation import predict
+from backend.datamodels.queries import fitted_targets, sparsity, weight_profile
 from backend.leakage.analysis import load_candidates, review_candidates
 from backend.leakage.candidates import centred_unit_rows, float32_unit_rows
 from backend.progress import Progress
 from backend.ranking import bottom_k, top_k
+from backend.store import catalog
+from backend.structure import clusters
+from backend.store.artifacts import read_json
 from backend.store.rows import read_row
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CLUSTERS, CLUSTERS_ALL,
                                   CONTROL_FEATURES, CONTROL_MARGINS, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
-                                  NEIGHBOR_SIMILARITY, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
+                                  METHODS_EVAL, NEIGHBOR_SIMILARITY, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
 from backend.structure.similar_targets import nearest_to
@@ -119,6 +125,11 @@ class RunAPI:
     def __repr__(self) -> str:
         return f"open_run({str(self.run.dir)!r})"
 
+    @property
+    def n_models(self) -> int:
+        """How many models the run holds (rows of masks.npy and margins.npy)."""
+        return len(self.run.masks)
+
     # Names ------------------------------------------------------------------------------------------------
     def column(self, target: str) -> int:
         """The margins column of a target name (TargetError when malformed or out of range)."""
@@ -137,9 +148,14 @@ class RunAPI:
     # Scores -----------------------------------------------------------------------------------------------
     def methods(self) -> list[str]:
         """Methods with scores in the run: "datamodels" (weights.npy) first, then each stored attribution."""
-        stored = attribution_store.available(self.run)
+        stored = self.stored_methods()
         own = [DATAMODELS] if self.run.has(WEIGHTS) else []
         return own + [m for m in stored if m not in own]
+
+    def stored_methods(self) -> list[str]:
+        """Methods whose scores `attribute` stored (attribution/<method>/), "datamodels" among them only when
+        stored that way: the methods the yardsticks of methods-eval judge."""
+        return attribution_store.available(self.run)
 
     def scores(self, target: str, method: str = DATAMODELS) -> np.ndarray:
         """One score per training image for `target`, float (n_train,): its datamodel's weights for
@@ -168,6 +184,22 @@ class RunAPI:
         scores = self.scores(target, method)
         picked = top_k(scores, k) if side == "positive" else bottom_k(scores, k)
         return [self.name(j) for j in picked]
+
+    def is_fitted(self, target: str) -> bool:
+        """Whether the target has a datamodel (`fit --targets` leaves the others with NaN λ and zero weights)."""
+        column = self.column(target)
+        self._require(LAM, "datamodels")
+        return bool(fitted_targets(self.run.array(LAM)[column:column + 1])[0])
+
+    def nonzero_weights(self, target: str) -> int:
+        """How many training images the target's datamodel gives a nonzero weight."""
+        return sparsity(self.scores(target))
+
+    def weight_profile(self, target: str, max_points: int = 2000) -> tuple[list[str], np.ndarray]:
+        """The datamodel's nonzero weights from most positive to most negative, (training image names, weights
+        (n,)); past max_points only the max_points // 2 largest and smallest (the middle is flat near zero)."""
+        indices, values = weight_profile(self.scores(target), max_points)
+        return [self.name(j) for j in indices], values
 
     # Counterfactuals --------------------------------------------------------------------------------------
     def predict_removal(self, target: str, removed: Iterable[str]) -> PredictedRemoval:
@@ -206,11 +238,11 @@ class RunAPI:
         """The spaces `similar` can search in this run (SIMILARITY_SPACES whose matrix is stored)."""
         return [space for space, (artifact, _, _) in SIMILARITY_SPACES.items() if self.run.has(artifact)]
 
-    def similar(self, target: str, k: int = 10, by: str = "datamodels") -> list[tuple[str, float]]:
+    def similar(self, target: str, k: int | None = 10, by: str = "datamodels") -> list[tuple[str, float]]:
         """The k targets (train and test) most similar to `target` in the space `by` (SIMILARITY_SPACES), most
         similar first, with their similarity; never the target itself. "datamodels" returns the neighbours
-        `analyze` stored (exact cosine, at most its --neighbors of them); the other spaces are searched exactly
-        on each call, one pass over their stored matrix."""
+        `analyze` stored (exact cosine, at most its --neighbors of them; k=None: all of them); the other spaces
+        are searched exactly on each call, one pass over their stored matrix (k=None: every target)."""
         column = self.column(target)
         if by not in SIMILARITY_SPACES:
             raise ValueError(f"by must be one of {', '.join(SIMILARITY_SPACES)}, got {str(by)[:40]!r}")
@@ -222,8 +254,8 @@ class RunAPI:
             keep = neighbours >= 0
             neighbours, similarity = neighbours[keep][:k], similarity[keep][:k]
         else:
-            neighbours, similarity = nearest_to(self.run.images if artifact is IMAGES else self.run.array(artifact),
-                                                column, k, unit_rows)
+            matrix = self.run.images if artifact is IMAGES else self.run.array(artifact)
+            neighbours, similarity = nearest_to(matrix, column, len(matrix) if k is None else k, unit_rows)
         return [(self.name(c), float(s)) for c, s in zip(neighbours, similarity)]
 
     def map_layout(self) -> np.ndarray:
@@ -286,15 +318,112 @@ class RunAPI:
             out["majority"], out["majority_share"] = run.class_names[int(cls[0])], float(share[0])
         self._require(LAM, "datamodels")
         lam = self.run.array(LAM)
-        fitted = bool(fitted_targets(lam[column:column + 1])[0])
+        fitted = self.is_fitted(target)
         out["lam"] = float(lam[column]) if fitted else None
         out["bias"] = float(self.run.array(BIAS)[column]) if fitted else None
-        out["nonzero_weights"] = int(np.count_nonzero(read_row(self.run.array(WEIGHTS), column))) if fitted else None
+        out["nonzero_weights"] = self.nonzero_weights(target) if fitted else None
         return out
 
     def removal_cap(self) -> int:
         """The most training images one removal may take out (1280, or half the training set if smaller)."""
         return default_max_remove(self.run.n_train)
+
+    # Spectral clusters of datamodel embeddings: what the Clusters page shows --------------------------------
+    def cluster_quality(self) -> dict:
+        """clusters.json: each class's and the whole test set's k, silhouette, NMI and γ (analyze's structure half)."""
+        return clusters.load_quality(self.run)
+
+    def clustering(self, label: int | None = None) -> tuple[list[str], clusters.Clustering]:
+        """The spectral clustering of the test targets of class `label` (an index of the run's class names), or of
+        the whole test set (None): (the targets' names, in the order of the Clustering's arrays; the Clustering)."""
+        if label is None:
+            members, clustering = np.arange(self.run.n_test), clusters.whole_clustering(self.run)
+        else:
+            members, clustering = clusters.class_clustering(self.run, label)
+        return [self.name(self.run.n_train + int(j)) for j in members], clustering
+
+    @staticmethod
+    def typical(targets: list[str], clustering: clusters.Clustering, cluster: int, n: int) -> list[str]:
+        """The n members of `cluster` with the highest silhouette, most typical first (an undefined one counts 0)."""
+        inside = np.flatnonzero(clustering.labels == cluster)
+        return [targets[j] for j in inside[top_k(np.nan_to_num(clustering.silhouette[inside]), n, signed=False)]]
+
+    # The eval stage: what the Overview and Quality pages show ------------------------------------------------
+    def metrics(self) -> dict | None:
+        """metrics.json (the eval stage's summary: LDS, MSE, Table 5, sample complexity), or None before eval."""
+        return quality.read_metrics(self.run)
+
+    def lds(self) -> np.ndarray | None:
+        """Per-target LDS on the held-out models, float32 (n_targets,) in margins-column order (train:0 … then
+        test:0 …; NaN where undefined), or None before the eval stage."""
+        return quality.stored_lds(self.run)
+
+    def lds_is_stale(self) -> bool:
+        """Whether the datamodels were refitted after the eval stage scored them."""
+        return quality.is_stale(self.run)
+
+    def eval_command(self) -> str:
+        """The command that writes metrics.json and lds.npy."""
+        return quality.eval_command(self.run)
+
+    def heldout_command(self, n_models: int = 300) -> str:
+        """The command that trains the held-out run eval scores on: this run's recipe, the next seed."""
+        return quality.heldout_command(self.run, n_models)
+
+    def heldout(self) -> "RunAPI | None":
+        """The held-out run the metrics were measured on (or heldout/ before eval), None when it is gone; a
+        RunError when metrics.json names one outside the data directory."""
+        path = quality.heldout_dir(self.run, self.metrics(), catalog.data_dir())
+        return None if path is None else RunAPI(Run(path))
+
+    def heldout_predictions(self, heldout: "RunAPI", targets: list[str], models: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, actual) margins, float64 (len(models), len(targets)): what the datamodels predict from
+        each held-out model's mask (Ilyas et al. eq. 2, w·1_S + b) beside the margin that model reached."""
+        columns = np.array([self.column(t) for t in targets], dtype=np.int64)
+        self._require(WEIGHTS, "datamodels")
+        predicted = predict(self.run.array(WEIGHTS), self.run.array(BIAS), heldout.run.masks[models], columns)
+        return predicted, np.asarray(heldout.run.margins[np.ix_(models, columns)], dtype=np.float64)
+
+    @staticmethod
+    def sample_complexity(metrics: dict, split: str = "test") -> dict:
+        """metrics.json's sample-complexity curve as arrays (backend.datamodels.quality.complexity_curve)."""
+        return quality.complexity_curve(metrics, split)
+
+    @staticmethod
+    def table5(metrics: dict, split: str = "test") -> list[dict]:
+        """Table 5 of Ilyas et al. 2022 from metrics.json: one row per estimator (quality.table5_rows)."""
+        return quality.table5_rows(metrics, split)
+
+    def targets(self, split: str) -> list[str]:
+        """Every target name of a split ("train" or "test"), in order."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+        return [self.name(c) for c in range(start, stop)]
+
+    def lowest(self, values: np.ndarray, split: str, k: int) -> list[str]:
+        """The k targets of `split` with the lowest of `values` (one per target, margins-column order, e.g.
+        lds()), lowest first; NaN is skipped."""
+        start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+        return [self.name(c) for c in target_stats.lowest_targets(values, start, stop, k)]
+
+    # Attribution methods judged side by side: what the Methods page shows ----------------------------------
+    def methods_eval(self) -> dict | None:
+        """attribution/methods_eval.json (methods-eval's report), or None before it ran."""
+        return read_json(self.run.dir, METHODS_EVAL, missing_ok=True)
+
+    def methods_table(self, report: dict) -> list[dict]:
+        """One row per judged method: every yardstick and the cost (None where not measured)."""
+        return yardsticks.table_rows(report)
+
+    def lds_curves(self, report: dict | None) -> dict[str, tuple[list, list]]:
+        """LDS against models used, {label: (n_models, mean test LDS)}: the datamodels and every method."""
+        return yardsticks.lds_curves(self.run, report)
+
+    def missing_method_steps(self, report: dict | None) -> list[str]:
+        """The commands that fill in what the methods comparison lacks (unscored methods, an evaluation)."""
+        return yardsticks.missing_steps(self.run, report)
 
     # ------------------------------------------------------------------------------------------------------
     def _removal(self, removed: Iterable[str]) -> np.ndarray:

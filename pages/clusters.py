@@ -8,23 +8,17 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend.structure import clusters
-
-from backend.structure import similar_targets
-
-from backend.datasets import thumbnails
-from backend.ranking import top_k
-from backend.store.rows import read_row
-from backend.store.targets import target_name
+from backend.api import RunAPI
 from widgets import image_grid, run_context, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 WHOLE = -1
 
 run = run_context.current_run()
-quality = clusters.load_quality(run)
+api = RunAPI(run)
+quality = api.cluster_quality()
 column = url_state.current_target(run)
-name = target_name(column, run.n_train)
+name = api.name(column)
 
 st.title("Clusters of datamodel embeddings")
 classes = [q["class"] for q in quality["per_class"]]  # the classes that have test targets
@@ -32,16 +26,14 @@ current_class = int(run.labels[column]) if column >= run.n_train else classes[0]
 choice = st.selectbox("Class", [*classes, WHOLE],
                       format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}",
                       key="clusters_class", **url_state.url_int("class", "clusters_class", [*classes, WHOLE], current_class))
-if choice == WHOLE:
-    members, clustering, info = np.arange(run.n_test), clusters.whole_clustering(run), quality["whole"]
-else:
-    members, clustering = clusters.class_clustering(run, choice)
-    info = next(q for q in quality["per_class"] if q["class"] == choice)
-columns = run.n_train + members
+targets, clustering = api.clustering(None if choice == WHOLE else choice)
+info = quality["whole"] if choice == WHOLE else next(q for q in quality["per_class"] if q["class"] == choice)
+columns = np.array([api.column(t) for t in targets], dtype=np.int64)
+position = {t: j for j, t in enumerate(targets)}
 cluster_of = dict(zip(columns.tolist(), clustering.labels.tolist()))
 
 metrics = st.columns(4)
-metrics[0].metric("Targets", f"{len(members):,}")
+metrics[0].metric("Targets", f"{len(targets):,}")
 metrics[1].metric("Clusters", info["k"])
 metrics[2].metric("Mean silhouette", "—" if info["silhouette"] is None else f"{info['silhouette']:.3f}",
                   help="From -1 to 1: how much closer each target is to its own cluster than to the next one")
@@ -64,7 +56,7 @@ def cluster_members() -> None:
         inside = np.flatnonzero(clustering.labels == k)
         silhouette = info["cluster_silhouettes"][k]
         tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
-        typical = inside[top_k(np.nan_to_num(clustering.silhouette[inside]), per_cluster, signed=False)]
+        typical = np.array([position[t] for t in api.typical(targets, clustering, k, per_cluster)], dtype=np.int64)
         with tab:
             image_grid.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
                                   key=f"cluster-{k}", n_cols=3)
@@ -81,7 +73,7 @@ with explore:
         inside = clustering.labels == k
         figure.add_trace(go.Scattergl(x=clustering.layout[inside, 0], y=clustering.layout[inside, 1], mode="markers",
                                       name=f"cluster {k}", customdata=columns[inside].tolist(),
-                                      hovertext=[target_name(int(c), run.n_train) for c in columns[inside]],
+                                      hovertext=[targets[j] for j in np.flatnonzero(inside)],
                                       hoverinfo="text+name"))
     figure.update_layout(height=360, margin=dict(t=10, b=40), dragmode="lasso", xaxis_title="spectral 1",
                          yaxis_title="spectral 2")
@@ -98,8 +90,9 @@ with target_side:
     st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: "
               "they depend on the same training examples. Click an image on the left to change the target; click one "
               "here to open it on the Neighbours page.")
-    neighbours, similarity = similar_targets.similar_to(run, column)
-    st.image(thumbnails.upscale(read_row(run.images, column), 160),
+    similar = api.similar(name, k=None)
+    neighbours, similarity = np.array([api.column(t) for t, _ in similar], dtype=np.int64), [s for _, s in similar]
+    st.image(image_grid.large_image(run, column, 160),
              caption=" · ".join(f for f in (name, f"label {run_context.label_of(run, column)}",
                                            run_context.predicted_text(run, column)) if f))
     image_grid.image_grid(run, neighbours, [f"cos {s:+.3f}" for s in similarity], key="similar", page=NEIGHBOURS_PAGE,

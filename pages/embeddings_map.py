@@ -11,9 +11,6 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from backend.api import RunAPI
-from backend.datasets import thumbnails
-from backend.store.rows import read_row
-from backend.store.targets import target_name
 from widgets import image_grid, run_context, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
@@ -42,7 +39,7 @@ def map_figure(_api: RunAPI, path: str, version: int, by: str) -> go.Figure:
             if len(part) == 0:
                 continue
             hover = dict(hovertemplate="train:%{customdata}<extra>" + name + "</extra>") if split == "train" else \
-                dict(text=[target_name(int(c), n_train) for c in part], hovertemplate="%{text}<extra>" + name + "</extra>")
+                dict(text=[_api.name(c) for c in part], hovertemplate="%{text}<extra>" + name + "</extra>")
             figure.add_trace(go.Scattergl(
                 x=layout[part, 0], y=layout[part, 1], mode="markers", customdata=part.astype(np.int32),
                 name=f"{name} ({len(inside):,})", legendgroup=name, showlegend=split == "train" or len(part) == len(inside),
@@ -77,9 +74,9 @@ with grid_side:
                 "some to see them all.")
     elif len(selected) == 1:
         column = selected[0]
-        name = target_name(column, run.n_train)
+        name = api.name(column)
         st.subheader(name)
-        st.image(thumbnails.upscale(read_row(run.images, column), 192), caption=" · ".join(
+        st.image(image_grid.large_image(run, column, 192), caption=" · ".join(
             f for f in (f"label {run_context.label_of(run, column)}", run_context.predicted_text(run, column),
                         names[codes[column]]) if f))
         st.page_link(NEIGHBOURS_PAGE, label=f"Open {name} on Neighbours", icon=":material/hub:",

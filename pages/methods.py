@@ -4,16 +4,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend.attribution import store, yardsticks
-from backend.store.artifacts import read_json
-from backend.store.schema import METHODS_EVAL
+from backend.api import RunAPI
 from widgets import run_context, text, url_state
 
 run = run_context.current_run()
+api = RunAPI(run)
 st.title("Attribution methods")
-methods = store.available(run)
-report = read_json(run.dir, METHODS_EVAL, missing_ok=True)
-steps = yardsticks.missing_steps(run, report)
+methods = api.stored_methods()
+report = api.methods_eval()
+steps = api.missing_method_steps(report)
 if not methods or report is None:
     st.info(f"Run {run.name} has {'no attribution scores' if not methods else 'no methods evaluation'} yet. "
             "These commands fill it in:")
@@ -30,7 +29,7 @@ st.caption(f"LDS: mean over test targets of the Spearman correlation between Σ 
            f"{report['support_params']['budget']} steps, k ≤ {report['support_params']['k_max']}) on the same "
            f"{len(report['targets'])} targets, {report['target_rule']}. Smaller support = a method that finds the "
            "images a prediction rests on. Mislabel AUC: self-scores against labels flipped by plant-label-noise.")
-table = pd.DataFrame(yardsticks.table_rows(report))
+table = pd.DataFrame(api.methods_table(report))
 # "—": the method has no self-scores, or the run no planted label noise (the caption below says which).
 table["mislabel AUC"] = ["—" if v is None or pd.isna(v) else f"{v:.3f}" for v in table["mislabel AUC"]]
 st.dataframe(table, hide_index=True, column_config={
@@ -67,7 +66,7 @@ if pair_tab.open:
                          column_config={n: st.column_config.NumberColumn(format="%.2f") for n in names})
 if curve_tab.open:
     with curve_tab:
-        curves = yardsticks.lds_curves(run, report)
+        curves = api.lds_curves(report)
         if curves:
             figure = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=label) for label, (x, y) in curves.items()])
             figure.update_layout(xaxis_title="models used", xaxis_type="log", yaxis_title="mean test LDS", height=360,

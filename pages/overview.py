@@ -7,11 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend.datamodels import quality
-from backend.datamodels.evaluation import predict
-from backend.store import catalog
-from backend.store.run_dir import Run
-from backend.store.targets import target_name
+from backend.api import RunAPI
 from widgets import run_context, text, url_state
 
 N_SCATTER_TARGETS, N_SCATTER_MODELS = 16, 200
@@ -26,6 +22,7 @@ def chart(data: pd.DataFrame, spec: dict, key: str) -> None:
     st.vega_lite_chart(data, {"height": CHART_HEIGHT, **spec}, width="stretch", key=key)
 
 run = run_context.current_run()
+api = RunAPI(run)
 manifest = run.manifest
 dataset = manifest["dataset"]
 st.title(f"Run {run.name}")
@@ -44,19 +41,19 @@ with st.expander("Manifest"):
     st.json(manifest)
 
 st.header("Datamodels on held-out models")
-weights, bias, lam = run_context.require_datamodels(run)
-metrics = quality.read_metrics(run)
-lds = quality.stored_lds(run)
+_, _, lam = run_context.require_datamodels(run)
+metrics = api.metrics()
+lds = api.lds()
 if metrics is None or lds is None:
     st.info("The datamodels have not been scored on held-out models yet (metrics.json and lds.npy are missing).")
-    if quality.heldout_dir(run, metrics, catalog.data_dir()) is None:
+    if api.heldout() is None:
         st.caption("Train a held-out run (same recipe, another seed):")
-        st.code(text.hide_paths(quality.heldout_command(run)), language="bash")
+        st.code(text.hide_paths(api.heldout_command()), language="bash")
     st.caption("Score the datamodels on it:")
-    st.code(text.hide_paths(quality.eval_command(run)), language="bash")
+    st.code(text.hide_paths(api.eval_command()), language="bash")
     st.stop()
-if quality.is_stale(run):
-    st.warning(f"The datamodels were refitted after this evaluation; rerun `{text.hide_paths(quality.eval_command(run))}`.")
+if api.lds_is_stale():
+    st.warning(f"The datamodels were refitted after this evaluation; rerun `{text.hide_paths(api.eval_command())}`.")
 run_context.unfitted_note(run, lam)
 
 summary = metrics["lds"]["test"]
@@ -83,22 +80,21 @@ if lds_tab.open:
                    "(a datamodel or the held-out margins are constant)")
 if margins_tab.open:
     with margins_tab:
-        heldout_path = quality.heldout_dir(run, metrics, catalog.data_dir())
-        if heldout_path is None:
+        heldout = api.heldout()
+        if heldout is None:
             st.caption(f"The held-out run {text.plain(text.hide_paths(metrics.get('heldout_run', '')))} is "
                        "gone, so its margins cannot be plotted.")
         else:
-            heldout = Run(heldout_path)
             rng = np.random.default_rng(0)
             targets = np.sort(rng.choice(np.arange(run.n_train, run.n_targets), min(N_SCATTER_TARGETS, run.n_test),
                                          replace=False))
-            models = np.sort(rng.choice(len(heldout.masks), min(N_SCATTER_MODELS, len(heldout.masks)), replace=False))
-            predicted = predict(weights, bias, heldout.masks[models], targets)
-            actual = np.asarray(heldout.margins[np.ix_(models, targets)], dtype=np.float64)
+            models = np.sort(rng.choice(heldout.n_models, min(N_SCATTER_MODELS, heldout.n_models), replace=False))
+            names = [api.name(c) for c in targets]
+            predicted, actual = api.heldout_predictions(heldout, names, models)
             lo, hi = float(min(predicted.min(), actual.min())), float(max(predicted.max(), actual.max()))
             xy = {"x": axis("predicted", "predicted margin"), "y": axis("actual", "actual margin")}
             chart(pd.DataFrame({"predicted": predicted.ravel(), "actual": actual.ravel(),
-                                "target": np.tile([target_name(c, run.n_train) for c in targets], len(models))}),
+                                "target": np.tile(names, len(models))}),
                   {"layer": [
                       {"mark": {"type": "circle", "size": 14, "opacity": 0.5},
                        "encoding": {**xy, "tooltip": [{"field": "target"}, *xy.values()]}},
@@ -111,9 +107,9 @@ if complexity_tab.open:
     with complexity_tab:
         if "sample_complexity" not in metrics:
             st.caption(f"Not computed (eval ran with --no-complexity); rerun "
-                       f"`{text.hide_paths(quality.eval_command(run))}`.")
+                       f"`{text.hide_paths(api.eval_command())}`.")
         else:
-            curve = quality.complexity_curve(metrics)
+            curve = api.sample_complexity(metrics)
             counts = [int(n) for n in curve["n_models"]]
             x = axis("n_models", "models used to fit",
                      scale={"type": "log", "domain": [counts[0] / 1.2, counts[-1] * 1.2]},
@@ -132,7 +128,7 @@ with right:
     st.subheader("Table 5: linear predictors compared",
                  help="Ilyas et al. 2022, Table 5: mean over test targets, scored on the same held-out models")
     split = st.radio("Targets", ["test", "train"], horizontal=True, key="table5_split")
-    rows = quality.table5_rows(metrics, split)
+    rows = api.table5(metrics, split)
     st.table(pd.DataFrame([{name: value if isinstance(value, str) else "—" if value is None else f"{value:.3f}"
                             for name, value in row.items()} for row in rows]), hide_index=True)
     st.caption(f"fit on {metrics['table5']['n_fit_models']:,} models, scored on {metrics['table5']['n_heldout_models']:,}. "

@@ -3,23 +3,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from backend.datamodels import quality
-from backend.training.target_stats import lowest_targets
-from backend.store.targets import target_name
+from backend.api import RunAPI
 from widgets import image_grid, run_context, target_picker, text, url_state
 
 NEIGHBOURS = "pages/neighbours.py"
 
 run = run_context.current_run()
+api = RunAPI(run)
 _, _, lam = run_context.require_datamodels(run)
 st.title("Datamodel quality")
-lds = quality.stored_lds(run)
+lds = api.lds()
 if lds is None:
     st.info(f"Run {run.name} has no per-target LDS yet (lds.npy is missing). The eval stage writes it:")
-    st.code(text.hide_paths(quality.eval_command(run)), language="bash")
+    st.code(text.hide_paths(api.eval_command()), language="bash")
     st.stop()
-if quality.is_stale(run):
-    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{text.hide_paths(quality.eval_command(run))}`.")
+if api.lds_is_stale():
+    st.warning(f"The datamodels were refitted after lds.npy was written; rerun `{text.hide_paths(api.eval_command())}`.")
 run_context.unfitted_note(run, lam)
 mean_margin, accuracy = run_context.margin_summary(run)
 
@@ -33,7 +32,7 @@ k = st.slider("Images per list", min_value=1, max_value=48, value=12, key="quali
 worst_tab, wrong_tab = url_state.lazy_tabs(["Worst predicted", "Mistakes · Hardest · Most unstable"], key="quality_tab")
 if worst_tab.open:
     with worst_tab:
-        worst = lowest_targets(lds, start, stop, k)
+        worst = [api.column(name) for name in api.lowest(lds, split, k)]
         st.caption("Lowest per-target LDS; click one to see its neighbours")
         image_grid.image_grid(run, worst, [f"LDS {lds[c]:+.2f}" for c in worst], key="worst", page=NEIGHBOURS)
 if wrong_tab.open:
@@ -42,7 +41,7 @@ if wrong_tab.open:
 
 st.subheader(f"All {split} targets", help="Click a column header to sort; click a row to open its neighbours")
 table = pd.DataFrame({
-    "target": [target_name(c, run.n_train) for c in range(start, stop)],
+    "target": api.targets(split),
     "label": [run.class_names[int(y)] for y in run.labels[start:stop]],
     "LDS": np.asarray(lds[start:stop]),
     "mean margin": np.asarray(mean_margin[start:stop]),

@@ -8,7 +8,7 @@ import numpy as np
 
 from .args import TqdmProgress, add_device_arg, add_force_arg, non_negative_int, positive_int, refuse_existing
 
-REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | ids:I,J,... (training indices)"
+REMOVE_HELP = "top:K | bottom:K | random-class:K | random:K | train:I,train:J-K,... (training image names)"
 
 
 def _ensure_control(run, args: argparse.Namespace) -> np.ndarray:
@@ -22,18 +22,19 @@ def parse_removal(spec: str, run, target: int, seed: int) -> np.ndarray:
     from backend.store.rows import read_row
     from backend.counterfactuals.predict import load_weights
     from backend.counterfactuals.removal import HEURISTICS, RemovalError, removal_set
+    from backend.store.targets import TargetError, parse_targets, target_name
 
     kind, _, value = spec.partition(":")
-    if kind == "ids":
+    if kind == "train":
         try:
-            ids = [int(x) for x in value.split(",") if x.strip()]
-        except ValueError:
-            raise RemovalError(f"bad --remove {spec!r}: ids must be integers, e.g. ids:3,17,99") from None
-        outside = [i for i in ids if not 0 <= i < run.n_train]
-        if outside:
-            raise RemovalError(f"bad --remove: training index {outside[0]} is out of range: the run has {run.n_train} "
-                               f"training images (0..{run.n_train - 1})")
-        return np.array(ids, dtype=np.int64)
+            columns = parse_targets(spec, run.n_train, run.n_test)
+        except TargetError as exc:
+            raise RemovalError(f"bad --remove {spec[:60]!r}: {exc}") from None
+        tested = [c for c in columns if c >= run.n_train]
+        if tested:
+            raise RemovalError(f"bad --remove: {target_name(tested[0], run.n_train)} is a test image; a removal set "
+                               "holds training images, e.g. train:3,train:17")
+        return np.array(columns, dtype=np.int64)  # train:i is column i
     if kind not in HEURISTICS or not value.isdigit() or int(value) == 0:
         raise RemovalError(f"bad --remove {spec!r}: write {REMOVE_HELP}, with K a positive integer")
     if int(value) > run.n_train:
@@ -65,7 +66,7 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
     from backend.counterfactuals.predict import actual_margin, load_weights, predict_removal, retrain
     from backend.counterfactuals.removal import competitor_class, default_max_remove, validate_removal
     from backend.store.run_dir import Run
-    from backend.store.targets import target_column
+    from backend.store.targets import target_column, target_name
 
     run = Run(args.run)
     target = target_column(args.target, run.n_train, run.n_test)
@@ -84,7 +85,7 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
     test_mean = cf.margins[:, run.n_train:].mean(axis=0, dtype=np.float64)
     return {
         "target": args.target, "label": run.class_names[labels[target]], "remove": args.remove,
-        "n_changed": len(removed), "changed": removed.tolist(),
+        "n_changed": len(removed), "changed": [target_name(int(i), run.n_train) for i in removed],
         "relabelled_to": None if relabel is None else run.class_names[int(relabel[0])],
         "control_margin": prediction.control_margin,
         "predicted": None if relabel is not None else {

@@ -2,17 +2,23 @@
 against scikit-learn; the README's notebook example run as written."""
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.api import MissingArtifact, open_run
+from backend.store.catalog import DATA_DIR_ENV
+from backend.store.errors import RunError
 from backend.store.targets import TargetError
+from precompute.cli import build_parser
 from tests.oracles import objective, random_problem, sklearn_lasso
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+MAKEFILE_VENV = ".venv"
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +82,38 @@ def test_leak_candidates_similar_targets_and_stats_read_the_stored_arrays(api):
     assert api.stats("train:0")["lam"] is None  # left unfitted by the fixture
 
 
-def test_missing_artifacts_name_the_command_in_one_line(api, tiny_run):
+def hinted_command(message: str) -> list[str]:
+    """The command a one-line hint names (between backticks), checked to be one that runs after `make run`:
+    the venv the Makefile makes, and arguments the CLI's own parser accepts."""
+    (command,) = re.findall(r"`([^`]+)`", message)
+    argv = shlex.split(command)
+    assert argv[:3] == [f"{MAKEFILE_VENV}/bin/python", "-m", "precompute"], command
+    build_parser().parse_args(argv[3:])  # argparse exits on an unknown verb or flag
+    return argv
+
+
+def test_missing_artifacts_name_a_runnable_command_in_one_line(api, tiny_run, tmp_path):
     bare = open_run(tiny_run)
-    for call, command in ((lambda: bare.top("test:1"), f"python -m precompute fit --run {tiny_run}"),
-                          (lambda: bare.leak_candidates("test:1"), f"python -m precompute analyze --run {tiny_run}"),
-                          (lambda: bare.similar("test:1"), f"python -m precompute analyze --run {tiny_run}"),
-                          (lambda: api.top("test:1", method="trak"),
-                           f"python -m precompute attribute --run {api.run.dir} --method trak")):
-        with pytest.raises(MissingArtifact) as info:
+    for call, command in ((lambda: bare.top("test:1"), f"fit --run {tiny_run}"),
+                          (lambda: bare.leak_candidates("test:1"), f"analyze --run {tiny_run}"),
+                          (lambda: bare.similar("test:1"), f"analyze --run {tiny_run}"),
+                          (lambda: api.top("test:1", method="trak"), f"attribute --run {api.run.dir} --method trak"),
+                          (lambda: api.self_scores("trak"), f"attribute --run {api.run.dir} --method trak"),
+                          (lambda: open_run(tmp_path / "nowhere"), f"all --dataset digits --out {tmp_path / 'nowhere'}")):
+        with pytest.raises(RunError) as info:
             call()
-        assert command in str(info.value) and "\n" not in str(info.value)
+        assert "\n" not in str(info.value)
+        assert hinted_command(str(info.value))[3:] == shlex.split(command), str(info.value)
     with pytest.raises(TargetError, match="out of range"):
         api.top("test:99999")
     with pytest.raises(ValueError, match="a method is a name"):
         api.top("test:1", method="../../datamodels")
+
+
+def test_the_hints_venv_is_the_one_make_run_makes():
+    makefile = (README.parent / "Makefile").read_text()
+    assert re.search(rf"^VENV := {re.escape(MAKEFILE_VENV)}$", makefile, re.M)
+    assert f"{MAKEFILE_VENV}/bin/python -m precompute" in README.read_text()
 
 
 def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
@@ -102,6 +126,51 @@ def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
     assert stored.request.remove.tolist() == sorted(int(n.split(":")[1]) for n in removed)
     assert first.actual_margin == pytest.approx(stored.margins[:, api.column("test:2")].astype(np.float64).mean())
     assert api.verify("test:2", removed, n_models=2, device="cpu") == first  # from the store: nothing trained
+
+
+def test_what_the_pages_read_is_the_stored_arrays(api, monkeypatch, dashboard_data_dir):
+    """The methods the Overview, Quality, Neighbours and Methods pages call, against the run's files read directly
+    and brute force: LDS order, lowest targets, held-out predictions w·1_S + b, the datamodel's profile."""
+    run = api.run
+    lds = np.load(run.dir / "lds.npy")
+    np.testing.assert_array_equal(api.lds(), lds)
+    assert api.metrics() == json.loads((run.dir / "metrics.json").read_text()) and not api.lds_is_stale()
+    assert api.targets("test") == [f"test:{j}" for j in range(run.n_test)]
+    finite = [(float(v), j) for j, v in enumerate(lds[run.n_train:]) if np.isfinite(v)]
+    assert api.lowest(lds, "test", 5) == [f"test:{j}" for _, j in sorted(finite)[:5]]
+    monkeypatch.setenv(DATA_DIR_ENV, str(dashboard_data_dir))
+    heldout = api.heldout()
+    masks, margins = np.load(run.dir / "heldout" / "masks.npy"), np.load(run.dir / "heldout" / "margins.npy")
+    assert heldout.n_models == len(masks)
+    models, names = np.array([0, 3, 7]), ["test:2", "train:9"]
+    predicted, actual = api.heldout_predictions(heldout, names, models)
+    weights, bias = np.load(run.dir / "weights.npy").astype(np.float64), np.load(run.dir / "bias.npy").astype(np.float64)
+    columns = [api.column(n) for n in names]
+    np.testing.assert_allclose(predicted, masks[models].astype(np.float64) @ weights[columns].T + bias[columns], rtol=1e-5)
+    np.testing.assert_array_equal(actual, margins[np.ix_(models, columns)])
+    row = weights[api.column("test:2")]
+    images, values = api.weight_profile("test:2")
+    assert sorted(images, key=lambda n: -row[int(n[6:])]) == images and len(images) == np.count_nonzero(row)
+    np.testing.assert_array_equal(values, [row[int(n[6:])] for n in images])
+    assert api.nonzero_weights("test:2") == np.count_nonzero(row)
+    assert api.is_fitted("test:2") and not api.is_fitted("train:0")  # train:0-4 are left unfitted
+    assert set(api.stored_methods()) == {"datamodels", "fixture-permuted"} and api.methods_eval()["methods"]
+
+
+def test_clusterings_are_named_and_typical_members_are_the_highest_silhouettes(api):
+    run = api.run
+    labels = np.load(run.dir / "labels.npy")[run.n_train:]
+    targets, whole = api.clustering()
+    assert targets == [f"test:{j}" for j in range(run.n_test)]
+    np.testing.assert_array_equal(whole.labels, np.load(run.dir / "structure" / "clusters_all.npy"))
+    label = int(labels[0])
+    targets, by_class = api.clustering(label)
+    assert targets == [f"test:{j}" for j in np.flatnonzero(labels == label)] and len(by_class.labels) == len(targets)
+    silhouette = np.nan_to_num(by_class.silhouette)
+    for cluster in range(by_class.k):
+        members = [(-silhouette[j], j) for j in range(len(targets)) if by_class.labels[j] == cluster]
+        assert api.typical(targets, by_class, cluster, 4) == [targets[j] for _, j in sorted(members)[:4]]
+    assert api.cluster_quality()["whole"]["k"] == whole.k
 
 
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-5)])

@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
@@ -30,11 +32,28 @@ def root_packages() -> list[str]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
 
 
-def test_a_planted_back_import_breaks_it(tmp_path):
+def contracts() -> list[dict]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+
+
+@pytest.fixture(scope="module")
+def tree_copy(tmp_path_factory) -> Path:
+    """The root packages and the contract copied once, holding as the tree does (one lint-imports run)."""
+    tree = tmp_path_factory.mktemp("tree")
     for name in root_packages():
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    assert lint_imports(tmp_path).returncode == 0  # the copy holds, as the tree does
+        shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tree)
+    assert lint_imports(tree).returncode == 0
+    return tree
+
+
+def copy_tree(tree_copy: Path, tmp_path: Path) -> Path:
+    """A test's own copy of tree_copy, to plant an import in."""
+    return Path(shutil.copytree(tree_copy, tmp_path / "tree"))
+
+
+def test_a_planted_back_import_breaks_it(tree_copy, tmp_path):
+    tmp_path = copy_tree(tree_copy, tmp_path)
     store = tmp_path / "backend" / "store" / "manifest.py"
     store.write_text(store.read_text() + "\n\ndef _planted():\n    from backend.training.seeds import MODEL_STREAM\n"
                                           "    return MODEL_STREAM\n")
@@ -48,3 +67,22 @@ def test_every_top_level_package_is_under_the_contract():
     tests/ is the one package outside it (tests import every layer)."""
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
     assert packages == set(root_packages())
+
+
+def test_a_page_that_imports_a_stage_breaks_it(tree_copy, tmp_path):
+    """A page reads the run through backend.api: a stage import planted in a page the contract holds to
+    (quality, moved onto the API) breaks the pages contract, a function-level one too."""
+    tmp_path = copy_tree(tree_copy, tmp_path)
+    page = tmp_path / "pages" / "quality.py"
+    page.write_text(page.read_text() + "\n\ndef _planted():\n    from backend.ranking import top_k\n    return top_k\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "pages.quality -> backend.ranking" in result.stdout and "1 broken" in result.stdout
+
+
+def test_the_pages_contract_forbids_every_stage_but_the_api():
+    """The forbidden list is backend's layers less api, so a new stage package is forbidden to pages too."""
+    (layers,) = [c for c in contracts() if c.get("containers") == ["backend"]]
+    stages = {f"backend.{name.strip()}" for layer in layers["layers"] for name in layer.split("|")}
+    (pages,) = [c for c in contracts() if c.get("source_modules") == ["pages"]]
+    assert set(pages["forbidden_modules"]) == stages - {"backend.api"}

@@ -44,8 +44,13 @@ def _png_uri(image: np.ndarray) -> str:
 
 def _tile(run: Run, column: int) -> np.ndarray:
     """The thumbnail of a target as (THUMB', THUMB', 3) uint8 (grey images as RGB), at most THUMB px square."""
-    image = thumbnails.upscale(read_row(run.images, column), THUMB)
+    image = large_image(run, column, THUMB)
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def large_image(run: Run, column: int, width: int) -> np.ndarray:
+    """One target's image enlarged by the largest whole factor that keeps it at most `width` px (thumbnails.upscale)."""
+    return thumbnails.upscale(read_row(run.images, column), width)
 
 
 def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,

@@ -14,7 +14,7 @@ from backend.datamodels.queries import fitted_targets
 from backend.store import catalog
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
-from backend.store.schema import BIAS, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHTS
+from backend.store.schema import BIAS, CLI, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHTS
 from backend.store.targets import describe_targets, target_name
 from backend.training import target_stats
 from widgets.access import current_user
@@ -22,7 +22,7 @@ from widgets.text import hide_paths, plain
 from widgets.url_state import follow_open_request
 
 SHELL_RAN = "shell_ran"
-CREATE_RUN = ["make run", "python -m precompute all --dataset digits --out data/runs/digits"]
+CREATE_RUN = ["make run", f"{CLI} all --dataset digits --out data/runs/digits"]
 
 
 class StreamlitProgress:
@@ -134,7 +134,7 @@ def unfitted_note(run: Run, lam: np.ndarray) -> None:
         spec = describe_targets(missing, run.n_train, run.n_test)
         st.info(f"{len(missing):,} of the run's {run.n_targets:,} targets have no datamodel yet "
                 f"({spec if len(spec) <= 80 else spec[:80].rsplit(',', 1)[0] + ', …'}); the numbers here are over the "
-                f"fitted targets. `python -m precompute fit --run {hide_paths(run.dir)}` with the first fit's settings "
+                f"fitted targets. `{CLI} fit --run {hide_paths(run.dir)}` with the first fit's settings "
                 "fits them and keeps the others.")
 
 
@@ -143,7 +143,7 @@ def require_fitted(run: Run, lam: np.ndarray, column: int) -> None:
     if not fitted_targets(lam[column:column + 1])[0]:
         name = target_name(column, run.n_train)
         st.info(f"{name} has no datamodel yet: the run's fit left it out (`fit --targets`). Fit it with "
-                f"`python -m precompute fit --run {hide_paths(run.dir)} --targets {name}` (the first fit's settings "
+                f"`{CLI} fit --run {hide_paths(run.dir)} --targets {name}` (the first fit's settings "
                 "keep the fitted targets as they are).")
         st.stop()
 

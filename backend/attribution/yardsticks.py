@@ -36,7 +36,7 @@ from backend.progress import Progress, part
 from backend.store.artifacts import read_json, write_json
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
-from backend.store.schema import METHODS_EVAL
+from backend.store.schema import CLI, METHODS_EVAL
 from backend.training.control import control_mean, ensure_control
 
 DEFAULT_TARGETS = 30
@@ -145,10 +145,10 @@ def evaluate_methods(run: Run, heldout: Run, *, methods: list[str] | None = None
     missing = sorted(set(names) - set(have))
     if missing:
         raise RunError(f"{run.dir} has no stored scores for {', '.join(missing)}: compute them first with "
-                       f"`python -m precompute attribute --run {run.dir} --method {missing[0]}`")
+                       f"`{CLI} attribute --run {run.dir} --method {missing[0]}`")
     if not names:
         raise RunError(f"{run.dir} has no attribution scores: compute some first with "
-                       f"`python -m precompute attribute --run {run.dir} --method datamodels`")
+                       f"`{CLI} attribute --run {run.dir} --method datamodels`")
     ensure_control(run, device=device)
     targets = shared_targets(run, n_targets)
     params = {"n_models": n_models, "k_max": k_max or default_k_max(run.n_train), "budget": budget}
@@ -249,20 +249,20 @@ def lds_curves(run: Run, report: dict | None) -> dict[str, tuple[list, list]]:
 def missing_steps(run: Run, report: dict | None) -> list[str]:
     """The commands that fill in what the Methods page lacks: unscored methods, an evaluation, a noisy run."""
     have = store.available(run)
-    steps = [f"python -m precompute attribute --run {run.dir} --method {name}" for name in sorted(METHODS) if name not in have]
+    steps = [f"{CLI} attribute --run {run.dir} --method {name}" for name in sorted(METHODS) if name not in have]
     unjudged = [name for name in have if report is None or name not in report["methods"]]
     if unjudged:
-        steps.append(f"python -m precompute methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
+        steps.append(f"{CLI} methods-eval --run {run.dir}   # judges {', '.join(unjudged)}")
     unsearched = [name for name, m in (report or {}).get("methods", {}).items() if not m["support"]]
     if unsearched:
-        steps.append(f"python -m precompute methods-eval --run {run.dir} --methods {','.join(unsearched)}"
+        steps.append(f"{CLI} methods-eval --run {run.dir} --methods {','.join(unsearched)}"
                      "   # the support search `--modes none` skipped")
     stale = [name for name in have if store.read_self_scores(run, name) is None]
     if report is not None and "n_flipped" in report["mislabel"] and stale:
-        steps += [f"python -m precompute attribute --run {run.dir} --method {name}   # its self-scores, for the mislabel AUC"
+        steps += [f"{CLI} attribute --run {run.dir} --method {name}   # its self-scores, for the mislabel AUC"
                   for name in stale]
-        steps.append(f"python -m precompute methods-eval --run {run.dir}   # then the mislabel AUC of {', '.join(stale)}")
+        steps.append(f"{CLI} methods-eval --run {run.dir}   # then the mislabel AUC of {', '.join(stale)}")
     if report is not None and "n_flipped" not in report["mislabel"]:
-        steps.append("python -m precompute plant-label-noise --dataset DATASET --fraction 0.05 --out data/noisy.npz"
+        steps.append(f"{CLI} plant-label-noise --dataset DATASET --fraction 0.05 --out data/noisy.npz"
                      "   # then a run on npz:data/noisy.npz, attribute and methods-eval for mislabel AUC")
     return steps

@@ -400,7 +400,7 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     fitted = np.flatnonzero(fitted_targets(run.array(LAM)))
     if not len(fitted):
         raise RunError(f"{run.dir} has no fitted datamodel (every λ in lam.npy is NaN): fit them with "
-                       f"`python -m precompute fit --run {run.dir}`")
+                       f"`{WEIGHTS.command(run.dir)}`")
     per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train, fitted)
     if progress:
         progress(1, total, "stage")

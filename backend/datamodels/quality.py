@@ -13,7 +13,7 @@ import numpy as np
 from backend.store.artifacts import read_json
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
-from backend.store.schema import HELDOUT, LDS, MANIFEST, METRICS, WEIGHTS
+from backend.store.schema import CLI, HELDOUT, LDS, MANIFEST, METRICS, WEIGHTS
 
 ESTIMATOR_NAMES = {"empirical_influence": "Empirical influence", "difference_of_means": "Difference of means",
                    "datamodel": "Datamodel (LASSO)"}
@@ -32,7 +32,7 @@ def heldout_command(run: Run, n_models: int = 300) -> str:
     """The command that trains the held-out run the eval stage scores on: the run's recipe, the next seed."""
     m = run.manifest
     flags = "".join(f" {flag} {m['hparams'][key]}" for key, flag in TRAIN_FLAGS.items() if key in m.get("hparams", {}))
-    return (f"python -m precompute train --dataset {m['dataset']['spec']} --alpha {m['alpha']} --models {n_models} "
+    return (f"{CLI} train --dataset {m['dataset']['spec']} --alpha {m['alpha']} --models {n_models} "
             f"--seed {int(m['seed']) + 1} --arch {m['arch']}{flags} --out {HELDOUT.path(run.dir)}")
 
 

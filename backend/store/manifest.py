@@ -17,7 +17,7 @@ _HPARAMS = {"epochs": Count(1), "batch_size": Count(1), "hidden": Count(1)}
 
 def read_manifest(run_dir: Path) -> dict:
     if not current_path(MANIFEST.path(run_dir)).exists():
-        raise RunError(f"{run_dir} is not a run (no {MANIFEST.name}): create one with `python -m precompute train --out {run_dir}`")
+        raise RunError(f"{run_dir} is not a run (no {MANIFEST.name}): create one with `{MANIFEST.command(run_dir)}`")
     manifest = read_json(Path(run_dir), MANIFEST)
     for key, spec in _HPARAMS.items():  # those a retraining takes from the manifest, where the run has them
         problem = json_problem(manifest["hparams"][key], spec, f"hparams.{key}") if key in manifest["hparams"] else None

@@ -31,7 +31,7 @@ from backend.store.artifacts import read_array, read_json, shape_problem, value_
 from backend.store.atomic import current_path, recover
 from backend.store.errors import UNREADABLE, RunError, broken
 from backend.store.manifest import read_manifest
-from backend.store.schema import EXTERNAL, IMAGES, LABELS, MARGINS, MASKS, Artifact
+from backend.store.schema import CLI, EXTERNAL, IMAGES, LABELS, MARGINS, MASKS, Artifact
 
 
 class Run:
@@ -43,7 +43,7 @@ class Run:
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
-            raise RunError(f"run {self.dir} does not exist: create it with `python -m precompute train --out {self.dir}`")
+            raise RunError(f"run {self.dir} does not exist: create it with `{CLI} all --dataset digits --out {self.dir}`")
         recover(self.dir, clean_temps=False)
         self.manifest = read_manifest(self.dir)  # its dataset entry's sizes and class names checked by the schema
         dataset = self.manifest["dataset"]
@@ -122,7 +122,7 @@ class Run:
         rows, n = self.array(artifact), int(self.manifest.get("n_models", 0))
         if len(rows) < n:
             raise RunError(f"{artifact.path(self.dir)} holds {len(rows)} models but the manifest records {n}: "
-                           f"rerun `python -m precompute merge --run {self.dir}`")
+                           f"rerun `{MASKS.command(self.dir)}`")
         return rows[:n] if len(rows) > n else rows
 
     @property

@@ -92,14 +92,16 @@ class Artifact:
         return self.rebuild.replace("RUN", str(run_dir))
 
 
-_TRAIN = "python -m precompute train --out RUN"
-_MERGE = "python -m precompute merge --run RUN"
-_FIT = "python -m precompute fit --run RUN"
-_EVAL = "python -m precompute eval --run RUN --heldout RUN/heldout"
-_CONTROL = "python -m precompute control --run RUN"
-_ANALYZE = "python -m precompute analyze --run RUN"
+# The CLI as `make run` installs it (README "Command line"): a hint's command runs as printed from the repository root.
+CLI = ".venv/bin/python -m precompute"
+_TRAIN = f"{CLI} train --out RUN"
+_MERGE = f"{CLI} merge --run RUN"
+_FIT = f"{CLI} fit --run RUN"
+_EVAL = f"{CLI} eval --run RUN --heldout RUN/heldout"
+_CONTROL = f"{CLI} control --run RUN"
+_ANALYZE = f"{CLI} analyze --run RUN"
 _FRESH = "delete the run and create it again with"
-_IMPORT = "python -m precompute import-datamodels-data --release DIR --out RUN"
+_IMPORT = f"{CLI} import-datamodels-data --release DIR --out RUN"
 
 
 def _npy(name: str, dtype: str, shape: Shape, stage: str, rebuild: str, **kw) -> Artifact:
@@ -154,13 +156,13 @@ LDS = _npy("lds.npy", "float32", ("n_targets",), "eval", _EVAL)
 # Run files an imported run reads in place from the release (backend.store.external): name -> parts, checksums.
 EXTERNAL = _json("external.json", "import-datamodels-data", _IMPORT, remedy=_FRESH,
                  keys={"release": (str, type(None)), "arrays": dict})
-HELDOUT = Artifact("heldout/", "run", "all", "python -m precompute train --seed SEED+1 --out RUN/heldout (the run's flags)")
+HELDOUT = Artifact("heldout/", "run", "all", f"{CLI} train --seed SEED+1 --out RUN/heldout (the run's flags)")
 CONTROL_MARGINS = _npy("control_margins.npy", "float32", ("n_control", "n_targets"), "control", _CONTROL)
 CONTROL_FEATURES = _npy("control_features.npy", "float32", ("n_targets", "D"), "control", _CONTROL)
 CONTROL_META = _json("control.json", "control", _CONTROL, keys={
     "n_control": int, "features_dim": int, "mean_test_accuracy": _NUMBER, "seeds": [int]})
 ANALYSIS = _json("analysis.json", "analyze", _ANALYZE, keys={"structure": dict, "leakage": dict})
-_RETRAIN = "python -m precompute counterfactual --run RUN (the same request)"
+_RETRAIN = f"{CLI} counterfactual --run RUN (the same request)"
 COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", _RETRAIN, members={
     "remove": ("int64", ("k",)), "relabel": ("int64", (None,)), "is_relabel": ("bool", ()), "stream": ("int64", ()),
     "recipe": (None, ()), "indices": ("int64", ("n",)), "seeds": ("int64", ("n",)),
@@ -169,18 +171,18 @@ COUNTERFACTUAL = Artifact("counterfactuals/<key>.npz", "npz", "counterfactual", 
 COUNTERFACTUAL_META = _json("counterfactuals/<key>.json", "counterfactual", _RETRAIN,
                             remedy="delete it and its .npz, then rebuild it with",
                             keys={"key": str, "n_models": int, "targets": [int], "target_margins": {"*": _NUMBER}})
-_SUPPORT = "python -m precompute support --run RUN --targets TARGETS"
+_SUPPORT = f"{CLI} support --run RUN --targets TARGETS"
 SUPPORT = _json("support/<mode>-<column>.json", "support", _SUPPORT, keys={
     "target": int, "support": (int, type(None)), "control_margin": _NUMBER, "steps": [list]})
 SUPPORT_SUMMARY = _json("support/summary-<mode>.json", "support", _SUPPORT)
-COUNTERFACTUAL_EVAL = _json("counterfactual_eval.json", "cf-eval", "python -m precompute cf-eval --run RUN")
+COUNTERFACTUAL_EVAL = _json("counterfactual_eval.json", "cf-eval", f"{CLI} cf-eval --run RUN")
 # What the dashboard's retraining clicks have trained in the run (backend.access.budget), kept across restarts.
 RETRAIN_SPEND = _json("retrain_budget.json", "counterfactual", _RETRAIN.replace("(the same request)", "(not capped)"),
                       keys={"spent": int}, remedy="delete it (the run's click budget then starts again) or retrain with")
 
 # Attribution scores of every method (README "Attribution methods"): rows test targets, columns training images,
 # positive = the image raises the target's margin.
-_ATTRIBUTE = "python -m precompute attribute --run RUN --method METHOD"
+_ATTRIBUTE = f"{CLI} attribute --run RUN --method METHOD"
 ATTRIBUTION_SCORES = _npy("attribution/<method>/scores.npy", "float32", ("n_test", "n_train"), "attribute", _ATTRIBUTE)
 # Each training image's self-score under the method (higher = likelier mislabelled), from the scores' own models.
 ATTRIBUTION_SELF_SCORES = _npy("attribution/<method>/self_scores.npy", "float32", ("n_train",), "attribute", _ATTRIBUTE)
@@ -191,7 +193,7 @@ SSL_EMBEDDINGS = _npy("attribution/ssl-esvm/embeddings.npy", "float32", ("n_targ
                       _ATTRIBUTE.replace("METHOD", "ssl-esvm"))
 SSL_ENCODER = _json("attribution/ssl-esvm/encoder.json", "attribute", _ATTRIBUTE.replace("METHOD", "ssl-esvm"),
                     keys={"config": dict, "seconds": _NUMBER, "final_loss": _NUMBER})
-METHODS_EVAL = _json("attribution/methods_eval.json", "methods-eval", "python -m precompute methods-eval --run RUN", keys={
+METHODS_EVAL = _json("attribution/methods_eval.json", "methods-eval", f"{CLI} methods-eval --run RUN", keys={
     "targets": list, "modes": [str], "target_rule": str, "n_heldout_models": int,
     "support_params": {"n_models": int, "budget": int, "k_max": int},
     "methods": {"*": {"lds": {"mean": _NUMBER_OR_NONE}, "cost": {"seconds": _NUMBER, "bytes": int},

@@ -13,6 +13,7 @@ from backend.attribution.datamodels import Datamodels
 from backend.attribution.compute import attribute
 from backend.counterfactuals.support import certified_supports
 from backend.datasets import load_dataset
+from backend.store.schema import CLI
 from backend.datasets.planted import plant_label_noise
 from backend.store.artifacts import read_json
 from backend.store.run_dir import Run
@@ -223,9 +224,9 @@ def test_methods_eval_reads_stored_self_scores_and_leaves_old_scores_without_an_
     table = {row["method"]: row for row in yardsticks.table_rows(report)}
     assert table["old"]["mislabel AUC"] is None and table["stored"]["remove found"] is None
     steps = yardsticks.missing_steps(run, report)
-    assert f"python -m precompute attribute --run {run.dir} --method old   # its self-scores, for the mislabel AUC" in steps
+    assert f"{CLI} attribute --run {run.dir} --method old   # its self-scores, for the mislabel AUC" in steps
     assert not any("--method stored " in step for step in steps)
-    assert any(step.startswith(f"python -m precompute methods-eval --run {run.dir} --methods ") and "stored" in step
+    assert any(step.startswith(f"{CLI} methods-eval --run {run.dir} --methods ") and "stored" in step
                and step.endswith("# the support search `--modes none` skipped") for step in steps), steps
     # Judging one method again keeps the others' results (same targets, parameters, held-out run, scores) ...
     again = yardsticks.evaluate_methods(run, Run(heldout), methods=["old"], modes=(), device="cpu")

@@ -13,21 +13,21 @@ from tests.conftest import run_cli
 
 
 def test_counterfactual_prints_predicted_and_actual(cf_run):
-    proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:3,17,99",
+    proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "train:3,train:17,train:99",
                    "--models", "2", "--control-models", "8", "--device", "cpu", "--json")
     out = json.loads(proc.stdout)
-    assert out["n_changed"] == 3 and out["changed"] == [3, 17, 99]
+    assert out["n_changed"] == 3 and out["changed"] == ["train:3", "train:17", "train:99"]
     assert out["predicted"]["margin"] == pytest.approx(out["control_margin"] + out["predicted"]["delta"])
     assert len(out["actual"]["model_margins"]) == 2 and not out["actual"]["from_log"]
     assert isinstance(out["actual"]["test_flips"], int) and isinstance(out["predicted"]["test_flips"], int)
-    again = json.loads(run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "ids:99,3,17",
+    again = json.loads(run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "train:99,train:3,train:17",
                                "--models", "2", "--control-models", "8", "--device", "cpu", "--json").stdout)
     assert again["actual"]["from_log"] and again["actual"]["margin"] == out["actual"]["margin"]
     assert (out["reused"], out["trained_now"], again["reused"], again["trained_now"]) == (0, 2, 2, 0)
 
 
 def test_counterfactual_of_16_models_after_8_trains_only_8(cf_run):
-    args = ("counterfactual", "--run", cf_run, "--target", "test:7", "--remove", "ids:11,12,13", "--control-models", "8",
+    args = ("counterfactual", "--run", cf_run, "--target", "test:7", "--remove", "train:11-13", "--control-models", "8",
             "--device", "cpu", "--json")
     run = Run(cf_run)
     eight = json.loads(run_cli(*args, "--models", "8").stdout)
@@ -51,8 +51,9 @@ def test_relabel_counterfactual_has_no_prediction(cf_run, capsys):
 
 
 @pytest.mark.parametrize("remove, message", [
-    ("ids:", "empty"),
-    ("ids:5,99999", "training index 99999 is out of range"),
+    ("train:", "bad target 'train:'"),
+    ("train:5,train:99999", "train:99999 is out of range"),
+    ("train:5,test:3", "test:3 is a test image"),
     ("top:0", "bad --remove 'top:0'"),
     ("best:3", "bad --remove 'best:3'"),
     ("random:1297", "removing all 1297 training images"),
@@ -67,8 +68,8 @@ def test_bad_removal_requests_exit_2_before_training(cf_run, remove, message, ca
 
 def test_whole_class_removal_is_refused_in_a_fresh_process(cf_run):
     labels = np.load(cf_run / "labels.npy")[:1297]
-    ids = ",".join(str(i) for i in np.flatnonzero(labels == 3))
-    proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:1", "--remove", f"ids:{ids}", check=False)
+    names = ",".join(f"train:{i}" for i in np.flatnonzero(labels == 3))
+    proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:1", "--remove", names, check=False)
     assert proc.returncode == 2 and "every training image of class '3'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (cf_run / "counterfactuals").exists()
 

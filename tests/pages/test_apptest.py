@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from backend.datamodels.queries import top_weights
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
+from backend.store.schema import CLI
 from widgets.run_context import CREATE_RUN
 from tests.conftest import ROOT, click_image, image_grids, open_app, plotly_charts
 
@@ -24,9 +25,11 @@ RUN = "digits-tiny"
 def app(dashboard_data_dir, monkeypatch):
     """open(page=None, root=dashboard_data_dir, **query_params) -> an AppTest that has run the app (then `page`)."""
 
-    # AppTest re-detects the pages/ folder before every run and then runs a page without app.py (Streamlit's
-    # old pages/-folder mode); a server leaves that mode for good once app.py has called st.navigation.
-    # Run every script run as such a server does, through the shell.
+    # AppTest re-detects the pages/ folder before every run (AppTest._run sets PagesManager.uses_pages_directory
+    # to None, and PagesManager.__init__ sets it from `(main script's folder / "pages").exists()`), and then
+    # runs a page without app.py (ScriptRunner: `if PagesManager.uses_pages_directory: _mpa_v1(...)`, Streamlit's
+    # old pages/-folder mode); a server leaves that mode for good once app.py has called st.navigation
+    # (commands/navigation.py). Run every script run as such a server does, through the shell.
     detect = PagesManager.__init__
 
     def server_mode(self, *args, **kwargs):
@@ -157,9 +160,9 @@ def test_before_the_eval_stage_the_pages_show_its_commands(app, eval_variants, p
     at = app(page, root=eval_variants, run="not-evaluated")
     assert "lds.npy" in at.info[0].value and not at.error
     commands = [c.value for c in at.code]
-    assert commands[-1].startswith("python -m precompute eval --run") and commands[-1].endswith("/heldout")
+    assert commands[-1].startswith(f"{CLI} eval --run") and commands[-1].endswith("/heldout")
     if page == "overview":
-        assert commands[0].startswith("python -m precompute train") and "--seed 1" in commands[0]
+        assert commands[0].startswith(f"{CLI} train") and "--seed 1" in commands[0]
 
 
 def test_neighbours_shows_the_target_and_its_top_weights(app, fitted):

@@ -133,4 +133,5 @@ def test_cli_top_10_and_the_page_add_the_top_10_give_the_same_set(counterfactual
     basket = sorted(parse_ids(at.query_params["basket"], run.n_train))
     out = json.loads(run_cli("counterfactual", "--run", run_dir, "--target", target, "--remove", "top:10", "--models", "1",
                              "--control-models", "8", "--device", "cpu", "--json").stdout)
-    assert out["changed"] == basket == sorted(np.flatnonzero(weights[column] > 0).tolist())
+    assert out["changed"] == [f"train:{i}" for i in basket]
+    assert basket == sorted(np.flatnonzero(weights[column] > 0).tolist())

@@ -159,8 +159,8 @@ def test_eval_refuses_an_empty_heldout_run_and_keeps_existing_metrics(tmp_path, 
 def test_removal_specs_out_of_range_name_the_flag(cf_run, capsys):
     base = ["counterfactual", "--run", cf_run, "--target", "test:0", "--models", "1", "--control-models", "8",
             "--device", "cpu", "--remove"]
-    for spec, says in (("ids:99999999999999999999999", "out of range"), ("random:999999", "more than the run's"),
-                       ("ids:-1", "out of range"), ("top:x", "bad --remove")):
+    for spec, says in (("train:99999999999999999999", "bad target"), ("random:999999", "more than the run's"),
+                       ("train:-1", "bad target"), ("train:99999", "out of range"), ("top:x", "bad --remove")):
         code, lines = run([*base, spec], capsys)
         assert code == 2 and len(lines) == 1 and says in lines[0] and "--remove" in lines[0], (spec, lines)
 

@@ -44,7 +44,7 @@ def _verbs(run: Path) -> dict[str, list[str]]:
         "counterfactual": ["counterfactual", "--run", run, "--target", "test:0", "--remove", "top:5", "--models", "2",
                            "--control-models", "8", *cpu],
         # a new request: reads labels and images to train one model
-        "retrain": ["counterfactual", "--run", run, "--target", "test:1", "--remove", "ids:1,2,3", "--models", "1",
+        "retrain": ["counterfactual", "--run", run, "--target", "test:1", "--remove", "train:1-3", "--models", "1",
                     "--control-models", "8", *cpu],
         "faithfulness": ["faithfulness", "--run", run, "--pc", "0", "--k", "5", "--models", "1", "--controls", "8", *cpu],
         # the fixture's search again: answered from support/, no training

@@ -240,7 +240,7 @@ def test_a_retrain_killed_5_times_stores_its_pair_whole_and_resumes(small_npz, t
     run = tmp_path / "run"
     fitted_run(small_npz, run)
     # A fixed set: this 24-model, 5-λ fit may leave test:0 without the five positive weights top:5 needs.
-    retrain = ["counterfactual", "--run", run, "--target", "test:0", "--remove", "ids:0,1,2,3,4", "--models", "3",
+    retrain = ["counterfactual", "--run", run, "--target", "test:0", "--remove", "train:0-4", "--models", "3",
                "--control-models", "2", *CPU]
     run_cli("control", "--run", run, "--control-models", "2", *CPU)
     reference = shutil.copytree(run, tmp_path / "reference")
