@@ -280,11 +280,15 @@ def sent_selections(page) -> list[tuple[str, dict]]:
 
 
 def shape(value):
-    """A JSON value's structure: dict keys and the types of its leaves, lists by their first item."""
+    """A JSON value's structure: dict keys and the types of its leaves, lists by their first item. JSON has one
+    number type: a coordinate that happens to be whole (x 220 rather than 220.5) decodes to an int, so ints and
+    floats are both "number" (the app reads only customdata, through int())."""
     if isinstance(value, dict):
         return {k: shape(v) for k, v in value.items()}
     if isinstance(value, list):
         return [shape(value[0])] if value else []
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
     return type(value).__name__
 
 
