@@ -35,6 +35,7 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
                                   LEAKAGE_SUMMARY, NEIGHBOR_SIMILARITY, NEIGHBORS, TARGET_MEAN_MARGIN, WEIGHTS,
                                   Artifact)
 from backend.store.targets import TargetError, target_column, target_name
+from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
 
 _METHOD = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -217,6 +218,11 @@ class RunAPI:
         out["bias"] = float(self.run.array(BIAS)[column]) if fitted else None
         out["nonzero_weights"] = int(np.count_nonzero(read_row(self.run.array(WEIGHTS), column))) if fitted else None
         return out
+
+    def table(self) -> TargetTable:
+        """Every target's stored fields as columns (label, majority prediction, correct, mean margin, LDS,
+        self-scores, leak score, cluster; backend.target_table), each an array of shape (n_targets,)."""
+        return target_table(self.run)
 
     def removal_cap(self) -> int:
         """The most training images one removal may take out (1280, or half the training set if smaller)."""
