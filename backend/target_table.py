@@ -171,11 +171,16 @@ def page_of(rows: np.ndarray, view: View, page_size: int = PAGE_SIZE) -> np.ndar
     return rows[(page - 1) * page_size:page * page_size]
 
 
+def _index(text: str) -> int | None:
+    """A small non-negative integer written in ASCII digits, else None (not '²', nor 5,000 digits int() refuses)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+
 def _class_list(text: str, param: str, class_names: list[str], warnings: list[str]) -> tuple[int, ...]:
     """Class indices '3,5' (or class names) of the URL; a part that is neither is dropped with a warning."""
     found = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if part.isascii() and part.isdigit() and int(part) < len(class_names):
+        if _index(part) is not None and _index(part) < len(class_names):
             found.append(int(part))
         elif part in class_names:
             found.append(class_names.index(part))
@@ -220,7 +225,7 @@ def parse_view(params: Mapping[str, str], table: TargetTable) -> View:
             tag = None
     clusters = []
     for part in filter(None, params.get("cluster", "").split(",")):
-        if part.isascii() and part.isdigit() and int(part) in table.clusters():
+        if _index(part) in table.clusters():
             clusters.append(int(part))
         else:
             warnings.append(f"cluster {part[:40]!r} is not one of the run's clusters "
@@ -235,7 +240,7 @@ def parse_view(params: Mapping[str, str], table: TargetTable) -> View:
             warnings.append(f"range {params['range'][:40]!r} is not FIELD:LOW:HIGH with a field of "
                             f"{', '.join(table.numeric) or 'none'}")
     page_text = params.get("page", "1")
-    page = int(page_text) if page_text.isascii() and page_text.isdigit() and 0 < len(page_text) < 9 else 0
+    page = _index(page_text) or 0
     if page < 1:
         warnings.append(f"page {page_text[:40]!r} is not a page number; showing page 1")
         page = 1

@@ -23,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["Overview", "Neighbours", "Quality", "Methods", "PCA", "Clusters", "Counterfactuals", "Review leaks", "Leakage results"]
+PAGES = ["Overview", "Dataset", "Neighbours", "Quality", "Methods", "PCA", "Clusters", "Counterfactuals", "Review leaks",
+         "Leakage results"]
 DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
@@ -52,7 +53,14 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--run", default="digits")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--pages", default=",".join(PAGES), help="comma-separated page titles to time (default: all)")
+    parser.add_argument("--view", action="append", default=[], metavar="PATH:QUERY",
+                        help="also time opening the page at URL path PATH (e.g. dataset) with URL query QUERY, as a "
+                             "shared link: cold, then warm")
     args = parser.parse_args()
+    pages = [p for p in args.pages.split(",") if p]
+    if unknown := set(pages) - set(PAGES):
+        parser.error(f"--pages: no page titled {', '.join(sorted(unknown))}; the pages are {', '.join(PAGES)}")
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -89,10 +97,15 @@ def main() -> None:
             def open_page(name: str) -> tuple[float, float]:
                 return timed(lambda: sidebar.get_by_role("link", name=name, exact=True).click(), page, server.pid)
 
-            for i, name in enumerate(PAGES):
+            for i, name in enumerate(pages):
                 first = open_page(name)
-                open_page(PAGES[(i + 1) % len(PAGES)])
+                open_page(pages[(i + 1) % len(pages)])  # away (with one page: its own link, a rerun)
                 rows.append((f"{name}: first visit / warm", (first, open_page(name))))
+            for view in args.view:
+                path, _, query = view.partition(":")
+                link = f"{url}/{path}?run={args.run}&{query}"
+                first = timed(lambda: page.goto(link), page, server.pid)
+                rows.append((f"/{path}?{query}: link cold / warm", (first, timed(lambda: page.goto(link), page, server.pid))))
             browser.close()
     finally:
         server.terminate()

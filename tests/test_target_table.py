@@ -97,6 +97,8 @@ def test_a_view_survives_its_url_and_bad_parameters_fall_back_with_a_warning():
                          "range": "nope:1:2", "sort": "'; DROP TABLE tags", "page": "-3"}, table)
     assert bad == tt.View(labels=(1, 2))  # the class named "=two" is a class: the rest falls back
     assert len(bad.warnings) == 9 and all("\n" not in w for w in bad.warnings)
+    huge = tt.parse_view({"label": "9" * 5000, "cluster": "\u00b2", "page": "9" * 5000}, table)
+    assert huge == tt.View() and len(huge.warnings) == 3
     nan = tt.parse_view({"range": "margin:nan:inf"}, table)
     assert (nan.range_field, nan.low, nan.high) == ("margin", None, None) and len(nan.warnings) == 2
 
