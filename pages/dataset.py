@@ -52,11 +52,12 @@ if view.tag is not None and view.tag not in tags:
 def view_to_url() -> None:
     """Write the filter widgets' state as the URL's view (a new filter or sort starts at page 1)."""
     s = st.session_state
-    low, high = s.get("ds_low"), s.get("ds_high")
+    # A new range field starts open: the old field's bounds mean nothing on it.
+    low, high = (s.get("ds_low"), s.get("ds_high")) if s["ds_range"] == view.range_field else (None, None)
     changed = target_table.View(
         split=s["ds_split"], labels=tuple(s["ds_label"]), predictions=tuple(s.get("ds_pred", ())),
         correct=s.get("ds_correct", "all"), clusters=tuple(s.get("ds_cluster", ())), tag=s["ds_tag"],
-        range_field=s["ds_range"], low=low if s["ds_range"] else None, high=high if s["ds_range"] else None,
+        range_field=s["ds_range"], low=low, high=high,
         sort=s["ds_sort"], descending=s["ds_desc"])
     for param in VIEW_PARAMS:
         st.query_params.pop(param, None)
@@ -86,9 +87,10 @@ with st.sidebar:
         st.radio("Majority correct", target_table.CORRECT, horizontal=True, key="ds_correct", on_change=view_to_url)
     if table.clusters():
         st.multiselect("Cluster (test images)", table.clusters(), key="ds_cluster", on_change=view_to_url, placeholder="any")
-    st.selectbox("Tag", [None, *sorted(set(tags) | {view.tag} - {None})], key="ds_tag", on_change=view_to_url, format_func=lambda t: t or "any")
+    st.selectbox("Tag", [None, *sorted(set(tags) | {view.tag} - {None})], key="ds_tag", on_change=view_to_url, format_func=lambda t: t or "any",
+                 placeholder="any")
     st.selectbox("Range on", [None, *table.numeric], key="ds_range", on_change=view_to_url,
-                 format_func=lambda f: f or "none", help="Keep the targets whose value lies in [low, high] "
+                 format_func=lambda f: f or "none", placeholder="none", help="Keep the targets whose value lies in [low, high] "
                  "(a target without the value, e.g. a test image's self-score, is left out)")
     if view.range_field:
         low_col, high_col = st.columns(2)
@@ -146,8 +148,11 @@ def change_tag(add: bool, columns: np.ndarray) -> None:
     try:
         tag = validate_tag(state.get("ds_tag_name", "").strip())
         done = (store.add_tag if add else store.remove_tag)(run.name, tag, columns, access.current_user().name)
-    except (TagNameError, AnnotationStoreError) as exc:
-        state["ds_tag_result"] = ("error", str(exc))
+    except TagNameError as exc:  # it quotes what the user typed
+        state["ds_tag_result"] = ("error", text.plain(exc))
+        return
+    except AnnotationStoreError as exc:
+        state["ds_tag_result"] = ("error", text.hide_paths(exc))
         return
     state["ds_tag_result"] = ("success", f"{'Tagged' if add else 'Untagged'} {done:,} target{'s' * (done != 1)} "
                                          f"{'with' if add else 'of'} {tag}")
@@ -164,7 +169,7 @@ if not user.can("tag"):
                "Tags are a filter for everyone.")
 if "ds_tag_result" in state:
     kind, message = state.pop("ds_tag_result")
-    (st.success if kind == "success" else st.error)(text.hide_paths(message))
+    (st.success if kind == "success" else st.error)(message)
 
 
 def export(kind: str) -> str:

@@ -48,6 +48,8 @@ def test_the_url_view_is_the_grid_and_a_filter_writes_the_url(dataset, dashboard
     assert at.query_params["range"] == "margin:0.5:" and "correct" not in at.query_params
     view = expected(dashboard_data_dir, split="train", sort="lds", range="margin:0.5:")
     assert shown(at) == view and view != expected(dashboard_data_dir, split="train", sort="lds")
+    at.sidebar.selectbox(key="ds_range").set_value("lds").run()  # another field: its range starts open
+    assert at.query_params["range"] == "lds::" and at.sidebar.number_input(key="ds_low").value is None
 
 
 def test_bad_url_values_warn_and_fall_back(dataset, dashboard_data_dir):
@@ -73,9 +75,9 @@ def test_tag_the_page_then_filter_by_the_tag_and_export(dataset, dashboard_data_
     assert at.success and "Tagged 48 targets with hard ones" in at.success[0].value
     at = dataset(tag="hard ones")
     assert sorted(shown(at)) == sorted(page)
-    bad = at.text_input(key="ds_tag_name").input("x'; --")
+    bad = at.text_input(key="ds_tag_name").input("[x](https://evil.example)")
     at = bad.run().button(key="ds_add_tag").click().run()
-    assert at.error and "is not a tag name" in at.error[0].value
+    assert at.error and "is not a tag name" in at.error[0].value and at.error[0].value.startswith("`")  # plain text
 
 
 def test_viewers_read_tags_but_cannot_tag(dataset, tmp_path, monkeypatch):
