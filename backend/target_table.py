@@ -39,7 +39,6 @@ from backend.store.targets import target_name
 from backend.training import target_stats
 
 NUMERIC = ("margin", "accuracy", "lds", "leak", "share")  # and every self:METHOD
-SORTS = ("target", "label", "prediction", *NUMERIC)  # and every self:METHOD
 SPLITS = ("all", "train", "test")
 CORRECT = ("all", "yes", "no")
 PAGE_SIZE = 48
