@@ -30,9 +30,9 @@ from typing import Mapping
 
 import numpy as np
 
+from backend.access.names import TagNameError, validate_tag
 from backend.attribution import store as attribution_store
 from backend.datamodels.quality import stored_lds
-from backend.leakage.annotations import TagNameError, validate_tag
 from backend.store.run_dir import Run
 from backend.store.schema import CLUSTERS_ALL, LEAKAGE_QUEUE_SCORE
 from backend.store.targets import target_name

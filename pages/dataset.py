@@ -14,7 +14,8 @@ import streamlit as st
 from backend import target_table
 from backend.api import RunAPI
 from backend.counterfactuals.removal import RemovalError, parse_ids
-from backend.leakage.annotations import AnnotationStoreError, TagNameError, shared_store, validate_tag
+from backend.access.names import TagNameError, validate_tag
+from backend.leakage.annotations import AnnotationStoreError, shared_store
 from backend.store.targets import target_name
 from widgets import access, image_grid, run_context, text
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
-from backend.access.names import MAX_NAME_LENGTH, validate_name
+from backend.access.names import MAX_NAME_LENGTH, validate_name, validate_tag
 from backend.store.catalog import data_dir
 
 ENV_VAR = "DATAMODELS_DATABASE_URL"
@@ -352,22 +351,6 @@ def shared_store() -> AnnotationStore:
         raise AnnotationStoreError(f"annotation database {store.file} was deleted while the app was running: "
                                    f"restore it from a backup, or {restart}")
     return store
-
-
-class TagNameError(ValueError):
-    """A tag name the database refuses; the message says what a tag may hold."""
-
-
-TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:-]{0,62}")
-
-
-def validate_tag(tag: str) -> str:
-    """`tag` itself when it is a tag name: a letter or digit, then up to 62 letters, digits, spaces or _ . : -."""
-    if not isinstance(tag, str) or not TAG_NAME.fullmatch(tag):
-        shown = repr(tag[:40]) if isinstance(tag, str) else type(tag).__name__
-        raise TagNameError(f"tag {shown} is not a tag name: start with a letter or digit, then up to 62 letters, "
-                           "digits, spaces or _ . : -")
-    return tag
 
 
 def _match(table: sa.Table, key: dict) -> list:

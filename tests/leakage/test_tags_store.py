@@ -3,7 +3,8 @@ SQLite and, through the `database_url` fixture, PostgreSQL (tests/leakage/confte
 import pytest
 import sqlalchemy as sa
 
-from backend.leakage.annotations import IN_CHUNK, AnnotationStore, TagNameError
+from backend.access.names import TagNameError
+from backend.leakage.annotations import IN_CHUNK, AnnotationStore
 
 
 @pytest.fixture
