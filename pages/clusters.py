@@ -16,7 +16,7 @@ from backend.datasets import thumbnails
 from backend.ranking import top_k
 from backend.store.rows import read_row
 from backend.store.targets import target_name
-from widgets import image_grid, run_context, text, url_state
+from widgets import image_grid, run_context, selection_actions, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 WHOLE = -1
@@ -93,6 +93,13 @@ with explore:
                               n_cols=3)
 
     cluster_members()
+    with st.expander("Tag or export a cluster or the selection"):
+        choices = {f"Cluster {k} ({n})": columns[clustering.labels == k]
+                   for k, n in enumerate(np.bincount(clustering.labels, minlength=clustering.k))}
+        if selected:
+            choices = {f"The selection ({len(selected)})": np.array(selected), **choices}
+        selection_actions.tag_and_export(run, run_context.target_table(run), choices,
+                                         selection_actions.stored_tags(run), key="clusters")
 
 with target_side:
     st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: "

@@ -6,18 +6,12 @@ warns of and drops a bad value. Clicking an image opens it on Neighbours. Any se
 the Counterfactuals basket) can be tagged, by reviewers and admins, in the annotation database, and exported as
 CSV or JSON with the run's fields; tags are a filter here.
 """
-import os
-
 import numpy as np
 import streamlit as st
 
 from backend import target_table
-from backend.api import RunAPI
 from backend.counterfactuals.removal import RemovalError, parse_ids
-from backend.access.names import TagNameError, validate_tag
-from backend.leakage.annotations import AnnotationStoreError, shared_store
-from backend.store.targets import target_name
-from widgets import access, image_grid, run_context, text
+from widgets import image_grid, run_context, selection_actions, text
 
 NEIGHBOURS = "pages/neighbours.py"
 VIEW_PARAMS = ("split", "label", "pred", "correct", "cluster", "tag", "range", "sort", "desc", "page")
@@ -25,23 +19,12 @@ SHORT = {"margin": "margin", "accuracy": "acc", "lds": "LDS", "leak": "leak", "s
 GRID_PX = 950  # the grid's width at a 1280-px window beside the sidebar
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def load_table(path: str, stamp: int) -> target_table.TargetTable:
-    """One table per run version (the run directory's mtime, as run_context.open_run keys its Run)."""
-    return RunAPI(run_context.open_run(path, stamp)).table()
-
-
 run = run_context.current_run()
-user = access.current_user()
-table = load_table(str(run.dir), os.stat(run.dir).st_mtime_ns)
+table = run_context.target_table(run)
 names = table.class_names
 st.title(f"Dataset · {run.name}")
-try:
-    store = shared_store()
-    tags = {tag: np.asarray(columns, dtype=np.int64) for tag, columns in store.tags(run.name).items()}
-except AnnotationStoreError as exc:
-    st.error(text.hide_paths(exc))
-    store, tags = None, {}
+stored = selection_actions.stored_tags(run)
+tags = stored or {}
 
 view = target_table.parse_view(st.query_params.to_dict(), table)
 for warning in view.warnings:
@@ -134,55 +117,4 @@ if st.query_params.get("basket"):
         choices[f"The basket ({len(basket)})"] = basket
     except RemovalError as exc:
         st.warning(f"basket {text.plain(exc)}")
-picked = st.radio("Selection", list(choices), horizontal=True, key="ds_selection")
-selection = choices[picked]
-by_column: dict[int, list[str]] = {}
-for tag, columns in tags.items():
-    for c in columns.tolist():
-        by_column.setdefault(c, []).append(tag)
-
-
-def change_tag(add: bool, columns: np.ndarray) -> None:
-    """Add or remove the typed tag on `columns`; the outcome is shown on the next run."""
-    if not access.current_user().can("tag"):
-        return
-    try:
-        tag = validate_tag(state.get("ds_tag_name", "").strip())
-        done = (store.add_tag if add else store.remove_tag)(run.name, tag, columns, access.current_user().name)
-    except TagNameError as exc:  # it quotes what the user typed
-        state["ds_tag_result"] = ("error", text.plain(exc))
-        return
-    except AnnotationStoreError as exc:
-        state["ds_tag_result"] = ("error", text.hide_paths(exc))
-        return
-    state["ds_tag_result"] = ("success", f"{'Tagged' if add else 'Untagged'} {done:,} target{'s' * (done != 1)} "
-                                         f"{'with' if add else 'of'} {tag}")
-
-
-tag_col, add_col, remove_col = st.columns([3, 1, 1], vertical_alignment="bottom")
-may_tag = user.can("tag") and store is not None
-tag_col.text_input("Tag name", key="ds_tag_name", max_chars=63, placeholder="e.g. mislabelled",
-                   disabled=not may_tag)
-add_col.button("Add tag", key="ds_add_tag", on_click=change_tag, args=(True, selection), disabled=not may_tag)
-remove_col.button("Remove tag", key="ds_remove_tag", on_click=change_tag, args=(False, selection), disabled=not may_tag)
-if not user.can("tag"):
-    st.caption(f"Tagging needs the reviewer or admin role; you are {text.plain(user.name)} ({user.role}). "
-               "Tags are a filter for everyone.")
-if "ds_tag_result" in state:
-    kind, message = state.pop("ds_tag_result")
-    (st.success if kind == "success" else st.error)(message)
-
-
-def export(kind: str) -> str:
-    records = target_table.records(table, selection, by_column)
-    return target_table.to_csv(records) if kind == "csv" else target_table.to_json(records, run.name)
-
-
-csv_col, json_col, _ = st.columns([1, 1, 3])
-stem = f"{run.name}-{'page' if selection is shown else 'selection'}"
-csv_col.download_button("Export CSV", data=lambda: export("csv"), file_name=f"{stem}.csv", mime="text/csv",
-                        key="ds_csv", on_click="ignore")
-json_col.download_button("Export JSON", data=lambda: export("json"), file_name=f"{stem}.json",
-                         mime="application/json", key="ds_json", on_click="ignore")
-st.caption("Fields: " + ", ".join(["target", "split", *table.fields, "tags"]) + f" · first: "
-           + (target_name(int(selection[0]), run.n_train) if len(selection) else "none"))
+selection_actions.tag_and_export(run, table, choices, stored, key="ds")

@@ -80,7 +80,7 @@ def test_tag_the_page_then_filter_by_the_tag_and_export(dataset, dashboard_data_
     at = bad.run().button(key="ds_add_tag").click().run()
     assert at.error and "is not a tag name" in at.error[0].value and at.error[0].value.startswith("`")  # plain text
     at = dataset(basket="12,3,10-11")  # the Counterfactuals basket, kept in the URL
-    at.radio(key="ds_selection").set_value("The basket (4)").run()
+    next(r for r in at.radio if r.label == "Selection").set_value("The basket (4)").run()
     at.text_input(key="ds_tag_name").input("basket").run()
     at.button(key="ds_add_tag").click().run()
     assert AnnotationStore(os.environ[ENV_VAR]).tags(RUN)["basket"] == [3, 10, 11, 12]
