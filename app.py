@@ -22,6 +22,7 @@ FAVICON = ROOT / "assets" / "favicon.png"
 # The one list of pages (file, title, icon): to add a page, put its file in pages/ and add a line here.
 PAGES = [
     ("pages/overview.py", "Overview", ":material/dashboard:"),
+    ("pages/dataset.py", "Dataset", ":material/grid_view:"),
     ("pages/neighbours.py", "Neighbours", ":material/hub:"),
     ("pages/quality.py", "Quality", ":material/rule:"),
     ("pages/methods.py", "Methods", ":material/leaderboard:"),

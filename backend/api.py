@@ -44,6 +44,7 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
 from backend.structure.similar_targets import nearest_to
+from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
 
 _METHOD = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -323,6 +324,11 @@ class RunAPI:
         out["bias"] = float(self.run.array(BIAS)[column]) if fitted else None
         out["nonzero_weights"] = self.nonzero_weights(target) if fitted else None
         return out
+
+    def table(self) -> TargetTable:
+        """Every target's stored fields as columns (label, majority prediction, correct, mean margin, LDS,
+        self-scores, leak score, cluster; backend.target_table), each an array of shape (n_targets,)."""
+        return target_table(self.run)
 
     def removal_cap(self) -> int:
         """The most training images one removal may take out (1280, or half the training set if smaller)."""

@@ -25,8 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["Overview", "Neighbours", "Quality", "Methods", "PCA", "Clusters", "Embeddings map", "Counterfactuals",
-         "Review leaks", "Leakage results"]
+PAGES = ["Overview", "Dataset", "Neighbours", "Quality", "Methods", "PCA", "Clusters", "Embeddings map",
+         "Counterfactuals", "Review leaks", "Leakage results"]
 DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
@@ -57,9 +57,16 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--synthetic-map", type=int, metavar="N", help="time the embeddings map alone on a synthetic "
                         "run of N targets (N/7 of them test targets) written to DIR/runs/NAME if it is not there")
+    parser.add_argument("--pages", default=",".join(PAGES), help="comma-separated page titles to time (default: all)")
+    parser.add_argument("--view", action="append", default=[], metavar="PATH:QUERY",
+                        help="also time opening the page at URL path PATH (e.g. dataset) with URL query QUERY, as a "
+                             "shared link: cold, then warm")
     args = parser.parse_args()
+    pages = [p for p in args.pages.split(",") if p]
+    if unknown := set(pages) - set(PAGES):
+        parser.error(f"--pages: no page titled {', '.join(sorted(unknown))}; the pages are {', '.join(PAGES)}")
     from playwright.sync_api import sync_playwright
-    start_path, pages = "", PAGES
+    start_path = ""
     if args.synthetic_map:
         sys.path.insert(0, str(ROOT))
         from tests.map_runs import write_map_run
@@ -105,12 +112,17 @@ def main() -> None:
 
             for i, name in enumerate(pages if not args.synthetic_map else pages[:1]):
                 first = open_page(name)
-                open_page(pages[(i + 1) % len(pages)])
+                open_page(pages[(i + 1) % len(pages)])  # away (with one page: its own link, a rerun)
                 rows.append((f"{name}: first visit / warm", (first, open_page(name))))
             if args.synthetic_map:
                 rows.append((f"a lasso round all {args.synthetic_map:,} points, to the grid drawn",
                              timed(lambda: drag_across(page, page.get_by_test_id("stPlotlyChart").first, steps=3),
                                    page, server.pid)))
+            for view in args.view:
+                path, _, query = view.partition(":")
+                link = f"{url}/{path}?run={args.run}&{query}"
+                first = timed(lambda: page.goto(link), page, server.pid)
+                rows.append((f"/{path}?{query}: link cold / warm", (first, timed(lambda: page.goto(link), page, server.pid))))
             browser.close()
     finally:
         server.terminate()

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backend.api import RunAPI
-from widgets import image_grid, run_context, text, url_state
+from widgets import image_grid, run_context, selection_actions, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 WHOLE = -1
@@ -85,6 +85,13 @@ with explore:
                               n_cols=3)
 
     cluster_members()
+    with st.expander("Tag or export a cluster or the selection"):
+        choices = {f"Cluster {k} ({n})": columns[clustering.labels == k]
+                   for k, n in enumerate(np.bincount(clustering.labels, minlength=clustering.k))}
+        if selected:
+            choices = {f"The selection ({len(selected)})": np.array(selected), **choices}
+        selection_actions.tag_and_export(run, run_context.target_table(run), choices,
+                                         selection_actions.stored_tags(run), key="clusters")
 
 with target_side:
     st.header(f"Targets most similar to {name}", help="Nearest targets by cosine similarity of datamodel embeddings: "

@@ -34,6 +34,11 @@ def test_the_page_shell_loads_no_database_library():
     assert loaded_after("import backend.leakage.annotations", ["sqlalchemy"]) == {"sqlalchemy": True}
 
 
+def test_the_public_api_loads_no_database_library():
+    """A notebook's `open_run(...).table()` reads tag names' rule (backend.access.names), not the database."""
+    assert loaded_after("import backend.api, backend.target_table", ["sqlalchemy"]) == {"sqlalchemy": False}
+
+
 def test_the_server_imports_what_the_pages_import_before_its_first_request():
     """`streamlit run app.py` finds app.py's st.App, whose start-up imports the pages' modules (not torch)."""
     from streamlit.web.server.app_discovery import discover_asgi_app

@@ -16,6 +16,7 @@ from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import BIAS, CLI, LAM, MANIFEST, TARGET_PREDICTIONS, WEIGHTS
 from backend.store.targets import describe_targets, target_name
+from backend import target_table as table_of_targets
 from backend.training import target_stats
 from widgets.access import current_user
 from widgets.text import hide_paths, plain
@@ -159,6 +160,16 @@ def margin_summary(run: Run) -> tuple[np.ndarray, np.ndarray]:
     if stored is not None:
         return stored
     return _computed_target_stats(str(run.dir), _stamp(run.dir))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _target_table(path: str, stamp: int) -> table_of_targets.TargetTable:
+    return table_of_targets.target_table(open_run(path, stamp))
+
+
+def target_table(run: Run) -> table_of_targets.TargetTable:
+    """Every target's stored fields (what RunAPI.table returns), one per run version, as open_run keys its Run."""
+    return _target_table(str(run.dir), _stamp(run.dir))
 
 
 def split_range(run: Run, split: str) -> tuple[int, int]:

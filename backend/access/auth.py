@@ -15,7 +15,7 @@ A user name is compared exactly, after NFC alone (backend.access.names.validate_
 that only NFKC folding would match, such as fullwidth or math-bold letters), with the roles' names
 normalised the same way: no two distinct names share a role entry.
 
-Roles (`viewer` reads, `reviewer` also votes, `admin` also retrains and exports everyone's votes) come
+Roles (`viewer` reads, `reviewer` also votes and tags, `admin` also retrains and exports everyone's votes) come
 from DATAMODELS_ROLES (`alice=admin,bob=reviewer,*=viewer`) and/or the TOML file DATAMODELS_ROLES_FILE
 (a `[roles]` table of the same pairs; the variable's pairs win). `*` is everyone not listed; without it
 they are viewers.
@@ -35,8 +35,8 @@ AUTH_ENV = "DATAMODELS_AUTH"
 ROLES_ENV = "DATAMODELS_ROLES"
 ROLES_FILE_ENV = "DATAMODELS_ROLES_FILE"
 ROLES = ("viewer", "reviewer", "admin")
-PERMISSIONS = {"viewer": frozenset(), "reviewer": frozenset({"vote"}),
-               "admin": frozenset({"vote", "retrain", "export"})}
+PERMISSIONS = {"viewer": frozenset(), "reviewer": frozenset({"vote", "tag"}),
+               "admin": frozenset({"vote", "tag", "retrain", "export"})}
 EVERYONE = "*"
 DEFAULT_ROLE = "viewer"
 DEFAULT_CLAIM = "email"

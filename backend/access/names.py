@@ -1,10 +1,11 @@
-"""Annotator names: what may be stored and shown as a reviewer's name.
+"""Annotator names and tag names: what may be stored and shown as a reviewer's name or a target's tag.
 
 Here, below the annotation database (backend.leakage.annotations), because the login check (auth.py) validates
 names on every page, and that should not import SQLAlchemy.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 MAX_NAME_LENGTH = 64
@@ -44,3 +45,20 @@ def validate_name(name: str) -> str:
         raise AnnotatorNameError("the annotator name mixes Latin letters with look-alike Cyrillic or Greek ones: "
                                  "type it in one script")
     return name
+
+
+class TagNameError(ValueError):
+    """A tag name that cannot be stored; the message says what a tag may hold."""
+
+
+TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:-]{0,62}")
+
+
+def validate_tag(tag: str) -> str:
+    """`tag` itself when it is a tag name: a letter or digit, then up to 62 letters, digits, spaces or _ . : -
+    (ASCII only, so no look-alikes, and nothing a spreadsheet or Markdown would run)."""
+    if not isinstance(tag, str) or not TAG_NAME.fullmatch(tag):
+        shown = repr(tag[:40]) if isinstance(tag, str) else type(tag).__name__
+        raise TagNameError(f"tag {shown} is not a tag name: start with a letter or digit, then up to 62 letters, "
+                           "digits, spaces or _ . : -")
+    return tag

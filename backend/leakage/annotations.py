@@ -8,6 +8,8 @@ Tables:
   votes       run, test, train, annotator_id, is_leak, voted_at; UNIQUE(run, test, train, annotator_id):
               a re-vote replaces the earlier one (an upsert), so a pair never holds two votes of one annotator
   skips       run, test, annotator_id, skipped_at; UNIQUE(run, test, annotator_id)
+  tags        run, target, tag, annotator_id, tagged_at; UNIQUE(run, target, tag): `target` is a margins column
+              (train:i is i, test:j is n_train + j), the Dataset page's tags
 
 `run` is the run's name, `test` a position in the test split, `train` a position in the training split.
 The database is a SQLite file (annotations.db in the data directory, data/ by default; WAL mode, busy timeout) or any
@@ -31,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 
-from backend.access.names import MAX_NAME_LENGTH, validate_name
+from backend.access.names import MAX_NAME_LENGTH, validate_name, validate_tag
 from backend.store.catalog import data_dir
 
 ENV_VAR = "DATAMODELS_DATABASE_URL"
@@ -73,7 +75,22 @@ skips = sa.Table(
     sa.UniqueConstraint("run", "test", "annotator_id", name="one_skip_per_test_and_annotator"),
 )
 
+# A tag on a target of a run (the Dataset page's tags): `target` is its margins column (train:i is i, test:j is
+# n_train + j); who tagged it first is kept, and tagging it again changes nothing.
+tags = sa.Table(
+    "tags", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run", sa.String(255), nullable=False),
+    sa.Column("target", sa.Integer, nullable=False),
+    sa.Column("tag", sa.String(63), nullable=False),
+    sa.Column("annotator_id", sa.Integer, sa.ForeignKey("annotators.id"), nullable=False),
+    sa.Column("tagged_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("run", "target", "tag", name="one_tag_per_target"),
+)
+
 VOTE_KEY = ("run", "test", "train", "annotator_id")
+# Bound parameters per statement when a tag's targets go in an IN list (SQLite allows 32,766; old builds 999).
+IN_CHUNK = 900
 
 
 class AnnotationStoreError(RuntimeError):
@@ -260,6 +277,53 @@ class AnnotationStore:
                  .where(skips.c.run == run).group_by(annotators.c.name))
         with self._guard("read the skips from"), self.engine.connect() as conn:
             return {name: int(n) for name, n in conn.execute(query)}
+
+    def add_tag(self, run: str, tag: str, targets, annotator: str) -> int:
+        """Tag targets (margins columns) of `run` with `tag` in one transaction; returns how many were not tagged
+        with it before (the others keep their first tagger)."""
+        annotator_id, tag = self.annotator_id(annotator), validate_tag(tag)
+        targets = sorted({int(t) for t in targets})
+        now = _now()
+        with self._guard("save the tag to"):
+            for _ in range(INSERT_RETRIES):
+                try:
+                    with self._writer.begin() as conn:
+                        have = self._tagged(conn, run, tag, targets)
+                        rows = [{"run": run, "target": t, "tag": tag, "annotator_id": annotator_id, "tagged_at": now}
+                                for t in targets if t not in have]
+                        if rows:
+                            conn.execute(tags.insert(), rows)
+                    return len(rows)
+                except IntegrityError as exc:  # another writer tagged some of them in between (PostgreSQL)
+                    refused = exc
+        raise AnnotationStoreError(f"the annotation database {self.url} refused the tag ({refused.orig}): nothing was saved; retry")
+
+    def remove_tag(self, run: str, tag: str, targets, annotator: str) -> int:
+        """Take `tag` off targets of `run` (whoever tagged them; the caller checks the role); returns how many had it."""
+        self.annotator_id(annotator)
+        tag, targets = validate_tag(tag), sorted({int(t) for t in targets})
+        removed = 0
+        with self._guard("remove the tag from"), self._writer.begin() as conn:
+            for i in range(0, len(targets), IN_CHUNK):
+                removed += conn.execute(tags.delete().where(tags.c.run == run, tags.c.tag == tag,
+                                                            tags.c.target.in_(targets[i:i + IN_CHUNK]))).rowcount
+        return removed
+
+    def _tagged(self, conn: sa.Connection, run: str, tag: str, targets: list[int]) -> set[int]:
+        found: set[int] = set()
+        for i in range(0, len(targets), IN_CHUNK):
+            found.update(conn.execute(sa.select(tags.c.target).where(
+                tags.c.run == run, tags.c.tag == tag, tags.c.target.in_(targets[i:i + IN_CHUNK]))).scalars())
+        return found
+
+    def tags(self, run: str) -> dict[str, list[int]]:
+        """{tag: its targets of `run` (margins columns, ascending)}, tags by name."""
+        query = sa.select(tags.c.tag, tags.c.target).where(tags.c.run == run).order_by(tags.c.tag, tags.c.target)
+        found: dict[str, list[int]] = {}
+        with self._guard("read the tags from"), self.engine.connect() as conn:
+            for tag, target in conn.execute(query):
+                found.setdefault(tag, []).append(int(target))
+        return found
 
     def dispose(self) -> None:
         self.engine.dispose()

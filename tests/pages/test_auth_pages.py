@@ -23,8 +23,8 @@ from tests.conftest import open_app
 
 PLANTED = "planted"
 ROLES = "alice=reviewer, bob=reviewer, root=admin, *=viewer"
-PAGES = ["overview", "neighbours", "quality", "pca", "clusters", "embeddings_map", "counterfactuals", "review",
-         "leakage_results"]
+PAGES = ["overview", "dataset", "neighbours", "quality", "pca", "clusters", "embeddings_map", "counterfactuals",
+         "review", "leakage_results"]
 
 
 @pytest.fixture

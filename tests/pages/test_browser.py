@@ -281,11 +281,15 @@ def sent_selections(page) -> list[tuple[str, dict]]:
 
 
 def shape(value):
-    """A JSON value's structure: dict keys and the types of its leaves, lists by their first item."""
+    """A JSON value's structure: dict keys and the types of its leaves, lists by their first item. JSON has one
+    number type: a coordinate that happens to be whole (x 220 rather than 220.5) decodes to an int, so ints and
+    floats are both "number" (the app reads only customdata, through int())."""
     if isinstance(value, dict):
         return {k: shape(v) for k, v in value.items()}
     if isinstance(value, list):
         return [shape(value[0])] if value else []
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
     return type(value).__name__
 
 
@@ -763,3 +767,51 @@ def test_oidc_login_through_a_real_provider_names_the_annotator_and_a_viewer_can
             settle(bob)
             expect(bob.get_by_role("button", name="Certify by bisection")).to_be_disabled()  # retrains: admins only
             bob.context.close()
+
+
+def test_dataset_filter_grid_tag_and_export_in_a_real_browser(server, page, dashboard_data_dir, tmp_path):
+    """Filter the Dataset page to the test split, check its grid against the table, tag the page, filter by the tag,
+    and export it: the downloaded CSV and JSON hold the grid's targets, their fields and the tag."""
+    import json
+
+    from playwright.sync_api import expect
+
+    from backend import target_table
+    from backend.api import open_run
+
+    page.goto(f"{server}/dataset?run={RUN}&sort=margin")
+    expect(heading(page, f"Dataset · {RUN}")).to_be_visible()
+    settle(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_test_id("stRadio").filter(has_text="Split").get_by_text("test", exact=True).click()
+    settle(page)
+    assert parse_qs(urlparse(page.url).query)["split"] == ["test"]
+    table = open_run(dashboard_data_dir / "runs" / RUN).table()
+    rows = target_table.page_of(target_table.select(table, target_table.View(split="test", sort="margin")),
+                                target_table.View())
+    expected = [f"test:{r - table.n_train}" for r in rows]
+    assert tile_names(grid(page, "dataset")) == expected
+    screenshot(page, "dataset")
+
+    page.get_by_label("Tag name").fill("browser check")
+    page.get_by_role("button", name="Add tag").click()
+    settle(page)
+    expect(page.get_by_text(f"Tagged {len(expected)} targets with browser check")).to_be_visible()
+    page.goto(f"{server}/dataset?run={RUN}&tag=browser+check")
+    expect(heading(page, f"Dataset · {RUN}")).to_be_visible()
+    settle(page)
+    assert tile_names(grid(page, "dataset")) == sorted(expected, key=lambda n: int(n.split(":")[1]))
+
+    downloads = {}
+    for kind in ("CSV", "JSON"):
+        with page.expect_download() as download:
+            page.get_by_role("button", name=f"Export {kind}").click()
+        downloads[kind] = tmp_path / download.value.suggested_filename
+        download.value.save_as(downloads[kind])
+    with open(downloads["CSV"], newline="") as f:
+        exported = list(csv.DictReader(f))
+    records = target_table.records(table, sorted(rows), {int(r): ["browser check"] for r in rows})
+    assert [r["target"] for r in exported] == [r["target"] for r in records]
+    assert all(r["tags"] == "browser check" for r in exported)
+    assert [float(r["margin"]) for r in exported] == pytest.approx([r["margin"] for r in records])
+    assert json.loads(downloads["JSON"].read_text()) == {"run": RUN, "targets": records}

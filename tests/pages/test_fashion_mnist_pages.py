@@ -23,7 +23,9 @@ def test_review_shows_each_real_pair_with_its_class_names(fashion_slice_data_dir
     queue = load_candidates(Run(fashion_slice_data_dir / "runs" / RUN)).queue.tolist()
     at = open_app({"run": RUN, "annotator": "ann"}, "review")
     for test in queue[:max(queue.index(t) for t, _ in pairs) + 1]:
+        # The test image's caption is its st.image caption; each candidate's is the st.caption under its thumbnail.
         captions = [image.caption for element in at.get("image") for image in element.proto.imgs]
+        captions += [c.value for c in at.caption]
         assert any(c.startswith(f"test:{test} · label ") for c in captions), captions
         if test in labels:
             # The test image, and its duplicate among the candidates, both named by their class.

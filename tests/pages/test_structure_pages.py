@@ -1,6 +1,7 @@
 """The PCA and Clusters pages, driven through the app shell with Streamlit's AppTest."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -13,6 +14,7 @@ from backend.structure import clusters
 from backend.structure import faithfulness
 
 from backend.structure import similar_targets
+from backend.leakage.annotations import ENV_VAR, AnnotationStore
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
 from tests.conftest import click_image, image_grids, open_app, plotly_charts, recorded_selection
@@ -96,17 +98,24 @@ def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir)
     assert any(m.label == "NMI with the labels" for m in at.metric)
 
 
-def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir):
+def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir, tmp_path, monkeypatch):
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
     at = app("clusters")
     at.selectbox(key="clusters_class").set_value(3).run()
     run = run_of(data_dir)
     members, _ = clusters.class_clustering(run, 3)
     picked = [run.n_train + int(j) for j in members[:2]]
-    at.session_state["layout-3"] = recorded_selection([(c, i) for i, c in enumerate(picked)])
+    selection = recorded_selection([(c, i) for i, c in enumerate(picked)])
+    at.session_state["layout-3"] = selection
     at.run()
     no_errors(at)
     assert "Selected targets (2)" in [s.value for s in at.subheader]
     assert image_grids(at)["selected"][1] == [f"test:{c - run.n_train}" for c in picked]
+    # The selection can be tagged (the local user is an admin), in the annotation database the Dataset page filters by.
+    at.text_input(key="clusters_tag_name").input("lasso")
+    at.button(key="clusters_add_tag").click().run()
+    assert AnnotationStore(os.environ[ENV_VAR]).tags(run.name) == {"lasso": sorted(picked)}
 
 
 def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targets(app, data_dir):
