@@ -24,7 +24,7 @@ import numpy as np
 from backend.attribution import store as attribution_store
 from backend.attribution import yardsticks
 from backend.counterfactuals.predict import actual_margin, predict_removal, retrain
-from backend.counterfactuals.removal import default_max_remove, validate_removal
+from backend.counterfactuals.removal import default_max_remove, parse_ids, validate_removal
 from backend.datamodels import quality
 from backend.datamodels.evaluation import predict
 from backend.datamodels.queries import fitted_targets, sparsity, weight_profile
@@ -138,6 +138,11 @@ class RunAPI:
 
     def name(self, column: int) -> str:
         return target_name(int(column), self.run.n_train)
+
+    def train_list(self, text: str) -> list[int]:
+        """The training indices of a list such as a basket's URL value ("3,10-14,7"), in order, each once; a bad
+        part or an index out of range is a ValueError (RemovalError) naming it."""
+        return parse_ids(text, self.run.n_train)
 
     def train_index(self, image: str) -> int:
         """The training index of a training image's name ("train:7" → 7); a test name is a TargetError."""

@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from backend import target_table
-from backend.counterfactuals.removal import RemovalError, parse_ids
+from backend.api import RunAPI
 from widgets import image_grid, run_context, selection_actions, text
 
 NEIGHBOURS = "pages/neighbours.py"
@@ -20,6 +20,7 @@ GRID_PX = 950  # the grid's width at a 1280-px window beside the sidebar
 
 
 run = run_context.current_run()
+api = RunAPI(run)
 table = run_context.target_table(run)
 names = table.class_names
 st.title(f"Dataset · {run.name}")
@@ -113,8 +114,8 @@ st.subheader("Tag or export a selection")
 choices = {f"This page ({len(shown)})": shown, f"The whole view ({len(rows):,})": rows}
 if st.query_params.get("basket"):
     try:
-        basket = np.asarray(parse_ids(st.query_params["basket"], run.n_train), dtype=np.int64)
+        basket = np.asarray(api.train_list(st.query_params["basket"]), dtype=np.int64)
         choices[f"The basket ({len(basket)})"] = basket
-    except RemovalError as exc:
+    except ValueError as exc:
         st.warning(f"basket {text.plain(exc)}")
 selection_actions.tag_and_export(run, table, choices, stored, key="ds")
