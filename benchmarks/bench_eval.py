@@ -1,16 +1,20 @@
 """`eval`'s stages at CIFAR shape, before and after GEMM-speed evaluation, side by side in one process.
 
 Run: .venv/bin/python benchmarks/bench_eval.py [--out /tmp/bench_eval_run] [--scale 0.2] [--models 10000]
-         [--heldout-models 1000] [--targets 2400] [--before 77caa84]
+         [--heldout-models 1000] [--targets 2400] [--test-only] [--before 77caa84]
 
-Builds a synthetic run with benchmarks/bench_scale.py's generator (50,000 train + 10,000 test targets × --scale;
-α = 0.5 masks, margins with a sparse linear signal), a held-out run of --heldout-models models (seed 1) and
-fitted-looking datamodels (each target's true effects plus 300 small random weights). Then, for --targets
-targets in the run's train/test proportion (the first training and the first test targets: contiguous
-columns, as `eval` reads them), times each stage of `eval` with `backend.datamodels.evaluation` as it is and as it was at commit --before (read from git): the LDS on the
-held-out models and Table 5 (difference of means and empirical influence over the fit models, three
-predictors scored on the held-out models). Prints wall and CPU seconds (all threads) per stage, the ratio,
-and the largest difference of any per-target number between the two. The machine's load is printed with them.
+Builds a synthetic run with benchmarks/bench_scale.py's generator (50,000 train + 10,000 test targets × --scale,
+as many features as training targets; α = 0.5 masks, margins with a sparse linear signal), a held-out run of
+--heldout-models models (seed 1) and fitted-looking datamodels for the evaluated targets (each target's true
+effects plus 300 small random weights; weights.npy is a sparse file, 12 GB at --scale 1 if it were written).
+Then, for --targets targets in the run's train/test proportion (the first training and the first test targets:
+contiguous columns, as `eval` reads them; --test-only: test targets only, as after `fit --targets test`),
+times each stage of `eval` with `backend.datamodels.evaluation` as it is and as it was at commit --before
+(read from git): the LDS on the held-out models and Table 5 (difference of means and empirical influence over
+the fit models, three predictors scored on the held-out models). Prints wall and CPU seconds (all threads) per
+stage, the ratio, and the largest difference of any per-target number between the two, with the machine's
+load. Then both extrapolated to every target of the run: the old code's cost is per target; the new one's
+Table 5 also computes its kernels once per call (timed apart), so only the rest scales with the targets.
 """
 from __future__ import annotations
 
@@ -33,14 +37,14 @@ from benchmarks import bench_scale  # noqa: E402
 NOISE_WEIGHTS = 300
 
 
-def evaluated(n_train: int, n_targets: int, count: int) -> np.ndarray:
-    """The first training and the first test targets, in the run's train/test proportion: contiguous columns,
-    as `eval` reads them (all targets, in blocks)."""
-    n_tr = round(count * n_train / n_targets)
+def evaluated(n_train: int, n_targets: int, count: int, test_only: bool = False) -> np.ndarray:
+    """The first training and the first test targets, in the run's train/test proportion (or test targets
+    only): contiguous columns, as `eval` reads them (all fitted targets, in blocks)."""
+    n_tr = 0 if test_only else round(count * n_train / n_targets)
     return np.concatenate([np.arange(n_tr), n_train + np.arange(count - n_tr)])
 
 
-def build(out: Path, scale: float, n_models: int, n_heldout: int, count: int) -> None:
+def build(out: Path, scale: float, n_models: int, n_heldout: int, count: int, test_only: bool = False) -> None:
     """The run, its held-out run (other models: other seeds) and datamodels near the generator's true effects
     for the `count` evaluated targets (weights.npy is a sparse file: at CIFAR shape all of it is 12 GB)."""
     from backend.store import schema
@@ -58,7 +62,7 @@ def build(out: Path, scale: float, n_models: int, n_heldout: int, count: int) ->
     weight = effects.normal(0, 0.3, size=(n_targets, bench_scale.SIGNAL)).astype(np.float32)
     rng = np.random.default_rng(2)
     weights = np.lib.format.open_memmap(schema.WEIGHTS.path(out), "w+", np.float32, (n_targets, n_train))
-    columns = evaluated(n_train, n_targets, count)
+    columns = evaluated(n_train, n_targets, count, test_only)
     for lo in range(0, len(columns), 1000):
         cols = columns[lo:lo + 1000]
         block = np.zeros((len(cols), n_train), np.float32)
@@ -119,6 +123,8 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=10_000)
     parser.add_argument("--heldout-models", type=int, default=1000)
     parser.add_argument("--targets", type=int, default=2400, help="targets evaluated (the first of each kind)")
+    parser.add_argument("--test-only", action="store_true", help="evaluate test targets only, as `eval` does "
+                        "after `fit --targets test` (make fashion)")
     parser.add_argument("--before", default="77caa84", help="git revision of the evaluation to compare with")
     args = parser.parse_args()
     from backend.datamodels import evaluation as after
@@ -127,17 +133,17 @@ def main() -> None:
 
     if not (args.out / "heldout").exists():
         started = time.perf_counter()
-        build(args.out, args.scale, args.models, args.heldout_models, args.targets)
-        (args.out / "bench_eval_targets.txt").write_text(str(args.targets))
+        build(args.out, args.scale, args.models, args.heldout_models, args.targets, args.test_only)
+        (args.out / "bench_eval_targets.txt").write_text(f"{args.targets} {int(args.test_only)}")
         print(f"built {args.out} in {time.perf_counter() - started:.0f} s")
-    built = int((args.out / "bench_eval_targets.txt").read_text())
-    if args.targets > built:
-        raise SystemExit(f"{args.out} holds datamodels for {built} targets: give --targets {built} or less, "
-                         "or another --out")
+    built, test_only = map(int, (args.out / "bench_eval_targets.txt").read_text().split())
+    if args.targets > built or args.test_only != test_only:
+        raise SystemExit(f"{args.out} holds datamodels for {built} targets{' (test only)' * test_only}: give "
+                         f"--targets {built} or less{' --test-only' * test_only}, or another --out")
     before = load_before(args.before)
     run, heldout = Run(args.out), Run(args.out / "heldout")
     n_train, n_test = run.n_train, run.n_test
-    columns = evaluated(n_train, run.n_targets, args.targets)
+    columns = evaluated(n_train, run.n_targets, args.targets, args.test_only)
     n_tr = int((columns < n_train).sum())
     weights, bias = run.array(WEIGHTS), run.array(BIAS)
     print(f"run: {len(run.masks):,} fit models, {len(heldout.masks):,} held-out models, {n_train:,} features "

@@ -303,7 +303,8 @@ class MarginalEffects:
         factor = self.factor(dtype)
         n_out = self.n.astype(dtype)[:, None] - self.n_in
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(factor > 0, sum_in * factor - total.astype(dtype)[:, None] / n_out, 0).astype(dtype, copy=False)
+            w = sum_in * factor - total.astype(dtype)[:, None] / n_out
+        return np.where(factor > 0, w, 0).astype(dtype, copy=False)
 
     def effects(self, outcome: str) -> tuple[np.ndarray, np.ndarray]:
         """weights(outcome) in float64 and the bias b_t = mean(y_t) − x̄_t·w_t (T,), so the prediction is right
@@ -433,12 +434,12 @@ def _test_predictions(kernels: Kernels, fit_margins, columns: np.ndarray) -> tup
     return out[0], out[1]
 
 
-def _train_effects(kernels: Kernels, fit_masks, fit_margins, n_train: int, columns: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+def _train_effects(fit_masks, fit_margins, n_train: int, columns: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Float32 weights (T, F) of the empirical influence and the difference of means of targets `columns`
-    from their int8 sums (MarginalEffects), and what to add to the latter's held-out predictions (M_h, T):
-    with two margin limbs, Kernels' correction where the spread of 1/n_in + 1/n_out allows it; else all three
-    limbs and nothing."""
+    from their int8 sums (MarginalEffects), with two margin limbs where the spread of 1/n_in + 1/n_out allows
+    Kernels' correction, else all three. Then also (else None) what the dropped limb holds, residual (M, T)
+    float32, and each target's mean 1/n_in + 1/n_out (T,): the correction is kernel·residual·mean."""
     sums = MarginalEffects(fit_masks, fit_margins, n_train, columns, limbs=MARGIN_LIMBS - 1)
     factor = sums.factor(np.float32)
     valid = np.maximum((factor > 0).sum(axis=1), 1)
@@ -446,17 +447,12 @@ def _train_effects(kernels: Kernels, fit_masks, fit_margins, n_train: int, colum
     with np.errstate(invalid="ignore", divide="ignore"):
         spread = np.sqrt((np.where(factor > 0, factor / mean[:, None].astype(np.float32) - 1, 0) ** 2
                           ).sum(axis=1, dtype=np.float64) / valid)
+    residual = None
     if (spread <= SPREAD_FOR_TWO_LIMBS).all():
         residual = np.ascontiguousarray(sums.residual.T, dtype=np.float32)
-
-        def correction(plain: np.ndarray) -> np.ndarray:  # what the dropped limb holds, at the mean factor
-            return (plain @ residual) * mean
     else:
         sums.add_limb()
-
-        def correction(plain: np.ndarray) -> np.ndarray:
-            return np.zeros((plain.shape[0], len(columns)))
-    return sums.weights("correct", np.float32), sums.weights("margin", np.float32), correction
+    return sums.weights("correct", np.float32), sums.weights("margin", np.float32), residual, mean
 
 
 def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins, n_train: int,
@@ -484,7 +480,7 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
         test = cols >= n_train
         w = [np.asarray(weights[cols], dtype=np.float32)]
         if not test.all():
-            influence, means, correction = _train_effects(kernels, fit_masks, fit_margins, n_train, cols[~test])
+            influence, means, residual, mean = _train_effects(fit_masks, fit_margins, n_train, cols[~test])
             w += [influence, means]
             del influence, means
         # The predictors' weights in one product, so the held-out masks are read and converted once.
@@ -493,7 +489,8 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
         preds[2] = products[:, :len(cols)] + np.asarray(bias[cols], dtype=np.float64)
         if not test.all():
             preds[0][:, ~test], preds[1][:, ~test] = np.split(products[:, len(cols):], 2, axis=1)
-            preds[1][:, ~test] += correction(kernels.plain_float32())
+            if residual is not None:  # Kernels: what the dropped margin limb holds, at the target's mean factor
+                preds[1][:, ~test] += (kernels.plain_float32() @ residual) * mean
         if test.any():
             preds[0][:, test], preds[1][:, test] = _test_predictions(kernels, fit_margins, cols[test])
         ranks_margin, ranks_correct = masked_ranks(actual, inc), masked_ranks(correct.astype(np.float64), inc)
