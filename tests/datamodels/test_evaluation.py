@@ -185,14 +185,14 @@ def test_table5_and_lds_match_a_per_target_brute_force_to_1e4(monkeypatch):
 def test_table5_with_two_margin_limbs_and_the_kernel_correction_matches_a_brute_force_to_1e4(monkeypatch):
     """Thousands of fit models at α = 0.5 (as at CIFAR shape): the training targets' third limb comes back
     through Kernels' correction, and the test targets' φ deviations take two limbs."""
-    n_train, n_test = 64, 4
-    masks, margins = random_problem(n_models=4300, n_train=n_train, n_test=n_test, noise=0.7, seed=5)
+    n_train, n_test = 48, 4
+    masks, margins = random_problem(n_models=3300, n_train=n_train, n_test=n_test, noise=0.7, seed=5)
     margins[:, n_train + 1] = np.round(margins[:, n_train + 1])
     monkeypatch.setattr(evaluation.MarginalEffects, "add_limb", lambda self: pytest.fail("a third limb was summed"))
     limbs = []
     monkeypatch.setattr(evaluation.Kernels, "_products",
                         lambda self, lhs, products=evaluation.Kernels._products: limbs.append(lhs) or products(self, lhs))
-    brute_force_check(masks, margins, n_train, 4000, seed=6)
+    brute_force_check(masks, margins, n_train, 3000, seed=6)
     assert len(limbs) == 3  # the plain kernel and two limbs of φ's deviations
 
 
