@@ -10,6 +10,7 @@ They return numpy arrays per target, and `*_report` functions plain JSON-able di
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -108,6 +109,15 @@ FIXED_POINT_MAX = 127 * 256 ** (MARGIN_LIMBS - 1)  # the largest |q| whose top l
 FEATURE_CHUNK = 8192  # features per float32 partial product; the partials are summed in float64
 
 
+def _int8(masks):
+    """A (memory-mapped) bool matrix as a torch int8 tensor, without a copy (the GEMMs only read it)."""
+    import torch
+
+    with warnings.catch_warnings():  # a read-only memory map: torch warns that writing to it would be undefined
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(masks).view(np.int8))
+
+
 def _predict_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x (R, F) float32 0/1 @ w (F, T) float32 as float64 (R, T): float32 GEMMs over FEATURE_CHUNK features
     (0/1 times a float32 weight is exact; a chunk's sum rounds once), their partial sums added in float64."""
@@ -130,8 +140,8 @@ def _predict(w: np.ndarray, b: np.ndarray, masks) -> np.ndarray:
     w = np.ascontiguousarray(np.asarray(w, dtype=np.float32).T)
     step = max(1, MASK_CHUNK_BYTES // (4 * max(1, masks.shape[1])))
     out = np.empty((masks.shape[0], w.shape[1]))
-    for r in range(0, masks.shape[0], step):
-        out[r:r + step] = _predict_rows(np.asarray(masks[r:r + step], dtype=np.float32), w)
+    for r in range(0, masks.shape[0], step):  # as int8, numpy converts 0/1 to float32 ~3× faster than as bool
+        out[r:r + step] = _predict_rows(np.asarray(masks[r:r + step]).view(np.int8).astype(np.float32), w)
     return out + np.asarray(b, dtype=np.float64)
 
 
@@ -185,6 +195,126 @@ def summary_report(res: dict, n_heldout: int, n_train: int) -> dict:
             "mse": summarize(res["mse"], res["targets"], n_train)}
 
 
+def model_sums(rows: np.ndarray, masks) -> np.ndarray:
+    """rows (R, M) int8 @ masks (M, F) 0/1: (R, F) int32, exact (torch._int_mm: int8 GEMMs with int32
+    accumulation, measured 4.3× a float32 GEMM here). The masks are read in place, MASK_CHUNK_BYTES at a time."""
+    import torch
+
+    n_models = masks.shape[0]
+    step = max(1, MASK_CHUNK_BYTES // max(1, masks.shape[1]))
+    acc = None
+    for r in range(0, n_models, step):
+        lhs = rows if step >= n_models else np.ascontiguousarray(rows[:, r:r + step])
+        part = torch._int_mm(torch.from_numpy(lhs), _int8(masks[r:r + step]))
+        acc = part if acc is None else acc.add_(part)
+    return acc.numpy()
+
+
+def _fixed_point(values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A 24-bit fixed-point copy of values (T, M) per row: scale (T,) and int8 limbs[k] (T, M) with
+    values ≈ scale·Σ_k 256^k·limbs[k], each off by at most half a step scale = max|values|/FIXED_POINT_MAX."""
+    scale = np.abs(values).max(axis=1) / FIXED_POINT_MAX
+    scale[scale == 0] = 1.0
+    q = np.rint(values / scale[:, None]).astype(np.int32)
+    limbs = []  # each in [-128, 127]; the top one in [-127, 127]
+    for _ in range(MARGIN_LIMBS - 1):
+        limbs.append(((q + 128) & 255) - 128)
+        q = (q - limbs[-1]) >> 8
+    limbs.append(q)
+    return scale, [limb.astype(np.int8) for limb in limbs]
+
+
+def inverse_counts(n: np.ndarray, n_in: np.ndarray) -> np.ndarray:
+    """1/n_in + 1/n_out = n/(n_in·n_out) in n_in's float dtype (shapes broadcast), 0 where a side holds no
+    model: a difference of means of centred values is their sum over the models holding a feature times this."""
+    n_out = n - n_in
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_in > 0) & (n_out > 0), n / (n_in * n_out), 0).astype(n_in.dtype, copy=False)
+
+
+class MarginalEffects:
+    """The sums behind the differences of means of targets `columns` over their own fit models (eq. 9 for
+    training targets), targets along rows, so no (T, F) array needs a transposed copy:
+    n (T,) models counted; n_in (T, F) of them holding each feature; mean (T,) the margins' mean over them;
+    centred (T, M) the margins minus it, 0 on models not counted, and total (T,) its float64 sum; correct (T, M)
+    1[margin > 0] on counted models and correct_in (T, F) its sums over the models holding each feature.
+
+    Every sum over models is an int8 GEMM with exact int32 accumulation (model_sums): the masks are 0/1, so
+    are the counted models and their correct ones, and the centred margins enter as int8 limbs of a 24-bit
+    fixed-point copy per target (_fixed_point). `limbs` of them (the top ones) are summed at first, add_limb
+    sums the next; `residual` (T, M) is what the summed limbs leave out of `centred`.
+    """
+
+    def __init__(self, masks, margins, n_train: int, columns: np.ndarray, limbs: int = MARGIN_LIMBS):
+        n_models, n_features = masks.shape
+        t = len(columns)
+        y = np.ascontiguousarray(np.asarray(margins[:, columns], dtype=np.float64).T)
+        inc = np.ascontiguousarray(included(masks, columns, n_train).T)
+        self.n = inc.sum(axis=1)
+        self.mean = np.where(inc, y, 0.0).sum(axis=1) / np.maximum(self.n, 1)
+        self.centred = np.where(inc, y - self.mean[:, None], 0.0)
+        self.total = self.centred.sum(axis=1)
+        self.correct = (y > 0) & inc
+        self.scale, self._limbs = _fixed_point(self.centred)
+        self._masks = masks
+        train = columns < n_train  # test targets count every model: their n_in is the masks' column sums
+        k_train = int(train.sum())
+        first = MARGIN_LIMBS - limbs
+        rows = np.empty((k_train + 1 + (limbs + 1) * t, n_models), dtype=np.int8)
+        rows[:k_train], rows[k_train] = inc[train], 1
+        for k, part in enumerate([self.correct, *self._limbs[first:]]):
+            rows[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] = part
+        acc = model_sums(rows, masks)
+        self.n_in = np.empty((t, n_features), dtype=np.float32)  # counts below 2^24: exact
+        self.n_in[train], self.n_in[~train] = acc[:k_train], acc[k_train]
+        self.correct_in = acc[k_train + 1:k_train + 1 + t]
+        self._sums = {first + k: acc[k_train + 1 + (k + 1) * t:k_train + 1 + (k + 2) * t] for k in range(limbs)}
+        self._factors = {}
+
+    def add_limb(self) -> None:
+        """Sum the next lower limb of the centred margins too (one more GEMM row per target)."""
+        k = min(self._sums) - 1
+        self._sums[k] = model_sums(self._limbs[k], self._masks)
+
+    @property
+    def residual(self) -> np.ndarray:
+        held = sum(256.0 ** k * self._limbs[k].astype(np.float64) for k in self._sums)
+        return self.centred - self.scale[:, None] * held
+
+    def factor(self, dtype=np.float64) -> np.ndarray:
+        """(T, F) 1/n_in + 1/n_out = n/(n_in·n_out), 0 where a side holds no model (inverse_counts)."""
+        if dtype not in self._factors:
+            self._factors[dtype] = inverse_counts(self.n.astype(dtype)[:, None], self.n_in.astype(dtype, copy=False))
+        return self._factors[dtype]
+
+    def weights(self, outcome: str, dtype=np.float64) -> np.ndarray:
+        """The difference-of-means weights (T, F) of the margins ("margin") or of correctness ("correct"):
+        w_ti = mean(y_t | i in) − mean(y_t | i out) = sum_in·(1/n_in + 1/n_out) − total/n_out, with sums of
+        y − mean(y) (for the margins, of their summed limbs), 0 where a side has no model. float32 for
+        predictions (_predict multiplies in float32), float64 for the weights themselves."""
+        if outcome == "margin":
+            sum_in = sum((self.scale[:, None] * 256.0 ** k).astype(dtype) * s for k, s in self._sums.items())
+            total = self.total
+        else:  # centred in float64 too: the weights are small differences of the accuracy on both sides
+            n_correct = self.correct.sum(axis=1)
+            y_mean = n_correct / np.maximum(self.n, 1)
+            sum_in = (self.correct_in - self.n_in * y_mean[:, None]).astype(dtype)
+            total = n_correct - self.n * y_mean
+        factor = self.factor(dtype)
+        n_out = self.n.astype(dtype)[:, None] - self.n_in
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = sum_in * factor - total.astype(dtype)[:, None] / n_out
+        return np.where(factor > 0, w, 0).astype(dtype, copy=False)
+
+    def effects(self, outcome: str) -> tuple[np.ndarray, np.ndarray]:
+        """weights(outcome) in float64 and the bias b_t = mean(y_t) − x̄_t·w_t (T,), so the prediction is right
+        on average over the counted models."""
+        w = self.weights(outcome)
+        y_mean = self.mean if outcome == "margin" else self.correct.sum(axis=1) / np.maximum(self.n, 1)
+        b = np.where(self.n > 0, y_mean - (self.n_in * w).sum(axis=1) / np.maximum(self.n, 1), 0.0)
+        return w, b
+
+
 def marginal_effects(masks, margins, n_train: int, columns: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Difference-of-means predictors of targets `columns` on both outcomes: {"margin": (w, b), "correct": (w, b)}.
 
@@ -192,62 +322,11 @@ def marginal_effects(masks, margins, n_train: int, columns: np.ndarray) -> dict[
     w_ti = mean(y_t | i in subset) − mean(y_t | i out) over target t's own models (eq. 9 for training
     targets), 0 where a side has no model; b (T,) = mean(y_t) − x̄_t·w_t, so the prediction is right on
     average over those models. y is the margin ("margin") or 1[margin > 0] ("correct").
-
-    Every sum over models is an int8 GEMM with exact int32 accumulation (torch._int_mm; measured 4.3× a
-    float32 GEMM here): the masks are 0/1, so are the included models and their correct ones, and the
-    margins enter as three int8 limbs of a 24-bit fixed-point copy of y − mean(y) per target. Its rounding,
-    at most half a step of max|y − mean(y)|/FIXED_POINT_MAX per model, moves a weight by at most one step
-    (CIFAR-scale margins of ±20: 2e-6), as little as float32 accumulation would.
+    The margins' fixed-point rounding, at most half a step of max|y − mean(y)|/FIXED_POINT_MAX per model, moves
+    a weight by at most one step (CIFAR-scale margins of ±20: 2e-6), as little as float32 accumulation would.
     """
-    import torch
-
-    n_models, n_features = masks.shape
-    t = len(columns)
-    # Targets along rows from here on: (T, M) sides and (T, F) sums need no transposed copies.
-    y = np.ascontiguousarray(np.asarray(margins[:, columns], dtype=np.float64).T)
-    inc = np.ascontiguousarray(included(masks, columns, n_train).T)
-    n = inc.sum(axis=1)
-    mean = np.where(inc, y, 0.0).sum(axis=1) / np.maximum(n, 1)
-    centred = np.where(inc, y - mean[:, None], 0.0)
-    scale = np.abs(centred).max(axis=1) / FIXED_POINT_MAX
-    scale[scale == 0] = 1.0
-    q = np.rint(centred / scale[:, None]).astype(np.int32)
-    limbs = []  # q = Σ_k 256^k · limbs[k], each limb in [-128, 127]
-    for _ in range(MARGIN_LIMBS - 1):
-        limbs.append(((q + 128) & 255) - 128)
-        q = (q - limbs[-1]) >> 8
-    limbs.append(q)
-    correct = (y > 0) & inc
-    train = columns < n_train  # test targets count every model: their n_in is the masks' column sums (the ones row)
-    k_train = int(train.sum())
-    rhs = np.empty((k_train + 1 + (MARGIN_LIMBS + 1) * t, n_models), dtype=np.int8)
-    rhs[:k_train], rhs[k_train] = inc[train], 1
-    for k, part in enumerate([*limbs, correct]):
-        rhs[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] = part
-    acc = None
-    step = max(1, MASK_CHUNK_BYTES // max(1, n_features))
-    for r in range(0, n_models, step):
-        x = torch.from_numpy(np.array(masks[r:r + step], dtype=bool).view(np.int8))
-        part = torch._int_mm(torch.from_numpy(rhs if step >= n_models else np.ascontiguousarray(rhs[:, r:r + step])), x)
-        acc = part if acc is None else acc.add_(part)
-    acc = acc.numpy()  # (k, F) int32
-    n_in = np.empty((t, n_features))
-    n_in[train], n_in[~train] = acc[:k_train], acc[k_train]
-    rows = [acc[k_train + 1 + k * t:k_train + 1 + (k + 1) * t] for k in range(MARGIN_LIMBS + 1)]
-    fixed = sum(256.0 ** k * rows[k] for k in range(MARGIN_LIMBS))
-    n_correct = correct.sum(axis=1).astype(np.float64)
-    sums = {"margin": (scale[:, None] * fixed, scale * sum(256.0 ** k * limb.sum(axis=1) for k, limb in enumerate(limbs)),
-                       mean),
-            "correct": (rows[-1].astype(np.float64), n_correct, n_correct / np.maximum(n, 1))}
-    n_out = n[:, None] - n_in
-    valid = (n_in > 0) & (n_out > 0)
-    out = {}
-    for outcome, (sum_in, total, y_mean) in sums.items():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where(valid, sum_in / n_in - (total[:, None] - sum_in) / n_out, 0.0)
-        b = np.where(n > 0, y_mean - (n_in * w).sum(axis=1) / np.maximum(n, 1), 0.0)
-        out[outcome] = (w, b)
-    return out
+    sums = MarginalEffects(masks, margins, n_train, columns)
+    return {outcome: sums.effects(outcome) for outcome in ("margin", "correct")}
 
 
 def _effect_blocks(columns: np.ndarray, n_models: int, n_heldout: int, n_features: int):
@@ -275,6 +354,105 @@ def difference_of_means(masks, margins, n_train: int, targets=None, *, correctne
 
 
 ESTIMATORS = ("empirical_influence", "difference_of_means", "datamodel")
+SPREAD_FOR_TWO_LIMBS = 2.0 ** -8  # see Kernels
+
+
+class Kernels:
+    """Σ_i xh_hi·φ_i·x_mi between held-out models h (rows) and fit models m (columns): (M_h, M) float64.
+
+    Why: a difference of means is linear in the margins once its counts are fixed. Over all fit models
+    (test targets) w_i = s_i·φ_i − total·g_i with s = Σ_m x_m·(y_m − mean), φ = 1/n_in + 1/n_out and
+    g = 1/n_out, both set by the masks' column sums, so the held-out predictions are
+    kernel(φ)·(y − mean) − total·(x_h·g): one (M_h × M) product per target instead of (M × F) sums and an
+    (M_h × F) prediction. For a training target φ varies with its own counts, but only by ~1/n relative around
+    α = 0.5 (1/n_in + 1/n_out is flat where n_in = n/2): the int8 sums drop the margins' lowest limb and add
+    back what it holds through kernel() times the target's mean φ, whose error is that rms spread times what
+    the limb holds: below the 24-bit copy's own rounding while the spread stays under SPREAD_FOR_TWO_LIMBS.
+    Each kernel costs M_h·M·F int8 operations: computed once per table5, on first use.
+    """
+
+    def __init__(self, fit_masks, heldout_masks):
+        self.fit, self.held = fit_masks, np.asarray(heldout_masks, dtype=bool)
+        self._plain = self._all = None
+
+    def _products(self, lhs: np.ndarray) -> np.ndarray:
+        """lhs (M_h, F) int8 @ fit masksᵀ: (M_h, M) int32, exact; the fit masks read in place in row chunks."""
+        import torch
+
+        step = max(1, MASK_CHUNK_BYTES // max(1, self.fit.shape[1]))
+        left = torch.from_numpy(np.ascontiguousarray(lhs))
+        return np.concatenate([torch._int_mm(left, _int8(self.fit[r:r + step]).t()).numpy()
+                               for r in range(0, self.fit.shape[0], step)], axis=1)
+
+    def plain(self) -> np.ndarray:
+        """φ = 1: the number of features two models share (float64)."""
+        return self.plain_float32().astype(np.float64)
+
+    def plain_float32(self) -> np.ndarray:
+        """plain() in float32: counts below 2^24, exact."""
+        if self._plain is None:
+            self._plain = self._products(self.held.view(np.int8)).astype(np.float32)
+        return self._plain
+
+    def weighted(self, phi: np.ndarray) -> np.ndarray:
+        """φ (F,) float: mean(φ)·plain() plus the deviations φ − mean(φ) as a 24-bit fixed-point copy in int8
+        limbs, as many as they need to stay within 2^-24 of mean(φ) (around α = 0.5, two)."""
+        mean = float(phi.mean())
+        dev = phi - mean
+        out = mean * self.plain()
+        top = float(np.abs(dev).max())
+        if top == 0:
+            return out
+        scale, limbs = _fixed_point(dev[None, :])
+        needed = int(np.clip(np.ceil((24 + np.log2(top / max(abs(mean), 1e-300))) / 8), 1, MARGIN_LIMBS))
+        for k in range(MARGIN_LIMBS - needed, MARGIN_LIMBS):
+            out += scale[0] * 256.0 ** k * self._products(self.held * limbs[k][0])
+        return out
+
+    def all_models(self) -> tuple[np.ndarray, np.ndarray]:
+        """For test targets (every fit model counts): weighted(φ) with φ = 1/n_in + 1/n_out from the masks'
+        column sums, and x_h·g (M_h,) with g = 1/n_out (both 0 where a side holds no model)."""
+        if self._all is None:
+            n = self.fit.shape[0]
+            n_in = model_sums(np.ones((1, n), dtype=np.int8), self.fit)[0].astype(np.float64)
+            phi = inverse_counts(np.float64(n), n_in)
+            with np.errstate(divide="ignore"):
+                g = np.where(phi > 0, 1 / (n - n_in), 0.0)
+            self._all = self.weighted(phi), _predict(g[None, :], np.zeros(1), self.held)[:, 0]
+        return self._all
+
+
+def _test_predictions(kernels: Kernels, fit_margins, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out predictions (M_h, T) of the empirical influence and the difference of means of test targets
+    `columns` (every fit model counts), without their biases (ranks ignore them): Kernels' identity."""
+    kernel, shared = kernels.all_models()
+    y = np.asarray(fit_margins[:, columns], dtype=np.float64)
+    out = []
+    for values in ((y > 0).astype(np.float64), y):
+        centred = values - values.mean(axis=0)
+        out.append(kernel @ centred - np.outer(shared, centred.sum(axis=0)))
+    return out[0], out[1]
+
+
+def _train_effects(fit_masks, fit_margins, n_train: int, columns: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Float32 weights (T, F) of the empirical influence and the difference of means of targets `columns`
+    from their int8 sums (MarginalEffects), with two margin limbs where the spread of 1/n_in + 1/n_out allows
+    Kernels' correction, else all three. Then also (else None) what the dropped limb holds, residual (M, T)
+    float32, and each target's mean 1/n_in + 1/n_out (T,): the correction is kernel·residual·mean."""
+    sums = MarginalEffects(fit_masks, fit_margins, n_train, columns, limbs=MARGIN_LIMBS - 1)
+    factor = sums.factor(np.float32)
+    valid = np.maximum((factor > 0).sum(axis=1), 1)
+    mean = factor.sum(axis=1, dtype=np.float64) / valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.sqrt((np.where(factor > 0, factor / mean[:, None].astype(np.float32) - 1, 0) ** 2
+                          ).sum(axis=1, dtype=np.float64) / valid)
+    residual = None
+    if (spread <= SPREAD_FOR_TWO_LIMBS).all():
+        residual = np.ascontiguousarray(sums.residual.T, dtype=np.float32)
+    else:
+        sums.add_limb()
+    return sums.weights("correct", np.float32), sums.weights("margin", np.float32), residual, mean
 
 
 def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins, n_train: int,
@@ -293,15 +471,28 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
     out = {"targets": columns}
     out.update({e: {k: np.full(len(columns), np.nan) for k in ("spearman", "spearman_margin", "auc")}
                 for e in ESTIMATORS})
+    kernels = Kernels(fit_masks, heldout_masks)
     for lo, cols in _effect_blocks(columns, fit_masks.shape[0], heldout_masks.shape[0], n_train):
         inc = included(heldout_masks, cols, n_train)
         actual = np.asarray(heldout_margins[:, cols], dtype=np.float64)
         correct = actual > 0
-        effects = marginal_effects(fit_masks, fit_margins, n_train, cols)
-        # The three predictors' weights in one product, so the held-out masks are read and converted once.
-        w = np.concatenate([effects["correct"][0], effects["margin"][0], np.asarray(weights[cols], dtype=np.float32)])
-        b = np.concatenate([effects["correct"][1], effects["margin"][1], np.asarray(bias[cols], dtype=np.float64)])
-        preds = np.split(_predict(w, b, heldout_masks), 3, axis=1)
+        preds = np.empty((3, *actual.shape))
+        test = cols >= n_train
+        w = [np.asarray(weights[cols], dtype=np.float32)]
+        if not test.all():
+            influence, means, residual, mean = _train_effects(fit_masks, fit_margins, n_train, cols[~test])
+            w += [influence, means]
+            del influence, means
+        # The predictors' weights in one product, so the held-out masks are read and converted once.
+        products = _predict(np.concatenate(w), np.zeros(sum(len(x) for x in w)), heldout_masks)
+        del w
+        preds[2] = products[:, :len(cols)] + np.asarray(bias[cols], dtype=np.float64)
+        if not test.all():
+            preds[0][:, ~test], preds[1][:, ~test] = np.split(products[:, len(cols):], 2, axis=1)
+            if residual is not None:  # Kernels: what the dropped margin limb holds, at the target's mean factor
+                preds[1][:, ~test] += (kernels.plain_float32() @ residual) * mean
+        if test.any():
+            preds[0][:, test], preds[1][:, test] = _test_predictions(kernels, fit_margins, cols[test])
         ranks_margin, ranks_correct = masked_ranks(actual, inc), masked_ranks(correct.astype(np.float64), inc)
         sl = slice(lo, lo + len(cols))
         for name, pred in zip(ESTIMATORS, preds):

@@ -137,20 +137,16 @@ def test_masked_ranks_are_scipys_average_ranks_among_the_included_models():
         assert np.isnan(ranks[~inc[:, t], t]).all()
 
 
-@pytest.mark.filterwarnings("ignore:An input array is constant")
-def test_table5_and_lds_match_a_per_target_brute_force_to_1e4():
+def brute_force_check(masks, margins, n_train: int, n_fit: int, seed: int) -> None:
     """Every number eval reports, against the definitions computed target by target in float64 (scipy, sklearn)."""
-    n_train, n_test = 30, 6
-    masks, margins = random_problem(n_models=400, n_train=n_train, n_test=n_test, noise=0.7, seed=9)
-    margins[:, n_train + 1] = np.round(margins[:, n_train + 1])  # ties in the actual margins
-    rng = np.random.default_rng(4)
-    weights = (rng.normal(size=(n_train + n_test, n_train)) * (rng.random((n_train + n_test, n_train)) < 0.3)
-               ).astype(np.float32)
-    bias = rng.normal(size=n_train + n_test).astype(np.float32)
-    fit_m, fit_y, held_m, held_y = masks[:300], margins[:300], masks[300:], margins[300:]
+    n_targets = margins.shape[1]
+    rng = np.random.default_rng(seed)
+    weights = (rng.normal(size=(n_targets, n_train)) * (rng.random((n_targets, n_train)) < 0.3)).astype(np.float32)
+    bias = rng.normal(size=n_targets).astype(np.float32)
+    fit_m, fit_y, held_m, held_y = masks[:n_fit], margins[:n_fit], masks[n_fit:], margins[n_fit:]
     res = table5(weights, bias, fit_m, fit_y, held_m, held_y, n_train)
     ref_lds = lds(weights, bias, held_m, held_y, n_train)
-    for c in range(n_train + n_test):
+    for c in range(n_targets):
         fit_rows, held_rows = rows_of(fit_m, c, n_train), rows_of(held_m, c, n_train)
         x_fit, x_held = fit_m[fit_rows].astype(np.float64), held_m[held_rows].astype(np.float64)
         actual = held_y[held_rows, c].astype(np.float64)
@@ -170,6 +166,34 @@ def test_table5_and_lds_match_a_per_target_brute_force_to_1e4():
                 assert (np.isnan(got) and np.isnan(value)) or abs(got - value) <= 1e-4, (name, score, c, got, value)
         assert abs(ref_lds["spearman"][c] - spearmanr(predictors["datamodel"][0], actual).statistic) <= 1e-4
         assert ref_lds["mse"][c] == pytest.approx(np.mean((predictors["datamodel"][0] - actual) ** 2), rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")
+def test_table5_and_lds_match_a_per_target_brute_force_to_1e4(monkeypatch):
+    """Few fit models: 1/n_in + 1/n_out spreads too much for two margin limbs, so all three are summed."""
+    n_train, n_test = 30, 6
+    masks, margins = random_problem(n_models=400, n_train=n_train, n_test=n_test, noise=0.7, seed=9)
+    margins[:, n_train + 1] = np.round(margins[:, n_train + 1])  # ties in the actual margins
+    added = []
+    monkeypatch.setattr(evaluation.MarginalEffects, "add_limb",
+                        lambda self, add=evaluation.MarginalEffects.add_limb: added.append(add(self)))
+    brute_force_check(masks, margins, n_train, 300, seed=4)
+    assert added
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")
+def test_table5_with_two_margin_limbs_and_the_kernel_correction_matches_a_brute_force_to_1e4(monkeypatch):
+    """Thousands of fit models at α = 0.5 (as at CIFAR shape): the training targets' third limb comes back
+    through Kernels' correction, and the test targets' φ deviations take two limbs."""
+    n_train, n_test = 48, 4
+    masks, margins = random_problem(n_models=3300, n_train=n_train, n_test=n_test, noise=0.7, seed=5)
+    margins[:, n_train + 1] = np.round(margins[:, n_train + 1])
+    monkeypatch.setattr(evaluation.MarginalEffects, "add_limb", lambda self: pytest.fail("a third limb was summed"))
+    limbs = []
+    monkeypatch.setattr(evaluation.Kernels, "_products",
+                        lambda self, lhs, products=evaluation.Kernels._products: limbs.append(lhs) or products(self, lhs))
+    brute_force_check(masks, margins, n_train, 3000, seed=6)
+    assert len(limbs) == 3  # the plain kernel and two limbs of φ's deviations
 
 
 def test_sample_complexity_points_are_fits_on_model_prefixes():
