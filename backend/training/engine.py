@@ -221,10 +221,10 @@ def _n_models(model: torch.nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def strict_fp32(device: torch.device):
+def strict_fp32(device: torch.device, enabled: bool = True):
     """fp32 convolutions and matmuls that are really fp32 on CUDA: cuDNN runs fp32 convolutions as TF32 by default
     (10-bit mantissa), which would make fp32 training and the margins (always fp32) something else."""
-    if device.type != "cuda":
+    if device.type != "cuda" or not enabled:
         yield
         return
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -351,30 +351,23 @@ def train_models(
             loss.backward()
 
     model.train()
-    with (strict_fp32(device) if precision == "fp32" else contextlib.nullcontext()):
-        _run_steps(model, opt, sched, mlp, set_grads, subsets_t, seeds_t, epochs, steps_per_epoch, batch, K, total,
-                   progress, on_epoch)
+    with strict_fp32(device, precision == "fp32"):
+        step = 0
+        for epoch in range(epochs):
+            epoch_lr = 0.0
+            order = epoch_orders(subsets_t, seeds_t, epoch)
+            for s in range(steps_per_epoch):
+                set_grads(order[:, s * batch:(s + 1) * batch], step)  # each model's minibatch, (K, batch)
+                epoch_lr += opt.param_groups[0]["lr"]
+                opt.step()
+                if mlp is not None:
+                    mlp.refresh()
+                sched.step()
+                step += 1
+                if progress is not None:
+                    progress(K * step / total, K, "model")
+            if on_epoch is not None:
+                on_epoch(epoch + 1, model, epoch_lr / max(1, steps_per_epoch))
     margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
     out = margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
     return (*out, predictions.cpu().numpy()) if with_predictions else out
-
-
-def _run_steps(model, opt, sched, mlp, set_grads, subsets_t, seeds_t, epochs, steps_per_epoch, batch, K, total,
-               progress, on_epoch) -> None:
-    """train_models' epochs: every model's shuffle, then its minibatches' steps (set_grads, the optimiser)."""
-    step = 0
-    for epoch in range(epochs):
-        epoch_lr = 0.0
-        order = epoch_orders(subsets_t, seeds_t, epoch)
-        for s in range(steps_per_epoch):
-            set_grads(order[:, s * batch:(s + 1) * batch], step)  # each model's minibatch, (K, batch)
-            epoch_lr += opt.param_groups[0]["lr"]
-            opt.step()
-            if mlp is not None:
-                mlp.refresh()
-            sched.step()
-            step += 1
-            if progress is not None:
-                progress(K * step / total, K, "model")
-        if on_epoch is not None:
-            on_epoch(epoch + 1, model, epoch_lr / max(1, steps_per_epoch))
