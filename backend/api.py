@@ -40,10 +40,10 @@ from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CLUSTERS, CLUSTERS_ALL,
                                   CONTROL_FEATURES, CONTROL_MARGINS, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
-                                  METHODS_EVAL, NEIGHBOR_SIMILARITY, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
+                                  METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
-from backend.structure.similar_targets import nearest_to
+from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
 
@@ -255,8 +255,7 @@ class RunAPI:
         artifact, unit_rows, what = SIMILARITY_SPACES[by]
         self._require(artifact, f"{what} to search")
         if unit_rows is None:
-            neighbours = read_row(self.run.array(NEIGHBORS), column)
-            similarity = read_row(self.run.array(NEIGHBOR_SIMILARITY), column)
+            neighbours, similarity = similar_to(self.run, column)
             keep = neighbours >= 0
             neighbours, similarity = neighbours[keep][:k], similarity[keep][:k]
         else:
