@@ -293,7 +293,8 @@ def records(table: TargetTable, rows: np.ndarray, tags: Mapping[int, list[str]] 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _inert(cell):
+def inert_cell(cell):
+    """A cell as a spreadsheet shows it but never runs it: a text cell starting with FORMULA_START gets a leading '."""
     return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
@@ -304,7 +305,7 @@ def to_csv(rows: list[dict]) -> str:
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: _inert(v) for k, v in {**r, "tags": ";".join(r["tags"])}.items()} for r in rows)
+        writer.writerows({k: inert_cell(v) for k, v in {**r, "tags": ";".join(r["tags"])}.items()} for r in rows)
     return buffer.getvalue()
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from backend import target_table
 from backend.datasets import thumbnails
 from backend.leakage.agreement import category_counts, fleiss_kappa, pairwise_cohen_kappa
 from backend.leakage.annotations import AnnotationStoreError, shared_store
@@ -21,8 +22,6 @@ from backend.leakage.scores import image_scores, rating_matrix
 from widgets import access, run_context, text
 
 MAX_PAIRS_SHOWN = 24
-# Spreadsheets run cells starting with these as formulas; a leading quote keeps an exported name inert (OWASP).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 
@@ -115,7 +114,7 @@ vote_rows = pd.DataFrame([{"run": run.name, "annotator": v.annotator, "test": v.
                           "is_leak": v.is_leak, "voted_at": v.voted_at.isoformat()} for v in exported],
                          columns=["run", "annotator", "test", "train", "is_leak", "voted_at"])
 label = "Votes" if user.can("export") else "Your votes"
-safe = vote_rows.assign(annotator=[("'" + n) if n.startswith(FORMULA_START) else n for n in vote_rows["annotator"]])
+safe = vote_rows.assign(annotator=[target_table.inert_cell(n) for n in vote_rows["annotator"]])
 e1, e2, e3, e4 = st.columns(4)
 e1.download_button(f"{label} (CSV)", safe.to_csv(index=False), file_name=f"{run.name}-votes.csv",
                   mime="text/csv", key="votes-csv")
