@@ -13,7 +13,9 @@ Prints, in order:
 3. each trick of the hot path on and off, at the step level;
 4. real size: seconds per model on a 60,000 x 784 synthetic dataset at alpha = 1/2, fp32 and bf16: the issue's
    MLP (64 hidden, 5 epochs) and the Fashion recipe's (128 hidden, 10 epochs) trained whole, margins included,
-   with the FLOP floor of 2,000 such models at this run's peaks; the CNN projected from its fastest steps.
+   with the FLOP floor of 2,000 such models at this run's peaks; the CNN projected from its fastest steps;
+5. `make run`'s digits train stage, wall and CPU seconds: this tree, this tree in one process, and a baseline
+   revision (`--stage-baseline`), alternated (`train_stage`); `--only-stage` runs this section alone.
 
 FLOPs are counted from the layer shapes, never from time. A matmul (B x D) @ (D x H) is 2BDH. A training
 step costs the forward pass, the weight gradients (one matmul each) and the input gradients of every layer
@@ -25,7 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -220,14 +228,9 @@ def autograd_step(model, opt, train_x, idx, labels, bf16: bool) -> None:
     opt.step()
 
 
-def hand_step(step: MLPStep, opt, train_x, idx, labels) -> None:
-    step.grads(train_x, idx, labels[idx])
-    opt.step()
-    step.refresh()
-
-
 def mlp_tricks(best, peaks: dict) -> None:
-    """The MLP's hot path: the hand-written step vs autograd, cache-sized groups, and the pieces of each."""
+    """The MLP's hot path: the hand-written step (its SGD update included) vs autograd and torch.optim.SGD,
+    cache-sized groups, and the pieces of each."""
     cases = (("digits", 64, 64, 1297), ("Fashion", 784, 256, 30_000))
     group = {}
     for label, D, B, N in cases:
@@ -245,8 +248,9 @@ def mlp_tricks(best, peaks: dict) -> None:
                 model = _mlp(K, D)
                 opt = _sgd(model)
                 old = best(lambda: autograd_step(model, opt, x, idx, labels, precision == "bf16"))
-                step = MLPStep(model, B, precision)
-                new = best(lambda: hand_step(step, opt, x, idx, labels))
+                step = MLPStep(model, B, precision, momentum=0.9, weight_decay=5e-4)
+                x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # TrainingData.mlp_inputs
+                new = best(lambda: step.step(x1, idx, labels[idx], 0.01))
                 print(f"  {label} MLP step K={K:3d} {precision}: autograd {old:7.2f} ms ({flops / old / peaks['bf16']:4.0%}"
                       f" of bf16 peak)  by hand {new:7.2f} ({flops / new / peaks['bf16']:4.0%})  {old / new:.2f}x; "
                       f"{new / K * 1e3:6.1f} us per model-step")
@@ -344,12 +348,62 @@ def real_size(quick: bool, peaks: dict, threads: int) -> None:
               f"{margins_s:5.1f} s, per K -> {(s * steps + margins_s) / K:6.2f} CPU s per model")
 
 
+STAGE = ["-m", "precompute", "train", "--dataset", "digits", "--alpha", "0.5", "--seed", "0"]
+ONE_PROCESS = ("import sys; from backend.cluster.executor import LocalExecutor; from backend.datasets import load_dataset;"
+               "from backend.training.train_stage import train_run; train_run(load_dataset('digits'), 'digits', "
+               "sys.argv[2], alpha=0.5, n_models=int(sys.argv[1]), seed=0, executor=LocalExecutor())")
+
+
+def train_stage(models: int, baseline: str, rounds: int) -> None:
+    """`make run`'s digits train stage (`precompute train --dataset digits --alpha 0.5 --seed 0`, `models` models,
+    the defaults: bf16 on this CPU, the MLP), wall and CPU seconds of the command and its workers: this tree as it
+    runs by default (one worker process per core for the MLP), this tree in one process with every core a torch
+    thread, and git revision `baseline`'s tree, one after another `rounds` times, so all see the same load."""
+    print(f"\n5. The digits train stage, {models} models: this tree vs {baseline} (wall / CPU s, user + system "
+          "of the command and its workers)")
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp, "baseline")
+        old.mkdir()
+        archive = subprocess.run(["git", "-C", str(root), "archive", baseline], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        variants = {f"{baseline} (before)": (old, [*STAGE, "--models", str(models), "--out"]),
+                    "this tree, one process": (root, ["-c", ONE_PROCESS, str(models)]),
+                    "this tree (after)": (root, [*STAGE, "--models", str(models), "--out"])}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        for r in range(rounds):
+            for v, (name, (tree, cmd)) in enumerate(variants.items()):
+                out = Path(tmp, f"run-{r}-{v}")
+                env = dict(os.environ, PYTHONPATH=str(tree), OMP_WAIT_POLICY="PASSIVE")
+                before, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+                subprocess.run([sys.executable, *cmd, str(out)], cwd=tree, env=env, check=True, capture_output=True)
+                after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.time() - wall
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                times[name].append((wall, cpu))
+                print(f"  {name:28s} round {r + 1}: wall {wall:7.1f} s, CPU {cpu:7.1f} s, load "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
+                shutil.rmtree(out)
+    ref = np.array(times[f"{baseline} (before)"])
+    for name, t in times.items():
+        t = np.array(t)
+        print(f"  {name:28s} best wall {t[:, 0].min():7.1f} s ({ref[:, 0].min() / t[:, 0].min():4.2f}x), "
+              f"best CPU {t[:, 1].min():7.1f} s ({ref[:, 1].min() / t[:, 1].min():4.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
     parser.add_argument("--skip-real-size", action="store_true", help="leave out section 4 (the slowest)")
+    parser.add_argument("--stage-models", type=int, default=5000,
+                        help="section 5: models of the digits train stage (make run's 5,000; 0 leaves it out)")
+    parser.add_argument("--stage-baseline", default="ef1beaa", help="section 5: the git revision to compare with")
+    parser.add_argument("--stage-rounds", type=int, default=2, help="section 5: rounds of the three runs")
+    parser.add_argument("--only-stage", action="store_true", help="section 5 alone")
     args = parser.parse_args()
+    if args.only_stage:
+        train_stage(args.stage_models, args.stage_baseline, args.stage_rounds)
+        return
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     print(f"threads {threads}, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
@@ -361,6 +415,8 @@ def main() -> None:
     if not args.skip_real_size:
         real_size(args.quick, peaks, threads)
     peaks_after = {p: gemm_peak(DTYPES[p]) for p in PRECISIONS}
+    if args.stage_models:
+        train_stage(args.stage_models, args.stage_baseline, args.stage_rounds)
     print(f"\nGEMM peak again at the end: fp32 {peaks_after['fp32']:.1f}, bf16 {peaks_after['bf16']:.1f} GFLOP/s; "
           f"load average {os.getloadavg()[0]:.1f}")
 

@@ -1,4 +1,5 @@
-"""Executors: how a stage runs its chunks of work, in this process (LocalExecutor) or as Ray tasks (RayExecutor).
+"""Executors: how a stage runs its chunks of work, in this process (LocalExecutor), on worker processes of this
+machine (ProcessExecutor) or as Ray tasks (RayExecutor).
 
 A stage hands `map` a task function and its items: chunks of model indices for `train`, blocks of targets
 for `fit`. Each worker builds a state once, `setup(shared)` (the dataset's tensors on its device, a fitter
@@ -9,7 +10,13 @@ reaches into one.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from backend.cluster import connect, disconnect, rate_line, require_ray, task, task_failed
@@ -29,6 +36,51 @@ class LocalExecutor:
             if setup is not None and not built:  # not built at all when there is nothing to run
                 state, built = setup(shared), True
             yield i, fn(state, *item)
+
+
+class ProcessExecutor:
+    """Items on `workers` processes of this machine, spawned for one `map` and given out as they free up; each
+    builds its state once. Why processes and not threads: a process's torch ops run one after another, and ops
+    too small to split well between threads (the digits MLP's GEMMs) keep every core busy only as separate
+    streams of work. Results come back in the order they finish; a stage consuming them must not depend on the
+    order (the train stage writes each chunk's shard as it comes)."""
+
+    in_process = False  # tasks run in other processes: what they get is pickled, and progress counts finished items
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def map(self, fn: Callable, items: Iterable[tuple], *, setup: Callable | None = None, shared: Any = None,
+            **_ray_only) -> Iterator[tuple[int, Any]]:
+        """Yield (index of the item, fn(state, *item)) as items finish; state = setup(shared), once per worker."""
+        items = list(items)
+        if not items:
+            return
+        # spawn, not fork: a forked child of a process whose OpenMP threads have run can hang in them.
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=get_context("spawn"),
+                                   initializer=_build_state, initargs=(setup, shared, os.getpid()))
+        try:
+            futures = {pool.submit(_run_on_state, fn, item): i for i, item in enumerate(items)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:  # on an error or an abandoned generator, drop the items not started instead of waiting for them
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER_STATE: list = []  # per ProcessExecutor worker process: its state, built by _build_state
+
+
+def _build_state(setup: Callable | None, shared: Any, parent: int) -> None:
+    # A killed stage must not leave its workers training on: on Linux they get SIGKILL when it dies.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # prctl(PR_SET_PDEATHSIG, SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+    _WORKER_STATE.append(None if setup is None else setup(shared))
+
+
+def _run_on_state(fn: Callable, item: tuple):
+    return fn(_WORKER_STATE[0], *item)
 
 
 _STATE: dict = {}  # per Ray worker process: the state of the last key it was set up for

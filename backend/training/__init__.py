@@ -2,7 +2,7 @@
 
     architectures  K networks as one batched module (MLP, small CNN, ResNet-9)
     engine         the batched training loop and margins on every target
-    mlp_step       the MLP's training step by hand: batched GEMMs into buffers made once, no autograd
+    mlp_step       the MLP's training step by hand: biases inside five batched GEMMs, one fused SGD update, no autograd
     seeds          every named seed stream, and the seeds drawn from them
     subsets        each model's training subset, from (run seed, model index)
     train_stage    the `train`/`merge` stage: resumable shards, the manifest

@@ -56,11 +56,26 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if fast else "fp32"
 
 
-def use_all_cores() -> int:
-    """Match torch's thread count to the cores this process may actually use (cgroup/affinity aware)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def usable_cores() -> int:
+    """The cores this process may actually use (cgroup/affinity aware)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def use_all_cores(workers: int = 1) -> int:
+    """Match torch's thread count to this process's share of the usable cores, `workers` processes sharing them."""
+    n = max(1, usable_cores() // workers)
     torch.set_num_threads(n)
     return n
+
+
+def cpu_workers(arch: str, n_models: int, n_chunks: int) -> int:
+    """Training processes for a CPU run: one per core for a large MLP run, each on one thread; else 1 (this process,
+    every core a torch thread). The MLP's GEMMs (64 x 65 x 128 for digits) are too small to split between threads;
+    side by side, 246 digits models on 2 processes of 1 thread and on 1 of 2 threads (bench_training.py). Under 1,000
+    models the workers' start (each imports torch) is not worth it."""
+    if arch != "mlp" or n_models < 1000 or n_chunks < 2:
+        return 1
+    return min(usable_cores(), n_chunks)
 
 
 @dataclass
@@ -88,6 +103,13 @@ class TrainingData:
         """train_x in the training matmuls' dtype, made once per dataset: under bf16 a minibatch gather moves
         half the bytes and no step casts its images."""
         return self.train_x.to(torch.bfloat16) if self.precision == "bf16" else self.train_x
+
+    @functools.cached_property
+    def mlp_inputs(self) -> torch.Tensor:
+        """train_inputs flattened, with a constant-one last column: the MLP's first bias rides in its GEMM
+        (`mlp_step.py`). Shape (n_train, C*H*W + 1)."""
+        x = self.train_inputs.flatten(1)
+        return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
 
     @classmethod
     def from_dataset(cls, ds, device: torch.device, precision: str = "fp32") -> "TrainingData":
@@ -183,11 +205,13 @@ def augment(x: torch.Tensor, seeds: torch.Tensor, step: int, pad: int = 4, cutou
 def margins_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Correct-class margin: correct logit minus the largest other logit.
 
-    logits : (K, B, n_classes); labels : (B,). Returns (K, B).
+    logits : (K, B, n_classes); labels : (B,). Returns (K, B). Reduced over the classes as dim 1 of the transposed
+    view, (K, n_classes, B): contiguous for the MLP's head, and the fast layout for ten classes on a CPU.
     """
-    correct = logits.gather(2, labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(2)
-    others = logits.scatter(2, labels.view(1, -1, 1).expand(logits.shape[0], -1, 1), float("-inf"))
-    return correct - others.amax(dim=2)
+    per_class = logits.transpose(1, 2)
+    at_label = labels.view(1, 1, -1).expand(logits.shape[0], 1, -1)
+    correct = per_class.gather(1, at_label).squeeze(1)
+    return correct - per_class.scatter(1, at_label, float("-inf")).amax(dim=1)
 
 
 @torch.no_grad()
@@ -206,11 +230,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
     margins, predictions, feats = [], [], []
     with strict_fp32(x.device):
         for start in range(0, len(x), chunk):
-            xb = x[start:start + chunk].unsqueeze(0).expand(K, -1, -1, -1, -1)
-            f = model.features(xb)  # fp32 whatever the training precision: margins are the measurement
+            xb = x[start:start + chunk]  # fp32 whatever the training precision: margins are the measurement
+            f = (model.shared_features(xb) if hasattr(model, "shared_features")
+                 else model.features(xb.unsqueeze(0).expand(K, -1, -1, -1, -1)))
             logits = model.head(f)
             margins.append(margins_of(logits.float(), y[start:start + chunk]))
-            predictions.append(logits.float().argmax(dim=2).to(torch.int16))
+            predictions.append(logits.float().transpose(1, 2).argmax(dim=1).to(torch.int16))
             if with_features:
                 feats.append(f.float())
     return torch.cat(margins, 1), torch.cat(predictions, 1), (torch.cat(feats, 1) if with_features else None)
@@ -312,32 +337,33 @@ def train_models(
     batch = min(batch, n)
     steps_per_epoch = n // batch
     total = steps_per_epoch * epochs
-    # One fused kernel updates every parameter (weight decay, Nesterov momentum, step) in a single pass:
-    # 2.8 ms vs 9.0 (foreach) for the digits MLP at K = 500 (bench_training.py).
     lr, wd = float(hparams["lr"]), float(hparams["weight_decay"])
-    fast = {id(p) for p in model.bias_params()} if hasattr(model, "bias_params") else set()
-    scale = float(hparams.get("bias_lr_scale", 1.0))
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in fast]}]
-    if fast:  # airbench: BatchNorm biases at scale x the learning rate, the same decay per step (wd / scale)
-        groups.append({"params": [p for p in model.parameters() if id(p) in fast], "lr": lr * scale,
-                       "weight_decay": wd / scale})
-    opt = torch.optim.SGD(groups, lr=lr, momentum=float(hparams["momentum"]), nesterov=True, weight_decay=wd,
-                          fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: triangular_lr(s, total, float(hparams["peak_epoch_frac"])))
+    momentum, peak = float(hparams["momentum"]), float(hparams["peak_epoch_frac"])
     seeds_t = torch.tensor(seeds, dtype=torch.int64, device=device)
     smoothing = float(hparams.get("label_smoothing", 0.0))
     if arch == "mlp" and not hparams.get("augment"):
-        # The MLP's step by hand into buffers made once (mlp_step.py): 1.2-2.2x the autograd step at the
-        # Fashion shape in bf16, 1.7-5x in fp32 (bench_training.py).
-        mlp = MLPStep(model, batch, precision, smoothing)
-        train_x = data.train_inputs.flatten(1)
+        # The MLP's step by hand, biases inside the GEMMs and one fused update over flat buffers (mlp_step.py).
+        mlp = MLPStep(model, batch, precision, smoothing, momentum, wd)
+        train_x = data.mlp_inputs
 
-        def set_grads(idx: torch.Tensor, step: int) -> None:
-            mlp.grads(train_x, idx, labels[idx])
+        def train_step(idx: torch.Tensor, step: int, lr_factor: float) -> None:
+            mlp.step(train_x, idx, labels[idx], lr * lr_factor)
+
+        def trained() -> torch.nn.Module:
+            return mlp.write_back()
     else:
-        mlp = None
+        # One fused kernel updates every parameter (weight decay, Nesterov momentum, step) in a single pass:
+        # 2.8 ms vs 9.0 (foreach) for the digits MLP at K = 500 (bench_training.py).
+        fast = {id(p) for p in model.bias_params()} if hasattr(model, "bias_params") else set()
+        scale = float(hparams.get("bias_lr_scale", 1.0))
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in fast]}]
+        if fast:  # airbench: BatchNorm biases at scale x the learning rate, the same decay per step (wd / scale)
+            groups.append({"params": [p for p in model.parameters() if id(p) in fast], "lr": lr * scale,
+                           "weight_decay": wd / scale})
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, weight_decay=wd, fused=True)
+        base_lrs = [g["lr"] for g in opt.param_groups]
 
-        def set_grads(idx: torch.Tensor, step: int) -> None:
+        def train_step(idx: torch.Tensor, step: int, lr_factor: float) -> None:
             x = data.train_inputs[idx]  # (K, batch, C, H, W)
             if hparams.get("augment"):
                 x = augment(x, seeds_t, step, pad=int(hparams.get("translate", 4)), cutout=int(hparams.get("cutout", 8)))
@@ -349,6 +375,12 @@ def train_models(
                                    label_smoothing=smoothing) / batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * lr_factor
+            opt.step()
+
+        def trained() -> torch.nn.Module:
+            return model
 
     model.train()
     with strict_fp32(device, precision == "fp32"):
@@ -357,17 +389,15 @@ def train_models(
             epoch_lr = 0.0
             order = epoch_orders(subsets_t, seeds_t, epoch)
             for s in range(steps_per_epoch):
-                set_grads(order[:, s * batch:(s + 1) * batch], step)  # each model's minibatch, (K, batch)
-                epoch_lr += opt.param_groups[0]["lr"]
-                opt.step()
-                if mlp is not None:
-                    mlp.refresh()
-                sched.step()
+                lr_factor = triangular_lr(step, total, peak)  # the paper's cyclic schedule
+                train_step(order[:, s * batch:(s + 1) * batch], step, lr_factor)  # each model's minibatch, (K, batch)
+                epoch_lr += lr * lr_factor
                 step += 1
                 if progress is not None:
                     progress(K * step / total, K, "model")
             if on_epoch is not None:
-                on_epoch(epoch + 1, model, epoch_lr / max(1, steps_per_epoch))
+                on_epoch(epoch + 1, trained(), epoch_lr / max(1, steps_per_epoch))
+    model = trained()
     margins, predictions, feats = evaluate(model, data.targets_x, data.targets_y, with_features=with_features)
     out = margins.cpu().numpy().astype(np.float32), (feats.cpu().numpy() if with_features else None)
     return (*out, predictions.cpu().numpy()) if with_predictions else out

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from backend.cluster.executor import LocalExecutor
+from backend.cluster.executor import LocalExecutor, ProcessExecutor
 from backend.datasets import Dataset, dataset_fingerprint
 from backend.progress import Progress, part
 from backend.store.manifest import init_run, margins_dtype, read_manifest, run_precision, update_manifest
@@ -23,8 +23,8 @@ from backend.store.run_dir import Run
 from backend.store.schema import MANIFEST, MARGINS
 from backend.store.shards import missing_ranges, write_shard
 from backend.training import architectures
-from backend.training.engine import (TrainingData, default_batch_models, resolve_device, resolve_precision, train_models,
-                                     use_all_cores)
+from backend.training.engine import (TrainingData, cpu_workers, default_batch_models, resolve_device, resolve_precision,
+                                     train_models, use_all_cores)
 from backend.training.merge_stage import merge_run
 from backend.training.subsets import model_seed, model_subset, subset_size, subsets_to_masks
 from backend.training.target_stats import stored_target_stats
@@ -60,11 +60,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _chunk_data(ds: Dataset, device: str, precision: str) -> tuple[int, TrainingData]:
-    """A worker's state for training chunks: the dataset resident on its device (its GPU when it was given one)."""
+def _chunk_data(ds: Dataset, device: str, precision: str, workers: int = 1) -> tuple[int, TrainingData]:
+    """A worker's state for training chunks: the dataset resident on its device (its GPU when it was given one);
+    on a CPU, its share of the cores as torch threads, `workers` processes sharing them."""
     dev = resolve_device(device)
     if dev.type == "cpu":
-        use_all_cores()
+        use_all_cores(workers)
     return ds.n_train, TrainingData.from_dataset(ds, dev, precision)
 
 
@@ -76,11 +77,12 @@ def _chunk_task(state: tuple[int, TrainingData], start: int, end: int, seed: int
 
 
 def train_chunks(executor, ds: Dataset, chunks: list[tuple[int, int]], *, seed: int, alpha: float, arch: str,
-                 hparams: dict, device: str, precision: str, progress: Progress | None = None
+                 hparams: dict, device: str, precision: str, progress: Progress | None = None, workers: int = 1
                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Train the chunks [start, end) on `executor`; yields (start, masks, margins, predictions) as they come back.
 
-    precision : the run's resolved precision ("fp32" or "bf16"), which every worker trains in. In this process a
+    precision : the run's resolved precision ("fp32" or "bf16"), which every worker trains in. workers : processes
+    of this machine sharing its cores (a ProcessExecutor's), so each takes its share as threads. In this process a
     chunk reports progress ("model") as its models train; elsewhere only finished chunks are counted (by the caller).
     """
     offsets = np.cumsum([0] + [e - s for s, e in chunks])
@@ -88,7 +90,7 @@ def train_chunks(executor, ds: Dataset, chunks: list[tuple[int, int]], *, seed: 
     items = [(s, e, seed, alpha, arch, hparams,
               part(progress, int(offsets[c]), e - s, total) if executor.in_process else None)
              for c, (s, e) in enumerate(chunks)]
-    for _, result in executor.map(_chunk_task, items, setup=partial(_chunk_data, device=device, precision=precision),
+    for _, result in executor.map(_chunk_task, items, setup=partial(_chunk_data, device=device, precision=precision, workers=workers),
                                   shared=ds, name="train_chunk", what="training", sizes=[e - s for s, e in chunks],
                                   unit="models"):
         yield result
@@ -130,7 +132,8 @@ def train_run(
     the run's own (auto for a new run); a top-up in another precision than the run's is refused. keep_shards : keep the shards after their merge.
 
     progress counts the models to train ("model"; backend.progress), fractional while a chunk trains.
-    executor : runs the chunks (backend.cluster.executor; default this process, LocalExecutor); whichever runs
+    executor : runs the chunks (backend.cluster.executor; default on a CPU `engine.cpu_workers` processes of this
+          machine, ProcessExecutor, when more than one pays, else this process, LocalExecutor); whichever runs
           them, this process writes each chunk's shard as it comes back.
     """
     k = subset_size(ds.n_train, alpha)
@@ -172,8 +175,12 @@ def train_run(
     if progress:
         progress(0, total, "model")
     started, done = time.time(), 0
-    trained = train_chunks(executor or LocalExecutor(), ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams,
-                           device=device, precision=precision, progress=progress)
+    workers = 1
+    if executor is None:
+        workers = cpu_workers(arch, total, len(chunks)) if dev.type == "cpu" else 1
+        executor = ProcessExecutor(workers) if workers > 1 else LocalExecutor()
+    trained = train_chunks(executor, ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams,
+                           device=device, precision=precision, progress=progress, workers=workers)
     for s, masks, margins, predictions in trained:
         write_shard(run_dir, s, masks, margins, predictions, dtype)
         done += len(masks)

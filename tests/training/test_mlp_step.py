@@ -1,4 +1,5 @@
-"""The MLP's hand-written step against autograd (the oracle): the same gradients for every parameter."""
+"""The MLP's hand-written step against autograd and torch.optim.SGD (the oracles): the same gradients for every
+parameter, the same parameters after several steps."""
 from __future__ import annotations
 
 import pytest
@@ -8,37 +9,70 @@ import torch.nn.functional as F
 from backend.training.architectures import BatchedMLP
 from backend.training.mlp_step import MLPStep
 
+K, B, D, H, C = 3, 16, 20, 8, 5
+
+
+def _problem(dtype=torch.float64):
+    model = BatchedMLP(K, D, C, [torch.Generator().manual_seed(k) for k in range(K)], hidden=H).to(dtype)
+    train_x = torch.randn(50, D, dtype=torch.float64).to(dtype)
+    labels = torch.randint(0, C, (50,))
+    idx = torch.stack([torch.randperm(50)[:B] for _ in range(K)])
+    return model, train_x, labels, idx
+
+
+def _with_ones(x: torch.Tensor) -> torch.Tensor:
+    """The images as the step reads them (`TrainingData.mlp_inputs`): a constant-one last column."""
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+
+
+def _per_parameter(step: MLPStep, flat: torch.Tensor) -> list[torch.Tensor]:
+    """A flat buffer laid out as the step's (w1 with b1 as its last row, then w2^T with b2 as its last column),
+    split into w1, b1, w2, b2."""
+    n1 = K * (D + 1) * H
+    w1, v = flat[:n1].view(K, D + 1, H), flat[n1:].view(K, C, H + 1)
+    return [w1[:, :D], w1[:, D:], v[:, :, :H].transpose(1, 2), v[:, :, H:].transpose(1, 2)]
+
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_hand_written_gradients_equal_autograds(smoothing):
-    K, B, D, H, C = 3, 16, 20, 8, 5
-    # float64 throughout, so that only a wrong formula could differ
-    model = BatchedMLP(K, D, C, [torch.Generator().manual_seed(k) for k in range(K)], hidden=H).double()
-    train_x = torch.randn(50, D, dtype=torch.float64)
-    labels = torch.randint(0, C, (50,))
-    idx = torch.stack([torch.randperm(50)[:B] for _ in range(K)])
-
+    model, train_x, labels, idx = _problem()  # float64 throughout, so that only a wrong formula could differ
     loss = F.cross_entropy(model(train_x[idx]).transpose(1, 2), labels[idx], reduction="sum",
                            label_smoothing=smoothing) / B
     expected = torch.autograd.grad(loss, list(model.parameters()))
 
     step = MLPStep(model, B, "fp32", smoothing)
-    step.grads(train_x, idx, labels[idx])
-    for p, e in zip(model.parameters(), expected):
-        torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
-    assert (model.w1.grad.abs() > 0).any() and (model.b1.grad != 0).any()
+    grads = _per_parameter(step, step.grads(_with_ones(train_x), idx, labels[idx]))
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+    assert (grads[0].abs() > 0).any() and (grads[1] != 0).any() and (grads[3] != 0).any()
+
+
+def test_steps_equal_torch_optim_sgds():
+    """Weight decay, Nesterov momentum (the first step's momentum the gradient itself) and a changing learning
+    rate, five steps, written back into the model: as torch.optim.SGD on autograd's gradients."""
+    model, train_x, labels, idx = _problem()
+    oracle = BatchedMLP(K, D, C, [torch.Generator().manual_seed(k) for k in range(K)], hidden=H).double()
+    opt = torch.optim.SGD(oracle.parameters(), lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.01)
+    step = MLPStep(model, B, "fp32", momentum=0.9, weight_decay=0.01)
+    for s, lr in enumerate((0.5, 0.3, 0.2, 0.4, 0.1)):
+        batch = idx.roll(s, dims=1)
+        step.step(_with_ones(train_x), batch, labels[batch], lr)
+        opt.param_groups[0]["lr"] = lr
+        opt.zero_grad()
+        (F.cross_entropy(oracle(train_x[batch]).transpose(1, 2), labels[batch], reduction="sum") / B).backward()
+        opt.step()
+    step.write_back()
+    for p, e in zip(model.parameters(), oracle.parameters()):
+        torch.testing.assert_close(p, e, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(model.w1, BatchedMLP(K, D, C, [torch.Generator().manual_seed(k) for k in range(K)],
+                                                hidden=H).w1.double())  # it did train
 
 
 def test_bf16_step_keeps_fp32_masters_and_refreshes_its_bf16_copies():
-    K, B, D, H, C = 2, 8, 12, 6, 4
-    model = BatchedMLP(K, D, C, [torch.Generator().manual_seed(k) for k in range(K)], hidden=H)
-    step = MLPStep(model, B, "bf16")
-    train_x = torch.randn(30, D).bfloat16()
-    labels = torch.randint(0, C, (30,))
-    idx = torch.stack([torch.randperm(30)[:B] for _ in range(K)])
-    step.grads(train_x, idx, labels[idx])
-    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
-    with torch.no_grad():
-        model.w1.sub_(model.w1.grad)
-    step.refresh()
-    torch.testing.assert_close(step.weights[0], model.w1.detach().bfloat16(), rtol=0, atol=0)
+    model, train_x, labels, idx = _problem(torch.float32)
+    step = MLPStep(model, B, "bf16", weight_decay=0.01)
+    step.step(_with_ones(train_x).bfloat16(), idx, labels[idx], 0.1)
+    assert step.flat.dtype == step.grad.dtype == step.momenta.dtype == torch.float32
+    assert step.x.dtype == step.flat_low.dtype == torch.bfloat16
+    torch.testing.assert_close(step.flat_low, step.flat.bfloat16(), rtol=0, atol=0)
+    assert not torch.equal(step.write_back().w1, _problem(torch.float32)[0].w1)
