@@ -70,9 +70,10 @@ def use_all_cores(workers: int = 1) -> int:
 
 def cpu_workers(arch: str, n_models: int, n_chunks: int) -> int:
     """Training processes for a CPU run: one per core for a large MLP run, each on one thread; else 1 (this process,
-    every core a torch thread). The MLP's GEMMs (64 x 65 x 128 for digits) are too small to split between threads;
-    side by side, 246 digits models on 2 processes of 1 thread and on 1 of 2 threads (bench_training.py). Under 1,000
-    models the workers' start (each imports torch) is not worth it."""
+    every core a torch thread). The MLP's GEMMs (64 x 65 x 128 for digits) are too small to split between threads:
+    246 digits models took 4.3-4.8 CPU s as 2 processes of 1 thread, 5.3-5.4 as 1 process of 2 threads (load 16;
+    the whole stage both ways: bench_training.py section 5). Under 1,000 models the workers' start (each imports
+    torch, about 2 CPU s) is not worth it."""
     if arch != "mlp" or n_models < 1000 or n_chunks < 2:
         return 1
     return min(usable_cores(), n_chunks)
