@@ -15,7 +15,7 @@ imported from here on first use, so opening a run does not import torch.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -23,29 +23,38 @@ import numpy as np
 
 from backend.attribution import store as attribution_store
 from backend.attribution import yardsticks
-from backend.counterfactuals.predict import actual_margin, predict_removal, retrain
-from backend.counterfactuals.removal import default_max_remove, parse_ids, validate_removal
+from backend.counterfactuals import support
+from backend.counterfactuals.evaluation import correlations
+from backend.counterfactuals.predict import actual_margin, predict_removal, removal_deltas, retrain, verified_removals
+from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
 from backend.datamodels import quality
 from backend.datamodels.evaluation import predict
 from backend.datamodels.queries import fitted_targets, sparsity, weight_profile
+from backend.leakage.agreement import category_counts, fleiss_kappa, pairwise_cohen_kappa
 from backend.leakage.analysis import load_candidates, review_candidates
+from backend.leakage.scores import PairScores, image_scores, rating_matrix
 from backend.leakage.candidates import centred_unit_rows, float32_unit_rows
+from backend.lazy_import import lazy_module
 from backend.progress import Progress
 from backend.ranking import bottom_k, top_k
+from backend.access.names import AnnotatorNameError, validate_name
 from backend.store import catalog
-from backend.structure import clusters
+from backend.structure import clusters, embeddings, faithfulness
 from backend.store.artifacts import read_json
 from backend.store.rows import read_row
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CLUSTERS, CLUSTERS_ALL,
-                                  CONTROL_FEATURES, CONTROL_MARGINS, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
+                                  CONTROL_FEATURES, CONTROL_MARGINS, COUNTERFACTUAL_META, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
+from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control
+
+annotation_db = lazy_module("backend.leakage.annotations")  # SQLAlchemy: loaded by the review pages alone
 
 _METHOD = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 DATAMODELS = "datamodels"  # the method name of the run's own datamodels (weights.npy), beside stored scores
@@ -63,6 +72,12 @@ SIMILARITY_SPACES = {
     "pixels": (IMAGES, centred_unit_rows, "pixel correlation"),
     "ssl": (SSL_EMBEDDINGS, _flat_unit_rows, "cosine of the ssl-esvm method's SimCLR embeddings"),
 }
+# Control models (trained on the whole training set) a run is given when it has none.
+CONTROL_MODELS = DEFAULT_N_CONTROL
+# Values of k a certified data support tries at most (a bisection over (0, support_k_max()]).
+SUPPORT_STEPS = support.DEFAULT_BUDGET
+# Models per removal side of a PCA faithfulness check (App. J) unless asked otherwise.
+FAITHFULNESS_MODELS = faithfulness.DEFAULT_MODELS
 # What the embeddings map can be coloured by.
 MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split")
 
@@ -90,11 +105,23 @@ class PredictedRemoval:
 
 @dataclass(frozen=True)
 class VerifiedRemoval:
-    """A prediction beside the truth: `n_models` models retrained without `removed`, their mean margin."""
+    """A prediction beside the truth: `n_models` models retrained without `removed`, their mean margin.
+
+    margins : each retrained model's margin on the target; trained_now, reused : how many of the models this
+    call trained and how many the retrain store already held (not part of the result's equality).
+    """
 
     prediction: PredictedRemoval
     n_models: int
     actual_margin: float
+    margins: tuple[float, ...]
+    trained_now: int = field(default=0, compare=False)
+    reused: int = field(default=0, compare=False)
+
+    @property
+    def actual_flips(self) -> bool:
+        """Whether the retrained models' mean margin has the other sign than the control models'."""
+        return (self.prediction.control_margin > 0) != (self.actual_margin > 0)
 
     @property
     def actual_delta(self) -> float:
@@ -110,6 +137,94 @@ class LeakCandidate:
     weight: float
     feature_similarity: float
     pixel_correlation: float
+
+
+@dataclass(frozen=True)
+class LeakageScores:
+    """The annotators' votes on one run summed up (Ilyas et al. 2022, §4.3 and Fig. 11).
+
+    pairs : one row per voted (test, train) pair, positions within their split (backend.leakage.scores.PairScores)
+    tests, leakage : int64 and float (n_images,): each voted test image's leakage score, the largest annotation
+        score over its candidates
+    annotators : names, sorted; ratings float (n_pairs, n_annotators): 1 leak, 0 not, NaN not voted
+    fleiss : Fleiss' κ of every annotator on the pairs two or more voted on (NaN when undefined)
+    cohen, overlap : (n_annotators, n_annotators) Cohen's κ of each pair of annotators and the pairs both voted on
+    """
+
+    pairs: PairScores
+    tests: np.ndarray
+    leakage: np.ndarray
+    annotators: list[str]
+    ratings: np.ndarray
+    fleiss: float
+    cohen: np.ndarray
+    overlap: np.ndarray
+
+
+def leakage_scores(votes: list) -> LeakageScores:
+    """Annotation scores, leakage scores and agreement of a list of votes (Annotations.votes())."""
+    annotators, pairs, ratings = rating_matrix(votes)
+    tests, leakage = image_scores(pairs)
+    cohen, overlap = pairwise_cohen_kappa(ratings)
+    return LeakageScores(pairs, tests, leakage, annotators, ratings,
+                         fleiss_kappa(category_counts(ratings, np.array([0.0, 1.0]))), cohen, overlap)
+
+
+class Annotations:
+    """One run's leak reviews in the shared annotation database (DATAMODELS_DATABASE_URL, else annotations.db in
+    the data directory), by target names. Every method may raise AnnotationStoreError naming what to do."""
+
+    def __init__(self, api: "RunAPI"):
+        self._api, self._run = api, api.run.name
+        self._store = annotation_db.shared_store()
+
+    def sign_in(self, name: str) -> str:
+        """The annotator's name, checked (AnnotatorNameError naming what is wrong) and known to the database."""
+        name = validate_name(name)
+        self._store.annotator_id(name)
+        return name
+
+    def reviewed(self, annotator: str) -> set[str]:
+        """The test images the annotator submitted votes on (a skip is not a review)."""
+        return self._names(self._store.reviewed(self._run, annotator))
+
+    def skipped(self, annotator: str) -> set[str]:
+        """The test images the annotator skipped (out of their queue until undone)."""
+        return self._names(self._store.skipped(self._run, annotator))
+
+    def submit(self, test: str, annotator: str, decisions: dict[str, bool]) -> int:
+        """Record {training image: is a near duplicate} for `test` in one transaction; the number written."""
+        return self._store.submit(self._run, self._test(test), annotator,
+                                  {self._api.train_index(t): leak for t, leak in decisions.items()})
+
+    def skip(self, test: str, annotator: str) -> None:
+        self._store.skip(self._run, self._test(test), annotator)
+
+    def undo_last(self, annotator: str) -> tuple[str, dict[str, bool]] | None:
+        """Bring back the annotator's last submitted or skipped test image: (it, the votes deleted), or None."""
+        undone = self._store.undo_last(self._run, annotator)
+        if undone is None:
+            return None
+        test, votes = undone
+        return self._api.name(self._api.run.n_train + test), {self._api.name(t): leak for t, leak in votes.items()}
+
+    def votes(self) -> list:
+        """Every vote on the run (backend.leakage.annotations.Vote: annotator, test and train positions within their
+        split, as the exports write them, is_leak, voted_at), by test, train, annotator."""
+        return self._store.votes(self._run)
+
+    def skip_counts(self) -> dict[str, int]:
+        """{annotator: test images skipped}."""
+        return self._store.skip_counts(self._run)
+
+    def _test(self, test: str) -> int:
+        column = self._api.column(test)
+        if column < self._api.run.n_train:
+            raise TargetError(f"leak reviews are of test images, and {test} is a training image: e.g. test:42")
+        return column - self._api.run.n_train
+
+    def _names(self, tests: set[int]) -> set[str]:
+        return {self._api.name(self._api.run.n_train + t) for t in tests}
 
 
 def open_run(path: str | Path) -> "RunAPI":
@@ -138,6 +253,10 @@ class RunAPI:
 
     def name(self, column: int) -> str:
         return target_name(int(column), self.run.n_train)
+
+    def train_list_text(self, indices: Iterable[int]) -> str:
+        """The compact text of a list of training indices, as train_list reads it ([3, 10, 11, 12, 7] → "3,10-12,7")."""
+        return format_ids(indices)
 
     def train_list(self, text: str) -> list[int]:
         """The training indices of a list such as a basket's URL value ("3,10-14,7"), in order, each once; a bad
@@ -208,12 +327,26 @@ class RunAPI:
         return [self.name(j) for j in indices], values
 
     # Counterfactuals --------------------------------------------------------------------------------------
-    def predict_removal(self, target: str, removed: Iterable[str]) -> PredictedRemoval:
-        """What the datamodels predict for `target` when the training images `removed` (names) are taken out."""
+    def check_removal(self, removed: Iterable[str]) -> list[str]:
+        """The removal set `removed` (training image names) sorted, each once; a RemovalError naming the problem
+        when it must not be predicted or retrained (empty, a whole class, more than removal_cap())."""
+        return [self.name(i) for i in self._removal(removed)]
+
+    def removal_deltas(self, removed: Iterable[str]) -> np.ndarray:
+        """float64 (n_test,): the predicted change of every test target's margin, −Σ_{i∈removed} w_i (Ilyas et al.
+        §4.1.2). It reads every test row of weights.npy (or |removed| rows of the transposed copy): a page caches
+        it per removal set and passes it to predict_removal."""
+        self._require(WEIGHTS, "datamodels")
+        return removal_deltas(self.run, self._removal(removed))
+
+    def predict_removal(self, target: str, removed: Iterable[str], deltas: np.ndarray | None = None
+                        ) -> PredictedRemoval:
+        """What the datamodels predict for `target` when the training images `removed` (names) are taken out;
+        deltas: removal_deltas(removed), when the caller has it."""
         column, ids = self.column(target), self._removal(removed)
         self._require(WEIGHTS, "datamodels")
         self._require(CONTROL_MARGINS, "control models")
-        found = predict_removal(self.run, column, ids)
+        found = predict_removal(self.run, column, ids, deltas=deltas)
         return PredictedRemoval(target=self.name(column), removed=[self.name(i) for i in found.removed],
                                 control_margin=found.control_margin, delta=found.delta,
                                 predicted_margin=found.predicted_margin, flips=found.flips,
@@ -227,7 +360,79 @@ class RunAPI:
         column = self.column(target)
         ids = np.array([self.train_index(n) for n in prediction.removed], dtype=np.int64)
         cf = retrain(self.run, ids, n_models=n_models, device=device, progress=progress, target=column)
-        return VerifiedRemoval(prediction, n_models, actual_margin(cf, column))
+        return VerifiedRemoval(prediction, n_models, actual_margin(cf, column),
+                               tuple(float(m) for m in cf.margins[:, column]), cf.trained_now, cf.reused)
+
+    def verified_removals(self) -> list[dict]:
+        """Predicted beside actual change for every removal retrained in the run and the target it was made for
+        (the record behind Ilyas et al.'s Fig. 8): key, target (a name), n_removed, n_models, predicted_delta,
+        actual_delta."""
+        self._require(CONTROL_MARGINS, "control models")
+        return [dict(row, target=self.name(row["target"])) for row in verified_removals(self.run)]
+
+    @staticmethod
+    def correlations(predicted: np.ndarray, actual: np.ndarray) -> dict:
+        """{n, pearson, spearman} of predicted against actual changes (None where fewer than 3 or constant)."""
+        return correlations(predicted, actual)
+
+    def has_control(self) -> bool:
+        """Whether the run has control models (trained on the whole training set), what predictions start from."""
+        return self.run.has(CONTROL_MARGINS) and self.run.has(CONTROL_FEATURES)
+
+    def train_control(self, n_models: int = CONTROL_MODELS, device: str = "auto", progress: Progress | None = None) -> None:
+        """Train control models until the run has `n_models` of them (none when it has)."""
+        ensure_control(self.run, n_models, device=device, progress=progress)
+
+    def control_margins(self) -> np.ndarray:
+        """float64 (n_targets,): every target's mean margin over the control models, in margins-column order."""
+        self._require(CONTROL_MARGINS, "control models")
+        return control_mean(self.run)
+
+    def predictions_version(self) -> tuple[int, int]:
+        """Changes when weights.npy or control_margins.npy is rewritten (their mtimes): a key for caching what is
+        computed from them (removal_deltas, heuristic_supports)."""
+        return tuple(a.path(self.run.dir).stat().st_mtime_ns for a in (WEIGHTS, CONTROL_MARGINS))
+
+    def top_in_class(self, target: str, label: int, k: int) -> list[str]:
+        """The k training images of class `label` with the largest weights in the target's datamodel, largest
+        first; unsigned (zero and negative weights rank too: k images of the class are asked for)."""
+        members = np.flatnonzero(np.asarray(self.run.labels[:self.run.n_train]) == label)
+        return [self.name(j) for j in members[top_k(self.scores(target)[members], k, signed=False)]]
+
+    # Data support (App. F.3): how few removals flip a prediction ------------------------------------------------
+    def heuristic_support(self, target: str) -> float:
+        """The fewest top positive weights whose sum exceeds the target's control margin (App. F.3.2): 0 when the
+        control models already misclassify it, inf when all positive weights together do not."""
+        margin = np.array([self.control_margins()[self.column(target)]])
+        return float(support.heuristic_support(self.scores(target)[None], margin)[0])
+
+    def heuristic_supports(self) -> np.ndarray:
+        """float64 (n_test,): heuristic_support of every test target, in order (reads every test row of weights.npy)."""
+        self._require(WEIGHTS, "datamodels")
+        control = self.control_margins()[self.run.n_train:]
+        return support.heuristic_support(self.run.array(WEIGHTS), control, np.arange(self.run.n_train, self.run.n_targets))
+
+    def support_k_max(self) -> int:
+        """The largest removal a certified support tries (1280, or n_train − 1 if smaller)."""
+        return support.default_k_max(self.run.n_train)
+
+    def certify_support(self, target: str, n_models: int = support.DEFAULT_SUPPORT_MODELS, device: str = "auto",
+                        progress: Progress | None = None) -> dict:
+        """The certified support of `target`: a bisection over k, each step `n_models` models retrained without the
+        top-k weights, k accepted when their mean margin is below zero; stored in the run, so asking again trains
+        nothing. {support (None: no k up to k_max flipped), k_max, lower, steps [(k, mean margin)], ...}."""
+        self._require(CONTROL_MARGINS, "control models")
+        (found,) = support.certified_supports(self.run, [self.column(target)], n_models, device=device, progress=progress)
+        return found
+
+    def certified_supports(self) -> np.ndarray:
+        """float64 (n_certified,): every stored certified support (inf where no tested k flipped the target)."""
+        return support.certified_array(support.stored_supports(self.run))
+
+    @staticmethod
+    def brittleness_cdf(supports: np.ndarray, ks: np.ndarray) -> np.ndarray:
+        """The fraction of `supports` at most k, for each k of ks (float64, ks's shape): Fig. 6's brittleness curve."""
+        return support.brittleness_cdf(supports, ks)
 
     # Leakage, structure, statistics -----------------------------------------------------------------------
     def leak_candidates(self, target: str, n: int = 5) -> list[LeakCandidate]:
@@ -239,6 +444,16 @@ class RunAPI:
         self._require(LEAKAGE_SUMMARY, "leak candidates")
         found = review_candidates(self.run, load_candidates(self.run), column - self.run.n_train, n)
         return [LeakCandidate(self.name(c.train), c.source, c.weight, c.similarity, c.pixel) for c in found]
+
+    def leak_queue(self) -> list[tuple[str, float]]:
+        """The test images in the order reviewers see them, with their queue score (most likely leaked first)."""
+        self._require(LEAKAGE_SUMMARY, "leak candidates")
+        candidates = load_candidates(self.run)
+        return [(self.name(self.run.n_train + int(j)), float(candidates.queue_score[int(j)])) for j in candidates.queue]
+
+    def annotations(self) -> Annotations:
+        """The run's leak reviews in the shared annotation database (opens it: AnnotationStoreError when it cannot)."""
+        return Annotations(self)
 
     def similarity_spaces(self) -> list[str]:
         """The spaces `similar` can search in this run (SIMILARITY_SPACES whose matrix is stored)."""
@@ -358,6 +573,63 @@ class RunAPI:
         inside = np.flatnonzero(clustering.labels == cluster)
         return [targets[j] for j in inside[top_k(np.nan_to_num(clustering.silhouette[inside]), n, signed=False)]]
 
+    # Principal components of datamodel embeddings and their faithfulness check: what the PCA page shows -----
+    def pca(self) -> tuple[np.ndarray, np.ndarray]:
+        """(components float32 (n_components, n_train): each component's coordinate for every training image;
+        projections float32 (n_targets, n_components): every target's coordinates, row = margins column), both
+        memory-mapped, as `analyze` stored them."""
+        return embeddings.pca_components(self.run), embeddings.pca_projections(self.run)
+
+    def explained_ratios(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Explained-variance ratio of each component, (n_components,), and of the representation baseline's
+        (None when `analyze` had no control features to fit it on)."""
+        return embeddings.explained_ratios(self.run)
+
+    def structure_summary(self) -> dict:
+        """structure/summary.json: the settings and headline numbers of the last `analyze` ({} before it)."""
+        return embeddings.load_summary(self.run)
+
+    def pc_extremes(self, pc: int, k: int, among: str = "test") -> tuple[list[str], list[str]]:
+        """The two ends of component `pc`: (the k highest, highest first; the k lowest, lowest first). among="test"
+        or "train": the targets of that split by their projection; "coordinates": the training images by their
+        coordinate in the component (the images a faithfulness check removes). A coordinate's sign is no verdict:
+        zero and negative values rank too (backend.ranking, unsigned)."""
+        components, projections = self.pca()
+        if among == "coordinates":
+            values, start = np.asarray(components[pc]), 0
+        elif among in ("train", "test"):
+            start, stop = (0, self.run.n_train) if among == "train" else (self.run.n_train, self.run.n_targets)
+            values = np.asarray(projections[start:stop, pc])
+        else:
+            raise ValueError(f"among must be 'test', 'train' or 'coordinates', got {str(among)[:40]!r}")
+        top, bottom = embeddings.extremes(values, k)
+        return [self.name(start + j) for j in top], [self.name(start + j) for j in bottom]
+
+    def faithfulness_to_train(self, pc: int, k: int, n_models: int = FAITHFULNESS_MODELS) -> int:
+        """How many models `faithfulness(pc, k, n_models)` would train (0: it answers from the retrain store)."""
+        return faithfulness.models_to_train(self.run, pc, k, n_models=n_models)
+
+    def faithfulness(self, pc: int, k: int, n_models: int = FAITHFULNESS_MODELS, device: str = "auto",
+                     progress: Progress | None = None) -> dict:
+        """App. J for component `pc`: retrain without the k training images at each end and report the mean
+        margin change against the control models, per side, of the most positive, most negative and all test
+        targets (backend.structure.faithfulness.faithfulness_check; each side's `removed` as training image names)."""
+        result = faithfulness.faithfulness_check(self.run, pc, k, n_models=n_models, device=device, progress=progress)
+        for side in result["sides"].values():
+            side["removed"] = [self.name(j) for j in side["removed"]]
+        return result
+
+    def faithfulness_checks(self) -> list[dict]:
+        """Every stored faithfulness retrain: its pc, k, side, model count, file and whether the current PCA
+        still gives its removal set."""
+        return faithfulness.stored_checks(self.run)
+
+    def retrains_version(self) -> int:
+        """A number that changes whenever a retrain is stored (the retrain folder's mtime: each is added by an
+        atomic rename), for caching what reads them; 0 before the first."""
+        folder = COUNTERFACTUAL_META.folder(self.run.dir)
+        return folder.stat().st_mtime_ns if folder.exists() else 0
+
     # The eval stage: what the Overview and Quality pages show ------------------------------------------------
     def metrics(self) -> dict | None:
         """metrics.json (the eval stage's summary: LDS, MSE, Table 5, sample complexity), or None before eval."""
@@ -454,8 +726,11 @@ class RunAPI:
 
 
 def __getattr__(name: str):
-    # BatchedLasso imports torch: loaded on first use, so a page that imports this module does not pay for it.
+    # BatchedLasso imports torch, AnnotationStoreError SQLAlchemy: loaded on first use, so a page that imports
+    # this module does not pay for them.
     if name == "BatchedLasso":
         from backend.datamodels.estimator import BatchedLasso
         return BatchedLasso
+    if name == "AnnotationStoreError":
+        return annotation_db.AnnotationStoreError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,12 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backend import target_table
-from backend.datasets import thumbnails
-from backend.leakage.agreement import category_counts, fleiss_kappa, pairwise_cohen_kappa
-from backend.leakage.annotations import AnnotationStoreError, shared_store
-from backend.store.rows import read_row
-from backend.leakage.scores import image_scores, rating_matrix
-from widgets import access, run_context, text
+from backend.api import AnnotationStoreError, RunAPI, leakage_scores
+from widgets import access, image_grid, run_context, text
 
 MAX_PAIRS_SHOWN = 24
 
@@ -31,12 +27,13 @@ def plain(value):
 
 
 run = run_context.current_run()
+api = RunAPI(run)
 user = access.current_user()
 st.title(f"Leakage results · {run.name}")
 try:
-    store = shared_store()
-    votes = store.votes(run.name)
-    skipped = store.skip_counts(run.name)
+    store = api.annotations()
+    votes = store.votes()
+    skipped = store.skip_counts()
 except AnnotationStoreError as exc:
     st.error(text.hide_paths(exc))
     st.stop()
@@ -52,13 +49,13 @@ if not votes:
     st.info(f"No votes on run {run.name} yet: annotators vote on the Review page.")
     st.stop()
 
-names, pairs, ratings = rating_matrix(votes)
-tests, leakage = image_scores(pairs)
+found = leakage_scores(votes)
+names, pairs, tests, leakage = found.annotators, found.pairs, found.tests, found.leakage
 scores = pd.DataFrame({"test": pairs.test, "train": pairs.train, "annotators": pairs.n_votes,
                        "marked": pairs.n_leak, "annotation_score": pairs.score, "conflict": pairs.conflict})
 per_image = pd.DataFrame({"test": tests, "leakage_score": leakage})
 
-fleiss = fleiss_kappa(category_counts(ratings, np.array([0.0, 1.0])))
+fleiss = found.fleiss
 a, b, c, d = st.columns(4)
 a.metric("Annotators", len(names))
 b.metric("Test images reviewed", len(tests))
@@ -86,14 +83,14 @@ slots = st.columns(4)
 for i, row in enumerate(chosen.head(MAX_PAIRS_SHOWN).itertuples()):
     test_column, test_name = run.n_train + int(row.test), f"test:{int(row.test)}"
     with slots[i % 4]:
-        pair = np.concatenate([thumbnails.upscale(read_row(run.images, test_column), 96),
-                               thumbnails.upscale(read_row(run.images, int(row.train)), 96)], axis=1)
+        pair = np.concatenate([image_grid.large_image(run, test_column, 96),
+                               image_grid.large_image(run, int(row.train), 96)], axis=1)
         st.image(pair, caption=f"{test_name} | train:{int(row.train)} · {row.marked}/{row.annotators} marked")
         st.page_link("pages/neighbours.py", label=f"Neighbours of {test_name}", query_params={"run": run.name, "target": test_name})
         st.page_link("pages/counterfactuals.py", label="Counterfactual", query_params={"run": run.name, "target": test_name})
 
 st.subheader("Agreement")
-kappa, overlap = pairwise_cohen_kappa(ratings)
+kappa, overlap = found.cohen, found.overlap
 if not user.can("export"):
     st.caption("Who voted what is shown to admins only.")
 voted_tests = {name: len({v.test for v in votes if v.annotator == name}) for name in names}

@@ -130,6 +130,29 @@ def loopback_server_address():
     config.set_option("server.address", None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def pages_run_through_the_shell():
+    """Every AppTest script run goes through app.py, as a server runs it (open_app's switch_page included).
+
+    Streamlit 1.67's AppTest sets PagesManager.uses_pages_directory to None before each run, and PagesManager
+    then sets it from whether a folder named pages/ sits beside the main script, whatever it holds (so moving
+    the shared components to widgets/ did not change it). True makes the script runner take Streamlit's old
+    pages/-folder mode (`_mpa_v1`): after switch_page the page runs alone, without app.py's sidebar, run picker
+    and error handling. A server leaves that mode for good once app.py calls st.navigation; this does the same.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    detect = PagesManager.__init__
+
+    def server_mode(self, *args, **kwargs):
+        detect(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PagesManager, "__init__", server_mode)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A digits run of 60 fast models (alpha 0.5, seed 0), trained once per test session; its shards are

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from backend.datamodels.queries import top_weights
@@ -24,19 +23,6 @@ RUN = "digits-tiny"
 @pytest.fixture
 def app(dashboard_data_dir, monkeypatch):
     """open(page=None, root=dashboard_data_dir, **query_params) -> an AppTest that has run the app (then `page`)."""
-
-    # AppTest re-detects the pages/ folder before every run (AppTest._run sets PagesManager.uses_pages_directory
-    # to None, and PagesManager.__init__ sets it from `(main script's folder / "pages").exists()`), and then
-    # runs a page without app.py (ScriptRunner: `if PagesManager.uses_pages_directory: _mpa_v1(...)`, Streamlit's
-    # old pages/-folder mode); a server leaves that mode for good once app.py has called st.navigation
-    # (commands/navigation.py). Run every script run as such a server does, through the shell.
-    detect = PagesManager.__init__
-
-    def server_mode(self, *args, **kwargs):
-        detect(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", server_mode)
 
     def open_page(page: str | None = None, root=dashboard_data_dir, **params: str) -> AppTest:
         monkeypatch.setenv(DATA_DIR_ENV, str(root))

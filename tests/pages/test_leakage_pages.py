@@ -45,7 +45,12 @@ def shown_test(at: AppTest) -> int:
 
 def mark(at: AppTest, test: int, train: int) -> AppTest:
     """Click a candidate's duplicate button (as its keyboard shortcut does)."""
-    return at.button(key=f"mark-{RUN}-{test}-{train}").click().run()
+    return at.button(key=mark_key(test, train)).click().run()
+
+
+def mark_key(test: int, train: int) -> str:
+    """A candidate's duplicate button: the page keys it by the two target names."""
+    return f"mark-{RUN}-test:{test}-train:{train}"
 
 
 def marks(at: AppTest) -> list:
@@ -77,9 +82,9 @@ def test_vote_submit_advances_and_writes_every_shown_pair(app, db, run):
     at = identify(app("review"), "ann")
     assert shown_test(at) == first
     shown = [c.train for c in review_candidates(run, candidates, first)]
-    assert sorted(b.key for b in marks(at)) == sorted(f"mark-{RUN}-{first}-{t}" for t in shown)
+    assert sorted(b.key for b in marks(at)) == sorted(mark_key(first, t) for t in shown)
     at = mark(at, first, shown[0])
-    assert {b.key for b in marks(at) if b.proto.type == "primary"} == {f"mark-{RUN}-{first}-{shown[0]}"}
+    assert {b.key for b in marks(at) if b.proto.type == "primary"} == {mark_key(first, shown[0])}
     at = at.button(key="submit").click().run()
     assert not at.exception and not at.error
     assert shown_test(at) == second
@@ -118,8 +123,8 @@ def test_undo_restores_the_votes_for_correction(app, db, run):
     at = at.button(key="submit").click().run()
     at = at.button(key="undo").click().run()
     assert shown_test(at) == first
-    assert at.button(key=f"mark-{RUN}-{first}-{shown[1]}").proto.type == "primary"
-    assert at.button(key=f"mark-{RUN}-{first}-{shown[0]}").proto.type == "secondary"
+    assert at.button(key=mark_key(first, shown[1])).proto.type == "primary"
+    assert at.button(key=mark_key(first, shown[0])).proto.type == "secondary"
 
 
 def test_none_are_duplicates_votes_every_shown_candidate_no_and_the_results_page_agrees(app, db, run):
@@ -147,7 +152,7 @@ def test_candidates_come_in_source_groups_with_one_key_each(app, run):
     groups = {"top weight": "Datamodel", "bottom weight": "Datamodel", "features": "Features", "pixels": "Pixels"}
     assert headers == list(dict.fromkeys(groups[c.source] for c in shown))
     # The keys follow the order shown: 1, 2, ... 0, then letters; one each, never S/N/K/U nor Streamlit's C/R.
-    keys = {int(b.key.rsplit("-", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
+    keys = {int(b.key.rsplit(":", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
     assert [keys[c.train] for c in shown] == list("1234567890QWETYIOPADFGHJLZXVBM"[:len(shown)])
     captions = [c.value for c in at.caption if c.value.startswith("train:")]  # one under each thumbnail
     assert len(captions) == len(shown) and all("\n" not in c for c in captions)

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.run_dir import Run
@@ -28,14 +27,7 @@ def data_dir(structure_run, tmp_path_factory):
 @pytest.fixture
 def app(data_dir, monkeypatch):
     """open(run, **query) -> an AppTest of the page, every script run through the shell as a server runs it (as
-    tests/pages/test_apptest.py's app fixture), so a page's RunError is the shell's one st.error."""
-    detect = PagesManager.__init__
-
-    def server_mode(self, *args, **kwargs):
-        detect(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", server_mode)
+    tests/conftest.py's pages_run_through_the_shell), so a page's RunError is the shell's one st.error."""
     monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
     return lambda run="small", **query: open_app({"run": run, **query}, "embeddings_map", timeout=300)
 
