@@ -174,6 +174,7 @@ def structure_run(tmp_path_factory) -> Path:
     import numpy as np
     from sklearn.datasets import load_digits
 
+    from backend.store.run_dir import Run
     from backend.structure.analyze import analyze_structure
     from tests.oracles import sklearn_datamodels
 
@@ -187,7 +188,7 @@ def structure_run(tmp_path_factory) -> Path:
             "--epochs", "20", "--hidden", "32")
     masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
     np.save(out / "weights.npy", sklearn_datamodels(masks, margins, np.arange(margins.shape[1]), 0.01)[0])
-    analyze_structure(out, n_components=10, k_per_class=3, device="cpu")
+    analyze_structure(Run(out), n_components=10, k_per_class=3, device="cpu")
     return out
 
 
@@ -343,6 +344,7 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     control model (its features are the baseline) is trained by analyze_leakage itself.
     """
     from backend.leakage.analysis import analyze_leakage
+    from backend.store.run_dir import Run
     from tests.oracles import save_test_target_lasso
 
     root = tmp_path_factory.mktemp("leakage")
@@ -352,7 +354,7 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     run_cli("train", "--dataset", f"npz:{npz}", "--alpha", "0.5", "--models", "60", "--seed", "0",
             "--out", out, "--batch-models", "30", *FAST_TRAIN)
     save_test_target_lasso(out, alpha=0.05)
-    analyze_leakage(out, device="cpu")
+    analyze_leakage(Run(out), device="cpu")
     return root
 
 
@@ -385,6 +387,7 @@ def fashion_mnist_slice(tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
     from backend.datasets import load_dataset
     from backend.datasets import idx
     from backend.datasets.fashion_mnist import CLASS_NAMES
+    from tests.dataset_files import write_idx
 
     require_fashion_mnist()
     ds = load_dataset("fashion-mnist")
@@ -393,7 +396,7 @@ def fashion_mnist_slice(tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
     out = tmp_path_factory.mktemp("fashion-mnist-slice")
     for name, array in ((idx.TRAIN_IMAGES, ds.train_images[train, ..., 0]), (idx.TRAIN_LABELS, ds.train_labels[train]),
                         (idx.TEST_IMAGES, ds.test_images[test, ..., 0]), (idx.TEST_LABELS, ds.test_labels[test])):
-        idx.write_idx(out / f"{name}.gz", array.astype(np.uint8))
+        write_idx(out / f"{name}.gz", array.astype(np.uint8))
     (out / idx.CLASS_NAMES_FILE).write_text("".join(f"{name}\n" for name in CLASS_NAMES))
     pairs = [(int(np.searchsorted(test, a)), int(np.searchsorted(train, b))) for a, b in FASHION_MNIST_PAIRS]
     return out, pairs
@@ -408,6 +411,7 @@ def fashion_slice_data_dir(fashion_mnist_slice, tmp_path_factory) -> Path:
     (the feature baseline) is trained by analyze_leakage itself. About 20 s of 2 idle cores.
     """
     from backend.leakage.analysis import analyze_leakage
+    from backend.store.run_dir import Run
     from tests.oracles import save_test_target_lasso
 
     folder, _ = fashion_mnist_slice
@@ -416,5 +420,5 @@ def fashion_slice_data_dir(fashion_mnist_slice, tmp_path_factory) -> Path:
     run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300", "--seed", "0",
             "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32")
     save_test_target_lasso(out, alpha=0.1)
-    analyze_leakage(out, device="cpu")
+    analyze_leakage(Run(out), device="cpu")
     return root

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from backend.progress import Progress, part
+from backend.store.run_dir import Run
 
 
 # The analysis's stages, each one unit of progress ("stage"); the read of the weights, the PCA fit and
@@ -20,12 +21,12 @@ from backend.progress import Progress, part
 STAGES = ("control", "read", "pca", "project", "representation", "map", "clusters", "neighbors")
 
 
-def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
+def analyze_structure(run: Run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
                       device: str = "auto", *, k_whole: int | None = None, n_neighbors: int = 10,
                       fit_rows: int | None = None, sketch_dim: int = 2048, n_iter: int = 5, seed: int = 0) -> dict:
     """Compute and write the run's structure artifacts (see README "structure/"); return a JSON-able summary.
 
-    run        : a Run or a run directory holding weights.npy
+    run        : a run holding weights.npy (backend.store.run_dir.Run, as every stage takes its run)
     fit_rows   : fit the PCA on this many training targets drawn at random (default: all of them)
     sketch_dim : embeddings longer than this are count-sketched to it for clustering (neighbours are exact)
     k_whole    : clusters for the whole test set (default: the number of classes)
@@ -43,11 +44,9 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     from backend.structure import similar_targets
     from backend.training.control import ensure_control, load_control_features
     from backend.store.artifacts import write_json
-    from backend.store.run_dir import Run
     from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, STRUCTURE_SUMMARY, WEIGHTS
     from backend.training.engine import resolve_device, use_all_cores
 
-    run = run if isinstance(run, Run) else Run(run)
     dev = resolve_device(device)
     if dev.type == "cpu":
         use_all_cores()
