@@ -237,6 +237,7 @@ class RunAPI:
 
     def __init__(self, run: Run):
         self.run = run
+        self._control: tuple[int, np.ndarray] | None = None  # (control_margins.npy's mtime, its mean)
 
     def __repr__(self) -> str:
         return f"open_run({str(self.run.dir)!r})"
@@ -346,7 +347,7 @@ class RunAPI:
         column, ids = self.column(target), self._removal(removed)
         self._require(WEIGHTS, "datamodels")
         self._require(CONTROL_MARGINS, "control models")
-        found = predict_removal(self.run, column, ids, deltas=deltas)
+        found = predict_removal(self.run, column, ids, self.control_margins(), deltas=deltas)
         return PredictedRemoval(target=self.name(column), removed=[self.name(i) for i in found.removed],
                                 control_margin=found.control_margin, delta=found.delta,
                                 predicted_margin=found.predicted_margin, flips=found.flips,
@@ -384,9 +385,13 @@ class RunAPI:
         ensure_control(self.run, n_models, device=device, progress=progress)
 
     def control_margins(self) -> np.ndarray:
-        """float64 (n_targets,): every target's mean margin over the control models, in margins-column order."""
+        """float64 (n_targets,): every target's mean margin over the control models, in margins-column order (read
+        once per version of control_margins.npy: a page's prediction, supports and chart all start from it)."""
         self._require(CONTROL_MARGINS, "control models")
-        return control_mean(self.run)
+        stamp = CONTROL_MARGINS.path(self.run.dir).stat().st_mtime_ns
+        if self._control is None or self._control[0] != stamp:
+            self._control = (stamp, control_mean(self.run))
+        return self._control[1]
 
     def predictions_version(self) -> tuple[int, int]:
         """Changes when weights.npy or control_margins.npy is rewritten (their mtimes): a key for caching what is
