@@ -7,10 +7,12 @@
     run.leak_candidates("test:42")
 
 This module is the top of `backend/`: it imports the stage packages, and the pages and notebooks import it.
-Every method reads what a stage stored; only `verify` trains (through the run's retrain store). A missing
-artifact is a `MissingArtifact` (a RunError) whose one-line message names the command that builds it; a bad
-name is a TargetError, a refused removal a RemovalError. `BatchedLasso` (the solver over plain arrays) is
-imported from here on first use, so opening a run does not import torch.
+Every method reads what a stage stored, except the few that train (`verify`, `faithfulness`, `certify_support`,
+`train_control`: through the run's retrain store, so asking again trains nothing) and `annotations()`, which
+reads and writes leak reviews in the shared annotation database. A missing artifact is a `MissingArtifact` (a
+RunError) whose one-line message names the command that builds it; a bad name is a TargetError, a refused
+removal a RemovalError. `BatchedLasso` (the solver over plain arrays) and `AnnotationStoreError` are imported
+from here on first use, so opening a run imports neither torch nor SQLAlchemy.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from backend.attribution import yardsticks
 from backend.counterfactuals import support
 from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, removal_deltas, retrain, verified_removals
+# RemovalError is re-exported: check_removal, predict_removal and verify raise it.
 from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
 from backend.datamodels import quality
 from backend.datamodels.evaluation import predict
@@ -37,7 +40,7 @@ from backend.leakage.candidates import centred_unit_rows, float32_unit_rows
 from backend.lazy_import import lazy_module
 from backend.progress import Progress
 from backend.ranking import bottom_k, top_k
-from backend.access.names import AnnotatorNameError, validate_name
+from backend.access.names import AnnotatorNameError, validate_name  # (the error re-exported: Annotations.sign_in raises it)
 from backend.store import catalog
 from backend.structure import clusters, embeddings, faithfulness
 from backend.store.artifacts import read_json
