@@ -77,7 +77,7 @@ def stage_records(run: Run, times: Path | None = None) -> list[dict]:
 
     The run records the wall seconds of fit (fit.json), analyze (analysis.json; its structure half per part with
     CPU and peak RSS too) and every method (its meta.json). A log of `/usr/bin/time -a -o LOG -f TIME_FORMAT`
-    lines (an optional `|load=...` appended) adds every stage it timed, and its rows take precedence."""
+    lines (an optional `|load=...` appended) adds every stage it timed, in its order, and its rows take precedence."""
     rows = []
     fit = read_json(run.dir, FIT, missing_ok=True)
     if fit and "wall_time_s" in fit:
@@ -103,7 +103,7 @@ def stage_records(run: Run, times: Path | None = None) -> list[dict]:
                     "stage": stage_name(m["command"]), "wall_s": float(m["wall"]),
                     "cpu_s": round(float(m["user"]) + float(m["sys"]), 1),
                     "peak_rss_mib": int(m["rss"]) // 1024, "load": m["load"]}
-        rows = [timed.pop(r["stage"], r) for r in rows] + list(timed.values())
+        rows = list(timed.values()) + [r for r in rows if r["stage"] not in timed]
     return rows
 
 
