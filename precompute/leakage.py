@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .args import add_dataset_args, add_force_arg, non_negative_float, non_negative_int, positive_int, refuse_existing
+from .args import (TqdmProgress, add_dataset_args, add_force_arg, non_negative_float, non_negative_int, positive_int,
+                   refuse_existing)
 
 
 def cmd_plant_leaks(args: argparse.Namespace) -> dict:
@@ -39,7 +40,9 @@ def cmd_near_duplicates(args: argparse.Namespace) -> dict:
     refuse_existing(args.out, "--out", args.force)
     ds = load_dataset(args.dataset, args.data_dir, args.download)
     wall, cpu = time.perf_counter(), time.process_time()
-    test_ids, train_ids, rms = near_duplicates(ds.test_images, ds.train_images, args.radius, max_shift=args.max_shift)
+    with TqdmProgress("near-duplicates") as bar:
+        test_ids, train_ids, rms = near_duplicates(ds.test_images, ds.train_images, args.radius,
+                                                   max_shift=args.max_shift, progress=bar)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     write_pairs(args.out, test_ids, train_ids, rms)
     same_label = ds.test_labels[test_ids] == ds.train_labels[train_ids]

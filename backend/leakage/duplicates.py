@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.datasets.planted import shifted
+from backend.progress import Progress
 from backend.store.atomic import atomic_path
 
 # Test images per GEMM block: 512 × 60,000 float32 distances are 123 MB.
@@ -28,14 +29,14 @@ def translations(max_shift: int) -> list[tuple[int, int]]:
 
 
 def near_duplicates(test_images: np.ndarray, train_images: np.ndarray, radius: float, max_shift: int = 0,
-                    block: int = BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    block: int = BLOCK, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (test, train) pair whose RMS pixel difference, at the test image's best shift, is at most ``radius``.
 
     test_images : uint8 (n_test, H, W, C); train_images : uint8 (n_train, H, W, C); memmaps are read a block at a time.
     Returns (test int64 (n,), train int64 (n,), rms float64 (n,)), nearest pairs first, ties by test then train.
     Squared distances come from one float32 GEMM per block of test images and shift (‖a‖² + ‖b‖² − 2a·b); every
     pair within the radius plus float32's rounding at some shift is then measured exactly in integers at every
-    shift, so the result is exact.
+    shift, so the result is exact. progress(done, total, "test image") after each block (backend.progress).
     """
     d = int(np.prod(train_images.shape[1:]))
     limit = radius * radius * d  # squared L2 bound
@@ -43,6 +44,8 @@ def near_duplicates(test_images: np.ndarray, train_images: np.ndarray, radius: f
     train = np.asarray(train_images, dtype=np.float32).reshape(len(train_images), d)
     train_norms = np.einsum("ij,ij->i", train, train)
     found = []
+    if progress:
+        progress(0, len(test_images), "test image")
     for lo in range(0, len(test_images), block):
         images = np.asarray(test_images[lo:lo + block])
         for dy, dx in moves:
@@ -53,6 +56,8 @@ def near_duplicates(test_images: np.ndarray, train_images: np.ndarray, radius: f
             slack = 1e-5 * (test_norms[:, None] + train_norms[None, :]) + 1.0
             rows, cols = np.nonzero(squared <= limit + slack)
             found.append(np.stack([rows + lo, cols], axis=1))
+        if progress:
+            progress(min(lo + block, len(test_images)), len(test_images), "test image")
     pairs = np.unique(np.concatenate(found).astype(np.int64), axis=0).reshape(-1, 2)
     exact = np.empty(len(pairs), dtype=np.int64)
     for lo in range(0, len(pairs), EXACT_BLOCK):

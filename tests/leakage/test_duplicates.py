@@ -69,6 +69,9 @@ def test_shifted_copies_are_found_at_their_best_translation(block):
         want = brute_force_shifted(test, train, radius, 1)
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+    calls = []
+    near_duplicates(test, train, 6.0, max_shift=1, block=block, progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 30, "test image") and calls[-1] == (30, 30, "test image")
     # Both one-pixel moves are exact copies at their shift and far apart without it.
     assert near_duplicates(test, train, 0.0, max_shift=1)[0].tolist() == [1, 2]
     assert near_duplicates(test, train, 0.0)[0].tolist() == []
