@@ -262,7 +262,8 @@ def write_results(run_dir: str | Path, out_dir: str | Path, pairs: str | Path | 
     if stages:
         md.append("## Per stage: wall, CPU, peak RSS, load\n")
         md.append(_table(["stage", "wall s", "CPU s", "peak RSS MiB", "load"],
-                         [[s["stage"], s["wall_s"], s["cpu_s"], s["peak_rss_mib"], s["load"]] for s in stages]))
+                         [[s["stage"] + (f" ({s['note']})" if s.get("note") else ""), s["wall_s"], s["cpu_s"],
+                           s["peak_rss_mib"], s["load"]] for s in stages]))
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1, default=float))
     with atomic_path(out / "results.md") as tmp:
