@@ -357,6 +357,13 @@ def fashion_mnist_slice(tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
     """A fixed slice of the real Fashion-MNIST files as an `idx:DIR` dataset (gzipped IDX files and class_names.txt):
     the first 2,000 training and 500 test images plus both images of each pair in FASHION_MNIST_PAIRS, in file order.
     Returns (the folder, the pairs as (test, train) positions in the slice)."""
+    return write_fashion_slice(tmp_path_factory.mktemp("fashion-mnist-slice"), *FASHION_SLICE)
+
+
+def write_fashion_slice(out: Path, n_train: int, n_test: int) -> tuple[Path, list[tuple[int, int]]]:
+    """The first n_train training and n_test test images of the real Fashion-MNIST files plus both images of each
+    pair in FASHION_MNIST_PAIRS, in file order, as an `idx:DIR` dataset in `out`. Returns (out, the pairs as
+    (test, train) positions in the slice)."""
     import numpy as np
 
     from backend.datasets import load_dataset
@@ -365,9 +372,8 @@ def fashion_mnist_slice(tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
 
     require_fashion_mnist()
     ds = load_dataset("fashion-mnist")
-    train = np.union1d(np.arange(FASHION_SLICE[0]), [t for _, t in FASHION_MNIST_PAIRS])
-    test = np.union1d(np.arange(FASHION_SLICE[1]), [t for t, _ in FASHION_MNIST_PAIRS])
-    out = tmp_path_factory.mktemp("fashion-mnist-slice")
+    train = np.union1d(np.arange(n_train), [t for _, t in FASHION_MNIST_PAIRS])
+    test = np.union1d(np.arange(n_test), [t for t, _ in FASHION_MNIST_PAIRS])
     for name, array in ((idx.TRAIN_IMAGES, ds.train_images[train, ..., 0]), (idx.TRAIN_LABELS, ds.train_labels[train]),
                         (idx.TEST_IMAGES, ds.test_images[test, ..., 0]), (idx.TEST_LABELS, ds.test_labels[test])):
         idx.write_idx(out / f"{name}.gz", array.astype(np.uint8))
