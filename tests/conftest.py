@@ -44,11 +44,28 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{matrix}: {n} cases {outcome}")
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m precompute ARGS` in a fresh process, as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "precompute", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, check: bool = True, timeout: float = 600,
+            in_process: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m precompute ARGS` in a fresh process, as a user would. With `in_process`, the same main() runs
+    in this process, without a fresh interpreter's imports (2-7 s of CPU a call): for fixtures that build a run,
+    and tests that ask about a verb's files or output, not its process (every verb runs fresh in some test)."""
+    if in_process:
+        import contextlib
+        import io
+
+        from precompute.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(map(str, args)))
+            except SystemExit as exc:  # argparse's exit on a bad flag
+                code = exc.code
+        proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    else:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        proc = subprocess.run([sys.executable, "-m", "precompute", *map(str, args)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"precompute {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -136,7 +153,7 @@ def tiny_run(tmp_path_factory) -> Path:
     kept (the tests of shards and of prediction counts read them)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "60", "--seed", "0",
-            "--out", out, "--batch-models", "30", "--keep-shards", *FAST_TRAIN)
+            "--out", out, "--batch-models", "30", "--keep-shards", *FAST_TRAIN, in_process=True)
     return out
 
 
@@ -161,7 +178,7 @@ def structure_run(tmp_path_factory) -> Path:
              labels=digits.target[pick], split=np.where(np.arange(450) < 300, "train", "test"))
     out = tmp / "run"
     run_cli("train", "--dataset", f"npz:{tmp / 'digits450.npz'}", "--models", "100", "--out", out,
-            "--epochs", "20", "--hidden", "32")
+            "--epochs", "20", "--hidden", "32", in_process=True)
     masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
     np.save(out / "weights.npy", sklearn_datamodels(masks, margins, np.arange(margins.shape[1]), 0.01)[0])
     analyze_structure(out, n_components=10, k_per_class=3, device="cpu")
@@ -246,10 +263,10 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     np.save(fitted / "bias.npy", bias)
     np.save(fitted / "lam.npy", lam)
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "30", "--seed", "1",
-            "--out", fitted / "heldout", "--batch-models", "30", *FAST_TRAIN)
-    run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity")
+            "--out", fitted / "heldout", "--batch-models", "30", *FAST_TRAIN, in_process=True)
+    run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity", in_process=True)
     run_cli("analyze", "--run", fitted, "--n-control", "8", "--components", "10", "--clusters-per-class", "3",
-            "--device", "cpu")
+            "--device", "cpu", in_process=True)
     add_fixture_attributions(fitted)
     (runs / "no-datamodels").symlink_to(tiny_run, target_is_directory=True)
     truncated = runs / "truncated"
@@ -306,9 +323,10 @@ def add_fixture_attributions(run_dir: Path) -> None:
     run = Run(run_dir)
     (run_dir / "fit.json").write_text(json.dumps({"n_targets": run.n_targets - 5, "targets": "all but train:0-4",
                                                   "iterations": {}, "solver": "scikit-learn Lasso (test fixture)"}))
-    run_cli("attribute", "--run", run_dir, "--method", "datamodels")
+    run_cli("attribute", "--run", run_dir, "--method", "datamodels", in_process=True)
     attribute(run, PermutedScores(run))
-    run_cli("methods-eval", "--run", run_dir, "--targets", "3", "--models", "2", "--budget", "2", "--device", "cpu")
+    run_cli("methods-eval", "--run", run_dir, "--targets", "3", "--models", "2", "--budget", "2",
+            "--device", "cpu", in_process=True)
 
 
 @pytest.fixture(scope="session")
@@ -324,10 +342,11 @@ def leakage_data_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("leakage")
     npz = root / "planted.npz"
-    run_cli("plant-leaks", "--dataset", "digits", "--n", "12", "--noise", "0", "--no-shift", "--seed", "3", "--out", npz)
+    run_cli("plant-leaks", "--dataset", "digits", "--n", "12", "--noise", "0", "--no-shift", "--seed", "3",
+            "--out", npz, in_process=True)
     out = root / "runs" / "planted"
     run_cli("train", "--dataset", f"npz:{npz}", "--alpha", "0.5", "--models", "60", "--seed", "0",
-            "--out", out, "--batch-models", "30", *FAST_TRAIN)
+            "--out", out, "--batch-models", "30", *FAST_TRAIN, in_process=True)
     save_test_target_lasso(out, alpha=0.05)
     analyze_leakage(out, device="cpu")
     return root
@@ -396,8 +415,8 @@ def fashion_slice_data_dir(fashion_mnist_slice, tmp_path_factory) -> Path:
     folder, _ = fashion_mnist_slice
     root = tmp_path_factory.mktemp("fashion")
     out = root / "runs" / "fashion-slice"
-    run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300", "--seed", "0",
-            "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32")
+    run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300",
+            "--seed", "0", "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32", in_process=True)
     save_test_target_lasso(out, alpha=0.1)
     analyze_leakage(out, device="cpu")
     return root
