@@ -47,8 +47,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def run_cli(*args: str, check: bool = True, timeout: float = 600,
             in_process: bool = False) -> subprocess.CompletedProcess:
     """Run `python -m precompute ARGS` in a fresh process, as a user would. With `in_process`, the same main() runs
-    in this process, without a fresh interpreter's imports (2-7 s of CPU a call): for fixtures that build a run,
-    and tests that ask about a verb's files or output, not its process (every verb runs fresh in some test)."""
+    in this process (no timeout), without a fresh interpreter's imports (5.4 s of CPU for a tiny `train` here, 0.05
+    in-process): for fixtures that build a run, and tests that ask about a verb's files or output, not about its
+    process (kills, the one line a refusal prints, exit codes); every verb still runs fresh in some test."""
     if in_process:
         import contextlib
         import io
