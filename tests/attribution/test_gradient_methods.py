@@ -227,7 +227,7 @@ def test_the_cli_stores_each_method_with_its_config(narrow_run):
         ("tracin", ["--checkpoints", "3"], {"checkpoints": 3, "epochs": [1, 2, 3]}),
     ]:
         summary = json.loads(run_cli("attribute", "--run", narrow_run, "--method", method, "--device", "cpu",
-                                     *flags, "--json").stdout)
+                                     *flags, "--json", in_process=True).stdout)
         meta = read_meta(Run(narrow_run), method)
         assert {key: meta["config"][key] for key in config} == config
         assert meta["models"] == summary["models"]

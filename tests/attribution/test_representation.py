@@ -47,7 +47,8 @@ def test_knn_label_disagreement_is_sklearns_brute_force_neighbours():
 def test_representation_end_to_end_trains_the_control_model_it_needs(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    summary = json.loads(run_cli("attribute", "--run", run, "--method", "representation", "--json").stdout)
+    summary = json.loads(run_cli("attribute", "--run", run, "--method", "representation", "--json",
+                                 in_process=True).stdout)
     assert summary["models"] == {"kind": "control", "n_models": 1, "trained": 1}
     r = Run(run)
     features, labels, n = np.load(run / "control_features.npy"), np.load(run / "labels.npy"), r.n_train
