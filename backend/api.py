@@ -43,6 +43,7 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
+from backend.structure.map_layout import inside_polygon
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
@@ -268,6 +269,11 @@ class RunAPI:
         (a 2-D t-SNE of its datamodel PCA coordinates, written by `analyze`: backend.structure.map_layout)."""
         self._require(MAP_LAYOUT, "embeddings map")
         return self.run.array(MAP_LAYOUT)
+
+    def map_lasso(self, polygon: np.ndarray) -> np.ndarray:
+        """int64 margins columns, ascending, of the targets whose map point lies inside `polygon` (m, 2), in the
+        map's coordinates: a lasso drawn on the embeddings map."""
+        return np.flatnonzero(inside_polygon(self.map_layout(), polygon))
 
     def map_colourings(self) -> list[str]:
         """What the map can be coloured by in this run (MAP_COLOURINGS whose artifact is stored)."""
