@@ -65,7 +65,7 @@ SIMILARITY_SPACES = {
     "ssl": (SSL_EMBEDDINGS, _flat_unit_rows, "cosine of the ssl-esvm method's SimCLR embeddings"),
 }
 # What the embeddings map can be coloured by.
-MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split")
+MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split", "tag")
 
 
 class MissingArtifact(RunError):
@@ -281,12 +281,15 @@ class RunAPI:
         stored = {"prediction": predictions, "correct": predictions, "cluster": self.run.has(CLUSTERS_ALL)}
         return [by for by in MAP_COLOURINGS if stored.get(by, True)]
 
-    def map_colours(self, by: str) -> tuple[np.ndarray, list[str]]:
+    def map_colours(self, by: str, tagged: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Every target's category when the map is coloured `by` (MAP_COLOURINGS): (codes int64 (n_targets,),
         names list[str]), codes[c] indexing names. "prediction" is the class most of the run's models predict,
         "correct" whether that is the label (Quality's Mistakes), "cluster" the whole test set's spectral cluster
-        (training targets are not clustered: their own category)."""
+        (training targets are not clustered: their own category), "tag" whether a target is among `tagged` (margins
+        columns: a tag's, which the annotation database holds)."""
         run, names = self.run, self.run.class_names
+        if by == "tag":
+            return np.isin(np.arange(run.n_targets), tagged).astype(np.int64), ["other", "tagged"]
         labels = np.asarray(run.labels, dtype=np.int64)
         if by == "label":
             return labels, list(names)
@@ -358,10 +361,13 @@ class RunAPI:
             members, clustering = clusters.class_clustering(self.run, label)
         return [self.name(self.run.n_train + int(j)) for j in members], clustering
 
-    @staticmethod
-    def typical(targets: list[str], clustering: clusters.Clustering, cluster: int, n: int) -> list[str]:
-        """The n members of `cluster` with the highest silhouette, most typical first (an undefined one counts 0)."""
+    def typical(self, targets: list[str], clustering: clusters.Clustering, cluster: int, n: int,
+                among: np.ndarray | None = None) -> list[str]:
+        """The n members of `cluster` with the highest silhouette, most typical first (an undefined one counts 0);
+        with `among` (margins columns, e.g. a tag's), only the members among them."""
         inside = np.flatnonzero(clustering.labels == cluster)
+        if among is not None:
+            inside = inside[np.isin([self.column(targets[j]) for j in inside], among)]
         return [targets[j] for j in inside[top_k(np.nan_to_num(clustering.silhouette[inside]), n, signed=False)]]
 
     # The eval stage: what the Overview and Quality pages show ------------------------------------------------
@@ -418,10 +424,14 @@ class RunAPI:
         start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
         return [self.name(c) for c in range(start, stop)]
 
-    def lowest(self, values: np.ndarray, split: str, k: int) -> list[str]:
+    def lowest(self, values: np.ndarray, split: str, k: int, among: np.ndarray | None = None) -> list[str]:
         """The k targets of `split` with the lowest of `values` (one per target, margins-column order, e.g.
-        lds()), lowest first; NaN is skipped."""
+        lds()), lowest first; NaN is skipped; with `among` (margins columns, e.g. a tag's), only those targets."""
         start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+        if among is not None:
+            kept = np.full(len(values), np.nan, dtype=np.float64)
+            kept[among] = np.asarray(values, dtype=np.float64)[among]
+            values = kept
         return [self.name(c) for c in target_stats.lowest_targets(values, start, stop, k)]
 
     # Attribution methods judged side by side: what the Methods page shows ----------------------------------

@@ -10,7 +10,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from backend.api import RunAPI
-from widgets import image_grid, point_map, run_context, url_state
+from widgets import image_grid, point_map, run_context, selection_actions, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 PER_PAGE = 24  # images of a selection per grid page: 8 rows of 3 beside the map
@@ -19,11 +19,13 @@ MAX_VERTICES = 1_000  # a lasso from the browser has at most 200
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def map_points(_api: RunAPI, path: str, version: int, by: str) -> bytes:
-    """The map coloured `by`, as the point map's payload; held per run version (bytes are never copied)."""
-    codes, names = _api.map_colours(by)
+def map_points(_api: RunAPI, path: str, version: int, by: str, tag: str | None, tagged: np.ndarray | None) -> bytes:
+    """The map coloured `by` (the `tag`'s `tagged` targets against the others for "tag"), as the point map's
+    payload; held per run version and tagging (bytes are never copied)."""
+    codes, names = _api.map_colours(by, tagged)
+    version = f"{path}:{version}:{by}" + (f":{tag}:{hash(tagged.tobytes())}" if by == "tag" else "")
     return point_map.payload(_api.map_layout(), codes, names, [PALETTE[c % len(PALETTE)] for c in range(len(names))],
-                             _api.run.n_train, f"{path}:{version}:{by}", height=600)
+                             _api.run.n_train, version, height=600)
 
 
 def is_column(api: RunAPI, value) -> bool:
@@ -48,20 +50,25 @@ def selected_columns(api: RunAPI, selection) -> tuple[list[int], list | None]:
 
 
 @st.fragment
-def map_and_grid(api: RunAPI, by: str) -> None:
+def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | None) -> None:
+    """The map and the selection's grid; with a tag, a lasso selects only that tag's targets."""
     run = api.run
-    codes, names = api.map_colours(by)
-    key = f"map-{by}"
+    codes, names = api.map_colours(by, tagged)
+    key = f"map-{by}-{tag}"
     state = st.session_state.get(key) or {}
     selected, lasso = selected_columns(api, state.get("selection"))
+    if lasso is not None and tagged is not None:
+        selected = [c for c in selected if c in set(tagged.tolist())]
     hovered = state.get("hover")
     hover = (hovered, image_grid.image_uri(run, hovered)) if is_column(api, hovered) else None
     map_side, grid_side = st.columns([3, 2])
     with map_side:
-        point_map.point_map(map_points(api, str(run.dir), run_context.run_version(run), by), key=key,
-                            hover_image=hover, lasso=lasso)
+        point_map.point_map(map_points(api, str(run.dir), run_context.run_version(run), by, tag,
+                                       tagged if by == "tag" else None), key=key, hover_image=hover, lasso=lasso)
     with grid_side:
-        if not selected:
+        if not selected and lasso is not None:
+            st.info(f"None of the targets inside the lasso is tagged {text.plain(tag)}.")
+        elif not selected:
             st.info("Hover a point to see its image, click it to open it here, or draw a lasso round some to see them "
                     "all (Pan and the mouse wheel move and zoom the map).")
         elif lasso is None:
@@ -79,7 +86,7 @@ def map_and_grid(api: RunAPI, by: str) -> None:
             page = 1
             if n_pages > 1:
                 page = st.number_input(f"Page (of {n_pages:,}, {PER_PAGE} images each)", min_value=1,
-                                       max_value=n_pages, value=1, key=f"map_page-{by}")
+                                       max_value=n_pages, value=1, key=f"map_page-{by}-{tag}")
             shown = np.array(selected[(page - 1) * PER_PAGE:page * PER_PAGE])
             # The caption's first two lines hold the name, label and prediction: the colour's category only adds to them.
             captions = [names[codes[c]] if by in ("correct", "cluster") else "" for c in shown]
@@ -92,8 +99,10 @@ n_points = len(api.map_layout())
 st.title("Embeddings map")
 st.caption(f"All {n_points:,} targets ({run.n_train:,} train, {run.n_test:,} test), each at its point of a 2-D t-SNE "
            "of its datamodel's PCA coordinates: targets that depend on the same training images sit together.")
-options = api.map_colourings()
+tag, tagged = selection_actions.tag_filter(run, key="map_tag")
+options = [o for o in api.map_colourings() if o != "tag" or tag is not None]
 by = st.selectbox("Colour by", options, key="map_colour",
-                  format_func=lambda o: {"correct": "correct (majority of models)", "prediction": "majority prediction"}.get(o, o),
+                  format_func=lambda o: {"correct": "correct (majority of models)", "prediction": "majority prediction",
+                                         "tag": f"tagged {tag}"}.get(o, o),
                   **url_state.url_choice("colour", "map_colour", options, "label"))
-map_and_grid(api, by)
+map_and_grid(api, by, tag, tagged)

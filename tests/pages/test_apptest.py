@@ -264,6 +264,28 @@ def test_quality_lists_worst_predicted_and_opens_their_neighbours(app, fitted):
     assert title(at) == f"Neighbours of {worst[0]}" and at.query_params["target"] == worst[0]
 
 
+def test_quality_filters_its_lists_by_a_tag_from_the_url(app, fitted, tmp_path, monkeypatch):
+    """?tag= (the Dataset page's parameter) keeps Quality's worst list and table to the tag's targets: the worst
+    list is the brute-force argsort of the tagged targets' LDS; choosing "any" drops the parameter."""
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    tagged = np.array([fitted.n_train + j for j in (4, 9, 40, 77, 120, 301)] + [2, 7])  # six test, two train
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(RUN, "odd", tagged, "rita")
+    at = app("quality", run=RUN, tag="odd")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="quality_tag").value == "odd"
+    lds = np.load(fitted.dir / "lds.npy")
+    test_tagged = tagged[tagged >= fitted.n_train]
+    order = test_tagged[np.argsort(lds[test_tagged], kind="stable")]
+    expected = [f"test:{c - fitted.n_train}" for c in order if not np.isnan(lds[c])]
+    assert grid(at, "worst") == expected
+    assert at.dataframe[0].value["target"].tolist() == [f"test:{c - fitted.n_train}" for c in test_tagged]
+    at.selectbox(key="quality_tag").set_value(None).run()
+    assert "tag" not in at.query_params and len(at.dataframe[0].value) == 500
+
+
 @pytest.mark.parametrize("page", ["overview", "neighbours", "quality"])
 @pytest.mark.parametrize("run, says", [
     ("no-datamodels", ["weights.npy is missing", "python -m precompute fit --run"]),

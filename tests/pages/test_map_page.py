@@ -128,6 +128,30 @@ def test_a_state_the_browser_should_not_send_selects_nothing(app):
         assert drawn(at)[3] == {"hover": {}, "lasso": None}, selection
 
 
+def test_a_tag_colours_the_map_and_filters_the_lasso(app, data_dir, tmp_path, monkeypatch):
+    """With ?tag= the map can be coloured by the tag (its targets against the rest) and a lasso's grid holds only the
+    tagged targets inside it."""
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    run = Run(data_dir / "runs" / "small")
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    tagged = np.array([1, 5, 8, run.n_train + 2, run.n_train + 3])
+    AnnotationStore(f"sqlite:///{tmp_path / 'tags.db'}").add_tag("small", "seen", tagged, "rita")
+    at = app(tag="seen")
+    assert "tag" not in app().selectbox(key="map_colour").options  # no tag chosen: nothing to colour by
+    at.selectbox(key="map_colour").set_value("tag").run()
+    assert not at.exception and not at.error
+    header, _, codes, _ = drawn(at)
+    assert header["names"] == ["other", "tagged"]
+    np.testing.assert_array_equal(np.flatnonzero(codes), tagged)
+    at.session_state["map-tag-seen"] = {"selection": {"lasso": [[-1e6, -1e6], [1e6, -1e6], [1e6, 1e6], [-1e6, 1e6]]},
+                                        "hover": None}
+    at.run()
+    assert "Selected targets (5)" in [s.value for s in at.subheader]
+    assert image_grids(at)["map-selected"][1] == ["train:1", "train:5", "train:8", "test:2", "test:3"]
+
+
 def test_a_run_without_a_map_names_the_command(app):
     at = app("no-map")
     assert len(at.error) == 1 and "map_layout.npy is missing" in at.error[0].value
