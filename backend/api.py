@@ -182,13 +182,20 @@ class RunAPI:
         self._require(ATTRIBUTION_SELF_SCORES, f"{method} self-scores", method=method)
         return np.asarray(attribution_store.read_self_scores(self.run, method))
 
-    def top(self, target: str, k: int = 10, method: str = DATAMODELS, side: str = "positive") -> list[str]:
+    def top(self, target: str, k: int = 10, method: str = DATAMODELS, side: str = "positive",
+            among: np.ndarray | None = None) -> list[str]:
         """The k training images that most raise (side="positive") or most lower ("negative") the target's
         margin by `method`'s scores, strongest first, by backend.ranking's rule: a zero score is never
-        returned, so a sparse datamodel may give fewer than k."""
+        returned, so a sparse datamodel may give fewer than k; with `among` (margins columns, e.g. a tag's), only
+        the training images among them."""
         if side not in ("positive", "negative"):
             raise ValueError(f"side must be 'positive' or 'negative', got {side!r}")
         scores = self.scores(target, method)
+        if among is not None:
+            kept = among[among < self.run.n_train]
+            only = np.zeros(len(scores), dtype=np.asarray(scores).dtype)
+            only[kept] = scores[kept]  # a zero score is never returned
+            scores = only
         picked = top_k(scores, k) if side == "positive" else bottom_k(scores, k)
         return [self.name(j) for j in picked]
 
@@ -245,11 +252,17 @@ class RunAPI:
         """The spaces `similar` can search in this run (SIMILARITY_SPACES whose matrix is stored)."""
         return [space for space, (artifact, _, _) in SIMILARITY_SPACES.items() if self.run.has(artifact)]
 
-    def similar(self, target: str, k: int | None = 10, by: str = "datamodels") -> list[tuple[str, float]]:
+    def similar(self, target: str, k: int | None = 10, by: str = "datamodels",
+                among: np.ndarray | None = None) -> list[tuple[str, float]]:
         """The k targets (train and test) most similar to `target` in the space `by` (SIMILARITY_SPACES), most
         similar first, with their similarity; never the target itself. "datamodels" returns the neighbours
         `analyze` stored (exact cosine, at most its --neighbors of them; k=None: all of them); the other spaces
-        are searched exactly on each call, one pass over their stored matrix (k=None: every target)."""
+        are searched exactly on each call, one pass over their stored matrix (k=None: every target). With
+        `among` (margins columns, e.g. a tag's), only those targets."""
+        if among is not None:
+            found = self.similar(target, None, by)
+            inside = set(np.asarray(among).tolist())
+            return [(name, s) for name, s in found if self.column(name) in inside][:k]
         column = self.column(target)
         if by not in SIMILARITY_SPACES:
             raise ValueError(f"by must be one of {', '.join(SIMILARITY_SPACES)}, got {str(by)[:40]!r}")

@@ -186,6 +186,30 @@ def test_neighbours_shows_the_target_and_its_top_weights(app, fitted):
     assert grid(at, "positive") == [f"train:{j}" for j in positive[:3]]
 
 
+def test_a_tag_keeps_neighbours_and_similar_images_to_its_targets(app, fitted, tmp_path, monkeypatch):
+    """?tag=: the top weights are the tagged training images' strongest nonzero weights (brute force over the
+    weight row), and the similar images the tagged ones of the unfiltered list, in its order."""
+    from backend.api import open_run
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    column = fitted.n_train + 7
+    weights = np.load(fitted.dir / "weights.npy")[column]
+    tagged = np.arange(0, fitted.n_train + fitted.n_test, 2)  # every even column, train and test
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(RUN, "even", tagged, "rita")
+    at = app("neighbours", run=RUN, target="test:7", tag="even")
+    assert not at.exception and not at.error
+    even = np.arange(0, fitted.n_train, 2)
+    order = even[np.argsort(-weights[even], kind="stable")]
+    assert grid(at, "positive") == [f"train:{j}" for j in order[weights[order] > 0][:12]]
+    order = even[np.argsort(weights[even], kind="stable")]
+    assert grid(at, "negative") == [f"train:{j}" for j in order[weights[order] < 0][:12]]
+    every = open_run(fitted.dir).similar("test:7", None, "datamodels")
+    shown = [g for g in grid(at, "similar-datamodels")]
+    assert shown and shown == [n for n, _ in every if open_run(fitted.dir).column(n) % 2 == 0][:12]
+
+
 def test_clicking_a_neighbour_makes_it_the_target(app, fitted):
     at = app("neighbours", run=RUN, target="test:7")
     second = grid(at, "positive")[1]
