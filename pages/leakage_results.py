@@ -19,7 +19,7 @@ from backend.leakage.agreement import category_counts, fleiss_kappa, pairwise_co
 from backend.leakage.annotations import AnnotationStoreError, shared_store
 from backend.store.rows import read_row
 from backend.leakage.scores import image_scores, rating_matrix
-from widgets import access, run_context, text
+from widgets import access, run_context, selection_actions, text
 
 MAX_PAIRS_SHOWN = 24
 
@@ -80,7 +80,11 @@ level = levels[0] if len(levels) == 1 else left.select_slider(
 conflicts_only = right.checkbox("Conflicts only", key="conflicts_only",
                                 help="Pairs some but not all of their annotators marked as near duplicates")
 chosen = scores[np.isclose(scores["annotation_score"], level) & (scores["conflict"] | (not conflicts_only))]
+tag, tagged = selection_actions.tag_filter(run, key="results_tag")
+if tagged is not None:  # the pairs with a tagged image, test or train
+    chosen = chosen[chosen["train"].isin(tagged) | (chosen["test"] + run.n_train).isin(tagged)]
 st.caption(f"{len(chosen)} pair(s) at score {level:.2f}" + (" with conflicting votes" if conflicts_only else "")
+           + (f" with an image tagged {text.plain(tag)}" if tag else "")
            + (f"; showing the first {MAX_PAIRS_SHOWN}" if len(chosen) > MAX_PAIRS_SHOWN else ""))
 slots = st.columns(4)
 for i, row in enumerate(chosen.head(MAX_PAIRS_SHOWN).itertuples()):

@@ -15,7 +15,7 @@ from backend.leakage.annotations import AnnotationStoreError, shared_store
 from backend.access.names import AnnotatorNameError, validate_name
 from backend.store.rows import read_row
 from backend.leakage.analysis import load_candidates, review_candidates
-from widgets import access, image_grid, run_context, text
+from widgets import access, image_grid, run_context, selection_actions, text
 
 N_SHOWN = 5
 N_COLS = 5
@@ -95,6 +95,12 @@ except AnnotationStoreError as exc:
     st.error(text.hide_paths(exc))
     st.stop()
 queue = [int(j) for j in candidates.queue]
+tag, tagged = selection_actions.tag_filter(run, key="review_tag")
+if tagged is not None:  # review the tag's test images only, in the queue's order
+    queue = [j for j in queue if run.n_train + j in set(tagged.tolist())]
+    if not queue:
+        st.info(f"No test image in this run's queue is tagged {text.plain(tag)}.")
+        st.stop()
 # Reviewed = submitted votes, as on the Leakage results page; skips leave the queue but are counted apart.
 done = sum(j in reviewed for j in queue)
 n_skipped = sum(j in skipped for j in queue)
