@@ -22,7 +22,7 @@ from backend.counterfactuals.removal import RemovalError, default_max_remove, fo
 from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
 from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
 from backend.store.targets import target_name
-from widgets import access, image_grid, run_context, target_picker, text, url_state
+from widgets import access, image_grid, run_context, selection_actions, target_picker, text, url_state
 
 N_COLS = 6
 RETRAIN_HELP = "Retraining is for admins, within the run's budget of models (DATAMODELS_RETRAIN_BUDGET)"
@@ -145,7 +145,16 @@ if build_tab.open:
     with build_tab:
         k = st.slider("Images per neighbour grid", 1, 48, 12, key="cf_k",
                       help="Click a training image to put it in the basket (framed) or take it out")
-        positive, negative = top_weights(row, k)
+        tag, tagged = selection_actions.tag_filter(run, key="cf_tag")
+        if tagged is None:
+            positive, negative = top_weights(row, k)
+        else:  # the grids list the tag's training images only; one click puts them all in the basket
+            tagged_train = tagged[tagged < run.n_train]
+            only = np.zeros(len(row), dtype=row.dtype)
+            only[tagged_train] = row[tagged_train]  # a zero weight is never listed
+            positive, negative = top_weights(only, k)
+            st.button(f"+ the {len(tagged_train):,} training images tagged {text.plain(tag)}", key="cf_add_tag",
+                      on_click=add, args=(tagged_train,), disabled=len(tagged_train) == 0)
         for sign, side in ((0, "positive"), (1, "negative")):
             buttons = st.columns(4)
             for i, n in enumerate((10, 50, 100)):
