@@ -83,7 +83,7 @@ with explore:
     event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
     selected = image_grid.selected_customdata(event)
     if tagged is not None:
-        selected = [c for c in selected if c in set(tagged.tolist())]
+        selected = [c for c, keep in zip(selected, np.isin(selected, tagged)) if keep]
     if selected:
         st.subheader(f"Selected targets ({len(selected)})")
         image_grid.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected",

@@ -44,7 +44,8 @@ def selected_columns(api: RunAPI, selection) -> tuple[list[int], list | None]:
         polygon = np.asarray(lasso, dtype=np.float64)
     except (TypeError, ValueError):
         return [], None
-    if polygon.ndim != 2 or polygon.shape[1] != 2 or not 3 <= len(polygon) <= MAX_VERTICES or not np.isfinite(polygon).all():
+    if polygon.ndim != 2 or polygon.shape[1] != 2 or not 3 <= len(polygon) <= MAX_VERTICES \
+            or not np.isfinite(polygon).all():
         return [], None
     return api.map_lasso(polygon).tolist(), polygon.tolist()
 
@@ -58,7 +59,7 @@ def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | Non
     state = st.session_state.get(key) or {}
     selected, lasso = selected_columns(api, state.get("selection"))
     if lasso is not None and tagged is not None:
-        selected = [c for c in selected if c in set(tagged.tolist())]
+        selected = [c for c, keep in zip(selected, np.isin(selected, tagged)) if keep]
     hovered = state.get("hover")
     hover = (hovered, image_grid.image_uri(run, hovered)) if is_column(api, hovered) else None
     map_side, grid_side = st.columns([3, 2])
@@ -66,7 +67,7 @@ def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | Non
         point_map.point_map(map_points(api, str(run.dir), run_context.run_version(run), by, tag,
                                        tagged if by == "tag" else None), key=key, hover_image=hover, lasso=lasso)
     with grid_side:
-        if not selected and lasso is not None:
+        if not selected and lasso is not None and tag is not None:
             st.info(f"None of the targets inside the lasso is tagged {text.plain(tag)}.")
         elif not selected:
             st.info("Hover a point to see its image, click it to open it here, or draw a lasso round some to see them "

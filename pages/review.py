@@ -8,6 +8,7 @@ nothing; on a local dashboard without auth the annotator types a name, kept in t
 What they have reviewed is in the database, so a reload resumes the queue. An annotator sees and undoes
 only their own votes here.
 """
+import numpy as np
 import streamlit as st
 
 from backend.datasets import thumbnails
@@ -97,7 +98,7 @@ except AnnotationStoreError as exc:
 queue = [int(j) for j in candidates.queue]
 tag, tagged = selection_actions.tag_filter(run, key="review_tag")
 if tagged is not None:  # review the tag's test images only, in the queue's order
-    queue = [j for j in queue if run.n_train + j in set(tagged.tolist())]
+    queue = [j for j, keep in zip(queue, np.isin(np.asarray(queue) + run.n_train, tagged)) if keep]
     if not queue:
         st.info(f"No test image in this run's queue is tagged {text.plain(tag)}.")
         st.stop()
