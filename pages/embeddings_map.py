@@ -1,7 +1,7 @@
 """Embeddings map: every target, train and test, at its point of a 2-D t-SNE of its datamodel embedding.
 
 `analyze` stores the map (structure/map_layout.npy); this page only draws it, one point per target, on the point
-map's canvas (widgets/point_map.py: 70,000 points drawn in about 0.1 s, none dropped). Hovering a point shows its
+map's canvas (widgets/point_map.py: 70,000 points drawn in under 0.1 s, none dropped). Hovering a point shows its
 image in the tooltip; a click shows it beside the map; a lasso fills the grid beside it with the targets inside.
 The map and the grid are one fragment: a hover or a selection reruns them, not the page.
 """

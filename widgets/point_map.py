@@ -1,9 +1,9 @@
 """The point map: tens of thousands of coloured points on a canvas, a Streamlit component of inline JavaScript
 (point_map.js; st.components.v2, no build step), because plotly cannot do what the Embeddings map needs.
 
-- Speed: plotly's Scattergl sets up several WebGL contexts and shaders per chart; without a GPU (Chromium's
-  software renderer) 70,000 points took 2.2–4 s to draw at load 5–11. The canvas writes every point into one
-  ImageData in one pass (~0.1 s), from typed arrays sent as bytes (10 bytes a point).
+- Speed: plotly's Scattergl sets up WebGL contexts and shaders per chart; without a GPU (Chromium's software
+  renderer) a warm visit of 70,000 points took 4.5–6.1 s at load 15–17. The canvas writes every point into one
+  ImageData in one pass (28–63 ms at load 11), from typed arrays sent as bytes (10 bytes a point).
 - Hover: Streamlit is not told of plotly's hovers. The component sets its "hover" state when the pointer rests
   on a point; Python answers in the next run with that image (`hover_image`), shown in the tooltip.
 - A lasso goes to Python as its polygon (the "selection" state), not as every point inside it (8 MB of JSON for
