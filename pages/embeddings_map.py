@@ -51,10 +51,12 @@ def selected_columns(api: RunAPI, selection) -> tuple[list[int], list | None]:
 
 
 @st.fragment
-def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | None) -> None:
-    """The map and the selection's grid; with a tag, a lasso selects only that tag's targets."""
+def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | None, points: bytes,
+                 codes: np.ndarray, names: list[str]) -> None:
+    """The map (`points`, coloured `codes` → `names`) and the selection's grid; with a tag, a lasso selects only that
+    tag's targets. The run's files are read before, by the page: a broken one is the app's one error, not the
+    fragment's."""
     run = api.run
-    codes, names = api.map_colours(by, tagged)
     key = f"map-{by}-{tag}"
     state = st.session_state.get(key) or {}
     selected, lasso = selected_columns(api, state.get("selection"))
@@ -64,8 +66,7 @@ def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | Non
     hover = (hovered, image_grid.image_uri(run, hovered)) if is_column(api, hovered) else None
     map_side, grid_side = st.columns([3, 2])
     with map_side:
-        point_map.point_map(map_points(api, str(run.dir), run_context.run_version(run), by, tag,
-                                       tagged if by == "tag" else None), key=key, hover_image=hover, lasso=lasso)
+        point_map.point_map(points, key=key, hover_image=hover, lasso=lasso)
     with grid_side:
         if not selected and lasso is not None and tag is not None:
             st.info(f"None of the targets inside the lasso is tagged {text.plain(tag)}.")
@@ -106,4 +107,6 @@ by = st.selectbox("Colour by", options, key="map_colour",
                   format_func=lambda o: {"correct": "correct (majority of models)", "prediction": "majority prediction",
                                          "tag": f"tagged {tag}"}.get(o, o),
                   **url_state.url_choice("colour", "map_colour", options, "label"))
-map_and_grid(api, by, tag, tagged)
+codes, names = api.map_colours(by, tagged)
+map_and_grid(api, by, tag, tagged, map_points(api, str(run.dir), run_context.run_version(run), by, tag,
+                                              tagged if by == "tag" else None), codes, names)

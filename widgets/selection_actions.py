@@ -19,10 +19,14 @@ from backend.store.targets import target_name
 from widgets import access, text
 
 
+def _read_tags(run: Run) -> dict[str, np.ndarray]:
+    return {tag: np.asarray(columns, dtype=np.int64) for tag, columns in shared_store().tags(run.name).items()}
+
+
 def stored_tags(run: Run) -> dict[str, np.ndarray] | None:
     """{tag: its targets' margins columns} of `run`, or None after one st.error when the database is unreachable."""
     try:
-        return {tag: np.asarray(columns, dtype=np.int64) for tag, columns in shared_store().tags(run.name).items()}
+        return _read_tags(run)
     except AnnotationStoreError as exc:
         st.error(text.hide_paths(exc))
         return None
@@ -31,9 +35,16 @@ def stored_tags(run: Run) -> dict[str, np.ndarray] | None:
 def tag_filter(run: Run, key: str) -> tuple[str | None, np.ndarray | None]:
     """A "Tagged" choice among the run's stored tags ("any" first), kept in the URL as `?tag=` (the Dataset page's
     parameter, so a link keeps the filter from page to page): (the tag, its targets' margins columns, ascending), or
-    (None, None) for any target."""
-    tags = stored_tags(run) or {}
+    (None, None) for any target. Drawn only once the run has a tag (or the URL names one); an unreachable database is
+    a caption here, not an error: the page works without its filter."""
     wanted = st.query_params.get("tag") or None
+    try:
+        tags = _read_tags(run)
+    except AnnotationStoreError as exc:
+        st.caption(f"No tag filter: {text.hide_paths(exc)}")
+        return None, None
+    if not tags and wanted is None:
+        return None, None
     st.session_state[key] = wanted
     tag = st.selectbox("Tagged", [None, *sorted(set(tags) | {wanted} - {None})], key=key, on_change=_tag_to_url,
                        args=(key,), format_func=lambda t: "any" if t is None else t,
