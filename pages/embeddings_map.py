@@ -57,7 +57,7 @@ def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | Non
     tag's targets. The run's files are read before, by the page: a broken one is the app's one error, not the
     fragment's."""
     run = api.run
-    key = f"map-{by}-{tag}"
+    key = f"map-{by}" if tag is None else f"map-{by}-{tag}"
     state = st.session_state.get(key) or {}
     selected, lasso = selected_columns(api, state.get("selection"))
     if lasso is not None and tagged is not None:
@@ -88,7 +88,7 @@ def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | Non
             page = 1
             if n_pages > 1:
                 page = st.number_input(f"Page (of {n_pages:,}, {PER_PAGE} images each)", min_value=1,
-                                       max_value=n_pages, value=1, key=f"map_page-{by}-{tag}")
+                                       max_value=n_pages, value=1, key=f"{key}-page")
             shown = np.array(selected[(page - 1) * PER_PAGE:page * PER_PAGE])
             # The caption's first two lines hold the name, label and prediction: the colour's category only adds to them.
             captions = [names[codes[c]] if by in ("correct", "cluster") else "" for c in shown]

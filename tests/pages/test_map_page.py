@@ -126,6 +126,9 @@ def test_a_state_the_browser_should_not_send_selects_nothing(app):
         assert not at.exception and not at.error, selection
         assert [i.value for i in at.info][0].startswith("Hover a point"), selection
         assert drawn(at)[3] == {"hover": {}, "lasso": None}, selection
+    at.session_state["map-label"] = {"selection": {"point": 0}, "hover": None}  # the same key, a good state: shown
+    at.run()
+    assert "train:0" in [s.value for s in at.subheader]
 
 
 def test_a_tag_colours_the_map_and_filters_the_lasso(app, data_dir, tmp_path, monkeypatch):
