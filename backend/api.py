@@ -52,6 +52,7 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, target_column, target_name
+from backend.structure.map_layout import inside_polygon
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
@@ -82,7 +83,7 @@ SUPPORT_STEPS = support.DEFAULT_BUDGET
 # Models per removal side of a PCA faithfulness check (App. J) unless asked otherwise.
 FAITHFULNESS_MODELS = faithfulness.DEFAULT_MODELS
 # What the embeddings map can be coloured by.
-MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split")
+MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split", "tag")
 
 
 class MissingArtifact(RunError):
@@ -304,13 +305,20 @@ class RunAPI:
         self._require(ATTRIBUTION_SELF_SCORES, f"{method} self-scores", method=method)
         return np.asarray(attribution_store.read_self_scores(self.run, method))
 
-    def top(self, target: str, k: int = 10, method: str = DATAMODELS, side: str = "positive") -> list[str]:
+    def top(self, target: str, k: int = 10, method: str = DATAMODELS, side: str = "positive",
+            among: np.ndarray | None = None) -> list[str]:
         """The k training images that most raise (side="positive") or most lower ("negative") the target's
         margin by `method`'s scores, strongest first, by backend.ranking's rule: a zero score is never
-        returned, so a sparse datamodel may give fewer than k."""
+        returned, so a sparse datamodel may give fewer than k; with `among` (margins columns, e.g. a tag's), only
+        the training images among them."""
         if side not in ("positive", "negative"):
             raise ValueError(f"side must be 'positive' or 'negative', got {side!r}")
         scores = self.scores(target, method)
+        if among is not None:
+            kept = among[among < self.run.n_train]
+            only = np.zeros(len(scores), dtype=np.asarray(scores).dtype)
+            only[kept] = scores[kept]  # a zero score is never returned
+            scores = only
         picked = top_k(scores, k) if side == "positive" else bottom_k(scores, k)
         return [self.name(j) for j in picked]
 
@@ -467,11 +475,17 @@ class RunAPI:
         """The spaces `similar` can search in this run (SIMILARITY_SPACES whose matrix is stored)."""
         return [space for space, (artifact, _, _) in SIMILARITY_SPACES.items() if self.run.has(artifact)]
 
-    def similar(self, target: str, k: int | None = 10, by: str = "datamodels") -> list[tuple[str, float]]:
+    def similar(self, target: str, k: int | None = 10, by: str = "datamodels",
+                among: np.ndarray | None = None) -> list[tuple[str, float]]:
         """The k targets (train and test) most similar to `target` in the space `by` (SIMILARITY_SPACES), most
         similar first, with their similarity; never the target itself. "datamodels" returns the neighbours
         `analyze` stored (exact cosine, at most its --neighbors of them; k=None: all of them); the other spaces
-        are searched exactly on each call, one pass over their stored matrix (k=None: every target)."""
+        are searched exactly on each call, one pass over their stored matrix (k=None: every target). With
+        `among` (margins columns, e.g. a tag's), only those targets."""
+        if among is not None:
+            found = self.similar(target, None, by)
+            inside = set(np.asarray(among).tolist())
+            return [(name, s) for name, s in found if self.column(name) in inside][:k]
         column = self.column(target)
         if by not in SIMILARITY_SPACES:
             raise ValueError(f"by must be one of {', '.join(SIMILARITY_SPACES)}, got {str(by)[:40]!r}")
@@ -492,18 +506,26 @@ class RunAPI:
         self._require(MAP_LAYOUT, "embeddings map")
         return self.run.array(MAP_LAYOUT)
 
+    def map_lasso(self, polygon: np.ndarray) -> np.ndarray:
+        """int64 margins columns, ascending, of the targets whose map point lies inside `polygon` (m, 2), in the
+        map's coordinates: a lasso drawn on the embeddings map."""
+        return np.flatnonzero(inside_polygon(self.map_layout(), polygon))
+
     def map_colourings(self) -> list[str]:
         """What the map can be coloured by in this run (MAP_COLOURINGS whose artifact is stored)."""
         predictions = target_stats.stored_prediction_counts(self.run) is not None
         stored = {"prediction": predictions, "correct": predictions, "cluster": self.run.has(CLUSTERS_ALL)}
         return [by for by in MAP_COLOURINGS if stored.get(by, True)]
 
-    def map_colours(self, by: str) -> tuple[np.ndarray, list[str]]:
+    def map_colours(self, by: str, tagged: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Every target's category when the map is coloured `by` (MAP_COLOURINGS): (codes int64 (n_targets,),
         names list[str]), codes[c] indexing names. "prediction" is the class most of the run's models predict,
         "correct" whether that is the label (Quality's Mistakes), "cluster" the whole test set's spectral cluster
-        (training targets are not clustered: their own category)."""
+        (training targets are not clustered: their own category), "tag" whether a target is among `tagged` (margins
+        columns: a tag's, which the annotation database holds)."""
         run, names = self.run, self.run.class_names
+        if by == "tag":
+            return np.isin(np.arange(run.n_targets), tagged).astype(np.int64), ["other", "tagged"]
         labels = np.asarray(run.labels, dtype=np.int64)
         if by == "label":
             return labels, list(names)
@@ -575,10 +597,13 @@ class RunAPI:
             members, clustering = clusters.class_clustering(self.run, label)
         return [self.name(self.run.n_train + int(j)) for j in members], clustering
 
-    @staticmethod
-    def typical(targets: list[str], clustering: clusters.Clustering, cluster: int, n: int) -> list[str]:
-        """The n members of `cluster` with the highest silhouette, most typical first (an undefined one counts 0)."""
+    def typical(self, targets: list[str], clustering: clusters.Clustering, cluster: int, n: int,
+                among: np.ndarray | None = None) -> list[str]:
+        """The n members of `cluster` with the highest silhouette, most typical first (an undefined one counts 0);
+        with `among` (margins columns, e.g. a tag's), only the members among them."""
         inside = np.flatnonzero(clustering.labels == cluster)
+        if among is not None:
+            inside = inside[np.isin([self.column(targets[j]) for j in inside], among)]
         return [targets[j] for j in inside[top_k(np.nan_to_num(clustering.silhouette[inside]), n, signed=False)]]
 
     # Principal components of datamodel embeddings and their faithfulness check: what the PCA page shows -----
@@ -692,10 +717,14 @@ class RunAPI:
         start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
         return [self.name(c) for c in range(start, stop)]
 
-    def lowest(self, values: np.ndarray, split: str, k: int) -> list[str]:
+    def lowest(self, values: np.ndarray, split: str, k: int, among: np.ndarray | None = None) -> list[str]:
         """The k targets of `split` with the lowest of `values` (one per target, margins-column order, e.g.
-        lds()), lowest first; NaN is skipped."""
+        lds()), lowest first; NaN is skipped; with `among` (margins columns, e.g. a tag's), only those targets."""
         start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+        if among is not None:
+            kept = np.full(len(values), np.nan, dtype=np.float64)
+            kept[among] = np.asarray(values, dtype=np.float64)[among]
+            values = kept
         return [self.name(c) for c in target_stats.lowest_targets(values, start, stop, k)]
 
     # Attribution methods judged side by side: what the Methods page shows ----------------------------------

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backend.api import CONTROL_MODELS, SUPPORT_STEPS, RemovalError, RunAPI
-from widgets import access, image_grid, run_context, target_picker, text, url_state
+from widgets import access, image_grid, run_context, selection_actions, target_picker, text, url_state
 
 N_COLS = 6
 RETRAIN_HELP = "Retraining is for admins, within the run's budget of models (DATAMODELS_RETRAIN_BUDGET)"
@@ -65,9 +65,10 @@ def columns(names: list[str]) -> np.ndarray:
     return np.array([api.column(n) for n in names], dtype=np.int64)
 
 
-def top_columns(k: int, side: str) -> np.ndarray:
-    """The target's k strongest positive or negative weights' training images (backend.ranking's rule)."""
-    return columns(api.top(name, k, side=side))
+def top_columns(k: int, side: str, among: np.ndarray | None = None) -> np.ndarray:
+    """The target's k strongest positive or negative weights' training images (backend.ranking's rule), among
+    `among`'s margins columns (a tag's) if given."""
+    return columns(api.top(name, k, side=side, among=among))
 
 
 control = api.control_margins()
@@ -142,7 +143,12 @@ if build_tab.open:
     with build_tab:
         k = st.slider("Images per neighbour grid", 1, 48, 12, key="cf_k",
                       help="Click a training image to put it in the basket (framed) or take it out")
-        positive, negative = top_columns(k, "positive"), top_columns(k, "negative")
+        tag, tagged = selection_actions.tag_filter(run, key="cf_tag")
+        positive, negative = top_columns(k, "positive", tagged), top_columns(k, "negative", tagged)
+        if tagged is not None:  # the grids list the tag's training images only; one click puts them all in the basket
+            tagged_train = tagged[tagged < run.n_train]
+            st.button(f"+ the {len(tagged_train):,} training images tagged {text.plain(tag)}", key="cf_add_tag",
+                      on_click=add, args=(tagged_train,), disabled=len(tagged_train) == 0)
         for side in ("positive", "negative"):
             buttons = st.columns(4)
             for i, n in enumerate((10, 50, 100)):

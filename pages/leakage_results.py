@@ -15,7 +15,7 @@ import streamlit as st
 
 from backend import target_table
 from backend.api import AnnotationStoreError, RunAPI, leakage_scores
-from widgets import access, image_grid, run_context, text
+from widgets import access, image_grid, run_context, selection_actions, text
 
 MAX_PAIRS_SHOWN = 24
 
@@ -77,7 +77,11 @@ level = levels[0] if len(levels) == 1 else left.select_slider(
 conflicts_only = right.checkbox("Conflicts only", key="conflicts_only",
                                 help="Pairs some but not all of their annotators marked as near duplicates")
 chosen = scores[np.isclose(scores["annotation_score"], level) & (scores["conflict"] | (not conflicts_only))]
+tag, tagged = selection_actions.tag_filter(run, key="results_tag")
+if tagged is not None:  # the pairs with a tagged image, test or train
+    chosen = chosen[chosen["train"].isin(tagged) | (chosen["test"] + run.n_train).isin(tagged)]
 st.caption(f"{len(chosen)} pair(s) at score {level:.2f}" + (" with conflicting votes" if conflicts_only else "")
+           + (f" with an image tagged {text.plain(tag)}" if tag else "")
            + (f"; showing the first {MAX_PAIRS_SHOWN}" if len(chosen) > MAX_PAIRS_SHOWN else ""))
 slots = st.columns(4)
 for i, row in enumerate(chosen.head(MAX_PAIRS_SHOWN).itertuples()):

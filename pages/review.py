@@ -11,7 +11,7 @@ only their own votes here.
 import streamlit as st
 
 from backend.api import AnnotationStoreError, AnnotatorNameError, RunAPI, validate_name
-from widgets import access, image_grid, run_context, text
+from widgets import access, image_grid, run_context, selection_actions, text
 
 N_SHOWN = 5
 N_COLS = 5
@@ -91,6 +91,13 @@ except AnnotationStoreError as exc:
     st.error(text.hide_paths(exc))
     st.stop()
 queue = list(queue_scores)
+tag, tagged = selection_actions.tag_filter(run, key="review_tag")
+if tagged is not None:  # review the tag's test images only, in the queue's order
+    names = {api.name(int(c)) for c in tagged}
+    queue = [j for j in queue if j in names]
+    if not queue:
+        st.info(f"No test image in this run's queue is tagged {text.plain(tag)}.")
+        st.stop()
 # Reviewed = submitted votes, as on the Leakage results page; skips leave the queue but are counted apart.
 done = sum(j in reviewed for j in queue)
 n_skipped = sum(j in skipped for j in queue)

@@ -53,6 +53,11 @@ def large_image(run: Run, column: int, width: int) -> np.ndarray:
     return thumbnails.upscale(read_row(run.images, column), width)
 
 
+def image_uri(run: Run, column: int, width: int = THUMB) -> str:
+    """large_image as a PNG data URI, for a component's HTML (the Embeddings map's tooltip)."""
+    return _png_uri(large_image(run, column, width))
+
+
 def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,
                page: str | None = None, on_pick: Callable[[int], None] | None = None,
                marked: Collection[int] = ()) -> None:

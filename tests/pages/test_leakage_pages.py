@@ -93,6 +93,18 @@ def test_vote_submit_advances_and_writes_every_shown_pair(app, db, run):
     assert votes == {t: t == shown[0] for t in shown}
 
 
+def test_a_tag_keeps_the_review_queue_to_its_test_images(app, db, run):
+    queue = [int(j) for j in load_candidates(run).queue]
+    picked = [queue[4], queue[2]]  # the queue's order, not the tag's, decides which comes first
+    AnnotationStore(db).add_tag(RUN, "look", [run.n_train + j for j in picked] + [0], "rita")
+    at = identify(app("review", tag="look"), "ann")
+    assert not at.exception and not at.error
+    assert shown_test(at) == queue[2]
+    assert "0 of 2" in str(at.get("progress")[0].proto)
+    at = at.button(key="submit").click().run()
+    assert shown_test(at) == queue[4]
+
+
 def test_skip_undo_and_resume_after_a_reload(app, db, run):
     queue = [int(j) for j in load_candidates(run).queue]
     at = identify(app("review"), "bea")
@@ -212,6 +224,20 @@ def test_results_show_scores_agreement_and_exports(app, db, run):
     t1, tr1 = seeded["tests"][1], seeded["trains"][seeded["tests"][1]][0]
     assert any(f"test:{t1} | train:{tr1} · 2/3 marked" in str(i.proto) for i in at.get("image"))
     assert {d.proto.label for d in at.get("download_button")} >= {"Votes (CSV)", "Votes (JSON)", "Scores (CSV)", "Scores (JSON)"}
+
+
+def test_results_keep_the_pairs_with_a_tagged_image(app, db, run):
+    seeded = seed_votes(db, run)
+    t0, t1 = seeded["tests"][:2]
+    tr1 = seeded["trains"][t1][0]
+    AnnotationStore(db).add_tag(RUN, "second", [run.n_train + t1], "rita")
+    at = app("leakage_results", tag="second")
+    assert not at.exception and not at.error
+    assert not any(f"test:{t0} |" in str(i.proto) for i in at.get("image"))  # the level-1.0 pair is not tagged
+    at.select_slider(key="score_level").set_value(round(2 / 3, 6)).run()
+    captions = [str(i.proto) for i in at.get("image") if " | train:" in str(i.proto)]
+    assert captions and all(f"test:{t1} |" in c for c in captions)
+    assert any(f"test:{t1} | train:{tr1} · 2/3 marked" in c for c in captions)
 
 
 def test_results_without_votes_say_where_to_vote(app):

@@ -118,6 +118,29 @@ def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir,
     assert AnnotationStore(os.environ[ENV_VAR]).tags(run.name) == {"lasso": sorted(picked)}
 
 
+def test_a_tag_keeps_the_cluster_grids_and_the_selection_to_its_targets(app, data_dir, tmp_path, monkeypatch):
+    """?tag=: a cluster's grid lists its tagged members by silhouette, most typical first (brute force), and a box
+    selection on the layout keeps its tagged targets only."""
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    run = run_of(data_dir)
+    members, clustering = clusters.class_clustering(run, 3)
+    columns = run.n_train + np.asarray(members)
+    tagged = columns[::3]
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(run.name, "every third", tagged, "rita")
+    at = app("clusters", tag="every third")
+    at.selectbox(key="clusters_class").set_value(3).run()
+    no_errors(at)
+    inside = np.flatnonzero((clustering.labels == 0) & np.isin(columns, tagged))
+    order = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:12]
+    assert image_grids(at)["cluster-0"][1] == [f"test:{c - run.n_train}" for c in columns[order]]
+    at.session_state["layout-3"] = recorded_selection([(int(c), i) for i, c in enumerate(columns[:6])])
+    at.run()
+    kept = [c for c in columns[:6] if c in tagged]
+    assert f"Selected targets ({len(kept)})" in [s.value for s in at.subheader]
+    assert image_grids(at)["selected"][1] == [f"test:{c - run.n_train}" for c in kept]
+
+
 def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targets(app, data_dir):
     at = app("clusters", target="test:0")
     run = run_of(data_dir)
