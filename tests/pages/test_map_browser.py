@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import CHROMIUM, NO_CHROMIUM
 from tests.map_runs import write_map_run
-from tests.pages.test_browser import (RUN, WAIT_MS, browser, click_tile, grid, heading,  # noqa: F401
+from tests.pages.test_browser import (RUN, WAIT_MS, browser, click_tile, drag_around, grid, heading,  # noqa: F401
                                       serve, settle, tile_names)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)]
@@ -28,14 +28,7 @@ def lasso_around(page, steps: int = 3) -> None:
     """A real mouse drag round the whole point map, `steps` moves a side: a lasso holding every point."""
     canvas = map_canvas(page)
     canvas.scroll_into_view_if_needed()
-    area = canvas.bounding_box()
-    left, top = area["x"] + 4, area["y"] + 4
-    right, bottom = area["x"] + area["width"] - 4, area["y"] + area["height"] - 4
-    page.mouse.move(left, top)
-    page.mouse.down()
-    for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
-        page.mouse.move(x, y, steps=steps)
-    page.mouse.up()
+    drag_around(page, canvas.bounding_box(), steps)
 
 
 def point_on_screen(page, column: int) -> tuple[float, float]:
