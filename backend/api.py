@@ -622,11 +622,13 @@ class RunAPI:
         """structure/summary.json: the settings and headline numbers of the last `analyze` ({} before it)."""
         return embeddings.load_summary(self.run)
 
-    def pc_extremes(self, pc: int, k: int, among: str = "test") -> tuple[list[str], list[str]]:
+    def pc_extremes(self, pc: int, k: int, among: str = "test",
+                    tagged: np.ndarray | None = None) -> tuple[list[str], list[str]]:
         """The two ends of component `pc`: (the k highest, highest first; the k lowest, lowest first). among="test"
         or "train": the targets of that split by their projection; "coordinates": the training images by their
         coordinate in the component (the images a faithfulness check removes). A coordinate's sign is no verdict:
-        zero and negative values rank too (backend.ranking, unsigned)."""
+        zero and negative values rank too (backend.ranking, unsigned). tagged : margins columns (a tag's): only
+        those targets or training images rank."""
         components, projections = self.pca()
         if among == "coordinates":
             values, start = np.asarray(components[pc]), 0
@@ -635,8 +637,13 @@ class RunAPI:
             values = np.asarray(projections[start:stop, pc])
         else:
             raise ValueError(f"among must be 'test', 'train' or 'coordinates', got {str(among)[:40]!r}")
+        kept = np.arange(len(values))
+        if tagged is not None:
+            kept = np.unique(np.asarray(tagged, dtype=np.int64) - start)
+            kept = kept[(kept >= 0) & (kept < len(values))]
+            values = values[kept]
         top, bottom = embeddings.extremes(values, k)
-        return [self.name(start + j) for j in top], [self.name(start + j) for j in bottom]
+        return [self.name(start + kept[j]) for j in top], [self.name(start + kept[j]) for j in bottom]
 
     def faithfulness_to_train(self, pc: int, k: int, n_models: int = FAITHFULNESS_MODELS) -> int:
         """How many models `faithfulness(pc, k, n_models)` would train (0: it answers from the retrain store)."""

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backend.api import FAITHFULNESS_MODELS, RunAPI
-from widgets import access, image_grid, run_context, text, url_state
+from widgets import access, image_grid, run_context, selection_actions, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 GROUP_NAMES = {"positive": "most positive projections", "negative": "most negative projections", "all": "whole test set"}
@@ -53,6 +53,7 @@ if "effective_dimensionality" in summary:
 pc = st.selectbox("Component", range(len(comps)), format_func=lambda c: f"PC {c} · {datamodel_ratio[c]:.2%} of variance",
                   key="pca_component", **url_state.url_int("pc", "pca_component", range(len(comps)), 0))
 k = st.slider("Images per grid", min_value=1, max_value=36, value=12, key="pca_k")
+tag, tagged = selection_actions.tag_filter(run, key="pca_tag")
 coordinates = np.asarray(projections[:, pc])
 component = np.asarray(comps[pc])
 
@@ -63,7 +64,7 @@ test_tab, train_tab, coordinates_tab = url_state.lazy_tabs(["Test targets", "Tra
 for tab, split in ((test_tab, "test"), (train_tab, "train")):
     if not tab.open:
         continue
-    top, bottom = (columns(end) for end in api.pc_extremes(pc, k, among=split))
+    top, bottom = (columns(end) for end in api.pc_extremes(pc, k, among=split, tagged=tagged))
     positive_side, negative_side = tab.columns(2)
     with positive_side:
         st.subheader(f"{split.capitalize()} targets projecting most positively onto PC {pc}")
@@ -75,7 +76,7 @@ for tab, split in ((test_tab, "test"), (train_tab, "train")):
                               key=f"{split}-bottom", page=NEIGHBOURS_PAGE, n_cols=3)
 
 if coordinates_tab.open:
-    top, bottom = (columns(end) for end in api.pc_extremes(pc, k, among="coordinates"))
+    top, bottom = (columns(end) for end in api.pc_extremes(pc, k, among="coordinates", tagged=tagged))
     positive_side, negative_side = coordinates_tab.columns(2)
     with positive_side:
         st.subheader(f"Training images with the largest coordinates of PC {pc}",

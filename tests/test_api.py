@@ -158,6 +158,25 @@ def test_pca_ends_are_the_sorted_projections_and_coordinates(api):
         api.pc_extremes(0, 4, "everything")
 
 
+def test_pca_ends_among_a_tag_rank_only_its_targets_or_training_images(api):
+    """The PCA page's tag filter: every third target (a tag's margins columns, train and test mixed) ranks alone."""
+    run = api.run
+    components = np.load(run.dir / "structure" / "pca_components.npy")
+    projections = np.load(run.dir / "structure" / "pca_projections.npy")
+    tagged = np.arange(1, run.n_targets, 3)
+    train, test = tagged[tagged < run.n_train], tagged[tagged >= run.n_train] - run.n_train
+
+    def ends(values, kept, k, start, prefix):
+        sub = brute_ends([values[j] for j in kept], k)
+        return tuple([f"{prefix}:{start + kept[int(n.split(':')[1])]}" for n in side] for side in sub)
+
+    pc = 1
+    assert api.pc_extremes(pc, 5, "test", tagged=tagged) == ends(projections[run.n_train:, pc], test, 5, 0, "test")
+    assert api.pc_extremes(pc, 5, "train", tagged=tagged) == ends(projections[:run.n_train, pc], train, 5, 0, "train")
+    assert api.pc_extremes(pc, 5, "coordinates", tagged=tagged) == ends(components[pc], train, 5, 0, "train")
+    assert api.pc_extremes(pc, 5, "test", tagged=np.arange(run.n_train)) == ([], [])  # a tag of training images only
+
+
 def brute_support(weights, margin):
     if margin <= 0:
         return 0.0

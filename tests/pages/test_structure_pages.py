@@ -82,6 +82,20 @@ def test_pca_grid_buttons_are_the_extreme_test_targets(app, data_dir):
     assert set(image_grids(at)["test-top"][1]) == want
 
 
+def test_a_tag_keeps_the_pca_grids_to_its_targets(app, data_dir, tmp_path, monkeypatch):
+    """?tag=: the ends of a component among the tagged test targets only (brute force over the stored projections)."""
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    run = run_of(data_dir)
+    tagged = run.n_train + np.arange(0, run.n_test, 4)
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(run.name, "every fourth", tagged, "rita")
+    at = app("pca", tag="every fourth")
+    no_errors(at)
+    projection = np.load(data_dir / "runs" / "small" / "structure" / "pca_projections.npy")[tagged, 0]
+    order = sorted(range(len(tagged)), key=lambda i: (-projection[i], i))[:12]
+    assert image_grids(at)["test-top"][1] == [f"test:{tagged[i] - run.n_train}" for i in order]
+
+
 def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir):
     at = app("clusters")
     no_errors(at)
