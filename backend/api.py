@@ -633,7 +633,7 @@ class RunAPI:
         if among == "coordinates":
             values, start = np.asarray(components[pc]), 0
         elif among in ("train", "test"):
-            start, stop = (0, self.run.n_train) if among == "train" else (self.run.n_train, self.run.n_targets)
+            start, stop = self._split_range(among)
             values = np.asarray(projections[start:stop, pc])
         else:
             raise ValueError(f"among must be 'test', 'train' or 'coordinates', got {str(among)[:40]!r}")
@@ -717,17 +717,21 @@ class RunAPI:
         """Table 5 of Ilyas et al. 2022 from metrics.json: one row per estimator (quality.table5_rows)."""
         return quality.table5_rows(metrics, split)
 
+    def _split_range(self, split: str) -> tuple[int, int]:
+        """The margins columns [start, stop) of a split: "train" the first n_train, any other the test targets."""
+        return (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+
     def targets(self, split: str) -> list[str]:
         """Every target name of a split ("train" or "test"), in order."""
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+        start, stop = self._split_range(split)
         return [self.name(c) for c in range(start, stop)]
 
     def lowest(self, values: np.ndarray, split: str, k: int, among: np.ndarray | None = None) -> list[str]:
         """The k targets of `split` with the lowest of `values` (one per target, margins-column order, e.g.
         lds()), lowest first; NaN is skipped; with `among` (margins columns, e.g. a tag's), only those targets."""
-        start, stop = (0, self.run.n_train) if split == "train" else (self.run.n_train, self.run.n_targets)
+        start, stop = self._split_range(split)
         if among is not None:
             kept = np.full(len(values), np.nan, dtype=np.float64)
             kept[among] = np.asarray(values, dtype=np.float64)[among]
