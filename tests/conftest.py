@@ -206,6 +206,7 @@ def structure_run(tmp_path_factory) -> Path:
             "--epochs", "20", "--hidden", "32", in_process=True)
     masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
     np.save(out / "weights.npy", sklearn_datamodels(masks, margins, np.arange(margins.shape[1]), 0.01)[0])
+    np.save(out / "lam.npy", np.full(margins.shape[1], 0.01, dtype=np.float32))
     analyze_structure(Run(out), n_components=10, k_per_class=3, device="cpu")
     return out
 

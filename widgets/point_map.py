@@ -43,7 +43,7 @@ def payload(layout: np.ndarray, codes: np.ndarray, names: list[str], colours: li
     version and the colouring): the browser redraws only when it changes."""
     layout = np.asarray(layout, dtype=np.float32)
     codes = np.asarray(codes)
-    (x0, y0), (x1, y1) = layout.min(axis=0), layout.max(axis=0)
+    (x0, y0), (x1, y1) = np.nanmin(layout, axis=0), np.nanmax(layout, axis=0)  # NaN: unfitted, not drawn
     pad_x, pad_y = 0.03 * (x1 - x0 or 1), 0.03 * (y1 - y0 or 1)
     header = json.dumps({"n": len(layout), "n_train": n_train, "names": names, "colours": colours,
                          "counts": np.bincount(codes, minlength=len(names)).tolist(), "version": version,

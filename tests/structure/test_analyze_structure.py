@@ -116,3 +116,29 @@ def test_pages_get_a_clear_error_before_analyze(tiny_run):
         embeddings.pca_components(Run(tiny_run))
     with pytest.raises(RunError, match="precompute analyze"):
         clusters.load_quality(Run(tiny_run))
+
+
+def test_a_test_only_fit_fits_the_pca_on_the_test_targets_and_maps_only_fitted_ones(structure_run, tmp_path):
+    """`fit --targets test` leaves the training targets unfitted (NaN λ, zero weights): the PCA then comes from
+    the fitted test targets (sklearn's PCA of their unit rows), and the map has NaN exactly at unfitted targets."""
+    copy = tmp_path / "run"
+    shutil.copytree(structure_run, copy)
+    run = Run(copy)
+    lam, w = np.load(copy / "lam.npy"), np.load(copy / "weights.npy")
+    unfitted = np.zeros(run.n_targets, dtype=bool)
+    unfitted[:run.n_train] = True
+    unfitted[run.n_train + 3] = True  # one unfitted test target too
+    lam[unfitted], w[unfitted] = np.nan, 0
+    np.save(copy / "lam.npy", lam)
+    np.save(copy / "weights.npy", w)
+    summary = analyze_structure(Run(copy), n_components=4, k_per_class=2, device="cpu")
+    assert summary["pca"]["fit_on"] == "test" and summary["pca"]["fit_targets"] == run.n_test - 1
+    sk = PCA(n_components=4, svd_solver="full").fit(unit(w[~unfitted]))
+    np.testing.assert_allclose(np.abs(embeddings.pca_components(Run(copy))), np.abs(sk.components_), atol=1e-4)
+    layout = np.load(copy / "structure" / "map_layout.npy")
+    np.testing.assert_array_equal(np.isnan(layout).any(axis=1), unfitted)
+    assert np.isfinite(layout[~unfitted]).all()
+    lam[:] = np.nan
+    np.save(copy / "lam.npy", lam)
+    with pytest.raises(RunError, match="no fitted target: fit some with `.*precompute fit"):
+        analyze_structure(Run(copy), device="cpu")
