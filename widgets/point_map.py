@@ -46,7 +46,7 @@ def payload(layout: np.ndarray, codes: np.ndarray, names: list[str], colours: li
     (x0, y0), (x1, y1) = np.nanmin(layout, axis=0), np.nanmax(layout, axis=0)  # NaN: unfitted, not drawn
     pad_x, pad_y = 0.03 * (x1 - x0 or 1), 0.03 * (y1 - y0 or 1)
     header = json.dumps({"n": len(layout), "n_train": n_train, "names": names, "colours": colours,
-                         "counts": np.bincount(codes, minlength=len(names)).tolist(), "version": version,
+                         "counts": np.bincount(codes[np.isfinite(layout[:, 0])], minlength=len(names)).tolist(), "version": version,
                          "bounds": [float(x0 - pad_x), float(x1 + pad_x), float(y0 - pad_y), float(y1 + pad_y)],
                          "height": height, "size": 3 if len(layout) > 10_000 else 6}).encode()
     header += b" " * (-len(header) % 4)

@@ -23,6 +23,10 @@ def data_dir(structure_run, tmp_path_factory):
     shutil.copytree(structure_run, root / "runs" / "small")
     shutil.copytree(structure_run, root / "runs" / "no-map")
     MAP_LAYOUT.path(root / "runs" / "no-map").unlink()
+    shutil.copytree(structure_run, root / "runs" / "test-only")  # as analyze maps a `fit --targets test` run
+    layout = np.load(MAP_LAYOUT.path(root / "runs" / "test-only"))
+    layout[:Run(structure_run).n_train] = np.nan
+    np.save(MAP_LAYOUT.path(root / "runs" / "test-only"), layout)
     return root
 
 
@@ -151,3 +155,19 @@ def test_a_run_without_a_map_names_the_command(app):
     at = app("no-map")
     assert len(at.error) == 1 and "map_layout.npy is missing" in at.error[0].value
     assert "python -m precompute analyze --run" in at.error[0].value
+
+
+def test_unfitted_targets_are_left_off_the_map_its_legend_and_its_lasso(app, data_dir):
+    """An unfitted target's point is NaN (analyze after `fit --targets test`): the caption counts the drawn targets,
+    the legend counts only them, the view's bounds are finite and a lasso round everything selects only them."""
+    run = Run(data_dir / "runs" / "test-only")
+    at = app("test-only")
+    assert not at.exception and not at.error
+    assert at.caption[0].value.startswith(f"{run.n_test:,} targets (0 train, {run.n_test:,} test; the unfitted ones")
+    at.selectbox(key="map_colour").set_value("split").run()
+    header, xy, codes, _ = drawn(at)
+    assert header["counts"] == [0, run.n_test] and np.isfinite(header["bounds"]).all()
+    at.session_state["map-split"] = {"selection": {"lasso": [[-1e6, -1e6], [1e6, -1e6], [1e6, 1e6], [-1e6, 1e6]]},
+                                     "hover": None}
+    at.run()
+    assert f"Selected targets ({run.n_test})" in [s.value for s in at.subheader]
