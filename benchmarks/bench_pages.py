@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--view", action="append", default=[], metavar="PATH:QUERY",
                         help="also time opening the page at URL path PATH (e.g. dataset) with URL query QUERY, as a "
                              "shared link: cold, then warm")
+    parser.add_argument("--screenshots", type=Path, metavar="DIR",
+                        help="save each page as it is after its warm visit to DIR/PREFIX-<page>.png (the README's pictures)")
+    parser.add_argument("--screenshot-prefix", default="dashboard")
     args = parser.parse_args()
     pages = [p for p in args.pages.split(",") if p]
     if unknown := set(pages) - set(PAGES):
@@ -122,6 +125,10 @@ def main() -> None:
                 first = open_page(name)
                 open_page(pages[(i + 1) % len(pages)])  # away (with one page: its own link, a rerun)
                 rows.append((f"{name}: first visit / warm", (first, open_page(name))))
+                if args.screenshots:  # after the timing, so the picture costs no timed second
+                    args.screenshots.mkdir(parents=True, exist_ok=True)
+                    slug = name.lower().replace(" ", "-")
+                    page.screenshot(path=str(args.screenshots / f"{args.screenshot_prefix}-{slug}.png"))
             if args.synthetic_map:
                 def lasso() -> None:
                     lasso_around(page)
