@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -52,7 +53,7 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
                                   CONTROL_FEATURES, CONTROL_MARGINS, CONTROL_META, COUNTERFACTUAL_META, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
-from backend.store.targets import TargetError, parse_targets, target_column, target_name
+from backend.store.targets import TargetError, parse_targets, split_name, split_position, target_column, target_name
 from backend.structure.map_layout import inside_polygon
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
@@ -90,6 +91,9 @@ FAITHFULNESS_SIDES = faithfulness.SIDES
 FAITHFULNESS_GROUP = faithfulness.DEFAULT_GROUP
 # How `removal` picks a set for a target (Ilyas et al. §4.1.2, Fig. 8): top, bottom, random-class, random.
 REMOVAL_HEURISTICS = HEURISTICS
+# The columns of the votes export (Vote.record), in order: the integer test and train positions first, as
+# exports always wrote them, and the images' target names last.
+VOTE_EXPORT_COLUMNS = ("run", "annotator", "test", "train", "is_leak", "voted_at", "test_name", "train_name")
 # What the embeddings map can be coloured by.
 MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split", "tag")
 
@@ -159,19 +163,49 @@ class LeakCandidate:
 
 
 @dataclass(frozen=True)
+class Vote:
+    """One annotator's verdict on one candidate pair: is training image `train` a near duplicate of test image `test`
+    (both target names)?"""
+
+    annotator: str
+    test: str
+    train: str
+    is_leak: bool
+    voted_at: datetime
+
+    def record(self, run: str) -> dict:
+        """The vote as a row of the votes export (README, "Annotations"): the images' positions within their split
+        (test, train: the export's integer columns, as they always were) and their names (test_name, train_name)."""
+        return dict(zip(VOTE_EXPORT_COLUMNS, (run, self.annotator, split_position(self.test), split_position(self.train),
+                                              self.is_leak, self.voted_at.isoformat(), self.test, self.train)))
+
+
+class _Positional(NamedTuple):
+    """A vote by positions within the split, as backend.leakage's scores count them."""
+
+    annotator: str
+    test: int
+    train: int
+    is_leak: bool
+
+
+@dataclass(frozen=True)
 class LeakageScores:
     """The annotators' votes on one run summed up (Ilyas et al. 2022, §4.3 and Fig. 11).
 
-    pairs : one row per voted (test, train) pair, positions within their split (backend.leakage.scores.PairScores)
-    tests, leakage : int64 and float (n_images,): each voted test image's leakage score, the largest annotation
-        score over its candidates
+    pairs : one row per voted (test, train) pair, sorted by test then train: its votes and leak marks (pairs.n_votes,
+        pairs.n_leak), annotation score and conflict (backend.leakage.scores.PairScores); pairs.test and pairs.train
+        are positions within the split, the exports' integer columns, and pair_names the same pairs by name
+    tests, leakage : each voted test image's name (sorted by position) and leakage score, float (n_images,): the
+        largest annotation score over its candidates
     annotators : names, sorted; ratings float (n_pairs, n_annotators): 1 leak, 0 not, NaN not voted
     fleiss : Fleiss' κ of every annotator on the pairs two or more voted on (NaN when undefined)
     cohen, overlap : (n_annotators, n_annotators) Cohen's κ of each pair of annotators and the pairs both voted on
     """
 
     pairs: PairScores
-    tests: np.ndarray
+    pair_names: list[tuple[str, str]]
+    tests: list[str]
     leakage: np.ndarray
     annotators: list[str]
     ratings: np.ndarray
@@ -179,13 +213,32 @@ class LeakageScores:
     cohen: np.ndarray
     overlap: np.ndarray
 
+    def records(self) -> list[dict]:
+        """One row per pair for the scores export (README, "Annotations"): test, train (positions within their
+        split), annotators, marked, annotation_score, conflict, its test image's leakage_score, then test_name and
+        train_name."""
+        leakage = dict(zip(self.tests, self.leakage.tolist()))
+        p = self.pairs
+        return [{"test": t, "train": i, "annotators": n, "marked": m, "annotation_score": score, "conflict": conflict,
+                 "leakage_score": leakage[test], "test_name": test, "train_name": train}
+                for t, i, n, m, score, conflict, (test, train) in zip(
+                    p.test.tolist(), p.train.tolist(), p.n_votes.tolist(), p.n_leak.tolist(), p.score.tolist(),
+                    p.conflict.tolist(), self.pair_names)]
 
-def leakage_scores(votes: list) -> LeakageScores:
+    def image_records(self) -> list[dict]:
+        """One row per voted test image: test (its position), leakage_score, test_name."""
+        return [{"test": split_position(name), "leakage_score": score, "test_name": name}
+                for name, score in zip(self.tests, self.leakage.tolist())]
+
+
+def leakage_scores(votes: list[Vote]) -> LeakageScores:
     """Annotation scores, leakage scores and agreement of a list of votes (Annotations.votes())."""
-    annotators, pairs, ratings = rating_matrix(votes)
+    annotators, pairs, ratings = rating_matrix([_Positional(v.annotator, split_position(v.test), split_position(v.train),
+                                                            v.is_leak) for v in votes])
     tests, leakage = image_scores(pairs)
     cohen, overlap = pairwise_cohen_kappa(ratings)
-    return LeakageScores(pairs, tests, leakage, annotators, ratings,
+    named = [(split_name("test", t), split_name("train", i)) for t, i in zip(pairs.test.tolist(), pairs.train.tolist())]
+    return LeakageScores(pairs, named, [split_name("test", t) for t in tests.tolist()], leakage, annotators, ratings,
                          fleiss_kappa(category_counts(ratings, np.array([0.0, 1.0]))), cohen, overlap)
 
 
@@ -227,10 +280,15 @@ class Annotations:
         test, votes = undone
         return self._api.name(self._api.run.n_train + test), {self._api.name(t): leak for t, leak in votes.items()}
 
-    def votes(self) -> list:
-        """Every vote on the run (backend.leakage.annotations.Vote: annotator, test and train positions within their
-        split, as the exports write them, is_leak, voted_at), by test, train, annotator."""
-        return self._store.votes(self._run)
+    def votes(self) -> list[Vote]:
+        """Every vote on the run, by test, train, annotator. The database is shared and written by other servers:
+        a vote may name an image this run lacks (in_run says which)."""
+        return [Vote(v.annotator, split_name("test", v.test), split_name("train", v.train), v.is_leak, v.voted_at)
+                for v in self._store.votes(self._run)]
+
+    def in_run(self, vote: Vote) -> bool:
+        """Whether both images of a vote are in this run (a vote cast on another run of the same name may not be)."""
+        return self._api.is_target(vote.test) and self._api.is_target(vote.train)
 
     def skip_counts(self) -> dict[str, int]:
         """{annotator: test images skipped}."""
@@ -270,6 +328,14 @@ class RunAPI:
     def column(self, target: str) -> int:
         """The margins column of a target name (TargetError when malformed or out of range)."""
         return target_column(target, self.run.n_train, self.run.n_test)
+
+    def is_target(self, name: str) -> bool:
+        """Whether `name` is a target of this run (well formed and in range)."""
+        try:
+            self.column(name)
+        except TargetError:
+            return False
+        return True
 
     def name(self, column: int) -> str:
         return target_name(int(column), self.run.n_train)

@@ -140,3 +140,38 @@ def test_certify_supports_mislabels_to_the_competitor(cf_run):
     summary, path = api.write_support_summary(records, "test:1-2", mislabel=True)
     assert path == cf_run / "support" / "summary-mislabel.json" and summary["search"]["targets"] == 2
     assert json.loads(path.read_text())["targets"] == "test:1-2"
+
+
+def test_vote_exports_keep_positions_and_add_names(api, tmp_path, monkeypatch):
+    """The Leakage results page's exports through the API: votes and scores by target names, beside the integer
+    positions the exports always wrote (their columns kept, in order); a vote on images the run lacks is named
+    and told apart. Against the database's own rows and a hand count."""
+    from backend.api import VOTE_EXPORT_COLUMNS, leakage_scores
+    from backend.leakage import annotations as annotation_db
+
+    db = tmp_path / "votes.db"
+    db.touch()
+    monkeypatch.setenv("DATAMODELS_DATABASE_URL", f"sqlite:///{db}")
+    store = api.annotations()
+    store.sign_in("ann"), store.sign_in("bob")
+    store.submit("test:4", "ann", {"train:7": True, "train:2": False})
+    store.submit("test:4", "bob", {"train:7": False})
+    raw = annotation_db.shared_store()
+    raw.submit(api.run.name, api.run.n_test + 3, "bob", {1: True})  # as another run of the same name could
+    votes = store.votes()
+    rows = {(v.annotator, v.test, v.train, v.is_leak, v.voted_at) for v in raw.votes(api.run.name)}
+    records = [v.record(api.run.name) for v in votes]
+    assert list(VOTE_EXPORT_COLUMNS[:6]) == ["run", "annotator", "test", "train", "is_leak", "voted_at"]
+    assert all(list(r) == list(VOTE_EXPORT_COLUMNS) for r in records)
+    assert {(r["annotator"], r["test"], r["train"], r["is_leak"]) for r in records} == {row[:4] for row in rows}
+    assert all(r["test_name"] == f"test:{r['test']}" and r["train_name"] == f"train:{r['train']}" for r in records)
+    stray = [v for v in votes if not store.in_run(v)]
+    assert [(v.test, v.train) for v in stray] == [(f"test:{api.run.n_test + 3}", "train:1")]
+    found = leakage_scores([v for v in votes if store.in_run(v)])
+    assert found.records() == [
+        {"test": 4, "train": 2, "annotators": 1, "marked": 0, "annotation_score": 0.0, "conflict": False,
+         "leakage_score": 0.5, "test_name": "test:4", "train_name": "train:2"},
+        {"test": 4, "train": 7, "annotators": 2, "marked": 1, "annotation_score": 0.5, "conflict": True,
+         "leakage_score": 0.5, "test_name": "test:4", "train_name": "train:7"}]
+    assert found.image_records() == [{"test": 4, "leakage_score": 0.5, "test_name": "test:4"}]
+    json.dumps(records), json.dumps(found.records())  # plain Python values: the JSON exports need no converter
