@@ -6,10 +6,10 @@
     run.predict_removal("test:42", top).predicted_margin
     run.leak_candidates("test:42")
 
-This module is the top of `backend/`: it imports the stage packages, and the pages and notebooks import it.
-Every method reads what a stage stored, except the few that train (`verify`, `faithfulness`, `certify_support`,
-`train_control`: through the run's retrain store, so asking again trains nothing) and `annotations()`, which
-reads and writes leak reviews in the shared annotation database. A missing artifact is a `MissingArtifact` (a
+This module is the top of `backend/`: it imports the stage packages, and the pages, the CLI's query verbs and
+notebooks import it. Every method reads what a stage stored, except the few that train (`verify`, `faithfulness`,
+`certify_support(s)`, `train_control`: through the run's retrain store, so asking again trains nothing),
+`write_support_summary`, and `annotations()`, which reads and writes leak reviews in the shared annotation database. A missing artifact is a `MissingArtifact` (a
 RunError) whose one-line message names the command that builds it; a bad name is a TargetError, a refused
 removal a RemovalError. `BatchedLasso` (the solver over plain arrays) and `AnnotationStoreError` are imported
 from here on first use, so opening a run imports neither torch nor SQLAlchemy.
@@ -50,7 +50,8 @@ from backend.store.rows import read_row
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CLUSTERS, CLUSTERS_ALL,
-                                  CONTROL_FEATURES, CONTROL_MARGINS, CONTROL_META, COUNTERFACTUAL_META, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
+                                  CONTROL_FEATURES, CONTROL_MARGINS, CONTROL_META, COUNTERFACTUAL_META, IMAGES, LAM,
+                                  LEAKAGE_SUMMARY, MAP_LAYOUT,
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
 from backend.store.targets import TargetError, parse_targets, split_name, split_position, target_column, target_name
@@ -58,7 +59,8 @@ from backend.structure.map_layout import inside_polygon
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
-from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control, load_control, load_control_features
+from backend.training.control import (DEFAULT_N_CONTROL, control_mean, ensure_control, load_control,
+                                      load_control_features)
 
 annotation_db = lazy_module("backend.leakage.annotations")  # SQLAlchemy: loaded by the review pages alone
 
@@ -176,8 +178,9 @@ class Vote:
     def record(self, run: str) -> dict:
         """The vote as a row of the votes export (README, "Annotations"): the images' positions within their split
         (test, train: the export's integer columns, as they always were) and their names (test_name, train_name)."""
-        return dict(zip(VOTE_EXPORT_COLUMNS, (run, self.annotator, split_position(self.test), split_position(self.train),
-                                              self.is_leak, self.voted_at.isoformat(), self.test, self.train)))
+        values = (run, self.annotator, split_position(self.test), split_position(self.train), self.is_leak,
+                  self.voted_at.isoformat(), self.test, self.train)
+        return dict(zip(VOTE_EXPORT_COLUMNS, values))
 
 
 class _Positional(NamedTuple):
@@ -233,8 +236,8 @@ class LeakageScores:
 
 def leakage_scores(votes: list[Vote]) -> LeakageScores:
     """Annotation scores, leakage scores and agreement of a list of votes (Annotations.votes())."""
-    annotators, pairs, ratings = rating_matrix([_Positional(v.annotator, split_position(v.test), split_position(v.train),
-                                                            v.is_leak) for v in votes])
+    positional = [_Positional(v.annotator, split_position(v.test), split_position(v.train), v.is_leak) for v in votes]
+    annotators, pairs, ratings = rating_matrix(positional)
     tests, leakage = image_scores(pairs)
     cohen, overlap = pairwise_cohen_kappa(ratings)
     named = [(split_name("test", t), split_name("train", i)) for t, i in zip(pairs.test.tolist(), pairs.train.tolist())]
@@ -445,7 +448,8 @@ class RunAPI:
         # The random heuristics do not read the weights (a run without datamodels still draws them).
         weights = self.scores(target) if heuristic in ("top", "bottom") else np.zeros(self.run.n_train, np.float32)
         rng = np.random.default_rng(np.random.SeedSequence([seed, column]))
-        return [self.name(i) for i in removal_set(heuristic, k, weights, labels[:self.run.n_train], int(labels[column]), rng)]
+        picked = removal_set(heuristic, k, weights, labels[:self.run.n_train], int(labels[column]), rng)
+        return [self.name(i) for i in picked]
 
     def competitor(self, target: str) -> str:
         """The wrong class the target's datamodel weighs against its own (the most total negative weight on its
