@@ -6,10 +6,10 @@
     run.predict_removal("test:42", top).predicted_margin
     run.leak_candidates("test:42")
 
-This module is the top of `backend/`: it imports the stage packages, and the pages and notebooks import it.
-Every method reads what a stage stored, except the few that train (`verify`, `faithfulness`, `certify_support`,
-`train_control`: through the run's retrain store, so asking again trains nothing) and `annotations()`, which
-reads and writes leak reviews in the shared annotation database. A missing artifact is a `MissingArtifact` (a
+This module is the top of `backend/`: it imports the stage packages, and the pages, the CLI's query verbs and
+notebooks import it. Every method reads what a stage stored, except the few that train (`verify`, `faithfulness`,
+`certify_support(s)`, `train_control`: through the run's retrain store, so asking again trains nothing),
+`write_support_summary`, and `annotations()`, which reads and writes leak reviews in the shared annotation database. A missing artifact is a `MissingArtifact` (a
 RunError) whose one-line message names the command that builds it; a bad name is a TargetError, a refused
 removal a RemovalError. `BatchedLasso` (the solver over plain arrays) and `AnnotationStoreError` are imported
 from here on first use, so opening a run imports neither torch nor SQLAlchemy.
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -29,7 +30,8 @@ from backend.counterfactuals import support
 from backend.counterfactuals.evaluation import correlations
 from backend.counterfactuals.predict import actual_margin, predict_removal, removal_deltas, retrain, verified_removals
 # RemovalError is re-exported: check_removal, predict_removal and verify raise it.
-from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
+from backend.counterfactuals.removal import (HEURISTICS, RemovalError, competitor_class, default_max_remove, format_ids,
+                                             parse_ids, removal_set, validate_removal)
 from backend.datamodels import quality
 from backend.datamodels.evaluation import predict
 from backend.datamodels.queries import fitted_targets, sparsity, weight_profile
@@ -48,15 +50,17 @@ from backend.store.rows import read_row
 from backend.store.errors import RunError
 from backend.store.run_dir import Run
 from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, BIAS, CLUSTERS, CLUSTERS_ALL,
-                                  CONTROL_FEATURES, CONTROL_MARGINS, COUNTERFACTUAL_META, IMAGES, LAM, LEAKAGE_SUMMARY, MAP_LAYOUT,
+                                  CONTROL_FEATURES, CONTROL_MARGINS, CONTROL_META, COUNTERFACTUAL_META, IMAGES, LAM,
+                                  LEAKAGE_SUMMARY, MAP_LAYOUT,
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
-from backend.store.targets import TargetError, target_column, target_name
+from backend.store.targets import TargetError, parse_targets, split_name, split_position, target_column, target_name
 from backend.structure.map_layout import inside_polygon
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
 from backend.training import target_stats
-from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control
+from backend.training.control import (DEFAULT_N_CONTROL, control_mean, ensure_control, load_control,
+                                      load_control_features)
 
 annotation_db = lazy_module("backend.leakage.annotations")  # SQLAlchemy: loaded by the review pages alone
 
@@ -78,10 +82,20 @@ SIMILARITY_SPACES = {
 }
 # Control models (trained on the whole training set) a run is given when it has none.
 CONTROL_MODELS = DEFAULT_N_CONTROL
-# Values of k a certified data support tries at most (a bisection over (0, support_k_max()]).
+# Values of k a certified data support tries at most (a bisection over (0, support_k_max()]), and the models
+# retrained at each k unless asked otherwise.
 SUPPORT_STEPS = support.DEFAULT_BUDGET
-# Models per removal side of a PCA faithfulness check (App. J) unless asked otherwise.
+SUPPORT_MODELS = support.DEFAULT_SUPPORT_MODELS
+# Models per removal side of a PCA faithfulness check (App. J) unless asked otherwise, the sides it removes (the
+# component's most positive and most negative coordinates), and the test targets at each end it reports on.
 FAITHFULNESS_MODELS = faithfulness.DEFAULT_MODELS
+FAITHFULNESS_SIDES = faithfulness.SIDES
+FAITHFULNESS_GROUP = faithfulness.DEFAULT_GROUP
+# How `removal` picks a set for a target (Ilyas et al. §4.1.2, Fig. 8): top, bottom, random-class, random.
+REMOVAL_HEURISTICS = HEURISTICS
+# The columns of the votes export (Vote.record), in order: the integer test and train positions first, as
+# exports always wrote them, and the images' target names last.
+VOTE_EXPORT_COLUMNS = ("run", "annotator", "test", "train", "is_leak", "voted_at", "test_name", "train_name")
 # What the embeddings map can be coloured by.
 MAP_COLOURINGS = ("label", "prediction", "correct", "cluster", "split", "tag")
 
@@ -111,14 +125,21 @@ class PredictedRemoval:
 class VerifiedRemoval:
     """A prediction beside the truth: `n_models` models retrained without `removed`, their mean margin.
 
-    margins : each retrained model's margin on the target; trained_now, reused : how many of the models this
-    call trained and how many the retrain store already held (not part of the result's equality).
+    margins : each retrained model's margin on the target; test_flips : how many test targets the retrained
+    models' mean margin puts on the other side of zero than the control models' (right <-> wrong); key : the
+    retrain store's entry; relabelled_to : a class name when the set was relabelled to it rather than removed
+    (the datamodels predict removals only, so then `prediction` is that of removing the set, and only its
+    control_margin applies); trained_now, reused : how many of the models this call trained and how many the
+    retrain store already held (not part of the result's equality).
     """
 
     prediction: PredictedRemoval
     n_models: int
     actual_margin: float
     margins: tuple[float, ...]
+    test_flips: int
+    key: str
+    relabelled_to: str | None = None
     trained_now: int = field(default=0, compare=False)
     reused: int = field(default=0, compare=False)
 
@@ -144,19 +165,50 @@ class LeakCandidate:
 
 
 @dataclass(frozen=True)
+class Vote:
+    """One annotator's verdict on one candidate pair: is training image `train` a near duplicate of test image `test`
+    (both target names)?"""
+
+    annotator: str
+    test: str
+    train: str
+    is_leak: bool
+    voted_at: datetime
+
+    def record(self, run: str) -> dict:
+        """The vote as a row of the votes export (README, "Annotations"): the images' positions within their split
+        (test, train: the export's integer columns, as they always were) and their names (test_name, train_name)."""
+        values = (run, self.annotator, split_position(self.test), split_position(self.train), self.is_leak,
+                  self.voted_at.isoformat(), self.test, self.train)
+        return dict(zip(VOTE_EXPORT_COLUMNS, values))
+
+
+class _Positional(NamedTuple):
+    """A vote by positions within the split, as backend.leakage's scores count them."""
+
+    annotator: str
+    test: int
+    train: int
+    is_leak: bool
+
+
+@dataclass(frozen=True)
 class LeakageScores:
     """The annotators' votes on one run summed up (Ilyas et al. 2022, §4.3 and Fig. 11).
 
-    pairs : one row per voted (test, train) pair, positions within their split (backend.leakage.scores.PairScores)
-    tests, leakage : int64 and float (n_images,): each voted test image's leakage score, the largest annotation
-        score over its candidates
+    pairs : one row per voted (test, train) pair, sorted by test then train: its votes and leak marks (pairs.n_votes,
+        pairs.n_leak), annotation score and conflict (backend.leakage.scores.PairScores); pairs.test and pairs.train
+        are positions within the split, the exports' integer columns, and pair_names the same pairs by name
+    tests, leakage : each voted test image's name (sorted by position) and leakage score, float (n_images,): the
+        largest annotation score over its candidates
     annotators : names, sorted; ratings float (n_pairs, n_annotators): 1 leak, 0 not, NaN not voted
     fleiss : Fleiss' κ of every annotator on the pairs two or more voted on (NaN when undefined)
     cohen, overlap : (n_annotators, n_annotators) Cohen's κ of each pair of annotators and the pairs both voted on
     """
 
     pairs: PairScores
-    tests: np.ndarray
+    pair_names: list[tuple[str, str]]
+    tests: list[str]
     leakage: np.ndarray
     annotators: list[str]
     ratings: np.ndarray
@@ -164,13 +216,32 @@ class LeakageScores:
     cohen: np.ndarray
     overlap: np.ndarray
 
+    def records(self) -> list[dict]:
+        """One row per pair for the scores export (README, "Annotations"): test, train (positions within their
+        split), annotators, marked, annotation_score, conflict, its test image's leakage_score, then test_name and
+        train_name."""
+        leakage = dict(zip(self.tests, self.leakage.tolist()))
+        p = self.pairs
+        return [{"test": t, "train": i, "annotators": n, "marked": m, "annotation_score": score, "conflict": conflict,
+                 "leakage_score": leakage[test], "test_name": test, "train_name": train}
+                for t, i, n, m, score, conflict, (test, train) in zip(
+                    p.test.tolist(), p.train.tolist(), p.n_votes.tolist(), p.n_leak.tolist(), p.score.tolist(),
+                    p.conflict.tolist(), self.pair_names)]
 
-def leakage_scores(votes: list) -> LeakageScores:
+    def image_records(self) -> list[dict]:
+        """One row per voted test image: test (its position), leakage_score, test_name."""
+        return [{"test": split_position(name), "leakage_score": score, "test_name": name}
+                for name, score in zip(self.tests, self.leakage.tolist())]
+
+
+def leakage_scores(votes: list[Vote]) -> LeakageScores:
     """Annotation scores, leakage scores and agreement of a list of votes (Annotations.votes())."""
-    annotators, pairs, ratings = rating_matrix(votes)
+    positional = [_Positional(v.annotator, split_position(v.test), split_position(v.train), v.is_leak) for v in votes]
+    annotators, pairs, ratings = rating_matrix(positional)
     tests, leakage = image_scores(pairs)
     cohen, overlap = pairwise_cohen_kappa(ratings)
-    return LeakageScores(pairs, tests, leakage, annotators, ratings,
+    named = [(split_name("test", t), split_name("train", i)) for t, i in zip(pairs.test.tolist(), pairs.train.tolist())]
+    return LeakageScores(pairs, named, [split_name("test", t) for t in tests.tolist()], leakage, annotators, ratings,
                          fleiss_kappa(category_counts(ratings, np.array([0.0, 1.0]))), cohen, overlap)
 
 
@@ -212,10 +283,15 @@ class Annotations:
         test, votes = undone
         return self._api.name(self._api.run.n_train + test), {self._api.name(t): leak for t, leak in votes.items()}
 
-    def votes(self) -> list:
-        """Every vote on the run (backend.leakage.annotations.Vote: annotator, test and train positions within their
-        split, as the exports write them, is_leak, voted_at), by test, train, annotator."""
-        return self._store.votes(self._run)
+    def votes(self) -> list[Vote]:
+        """Every vote on the run, by test, train, annotator. The database is shared and written by other servers:
+        a vote may name an image this run lacks (in_run says which)."""
+        return [Vote(v.annotator, split_name("test", v.test), split_name("train", v.train), v.is_leak, v.voted_at)
+                for v in self._store.votes(self._run)]
+
+    def in_run(self, vote: Vote) -> bool:
+        """Whether both images of a vote are in this run (a vote cast on another run of the same name may not be)."""
+        return self._api.is_target(vote.test) and self._api.is_target(vote.train)
 
     def skip_counts(self) -> dict[str, int]:
         """{annotator: test images skipped}."""
@@ -256,6 +332,14 @@ class RunAPI:
         """The margins column of a target name (TargetError when malformed or out of range)."""
         return target_column(target, self.run.n_train, self.run.n_test)
 
+    def is_target(self, name: str) -> bool:
+        """Whether `name` is a target of this run (well formed and in range)."""
+        try:
+            self.column(name)
+        except TargetError:
+            return False
+        return True
+
     def name(self, column: int) -> str:
         return target_name(int(column), self.run.n_train)
 
@@ -267,6 +351,15 @@ class RunAPI:
         """The training indices of a list such as a basket's URL value ("3,10-14,7"), in order, each once; a bad
         part or an index out of range is a ValueError (RemovalError) naming it."""
         return parse_ids(text, self.run.n_train)
+
+    def target_list(self, text: str) -> list[str]:
+        """The targets of a list of names and inclusive ranges ("test:0-99,train:5"), in its order (a TargetError
+        naming a malformed or out-of-range part, or an empty list)."""
+        return [self.name(c) for c in parse_targets(text, self.run.n_train, self.run.n_test)]
+
+    def label(self, target: str) -> str:
+        """The class name of a target's label."""
+        return self.run.class_names[int(self.run.labels[self.column(target)])]
 
     def train_index(self, image: str) -> int:
         """The training index of a training image's name ("train:7" → 7); a test name is a TargetError."""
@@ -339,23 +432,50 @@ class RunAPI:
         return [self.name(j) for j in indices], values
 
     # Counterfactuals --------------------------------------------------------------------------------------
-    def check_removal(self, removed: Iterable[str]) -> list[str]:
-        """The removal set `removed` (training image names) sorted, each once; a RemovalError naming the problem
-        when it must not be predicted or retrained (empty, a whole class, more than removal_cap())."""
-        return [self.name(i) for i in self._removal(removed)]
+    def removal(self, target: str, heuristic: str, k: int, seed: int = 0) -> list[str]:
+        """k training images picked for `target` by one of REMOVAL_HEURISTICS (Ilyas et al. §4.1.2, Fig. 8): "top"
+        and "bottom" the largest positive and most negative datamodel weights, strongest first, by backend.ranking's
+        rule (a zero weight never: a sparse datamodel may give fewer than k); "random-class" k random training images
+        of the target's class (all of them when it has fewer) and "random" k of the whole training set, ascending,
+        drawn from SeedSequence([seed, the target's margins column]), so a target and seed always give one set.
+        Unchecked: check_removal says whether it may be predicted or retrained."""
+        column = self.column(target)
+        if heuristic not in HEURISTICS:
+            raise RemovalError(f"unknown removal heuristic {str(heuristic)[:40]!r}: use one of {', '.join(HEURISTICS)}")
+        if not 0 < k <= self.run.n_train:
+            raise RemovalError(f"k must be 1..{self.run.n_train} (the run's training images), got {k}")
+        labels = np.asarray(self.run.labels)
+        # The random heuristics do not read the weights (a run without datamodels still draws them).
+        weights = self.scores(target) if heuristic in ("top", "bottom") else np.zeros(self.run.n_train, np.float32)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, column]))
+        picked = removal_set(heuristic, k, weights, labels[:self.run.n_train], int(labels[column]), rng)
+        return [self.name(i) for i in picked]
 
-    def removal_deltas(self, removed: Iterable[str]) -> np.ndarray:
+    def competitor(self, target: str) -> str:
+        """The wrong class the target's datamodel weighs against its own (the most total negative weight on its
+        training images; backend.counterfactuals.removal.competitor_class): what verify(relabel=True) and a
+        mislabel support relabel a set to."""
+        return self.run.class_names[self._competitor(target)]
+
+    def check_removal(self, removed: Iterable[str], max_remove: int | None = None) -> list[str]:
+        """The removal set `removed` (training image names) sorted, each once; a RemovalError naming the problem
+        when it must not be predicted or retrained (empty, a whole class, more than max_remove, by default
+        removal_cap())."""
+        return [self.name(i) for i in self._removal(removed, max_remove)]
+
+    def removal_deltas(self, removed: Iterable[str], max_remove: int | None = None) -> np.ndarray:
         """float64 (n_test,): the predicted change of every test target's margin, −Σ_{i∈removed} w_i (Ilyas et al.
         §4.1.2). It reads every test row of weights.npy (or |removed| rows of the transposed copy): a page caches
         it per removal set and passes it to predict_removal."""
+        ids = self._removal(removed, max_remove)
         self._require(WEIGHTS, "datamodels")
-        return removal_deltas(self.run, self._removal(removed))
+        return removal_deltas(self.run, ids)
 
-    def predict_removal(self, target: str, removed: Iterable[str], deltas: np.ndarray | None = None
-                        ) -> PredictedRemoval:
+    def predict_removal(self, target: str, removed: Iterable[str], deltas: np.ndarray | None = None,
+                        max_remove: int | None = None) -> PredictedRemoval:
         """What the datamodels predict for `target` when the training images `removed` (names) are taken out;
         deltas: removal_deltas(removed), when the caller has it."""
-        column, ids = self.column(target), self._removal(removed)
+        column, ids = self.column(target), self._removal(removed, max_remove)
         self._require(WEIGHTS, "datamodels")
         self._require(CONTROL_MARGINS, "control models")
         found = predict_removal(self.run, column, ids, self.control_margins(), deltas=deltas)
@@ -365,15 +485,25 @@ class RunAPI:
                                 flipped_test=[self.name(c) for c in found.flipped])
 
     def verify(self, target: str, removed: Iterable[str], n_models: int = 8, device: str = "auto",
-               progress: Progress | None = None) -> VerifiedRemoval:
+               progress: Progress | None = None, *, relabel: bool = False, max_remove: int | None = None,
+               deltas: np.ndarray | None = None) -> VerifiedRemoval:
         """Retrain `n_models` models without `removed` (stored in the run's retrain store, so asking again
-        trains nothing) and set their mean margin on `target` beside the prediction."""
-        prediction = self.predict_removal(target, removed)
+        trains nothing) and set their mean margin on `target` beside the prediction. relabel : keep the set but
+        relabel it to competitor(target) instead (App. F.3's mislabel experiment). deltas, max_remove : as for
+        predict_removal."""
+        prediction = self.predict_removal(target, removed, deltas, max_remove)
         column = self.column(target)
         ids = np.array([self.train_index(n) for n in prediction.removed], dtype=np.int64)
-        cf = retrain(self.run, ids, n_models=n_models, device=device, progress=progress, target=column)
+        to = self._competitor(target) if relabel else None
+        relabelled = None if to is None else np.full(len(ids), to)
+        cf = retrain(self.run, ids, relabelled, n_models=n_models, device=device, progress=progress, target=column)
+        test_control = self.control_margins()[self.run.n_train:]
+        test_actual = cf.margins[:, self.run.n_train:].mean(axis=0, dtype=np.float64)
         return VerifiedRemoval(prediction, n_models, actual_margin(cf, column),
-                               tuple(float(m) for m in cf.margins[:, column]), cf.trained_now, cf.reused)
+                               tuple(float(m) for m in cf.margins[:, column]),
+                               int(((test_control > 0) != (test_actual > 0)).sum()), cf.request.key,
+                               None if to is None else self.run.class_names[to],
+                               cf.trained_now, cf.reused)
 
     def verified_removals(self) -> list[dict]:
         """Predicted beside actual change for every removal retrained in the run and the target it was made for
@@ -394,6 +524,19 @@ class RunAPI:
     def train_control(self, n_models: int = CONTROL_MODELS, device: str = "auto", progress: Progress | None = None) -> None:
         """Train control models until the run has `n_models` of them (none when it has)."""
         ensure_control(self.run, n_models, device=device, progress=progress)
+
+    def control_summary(self) -> dict:
+        """The control models: {n_control, mean_test_accuracy, features_dim}; a RunError naming the fix when
+        control.json and control_features.npy (control model 0's penultimate features) disagree."""
+        self._require(CONTROL_META, "control models")
+        meta = read_json(self.run.dir, CONTROL_META)
+        features = load_control_features(self.run)  # checked here, not first by the analyze stage that uses them
+        if features.shape[1] != meta["features_dim"]:
+            raise RunError(f"{CONTROL_FEATURES.path(self.run.dir)} has {features.shape[1]} features but "
+                           f"{CONTROL_META.name} says {meta['features_dim']}: delete both and rebuild them with "
+                           f"`{CONTROL_META.command(self.run.dir)}`")
+        return {"n_control": len(load_control(self.run)), "mean_test_accuracy": meta["mean_test_accuracy"],
+                "features_dim": int(features.shape[1])}
 
     def control_margins(self) -> np.ndarray:
         """float64 (n_targets,): every target's mean margin over the control models, in margins-column order (read
@@ -432,14 +575,33 @@ class RunAPI:
         """The largest removal a certified support tries (1280, or n_train − 1 if smaller)."""
         return support.default_k_max(self.run.n_train)
 
-    def certify_support(self, target: str, n_models: int = support.DEFAULT_SUPPORT_MODELS, device: str = "auto",
+    def certify_support(self, target: str, n_models: int = SUPPORT_MODELS, device: str = "auto",
                         progress: Progress | None = None) -> dict:
         """The certified support of `target`: a bisection over k, each step `n_models` models retrained without the
         top-k weights, k accepted when their mean margin is below zero; stored in the run, so asking again trains
         nothing. {support (None: no k up to k_max flipped), k_max, lower, steps [(k, mean margin)], ...}."""
-        self._require(CONTROL_MARGINS, "control models")
-        (found,) = support.certified_supports(self.run, [self.column(target)], n_models, device=device, progress=progress)
+        (found,) = self.certify_supports([target], n_models, device=device, progress=progress)
         return found
+
+    def certify_supports(self, targets: list[str], n_models: int = SUPPORT_MODELS, *, mislabel: bool = False,
+                         k_max: int | None = None, budget: int = SUPPORT_STEPS, check: bool = False,
+                         device: str = "auto", progress: Progress | None = None) -> list[dict]:
+        """certify_support of many targets, searched side by side (App. F.3), one stored record each in the order
+        of `targets` (its "name" the target's; a stored search with these settings is reused). mislabel : relabel
+        the top-k to competitor(target) instead of removing them; k_max : the largest k tried (support_k_max());
+        budget : bisection steps; check : also retrain fresh models (other seeds) without each certified support
+        and record their mean margin ("check_margin"). progress counts the targets ("target")."""
+        columns = [self.column(t) for t in targets]
+        self._require(WEIGHTS, "datamodels")
+        self._require(CONTROL_MARGINS, "control models")
+        return support.certified_supports(self.run, columns, n_models, mislabel=mislabel, k_max=k_max, budget=budget,
+                                          check=check, device=device, progress=progress)
+
+    def write_support_summary(self, records: list[dict], targets: str, mislabel: bool = False) -> tuple[dict, Path]:
+        """Write support/summary-<mode>.json for certify_supports' `records` of the targets `targets` (their list
+        as written, e.g. "test:0-99"): the search's counts, the certified CDF beside the heuristic support of every
+        test target (App. F.3), one row per target. (the summary without its rows, the file written)."""
+        return support.save_support_summary(self.run, records, self.control_margins(), targets, mislabel=mislabel)
 
     def certified_supports(self) -> np.ndarray:
         """float64 (n_certified,): every stored certified support (inf where no tested k flipped the target)."""
@@ -650,11 +812,14 @@ class RunAPI:
         return faithfulness.models_to_train(self.run, pc, k, n_models=n_models)
 
     def faithfulness(self, pc: int, k: int, n_models: int = FAITHFULNESS_MODELS, device: str = "auto",
-                     progress: Progress | None = None) -> dict:
-        """App. J for component `pc`: retrain without the k training images at each end and report the mean
-        margin change against the control models, per side, of the most positive, most negative and all test
-        targets (backend.structure.faithfulness.faithfulness_check; each side's `removed` as training image names)."""
-        result = faithfulness.faithfulness_check(self.run, pc, k, n_models=n_models, device=device, progress=progress)
+                     progress: Progress | None = None, *, sides: tuple[str, ...] = FAITHFULNESS_SIDES,
+                     n_group: int = FAITHFULNESS_GROUP, n_control: int = CONTROL_MODELS) -> dict:
+        """App. J for component `pc`: retrain without the k training images at each end (of `sides`) and report
+        the mean margin change against at least n_control control models (the missing ones trained first), per
+        side, of the n_group most positive, n_group most negative and all test targets
+        (backend.structure.faithfulness.faithfulness_check; each side's `removed` as training image names)."""
+        result = faithfulness.faithfulness_check(self.run, pc, k, n_models=n_models, sides=sides, n_group=n_group,
+                                                 n_control=n_control, device=device, progress=progress)
         for side in result["sides"].values():
             side["removed"] = [self.name(j) for j in side["removed"]]
         return result
@@ -756,12 +921,18 @@ class RunAPI:
         return yardsticks.missing_steps(self.run, report)
 
     # ------------------------------------------------------------------------------------------------------
-    def _removal(self, removed: Iterable[str]) -> np.ndarray:
+    def _removal(self, removed: Iterable[str], max_remove: int | None = None) -> np.ndarray:
         if isinstance(removed, str):
             raise TypeError("removed is a list of training image names, e.g. ['train:3', 'train:17'] or run.top(...)")
         ids = [self.train_index(n) for n in removed]
         labels = np.asarray(self.run.labels[:self.run.n_train])
-        return validate_removal(np.array(ids, dtype=np.int64), labels, self.run.class_names, self.removal_cap())
+        return validate_removal(np.array(ids, dtype=np.int64), labels, self.run.class_names,
+                                max_remove or self.removal_cap())
+
+    def _competitor(self, target: str) -> int:
+        labels = np.asarray(self.run.labels)
+        return competitor_class(self.scores(target), labels[:self.run.n_train], int(labels[self.column(target)]),
+                                len(self.run.class_names))
 
     def _require(self, artifact: Artifact, what: str, **fields) -> None:
         """MissingArtifact naming the artifact's command when the run lacks it (a method is a name, not a path)."""
@@ -769,6 +940,8 @@ class RunAPI:
             raise ValueError(f"bad method {fields['method'][:40]!r}: a method is a name like trak or ssl-esvm")
         if not self.run.has(artifact, **fields):
             command = artifact.command(self.run.dir).replace("METHOD", fields.get("method", "METHOD"))
+            if artifact is WEIGHTS:  # the line the CLI's query verbs have always printed (predict.load_weights)
+                raise MissingArtifact(f"{self.run.dir} has no datamodels ({WEIGHTS.name}): fit them first with `{command}`")
             raise MissingArtifact(f"run {self.run.name} has no {what} ({artifact.path(self.run.dir, **fields)} is "
                                   f"missing): build it with `{command}`")
 

@@ -236,10 +236,12 @@ def test_leak_queue_and_annotations_by_target_name(api, tmp_path, monkeypatch):
     assert store.reviewed("ann") == {"test:4"} and store.skipped("ann") == {"test:9"}
     assert store.skip_counts() == {"ann": 1}
     assert {(v.annotator, v.test, v.train, v.is_leak) for v in store.votes()} == {
-        ("ann", 4, 7, True), ("ann", 4, 2, False), ("bob", 4, 7, False), ("bob", 1, 5, True)}
+        ("ann", "test:4", "train:7", True), ("ann", "test:4", "train:2", False), ("bob", "test:4", "train:7", False),
+        ("bob", "test:1", "train:5", True)}
     found = leakage_scores(store.votes())
     assert list(zip(found.pairs.test, found.pairs.train, found.pairs.score)) == [(1, 5, 1.0), (4, 2, 0.0), (4, 7, 0.5)]
-    assert found.tests.tolist() == [1, 4] and found.leakage.tolist() == [1.0, 0.5]
+    assert found.pair_names == [("test:1", "train:5"), ("test:4", "train:2"), ("test:4", "train:7")]
+    assert found.tests == ["test:1", "test:4"] and found.leakage.tolist() == [1.0, 0.5]
     assert found.annotators == ["ann", "bob"] and found.overlap[0, 1] == 1
     assert store.undo_last("ann") == ("test:9", {})
     assert store.undo_last("ann") == ("test:4", {"train:7": True, "train:2": False})

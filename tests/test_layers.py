@@ -88,3 +88,24 @@ def test_the_pages_contract_forbids_every_stage_but_the_api():
     (pages,) = [c for c in contracts() if c.get("source_modules") == ["pages"]]
     assert set(pages["forbidden_modules"]) == stages - {"backend.api", "backend.target_table"}
     assert "ignore_imports" not in pages  # every page is held to it: none is let off
+
+
+def test_a_cli_query_verb_that_imports_a_stage_breaks_it(tree_copy, tmp_path):
+    """The CLI's query verbs (counterfactual, support, control, faithfulness) ask backend.api as the pages do: a stage
+    import planted in one, function-level as the verbs import, breaks the CLI's contract."""
+    tmp_path = copy_tree(tree_copy, tmp_path)
+    verbs = tmp_path / "precompute" / "counterfactual.py"
+    verbs.write_text(verbs.read_text() + "\n\ndef _planted():\n    from backend.counterfactuals.removal import top_k\n"
+                                          "    return top_k\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "precompute.counterfactual -> backend.counterfactuals.removal" in result.stdout and "1 broken" in result.stdout
+
+
+def test_the_cli_query_contract_forbids_every_stage_but_the_api():
+    (layers,) = [c for c in contracts() if c.get("containers") == ["backend"]]
+    stages = {f"backend.{name.strip()}" for layer in layers["layers"] for name in layer.split("|")}
+    (cli,) = [c for c in contracts() if c.get("source_modules", [""])[0].startswith("precompute.")]
+    assert set(cli["forbidden_modules"]) == stages - {"backend.api"}
+    assert set(cli["source_modules"]) == {"precompute.counterfactual", "precompute.faithfulness"}
+    assert "ignore_imports" not in cli

@@ -104,3 +104,22 @@ def test_control_verb_and_bad_input(cf_run, tiny_run, capsys):
     assert "bad --k '5,x'" in capsys.readouterr().err
     assert main(["support", "--run", str(cf_run), "--targets", "test:0", "--k-max", "5000"]) == 2
     assert "--k-max 5000 is out of range" in capsys.readouterr().err
+
+
+def test_random_class_relabel_is_the_apis_set_and_class(cf_run, capsys):
+    """The verb is glue over backend.api: its random-class set is RunAPI.removal's for the same seed (all of the
+    target's class, by labels.npy) and it relabels to RunAPI.competitor's class, the brute-force one."""
+    from backend.api import open_run
+
+    assert main(["counterfactual", "--run", str(cf_run), "--target", "test:6", "--remove", "random-class:5", "--seed", "3",
+                 "--relabel", "--models", "1", "--control-models", "8", "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    api = open_run(cf_run)
+    labels, weights = np.load(cf_run / "labels.npy"), np.load(cf_run / "weights.npy").astype(np.float64)
+    column, n_train = api.column("test:6"), api.run.n_train
+    assert out["changed"] == api.removal("test:6", "random-class", 5, seed=3)
+    assert len(out["changed"]) == 5 and all(labels[int(n.split(":")[1])] == labels[column] for n in out["changed"])
+    pull = [np.inf if c == labels[column] else np.minimum(weights[column, :n_train], 0)[labels[:n_train] == c].sum()
+            for c in range(len(api.run.class_names))]
+    assert out["relabelled_to"] == api.competitor("test:6") == api.run.class_names[int(np.argmin(pull))]
+    assert out["label"] == api.label("test:6") and out["predicted"] is None
