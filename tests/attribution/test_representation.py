@@ -56,7 +56,7 @@ def test_knn_label_disagreement_ranks_the_image_closer_to_its_disagreeing_neighb
     assert np.isclose(got[0], np.cos([0.02, 0.04, 0.07]).mean(), atol=1e-6)
     assert np.isclose(got[1], np.cos([0.65, 0.68, 0.7]).mean(), atol=1e-6)
     assert got[0] > got[1]
-    assert got[5] == got[6] == 0  # their neighbours of another label point away (cos < 0): clamped, no evidence
+    assert got[5] == got[6] == 0  # their neighbours of another label point away (cos < 0): clamped to nothing
 
 
 def test_representation_end_to_end_trains_the_control_model_it_needs(tiny_run, tmp_path):
