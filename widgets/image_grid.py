@@ -21,7 +21,8 @@ from widgets.run_context import label_of, predicted_text
 from widgets.url_state import open_target, set_target
 
 THUMB = 96
-CAPTION_PX = 52  # three 11-px caption lines under each thumbnail
+LINE_PX = 13  # an 11-px caption line under a thumbnail
+CAPTION_CHARS = 24  # a label · prediction line longer than this (Fashion-MNIST's class names) takes two lines
 MARK_RGB = (198, 40, 40)  # the frame of a marked image (in the Counterfactuals basket)
 
 
@@ -58,6 +59,13 @@ def image_uri(run: Run, column: int, width: int = THUMB) -> str:
     return _png_uri(large_image(run, column, width))
 
 
+def _label_lines(run: Run, column: int) -> list[str]:
+    """The caption's label and prediction: one line, or two where one would widen the cell past CAPTION_CHARS
+    (a grid wider than its container is scaled down, its caption text is not, and captions would overlap)."""
+    fields = [f for f in (f"label {label_of(run, column)}", predicted_text(run, column)) if f]
+    return [" · ".join(fields)] if len(" · ".join(fields)) <= CAPTION_CHARS else fields
+
+
 def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,
                page: str | None = None, on_pick: Callable[[int], None] | None = None,
                marked: Collection[int] = ()) -> None:
@@ -77,12 +85,11 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
         st.caption("none")
         return
     columns, marked = [int(c) for c in columns], {int(c) for c in marked}
-    lines = [[target_name(c, run.n_train), " · ".join(f for f in (f"label {label_of(run, c)}", predicted_text(run, c)) if f),
-              caption] for c, caption in zip(columns, captions)]
+    lines = [[target_name(c, run.n_train), *_label_lines(run, c), caption] for c, caption in zip(columns, captions)]
     tiles = [_tile(run, c) for c in columns]
     side = max(max(t.shape[:2]) for t in tiles)
     width = max(side + 8, 6 * max(len(line) for tile in lines for line in tile))  # ~5 px a character at 11 px
-    height = side + CAPTION_PX
+    height = side + LINE_PX * (max(len(tile) for tile in lines) + 1)
     n_cols = min(n_cols, len(columns))
     n_rows = -(-len(columns) // n_cols)
     montage = np.full((n_rows * height, n_cols * width, 3), 255, np.uint8)
