@@ -100,8 +100,9 @@ def test_hovering_a_point_shows_its_image_and_a_click_opens_it(map_server, page)
     url, data = map_server
     run = Run(data / "runs" / RUN)
     layout = np.load(MAP_LAYOUT.path(run.dir))
-    gaps = np.linalg.norm(layout[:, None] - layout[None], axis=2) + np.eye(len(layout)) * 1e9
-    column = int(gaps.min(axis=1).argmax())  # the most isolated point: no other one under the pointer
+    drawn = np.flatnonzero(np.isfinite(layout[:, 0]))  # an unfitted target has no point (NaN)
+    gaps = np.linalg.norm(layout[drawn, None] - layout[None, drawn], axis=2) + np.eye(len(drawn)) * 1e9
+    column = int(drawn[gaps.min(axis=1).argmax()])  # the most isolated point: no other one under the pointer
     name = f"train:{column}" if column < run.n_train else f"test:{column - run.n_train}"
     page.goto(f"{url}/embeddings_map?run={RUN}")
     expect(heading(page, "Embeddings map")).to_be_visible()
