@@ -59,11 +59,16 @@ def image_uri(run: Run, column: int, width: int = THUMB) -> str:
     return _png_uri(large_image(run, column, width))
 
 
-def _label_lines(run: Run, column: int) -> list[str]:
+def _label_lines(label: str, prediction: str) -> list[str]:
     """The caption's label and prediction: one line, or two where one would widen the cell past CAPTION_CHARS
     (a grid wider than its container is scaled down, its caption text is not, and captions would overlap)."""
-    fields = [f for f in (f"label {label_of(run, column)}", predicted_text(run, column)) if f]
+    fields = [f for f in (label, prediction) if f]
     return [" · ".join(fields)] if len(" · ".join(fields)) <= CAPTION_CHARS else fields
+
+
+def label_line_chars(class_names: list[str]) -> int:
+    """The longest label or prediction caption line a grid draws for these classes (a page sizes its columns by it)."""
+    return max(len(line) for a in class_names for b in class_names for line in _label_lines(f"label {a}", f"pred {b} 100%"))
 
 
 def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,
@@ -85,7 +90,8 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
         st.caption("none")
         return
     columns, marked = [int(c) for c in columns], {int(c) for c in marked}
-    lines = [[target_name(c, run.n_train), *_label_lines(run, c), caption] for c, caption in zip(columns, captions)]
+    lines = [[target_name(c, run.n_train), *_label_lines(f"label {label_of(run, c)}", predicted_text(run, c)), caption]
+             for c, caption in zip(columns, captions)]
     tiles = [_tile(run, c) for c in columns]
     side = max(max(t.shape[:2]) for t in tiles)
     width = max(side + 8, 6 * max(len(line) for tile in lines for line in tile))  # ~5 px a character at 11 px
