@@ -20,11 +20,13 @@ import numpy as np
 from backend.attribution.store import available, read_meta, read_self_scores
 from backend.attribution.yardsticks import flipped_labels
 from backend.leakage.duplicates import read_pairs
+from backend.ranking import top_k
 from backend.store.artifacts import read_json
 from backend.store.atomic import atomic_path
 from backend.store.run_dir import Run
 from backend.store.schema import (ANALYSIS, CLUSTERS_ALL, FIT, LEAKAGE_LISTS, LEAKAGE_QUEUE, METHODS_EVAL,
                                   PCA_EXPLAINED_RATIO, PCA_PROJECTIONS, SILHOUETTE_ALL)
+from backend.structure.embeddings import extremes
 
 # The candidate lists the README scores, by the name it gives them, and how deep each is read.
 LEAK_LISTS = {"top weights": "weight_top", "features": "feature_nn", "pixels": "pixel_nn", "combined": "combined"}
@@ -49,8 +51,9 @@ def leak_hits(lists: dict[str, np.ndarray], queue: np.ndarray, pair_test: np.nda
 
 
 def flagged(self_scores: np.ndarray, k: int = FLAGGED) -> np.ndarray:
-    """int64 (k,): the training positions of the k largest self-scores (likeliest mislabelled first), ties by position."""
-    return np.lexsort((np.arange(len(self_scores)), -np.asarray(self_scores, dtype=np.float64)))[:k]
+    """int64 (≤ k,): the training positions of the k largest self-scores (likeliest mislabelled first), by
+    backend.ranking's unsigned rule: ties by position, NaN never."""
+    return top_k(np.asarray(self_scores, dtype=np.float64), k, signed=False)
 
 
 TIME_LINE = re.compile(r"^(?P<command>.*)\|wall=(?P<wall>[\d.]+)\|user=(?P<user>[\d.]+)\|sys=(?P<sys>[\d.]+)"
@@ -235,7 +238,7 @@ def write_results(run_dir: str | Path, out_dir: str | Path, pairs: str | Path | 
         rows = []
         for c in np.unique(clusters):
             members = np.flatnonzero(clusters == c)
-            typical = members[np.lexsort((members, -silhouette[members]))][:PER_GROUP]
+            typical = members[top_k(silhouette[members], PER_GROUP, signed=False)]
             counts = np.bincount(labels[n + members], minlength=len(names))
             rows.append((f"cluster {c}: {len(members)} images, {counts.max() / len(members):.0%} "
                          f"{names[counts.argmax()]}", [(images[n + j], label(n + j)) for j in typical]))
@@ -246,9 +249,9 @@ def write_results(run_dir: str | Path, out_dir: str | Path, pairs: str | Path | 
         projections, ratio = run.array(PCA_PROJECTIONS), np.asarray(run.array(PCA_EXPLAINED_RATIO))
         rows = []
         for c in range(min(COMPONENTS, projections.shape[1])):
-            coordinate = np.asarray(projections[n:, c])  # the test targets, fitted in every fit
-            order = np.lexsort((np.arange(len(coordinate)), -coordinate))
-            for end, ids in (("+", order[:PER_GROUP]), ("-", order[::-1][:PER_GROUP])):
+            # The test targets' two ends as the PCA page ranks them (api.pc_extremes: embeddings.extremes).
+            top, bottom = extremes(np.asarray(projections[n:, c]), PER_GROUP)
+            for end, ids in (("+", top), ("-", bottom)):
                 rows.append((f"PC {c} {end} ({ratio[c]:.1%} of variance)",
                              [(images[n + j], f"test {j} {label(n + j)}") for j in ids]))
         grid_png(out / "pca.png", rows)
