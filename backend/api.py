@@ -28,7 +28,8 @@ from backend.attribution import store as attribution_store
 from backend.attribution import yardsticks
 from backend.counterfactuals import support
 from backend.counterfactuals.evaluation import correlations
-from backend.counterfactuals.predict import actual_margin, predict_removal, removal_deltas, retrain, verified_removals
+from backend.counterfactuals.predict import (actual_margin, no_weights, predict_removal, removal_deltas, retrain,
+                                             verified_removals)
 # RemovalError is re-exported: check_removal, predict_removal and verify raise it.
 from backend.counterfactuals.removal import (HEURISTICS, RemovalError, competitor_class, default_max_remove, format_ids,
                                              parse_ids, removal_set, validate_removal)
@@ -939,9 +940,9 @@ class RunAPI:
         if "method" in fields and not _METHOD.fullmatch(fields["method"]):
             raise ValueError(f"bad method {fields['method'][:40]!r}: a method is a name like trak or ssl-esvm")
         if not self.run.has(artifact, **fields):
+            if artifact is WEIGHTS:  # the line the CLI's query verbs have always printed
+                raise MissingArtifact(no_weights(self.run))
             command = artifact.command(self.run.dir).replace("METHOD", fields.get("method", "METHOD"))
-            if artifact is WEIGHTS:  # the line the CLI's query verbs have always printed (predict.load_weights)
-                raise MissingArtifact(f"{self.run.dir} has no datamodels ({WEIGHTS.name}): fit them first with `{command}`")
             raise MissingArtifact(f"run {self.run.name} has no {what} ({artifact.path(self.run.dir, **fields)} is "
                                   f"missing): build it with `{command}`")
 
