@@ -98,10 +98,10 @@ def map_and_grid(api: RunAPI, by: str, tag: str | None, tagged: np.ndarray | Non
 run = run_context.current_run()
 api = RunAPI(run)
 mapped = np.isfinite(api.map_layout()[:, 0])  # NaN: an unfitted target, not drawn
-n_train_mapped = int(mapped[:run.n_train].sum())
+n_mapped, n_train_mapped = int(mapped.sum()), int(mapped[:run.n_train].sum())
 st.title("Embeddings map")
-st.caption(f"{'All ' if mapped.all() else ''}{int(mapped.sum()):,} targets ({n_train_mapped:,} train, "
-           f"{int(mapped.sum()) - n_train_mapped:,} test{'' if mapped.all() else '; the unfitted ones are not drawn'}), "
+st.caption(f"{'All ' if mapped.all() else ''}{n_mapped:,} targets ({n_train_mapped:,} train, "
+           f"{n_mapped - n_train_mapped:,} test{'' if mapped.all() else '; the unfitted ones are not drawn'}), "
            "each at its point of a 2-D t-SNE of its datamodel's PCA coordinates: targets that depend on the same "
            "training images sit together.")
 tag, tagged = selection_actions.tag_filter(run, key="map_tag")

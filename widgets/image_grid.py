@@ -63,7 +63,8 @@ def _label_lines(label: str, prediction: str) -> list[str]:
     """The caption's label and prediction: one line, or two where one would widen the cell past CAPTION_CHARS
     (a grid wider than its container is scaled down, its caption text is not, and captions would overlap)."""
     fields = [f for f in (label, prediction) if f]
-    return [" · ".join(fields)] if len(" · ".join(fields)) <= CAPTION_CHARS else fields
+    line = " · ".join(fields)
+    return [line] if len(line) <= CAPTION_CHARS else fields
 
 
 def label_line_chars(class_names: list[str]) -> int:

@@ -95,11 +95,11 @@ def analyze_structure(run: Run, n_components: int = 50, k_per_class: int = 5, pr
     if not fitted.any():
         raise RunError(f"run {run.dir} has no fitted target: fit some with `{WEIGHTS.command(run.dir)}`")
     fit_on = "train" if fitted[:run.n_train].any() else "test"
-    train_rows = np.flatnonzero(fitted[:run.n_train]) if fit_on == "train" else run.n_train + np.flatnonzero(
+    pca_rows = np.flatnonzero(fitted[:run.n_train]) if fit_on == "train" else run.n_train + np.flatnonzero(
         fitted[run.n_train:])
-    if fit_rows is not None and fit_rows < len(train_rows):
-        train_rows = np.sort(np.random.default_rng(seed).choice(train_rows, size=fit_rows, replace=False))
-    pca = embeddings.fit_pca(embeddings.EmbeddingRows(held, train_rows, device=dev), n_components,
+    if fit_rows is not None and fit_rows < len(pca_rows):
+        pca_rows = np.sort(np.random.default_rng(seed).choice(pca_rows, size=fit_rows, replace=False))
+    pca = embeddings.fit_pca(embeddings.EmbeddingRows(held, pca_rows, device=dev), n_components,
                              n_iter=n_iter, seed=seed, progress=within("pca"))
     lap("pca_fit")
 
@@ -150,7 +150,7 @@ def analyze_structure(run: Run, n_components: int = 50, k_per_class: int = 5, pr
     at("neighbors")
     lap("neighbors")
 
-    summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
+    summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(pca_rows),
                        fit_on=fit_on, mapped=int(fitted.sum()),
                        width=vectors.shape[1], n_train=run.n_train,
                        n_neighbors=neighbors.shape[1], neighbor_search=held.kind, k_per_class=k_per_class,
