@@ -94,10 +94,11 @@ def build(out: Path, seed: int = 0) -> None:
 
 def analyze(out: Path, fit_rows: int | None, device: str) -> None:
     """The measured part, run in its own process: print the summary, wall time and peak RSS as JSON."""
+    from backend.store.run_dir import Run
     from backend.structure.analyze import analyze_structure
 
     started = time.perf_counter()
-    summary = analyze_structure(out, fit_rows=fit_rows, device=device)
+    summary = analyze_structure(Run(out), fit_rows=fit_rows, device=device)
     wall = time.perf_counter() - started
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"wall_s": round(wall, 1), "peak_rss_gib": round(peak_gib, 2), "summary": summary}))

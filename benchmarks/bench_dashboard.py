@@ -169,7 +169,7 @@ def score_lds(run_dir: Path) -> None:
     t = time.perf_counter()
     lds(weights, bias, heldout.masks, heldout.margins, run.n_train, np.arange(run.n_train, run.n_train + N_LDS_TARGETS))
     seconds = time.perf_counter() - t
-    print(f"per-target LDS on {N_HELDOUT} held-out models: {seconds:.1f} s per {N_LDS_TARGETS} targets, "
+    print(f"per-target LDS on {heldout.manifest['n_models']} held-out models: {seconds:.1f} s per {N_LDS_TARGETS} targets, "
           f"about {seconds * run.n_targets / N_LDS_TARGETS / 60:.0f} min for all {run.n_targets} (an eval-stage job)")
 
 
@@ -204,7 +204,8 @@ def peak_rss_mib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=None, help="reuse (or build) the synthetic run here; default: a temp dir")
+    parser.add_argument("--dir", type=Path, default=None, help="reuse (or build) the synthetic run here, or give a real "
+                        "analysed run with heldout/ (e.g. data/runs/fashion); default: a temp dir")
     parser.add_argument("--queries", type=int, default=500, help="random targets per query")
     parser.add_argument("--k", type=int, default=12, help="images per grid")
     args = parser.parse_args()
@@ -217,7 +218,8 @@ def main() -> None:
             print(f"built synthetic run in {run_dir} in {time.perf_counter() - t:.0f} s")
         t = time.perf_counter()
         in_child(summarise_margins, run_dir)
-        print(f"per-target margin summary ({N_MODELS} models x {N_TRAIN + N_TEST} targets, in chunks): "
+        run = Run(run_dir)
+        print(f"per-target margin summary ({run.manifest['n_models']} models x {run.n_targets} targets, in chunks): "
               f"{time.perf_counter() - t:.1f} s, once per run")
         in_child(score_lds, run_dir)
         measure(run_dir, args.queries, args.k)

@@ -3,12 +3,14 @@
 Run: .venv/bin/python benchmarks/bench_pages.py --data-dir DIR --run NAME   (DIR/runs/NAME is a run with
 datamodels, eval and analyze done, e.g. a small digits run)
 The embeddings map at 70,000 targets: --synthetic-map 70000 writes a synthetic run of that many targets with a
-map (tests/map_runs.py) as DIR/runs/NAME, opens the map first, times it, and then a lasso round all of its points.
+map (tests/map_runs.py) as DIR/runs/NAME, opens the map first, times it and Overview (a page without the map:
+the floor of a warm visit at the same load), and then a lasso round all of its points.
 
 Measures the server's start (process start to its health check answering: app.py's st.App imports the pages'
 modules first), then, from the request to the end of the script run (Streamlit's script state back to
-notRunning, no skeleton left, a title drawn): the first page after the server starts, a fresh browser
-session's first page (a new browser profile: nothing cached), a new tab in the same browser (its cache warm),
+notRunning, no skeleton left, a title drawn, and on the Embeddings map its points on the canvas): the first page
+after the server starts, a fresh browser session's first page (a new browser profile: nothing cached), a new tab
+in the same browser (its cache warm),
 and every page by its sidebar link, first visit and warm (again after another page). Goals: < 3 s, < 3 s and
 < 1 s warm. Beside each wall time, the server's CPU seconds over the same
 span (user + system, from /proc): on a shared machine the wall time includes waiting for a core, the CPU time not.
@@ -31,9 +33,14 @@ DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 def wait_done(page) -> None:
+    """The script run over, its page drawn: no skeleton, a title, and a point map's points (widgets/point_map.js
+    marks its element data-drawn once they are on the canvas)."""
     page.wait_for_selector(DONE, state="attached", timeout=120_000)
     page.wait_for_function("() => !document.querySelector('[data-testid^=stSkeleton], [data-testid=stAppSkeleton]')"
-                           " && document.querySelector('[data-testid=stMain] h1')", timeout=120_000)
+                           " && document.querySelector('[data-testid=stMain] h1') && (!document.querySelector("
+                           "'[data-testid=stMain] h1').textContent.includes('Embeddings map')"
+                           " || document.querySelector('[data-drawn]'))",
+                           timeout=120_000)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -61,6 +68,9 @@ def main() -> None:
     parser.add_argument("--view", action="append", default=[], metavar="PATH:QUERY",
                         help="also time opening the page at URL path PATH (e.g. dataset) with URL query QUERY, as a "
                              "shared link: cold, then warm")
+    parser.add_argument("--screenshots", type=Path, metavar="DIR",
+                        help="save each page as it is after its warm visit to DIR/PREFIX-<page>.png (the README's pictures)")
+    parser.add_argument("--screenshot-prefix", default="dashboard")
     args = parser.parse_args()
     pages = [p for p in args.pages.split(",") if p]
     if unknown := set(pages) - set(PAGES):
@@ -70,11 +80,12 @@ def main() -> None:
     if args.synthetic_map:
         sys.path.insert(0, str(ROOT))
         from tests.map_runs import write_map_run
-        from tests.pages.test_browser import drag_across  # the browser tests' lasso, 3 moves a side
+        from tests.pages.test_map_browser import lasso_around  # the browser tests' lasso, 3 moves a side
         if not (args.data_dir / "runs" / args.run).exists():
             n_test = args.synthetic_map // 7
             write_map_run(args.data_dir / "runs" / args.run, args.synthetic_map - n_test, n_test)
-        # Overview between the map's visits: on a run without datamodels it draws its title, then its error.
+        # Overview between the map's visits: on a run without datamodels it draws its title, then its error (timed
+        # too: the floor of a warm visit in the same browser at the same load).
         start_path, pages = "embeddings_map", ["Embeddings map", "Overview"]
 
     with socket.socket() as s:
@@ -110,14 +121,22 @@ def main() -> None:
             def open_page(name: str) -> tuple[float, float]:
                 return timed(lambda: sidebar.get_by_role("link", name=name, exact=True).click(), page, server.pid)
 
-            for i, name in enumerate(pages if not args.synthetic_map else pages[:1]):
+            for i, name in enumerate(pages):
                 first = open_page(name)
                 open_page(pages[(i + 1) % len(pages)])  # away (with one page: its own link, a rerun)
                 rows.append((f"{name}: first visit / warm", (first, open_page(name))))
+                if args.screenshots:  # after the timing, so the picture costs no timed second
+                    args.screenshots.mkdir(parents=True, exist_ok=True)
+                    slug = name.lower().replace(" ", "-")
+                    page.screenshot(path=str(args.screenshots / f"{args.screenshot_prefix}-{slug}.png"))
             if args.synthetic_map:
+                def lasso() -> None:
+                    lasso_around(page)
+                    page.get_by_role("heading", name=f"Selected targets ({args.synthetic_map:,})").wait_for()
+
+                open_page("Embeddings map")  # (the loop above ends on Overview)
                 rows.append((f"a lasso round all {args.synthetic_map:,} points, to the grid drawn",
-                             timed(lambda: drag_across(page, page.get_by_test_id("stPlotlyChart").first, steps=3),
-                                   page, server.pid)))
+                             timed(lasso, page, server.pid)))
             for view in args.view:
                 path, _, query = view.partition(":")
                 link = f"{url}/{path}?run={args.run}&{query}"

@@ -2,7 +2,8 @@
 
 Pick a class (or the whole test set); each cluster is a grid of its most typical members, the 2-D
 spectral layout shows how they separate, and a box or lasso selection on it shows the chosen targets.
-Clicking an image makes it the target, whose most similar targets (by datamodel) are listed below.
+Clicking an image makes it the target, whose most similar targets (by datamodel) are listed below. With a tag
+chosen, the grids show that tag's targets only.
 """
 import numpy as np
 import plotly.graph_objects as go
@@ -26,6 +27,7 @@ current_class = int(run.labels[column]) if column >= run.n_train else classes[0]
 choice = st.selectbox("Class", [*classes, WHOLE],
                       format_func=lambda c: "whole test set (all classes)" if c == WHOLE else f"class {run.class_names[c]}",
                       key="clusters_class", **url_state.url_int("class", "clusters_class", [*classes, WHOLE], current_class))
+tag, tagged = selection_actions.tag_filter(run, key="clusters_tag")
 targets, clustering = api.clustering(None if choice == WHOLE else choice)
 info = quality["whole"] if choice == WHOLE else next(q for q in quality["per_class"] if q["class"] == choice)
 columns = np.array([api.column(t) for t in targets], dtype=np.int64)
@@ -56,7 +58,8 @@ def cluster_members() -> None:
         inside = np.flatnonzero(clustering.labels == k)
         silhouette = info["cluster_silhouettes"][k]
         tab.subheader(f"Cluster {k} · {len(inside)} images · silhouette " + ("—" if silhouette is None else f"{silhouette:.3f}"))
-        typical = np.array([position[t] for t in api.typical(targets, clustering, k, per_cluster)], dtype=np.int64)
+        typical = np.array([position[t] for t in api.typical(targets, clustering, k, per_cluster, among=tagged)],
+                           dtype=np.int64)
         with tab:
             image_grid.image_grid(run, columns[typical], [f"silhouette {clustering.silhouette[j]:+.2f}" for j in typical],
                                   key=f"cluster-{k}", n_cols=3)
@@ -79,6 +82,8 @@ with explore:
                          yaxis_title="spectral 2")
     event = st.plotly_chart(figure, key=f"layout-{choice}", on_select="rerun", selection_mode=("box", "lasso"))
     selected = image_grid.selected_customdata(event)
+    if tagged is not None:
+        selected = [c for c, keep in zip(selected, np.isin(selected, tagged)) if keep]
     if selected:
         st.subheader(f"Selected targets ({len(selected)})")
         image_grid.image_grid(run, np.array(selected), [f"cluster {cluster_of[c]}" for c in selected], key="selected",

@@ -1,28 +1,15 @@
 """Counterfactuals: remove training images, read the datamodels' prediction, then retrain to check it.
 
 The basket (a set of training images) lives in the URL, as a compact id list; predictions, retraining, the log and
-data support are backend calls (backend/counterfactuals.py, backend/support.py).
+data support are calls of the public API (backend.api.RunAPI), by target names.
 """
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend.training import retrain_store
-
-from backend.datasets import thumbnails
-from backend.store.rows import read_row
-from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, WEIGHTS
-from backend.training.control import DEFAULT_N_CONTROL, control_mean, ensure_control
-from backend.counterfactuals.evaluation import correlations
-from backend.counterfactuals.predict import actual_margin, predict_removal, retrain, removal_deltas, verified_removals
-from backend.datamodels.queries import top_weights
-from backend.ranking import top_k
-from backend.counterfactuals.removal import RemovalError, default_max_remove, format_ids, parse_ids, validate_removal
-from backend.counterfactuals.support import DEFAULT_BUDGET as BISECTION_STEPS
-from backend.counterfactuals.support import brittleness_cdf, certified_array, certified_supports, default_k_max, heuristic_support, stored_supports
-from backend.store.targets import target_name
-from widgets import access, image_grid, run_context, target_picker, text, url_state
+from backend.api import CONTROL_MODELS, SUPPORT_STEPS, RemovalError, RunAPI
+from widgets import access, image_grid, run_context, selection_actions, target_picker, text, url_state
 
 N_COLS = 6
 RETRAIN_HELP = "Retraining is for admins, within the run's budget of models (DATAMODELS_RETRAIN_BUDGET)"
@@ -35,10 +22,11 @@ def request(flag: str) -> None:
 
 
 run = run_context.current_run()
-weights, _, lam = run_context.require_datamodels(run)
+api = RunAPI(run)
+_, _, lam = run_context.require_datamodels(run)
 column = url_state.current_target(run)
-name = target_name(column, run.n_train)
-row = read_row(weights, column)
+name = api.name(column)
+row = api.scores(name)
 train_labels = np.asarray(run.labels[:run.n_train])
 
 st.title(f"Counterfactuals for {name}")
@@ -46,41 +34,51 @@ with st.expander("Choose a target", expanded=False):
     target_picker.target_picker(run, column)
 run_context.require_fitted(run, lam, column)
 
-if not (run.has(CONTROL_MARGINS) and run.has(CONTROL_FEATURES)):
+if not api.has_control():
     st.info(f"Predictions are measured against control models trained on the full training set; run {run.name} "
-            f"has none yet. Train {DEFAULT_N_CONTROL} of them once (or `python -m precompute control --run "
+            f"has none yet. Train {CONTROL_MODELS} of them once (or `python -m precompute control --run "
             f"{text.hide_paths(run.dir)}`).")
-    st.button(f"Train {DEFAULT_N_CONTROL} control models", key="cf_build_control", on_click=request,
+    st.button(f"Train {CONTROL_MODELS} control models", key="cf_build_control", on_click=request,
               args=("cf_control_request",), disabled=not access.can_retrain(), help=RETRAIN_HELP)
     if st.session_state.pop("cf_control_request", False):
-        with access.retraining_job(run, DEFAULT_N_CONTROL):
-            ensure_control(run, DEFAULT_N_CONTROL, progress=run_context.StreamlitProgress("Training control models:"))
+        with access.retraining_job(run, CONTROL_MODELS):
+            api.train_control(CONTROL_MODELS, progress=run_context.StreamlitProgress("Training control models:"))
         st.rerun()
     st.stop()
 
 
 @st.cache_data(max_entries=4, show_spinner="Heuristic data support of every test target…")
-def _heuristic_supports(_run, path: str, versions: tuple[int, int]) -> np.ndarray:
+def _heuristic_supports(_api, path: str, versions: tuple[int, int]) -> np.ndarray:
     """Cached per run directory and per version (mtime) of its weights and control margins."""
-    return heuristic_support(run_context.require_datamodels(_run)[0], control_mean(_run)[_run.n_train:],
-                             np.arange(_run.n_train, _run.n_targets))
+    return _api.heuristic_supports()
 
 
 @st.cache_data(max_entries=16, show_spinner="Predicting every test target…")
-def _removal_deltas(_run, path: str, version: int, removed: tuple[int, ...]) -> np.ndarray:
-    """Cached per run directory, version (mtime) of its weights and removal set: every rerun with the same
-    basket (any target, any widget) reads nothing; the computation reads all test rows of weights.npy."""
-    return removal_deltas(_run, np.array(removed, dtype=np.int64))
+def _removal_deltas(_api, path: str, versions: tuple[int, int], removed: tuple[str, ...]) -> np.ndarray:
+    """Cached per run directory, version of its weights and control margins, and removal set: every rerun with
+    the same basket (any target, any widget) reads nothing; the computation reads all test rows of weights.npy."""
+    return _api.removal_deltas(list(removed))
 
 
-control = control_mean(run)
+def columns(names: list[str]) -> np.ndarray:
+    """The margins columns of target names (the grids and the basket take columns)."""
+    return np.array([api.column(n) for n in names], dtype=np.int64)
+
+
+def top_columns(k: int, side: str, among: np.ndarray | None = None) -> np.ndarray:
+    """The target's k strongest positive or negative weights' training images (backend.ranking's rule), among
+    `among`'s margins columns (a tag's) if given."""
+    return columns(api.top(name, k, side=side, among=among))
+
+
+control = api.control_margins()
 
 
 def current_basket() -> list[int]:
     """The removal set being built: the URL's `basket`, a compact id list (3,10-14,7), so a reload, the back
     button or a shared link brings it back."""
     try:
-        return parse_ids(st.query_params.get("basket", ""), run.n_train)
+        return api.train_list(st.query_params.get("basket", ""))
     except RemovalError as exc:
         st.warning(f"basket {text.plain(exc)}; starting with an empty basket")
         st.query_params.pop("basket", None)
@@ -89,7 +87,7 @@ def current_basket() -> list[int]:
 
 def set_basket(items: list[int]) -> None:
     if items:
-        st.query_params["basket"] = format_ids(items)
+        st.query_params["basket"] = api.train_list_text(items)
     else:
         st.query_params.pop("basket", None)
 
@@ -115,17 +113,17 @@ def train_grid(ids: np.ndarray, key: str, n_cols: int = N_COLS) -> None:
 
 
 try:
-    removed = validate_removal(basket, train_labels, run.class_names, default_max_remove(run.n_train))
+    removed = api.check_removal([api.name(j) for j in basket])
 except RemovalError as exc:
     removal_error, removed, prediction = (str(exc) if basket else None), None, None
 else:
     removal_error = None
-    deltas = _removal_deltas(run, str(run.dir), WEIGHTS.path(run.dir).stat().st_mtime_ns, tuple(int(i) for i in removed))
-    prediction = predict_removal(run, column, removed, control, deltas=deltas)
+    deltas = _removal_deltas(api, str(run.dir), api.predictions_version(), tuple(removed))
+    prediction = api.predict_removal(name, removed, deltas=deltas)
 
 # The target, the basket and its prediction stay in view above the tabs: a click's result lands next to it.
 left, right = st.columns([1, 4])
-left.image(thumbnails.upscale(read_row(run.images, column), 160), caption=f"{name} · label {run_context.label_of(run, column)}")
+left.image(image_grid.large_image(run, column, 160), caption=f"{name} · label {run_context.label_of(run, column)}")
 with right:
     a, b, c, d = st.columns(4)
     a.metric("Label", run_context.label_of(run, column))
@@ -145,12 +143,17 @@ if build_tab.open:
     with build_tab:
         k = st.slider("Images per neighbour grid", 1, 48, 12, key="cf_k",
                       help="Click a training image to put it in the basket (framed) or take it out")
-        positive, negative = top_weights(row, k)
-        for sign, side in ((0, "positive"), (1, "negative")):
+        tag, tagged = selection_actions.tag_filter(run, key="cf_tag")
+        positive, negative = top_columns(k, "positive", tagged), top_columns(k, "negative", tagged)
+        if tagged is not None:  # the grids list the tag's training images only; one click puts them all in the basket
+            tagged_train = tagged[tagged < run.n_train]
+            st.button(f"+ the {len(tagged_train):,} training images tagged {text.plain(tag)}", key="cf_add_tag",
+                      on_click=add, args=(tagged_train,), disabled=len(tagged_train) == 0)
+        for side in ("positive", "negative"):
             buttons = st.columns(4)
             for i, n in enumerate((10, 50, 100)):
-                buttons[i].button(f"+ top {n} {side}", key=f"cf_{'top' if sign == 0 else 'bottom'}{n}", on_click=add,
-                                  args=(top_weights(row, n)[sign],), use_container_width=True)
+                buttons[i].button(f"+ top {n} {side}", key=f"cf_{'top' if side == 'positive' else 'bottom'}{n}",
+                                  on_click=add, args=(top_columns(n, side),), use_container_width=True)
         buttons[3].button("Clear basket", key="cf_clear", on_click=set_basket, args=([],), use_container_width=True)
         with st.expander("Add images of one class"):
             cls_col, n_col, go_col = st.columns([2, 2, 1])
@@ -160,7 +163,7 @@ if build_tab.open:
             count = text.clamped_int(n_col, "How many (largest weight first)", 1, len(members),
                                            min(20, len(members)), key="cf_class_n")
             go_col.button("Add", key="cf_add_class", on_click=add,
-                          args=(members[top_k(row[members], int(count), signed=False)],))
+                          args=(columns(api.top_in_class(name, cls, int(count))),))
         helps, hurts, in_basket = st.columns([2, 2, 1])
         with helps:
             st.markdown("**Top positive weights** (help the prediction)")
@@ -194,25 +197,28 @@ if effect_tab.open:
             c.metric("Prediction flips?", "yes" if prediction.flips else "no")
             chart_side, flipped_side = st.columns(2)
             test_idx = np.arange(run.n_test)
-            flipped = prediction.flipped - run.n_train
+            flipped_columns = columns(prediction.flipped_test)
+            flipped = flipped_columns - run.n_train
+            test_control = control[run.n_train:]
+            test_predicted = test_control + deltas
             colours = np.where(np.isin(test_idx, flipped), "#c62828", "#90a4ae")
-            fig = go.Figure(go.Scattergl(x=prediction.test_control, y=prediction.test_delta, mode="markers",
+            fig = go.Figure(go.Scattergl(x=test_control, y=deltas, mode="markers",
                                          marker=dict(color=colours, size=5), customdata=test_idx,
                                          hovertemplate="test:%{customdata}<br>control %{x:.3f}<br>predicted change "
                                                        "%{y:+.3f}<extra></extra>"))
             # A target flips when its predicted change crosses −(control margin).
-            edge = np.array([prediction.test_control.min(), prediction.test_control.max()])
+            edge = np.array([test_control.min(), test_control.max()])
             fig.add_trace(go.Scatter(x=edge, y=-edge, mode="lines", line=dict(dash="dot", color="grey"), hoverinfo="skip"))
-            pad = 0.1 * (np.ptp(prediction.test_delta) + 1e-3)
+            pad = 0.1 * (np.ptp(deltas) + 1e-3)
             fig.update_layout(xaxis_title="control margin", yaxis_title="predicted margin change (−Σ w)", height=360,
                               showlegend=False, margin=dict(t=10, b=40),
-                              yaxis_range=[prediction.test_delta.min() - pad, prediction.test_delta.max() + pad])
+                              yaxis_range=[deltas.min() - pad, deltas.max() + pad])
             chart_side.plotly_chart(fig, key="cf_effect")
             with flipped_side:
                 st.markdown(f"**{len(flipped)} test predictions predicted to flip** (red)")
-                image_grid.image_grid(run, prediction.flipped[:24],
-                                      [f"{prediction.test_control[j - run.n_train]:+.2f} → "
-                                       f"{prediction.test_predicted[j - run.n_train]:+.2f}" for j in prediction.flipped[:24]],
+                image_grid.image_grid(run, flipped_columns[:24],
+                                      [f"{test_control[j - run.n_train]:+.2f} → "
+                                       f"{test_predicted[j - run.n_train]:+.2f}" for j in flipped_columns[:24]],
                                       key="cf_flipped", n_cols=4)
 
             st.subheader("Verify by retraining")
@@ -222,28 +228,26 @@ if effect_tab.open:
             if st.session_state.pop("cf_verify_request", False):
                 with access.retraining_job(run, n_models) as job:
                     bar = run_context.StreamlitProgress(f"Training without {len(removed)} images:")
-                    cf = retrain(run, removed, n_models=n_models, progress=bar, target=column)
-                    job.trained = cf.trained_now
-                bar.finish(f"{cf.reused} models from the retrain store, {cf.trained_now} trained")
-                st.session_state[f"cf_verified:{run.name}"] = (column, tuple(removed.tolist()), cf.request.key)
+                    found = api.verify(name, removed, n_models=n_models, progress=bar)
+                    job.trained = found.trained_now
+                bar.finish(f"{found.reused} models from the retrain store, {found.trained_now} trained")
+                st.session_state[f"cf_verified:{run.name}"] = found
             verified = st.session_state.get(f"cf_verified:{run.name}")
-            if verified is not None and verified[:2] == (column, tuple(removed.tolist())):
-                cf = retrain_store.load(run, verified[2])
-                actual = actual_margin(cf, column)
+            if verified is not None and (verified.prediction.target, verified.prediction.removed) == (name, removed):
                 a, b, _ = st.columns(3)
-                a.metric("Actual margin", f"{actual:+.3f}", f"{actual - prediction.control_margin:+.3f}")
-                b.metric("Actually flips?", "yes" if (prediction.control_margin > 0) != (actual > 0) else "no")
-                st.caption(f"Margins of the {len(cf.margins)} retrained models: "
-                           + ", ".join(f"{m:+.2f}" for m in cf.margins[:, column]))
+                a.metric("Actual margin", f"{verified.actual_margin:+.3f}", f"{verified.actual_delta:+.3f}")
+                b.metric("Actually flips?", "yes" if verified.actual_flips else "no")
+                st.caption(f"Margins of the {len(verified.margins)} retrained models: "
+                           + ", ".join(f"{m:+.2f}" for m in verified.margins))
 
 if log_tab.open:
     with log_tab:
         st.subheader("Predicted vs actual, every verified removal",
                      help="All removal counterfactuals in this run's log (page and cf-eval), as in the paper's Figure 8")
-        record = pd.DataFrame(verified_removals(run))
+        record = pd.DataFrame(api.verified_removals())
         if len(record):
-            stats = correlations(record["predicted_delta"], record["actual_delta"])
-            names = [target_name(t, run.n_train) for t in record["target"]]
+            stats = api.correlations(record["predicted_delta"], record["actual_delta"])
+            names = list(record["target"])
             fig = go.Figure(go.Scatter(x=record["predicted_delta"], y=record["actual_delta"], mode="markers",
                                        marker=dict(color=np.log10(record["n_removed"]), colorscale="Viridis", size=6,
                                                    colorbar=dict(title="removed", tickvals=[0, 1, 2, 3], ticktext=["1", "10", "100", "1000"])),
@@ -264,14 +268,14 @@ if log_tab.open:
 if support_tab.open:
     with support_tab:
         st.subheader("Data support", help="How few training images must go for the prediction to turn wrong (App. F.3)")
-        support = heuristic_support(row[None], np.array([control[column]]))[0]
+        support = api.heuristic_support(name)
         if support == 0:
             st.write("The control models already misclassify this target: its support is 0.")
         else:
             if np.isfinite(support):
                 st.write(f"Heuristic support: **{int(support)} images**, the fewest top positive weights whose sum exceeds "
                          "the control margin.")
-                named = top_weights(row, int(support))[0]
+                named = top_columns(int(support), "positive")
                 train_grid(named[:48], "cf_support")
                 st.button(f"+ add these {int(support)} to the basket", key="cf_add_support", on_click=add, args=(named,))
             else:
@@ -279,11 +283,11 @@ if support_tab.open:
             n_steps = st.session_state.get("cf_models", 8)
             st.button("Certify by bisection", key="cf_certify", on_click=request, args=("cf_certify_request",),
                       disabled=not access.can_retrain(),
-                      help=f"Retrain {n_steps} models without the top-k for up to {BISECTION_STEPS} values of k in "
-                           f"(0, {default_k_max(run.n_train)}]; accept k only when their mean margin is below zero. {RETRAIN_HELP}")
+                      help=f"Retrain {n_steps} models without the top-k for up to {SUPPORT_STEPS} values of k in "
+                           f"(0, {api.support_k_max()}]; accept k only when their mean margin is below zero. {RETRAIN_HELP}")
             if st.session_state.pop("cf_certify_request", False):
-                with access.retraining_job(run, n_steps * BISECTION_STEPS):
-                    (result,) = certified_supports(run, [column], n_steps, progress=run_context.StreamlitProgress("Bisection over k:"))
+                with access.retraining_job(run, n_steps * SUPPORT_STEPS):
+                    result = api.certify_support(name, n_steps, progress=run_context.StreamlitProgress("Bisection over k:"))
                 st.session_state[f"cf_certified:{run.name}:{column}"] = result
             result = st.session_state.get(f"cf_certified:{run.name}:{column}")
             if result is not None:
@@ -292,14 +296,13 @@ if support_tab.open:
                 st.dataframe(pd.DataFrame(result["steps"], columns=["k", "mean margin"]), hide_index=True, key="cf_steps")
 
         st.markdown("**Brittleness of the whole test set**")
-        heuristic = _heuristic_supports(run, str(run.dir), tuple(a.path(run.dir).stat().st_mtime_ns
-                                                                 for a in (WEIGHTS, CONTROL_MARGINS)))
-        certified = certified_array(stored_supports(run))
+        heuristic = _heuristic_supports(api, str(run.dir), api.predictions_version())
+        certified = api.certified_supports()
         fig = go.Figure()
         for label, values in (("heuristic (all test targets)", heuristic), (f"certified ({len(certified)} targets)", certified)):
             finite = np.unique(values[np.isfinite(values)])
             if len(finite):
-                fig.add_trace(go.Scatter(x=np.maximum(finite, 0.5), y=brittleness_cdf(values, finite), mode="lines",
+                fig.add_trace(go.Scatter(x=np.maximum(finite, 0.5), y=api.brittleness_cdf(values, finite), mode="lines",
                                          line_shape="hv", name=label))
         fig.update_layout(xaxis_type="log", xaxis_title="support size k (0 drawn at 0.5)", yaxis_title="fraction of targets ≤ k",
                           height=360, showlegend=True, legend=dict(orientation="h", y=1.1), margin=dict(t=30, b=40))

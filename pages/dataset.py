@@ -105,7 +105,7 @@ def caption(column: int) -> str:
     return f"{'self' if value_field.startswith('self:') else SHORT[value_field]} " + ("—" if np.isnan(value) else f"{value:+.3f}")
 
 
-longest = max(len(f"label {a} · pred {b} 100%") for a in names for b in names) if len(names) <= 50 else 40
+longest = image_grid.label_line_chars(names) if len(names) <= 50 else 40
 n_cols = int(np.clip(GRID_PX // max(104, 6 * longest), 3, 8))
 image_grid.image_grid(run, shown, [caption(c) for c in shown], key="dataset", n_cols=n_cols, page=NEIGHBOURS)
 

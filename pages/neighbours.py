@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from backend.api import DATAMODELS, RunAPI
-from widgets import image_grid, run_context, similar_images, target_picker, text, url_state
+from widgets import image_grid, run_context, selection_actions, similar_images, target_picker, text, url_state
 
 run = run_context.current_run()
 api = RunAPI(run)
@@ -39,9 +39,13 @@ with right:
 run_context.require_fitted(run, lam, column)
 
 
+tag, tagged = selection_actions.tag_filter(run, key="neighbours_tag")
+
+
 def top_columns(method: str, k: int, side: str = "positive") -> list[int]:
-    """The columns of the target's top k training images by `method` (the grids take columns)."""
-    return [api.column(image) for image in api.top(name, k, method=method, side=side)]
+    """The columns of the target's top k training images by `method` (the grids take columns), the tag's only if
+    one is chosen."""
+    return [api.column(image) for image in api.top(name, k, method=method, side=side, among=tagged)]
 
 
 @text.fragment
@@ -85,7 +89,7 @@ def ranked_images() -> None:
 
 
 ranked_images()
-similar_images.similar_images(api, name)
+similar_images.similar_images(api, name, among=tagged)
 
 
 def open_clicked(key: str) -> None:

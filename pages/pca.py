@@ -7,34 +7,30 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from backend.structure import embeddings
-
-from backend.store.schema import COUNTERFACTUAL_META
-from backend.structure import faithfulness
-from widgets import access, image_grid, run_context, text, url_state
+from backend.api import FAITHFULNESS_MODELS, RunAPI
+from widgets import access, image_grid, run_context, selection_actions, text, url_state
 
 NEIGHBOURS_PAGE = "pages/neighbours.py"
 GROUP_NAMES = {"positive": "most positive projections", "negative": "most negative projections", "all": "whole test set"}
 
 
-def _folder_version(run) -> int:
-    """The mtime of the run's retrain folder: every stored retrain is added to it by an atomic rename."""
-    folder = COUNTERFACTUAL_META.folder(run.dir)
-    return folder.stat().st_mtime_ns if folder.exists() else 0
-
-
 @st.cache_data(max_entries=4, show_spinner=False)
-def _stored_checks(_run, path: str, version: int) -> list[dict]:
+def _stored_checks(_api, path: str, version: int) -> list[dict]:
     """Cached per run directory and version of its retrain folder: listing the checks reads every retrain's
     summary (1.5–1.9 s for the digits run's 3,683 retrains, on every PCA view before)."""
-    return faithfulness.stored_checks(_run)
+    return _api.faithfulness_checks()
+
+
+def columns(names: list[str]) -> np.ndarray:
+    """The margins columns of target names (the grids take columns)."""
+    return np.array([api.column(n) for n in names], dtype=np.int64)
 
 
 run = run_context.current_run()
-comps = embeddings.pca_components(run)
-projections = embeddings.pca_projections(run)
-datamodel_ratio, representation_ratio = embeddings.explained_ratios(run)
-summary = embeddings.load_summary(run)
+api = RunAPI(run)
+comps, projections = api.pca()
+datamodel_ratio, representation_ratio = api.explained_ratios()
+summary = api.structure_summary()
 
 st.title("Principal components of datamodel embeddings")
 st.caption("Each target's datamodel, scaled to unit norm, is its embedding; the PCA is fit on the training "
@@ -57,6 +53,7 @@ if "effective_dimensionality" in summary:
 pc = st.selectbox("Component", range(len(comps)), format_func=lambda c: f"PC {c} · {datamodel_ratio[c]:.2%} of variance",
                   key="pca_component", **url_state.url_int("pc", "pca_component", range(len(comps)), 0))
 k = st.slider("Images per grid", min_value=1, max_value=36, value=12, key="pca_k")
+tag, tagged = selection_actions.tag_filter(run, key="pca_tag")
 coordinates = np.asarray(projections[:, pc])
 component = np.asarray(comps[pc])
 
@@ -64,22 +61,22 @@ component = np.asarray(comps[pc])
 # open tab is drawn.
 test_tab, train_tab, coordinates_tab = url_state.lazy_tabs(["Test targets", "Training targets",
                                                              "Training-image coordinates"], key="pca_tab")
-for tab, split, (start, stop) in ((test_tab, "test", (run.n_train, run.n_targets)), (train_tab, "train", (0, run.n_train))):
+for tab, split in ((test_tab, "test"), (train_tab, "train")):
     if not tab.open:
         continue
-    top, bottom = embeddings.extremes(coordinates[start:stop], k)
+    top, bottom = (columns(end) for end in api.pc_extremes(pc, k, among=split, tagged=tagged))
     positive_side, negative_side = tab.columns(2)
     with positive_side:
         st.subheader(f"{split.capitalize()} targets projecting most positively onto PC {pc}")
-        image_grid.image_grid(run, start + top, [f"proj {coordinates[start + j]:+.3f}" for j in top],
+        image_grid.image_grid(run, top, [f"proj {coordinates[j]:+.3f}" for j in top],
                               key=f"{split}-top", page=NEIGHBOURS_PAGE, n_cols=3)
     with negative_side:
         st.subheader(f"{split.capitalize()} targets projecting most negatively onto PC {pc}")
-        image_grid.image_grid(run, start + bottom, [f"proj {coordinates[start + j]:+.3f}" for j in bottom],
+        image_grid.image_grid(run, bottom, [f"proj {coordinates[j]:+.3f}" for j in bottom],
                               key=f"{split}-bottom", page=NEIGHBOURS_PAGE, n_cols=3)
 
 if coordinates_tab.open:
-    top, bottom = embeddings.extremes(component, k)
+    top, bottom = (columns(end) for end in api.pc_extremes(pc, k, among="coordinates", tagged=tagged))
     positive_side, negative_side = coordinates_tab.columns(2)
     with positive_side:
         st.subheader(f"Training images with the largest coordinates of PC {pc}",
@@ -100,17 +97,17 @@ st.caption("Remove the k training examples at one end of the component, retrain 
 left, right = st.columns(2)
 k_removed = text.clamped_int(left, "Training examples removed per side (k)", 1, run.n_train - 1,
                                    min(40, run.n_train - 1), key="faith_k")
-n_models = text.clamped_int(right, "Models per removal set", 1, 256, faithfulness.DEFAULT_MODELS, key="faith_models")
-todo = faithfulness.models_to_train(run, pc, int(k_removed), n_models=int(n_models))
+n_models = text.clamped_int(right, "Models per removal set", 1, 256, FAITHFULNESS_MODELS, key="faith_models")
+todo = api.faithfulness_to_train(pc, int(k_removed), n_models=int(n_models))
 result = None
 if todo == 0:
-    result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models))
+    result = api.faithfulness(pc, int(k_removed), n_models=int(n_models))
 elif st.button(f"Retrain {todo} models", key="faith_run", type="primary", disabled=not access.can_retrain(),
                help="Trains the missing control models and retrained models, then stores them in the run "
                     "(admins only, within the run's budget of models, DATAMODELS_RETRAIN_BUDGET)"):
     with access.retraining_job(run, todo):
         bar = run_context.StreamlitProgress("training")
-        result = faithfulness.faithfulness_check(run, pc, int(k_removed), n_models=int(n_models), progress=bar)
+        result = api.faithfulness(pc, int(k_removed), n_models=int(n_models), progress=bar)
         bar.empty()
 else:
     st.info(f"{todo} models must be trained for this request (stored results are shown without retraining).")
@@ -126,10 +123,10 @@ if result is not None:
     with st.expander("Removed training images"):
         for side, info in result["sides"].items():
             st.markdown(f"**{side.capitalize()} end** ({len(info['removed'])} images)")
-            removed = np.asarray(info["removed"])
+            removed = columns(info["removed"])
             image_grid.image_grid(run, removed, [f"{component[j]:+.4f}" for j in removed], key=f"removed-{side}", n_cols=10)
 
-stored = _stored_checks(run, str(run.dir), _folder_version(run))
+stored = _stored_checks(api, str(run.dir), api.retrains_version())
 if stored:
     with st.expander(f"Stored retrains ({len(stored)})"):
         st.dataframe([{"PC": s["pc"], "k": s["k"], "side": s["side"], "models": s["n_models"],

@@ -10,12 +10,8 @@ only their own votes here.
 """
 import streamlit as st
 
-from backend.datasets import thumbnails
-from backend.leakage.annotations import AnnotationStoreError, shared_store
-from backend.access.names import AnnotatorNameError, validate_name
-from backend.store.rows import read_row
-from backend.leakage.analysis import load_candidates, review_candidates
-from widgets import access, image_grid, run_context, text
+from backend.api import AnnotationStoreError, AnnotatorNameError, RunAPI, validate_name
+from widgets import access, image_grid, run_context, selection_actions, text
 
 N_SHOWN = 5
 N_COLS = 5
@@ -27,16 +23,17 @@ MARK_KEYS = "1234567890QWETYIOPADFGHJLZXVBM"
 GROUPS = [("Datamodel", "largest positive and negative weights in the test image's datamodel",
            ("top weight", "bottom weight"), lambda c: f"w {c.weight:+.3f}"),
           ("Features", "nearest in the control model's penultimate features", ("features",),
-           lambda c: f"cos {c.similarity:.3f}"),
+           lambda c: f"cos {c.feature_similarity:.3f}"),
           ("Pixels", "nearest in pixels, at the best shift by up to a pixel", ("pixels",),
-           lambda c: f"px {c.pixel:.3f}")]
+           lambda c: f"px {c.pixel_correlation:.3f}")]
 
 run = run_context.current_run()
+api = RunAPI(run)
 user = access.current_user()
-candidates = load_candidates(run)
+queue_scores = dict(api.leak_queue())
 st.title("Review leak candidates")
 try:
-    store = shared_store()
+    store = api.annotations()
 except AnnotationStoreError as exc:
     st.error(text.hide_paths(exc))
     st.stop()
@@ -44,8 +41,7 @@ except AnnotationStoreError as exc:
 
 def identify() -> None:
     try:
-        name = validate_name(st.session_state["annotator_input"])
-        store.annotator_id(name)
+        name = store.sign_in(st.session_state["annotator_input"])
     except (AnnotatorNameError, AnnotationStoreError) as exc:
         st.session_state["review_error"] = str(exc)
         return
@@ -90,11 +86,18 @@ if not user.authenticated:
     top[1].button("Change annotator", key="sign_out", on_click=sign_out)
 
 try:
-    reviewed, skipped = store.reviewed(run.name, annotator), store.skipped(run.name, annotator)
+    reviewed, skipped = store.reviewed(annotator), store.skipped(annotator)
 except AnnotationStoreError as exc:
     st.error(text.hide_paths(exc))
     st.stop()
-queue = [int(j) for j in candidates.queue]
+queue = list(queue_scores)
+tag, tagged = selection_actions.tag_filter(run, key="review_tag")
+if tagged is not None:  # review the tag's test images only, in the queue's order
+    names = {api.name(int(c)) for c in tagged}
+    queue = [j for j in queue if j in names]
+    if not queue:
+        st.info(f"No test image in this run's queue is tagged {text.plain(tag)}.")
+        st.stop()
 # Reviewed = submitted votes, as on the Leakage results page; skips leave the queue but are counted apart.
 done = sum(j in reviewed for j in queue)
 n_skipped = sum(j in skipped for j in queue)
@@ -107,40 +110,40 @@ if not pending:
 test = focus if focus in pending else (pending[0] if pending else None)
 
 
-def toggle_key(test: int, train: int) -> str:
+def toggle_key(test: str, train: str) -> str:
     """Session key of the mark on one candidate (True = a near duplicate), set by its button."""
     return f"vote-{run.name}-{test}-{train}"
 
 
-def flip(test: int, train: int) -> None:
+def flip(test: str, train: str) -> None:
     st.session_state[toggle_key(test, train)] = not st.session_state.get(toggle_key(test, train), False)
 
 
-def submit(test: int, trains: list[int], none: bool = False) -> None:
+def submit(test: str, trains: list[str], none: bool = False) -> None:
     """Save the marks (unmarked = not a duplicate); with `none`, every candidate as not a duplicate."""
     decisions = {t: not none and bool(st.session_state.get(toggle_key(test, t), False)) for t in trains}
     try:
-        n = store.submit(run.name, test, annotator, decisions)
+        n = store.submit(test, annotator, decisions)
     except AnnotationStoreError as exc:
         st.session_state["review_error"] = f"{exc} Your choices are still on screen: submit again."
         return
     st.session_state.pop("review_focus", None)
-    st.session_state["review_notice"] = (f"Saved {n} votes on test:{test}" + (": none are duplicates." if none else "."))
+    st.session_state["review_notice"] = (f"Saved {n} votes on {test}" + (": none are duplicates." if none else "."))
 
 
-def skip(test: int) -> None:
+def skip(test: str) -> None:
     try:
-        store.skip(run.name, test, annotator)
+        store.skip(test, annotator)
     except AnnotationStoreError as exc:
         st.session_state["review_error"] = str(exc)
         return
     st.session_state.pop("review_focus", None)
-    st.session_state["review_notice"] = f"Skipped test:{test}."
+    st.session_state["review_notice"] = f"Skipped {test}."
 
 
 def undo() -> None:
     try:
-        undone = store.undo_last(run.name, annotator)
+        undone = store.undo_last(annotator)
     except AnnotationStoreError as exc:
         st.session_state["review_error"] = str(exc)
         return
@@ -151,7 +154,7 @@ def undo() -> None:
     for train, is_leak in votes.items():
         st.session_state[toggle_key(test, train)] = is_leak
     st.session_state["review_focus"] = test
-    st.session_state["review_notice"] = f"Undid test:{test}: correct it and submit again."
+    st.session_state["review_notice"] = f"Undid {test}: correct it and submit again."
 
 
 if st.session_state.get("review_notice"):
@@ -160,10 +163,10 @@ if st.session_state.get("review_notice"):
 # stacked on the left, the candidates in five columns of small thumbnails on the right.
 left, right = st.columns([1, 3.5])
 if test is not None:
-    column = run.n_train + test
-    left.image(thumbnails.upscale(read_row(run.images, column), 256), width=128,
-               caption=f"test:{test} · label {run_context.label_of(run, column)} · queue score {candidates.queue_score[test]:.3f}")
-    shown = review_candidates(run, candidates, test, n=N_SHOWN)
+    column = api.column(test)
+    left.image(image_grid.large_image(run, column, 256), width=128,
+               caption=f"{test} · label {run_context.label_of(run, column)} · queue score {queue_scores[test]:.3f}")
+    shown = api.leak_candidates(test, n=N_SHOWN)
     trains = [c.train for c in shown]
     left.button("Submit", key="submit", type="primary", on_click=submit, args=(test, trains), width="stretch",
                 shortcut=SHORTCUTS["submit"], help="Save the marks (unmarked = not a duplicate) and go on")
@@ -189,8 +192,8 @@ with right:
             marked = bool(st.session_state.get(toggle_key(test, c.train), False))
             with slots[i % N_COLS]:
                 # a small thumbnail, its caption as wide as the column (an image caption is as wide as the image)
-                st.image(thumbnails.upscale(read_row(run.images, c.train), image_grid.THUMB), width=64)
-                st.caption(f"train:{c.train} · label {run_context.label_of(run, c.train)} · {score(c)}")
+                st.image(image_grid.large_image(run, api.column(c.train), image_grid.THUMB), width=64)
+                st.caption(f"{c.train} · label {run_context.label_of(run, api.column(c.train))} · {score(c)}")
                 st.button("duplicate", key=f"mark-{run.name}-{test}-{c.train}",
                           icon=":material/check_box:" if marked else ":material/check_box_outline_blank:",
                           type="primary" if marked else "secondary", on_click=flip, args=(test, c.train),

@@ -14,11 +14,13 @@ import re
 import sys
 import traceback
 
-from . import analyze, attribute, counterfactual, datamodels, faithfulness, leakage, methods_eval, release, report, train
+from . import (analyze, attribute, cf_eval, counterfactual, datamodels, faithfulness, leakage, methods_eval, release,
+               report, results, train)
 
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
-VERB_MODULES = [train, datamodels, analyze, attribute, methods_eval, faithfulness, counterfactual, leakage, release]
+VERB_MODULES = [train, datamodels, analyze, attribute, methods_eval, faithfulness, counterfactual, cf_eval, leakage,
+                release, results]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,4 +1,4 @@
-"""`faithfulness`: retrain without the extremes of one principal component (App. J)."""
+"""`faithfulness`: retrain without the extremes of one principal component (App. J), through backend.api."""
 from __future__ import annotations
 
 import argparse
@@ -8,14 +8,14 @@ from .args import TqdmProgress, add_device_arg, non_negative_int, positive_int
 
 
 def cmd_faithfulness(args: argparse.Namespace) -> dict:
-    from backend.structure.faithfulness import SIDES, faithfulness_check
-    from backend.store.run_dir import Run
+    from backend.api import FAITHFULNESS_SIDES, open_run
 
     options = {name: value for name, value in (("n_models", args.models), ("n_group", args.group),
                                                ("n_control", args.controls)) if value is not None}
+    api = open_run(args.run)
     with TqdmProgress("retraining") as bar:
-        result = faithfulness_check(Run(args.run), args.pc, args.k, sides=SIDES if args.side == "both" else (args.side,),
-                                    device=args.device, progress=bar, **options)
+        result = api.faithfulness(args.pc, args.k, sides=FAITHFULNESS_SIDES if args.side == "both" else (args.side,),
+                                  device=args.device, progress=bar, **options)
     for side in result["sides"].values():
         side.pop("removed")
     return result

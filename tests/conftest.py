@@ -44,11 +44,29 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{matrix}: {n} cases {outcome}")
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m precompute ARGS` in a fresh process, as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "precompute", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, check: bool = True, timeout: float = 600,
+            in_process: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m precompute ARGS` in a fresh process, as a user would. With `in_process`, the same main() runs
+    in this process (no timeout), without a fresh interpreter's imports (5.4 s of CPU for a tiny `train` here, 0.05
+    in-process): for fixtures that build a run, and tests that ask about a verb's files or output, not about its
+    process (kills, the one line a refusal prints, exit codes); every verb still runs fresh in some test."""
+    if in_process:
+        import contextlib
+        import io
+
+        from precompute.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(map(str, args)))
+            except SystemExit as exc:  # argparse's exit on a bad flag
+                code = exc.code
+        proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    else:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        proc = subprocess.run([sys.executable, "-m", "precompute", *map(str, args)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"precompute {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -130,13 +148,36 @@ def loopback_server_address():
     config.set_option("server.address", None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def pages_run_through_the_shell():
+    """Every AppTest script run goes through app.py, as a server runs it (open_app's switch_page included).
+
+    Streamlit 1.67's AppTest sets PagesManager.uses_pages_directory to None before each run, and PagesManager
+    then sets it from whether a folder named pages/ sits beside the main script, whatever it holds (so moving
+    the shared components to widgets/ did not change it). True makes the script runner take Streamlit's old
+    pages/-folder mode (`_mpa_v1`): after switch_page the page runs alone, without app.py's sidebar, run picker
+    and error handling. A server leaves that mode for good once app.py calls st.navigation; this does the same.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    detect = PagesManager.__init__
+
+    def server_mode(self, *args, **kwargs):
+        detect(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PagesManager, "__init__", server_mode)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A digits run of 60 fast models (alpha 0.5, seed 0), trained once per test session; its shards are
     kept (the tests of shards and of prediction counts read them)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "60", "--seed", "0",
-            "--out", out, "--batch-models", "30", "--keep-shards", *FAST_TRAIN)
+            "--out", out, "--batch-models", "30", "--keep-shards", *FAST_TRAIN, in_process=True)
     return out
 
 
@@ -151,6 +192,7 @@ def structure_run(tmp_path_factory) -> Path:
     import numpy as np
     from sklearn.datasets import load_digits
 
+    from backend.store.run_dir import Run
     from backend.structure.analyze import analyze_structure
     from tests.oracles import sklearn_datamodels
 
@@ -161,10 +203,11 @@ def structure_run(tmp_path_factory) -> Path:
              labels=digits.target[pick], split=np.where(np.arange(450) < 300, "train", "test"))
     out = tmp / "run"
     run_cli("train", "--dataset", f"npz:{tmp / 'digits450.npz'}", "--models", "100", "--out", out,
-            "--epochs", "20", "--hidden", "32")
+            "--epochs", "20", "--hidden", "32", in_process=True)
     masks, margins = np.load(out / "masks.npy"), np.load(out / "margins.npy")
     np.save(out / "weights.npy", sklearn_datamodels(masks, margins, np.arange(margins.shape[1]), 0.01)[0])
-    analyze_structure(out, n_components=10, k_per_class=3, device="cpu")
+    np.save(out / "lam.npy", np.full(margins.shape[1], 0.01, dtype=np.float32))
+    analyze_structure(Run(out), n_components=10, k_per_class=3, device="cpu")
     return out
 
 
@@ -246,10 +289,10 @@ def dashboard_data_dir(tiny_run, tmp_path_factory) -> Path:
     np.save(fitted / "bias.npy", bias)
     np.save(fitted / "lam.npy", lam)
     run_cli("train", "--dataset", "digits", "--alpha", "0.5", "--models", "30", "--seed", "1",
-            "--out", fitted / "heldout", "--batch-models", "30", *FAST_TRAIN)
-    run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity")
+            "--out", fitted / "heldout", "--batch-models", "30", *FAST_TRAIN, in_process=True)
+    run_cli("eval", "--run", fitted, "--heldout", fitted / "heldout", "--no-complexity", in_process=True)
     run_cli("analyze", "--run", fitted, "--n-control", "8", "--components", "10", "--clusters-per-class", "3",
-            "--device", "cpu")
+            "--device", "cpu", in_process=True)
     add_fixture_attributions(fitted)
     (runs / "no-datamodels").symlink_to(tiny_run, target_is_directory=True)
     truncated = runs / "truncated"
@@ -306,9 +349,10 @@ def add_fixture_attributions(run_dir: Path) -> None:
     run = Run(run_dir)
     (run_dir / "fit.json").write_text(json.dumps({"n_targets": run.n_targets - 5, "targets": "all but train:0-4",
                                                   "iterations": {}, "solver": "scikit-learn Lasso (test fixture)"}))
-    run_cli("attribute", "--run", run_dir, "--method", "datamodels")
+    run_cli("attribute", "--run", run_dir, "--method", "datamodels", in_process=True)
     attribute(run, PermutedScores(run))
-    run_cli("methods-eval", "--run", run_dir, "--targets", "3", "--models", "2", "--budget", "2", "--device", "cpu")
+    run_cli("methods-eval", "--run", run_dir, "--targets", "3", "--models", "2", "--budget", "2",
+            "--device", "cpu", in_process=True)
 
 
 @pytest.fixture(scope="session")
@@ -320,16 +364,18 @@ def leakage_data_dir(tmp_path_factory) -> Path:
     control model (its features are the baseline) is trained by analyze_leakage itself.
     """
     from backend.leakage.analysis import analyze_leakage
+    from backend.store.run_dir import Run
     from tests.oracles import save_test_target_lasso
 
     root = tmp_path_factory.mktemp("leakage")
     npz = root / "planted.npz"
-    run_cli("plant-leaks", "--dataset", "digits", "--n", "12", "--noise", "0", "--no-shift", "--seed", "3", "--out", npz)
+    run_cli("plant-leaks", "--dataset", "digits", "--n", "12", "--noise", "0", "--no-shift", "--seed", "3",
+            "--out", npz, in_process=True)
     out = root / "runs" / "planted"
     run_cli("train", "--dataset", f"npz:{npz}", "--alpha", "0.5", "--models", "60", "--seed", "0",
-            "--out", out, "--batch-models", "30", *FAST_TRAIN)
+            "--out", out, "--batch-models", "30", *FAST_TRAIN, in_process=True)
     save_test_target_lasso(out, alpha=0.05)
-    analyze_leakage(out, device="cpu")
+    analyze_leakage(Run(out), device="cpu")
     return root
 
 
@@ -357,20 +403,27 @@ def fashion_mnist_slice(tmp_path_factory) -> tuple[Path, list[tuple[int, int]]]:
     """A fixed slice of the real Fashion-MNIST files as an `idx:DIR` dataset (gzipped IDX files and class_names.txt):
     the first 2,000 training and 500 test images plus both images of each pair in FASHION_MNIST_PAIRS, in file order.
     Returns (the folder, the pairs as (test, train) positions in the slice)."""
+    return write_fashion_slice(tmp_path_factory.mktemp("fashion-mnist-slice"), *FASHION_SLICE)
+
+
+def write_fashion_slice(out: Path, n_train: int, n_test: int) -> tuple[Path, list[tuple[int, int]]]:
+    """The first n_train training and n_test test images of the real Fashion-MNIST files plus both images of each
+    pair in FASHION_MNIST_PAIRS, in file order, as an `idx:DIR` dataset in `out`. Returns (out, the pairs as
+    (test, train) positions in the slice)."""
     import numpy as np
 
     from backend.datasets import load_dataset
     from backend.datasets import idx
     from backend.datasets.fashion_mnist import CLASS_NAMES
+    from tests.dataset_files import write_idx
 
     require_fashion_mnist()
     ds = load_dataset("fashion-mnist")
-    train = np.union1d(np.arange(FASHION_SLICE[0]), [t for _, t in FASHION_MNIST_PAIRS])
-    test = np.union1d(np.arange(FASHION_SLICE[1]), [t for t, _ in FASHION_MNIST_PAIRS])
-    out = tmp_path_factory.mktemp("fashion-mnist-slice")
+    train = np.union1d(np.arange(n_train), [t for _, t in FASHION_MNIST_PAIRS])
+    test = np.union1d(np.arange(n_test), [t for t, _ in FASHION_MNIST_PAIRS])
     for name, array in ((idx.TRAIN_IMAGES, ds.train_images[train, ..., 0]), (idx.TRAIN_LABELS, ds.train_labels[train]),
                         (idx.TEST_IMAGES, ds.test_images[test, ..., 0]), (idx.TEST_LABELS, ds.test_labels[test])):
-        idx.write_idx(out / f"{name}.gz", array.astype(np.uint8))
+        write_idx(out / f"{name}.gz", array.astype(np.uint8))
     (out / idx.CLASS_NAMES_FILE).write_text("".join(f"{name}\n" for name in CLASS_NAMES))
     pairs = [(int(np.searchsorted(test, a)), int(np.searchsorted(train, b))) for a, b in FASHION_MNIST_PAIRS]
     return out, pairs
@@ -385,13 +438,14 @@ def fashion_slice_data_dir(fashion_mnist_slice, tmp_path_factory) -> Path:
     (the feature baseline) is trained by analyze_leakage itself. About 20 s of 2 idle cores.
     """
     from backend.leakage.analysis import analyze_leakage
+    from backend.store.run_dir import Run
     from tests.oracles import save_test_target_lasso
 
     folder, _ = fashion_mnist_slice
     root = tmp_path_factory.mktemp("fashion")
     out = root / "runs" / "fashion-slice"
-    run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300", "--seed", "0",
-            "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32")
+    run_cli("train", "--dataset", f"idx:{folder}", "--arch", "mlp", "--alpha", "0.5", "--models", "300",
+            "--seed", "0", "--out", out, "--batch-models", "150", "--epochs", "10", "--hidden", "32", in_process=True)
     save_test_target_lasso(out, alpha=0.1)
-    analyze_leakage(out, device="cpu")
+    analyze_leakage(Run(out), device="cpu")
     return root

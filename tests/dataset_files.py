@@ -1,12 +1,14 @@
-"""Datasets written in their official file formats, for the tests (and benchmarks/bench_import.py) that read
+"""Datasets written in their official file formats (CIFAR-10's binary batches, MNIST's IDX), for the tests (and benchmarks/bench_import.py) that read
 them back: fixtures, not a writer the project ships (it only reads these formats)."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 
 from backend.datasets.cifar10 import BATCHES_DIR, META_FILE, RECORD_BYTES, TEST_FILE, TRAIN_FILES
+from backend.datasets.idx import DTYPES
 
 
 def write_cifar10_binary(
@@ -34,3 +36,17 @@ def write_cifar10_binary(
         (batches / name).write_bytes(records.tobytes())
     (batches / META_FILE).write_text("".join(f"{c}\n" for c in class_names))
     return batches
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` as an IDX file at ``path`` (gzipped when the name ends in .gz).
+
+    array : ndarray of one of the format's dtypes (uint8, int8, int16, int32, float32, float64), 1 to 8 dims
+    """
+    path = Path(path)
+    codes = {dtype: code for code, dtype in DTYPES.items()}
+    dtype = np.dtype(array.dtype).newbyteorder(">") if array.dtype.itemsize > 1 else np.dtype(array.dtype)
+    data = np.ascontiguousarray(array, dtype=dtype)
+    contents = bytes([0, 0, codes[dtype], data.ndim]) + np.array(data.shape, dtype=">u4").tobytes() + data.tobytes()
+    path.write_bytes(gzip.compress(contents, mtime=0) if path.suffix == ".gz" else contents)
+    return path

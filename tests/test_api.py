@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.api import MissingArtifact, open_run
+from backend.api import RemovalError, MissingArtifact, leakage_scores, open_run
 from backend.store.catalog import DATA_DIR_ENV
 from backend.store.errors import RunError
 from backend.store.targets import TargetError
@@ -125,7 +125,128 @@ def test_verify_retrains_without_the_set_and_reuses_it(cf_run):
     stored = retrain_store.load(api.run, summary["key"])
     assert stored.request.remove.tolist() == sorted(int(n.split(":")[1]) for n in removed)
     assert first.actual_margin == pytest.approx(stored.margins[:, api.column("test:2")].astype(np.float64).mean())
-    assert api.verify("test:2", removed, n_models=2, device="cpu") == first  # from the store: nothing trained
+    assert first.margins == tuple(stored.margins[:, api.column("test:2")].astype(float).tolist())
+    assert (first.trained_now, first.reused) == (2, 0)
+    again = api.verify("test:2", removed, n_models=2, device="cpu")
+    assert again == first and (again.trained_now, again.reused) == (0, 2)  # from the store: nothing trained
+    (logged,) = api.verified_removals()  # the Counterfactuals page's Fig. 8 record, by target name
+    assert logged["target"] == "test:2" and logged["n_removed"] == len(removed)
+    assert logged["predicted_delta"] == pytest.approx(first.prediction.delta)
+    assert logged["actual_delta"] == pytest.approx(first.actual_delta)
+
+
+def brute_ends(values, k, start=0, prefix="test"):
+    """(k highest, highest first; k lowest, lowest first), ties to the lower index, as names."""
+    order = sorted(range(len(values)), key=lambda j: (-values[j], j))
+    low = sorted(range(len(values)), key=lambda j: (values[j], j))
+    return [f"{prefix}:{start + j}" for j in order[:k]], [f"{prefix}:{start + j}" for j in low[:k]]
+
+
+def test_pca_ends_are_the_sorted_projections_and_coordinates(api):
+    """The PCA page's grids: the two ends of a component among test targets, training targets and coordinates."""
+    run = api.run
+    components = np.load(run.dir / "structure" / "pca_components.npy")
+    projections = np.load(run.dir / "structure" / "pca_projections.npy")
+    got_components, got_projections = api.pca()
+    np.testing.assert_array_equal(got_components, components)
+    np.testing.assert_array_equal(got_projections, projections)
+    for pc in (0, len(components) - 1):
+        assert api.pc_extremes(pc, 4, "test") == brute_ends(projections[run.n_train:, pc].tolist(), 4)
+        assert api.pc_extremes(pc, 4, "train") == brute_ends(projections[:run.n_train, pc].tolist(), 4, prefix="train")
+        assert api.pc_extremes(pc, 6, "coordinates") == brute_ends(components[pc].tolist(), 6, prefix="train")
+    with pytest.raises(ValueError, match="among"):
+        api.pc_extremes(0, 4, "everything")
+
+
+def test_pca_ends_among_a_tag_rank_only_its_targets_or_training_images(api):
+    """The PCA page's tag filter: every third target (a tag's margins columns, train and test mixed) ranks alone."""
+    run = api.run
+    components = np.load(run.dir / "structure" / "pca_components.npy")
+    projections = np.load(run.dir / "structure" / "pca_projections.npy")
+    tagged = np.arange(1, run.n_targets, 3)
+    train, test = tagged[tagged < run.n_train], tagged[tagged >= run.n_train] - run.n_train
+
+    def ends(values, kept, k, start, prefix):
+        sub = brute_ends([values[j] for j in kept], k)
+        return tuple([f"{prefix}:{start + kept[int(n.split(':')[1])]}" for n in side] for side in sub)
+
+    pc = 1
+    assert api.pc_extremes(pc, 5, "test", tagged=tagged) == ends(projections[run.n_train:, pc], test, 5, 0, "test")
+    assert api.pc_extremes(pc, 5, "train", tagged=tagged) == ends(projections[:run.n_train, pc], train, 5, 0, "train")
+    assert api.pc_extremes(pc, 5, "coordinates", tagged=tagged) == ends(components[pc], train, 5, 0, "train")
+    assert api.pc_extremes(pc, 5, "test", tagged=np.arange(run.n_train)) == ([], [])  # a tag of training images only
+
+
+def brute_support(weights, margin):
+    if margin <= 0:
+        return 0.0
+    total = 0.0
+    for k, w in enumerate(sorted((w for w in weights if w > 0), reverse=True), start=1):
+        total += w
+        if total > margin:
+            return float(k)
+    return float("inf")
+
+
+def test_what_the_counterfactuals_page_reads_is_the_stored_arrays(api):
+    """Removal deltas −Σ w, heuristic supports (App. F.3.2), the class's top weights, the basket's text and the
+    brittleness curve, against weights.npy and control_margins.npy read directly and brute force."""
+    run = api.run
+    weights = np.load(run.dir / "weights.npy").astype(np.float64)
+    control = np.load(run.dir / "control_margins.npy").astype(np.float64).mean(0)
+    np.testing.assert_allclose(api.control_margins(), control)
+    removed = api.check_removal(["train:9", "train:3", "train:9", "train:40"])
+    assert removed == ["train:3", "train:9", "train:40"]
+    deltas = api.removal_deltas(removed)
+    np.testing.assert_allclose(deltas, -weights[run.n_train:, [3, 9, 40]].sum(1), atol=1e-6)
+    assert api.predict_removal("test:5", removed, deltas=deltas) == api.predict_removal("test:5", removed)
+    with pytest.raises(RemovalError, match="empty"):
+        api.check_removal([])
+    supports = api.heuristic_supports()
+    brute = [brute_support(weights[run.n_train + j], control[run.n_train + j]) for j in range(run.n_test)]
+    np.testing.assert_array_equal(supports, brute)
+    assert api.heuristic_support("test:7") == brute[7]
+    labels = np.asarray(run.labels)
+    row = weights[run.n_train + 5]
+    members = [j for j in range(run.n_train) if labels[j] == 3]
+    assert api.top_in_class("test:5", 3, 4) == [f"train:{j}" for j in sorted(members, key=lambda j: (-row[j], j))[:4]]
+    ids = [3, 10, 11, 12, 7]
+    assert api.train_list(api.train_list_text(ids)) == ids
+    ks = np.array([0.0, 1.0, 3.0, 10.0])
+    finite = np.array(brute)
+    np.testing.assert_array_equal(api.brittleness_cdf(finite, ks), [np.mean(finite <= k) for k in ks])
+    assert api.certified_supports().shape == (0,) and api.support_k_max() == min(1280, run.n_train - 1)
+
+
+def test_leak_queue_and_annotations_by_target_name(api, tmp_path, monkeypatch):
+    """The Review page's queue and votes through the API, against leakage/queue*.npy and the database's rows;
+    the Leakage results page's scores against a hand count."""
+    run = api.run
+    queue, score = np.load(run.dir / "leakage" / "queue.npy"), np.load(run.dir / "leakage" / "queue_score.npy")
+    assert api.leak_queue() == [(f"test:{j}", pytest.approx(float(score[j]))) for j in queue]
+    db = tmp_path / "votes.db"
+    db.touch()
+    monkeypatch.setenv("DATAMODELS_DATABASE_URL", f"sqlite:///{db}")
+    store = api.annotations()
+    assert store.sign_in("ann") == "ann" and store.sign_in("bob") == "bob"
+    assert store.submit("test:4", "ann", {"train:7": True, "train:2": False}) == 2
+    store.submit("test:4", "bob", {"train:7": False})
+    store.submit("test:1", "bob", {"train:5": True})
+    store.skip("test:9", "ann")
+    assert store.reviewed("ann") == {"test:4"} and store.skipped("ann") == {"test:9"}
+    assert store.skip_counts() == {"ann": 1}
+    assert {(v.annotator, v.test, v.train, v.is_leak) for v in store.votes()} == {
+        ("ann", "test:4", "train:7", True), ("ann", "test:4", "train:2", False), ("bob", "test:4", "train:7", False),
+        ("bob", "test:1", "train:5", True)}
+    found = leakage_scores(store.votes())
+    assert list(zip(found.pairs.test, found.pairs.train, found.pairs.score)) == [(1, 5, 1.0), (4, 2, 0.0), (4, 7, 0.5)]
+    assert found.pair_names == [("test:1", "train:5"), ("test:4", "train:2"), ("test:4", "train:7")]
+    assert found.tests == ["test:1", "test:4"] and found.leakage.tolist() == [1.0, 0.5]
+    assert found.annotators == ["ann", "bob"] and found.overlap[0, 1] == 1
+    assert store.undo_last("ann") == ("test:9", {})
+    assert store.undo_last("ann") == ("test:4", {"train:7": True, "train:2": False})
+    with pytest.raises(TargetError, match="training image"):
+        store.skip("train:3", "ann")
 
 
 def test_what_the_pages_read_is_the_stored_arrays(api, monkeypatch, dashboard_data_dir):

@@ -47,17 +47,17 @@ def tree_copy(tmp_path_factory) -> Path:
     return tree
 
 
-def copy_tree(tree_copy: Path, tmp_path: Path) -> Path:
-    """A test's own copy of tree_copy, to plant an import in."""
-    return Path(shutil.copytree(tree_copy, tmp_path / "tree"))
+def lint_planted(tree_copy: Path, tmp_path: Path, module: str, statement: str):
+    """lint-imports on a test's own copy of tree_copy with the import `statement` planted, function-level, in
+    `module` (a path from the root): the completed process."""
+    tree = Path(shutil.copytree(tree_copy, tmp_path / "tree"))
+    path = tree / module
+    path.write_text(path.read_text() + f"\n\ndef _planted():\n    {statement}\n    return {statement.split()[-1]}\n")
+    return lint_imports(tree)
 
 
 def test_a_planted_back_import_breaks_it(tree_copy, tmp_path):
-    tmp_path = copy_tree(tree_copy, tmp_path)
-    store = tmp_path / "backend" / "store" / "manifest.py"
-    store.write_text(store.read_text() + "\n\ndef _planted():\n    from backend.training.seeds import MODEL_STREAM\n"
-                                          "    return MODEL_STREAM\n")
-    result = lint_imports(tmp_path)
+    result = lint_planted(tree_copy, tmp_path, "backend/store/manifest.py", "from backend.training.seeds import MODEL_STREAM")
     assert result.returncode != 0
     assert "backend.store.manifest -> backend.training.seeds" in result.stdout and "1 broken" in result.stdout
 
@@ -70,14 +70,11 @@ def test_every_top_level_package_is_under_the_contract():
 
 
 def test_a_page_that_imports_a_stage_breaks_it(tree_copy, tmp_path):
-    """A page reads the run through backend.api: a stage import planted in a page the contract holds to
-    (quality, moved onto the API) breaks the pages contract, a function-level one too."""
-    tmp_path = copy_tree(tree_copy, tmp_path)
-    page = tmp_path / "pages" / "quality.py"
-    page.write_text(page.read_text() + "\n\ndef _planted():\n    from backend.ranking import top_k\n    return top_k\n")
-    result = lint_imports(tmp_path)
+    """A page reads the run through backend.api: a stage import planted in a page (counterfactuals, the last to
+    move onto the API) breaks the pages contract, a function-level one too."""
+    result = lint_planted(tree_copy, tmp_path, "pages/counterfactuals.py", "from backend.ranking import top_k")
     assert result.returncode != 0
-    assert "pages.quality -> backend.ranking" in result.stdout and "1 broken" in result.stdout
+    assert "pages.counterfactuals -> backend.ranking" in result.stdout and "1 broken" in result.stdout
 
 
 def test_the_pages_contract_forbids_every_stage_but_the_api():
@@ -87,3 +84,21 @@ def test_the_pages_contract_forbids_every_stage_but_the_api():
     stages = {f"backend.{name.strip()}" for layer in layers["layers"] for name in layer.split("|")}
     (pages,) = [c for c in contracts() if c.get("source_modules") == ["pages"]]
     assert set(pages["forbidden_modules"]) == stages - {"backend.api", "backend.target_table"}
+    assert "ignore_imports" not in pages  # every page is held to it: none is let off
+
+
+def test_a_cli_query_verb_that_imports_a_stage_breaks_it(tree_copy, tmp_path):
+    """The CLI's query verbs (counterfactual, support, control, faithfulness) ask backend.api as the pages do: a stage
+    import planted in one, function-level as the verbs import, breaks the CLI's contract."""
+    result = lint_planted(tree_copy, tmp_path, "precompute/counterfactual.py", "from backend.counterfactuals.removal import top_k")
+    assert result.returncode != 0
+    assert "precompute.counterfactual -> backend.counterfactuals.removal" in result.stdout and "1 broken" in result.stdout
+
+
+def test_the_cli_query_contract_forbids_every_stage_but_the_api():
+    (layers,) = [c for c in contracts() if c.get("containers") == ["backend"]]
+    stages = {f"backend.{name.strip()}" for layer in layers["layers"] for name in layer.split("|")}
+    (cli,) = [c for c in contracts() if c.get("source_modules", [""])[0].startswith("precompute.")]
+    assert set(cli["forbidden_modules"]) == stages - {"backend.api"}
+    assert set(cli["source_modules"]) == {"precompute.counterfactual", "precompute.faithfulness"}
+    assert "ignore_imports" not in cli

@@ -48,5 +48,5 @@ def test_leakage_analysis_counts_steps(structure_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(structure_run, copy)
     calls = []
-    analyze_leakage(copy, lambda *c: calls.append(c), device="cpu")
+    analyze_leakage(Run(copy), lambda *c: calls.append(c), device="cpu")
     check(calls, 4, "step")

@@ -21,7 +21,8 @@ from widgets.run_context import label_of, predicted_text
 from widgets.url_state import open_target, set_target
 
 THUMB = 96
-CAPTION_PX = 52  # three 11-px caption lines under each thumbnail
+LINE_PX = 13  # an 11-px caption line under a thumbnail
+CAPTION_CHARS = 24  # a label · prediction line longer than this (Fashion-MNIST's class names) takes two lines
 MARK_RGB = (198, 40, 40)  # the frame of a marked image (in the Counterfactuals basket)
 
 
@@ -53,6 +54,24 @@ def large_image(run: Run, column: int, width: int) -> np.ndarray:
     return thumbnails.upscale(read_row(run.images, column), width)
 
 
+def image_uri(run: Run, column: int, width: int = THUMB) -> str:
+    """large_image as a PNG data URI, for a component's HTML (the Embeddings map's tooltip)."""
+    return _png_uri(large_image(run, column, width))
+
+
+def _label_lines(label: str, prediction: str) -> list[str]:
+    """The caption's label and prediction: one line, or two where one would widen the cell past CAPTION_CHARS
+    (a grid wider than its container is scaled down, its caption text is not, and captions would overlap)."""
+    fields = [f for f in (label, prediction) if f]
+    line = " · ".join(fields)
+    return [line] if len(line) <= CAPTION_CHARS else fields
+
+
+def label_line_chars(class_names: list[str]) -> int:
+    """The longest label or prediction caption line a grid draws for these classes (a page sizes its columns by it)."""
+    return max(len(line) for a in class_names for b in class_names for line in _label_lines(f"label {a}", f"pred {b} 100%"))
+
+
 def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_cols: int = 6,
                page: str | None = None, on_pick: Callable[[int], None] | None = None,
                marked: Collection[int] = ()) -> None:
@@ -72,12 +91,12 @@ def image_grid(run: Run, columns: np.ndarray, captions: list[str], key: str, n_c
         st.caption("none")
         return
     columns, marked = [int(c) for c in columns], {int(c) for c in marked}
-    lines = [[target_name(c, run.n_train), " · ".join(f for f in (f"label {label_of(run, c)}", predicted_text(run, c)) if f),
-              caption] for c, caption in zip(columns, captions)]
+    lines = [[target_name(c, run.n_train), *_label_lines(f"label {label_of(run, c)}", predicted_text(run, c)), caption]
+             for c, caption in zip(columns, captions)]
     tiles = [_tile(run, c) for c in columns]
     side = max(max(t.shape[:2]) for t in tiles)
     width = max(side + 8, 6 * max(len(line) for tile in lines for line in tile))  # ~5 px a character at 11 px
-    height = side + CAPTION_PX
+    height = side + LINE_PX * (max(len(tile) for tile in lines) + 1)
     n_cols = min(n_cols, len(columns))
     n_rows = -(-len(columns) // n_cols)
     montage = np.full((n_rows * height, n_cols * width, 3), 255, np.uint8)

@@ -66,8 +66,8 @@ def current_run() -> Run:
 
     Streamlit runs a page file alone, without app.py, in its old pages/-folder mode, which it keeps until
     some session has executed st.navigation. On a fresh server whose first request is a page link that
-    would leave the page without its shell, so that mode is switched off and the script rerun. (AppTest
-    reruns a page alone too, after a first run through app.py; the URL carries what the page needs.)
+    would leave the page without its shell, so that mode is switched off and the script rerun. (The AppTests
+    leave that mode as a server does, before any script runs: tests/conftest.py, pages_run_through_the_shell.)
     """
     if getattr(PagesManager, "uses_pages_directory", False) and SHELL_RAN not in st.session_state:
         PagesManager.uses_pages_directory = False

@@ -1,4 +1,5 @@
-"""Tag or export a selection of targets: any page's (a grid page, a filtered view, the basket, a lasso), by one widget.
+"""Tag or export a selection of targets: any page's (a grid page, a filtered view, the basket, a lasso), by one widget;
+and filter a page's targets by a tag (tag_filter, `?tag=` in the URL on every page).
 
 Tags live in the annotation database (backend.leakage.annotations: reviewers and admins tag, viewers read); the
 export is backend.target_table's records of the selection, as CSV or JSON, built only when its button is clicked.
@@ -18,13 +19,48 @@ from backend.store.targets import target_name
 from widgets import access, text
 
 
+def _read_tags(run: Run) -> dict[str, np.ndarray]:
+    return {tag: np.asarray(columns, dtype=np.int64) for tag, columns in shared_store().tags(run.name).items()}
+
+
 def stored_tags(run: Run) -> dict[str, np.ndarray] | None:
     """{tag: its targets' margins columns} of `run`, or None after one st.error when the database is unreachable."""
     try:
-        return {tag: np.asarray(columns, dtype=np.int64) for tag, columns in shared_store().tags(run.name).items()}
+        return _read_tags(run)
     except AnnotationStoreError as exc:
         st.error(text.hide_paths(exc))
         return None
+
+
+def tag_filter(run: Run, key: str) -> tuple[str | None, np.ndarray | None]:
+    """A "Tagged" choice among the run's stored tags ("any" first), kept in the URL as `?tag=` (the Dataset page's
+    parameter, so a link keeps the filter from page to page): (the tag, its targets' margins columns, ascending), or
+    (None, None) for any target. Drawn only once the run has a tag (or the URL names one); an unreachable database is
+    a caption here, not an error: the page works without its filter."""
+    wanted = st.query_params.get("tag") or None
+    try:
+        tags = _read_tags(run)
+    except AnnotationStoreError as exc:
+        st.caption(f"No tag filter: {text.hide_paths(exc)}")
+        return None, None
+    if not tags and wanted is None:
+        return None, None
+    st.session_state[key] = wanted
+    tag = st.selectbox("Tagged", [None, *sorted(set(tags) | {wanted} - {None})], key=key, on_change=_tag_to_url,
+                       args=(key,), format_func=lambda t: "any" if t is None else t,
+                       help="Show only the targets with this tag (reviewers tag them on the Dataset page)")
+    if tag is None:
+        return None, None
+    if tag not in tags:
+        st.info(f"No target of this run is tagged {text.plain(tag)} yet.")
+    return tag, np.sort(tags.get(tag, np.empty(0, dtype=np.int64)))
+
+
+def _tag_to_url(key: str) -> None:
+    if st.session_state[key] is None:
+        st.query_params.pop("tag", None)
+    else:
+        st.query_params["tag"] = st.session_state[key]
 
 
 def _change_tag(run_name: str, key: str, add: bool, columns: np.ndarray) -> None:

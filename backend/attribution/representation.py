@@ -8,11 +8,15 @@ score are kept (the rest are 0), since a model's prediction rests on a few simil
 features are those of control model 0 (backend.training.control: the run's architecture trained on
 the full training set), the representation baseline that [structure] and [leakage] use too.
 
-Self-score: kNN label disagreement, the fraction of a training image's k = 10 nearest other training
-images (cosine of the same features) whose label differs from its own (Bahri et al. 2020, "Deep k-NN for
-noisy labels"). A one-model feature method attributes by similarity, so its own evidence against a label is
-that similar images carry another one; it needs no gradients or retraining, and it is what a feature-space
-tool (cleanlab's kNN issues, FiftyOne's mistakenness by neighbours) reports. `ssl-esvm` uses it too.
+Self-score: kNN label disagreement over a training image's k = 10 nearest other training images (cosine of
+the same features; Bahri et al. 2020, "Deep k-NN for noisy labels"), each disagreeing neighbour weighted by
+its cosine similarity as in distance-weighted kNN (Dudani 1976): (1/k) Σ_j max(s_ij, 0) [y_j ≠ y_i]. The
+plain share of disagreeing neighbours takes k + 1 values, so thousands of images tie at 1.0 and "the images
+flagged first" were the lowest positions among them; the weights rank an image whose disagreeing neighbours
+are closer first, and the score equals the share when every similarity is 1. A one-model feature method
+attributes by similarity, so its own evidence against a label is that similar images carry another one; it
+needs no gradients or retraining, and it is what a feature-space tool (cleanlab's kNN issues, FiftyOne's
+mistakenness by neighbours) reports. `ssl-esvm` uses it too.
 """
 from __future__ import annotations
 
@@ -53,18 +57,20 @@ def representation_scores(test_features: np.ndarray, train_features: np.ndarray,
 
 def knn_label_disagreement(features: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS,
                            block: int | None = None) -> np.ndarray:
-    """float32 (n,): fraction of each row's k nearest other rows by cosine whose label differs from its own.
+    """float32 (n,): (1/k) Σ_j max(s_ij, 0) [y_j ≠ y_i] over each row's k nearest other rows j by cosine s_ij.
 
     features : (n, D); labels : int (n,). The neighbours are the exact blocked search of similar targets
     (backend.structure.similar_targets.nearest_targets), `block` rows at a time, the row itself excluded.
+    In [0, 1]; the share of disagreeing neighbours when every s_ij = 1, and the similarities break its ties.
     """
     from backend.structure.embeddings import EmbeddingRows, HeldEmbeddings
     from backend.structure.similar_targets import nearest_targets
 
     labels = np.asarray(labels)
-    neighbors, _ = nearest_targets(HeldEmbeddings(EmbeddingRows(np.asarray(features, dtype=np.float32))), k,
-                                   block_rows=block)
-    return (labels[neighbors] != labels[:, None]).mean(axis=1).astype(np.float32)
+    neighbors, similarity = nearest_targets(HeldEmbeddings(EmbeddingRows(np.asarray(features, dtype=np.float32))),
+                                            k, block_rows=block)
+    weights = np.maximum(similarity.astype(np.float64), 0.0)  # an opposite image is no evidence against a label
+    return (weights * (labels[neighbors] != labels[:, None])).mean(axis=1).astype(np.float32)
 
 
 @register("representation")
@@ -91,6 +97,6 @@ class Representation:
                                      self.config["top_fraction"])
 
     def self_scores(self) -> np.ndarray:
-        """float32 (n_train,): kNN label disagreement in the control model's feature space."""
+        """float32 (n_train,): similarity-weighted kNN label disagreement in the control model's feature space."""
         n = self.run.n_train
         return knn_label_disagreement(self.features[:n], self.labels[:n])

@@ -15,11 +15,12 @@ The paper ranks only the target's class. Scores here must be comparable across a
 same-class value (≥ 0: the farthest same-class image scores 0) and every image of another class 0. The
 ranking within the class is the paper's, and no image of another class outranks one of the target's.
 
-Self-score: kNN label disagreement in the encoder's embedding space (representation.knn_label_disagreement,
-k = 10), for both variants. The encoder never saw a label, so an image whose label differs from those of
-its nearest embeddings is evidence against that label alone. The exemplar SVM's own-class margin (image i as
-the positive against the rest of its class) was the alternative: it would fit one more SVM per training
-image and measures how distinctive the image is, which an atypical but correctly labelled image shares.
+Self-score: similarity-weighted kNN label disagreement in the encoder's embedding space
+(representation.knn_label_disagreement, k = 10), for both variants. The encoder never saw a label, so an image
+whose label differs from those of its nearest embeddings is evidence against that label alone. The exemplar
+SVM's own-class margin (image i as the positive against the rest of its class) was the alternative: it would
+fit one more SVM per training image and measures how distinctive the image is, which an atypical but
+correctly labelled image shares.
 
 The encoder's embeddings are stored in the run (attribution/ssl-esvm/embeddings.npy, with encoder.json
 holding the config they came from), so a resumed or repeated attribution reuses them; other settings
@@ -116,7 +117,7 @@ class SslEsvm:
         self.models["trained"] = 1
 
     def self_scores(self) -> np.ndarray:
-        """float32 (n_train,): kNN label disagreement among the training images' SSL embeddings."""
+        """float32 (n_train,): similarity-weighted kNN label disagreement among the training images' SSL embeddings."""
         from backend.attribution.representation import knn_label_disagreement
 
         n = self.run.n_train

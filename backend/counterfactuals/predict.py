@@ -28,10 +28,15 @@ if TYPE_CHECKING:  # (the engine imports torch; predicting reads arrays only)
     from backend.training.engine import TrainingData
 
 
+def no_weights(run: Run) -> str:
+    """The one line a query on a run without datamodels prints (the CLI's query verbs always have)."""
+    return f"{run.dir} has no datamodels ({WEIGHTS.name}): fit them first with `{WEIGHTS.command(run.dir)}`"
+
+
 def load_weights(run: Run) -> np.ndarray:
     """The run's datamodel weights, memory-mapped, shape (n_train + n_test, n_train)."""
     if not run.has(WEIGHTS):
-        raise RunError(f"{run.dir} has no datamodels ({WEIGHTS.name}): fit them first with `{WEIGHTS.command(run.dir)}`")
+        raise RunError(no_weights(run))
     return run.array(WEIGHTS)
 
 

@@ -87,20 +87,13 @@ def masked_spearman(a: np.ndarray, b: np.ndarray, inc: np.ndarray) -> np.ndarray
 
 
 def auc_of_ranks(ranks: np.ndarray, labels: np.ndarray, inc: np.ndarray) -> np.ndarray:
-    """ROC AUC per column from masked_ranks of the scores (M, T) and bool labels (Mann–Whitney U)."""
+    """ROC AUC per column from masked_ranks of the scores (M, T) and bool labels (Mann–Whitney U), over the rows
+    where inc; ties count ½ (masked_ranks gives them their mean rank); NaN where the included labels hold one class."""
     pos = labels & inc
     n_pos, n_neg = pos.sum(axis=0), (~labels & inc).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (np.where(pos, ranks, 0).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-
-
-def masked_auc(scores: np.ndarray, labels: np.ndarray, inc: np.ndarray) -> np.ndarray:
-    """ROC AUC per column of scores predicting bool labels over the rows where inc (ties count ½).
-
-    NaN where the included labels hold a single class.
-    """
-    return auc_of_ranks(masked_ranks(scores, inc), labels, inc)
 
 
 MASK_CHUNK_BYTES = 256 * 2**20

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.store.atomic import atomic_path
 
 from .base import Dataset, DatasetError
 
 # Type code -> numpy dtype (big-endian where it matters), as the format page lists them.
 DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-CODES = {dtype: code for code, dtype in DTYPES.items()}
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
@@ -187,20 +185,3 @@ def _describe(array: np.ndarray) -> str:
 
 def _side(images: np.ndarray) -> str:
     return "×".join(map(str, images.shape[1:]))
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> Path:
-    """Write ``array`` as an IDX file at ``path`` (gzipped when the name ends in .gz), atomically.
-
-    array : ndarray of one of the format's dtypes (uint8, int8, int16, int32, float32, float64), 1 to 8 dims
-    """
-    path = Path(path)
-    dtype = np.dtype(array.dtype).newbyteorder(">") if array.dtype.itemsize > 1 else np.dtype(array.dtype)
-    data = np.ascontiguousarray(array, dtype=dtype)
-    header = bytes([0, 0, CODES[dtype], data.ndim]) + np.array(data.shape, dtype=">u4").tobytes()
-    contents = header + data.tobytes()
-    if path.suffix == ".gz":
-        contents = gzip.compress(contents, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(contents)
-    return path

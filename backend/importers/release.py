@@ -37,6 +37,7 @@ from backend.datasets import DatasetError, load_dataset
 from backend.progress import Progress
 from backend.store import external
 from backend.store.artifacts import read_json, write_array, write_json
+from backend.store.atomic import DIR_MODE
 from backend.store.errors import RunError
 from backend.store.manifest import FORMAT_VERSION, init_run, update_manifest
 from backend.store.run_dir import Run
@@ -265,9 +266,7 @@ def _stage_dir(out: Path) -> Path:
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(old, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import-{os.getpid()}-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)
+    stage.chmod(DIR_MODE)
     return stage
 
 

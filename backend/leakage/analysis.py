@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +41,7 @@ VALUES = {"weight_top": "weight_top_value", "weight_bottom": "weight_bottom_valu
 RECALL_LISTS = (("datamodel", "weight_top"), ("baseline", "feature_nn"), ("pixels", "pixel_nn"), ("combined", "combined"))
 
 
-def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
+def analyze_leakage(run: Run, progress: Progress | None = None, *,
                     k: int = DEFAULT_K, device: str = "auto") -> dict:
     """Compute and write the run's candidate lists and review queue; return a JSON-able summary.
 
@@ -52,7 +51,6 @@ def analyze_leakage(run: Run | str | Path, progress: Progress | None = None, *,
     recall@k of the planted pairs for each list and the average precision of the queue.
     progress : counts the steps done ("step": control, weights, features, pixels, lists; backend.progress).
     """
-    run = run if isinstance(run, Run) else Run(run)
     if not run.has(WEIGHTS):
         raise RunError(f"run {run.dir} has no datamodels ({WEIGHTS.name}): fit them with `{WEIGHTS.command(run.dir)}`")
     if run.n_train < 2:

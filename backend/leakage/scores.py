@@ -7,11 +7,12 @@ largest annotation score among its candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from backend.leakage.annotations import Vote
+if TYPE_CHECKING:  # (the database layer loads SQLAlchemy; scoring reads the votes' fields alone)
+    from backend.leakage.annotations import Vote
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,13 @@ def _process_umask() -> int:
     return mask
 
 
+_UMASK = _process_umask()
 # mkstemp makes its file 0600 and a rename keeps the mode: every temp is given what open() would have made
 # (0644 under the usual umask 022), so teammates on a shared file system can read a run.
-_FILE_MODE = 0o666 & ~_process_umask()
+_FILE_MODE = 0o666 & ~_UMASK
+# The same for a folder built under a temporary name and renamed into place (mkdtemp makes it 0700): what
+# mkdir would have made, 0755 under umask 022.
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextmanager

@@ -219,7 +219,7 @@ _CLUSTERING = {"k": int, "gamma": _NUMBER, "silhouette": _NUMBER_OR_NONE}
 CLUSTERS = _json("structure/clusters.json", "analyze", _ANALYZE, keys={
     "per_class": [dict(_CLUSTERING, **{"class": int})], "whole": dict(_CLUSTERING, nmi=_NUMBER), "pixels": {"nmi": _NUMBER}})
 # The embeddings map (backend.structure.map_layout): every target's point of a 2-D t-SNE of its PCA coordinates.
-MAP_LAYOUT = _npy("structure/map_layout.npy", "float32", ("n_targets", 2), "analyze", _ANALYZE, finite=True)
+MAP_LAYOUT = _npy("structure/map_layout.npy", "float32", ("n_targets", 2), "analyze", _ANALYZE)  # NaN: unfitted
 NEIGHBORS = _npy("structure/neighbors.npy", "int64", ("n_targets", None), "analyze", _ANALYZE, below="n_targets")
 NEIGHBOR_SIMILARITY = _npy("structure/neighbor_similarity.npy", "float32", ("n_targets", None), "analyze", _ANALYZE)
 STRUCTURE_SUMMARY = _json("structure/summary.json", "analyze", _ANALYZE,

@@ -35,7 +35,21 @@ def _shown(name: str) -> str:
 
 def target_name(column: int, n_train: int) -> str:
     """The name of margins column `column`."""
-    return f"train:{column}" if column < n_train else f"test:{column - n_train}"
+    return split_name("train", column) if column < n_train else split_name("test", column - n_train)
+
+
+def split_name(split: str, position: int) -> str:
+    """The name of the image at `position` of a split ("test", 42 → "test:42"); no run is asked, so a vote in the
+    shared annotation database is named even when it was cast on images this run lacks."""
+    return f"{split}:{int(position)}"
+
+
+def split_position(name: str) -> int:
+    """The position within its split that a name gives ("test:42" → 42); TargetError when it is malformed."""
+    match = _NAME.fullmatch(name.strip(" "))
+    if not match:
+        raise TargetError(f"bad target {_shown(name)}: write train:<i> or test:<j>, e.g. test:42")
+    return int(match.group(2))
 
 
 def parse_targets(spec: str, n_train: int, n_test: int) -> list[int]:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from backend.progress import Progress, part
+from backend.store.run_dir import Run
 
 
 # The analysis's stages, each one unit of progress ("stage"); the read of the weights, the PCA fit and
@@ -20,13 +21,14 @@ from backend.progress import Progress, part
 STAGES = ("control", "read", "pca", "project", "representation", "map", "clusters", "neighbors")
 
 
-def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
+def analyze_structure(run: Run, n_components: int = 50, k_per_class: int = 5, progress: Progress | None = None,
                       device: str = "auto", *, k_whole: int | None = None, n_neighbors: int = 10,
                       fit_rows: int | None = None, sketch_dim: int = 2048, n_iter: int = 5, seed: int = 0) -> dict:
     """Compute and write the run's structure artifacts (see README "structure/"); return a JSON-able summary.
 
-    run        : a Run or a run directory holding weights.npy
-    fit_rows   : fit the PCA on this many training targets drawn at random (default: all of them)
+    run        : a run holding weights.npy (backend.store.run_dir.Run, as every stage takes its run)
+    fit_rows   : fit the PCA on this many of its targets drawn at random (default: all of them): the fitted
+                 training targets, or the fitted test targets when no training target is fitted
     sketch_dim : embeddings longer than this are count-sketched to it for clustering (neighbours are exact)
     k_whole    : clusters for the whole test set (default: the number of classes)
     progress   : counts the stages done ("stage"; backend.progress), fractional inside the PCA and projection
@@ -35,6 +37,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     """
     import torch
 
+    from backend.datamodels.queries import fitted_targets
     from backend.structure import clusters
 
     from backend.structure import embeddings
@@ -43,11 +46,10 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     from backend.structure import similar_targets
     from backend.training.control import ensure_control, load_control_features
     from backend.store.artifacts import write_json
-    from backend.store.run_dir import Run
-    from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, STRUCTURE_SUMMARY, WEIGHTS
+    from backend.store.errors import RunError
+    from backend.store.schema import CONTROL_FEATURES, CONTROL_MARGINS, LAM, STRUCTURE_SUMMARY, WEIGHTS
     from backend.training.engine import resolve_device, use_all_cores
 
-    run = run if isinstance(run, Run) else Run(run)
     dev = resolve_device(device)
     if dev.type == "cpu":
         use_all_cores()
@@ -86,11 +88,18 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     held = embeddings.HeldEmbeddings(embeddings.EmbeddingRows(weights, device=dev), progress=within("read"))
     lap("read")
 
-    # §4.3: PCA of the unit-normalised training-target embeddings.
-    train_rows = np.arange(run.n_train)
-    if fit_rows is not None and fit_rows < run.n_train:
-        train_rows = np.sort(np.random.default_rng(seed).choice(run.n_train, size=fit_rows, replace=False))
-    pca = embeddings.fit_pca(embeddings.EmbeddingRows(held, train_rows, device=dev), n_components,
+    # §4.3: PCA of the unit-normalised training-target embeddings. Unfitted targets (`fit --targets`) have
+    # all-zero weights and carry no direction: the PCA uses the fitted training targets, or, when a fit covers
+    # no training target (`make fashion` fits `--targets test`), the fitted test targets.
+    fitted = fitted_targets(run.array(LAM))
+    if not fitted.any():
+        raise RunError(f"run {run.dir} has no fitted target: fit some with `{WEIGHTS.command(run.dir)}`")
+    fit_on = "train" if fitted[:run.n_train].any() else "test"
+    pca_rows = np.flatnonzero(fitted[:run.n_train]) if fit_on == "train" else run.n_train + np.flatnonzero(
+        fitted[run.n_train:])
+    if fit_rows is not None and fit_rows < len(pca_rows):
+        pca_rows = np.sort(np.random.default_rng(seed).choice(pca_rows, size=fit_rows, replace=False))
+    pca = embeddings.fit_pca(embeddings.EmbeddingRows(held, pca_rows, device=dev), n_components,
                              n_iter=n_iter, seed=seed, progress=within("pca"))
     lap("pca_fit")
 
@@ -106,8 +115,10 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     embeddings.save_pca(run.dir, pca, projections, representation)
     lap("representation")
 
-    # The embeddings map: every target on one 2-D map, from its PCA coordinates.
-    map_layout.save_layout(run.dir, map_layout.map_layout(projections, seed))
+    # The embeddings map: every fitted target on one 2-D map, from its PCA coordinates; unfitted ones are NaN.
+    layout = np.full((len(fitted), 2), np.nan, dtype=np.float32)
+    layout[fitted] = map_layout.map_layout(projections[fitted], seed)
+    map_layout.save_layout(run.dir, layout)
     at("map")
     lap("map")
 
@@ -139,7 +150,8 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     at("neighbors")
     lap("neighbors")
 
-    summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(train_rows),
+    summary = _summary(pca, representation, quality, n_components=n_components, fit_targets=len(pca_rows),
+                       fit_on=fit_on, mapped=int(fitted.sum()),
                        width=vectors.shape[1], n_train=run.n_train,
                        n_neighbors=neighbors.shape[1], neighbor_search=held.kind, k_per_class=k_per_class,
                        seconds=seconds, cpu_seconds=cpu_seconds, peak_rss_mib=peak_rss_mib,
@@ -148,7 +160,7 @@ def analyze_structure(run, n_components: int = 50, k_per_class: int = 5, progres
     return summary
 
 
-def _summary(pca, representation, quality: dict, *, n_components, fit_targets, width, n_train,
+def _summary(pca, representation, quality: dict, *, n_components, fit_targets, fit_on, mapped, width, n_train,
              n_neighbors, neighbor_search, k_per_class, seconds, cpu_seconds, peak_rss_mib, device) -> dict:
     from backend.structure.embeddings import components_for
 
@@ -163,7 +175,7 @@ def _summary(pca, representation, quality: dict, *, n_components, fit_targets, w
     dm, rep = spectrum(pca), spectrum(representation)
     silhouettes = [q["silhouette"] for q in quality["per_class"] if q["silhouette"] is not None]
     return {
-        "pca": dict(dm, fit_targets=fit_targets, n_components_requested=n_components),
+        "pca": dict(dm, fit_targets=fit_targets, fit_on=fit_on, n_components_requested=n_components),
         "representation": rep,
         "effective_dimensionality": (
             f"components for 50% / 90% of variance: datamodel embeddings {count(dm['components_for_50pct'], pca)} / "
@@ -178,8 +190,8 @@ def _summary(pca, representation, quality: dict, *, n_components, fit_targets, w
         },
         "embedding_space": (f"count sketch of the unit embeddings to {width} dims" if width < n_train
                             else f"exact unit embeddings ({width} dims)"),
-        "map": "2-D t-SNE (scikit-learn, Barnes-Hut, perplexity 30, PCA init) of every target's coordinates on "
-               f"the {len(pca.components)} components",
+        "map": f"2-D t-SNE (scikit-learn, Barnes-Hut, perplexity 30, PCA init) of the {mapped} fitted targets' "
+               f"coordinates on the {len(pca.components)} components (unfitted targets: NaN, not drawn)",
         "neighbors": {"k": n_neighbors, "index": f"exact cosine in all {n_train} dims ({neighbor_search})"},
         "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": peak_rss_mib, "device": device,
     }

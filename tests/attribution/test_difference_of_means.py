@@ -28,7 +28,7 @@ def run(tiny_run, tmp_path_factory):
 
 @pytest.mark.parametrize("method, correctness", [("diff-of-means", False), ("empirical-influence", True)])
 def test_scores_are_the_per_pair_difference_of_means(run, method, correctness):
-    run_cli("attribute", "--run", run, "--method", method, "--block-rows", "150")
+    run_cli("attribute", "--run", run, "--method", method, "--block-rows", "150", in_process=True)
     r = Run(run)
     masks = np.load(run / "masks.npy")
     margins = np.load(run / "margins.npy").astype(np.float64)[:, r.n_train:]

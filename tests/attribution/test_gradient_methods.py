@@ -1,6 +1,8 @@
 """trak, influence and tracin against independent oracles: leave-one-out retraining of a convex model,
 TRAK's formula in numpy on autograd gradients, hand-summed TracIn dot products, and dattri."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,7 +221,8 @@ def test_tracin_is_the_learning_rate_weighted_sum_of_gradient_dot_products(narro
     np.testing.assert_allclose(method.self_scores(), expected_self, rtol=1e-3, atol=1e-6 * expected_self.max())
 
 
-def test_the_cli_stores_each_method_with_its_config(narrow_run):
+def test_the_cli_stores_each_method_with_its_config(narrow_run, tmp_path):
+    narrow_run = Path(shutil.copytree(narrow_run, tmp_path / "run"))  # it writes: its own copy of the shared run
     for method, flags, config in [
         ("trak", ["--models", "2", "--proj-dim", "64", "--proj-type", "rademacher"],
          {"proj_dim": 64, "proj_type": "rademacher", "models": 2}),
@@ -227,7 +230,7 @@ def test_the_cli_stores_each_method_with_its_config(narrow_run):
         ("tracin", ["--checkpoints", "3"], {"checkpoints": 3, "epochs": [1, 2, 3]}),
     ]:
         summary = json.loads(run_cli("attribute", "--run", narrow_run, "--method", method, "--device", "cpu",
-                                     *flags, "--json").stdout)
+                                     *flags, "--json", in_process=True).stdout)
         meta = read_meta(Run(narrow_run), method)
         assert {key: meta["config"][key] for key in config} == config
         assert meta["models"] == summary["models"]

@@ -85,10 +85,11 @@ def test_methods_eval_select_stores_the_chosen_setting_and_reports_its_test_lds(
     bad = run_cli("methods-eval", "--run", run.dir, "--heldout", heldout.dir, "--select", "--methods", "representation",
                   "--modes", "none", "--device", "cpu", check=False)
     assert bad.returncode == 2 and "--validation-models" in bad.stderr
-    run_cli("attribute", "--run", run.dir, "--method", "representation", "--top-fraction", "0.5", "--device", "cpu")
+    run_cli("attribute", "--run", run.dir, "--method", "representation", "--top-fraction", "0.5", "--device", "cpu",
+            in_process=True)
     assert store.read_meta(run, "representation")["config"]["top_fraction"] == 0.5  # a pinned knob holds
     run_cli("methods-eval", "--run", run.dir, "--heldout", heldout.dir, "--select", "--methods", "representation",
-            "--validation-models", "12", "--modes", "none", "--device", "cpu")
+            "--validation-models", "12", "--modes", "none", "--device", "cpu", in_process=True)
     entry = read_json(run.dir, METHODS_EVAL)["methods"]["representation"]
     fractions = [s["top_fraction"] for s in selection.GRIDS["representation"]]
     assert [p["setting"]["top_fraction"] for p in entry["selection"]["grid"]] == fractions
@@ -109,7 +110,7 @@ def test_methods_eval_select_stores_the_chosen_setting_and_reports_its_test_lds(
     assert row["setting"] == f"top_fraction {best:g} (chosen on validation)"
     # A later methods-eval without --select keeps the record while the scores and the split stand.
     run_cli("methods-eval", "--run", run.dir, "--heldout", heldout.dir, "--methods", "representation",
-            "--validation-models", "12", "--modes", "none", "--device", "cpu")
+            "--validation-models", "12", "--modes", "none", "--device", "cpu", in_process=True)
     assert read_json(run.dir, METHODS_EVAL)["methods"]["representation"]["selection"] == entry["selection"]
 
 

@@ -54,7 +54,7 @@ def run(tiny_run, tmp_path_factory):
 
 def test_ssl_esvm_end_to_end_stores_its_encoder_and_reuses_it(run):
     first = json.loads(run_cli("attribute", "--run", run, "--method", "ssl-esvm", "--ssl-epochs", "3",
-                               "--block-rows", "200", "--json").stdout)
+                               "--block-rows", "200", "--json", in_process=True).stdout)
     assert first["models"]["trained"] == 1 and first["models"]["kind"] == "ssl-encoder"
     r = Run(run)
     n = r.n_train
@@ -69,7 +69,7 @@ def test_ssl_esvm_end_to_end_stores_its_encoder_and_reuses_it(run):
     np.testing.assert_array_equal(read_self_scores(r, "ssl-esvm"), knn_label_disagreement(embeddings[:n], labels[:n]))
 
     again = json.loads(run_cli("attribute", "--run", run, "--method", "ssl-esvm", "--ssl-epochs", "3",
-                               "--esvm-score", "l2", "--json").stdout)
+                               "--esvm-score", "l2", "--json", in_process=True).stdout)
     assert again["models"]["trained"] == 0  # the stored encoder of the same settings is reused
     assert np.array_equal(np.load(run / "attribution" / "ssl-esvm" / "embeddings.npy"), embeddings)
     expected = exemplar_scores(embeddings[n:], labels[n:], embeddings[:n], labels[:n], "l2")

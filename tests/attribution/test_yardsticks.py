@@ -120,7 +120,7 @@ def test_methods_eval_splits_the_held_out_models_into_validation_and_test(cf_run
     scores = np.asarray(store.read_scores(Run(dashboard_data_dir / "runs" / RUN), "datamodels"), dtype=np.float64)
     attribute(run, StoredRows("split", scores, {"split": 1}))
     run_cli("methods-eval", "--run", run.dir, "--heldout", heldout.dir, "--methods", "split", "--modes", "none",
-            "--validation-models", "12", "--device", "cpu")
+            "--validation-models", "12", "--device", "cpu", in_process=True)
     report = read_json(run.dir, METHODS_EVAL)
     x, n = heldout.masks.astype(np.float64), run.n_train
 
@@ -164,10 +164,11 @@ def noisy_run(tmp_path_factory):
     """A digits run of 40 fast models on 5 % flipped training labels; fit.json is written by hand (a fixture:
     the datamodels method reads it, and self-scores use masks and margins only)."""
     root = tmp_path_factory.mktemp("noisy")
-    run_cli("plant-label-noise", "--dataset", "digits", "--fraction", "0.05", "--seed", "1", "--out", root / "noisy.npz")
+    run_cli("plant-label-noise", "--dataset", "digits", "--fraction", "0.05", "--seed", "1",
+            "--out", root / "noisy.npz", in_process=True)
     out = root / "run"
-    run_cli("train", "--dataset", f"npz:{root / 'noisy.npz'}", "--models", "40", "--out", out, "--batch-models", "40",
-            "--epochs", "20", "--hidden", "32")
+    run_cli("train", "--dataset", f"npz:{root / 'noisy.npz'}", "--models", "40", "--out", out,
+            "--batch-models", "40", "--epochs", "20", "--hidden", "32", in_process=True)
     (out / "fit.json").write_text(json.dumps({"n_targets": 0, "targets": [], "iterations": {}}))
     return Run(out)
 
@@ -215,8 +216,9 @@ def test_methods_eval_reads_stored_self_scores_and_leaves_old_scores_without_an_
     (run.dir / "attribution" / "old" / "self_scores.npy").unlink()  # as `attribute` stored scores before self-scores
     heldout = tmp_path / "heldout"
     run_cli("train", "--dataset", run.manifest["dataset"]["spec"], "--models", "8", "--seed", "1", "--out", heldout,
-            "--batch-models", "8", "--epochs", "20", "--hidden", "32")
-    run_cli("methods-eval", "--run", run.dir, "--heldout", heldout, "--modes", "none", "--device", "cpu")
+            "--batch-models", "8", "--epochs", "20", "--hidden", "32", in_process=True)
+    run_cli("methods-eval", "--run", run.dir, "--heldout", heldout, "--modes", "none", "--device", "cpu",
+            in_process=True)
     report = read_json(run.dir, METHODS_EVAL)
     assert report["modes"] == [] and report["methods"]["stored"]["support"] == {}
     assert report["methods"]["stored"]["mislabel_auc"] == pytest.approx(yardsticks.mislabel_auc(own, flipped), abs=1e-6)
@@ -256,10 +258,12 @@ def test_methods_eval_cli_errors_name_the_fix(tiny_run, dashboard_data_dir):
     no_heldout = run_cli("methods-eval", "--run", tiny_run, check=False)
     assert no_heldout.returncode == 2 and "train held-out models first" in no_heldout.stderr
     heldout = dashboard_data_dir / "runs" / RUN / "heldout"
-    no_scores = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, check=False)
+    no_scores = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, check=False, in_process=True)
     assert no_scores.returncode == 2 and "attribute --run" in no_scores.stderr
-    no_test = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--validation-models", "30", check=False)
+    no_test = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--validation-models", "30", check=False,
+                      in_process=True)
     assert no_test.returncode == 2 and "--validation-models 30 leaves no test models" in no_test.stderr
     assert "give at most 29" in no_test.stderr
-    bad_mode = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--modes", "remove,x", check=False)
+    bad_mode = run_cli("methods-eval", "--run", tiny_run, "--heldout", heldout, "--modes", "remove,x", check=False,
+                       in_process=True)
     assert bad_mode.returncode == 2 and "unknown mode 'x'" in bad_mode.stderr and "or none" in bad_mode.stderr

@@ -14,14 +14,15 @@ from tests.conftest import run_cli
 
 def test_counterfactual_prints_predicted_and_actual(cf_run):
     proc = run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "train:3,train:17,train:99",
-                   "--models", "2", "--control-models", "8", "--device", "cpu", "--json")
+                   "--models", "2", "--control-models", "8", "--device", "cpu", "--json", in_process=True)
     out = json.loads(proc.stdout)
     assert out["n_changed"] == 3 and out["changed"] == ["train:3", "train:17", "train:99"]
     assert out["predicted"]["margin"] == pytest.approx(out["control_margin"] + out["predicted"]["delta"])
     assert len(out["actual"]["model_margins"]) == 2 and not out["actual"]["from_log"]
     assert isinstance(out["actual"]["test_flips"], int) and isinstance(out["predicted"]["test_flips"], int)
     again = json.loads(run_cli("counterfactual", "--run", cf_run, "--target", "test:42", "--remove", "train:99,train:3,train:17",
-                               "--models", "2", "--control-models", "8", "--device", "cpu", "--json").stdout)
+                               "--models", "2", "--control-models", "8", "--device", "cpu", "--json",
+                               in_process=True).stdout)
     assert again["actual"]["from_log"] and again["actual"]["margin"] == out["actual"]["margin"]
     assert (out["reused"], out["trained_now"], again["reused"], again["trained_now"]) == (0, 2, 2, 0)
 
@@ -30,9 +31,9 @@ def test_counterfactual_of_16_models_after_8_trains_only_8(cf_run):
     args = ("counterfactual", "--run", cf_run, "--target", "test:7", "--remove", "train:11-13", "--control-models", "8",
             "--device", "cpu", "--json")
     run = Run(cf_run)
-    eight = json.loads(run_cli(*args, "--models", "8").stdout)
+    eight = json.loads(run_cli(*args, "--models", "8", in_process=True).stdout)
     before = np.array(retrain_store.load(run, eight["actual"]["key"]).margins)
-    sixteen = run_cli(*args, "--models", "16")
+    sixteen = run_cli(*args, "--models", "16", in_process=True)
     out = json.loads(sixteen.stdout)
     assert (eight["reused"], eight["trained_now"]) == (0, 8) and (out["reused"], out["trained_now"]) == (8, 8)
     assert "/8 models" in sixteen.stderr  # the bar counts only the models trained now
@@ -95,7 +96,7 @@ def test_cf_eval_reports_correlations(cf_run, capsys):
 
 
 def test_control_verb_and_bad_input(cf_run, tiny_run, capsys):
-    out = json.loads(run_cli("control", "--run", cf_run, "--control-models", "8", "--json").stdout)
+    out = json.loads(run_cli("control", "--run", cf_run, "--control-models", "8", "--json", in_process=True).stdout)
     assert out["n_control"] == 8 and out["features_dim"] == 16
     assert main(["counterfactual", "--run", str(tiny_run), "--target", "test:1", "--remove", "top:3"]) == 2
     assert "fit them first" in capsys.readouterr().err
@@ -103,3 +104,22 @@ def test_control_verb_and_bad_input(cf_run, tiny_run, capsys):
     assert "bad --k '5,x'" in capsys.readouterr().err
     assert main(["support", "--run", str(cf_run), "--targets", "test:0", "--k-max", "5000"]) == 2
     assert "--k-max 5000 is out of range" in capsys.readouterr().err
+
+
+def test_random_class_relabel_is_the_apis_set_and_class(cf_run, capsys):
+    """The verb is glue over backend.api: its random-class set is RunAPI.removal's for the same seed (all of the
+    target's class, by labels.npy) and it relabels to RunAPI.competitor's class, the brute-force one."""
+    from backend.api import open_run
+
+    assert main(["counterfactual", "--run", str(cf_run), "--target", "test:6", "--remove", "random-class:5", "--seed", "3",
+                 "--relabel", "--models", "1", "--control-models", "8", "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    api = open_run(cf_run)
+    labels, weights = np.load(cf_run / "labels.npy"), np.load(cf_run / "weights.npy").astype(np.float64)
+    column, n_train = api.column("test:6"), api.run.n_train
+    assert out["changed"] == api.removal("test:6", "random-class", 5, seed=3)
+    assert len(out["changed"]) == 5 and all(labels[int(n.split(":")[1])] == labels[column] for n in out["changed"])
+    pull = [np.inf if c == labels[column] else np.minimum(weights[column, :n_train], 0)[labels[:n_train] == c].sum()
+            for c in range(len(api.run.class_names))]
+    assert out["relabelled_to"] == api.competitor("test:6") == api.run.class_names[int(np.argmin(pull))]
+    assert out["label"] == api.label("test:6") and out["predicted"] is None

@@ -17,36 +17,8 @@ import numpy as np
 import pytest
 
 from backend.store.run_dir import Run
-from tests.conftest import FAST_TRAIN, ROOT, run_cli
-
-FIT = ["--n-lambdas", "12", "--block-targets", "8", "--device", "cpu"]
-OUTPUTS = ("weights.npy", "bias.npy", "lam.npy")
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory) -> Path:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pick = np.random.default_rng(0).permutation(len(digits.target))[:160]
-    tmp = tmp_path_factory.mktemp("fit-stream")
-    np.savez(tmp / "digits160.npz", images=np.round(digits.images[pick] * 255 / 16).astype(np.uint8),
-             labels=digits.target[pick], split=np.where(np.arange(160) < 120, "train", "test"))
-    out = tmp / "run"
-    run_cli("train", "--dataset", f"npz:{tmp / 'digits160.npz'}", "--models", "150", "--out", out,
-            "--batch-models", "50", "--device", "cpu", *FAST_TRAIN)
-    run_cli("train", "--dataset", f"npz:{tmp / 'digits160.npz'}", "--models", "60", "--seed", "1",
-            "--out", tmp / "heldout", "--batch-models", "60", "--device", "cpu", *FAST_TRAIN)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(small_run, tmp_path_factory) -> dict:
-    """An uninterrupted fit's outputs and fit.json."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    shutil.copytree(small_run, out)
-    run_cli("fit", "--run", out, *FIT)
-    return {**{name: np.load(out / name) for name in OUTPUTS}, "fit.json": json.loads((out / "fit.json").read_text())}
+from tests.conftest import ROOT, run_cli
+from tests.datamodels.conftest import FIT, OUTPUTS
 
 
 def _fit_killed_after_two_blocks(run: Path, *extra: str) -> np.ndarray:
@@ -109,7 +81,8 @@ sys.exit(cli.main(sys.argv[1:]))
 def test_a_kill_between_the_final_renames_is_finished_by_the_next_open(small_run, reference, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
-    run_cli("fit", "--run", run, "--n-lambdas", "3", "--block-targets", "40", "--device", "cpu")  # an old fit
+    run_cli("fit", "--run", run, "--n-lambdas", "3", "--block-targets", "40", "--device", "cpu",  # an old fit
+            in_process=True)
     old = {name: np.load(run / name) for name in OUTPUTS}
     proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_FIRST_RENAME, "fit", "--run", str(run), *FIT], cwd=ROOT,
                           capture_output=True, timeout=300)
@@ -137,9 +110,9 @@ def test_float16_weights_keep_the_lds_and_every_reader_works(small_run, referenc
     for dtype in ("float32", "float16"):
         runs[dtype] = tmp_path / dtype
         shutil.copytree(small_run, runs[dtype])
-        run_cli("fit", "--run", runs[dtype], *FIT, "--dtype", dtype)
+        run_cli("fit", "--run", runs[dtype], *FIT, "--dtype", dtype, in_process=True)
         result = run_cli("eval", "--run", runs[dtype], "--heldout", small_run.parent / "heldout", "--no-complexity",
-                         "--json")
+                         "--json", in_process=True)
         lds[dtype] = {split: json.loads(result.stdout)["lds"][split]["mean"] for split in ("test", "train")}
     full, half = (Run(runs[dtype]) for dtype in ("float32", "float16"))
     w32, w16 = full.array(WEIGHTS), half.array(WEIGHTS)
@@ -165,10 +138,11 @@ def test_memory_flag_sets_the_block_and_rejects_nonsense(small_run, tmp_path):
     shutil.copytree(small_run, run)
     bad = run_cli("fit", "--run", run, "--memory", "lots", check=False)
     assert bad.returncode == 2 and "not a memory size" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    small = run_cli("fit", "--run", run, "--memory", "1MiB", check=False)
+    small = run_cli("fit", "--run", run, "--memory", "1MiB", check=False, in_process=True)
     assert small.returncode == 2 and "too little" in small.stderr and "--memory" in small.stderr
     assert not (run / ".partial").exists() and not (run / "weights.npy").exists()
-    result = run_cli("fit", "--run", run, "--n-lambdas", "3", "--memory", "401MiB", "--device", "cpu", "--json")
+    result = run_cli("fit", "--run", run, "--n-lambdas", "3", "--memory", "401MiB", "--device", "cpu", "--json",
+                     in_process=True)
     # fixed: 400 MiB base + 150·120 mask bytes + 5·(135 + 15 + 150)·120 row-set bytes + 2·150·120 working-set
     # bytes + 16·120² Gram bytes; per target: 4·(5·150 + 22·120) bytes; (401 MiB − fixed) // per target = 43
     assert json.loads(result.stdout)["block_targets"] == 43
@@ -180,7 +154,7 @@ def test_the_fit_writes_the_test_weights_transposed_and_removals_read_them(small
 
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
-    run_cli("fit", "--run", run, *FIT, "--memory", "256MiB")
+    run_cli("fit", "--run", run, *FIT, "--memory", "256MiB", in_process=True)
     weights = np.load(run / "weights.npy")
     n_train = weights.shape[1]
     np.testing.assert_array_equal(np.load(run / WEIGHTS_BY_TRAIN.name), weights[n_train:].T)

@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.datasets import DatasetError, load_dataset
-from backend.datasets.idx import FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx, write_idx
+from backend.datasets.idx import FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_idx
 from tests.conftest import record_count
+from tests.dataset_files import write_idx
 
 
 def tiny(seed=0):

@@ -110,7 +110,7 @@ def test_missing_inputs_name_the_command_that_makes_them(run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run.dir, copy, ignore=shutil.ignore_patterns("weights.npy", "leakage"))
     with pytest.raises(RunError, match="precompute fit"):
-        analyze_leakage(copy)
+        analyze_leakage(Run(copy))
     with pytest.raises(RunError, match="precompute analyze"):
         load_candidates(Run(copy))
 
@@ -136,8 +136,8 @@ def test_a_rewritten_dataset_file_is_not_scored(run, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["dataset"]["spec"] = f"npz:{other}"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    summary = analyze_leakage(copy, device="cpu")
+    summary = analyze_leakage(Run(copy), device="cpu")
     assert "changed since the run was trained" in summary["planted"]["note"]
     manifest["dataset"]["spec"] = "digits"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert "planted" not in analyze_leakage(copy, device="cpu")
+    assert "planted" not in analyze_leakage(Run(copy), device="cpu")

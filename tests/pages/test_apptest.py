@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from backend.datamodels.queries import top_weights
@@ -24,19 +23,6 @@ RUN = "digits-tiny"
 @pytest.fixture
 def app(dashboard_data_dir, monkeypatch):
     """open(page=None, root=dashboard_data_dir, **query_params) -> an AppTest that has run the app (then `page`)."""
-
-    # AppTest re-detects the pages/ folder before every run (AppTest._run sets PagesManager.uses_pages_directory
-    # to None, and PagesManager.__init__ sets it from `(main script's folder / "pages").exists()`), and then
-    # runs a page without app.py (ScriptRunner: `if PagesManager.uses_pages_directory: _mpa_v1(...)`, Streamlit's
-    # old pages/-folder mode); a server leaves that mode for good once app.py has called st.navigation
-    # (commands/navigation.py). Run every script run as such a server does, through the shell.
-    detect = PagesManager.__init__
-
-    def server_mode(self, *args, **kwargs):
-        detect(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", server_mode)
 
     def open_page(page: str | None = None, root=dashboard_data_dir, **params: str) -> AppTest:
         monkeypatch.setenv(DATA_DIR_ENV, str(root))
@@ -186,6 +172,30 @@ def test_neighbours_shows_the_target_and_its_top_weights(app, fitted):
     assert grid(at, "positive") == [f"train:{j}" for j in positive[:3]]
 
 
+def test_a_tag_keeps_neighbours_and_similar_images_to_its_targets(app, fitted, tmp_path, monkeypatch):
+    """?tag=: the top weights are the tagged training images' strongest nonzero weights (brute force over the
+    weight row), and the similar images the tagged ones of the unfiltered list, in its order."""
+    from backend.api import open_run
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    column = fitted.n_train + 7
+    weights = np.load(fitted.dir / "weights.npy")[column]
+    tagged = np.arange(0, fitted.n_train + fitted.n_test, 2)  # every even column, train and test
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(RUN, "even", tagged, "rita")
+    at = app("neighbours", run=RUN, target="test:7", tag="even")
+    assert not at.exception and not at.error
+    even = np.arange(0, fitted.n_train, 2)
+    order = even[np.argsort(-weights[even], kind="stable")]
+    assert grid(at, "positive") == [f"train:{j}" for j in order[weights[order] > 0][:12]]
+    order = even[np.argsort(weights[even], kind="stable")]
+    assert grid(at, "negative") == [f"train:{j}" for j in order[weights[order] < 0][:12]]
+    every = open_run(fitted.dir).similar("test:7", None, "datamodels")
+    shown = [g for g in grid(at, "similar-datamodels")]
+    assert shown and shown == [n for n, _ in every if open_run(fitted.dir).column(n) % 2 == 0][:12]
+
+
 def test_clicking_a_neighbour_makes_it_the_target(app, fitted):
     at = app("neighbours", run=RUN, target="test:7")
     second = grid(at, "positive")[1]
@@ -262,6 +272,28 @@ def test_quality_lists_worst_predicted_and_opens_their_neighbours(app, fitted):
     np.testing.assert_array_equal(at.dataframe[0].value["LDS"].to_numpy(), lds)
     click_image(at, "worst", worst[0], fitted.n_train)
     assert title(at) == f"Neighbours of {worst[0]}" and at.query_params["target"] == worst[0]
+
+
+def test_quality_filters_its_lists_by_a_tag_from_the_url(app, fitted, tmp_path, monkeypatch):
+    """?tag= (the Dataset page's parameter) keeps Quality's worst list and table to the tag's targets: the worst
+    list is the brute-force argsort of the tagged targets' LDS; choosing "any" drops the parameter."""
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    tagged = np.array([fitted.n_train + j for j in (4, 9, 40, 77, 120, 301)] + [2, 7])  # six test, two train
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(RUN, "odd", tagged, "rita")
+    at = app("quality", run=RUN, tag="odd")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="quality_tag").value == "odd"
+    lds = np.load(fitted.dir / "lds.npy")
+    test_tagged = tagged[tagged >= fitted.n_train]
+    order = test_tagged[np.argsort(lds[test_tagged], kind="stable")]
+    expected = [f"test:{c - fitted.n_train}" for c in order if not np.isnan(lds[c])]
+    assert grid(at, "worst") == expected
+    assert at.dataframe[0].value["target"].tolist() == [f"test:{c - fitted.n_train}" for c in test_tagged]
+    at.selectbox(key="quality_tag").set_value(None).run()
+    assert "tag" not in at.query_params and len(at.dataframe[0].value) == 500
 
 
 @pytest.mark.parametrize("page", ["overview", "neighbours", "quality"])

@@ -73,7 +73,7 @@ def test_one_user_cannot_undo_or_see_another_users_votes(team, db):
     first = int(candidates.queue[0])
     shown = [c.train for c in review_candidates(run, candidates, first)]
     alice = open_app({"run": PLANTED}, "review", user="alice")
-    alice.button(key=f"mark-{PLANTED}-{first}-{shown[0]}").click().run()
+    alice.button(key=f"mark-{PLANTED}-test:{first}-train:{shown[0]}").click().run()  # keyed by target names
     alice.button(key="submit").click().run()
     store = AnnotationStore(db)
     before = store.votes(PLANTED)

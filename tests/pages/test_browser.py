@@ -210,7 +210,11 @@ def drag_across(page, chart, steps: int = 12) -> None:
     """A real mouse drag around the whole plot area of a plotly chart (a lasso or box selecting every point), in
     `steps` moves a side (a lasso over a big WebGL chart reselects and redraws every point at each move)."""
     chart.scroll_into_view_if_needed()
-    area = chart.locator(".nsewdrag").first.bounding_box()
+    drag_around(page, chart.locator(".nsewdrag").first.bounding_box(), steps)
+
+
+def drag_around(page, area: dict, steps: int) -> None:
+    """A real mouse drag 4 px inside the edges of `area` (a bounding box), `steps` moves a side."""
     left, top = area["x"] + 4, area["y"] + 4
     right, bottom = area["x"] + area["width"] - 4, area["y"] + area["height"] - 4
     page.mouse.move(left, top)
@@ -218,7 +222,6 @@ def drag_across(page, chart, steps: int = 12) -> None:
     for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
         page.mouse.move(x, y, steps=steps)
     page.mouse.up()
-
 
 
 def grid(page, key: str):

@@ -77,7 +77,6 @@ def _artifact_of(path: Path, run: Path) -> tuple[schema.Artifact, Path] | None:
 def page_reads(pages_root) -> dict[str, dict[str, tuple[schema.Artifact, Path]]]:
     """{view: {path read, relative to the run: (its entry, the file)}}, one file per entry and run, traced on
     the intact run while the view's page runs (after the shell's first run, as tests/conftest.py's open_app)."""
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
     from tests.conftest import ROOT
@@ -92,13 +91,6 @@ def page_reads(pages_root) -> dict[str, dict[str, tuple[schema.Artifact, Path]]]
 
     reads, patch = {}, pytest.MonkeyPatch()
     patch.setattr(artifacts, "_existing", spy)
-    detect = PagesManager.__init__
-
-    def server_mode(self, *args, **kwargs):  # as tests/pages/test_apptest.py's app fixture does
-        detect(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    patch.setattr(PagesManager, "__init__", server_mode)
     patch.setenv("DATAMODELS_DATA_DIR", str(pages_root))
     try:
         for view, (page, params) in VIEWS.items():

@@ -89,6 +89,25 @@ def test_clicking_twice_takes_an_image_out_again(page):
     assert "basket is empty" in " ".join(c.value for c in at.caption)
 
 
+def test_a_tag_keeps_the_weight_grids_to_its_training_images_and_fills_the_basket(page, tmp_path, monkeypatch):
+    from backend.leakage.annotations import ENV_VAR, AnnotationStore
+
+    _, run, column = page
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    weights = np.load(run.dir / "weights.npy")[column]
+    tagged = np.flatnonzero(weights)[1::2][:7]  # every other image with a weight, and a test image
+    AnnotationStore(f"sqlite:///{tmp_path / 'tags.db'}").add_tag(RUN, "some", [*tagged, run.n_train], "rita")
+    at = open_app({"run": RUN, "target": f"test:{column - run.n_train}", "tag": "some"}, "counterfactuals", timeout=120)
+    assert not at.exception and not at.error
+    by_weight = tagged[np.argsort(-weights[tagged], kind="stable")]
+    assert image_grids(at)["cf_pos"][1] == [f"train:{j}" for j in by_weight if weights[j] > 0][:12]
+    assert image_grids(at)["cf_neg"][1] == [f"train:{j}" for j in by_weight[::-1] if weights[j] < 0][:12]
+    at.button(key="cf_add_tag").click().run()
+    assert metrics(at)["Basket"] == f"{len(tagged)} images"
+    assert sorted(at.dataframe[0].value["image"]) == sorted(f"train:{j}" for j in tagged)
+
+
 def test_the_basket_is_the_urls_id_list(page):
     at, run, column = page
     params = {"run": RUN, "target": f"test:{column - run.n_train}"}

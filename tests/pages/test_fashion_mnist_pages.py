@@ -33,3 +33,28 @@ def test_review_shows_each_real_pair_with_its_class_names(fashion_slice_data_dir
             assert any(c.startswith(f"train:{dict(pairs)[test]} · label {labels[test]} · ") for c in captions), captions
         at = at.button(key="skip").click().run()
         assert not at.exception
+
+
+def test_grid_captions_with_long_class_names_stay_inside_their_cells(fashion_slice_data_dir, monkeypatch):
+    """"label Ankle boot · pred Ankle boot 100%" on one line widened every cell past the column, and the scaled-down
+    grid's captions overlapped (widgets/image_grid.py): the label and the prediction now take a line each there."""
+    import json
+
+    from widgets.image_grid import CAPTION_CHARS
+
+    monkeypatch.setenv(DATA_DIR_ENV, str(fashion_slice_data_dir))
+    run = Run(fashion_slice_data_dir / "runs" / RUN)
+    at = open_app({"run": RUN}, "dataset")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    grids = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (grid,) = [figure for figure in grids if figure["data"][0]["type"] == "image"]
+    texts = grid["data"][1]["text"]
+    assert texts
+    # The page sizes its columns by the wrapped lines: 7 cells of 21 characters fit its 950 px, not 3 of 38.
+    assert len(set(grid["data"][1]["x"])) == 7 and grid["layout"]["width"] <= 950
+    for text in texts:
+        name, *fields, caption = text.split("<br>")
+        assert all(len(line) <= CAPTION_CHARS for line in (name, *fields, caption)), text
+        label = run.class_names[run.labels[run.n_train + int(name[5:])] if name.startswith("test:") else
+                                run.labels[int(name[6:])]]
+        assert fields[0] == f"label {label}" and fields[1].startswith("pred "), text

@@ -45,7 +45,12 @@ def shown_test(at: AppTest) -> int:
 
 def mark(at: AppTest, test: int, train: int) -> AppTest:
     """Click a candidate's duplicate button (as its keyboard shortcut does)."""
-    return at.button(key=f"mark-{RUN}-{test}-{train}").click().run()
+    return at.button(key=mark_key(test, train)).click().run()
+
+
+def mark_key(test: int, train: int) -> str:
+    """A candidate's duplicate button: the page keys it by the two target names."""
+    return f"mark-{RUN}-test:{test}-train:{train}"
 
 
 def marks(at: AppTest) -> list:
@@ -77,15 +82,27 @@ def test_vote_submit_advances_and_writes_every_shown_pair(app, db, run):
     at = identify(app("review"), "ann")
     assert shown_test(at) == first
     shown = [c.train for c in review_candidates(run, candidates, first)]
-    assert sorted(b.key for b in marks(at)) == sorted(f"mark-{RUN}-{first}-{t}" for t in shown)
+    assert sorted(b.key for b in marks(at)) == sorted(mark_key(first, t) for t in shown)
     at = mark(at, first, shown[0])
-    assert {b.key for b in marks(at) if b.proto.type == "primary"} == {f"mark-{RUN}-{first}-{shown[0]}"}
+    assert {b.key for b in marks(at) if b.proto.type == "primary"} == {mark_key(first, shown[0])}
     at = at.button(key="submit").click().run()
     assert not at.exception and not at.error
     assert shown_test(at) == second
     assert f"1 of {run.n_test}" in str(at.get("progress")[0].proto)
     votes = {v.train: v.is_leak for v in AnnotationStore(db).votes(RUN) if v.annotator == "ann" and v.test == first}
     assert votes == {t: t == shown[0] for t in shown}
+
+
+def test_a_tag_keeps_the_review_queue_to_its_test_images(app, db, run):
+    queue = [int(j) for j in load_candidates(run).queue]
+    picked = [queue[4], queue[2]]  # the queue's order, not the tag's, decides which comes first
+    AnnotationStore(db).add_tag(RUN, "look", [run.n_train + j for j in picked] + [0], "rita")
+    at = identify(app("review", tag="look"), "ann")
+    assert not at.exception and not at.error
+    assert shown_test(at) == queue[2]
+    assert "0 of 2" in str(at.get("progress")[0].proto)
+    at = at.button(key="submit").click().run()
+    assert shown_test(at) == queue[4]
 
 
 def test_skip_undo_and_resume_after_a_reload(app, db, run):
@@ -118,8 +135,8 @@ def test_undo_restores_the_votes_for_correction(app, db, run):
     at = at.button(key="submit").click().run()
     at = at.button(key="undo").click().run()
     assert shown_test(at) == first
-    assert at.button(key=f"mark-{RUN}-{first}-{shown[1]}").proto.type == "primary"
-    assert at.button(key=f"mark-{RUN}-{first}-{shown[0]}").proto.type == "secondary"
+    assert at.button(key=mark_key(first, shown[1])).proto.type == "primary"
+    assert at.button(key=mark_key(first, shown[0])).proto.type == "secondary"
 
 
 def test_none_are_duplicates_votes_every_shown_candidate_no_and_the_results_page_agrees(app, db, run):
@@ -147,7 +164,7 @@ def test_candidates_come_in_source_groups_with_one_key_each(app, run):
     groups = {"top weight": "Datamodel", "bottom weight": "Datamodel", "features": "Features", "pixels": "Pixels"}
     assert headers == list(dict.fromkeys(groups[c.source] for c in shown))
     # The keys follow the order shown: 1, 2, ... 0, then letters; one each, never S/N/K/U nor Streamlit's C/R.
-    keys = {int(b.key.rsplit("-", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
+    keys = {int(b.key.rsplit(":", 1)[1]): b.proto.shortcut.upper() for b in marks(at)}  # stored lowercased
     assert [keys[c.train] for c in shown] == list("1234567890QWETYIOPADFGHJLZXVBM"[:len(shown)])
     captions = [c.value for c in at.caption if c.value.startswith("train:")]  # one under each thumbnail
     assert len(captions) == len(shown) and all("\n" not in c for c in captions)
@@ -207,6 +224,20 @@ def test_results_show_scores_agreement_and_exports(app, db, run):
     t1, tr1 = seeded["tests"][1], seeded["trains"][seeded["tests"][1]][0]
     assert any(f"test:{t1} | train:{tr1} · 2/3 marked" in str(i.proto) for i in at.get("image"))
     assert {d.proto.label for d in at.get("download_button")} >= {"Votes (CSV)", "Votes (JSON)", "Scores (CSV)", "Scores (JSON)"}
+
+
+def test_results_keep_the_pairs_with_a_tagged_image(app, db, run):
+    seeded = seed_votes(db, run)
+    t0, t1 = seeded["tests"][:2]
+    tr1 = seeded["trains"][t1][0]
+    AnnotationStore(db).add_tag(RUN, "second", [run.n_train + t1], "rita")
+    at = app("leakage_results", tag="second")
+    assert not at.exception and not at.error
+    assert not any(f"test:{t0} |" in str(i.proto) for i in at.get("image"))  # the level-1.0 pair is not tagged
+    at.select_slider(key="score_level").set_value(round(2 / 3, 6)).run()
+    captions = [str(i.proto) for i in at.get("image") if " | train:" in str(i.proto)]
+    assert captions and all(f"test:{t1} |" in c for c in captions)
+    assert any(f"test:{t1} | train:{tr1} · 2/3 marked" in c for c in captions)
 
 
 def test_results_without_votes_say_where_to_vote(app):

@@ -82,6 +82,20 @@ def test_pca_grid_buttons_are_the_extreme_test_targets(app, data_dir):
     assert set(image_grids(at)["test-top"][1]) == want
 
 
+def test_a_tag_keeps_the_pca_grids_to_its_targets(app, data_dir, tmp_path, monkeypatch):
+    """?tag=: the ends of a component among the tagged test targets only (brute force over the stored projections)."""
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    run = run_of(data_dir)
+    tagged = run.n_train + np.arange(0, run.n_test, 4)
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(run.name, "every fourth", tagged, "rita")
+    at = app("pca", tag="every fourth")
+    no_errors(at)
+    projection = np.load(data_dir / "runs" / "small" / "structure" / "pca_projections.npy")[tagged, 0]
+    order = sorted(range(len(tagged)), key=lambda i: (-projection[i], i))[:12]
+    assert image_grids(at)["test-top"][1] == [f"test:{tagged[i] - run.n_train}" for i in order]
+
+
 def test_clusters_page_renders_every_class_and_the_whole_test_set(app, data_dir):
     at = app("clusters")
     no_errors(at)
@@ -116,6 +130,29 @@ def test_a_box_selection_on_the_layout_shows_the_selected_targets(app, data_dir,
     at.text_input(key="clusters_tag_name").input("lasso")
     at.button(key="clusters_add_tag").click().run()
     assert AnnotationStore(os.environ[ENV_VAR]).tags(run.name) == {"lasso": sorted(picked)}
+
+
+def test_a_tag_keeps_the_cluster_grids_and_the_selection_to_its_targets(app, data_dir, tmp_path, monkeypatch):
+    """?tag=: a cluster's grid lists its tagged members by silhouette, most typical first (brute force), and a box
+    selection on the layout keeps its tagged targets only."""
+    (tmp_path / "tags.db").touch()
+    monkeypatch.setenv(ENV_VAR, f"sqlite:///{tmp_path / 'tags.db'}")
+    run = run_of(data_dir)
+    members, clustering = clusters.class_clustering(run, 3)
+    columns = run.n_train + np.asarray(members)
+    tagged = columns[::3]
+    AnnotationStore(os.environ[ENV_VAR]).add_tag(run.name, "every third", tagged, "rita")
+    at = app("clusters", tag="every third")
+    at.selectbox(key="clusters_class").set_value(3).run()
+    no_errors(at)
+    inside = np.flatnonzero((clustering.labels == 0) & np.isin(columns, tagged))
+    order = inside[np.argsort(-np.nan_to_num(clustering.silhouette[inside]), kind="stable")][:12]
+    assert image_grids(at)["cluster-0"][1] == [f"test:{c - run.n_train}" for c in columns[order]]
+    at.session_state["layout-3"] = recorded_selection([(int(c), i) for i, c in enumerate(columns[:6])])
+    at.run()
+    kept = [c for c in columns[:6] if c in tagged]
+    assert f"Selected targets ({len(kept)})" in [s.value for s in at.subheader]
+    assert image_grids(at)["selected"][1] == [f"test:{c - run.n_train}" for c in kept]
 
 
 def test_clicking_a_cluster_image_makes_it_the_target_and_lists_its_similar_targets(app, data_dir):

@@ -72,7 +72,8 @@ def test_bad_shard_and_missing_cifar(tmp_path):
 
 
 def test_missing_fashion_mnist_and_a_truncated_idx_file_are_one_line(tmp_path):
-    from backend.datasets.idx import FILES, write_idx
+    from backend.datasets.idx import FILES
+    from tests.dataset_files import write_idx
 
     proc = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "nowhere", "--models", "4",
                    "--out", tmp_path / "a", check=False)

@@ -32,8 +32,8 @@ def test_all_prints_a_plan_an_estimate_and_one_line_per_stage(tmp_path):
     assert "to train all 30 models" in lines[5] and lines[6].startswith("train: 20 models in")
     assert " 0/0 " not in proc.stderr and "λ steps" in proc.stderr and "models" in proc.stderr
 
-    quiet = run_cli("merge", "--run", out)
+    quiet = run_cli("merge", "--run", out, in_process=True)
     assert quiet.stdout == "" and re.fullmatch(rf"merge: 20 models in {re.escape(str(out))} "
                                                r"\(wrote 0 B of [0-9.]+ KiB \(0%\), deleted 0 shards\)", quiet.stderr.strip())
-    again = json.loads(run_cli("merge", "--run", out, "--json").stdout)  # nothing new: nothing appended
+    again = json.loads(run_cli("merge", "--run", out, "--json", in_process=True).stdout)  # nothing new: none appended
     assert again["run"] == str(out) and again["n_models"] == 20 and again["added"] == again["bytes_written"] == 0

@@ -205,13 +205,14 @@ def test_a_copy_merged_uninterrupted_is_byte_identical_to_a_killed_and_rerun_one
 
 def test_train_dtype_float16_is_recorded_and_a_top_up_keeps_it(tmp_path):
     out = tmp_path / "half"
-    run_cli("train", "--models", "4", "--out", out, "--batch-models", "4", "--dtype", "float16", *FAST_TRAIN)
+    run_cli("train", "--models", "4", "--out", out, "--batch-models", "4", "--dtype", "float16", *FAST_TRAIN,
+            in_process=True)
     assert json.loads((out / "manifest.json").read_text())["margins_dtype"] == "float16"
     assert np.load(MARGINS.path(out), mmap_mode="r").dtype == np.float16 and SHARD.glob(out) == []
     refused = run_cli("train", "--models", "8", "--out", out, "--dtype", "float32", *FAST_TRAIN, check=False)
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1 and "stores float16 margins: top it up with --dtype float16" in lines[0]
-    run_cli("train", "--models", "8", "--out", out, "--batch-models", "4", *FAST_TRAIN)  # no --dtype: the run's own
+    run_cli("train", "--models", "8", "--out", out, "--batch-models", "4", *FAST_TRAIN, in_process=True)  # no --dtype
     margins = np.load(MARGINS.path(out), mmap_mode="r")
     assert margins.shape[0] == 8 and margins.dtype == np.float16
     mean, _ = target_stats.stored_target_stats(Run(out))

@@ -86,7 +86,7 @@ def test_a_creation_cut_before_the_manifest_resumes(tmp_path):
     (out / "labels.npy").write_bytes(b"half")
     (out / "shards").mkdir()
     (out / f".images.npy.{dead_pid()}.abcdefgh.tmp").write_bytes(b"partial")
-    run_cli("train", "--models", "2", "--out", out, *FAST_TRAIN)
+    run_cli("train", "--models", "2", "--out", out, *FAST_TRAIN, in_process=True)
     assert Run(out).manifest["n_models"] == 2
     assert not [p for p in out.rglob(".*")]
 

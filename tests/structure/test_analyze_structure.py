@@ -92,14 +92,14 @@ def test_rerun_is_deterministic_reports_progress_and_honours_fit_rows_and_sketch
     copy = tmp_path / "run"
     shutil.copytree(structure_run, copy)
     seen = []
-    summary = analyze_structure(copy, n_components=10, k_per_class=3, device="cpu", progress=lambda *call: seen.append(call))
+    summary = analyze_structure(Run(copy), n_components=10, k_per_class=3, device="cpu", progress=lambda *call: seen.append(call))
     done = [d for d, _, _ in seen]
     assert seen[0] == (0, 7, "stage") and done == sorted(done) and done[-1] == pytest.approx(7)
     assert {(t, u) for _, t, u in seen} == {(7, "stage")}
     assert list(summary["peak_rss_mib"]) == list(summary["seconds"]) and summary["neighbors"]["index"].startswith("exact cosine")
     for name in ("pca_projections.npy", "map_layout.npy", "clusters_all.npy", "neighbors.npy"):
         np.testing.assert_array_equal(np.load(copy / "structure" / name), np.load(structure_run / "structure" / name))
-    summary = analyze_structure(copy, n_components=4, k_per_class=2, device="cpu", fit_rows=120, sketch_dim=128,
+    summary = analyze_structure(Run(copy), n_components=4, k_per_class=2, device="cpu", fit_rows=120, sketch_dim=128,
                                 n_neighbors=3)
     assert summary["pca"]["fit_targets"] == 120 and summary["embedding_space"].startswith("count sketch")
     assert np.load(copy / "structure" / "neighbors.npy").shape == (Run(copy).n_targets, 3)
@@ -108,7 +108,7 @@ def test_rerun_is_deterministic_reports_progress_and_honours_fit_rows_and_sketch
 
 def test_a_run_without_datamodels_is_refused_with_the_fix(tiny_run):
     with pytest.raises(RunError, match="weights.npy is missing"):
-        analyze_structure(tiny_run, device="cpu")
+        analyze_structure(Run(tiny_run), device="cpu")
 
 
 def test_pages_get_a_clear_error_before_analyze(tiny_run):
@@ -116,3 +116,29 @@ def test_pages_get_a_clear_error_before_analyze(tiny_run):
         embeddings.pca_components(Run(tiny_run))
     with pytest.raises(RunError, match="precompute analyze"):
         clusters.load_quality(Run(tiny_run))
+
+
+def test_a_test_only_fit_fits_the_pca_on_the_test_targets_and_maps_only_fitted_ones(structure_run, tmp_path):
+    """`fit --targets test` leaves the training targets unfitted (NaN λ, zero weights): the PCA then comes from
+    the fitted test targets (sklearn's PCA of their unit rows), and the map has NaN exactly at unfitted targets."""
+    copy = tmp_path / "run"
+    shutil.copytree(structure_run, copy)
+    run = Run(copy)
+    lam, w = np.load(copy / "lam.npy"), np.load(copy / "weights.npy")
+    unfitted = np.zeros(run.n_targets, dtype=bool)
+    unfitted[:run.n_train] = True
+    unfitted[run.n_train + 3] = True  # one unfitted test target too
+    lam[unfitted], w[unfitted] = np.nan, 0
+    np.save(copy / "lam.npy", lam)
+    np.save(copy / "weights.npy", w)
+    summary = analyze_structure(Run(copy), n_components=4, k_per_class=2, device="cpu")
+    assert summary["pca"]["fit_on"] == "test" and summary["pca"]["fit_targets"] == run.n_test - 1
+    sk = PCA(n_components=4, svd_solver="full").fit(unit(w[~unfitted]))
+    np.testing.assert_allclose(np.abs(embeddings.pca_components(Run(copy))), np.abs(sk.components_), atol=1e-4)
+    layout = np.load(copy / "structure" / "map_layout.npy")
+    np.testing.assert_array_equal(np.isnan(layout).any(axis=1), unfitted)
+    assert np.isfinite(layout[~unfitted]).all()
+    lam[:] = np.nan
+    np.save(copy / "lam.npy", lam)
+    with pytest.raises(RunError, match="no fitted target: fit some with `.*precompute fit"):
+        analyze_structure(Run(copy), device="cpu")

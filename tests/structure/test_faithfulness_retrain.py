@@ -101,7 +101,7 @@ def test_bad_requests_name_the_problem(run, kwargs, message):
 
 def test_cli_answers_a_stored_request_and_refuses_a_bad_component(run):
     proc = run_cli("faithfulness", "--run", run.dir, "--pc", "0", "--k", "10", "--models", "2", "--group", "20",
-                   "--controls", "4", "--device", "cpu", "--json")
+                   "--controls", "4", "--device", "cpu", "--json", in_process=True)
     result = json.loads(proc.stdout)
     assert set(result["sides"]) == {"positive", "negative"}
     assert set(result["sides"]["positive"]["shift"]) == {"positive", "negative", "all"}

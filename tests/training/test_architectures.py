@@ -87,7 +87,8 @@ def test_airbench_trains_from_the_cli_and_the_manifest_records_its_recipe(tmp_pa
     data = tmp_path / "rgb16.npz"
     np.savez(data, images=images, labels=labels, split=np.array(["train"] * 64 + ["test"] * 32))
     run_cli("train", "--dataset", f"npz:{data}", "--models", "4", "--out", tmp_path / "run", "--arch", "airbench",
-            "--epochs", "1", "--width", "0.125", "--batch-size", "16", "--precision", "fp32", "--device", "cpu")
+            "--epochs", "1", "--width", "0.125", "--batch-size", "16", "--precision", "fp32", "--device", "cpu",
+            in_process=True)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["arch"] == "airbench"
     assert manifest["hparams"] == dict(DEFAULT_HPARAMS["airbench"], epochs=1, width=0.125, batch_size=16)

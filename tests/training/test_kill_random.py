@@ -137,13 +137,20 @@ def test_train_killed_20_times_including_creation_resumes_to_the_uninterrupted_r
 FIT_FILES = (schema.WEIGHTS, schema.BIAS, schema.LAM, schema.FIT)
 
 
-@pytest.mark.slow
-def test_fit_killed_10_times_leaves_the_old_fit_or_the_new_one(small_npz, tmp_path):
-    rng = np.random.default_rng(SEED + 1)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def fitted(small_npz, tmp_path_factory) -> tuple[Path, float]:
+    """A 24-model run of the small dataset with datamodels fitted (5 λ values), and the fit's seconds: the old fit
+    that fit's kills must keep or replace whole, and what analyze and retrains read. Each test writes to a copy."""
+    run = tmp_path_factory.mktemp("fitted") / "run"
     run_cli(*train_args(small_npz, run, 24))
-    old_args, new_args = ["fit", "--run", run, "--n-lambdas", "5", *CPU], ["fit", "--run", run, "--n-lambdas", "8", *CPU]
-    horizon = timed(old_args)
+    return run, timed(["fit", "--run", run, "--n-lambdas", "5", *CPU])
+
+
+@pytest.mark.slow
+def test_fit_killed_10_times_leaves_the_old_fit_or_the_new_one(fitted, tmp_path):
+    rng = np.random.default_rng(SEED + 1)
+    run = shutil.copytree(fitted[0], tmp_path / "run")
+    new_args, horizon = ["fit", "--run", run, "--n-lambdas", "8", *CPU], fitted[1]
     old, states, kept = digest(run, FIT_FILES), [], keep(run, FIT_FILES)
     for _ in range(10):
         kill_at_random(new_args, rng, horizon, run)
@@ -203,17 +210,10 @@ def readable(run: Path, artifacts) -> dict[str, str | None]:
     return {a.name: content(a.path(run)) for a in artifacts}
 
 
-def fitted_run(small_npz, run) -> None:
-    """A 24-model run of the small dataset with datamodels fitted (5 λ values): what analyze and retrains read."""
-    run_cli(*train_args(small_npz, run, 24))
-    run_cli("fit", "--run", run, "--n-lambdas", "5", *CPU)
-
-
 @pytest.mark.slow
-def test_analyze_killed_5_times_commits_all_of_its_outputs_or_none(small_npz, tmp_path):
+def test_analyze_killed_5_times_commits_all_of_its_outputs_or_none(fitted, tmp_path):
     rng = np.random.default_rng(SEED + 3)
-    run = tmp_path / "run"
-    fitted_run(small_npz, run)
+    run = shutil.copytree(fitted[0], tmp_path / "run")
     run_cli("control", "--run", run, "--control-models", "2", *CPU)
     analyze = ["analyze", "--run", run, "--n-control", "2", "--clusters-per-class", "2", *CPU]
     outputs = [a for a in schema.ARTIFACTS if a.stage == "analyze"
@@ -235,10 +235,9 @@ def test_analyze_killed_5_times_commits_all_of_its_outputs_or_none(small_npz, tm
 
 
 @pytest.mark.slow
-def test_a_retrain_killed_5_times_stores_its_pair_whole_and_resumes(small_npz, tmp_path):
+def test_a_retrain_killed_5_times_stores_its_pair_whole_and_resumes(fitted, tmp_path):
     rng = np.random.default_rng(SEED + 4)
-    run = tmp_path / "run"
-    fitted_run(small_npz, run)
+    run = shutil.copytree(fitted[0], tmp_path / "run")
     # A fixed set: this 24-model, 5-λ fit may leave test:0 without the five positive weights top:5 needs.
     retrain = ["counterfactual", "--run", run, "--target", "test:0", "--remove", "train:0-4", "--models", "3",
                "--control-models", "2", *CPU]

@@ -81,8 +81,9 @@ def test_full_training_set_mlp_reaches_95_percent():
 
 def test_top_up_equals_one_go(tmp_path, tiny_run):
     out = tmp_path / "topup"
-    run_cli("train", "--models", "20", "--out", out, "--batch-models", "30", *FAST_TRAIN)
-    summary = json.loads(run_cli("train", "--models", "60", "--out", out, "--batch-models", "30", *FAST_TRAIN, "--json").stdout)
+    run_cli("train", "--models", "20", "--out", out, "--batch-models", "30", *FAST_TRAIN, in_process=True)
+    summary = json.loads(run_cli("train", "--models", "60", "--out", out, "--batch-models", "30", *FAST_TRAIN, "--json",
+                                 in_process=True).stdout)
     assert summary["trained_now"] == 40 and summary["n_models"] == 60
     assert np.array_equal(np.load(out / "masks.npy"), np.load(tiny_run / "masks.npy"))
     np.testing.assert_allclose(np.load(out / "margins.npy"), np.load(tiny_run / "margins.npy"), atol=1e-4)
@@ -91,8 +92,9 @@ def test_top_up_equals_one_go(tmp_path, tiny_run):
 def test_shard_workers_merge_to_the_same_run(tmp_path, tiny_run):
     out = tmp_path / "workers"
     for i in range(3):
-        run_cli("train", "--models", "60", "--out", out, "--shard", f"{i}/3", "--batch-models", "30", *FAST_TRAIN)
-    assert json.loads(run_cli("merge", "--run", out, "--json").stdout)["n_models"] == 60
+        run_cli("train", "--models", "60", "--out", out, "--shard", f"{i}/3", "--batch-models", "30", *FAST_TRAIN,
+                in_process=True)
+    assert json.loads(run_cli("merge", "--run", out, "--json", in_process=True).stdout)["n_models"] == 60
     assert np.array_equal(np.load(out / "masks.npy"), np.load(tiny_run / "masks.npy"))
     np.testing.assert_allclose(np.load(out / "target_accuracy.npy"), np.load(tiny_run / "target_accuracy.npy"))
     np.testing.assert_allclose(np.load(out / "margins.npy"), np.load(tiny_run / "margins.npy"), atol=1e-4)
@@ -108,7 +110,8 @@ def test_resnet9_trains_on_a_cifar_fixture(tmp_path):
     write_cifar10_binary(tmp_path / "c10", train_x, train_y, test_x, test_y, tuple(f"c{i}" for i in range(10)))
     out = tmp_path / "cifar_run"
     run_cli("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--models", "2", "--out", out,
-            "--arch", "resnet9", "--epochs", "1", "--batch-size", "8", "--width", "0.0625")  # CPU's default: cnn
+            "--arch", "resnet9", "--epochs", "1", "--batch-size", "8", "--width", "0.0625",  # CPU's default: cnn
+            in_process=True)
     run = Run(out)
     assert run.manifest["arch"] == "resnet9" and run.manifest["hparams"]["augment"] is True
     assert run.margins.shape == (2, 50) and np.isfinite(run.margins).all()
