@@ -287,9 +287,15 @@ def model_keys(seeds: torch.Tensor, counter: int, n: int) -> torch.Tensor:
 
 
 def epoch_orders(subsets: torch.Tensor, seeds: torch.Tensor, epoch: int) -> torch.Tensor:
-    """Every model's shuffle of its own subset (K, n) for one epoch, as one argsort of its keys, shape (K, n)."""
+    """Every model's shuffle of its own subset (K, n) for one epoch, as one argsort of its keys, shape (K, n).
+
+    A model's keys are distinct (splitmix64's finaliser is a bijection, applied to distinct inputs), so every sort
+    gives the same permutation: on a CPU numpy's, 2x torch's (digits, K = 41: 10.7 us a model against 21).
+    """
     keys = model_keys(seeds, epoch, subsets.shape[1])
-    return subsets.gather(1, keys.argsort(dim=1, stable=True))
+    if keys.device.type == "cpu":
+        return subsets.gather(1, torch.from_numpy(np.argsort(keys.numpy(), axis=1)))
+    return subsets.gather(1, keys.argsort(dim=1))
 
 
 def train_models(
@@ -347,8 +353,8 @@ def train_models(
         mlp = MLPStep(model, batch, precision, smoothing, momentum, wd)
         train_x = data.mlp_inputs
 
-        def train_step(idx: torch.Tensor, step: int, lr_factor: float) -> None:
-            mlp.step(train_x, idx, labels[idx], lr * lr_factor)
+        def train_step(idx: torch.Tensor, idx_labels: torch.Tensor, step: int, lr_factor: float) -> None:
+            mlp.step(train_x, idx, idx_labels, lr * lr_factor)
 
         def trained() -> torch.nn.Module:
             return mlp.write_back()
@@ -364,7 +370,7 @@ def train_models(
         opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, weight_decay=wd, fused=True)
         base_lrs = [g["lr"] for g in opt.param_groups]
 
-        def train_step(idx: torch.Tensor, step: int, lr_factor: float) -> None:
+        def train_step(idx: torch.Tensor, idx_labels: torch.Tensor, step: int, lr_factor: float) -> None:
             x = data.train_inputs[idx]  # (K, batch, C, H, W)
             if hparams.get("augment"):
                 x = augment(x, seeds_t, step, pad=int(hparams.get("translate", 4)), cutout=int(hparams.get("cutout", 8)))
@@ -372,7 +378,7 @@ def train_models(
                 logits = model(x)
             # Sum over models of each model's mean loss: per-model gradients are unchanged by batching.
             # Classes on dim 1, (K, classes, batch): 4x faster on CPU than (K*batch, 10) rows of ten.
-            loss = F.cross_entropy(logits.float().transpose(1, 2), labels[idx], reduction="sum",
+            loss = F.cross_entropy(logits.float().transpose(1, 2), idx_labels, reduction="sum",
                                    label_smoothing=smoothing) / batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -388,10 +394,13 @@ def train_models(
         step = 0
         for epoch in range(epochs):
             epoch_lr = 0.0
-            order = epoch_orders(subsets_t, seeds_t, epoch)
+            # Each step's minibatches (K, batch) and their labels, contiguous: (steps, K, batch) made once an epoch
+            order = epoch_orders(subsets_t, seeds_t, epoch)[:, :steps_per_epoch * batch]
+            batches = order.reshape(K, steps_per_epoch, batch).transpose(0, 1).contiguous()
+            batch_labels = labels[batches]
             for s in range(steps_per_epoch):
                 lr_factor = triangular_lr(step, total, peak)  # the paper's cyclic schedule
-                train_step(order[:, s * batch:(s + 1) * batch], step, lr_factor)  # each model's minibatch, (K, batch)
+                train_step(batches[s], batch_labels[s], step, lr_factor)
                 epoch_lr += lr * lr_factor
                 step += 1
                 if progress is not None:

@@ -18,7 +18,7 @@ Shapes (K models, batch B, D inputs, H hidden units, C classes), with x~ = [x, 1
     w1 (K, D+1, H)   the first layer, its last row the bias b1
     v  (K, C, H+1)   the second layer transposed, its last column the bias b2
 
-    h = relu(x~ w1),  logits = h~ v^T
+    h = relu(x~ w1),  logits^T = v h~^T                   (K, C, B)
     loss = sum over models of each model's mean cross-entropy against t = (1 - eps) onehot(y) + eps / C
     g^T = (softmax(logits) - t)^T / B                       (K, C, B), fp32
     dv = g^T h~,  dh = (g v[:, :, :H]) * [h > 0],  dw1 = x~^T dh
@@ -32,6 +32,19 @@ the masters stay in fp32.
 from __future__ import annotations
 
 import torch
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """A float tensor's bits as the signed integers of its width, for the ReLU and its gradient.
+
+    IEEE floats order like sign-magnitude integers: a float is > 0 exactly when its bits, read as a signed
+    integer, are > 0, and bits 0 are +0.0. So relu(h) is clamp_min(bits(h), 0) and ReLU's gradient
+    threshold_backward on the bits, with the same results as on the floats (NaN aside), and 4x and 3x faster on bf16 (CPU
+    kernels widen bf16 to fp32 and back; digits' h, K = 41, one thread: 0.34 us a model against 1.37, and
+    0.57 against 1.67).
+    """
+    return t.view({torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
+                   torch.float64: torch.int64}[t.dtype])
 
 
 class MLPStep:
@@ -71,9 +84,11 @@ class MLPStep:
         def buf(*shape):
             return torch.empty(shape, dtype=self.dtype, device=dev)
 
-        self.x, self.h1, self.logits, self.dh = buf(K, batch, D + 1), buf(K, batch, H + 1), buf(K, batch, C), buf(K, batch, H)
+        self.x, self.h1, self.logits_t, self.dh = buf(K, batch, D + 1), buf(K, batch, H + 1), buf(K, C, batch), buf(K, batch, H)
+        self.minus_target = torch.full((K, 1, batch), -(1.0 - self.eps), dtype=master, device=dev)
         self.h1[:, :, H] = 1.0  # h~'s constant column: relu keeps it 1, the GEMMs never write it
         self.h = self.h1[:, :, :H]
+        self.h_bits, self.dh_bits = bits(self.h), bits(self.dh)
 
     def grads(self, train_x: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The flat fp32 gradient of every parameter for minibatch idx (K, B) of train_x (n_train, D+1) in the
@@ -83,20 +98,20 @@ class MLPStep:
         H = h.shape[2]
         torch.index_select(train_x, 0, idx.reshape(-1), out=x.view(K * B, D1))
         torch.bmm(x, self.w1_low, out=h)
-        h.relu_()
-        torch.bmm(h1, self.v_low.transpose(1, 2), out=self.logits)
-        # The loss gradient with the classes on dim 1, g^T of shape (K, C, B): a softmax over a last dim of
-        # ten classes is 12-27x slower on CPU than over dim 1 of the transposed logits.
-        gt = torch.softmax(self.logits.transpose(1, 2), dim=1, dtype=self.flat.dtype)
-        gt.scatter_add_(1, labels.unsqueeze(1), torch.full_like(gt[:, :1], -(1.0 - self.eps)))
+        self.h_bits.clamp_min_(0)  # relu
+        # The logits and the loss gradient with the classes on dim 1, (K, C, B): a softmax over a last dim of ten
+        # classes is 12-27x slower on CPU, and this product 1.15x faster than h~ v^T (digits, K = 41).
+        torch.bmm(self.v_low, h1.transpose(1, 2), out=self.logits_t)
+        gt = torch.softmax(self.logits_t, dim=1, dtype=self.flat.dtype)
+        gt.scatter_add_(1, labels.unsqueeze(1), self.minus_target)
         if self.eps:
             gt.sub_(self.eps / self.C)
         gt.div_(B)
         gt = gt.to(self.dtype)
         torch.bmm(gt, h1, out=self.dv)  # dv = g^T h~: 5x faster in fp32 than h~^T g (K, H+1, C)
         torch.bmm(gt.transpose(1, 2), self.v_low[:, :, :H], out=dh)
-        # ReLU's gradient, zero where the unit was off, in place (masked_fill_ with a bool mask: 20-90x slower)
-        torch.ops.aten.threshold_backward.grad_input(dh, h, 0, grad_input=dh)
+        # ReLU's gradient, zero where the unit was off, on the bits (see `bits`)
+        torch.ops.aten.threshold_backward.grad_input(self.dh_bits, self.h_bits, 0, grad_input=self.dh_bits)
         torch.bmm(x.transpose(1, 2), dh, out=self.dw1)
         if self.grad is not self.grad_low:
             self.grad.copy_(self.grad_low)
