@@ -58,7 +58,7 @@ class ProcessExecutor:
             return
         # spawn, not fork: a forked child of a process whose OpenMP threads have run can hang in them.
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=get_context("spawn"),
-                                   initializer=_build_state, initargs=(setup, shared, os.getpid()))
+                                   initializer=_build_state, initargs=(shared, setup, os.getpid()))
         try:
             futures = {pool.submit(_run_on_state, fn, item): i for i, item in enumerate(items)}
             for future in as_completed(futures):
@@ -70,7 +70,10 @@ class ProcessExecutor:
 _WORKER_STATE: list = []  # per ProcessExecutor worker process: its state, built by _build_state
 
 
-def _build_state(setup: Callable | None, shared: Any, parent: int) -> None:
+def _build_state(shared: Any, setup: Callable | None, parent: int) -> None:
+    # `shared` comes first in the pickle: a worker reads it, and only then imports what `setup` needs (torch, about a
+    # second). The parent writes the whole pickle to a pipe at spawn and waits until the worker has read it, so with
+    # `setup` first it waited for each worker's imports in turn (the digits stage: the second started 1.2 s late).
     # A killed stage must not leave its workers training on: on Linux they get SIGKILL when it dies.
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # prctl(PR_SET_PDEATHSIG, SIGKILL)
