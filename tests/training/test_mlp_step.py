@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.training.architectures import BatchedMLP
-from backend.training.mlp_step import MLPStep
+from backend.training.mlp_step import MLPStep, bits
 
 K, B, D, H, C = 3, 16, 20, 8, 5
 
@@ -76,3 +76,18 @@ def test_bf16_step_keeps_fp32_masters_and_refreshes_its_bf16_copies():
     assert step.x.dtype == step.flat_low.dtype == torch.bfloat16
     torch.testing.assert_close(step.flat_low, step.flat.bfloat16(), rtol=0, atol=0)
     assert not torch.equal(step.write_back().w1, _problem(torch.float32)[0].w1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_relu_and_its_gradient_on_the_bits_equal_the_float_ops(dtype):
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-40, -1e-40, 3.0, -3.0], dtype=torch.float64)
+    h = torch.cat([special, torch.randn(1000, dtype=torch.float64)]).to(dtype)
+    grad = torch.randn(len(h), dtype=torch.float64).to(dtype)
+    relu = h.clone()
+    bits(relu).clamp_min_(0)
+    assert torch.equal(bits(relu), bits(torch.relu(h)).clamp_min(0))  # the same values, -0.0 made +0.0
+    assert torch.equal(relu, torch.relu(h))
+    expected = torch.ops.aten.threshold_backward(grad, torch.relu(h), 0)
+    got = grad.clone()
+    torch.ops.aten.threshold_backward.grad_input(bits(got), bits(relu), 0, grad_input=bits(got))
+    assert torch.equal(got, expected) and (got == 0).any() and (got != 0).any()

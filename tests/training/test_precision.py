@@ -22,7 +22,8 @@ import torch
 
 from backend.datasets import Dataset, load_dataset
 from backend.training import engine
-from backend.training.engine import TrainingData, cache_group, epoch_orders, resolve_device, resolve_precision, train_models
+from backend.training.engine import (TrainingData, cache_group, epoch_orders, model_keys, resolve_device, resolve_precision,
+                                     train_models)
 from backend.training.retraining import training_data
 from backend.store.run_dir import Run
 from backend.training.subsets import model_seed, model_subset
@@ -124,6 +125,17 @@ def test_each_models_shuffle_is_a_permutation_of_its_subset_and_independent_of_t
                                   epoch_orders(subsets_t[:1], seeds_t[:1], e)[0, :len(subsets[0]) // 2].numpy()).mean()
                           for e in range(200)])
     assert abs(first_half - 0.5) < 0.02
+
+
+def test_each_models_shuffle_is_the_stable_argsort_of_its_keys():
+    # The oracle is the definition: a stable torch argsort of the model's hashed keys (numpy's unstable sort agrees
+    # only because a model's keys are distinct).
+    _, subsets, seeds = _models(7)
+    subsets_t, seeds_t = torch.from_numpy(subsets), torch.tensor(seeds)
+    for epoch in (0, 5):
+        keys = model_keys(seeds_t, epoch, subsets.shape[1])
+        assert all(len(set(row.tolist())) == subsets.shape[1] for row in keys)
+        assert torch.equal(epoch_orders(subsets_t, seeds_t, epoch), subsets_t.gather(1, keys.argsort(dim=1, stable=True)))
 
 
 def test_auto_precision_follows_the_cpus_bf16_instructions():
