@@ -96,6 +96,18 @@ def train_chunks(executor, ds: Dataset, chunks: list[tuple[int, int]], *, seed: 
         yield result
 
 
+def worker_chunk_size(batch_models: int, total: int, workers: int) -> int:
+    """Models per chunk on worker processes, which report only finished chunks: at most `batch_models`, and at
+    least 8 chunks a worker, so the bar moves (a chunk of 500 Fashion-shaped MLPs is minutes of silence) and the
+    workers finish together. A model's result does not depend on its chunk."""
+    return max(1, min(batch_models, -(-total // (8 * workers))))
+
+
+def _chunks(todo: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The model ranges `todo` cut into chunks [start, end) of at most `size` models."""
+    return [(a, min(a + size, e)) for s, e in todo for a in range(s, e, size)]
+
+
 def train_chunk(data: TrainingData, n_train: int, seed: int, start: int, end: int, alpha: float, arch: str,
                 hparams: dict, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Models [start, end) of the run: masks, margins and predicted classes (what one shard holds)."""
@@ -170,7 +182,7 @@ def train_run(
     i, n_shards = shard
     lo, hi = (n_models * i) // n_shards, (n_models * (i + 1)) // n_shards
     todo = [(s, e) for s, e in missing_ranges(run_dir, hi, lo)]
-    chunks = [(a, min(a + K, e)) for s, e in todo for a in range(s, e, K)]
+    chunks = _chunks(todo, K)
     total = sum(e - s for s, e in chunks)
     if progress:
         progress(0, total, "model")
@@ -179,6 +191,8 @@ def train_run(
     if executor is None:
         workers = cpu_workers(arch, total, len(chunks)) if dev.type == "cpu" else 1
         executor = ProcessExecutor(workers) if workers > 1 else LocalExecutor()
+        if workers > 1:
+            chunks = _chunks(todo, worker_chunk_size(K, total, workers))
     trained = train_chunks(executor, ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams,
                            device=device, precision=precision, progress=progress, workers=workers)
     for s, masks, margins, predictions in trained:

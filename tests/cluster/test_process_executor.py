@@ -14,6 +14,7 @@ import numpy as np
 from backend.cluster.executor import LocalExecutor, ProcessExecutor
 from backend.datasets import load_dataset
 from backend.store.run_dir import Run
+from backend.training import train_stage
 from backend.training.train_stage import train_run
 from tests.conftest import ROOT
 
@@ -76,4 +77,21 @@ def test_a_run_trained_on_worker_processes_equals_the_run_trained_here(tmp_path)
     here, workers = Run(tmp_path / "here"), Run(tmp_path / "workers")
     np.testing.assert_array_equal(np.asarray(here.masks), np.asarray(workers.masks))
     # Each worker has one of the two cores as its thread: only a GEMM's blocking may differ (1e-5, as batching).
+    np.testing.assert_allclose(np.asarray(here.margins), np.asarray(workers.margins), rtol=0, atol=1e-5)
+
+
+def test_the_default_worker_processes_report_progress_chunk_by_chunk(tmp_path, monkeypatch):
+    # The stage picks worker processes itself (engine.cpu_workers: an MLP run of 1,000 models or more); here forced
+    # for 16 small models. They report only finished chunks, so the stage cuts at least 8 a worker.
+    monkeypatch.setattr(train_stage, "cpu_workers", lambda arch, n_models, n_chunks: 2)
+    assert train_stage.worker_chunk_size(500, 2000, 2) == 125 and train_stage.worker_chunk_size(500, 5, 2) == 1
+    ds = load_dataset("digits")
+    kw = dict(alpha=0.5, n_models=16, seed=2, hparams={"epochs": 2, "hidden": 16}, batch_models=16, precision="fp32",
+              device="cpu")
+    calls: list[tuple[float, int]] = []
+    train_run(ds, "digits", tmp_path / "workers", progress=lambda done, total, unit: calls.append((done, total)), **kw)
+    train_run(ds, "digits", tmp_path / "here", executor=LocalExecutor(), **kw)
+    assert [total for _, total in calls] == [16] * 17 and [done for done, _ in calls] == list(range(17))
+    here, workers = Run(tmp_path / "here"), Run(tmp_path / "workers")
+    np.testing.assert_array_equal(np.asarray(here.masks), np.asarray(workers.masks))
     np.testing.assert_allclose(np.asarray(here.margins), np.asarray(workers.margins), rtol=0, atol=1e-5)
