@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from backend.datasets import Dataset
 from backend.training import architectures
 from backend.training.engine import TrainingData, cache_group, epoch_orders, evaluate, train_models
-from backend.training.mlp_step import MLPStep
+from backend.training.mlp_step import MLPStep, with_ones_column
 from backend.training.train_stage import resolve_hparams
 
 PRECISIONS = ("fp32", "bf16")
@@ -249,7 +249,7 @@ def mlp_tricks(best, peaks: dict) -> None:
                 opt = _sgd(model)
                 old = best(lambda: autograd_step(model, opt, x, idx, labels, precision == "bf16"))
                 step = MLPStep(model, B, precision, momentum=0.9, weight_decay=5e-4)
-                x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # TrainingData.mlp_inputs
+                x1 = with_ones_column(x)  # as TrainingData.mlp_inputs
                 new = best(lambda: step.step(x1, idx, labels[idx], 0.01))
                 print(f"  {label} MLP step K={K:3d} {precision}: autograd {old:7.2f} ms ({flops / old / peaks['bf16']:4.0%}"
                       f" of bf16 peak)  by hand {new:7.2f} ({flops / new / peaks['bf16']:4.0%})  {old / new:.2f}x; "
@@ -376,7 +376,8 @@ def train_stage(models: int, baseline: str, rounds: int) -> None:
                 out = Path(tmp, f"run-{r}-{v}")
                 # The environment as `make run` has it: OMP_WAIT_POLICY=PASSIVE would cost a one-process run of
                 # two threads half its speed (digits, 2 threads: 24 ms a model against 12.6, idle)
-                env = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, "PYTHONPATH": str(tree)}
+                env = {**{key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"},
+                       "PYTHONPATH": str(tree)}
                 before, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
                 subprocess.run([sys.executable, *cmd, str(out)], cwd=tree, env=env, check=True, capture_output=True)
                 after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.time() - wall

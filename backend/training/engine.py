@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from backend.progress import Progress, part
 from backend.training import architectures
-from backend.training.mlp_step import MLPStep
+from backend.training.mlp_step import MLPStep, with_ones_column
 
 
 def resolve_device(device: str) -> torch.device:
@@ -109,8 +109,7 @@ class TrainingData:
     def mlp_inputs(self) -> torch.Tensor:
         """train_inputs flattened, with a constant-one last column: the MLP's first bias rides in its GEMM
         (`mlp_step.py`). Shape (n_train, C*H*W + 1)."""
-        x = self.train_inputs.flatten(1)
-        return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        return with_ones_column(self.train_inputs.flatten(1))
 
     @classmethod
     def from_dataset(cls, ds, device: torch.device, precision: str = "fp32") -> "TrainingData":

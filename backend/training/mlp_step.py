@@ -34,6 +34,12 @@ from __future__ import annotations
 import torch
 
 
+def with_ones_column(x: torch.Tensor) -> torch.Tensor:
+    """Rows x (N, D) with a constant-one last column, (N, D+1): the inputs `MLPStep` reads, whose first bias
+    rides in its GEMM as the weight matrix's last row."""
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+
+
 def bits(t: torch.Tensor) -> torch.Tensor:
     """A float tensor's bits as the signed integers of its width, for the ReLU and its gradient.
 

@@ -190,9 +190,11 @@ def train_run(
     workers = 1
     if executor is None:
         workers = cpu_workers(arch, total, len(chunks)) if dev.type == "cpu" else 1
-        executor = ProcessExecutor(workers) if workers > 1 else LocalExecutor()
         if workers > 1:
+            executor = ProcessExecutor(workers)
             chunks = _chunks(todo, worker_chunk_size(K, total, workers))
+        else:
+            executor = LocalExecutor()
     trained = train_chunks(executor, ds, chunks, seed=seed, alpha=alpha, arch=arch, hparams=hparams,
                            device=device, precision=precision, progress=progress, workers=workers)
     for s, masks, margins, predictions in trained:
