@@ -89,6 +89,10 @@ GROUP_TARGETS = 512
 WORKING_SET_MAX = 0.5
 # Validation scores within this relative distance of the best so far are ties, won by the larger λ.
 SCORE_RTOL = 1e-3
+# int8 digits of a factor's fixed-point copy in `fixed_mm`: three hold 24 bits, a float32's mantissa (every
+# product whose result is kept); FISTA's steps multiply only the change of the iterate, small near the answer.
+EXACT_LIMBS = 3
+STEP_LIMBS = 2
 
 
 class MaskRows:
@@ -116,6 +120,20 @@ class MaskRows:
         self._chunks = [self._convert(lo, hi) for lo, hi in self.spans()] if self.resident else None
         self._gram: torch.Tensor | None = None
         self._top: torch.Tensor | None = None
+        self._int8: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def fixed_point(self) -> bool:
+        """Whether `MaskedDesign` multiplies these rows by int8 GEMMs (`fixed_mm`, float32's precision):
+        resident float32 rows on a CPU."""
+        return self.resident and self.device.type == "cpu" and self.dtype == torch.float32 and self.n > 0
+
+    def int8(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw 0/1 rows as int8, (M, F), and their transposed copy, (F, M); built once (2·M·F bytes)."""
+        if self._int8 is None:
+            x = self._chunks[0][1].view(torch.int8)
+            self._int8 = (x, _canonical(x.T))
+        return self._int8
 
     def spans(self) -> list[tuple[int, int]]:
         """(lo, hi) positions into `rows` of each chunk."""
@@ -189,8 +207,14 @@ class GramDesign:
         """The operator restricted to the features `cols` (S,): G[S, S], one S×S×T GEMM per product."""
         return GramDesign(self.rows, self.rows.gram().index_select(1, cols), cols)
 
+    fixed_point = False
+
     def apply(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return self.gram @ w
+
+    def step(self, cand: torch.Tensor, v: torch.Tensor, hv: torch.Tensor, idx: torch.Tensor, limbs: int) -> torch.Tensor:
+        """H·cand for a FISTA candidate from the point v (H·v = hv)."""
+        return self.gram @ cand
 
     def kkt(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """H·w over all features (F, T) for w of this operator's features: G[:, S]·w_S on a restriction."""
@@ -218,8 +242,17 @@ class MaskedDesign:
         two M×S×T GEMMs per product. Resident rows gather their S columns once (M·S floats)."""
         sub = copy.copy(self)
         sub.cols, sub.z_mean, sub._z_mean_all = cols, self.z_mean.index_select(0, cols), self.z_mean
-        sub._z = [z.index_select(1, cols) for _, _, z, _ in self.rows] if self.rows.resident else None
+        if self.fixed_point:
+            x8, xt8 = self.rows.int8()
+            sub._x8 = (x8.index_select(1, cols), xt8.index_select(0, cols))
+        else:
+            sub._z = [z.index_select(1, cols) for _, _, z, _ in self.rows] if self.rows.resident else None
         return sub
+
+    @property
+    def fixed_point(self) -> bool:
+        """Products by int8 GEMMs on the raw 0/1 rows (`fixed_mm`): resident rows on a CPU."""
+        return self.rows.fixed_point
 
     def _includes(self, idx: torch.Tensor) -> list | None:
         """Per-chunk float row sets of targets `idx`, gathered once per distinct `idx` object."""
@@ -229,31 +262,54 @@ class MaskedDesign:
             self._gathered = (idx, [s.index_select(1, idx) for s in self._include])
         return self._gathered[1]
 
-    def apply(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return self._product(w, idx, every_feature=False)
+    def apply(self, w: torch.Tensor, idx: torch.Tensor, limbs: int = EXACT_LIMBS) -> torch.Tensor:
+        return self._product(w, idx, every_feature=False, limbs=limbs)
+
+    def step(self, cand: torch.Tensor, v: torch.Tensor, hv: torch.Tensor, idx: torch.Tensor, limbs: int) -> torch.Tensor:
+        """H·cand for a FISTA candidate from the point v (H·v = hv). In fixed point, hv + H·(cand − v) with
+        `limbs` digits: the change is small near the answer, so its rounding is too, and every answer is
+        checked by an exact product (`solve_working_set`)."""
+        if not self.fixed_point:
+            return self.apply(cand, idx)
+        return self.apply(cand - v, idx, limbs).add_(hv)
 
     def kkt(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """H·w over all features (F, T) for w of this operator's features: on a restriction to S,
         Zᵀ(s_t ⊙ Z[:, S] w_S), so the check costs one M×F×T GEMM and one M×S×T, not two M×F×T."""
-        return self._product(w, idx, every_feature=True)
+        return self._product(w, idx, every_feature=True, limbs=EXACT_LIMBS)
 
-    def _product(self, w: torch.Tensor, idx: torch.Tensor, every_feature: bool) -> torch.Tensor:
+    def _product(self, w: torch.Tensor, idx: torch.Tensor, every_feature: bool, limbs: int) -> torch.Tensor:
         includes = self._includes(idx)
         excluded = self.excluded[idx]
         every_feature = every_feature and self.cols is not None
-        out = w.new_zeros(self.rows.n_features if every_feature else w.shape[0], w.shape[1])
-        for k, (_, _, z, x) in enumerate(self.rows):
-            z_s = z
-            if self.cols is not None:
-                z_s = self._z[k] if self._z is not None else z.index_select(1, self.cols)
-            p = _mm(z_s, w)
-            p.mul_(includes[k] if includes is not None else _include(x, excluded).to(p.dtype))
-            _add_mm_t(out, z if every_feature else z_s, p)
+        if self.fixed_point:
+            out = self._fixed_product(w, includes[0], every_feature, limbs)
+        else:
+            out = w.new_zeros(self.rows.n_features if every_feature else w.shape[0], w.shape[1])
+            for k, (_, _, z, x) in enumerate(self.rows):
+                z_s = z
+                if self.cols is not None:
+                    z_s = self._z[k] if self._z is not None else z.index_select(1, self.cols)
+                p = _mm(z_s, w)
+                p.mul_(includes[k] if includes is not None else _include(x, excluded).to(p.dtype))
+                _add_mm_t(out, z if every_feature else z_s, p)
         z_mean = self.z_mean.index_select(1, idx)
         z_mean_out = self._z_mean_all.index_select(1, idx) if every_feature else z_mean
         out.div_(self.n_rows[idx])
         out.sub_(z_mean_out * (z_mean * w).sum(0))
         return out
+
+    def _fixed_product(self, w: torch.Tensor, include: torch.Tensor, every_feature: bool, limbs: int) -> torch.Tensor:
+        """Zᵀ(s_t ⊙ Z w) from the raw rows X = Z + 1·meanᵀ by int8 GEMMs: Z w = X w − meanᵀw and
+        Zᵀp = Xᵀp − mean·(1ᵀp), each X product exact on `limbs` digits of its float factor (`fixed_mm`)."""
+        x8, xt8 = self.rows.int8()
+        mean = self.rows.mean
+        x8_s, xt8_s, mean_s = x8, xt8, mean
+        if self.cols is not None:
+            (x8_s, xt8_s), mean_s = self._x8, mean.index_select(0, self.cols)
+        p = fixed_mm(x8_s, w, limbs).sub_(mean_s @ w).mul_(include)
+        mean_out = mean if every_feature else mean_s
+        return fixed_mm(xt8 if every_feature else xt8_s, p, limbs).sub_(torch.outer(mean_out, p.sum(0)))
 
     def lipschitz(self, idx: torch.Tensor) -> torch.Tensor:
         """Initial curvature bound per target, (T,)."""
@@ -372,6 +428,38 @@ def _add_mm_t(out: torch.Tensor, z: torch.Tensor, p: torch.Tensor) -> None:
         out.addmm_(z.T, p)
 
 
+def _canonical(a: torch.Tensor) -> torch.Tensor:
+    """a with row-major strides (K, 1), copied if needed: torch._int_mm on CPU misreads a (1, K) matrix whose
+    strides are (1, 1), which `contiguous()` leaves as it is (measured: garbage sums)."""
+    return a if a.stride() == (a.shape[1], 1) else torch.empty(a.shape, dtype=a.dtype, device=a.device).copy_(a)
+
+
+def fixed_mm(a: torch.Tensor, v: torch.Tensor, limbs: int) -> torch.Tensor:
+    """a (R, K) int8 @ v (K, T) float: (R, T) float32 by one int8 GEMM (torch._int_mm, exact int32 sums; 4×
+    a float32 GEMM here) over a fixed-point copy of v with `limbs` int8 digits a column: v ≈ scale·Σ_k 256^k·d_k
+    with scale = max|v_t|/(127·256^(limbs−1)), each value off by at most scale/2 (3 limbs: 2⁻²⁴·max|v_t|, a
+    float32's rounding). The digit columns are padded to a multiple of 8, where the GEMM runs fastest; the
+    digits are split off in float32, exact on integers below 2²⁴, in place where it can (fresh large tensors
+    cost page faults here)."""
+    K, T = v.shape
+    scale = torch.maximum(v.amax(0), v.amin(0).neg_()).div_(127 * 256 ** (limbs - 1))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
+    n = limbs * T
+    b = torch.empty(K, n + (-n % 8), dtype=torch.int8, device=v.device)
+    b[:, n:] = 0
+    q = (v / scale).round_()
+    for k in range(limbs - 1):  # the lowest digit d in [-128, 127], then q = (q - d) / 256
+        high = q.add(128).div_(256).floor_()
+        b[:, k * T:(k + 1) * T] = q.add_(high, alpha=-256)
+        q = high
+    b[:, (limbs - 1) * T:n] = q
+    sums = torch._int_mm(_canonical(a), b).to(torch.float32)  # |sums| ≤ 128·K: exact below K = 2¹⁷
+    out = sums[:, :T].mul(scale)
+    for k in range(1, limbs):
+        out.addcmul_(sums[:, k * T:(k + 1) * T], scale * 256 ** k)
+    return out
+
+
 def _put(dst: torch.Tensor, columns: torch.Tensor, src: torch.Tensor, src_columns: torch.Tensor | None = None) -> None:
     """dst[:, columns] = src[:, src_columns or columns], in place; index_select/index_copy_ run ~25x faster
     on CPU than advanced indexing for the few columns a solver step touches."""
@@ -400,7 +488,7 @@ class SolveStats:
     hw: torch.Tensor  # (F, T) H·w at the returned w, to warm-start the next solve
 
 
-def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, hw0=None):
+def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, hw0=None, limbs: int = STEP_LIMBS):
     """Solve every target of `idx` at its own λ by FISTA with adaptive restart and adaptive steps.
 
     q : (F, T) and c0 : (T,) for the targets `idx`; lam, lipschitz : (T,); w0 : (F, T) warm start,
@@ -483,7 +571,7 @@ def fista(design, q, c0, lam, w0, lipschitz, idx, *, tol: float, max_iter: int, 
         u = torch.addcdiv(v, hv - q_l, lip, value=-1)
         shrink = lam_l / lip
         cand = u.sub_(u.clamp(-shrink, shrink))
-        hcand = design.apply(cand, tgt)
+        hcand = design.step(cand, v, hv, tgt, limbs)
         steps += 1
     return w_out, SolveStats(n_iter, gap_out, lip_out, hw_out)
 
@@ -511,25 +599,33 @@ def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: floa
     cols = everything if len(cols) > WORKING_SET_MAX * F else cols
     if hw0 is not None and len(cols) < F:
         hw0 = None if w0.index_fill(0, cols, 0).any() else hw0.index_select(0, cols)
+    limbs = STEP_LIMBS
     while True:
         q_t, lam_t, c0_t = q.index_select(1, todo), lam[todo], c0[todo]
         whole = len(cols) == F
         sub = design if whole else design.on(cols)
         w_s, stats = fista(sub, q_t.index_select(0, cols), c0_t, lam_t,
                            w_cur.index_select(1, todo).index_select(0, cols), lip_out[todo], idx[todo], tol=tol,
-                           max_iter=max_iter - n_iter[todo], hw0=hw0)
+                           max_iter=max_iter - n_iter[todo], hw0=hw0, limbs=limbs)
         n_iter[todo] += stats.n_iter
         lip_out[todo] = stats.lipschitz
         w_t = w_s if whole else torch.zeros_like(q_t).index_copy_(0, cols, w_s)
-        hw_t = stats.hw if whole else sub.kkt(w_s, idx[todo])  # the KKT check: the gradient on all features
-        gap = stats.gap if whole else _duality_gap(w_t, hw_t, q_t, c0_t, lam_t)
+        # The KKT check, the gradient on all features, by an exact product; also on all features when FISTA's
+        # fixed-point steps carried H·w along.
+        checked = not whole or design.fixed_point
+        hw_t = sub.kkt(w_s, idx[todo]) if checked else stats.hw
+        gap = _duality_gap(w_t, hw_t, q_t, c0_t, lam_t) if checked else stats.gap
         violated = ((hw_t - q_t).abs_() > lam_t).index_fill_(0, cols, False)
-        again = (gap > tol * 2 * c0_t) & violated.any(0) & (n_iter[todo] < max_iter)
+        # Again where the gap is open: with new features, or where FISTA stopped on a gap that the exact product
+        # does not confirm (it moved this round, so it moves again from the exact H·w).
+        again = (gap > tol * 2 * c0_t) & (violated.any(0) | (stats.n_iter > 0)) & (n_iter[todo] < max_iter)
         w_cur.index_copy_(1, todo, w_t)
         hw_out.index_copy_(1, todo, hw_t)
         gap_out[todo] = gap
         if not again.any():
             break
+        if (again & ~violated.any(0)).any():  # FISTA's fixed-point steps left too much rounding: go exact
+            limbs = EXACT_LIMBS
         todo, keep = todo[again], again.nonzero().squeeze(1)
         cols = torch.cat([cols, violated.index_select(1, keep).any(1).nonzero().squeeze(1)]).sort().values
         cols = everything if len(cols) > WORKING_SET_MAX * F else cols

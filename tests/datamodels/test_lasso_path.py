@@ -166,3 +166,79 @@ def test_thin_products_equal_numpy(targets):
     lasso._add_mm_t(out, torch.from_numpy(z), torch.from_numpy(p))
     np.testing.assert_allclose(lasso._mm(torch.from_numpy(z), torch.from_numpy(w)).numpy(), z @ w, rtol=1e-12)
     np.testing.assert_allclose(out.numpy(), 1 + z.T @ p, rtol=1e-12)
+
+
+@pytest.mark.parametrize("limbs", [1, 2, lasso.EXACT_LIMBS])
+def test_fixed_mm_is_within_half_a_step_of_each_value(limbs):
+    """a @ v on 0/1 rows equals the float64 product up to the fixed-point rounding of v: at most half a step
+    scale_t = max|v_t|/(127·256^(limbs−1)) per value, summed over a row's ones (plus float32's last bits)."""
+    rng = np.random.default_rng(limbs)
+    a = rng.random((70, 300)) < 0.5
+    v = rng.normal(size=(300, 13)) * np.logspace(-6, 3, 13)  # columns of very different sizes
+    v[:, 4] = 0.0
+    v[7, 9] = -1e4  # one large value sets its column's step
+    out = lasso.fixed_mm(torch.from_numpy(a.view(np.int8)), torch.from_numpy(v.astype(np.float32)), limbs).numpy()
+    exact = a.astype(np.float64) @ v.astype(np.float32).astype(np.float64)
+    step = np.abs(v.astype(np.float32)).max(0) / (127 * 256 ** (limbs - 1))
+    bound = a.sum(1, keepdims=True) * step / 2 + 1e-6 * (a.astype(np.float64) @ np.abs(v))
+    assert (np.abs(out - exact) <= bound).all()
+    assert not out[:, 4].any()
+    if limbs == 1:  # one digit is coarse: the bound is not vacuous
+        assert np.abs(out - exact).max() > 1e-3 * bound.max()
+
+
+def test_fixed_mm_reads_a_one_row_matrix_with_degenerate_strides():
+    """torch._int_mm misreads a (1, K) int8 matrix with strides (1, 1), which contiguous() keeps as it is."""
+    row = torch.from_numpy((np.random.default_rng(0).random((300, 1)) < 0.5).view(np.int8)).T
+    assert row.stride() == (1, 1) and row.is_contiguous()
+    v = torch.from_numpy(np.random.default_rng(1).normal(size=(300, 500)).astype(np.float32))
+    np.testing.assert_allclose(lasso.fixed_mm(row, v, lasso.EXACT_LIMBS).numpy(),
+                               row.double().numpy() @ v.double().numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_fixed_point_products_equal_the_float64_ones(problem):
+    """On resident float32 rows a CPU design multiplies by int8 GEMMs; H·w, its restriction to a working set,
+    the KKT product over all features and a FISTA step from a nearby point all equal float64's float products."""
+    masks, margins = problem
+    designs = [TargetBlock(MaskRows(masks, np.arange(len(masks)), dtype=dt), margins, COLUMNS, N_TRAIN).quadratic()[0]
+               for dt in (torch.float32, torch.float64)]
+    fixed, exact = designs
+    assert fixed.fixed_point and not exact.fixed_point
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(N_TRAIN, len(COLUMNS))) * (rng.random((N_TRAIN, len(COLUMNS))) < 0.5)
+    idx = torch.arange(len(COLUMNS))
+    w32, w64 = torch.from_numpy(w.astype(np.float32)), torch.from_numpy(w)
+    ref = exact.apply(w64, idx).numpy()
+    np.testing.assert_allclose(fixed.apply(w32, idx).numpy(), ref, rtol=1e-5, atol=1e-5)
+    cols = torch.tensor([1, 4, 5, 9, 17])
+    sub32, sub64 = fixed.on(cols), exact.on(cols)
+    np.testing.assert_allclose(sub32.apply(w32[cols], idx).numpy(), sub64.apply(w64[cols], idx).numpy(), atol=1e-5)
+    np.testing.assert_allclose(sub32.kkt(w32[cols], idx).numpy(), sub64.kkt(w64[cols], idx).numpy(), atol=1e-5)
+    near = w64 + 1e-3 * torch.from_numpy(rng.normal(size=w.shape))
+    step = fixed.step(near.float(), w32, torch.from_numpy(ref).float(), idx, lasso.STEP_LIMBS).numpy()
+    np.testing.assert_allclose(step, exact.apply(near, idx).numpy(), atol=1e-5)
+
+
+def test_fixed_point_steps_end_on_an_exact_duality_gap(problem, monkeypatch):
+    """With one coarse digit a step, FISTA's own H·w drifts, so its stopping gap is not the true one: every
+    answer is checked by an exact product and solved on until the exact gap is within tol."""
+    monkeypatch.setattr(lasso, "STEP_LIMBS", 1)
+    rounds = []
+
+    def spy(*args, **kwargs):
+        rounds.append(kwargs["limbs"])
+        return fista(*args, **kwargs)
+    fista = lasso.fista
+    monkeypatch.setattr(lasso, "fista", spy)
+    masks, margins = problem
+    block = TargetBlock(MaskRows(masks, np.arange(len(masks))), margins, COLUMNS, N_TRAIN)
+    design, q, c0 = block.quadratic()
+    lam = 0.02 * block.lambda_max()
+    w, _, stats = lasso_solve(block, lam, tol=1e-6, working_sets=False)
+    assert rounds[0] == 1 and rounds[1:] and set(rounds[1:]) == {lasso.EXACT_LIMBS}  # reopened, then exact steps
+    exact = TargetBlock(MaskRows(masks, np.arange(len(masks)), dtype=torch.float64), margins, COLUMNS, N_TRAIN)
+    hw = exact.quadratic()[0].apply(w.double(), torch.arange(len(COLUMNS)))
+    np.testing.assert_allclose(stats.hw.numpy(), hw.numpy(), atol=1e-5)
+    gap = lasso._duality_gap(w.double(), hw, q.double(), c0.double(), lam.double())
+    np.testing.assert_allclose(stats.gap.double().numpy(), gap.numpy(), atol=3e-7)  # float32 sums
+    assert (gap <= 1e-6 * 2 * c0.double() + 3e-7).all() and (stats.n_iter < 1000).all()
