@@ -453,11 +453,17 @@ def fixed_mm(a: torch.Tensor, v: torch.Tensor, limbs: int) -> torch.Tensor:
         b[:, k * T:(k + 1) * T] = q.add_(high, alpha=-256)
         q = high
     b[:, (limbs - 1) * T:n] = q
-    sums = torch._int_mm(_canonical(a), b).to(torch.float32)  # |sums| ≤ 128·K: exact below K = 2¹⁷
-    out = sums[:, :T].mul(scale)
-    for k in range(1, limbs):
-        out.addcmul_(sums[:, k * T:(k + 1) * T], scale * 256 ** k)
-    return out
+    sums = torch._int_mm(_canonical(a), b)  # |sums of a digit| ≤ 128·K
+    digit = [sums[:, k * T:(k + 1) * T] for k in range(limbs)]
+    if limbs > 1 and K < 1 << 16:  # the top two digits' sums in int32 (≤ 2¹⁵·K + 2⁷·K < 2³¹), then Horner
+        out = digit[-2].add_(digit[-1], alpha=256).to(torch.float32)
+        for k in range(limbs - 3, -1, -1):
+            out.mul_(256).add_(digit[k])
+        return out.mul_(scale)
+    out = digit[-1].to(torch.float32)
+    for k in range(limbs - 2, -1, -1):
+        out.mul_(256).add_(digit[k])
+    return out.mul_(scale)
 
 
 def _put(dst: torch.Tensor, columns: torch.Tensor, src: torch.Tensor, src_columns: torch.Tensor | None = None) -> None:
