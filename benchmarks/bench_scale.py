@@ -10,7 +10,7 @@ images per target). Then, each stage in a fresh process so its peak RSS is its o
   top-up    10 % more models' shards, merged again: bytes written against the run's bytes
   fit       one block of --fit-targets test targets through the fit's own solver (the 50-λ path on a
             validation split, then the refit), timed and extrapolated to every target, first without
-            working sets (the solver before them), then as `fit` runs it; and a projection
+            working sets and fixed-point products (the solver before them), then as `fit` runs it; and a projection
             of the whole fit at 300,000 models on a GPU, from GEMM rates measured here and an assumed one
 With --with-analyze-and-pages it then runs benchmarks/bench_analyze.py (analyze at CIFAR shape) and
 benchmarks/bench_dashboard.py (every page's query), each on its own synthetic run of fitted-looking
@@ -104,8 +104,8 @@ def gemm_tflops(device: str, size: int = 4096) -> float:
 def fit_block(out: Path, n_targets: int, device: str, working_sets: bool = True) -> dict:
     """One block of test targets through the fit's solver (backend.datamodels.fit), as `fit` runs it.
 
-    working_sets=False: the solver before working sets (every FISTA product over all features, the whole
-    block in one batch), for the before-and-after in one run.
+    working_sets=False: the solver before working sets and fixed-point products (every FISTA product over all
+    features in float32 GEMMs, the whole block in one batch), for the before-and-after in one run.
     """
     from functools import partial
 
@@ -113,11 +113,12 @@ def fit_block(out: Path, n_targets: int, device: str, working_sets: bool = True)
 
     import backend.datamodels.fit as fit_module
     from backend.datamodels.fit import DEFAULT_MEMORY, _Fitter, _Steps, memory_model
-    from backend.datamodels.lasso import lasso_path, lasso_solve
+    from backend.datamodels.lasso import MaskRows, lasso_path, lasso_solve
 
     if not working_sets:
         fit_module.lasso_path = partial(lasso_path, working_sets=False, group=n_targets)
         fit_module.lasso_solve = partial(lasso_solve, working_sets=False)
+        MaskRows.fixed_point = property(lambda rows: False)  # this child process only
     from backend.store.run_dir import Run
     from backend.training.engine import resolve_device
 
@@ -195,13 +196,13 @@ def main() -> None:
     f = fit["result"]
     per_target = f["seconds"] / f["targets"]
     before_per_target = before["seconds"] / before["targets"]
-    rows.append((f"fit, {f['targets']} test targets, no working sets", before["seconds"], float("nan"),
+    rows.append((f"fit, {f['targets']} test targets, before", before["seconds"], float("nan"),
                  f"{before_per_target:.3f} s/target → {before_per_target * all_targets / 3600:,.1f} h for all "
                  f"{all_targets:,}"))
     rows.append((f"fit, {f['targets']} test targets", fit["seconds"], fit["rss_mib"],
                  f"{per_target:.3f} s/target → {per_target * all_targets / 3600:,.1f} h for all {all_targets:,}; "
                  f"{before_per_target / per_target:.1f}x wall, {before['cpu_seconds'] / f['cpu_seconds']:.1f}x CPU s "
-                 "of the solver without working sets"))
+                 "of the solver before (no working sets, float32 products)"))
     print(f"\n{'stage':34s} {'seconds':>9s} {'peak RSS MiB':>13s}   (load average {os.getloadavg()[0]:.2f})")
     for name, seconds, rss, note in rows:
         print(f"{name:34s} {seconds:9.1f} {rss:13.0f}  {note}")

@@ -243,8 +243,7 @@ class MaskedDesign:
         sub = copy.copy(self)
         sub.cols, sub.z_mean, sub._z_mean_all = cols, self.z_mean.index_select(0, cols), self.z_mean
         if self.fixed_point:
-            x8, xt8 = self.rows.int8()
-            sub._x8 = (x8.index_select(1, cols), xt8.index_select(0, cols))
+            sub._xt8 = self.rows.int8()[1].index_select(0, cols)  # X[:, S] is its transposed view
         else:
             sub._z = [z.index_select(1, cols) for _, _, z, _ in self.rows] if self.rows.resident else None
         return sub
@@ -306,7 +305,7 @@ class MaskedDesign:
         mean = self.rows.mean
         x8_s, xt8_s, mean_s = x8, xt8, mean
         if self.cols is not None:
-            (x8_s, xt8_s), mean_s = self._x8, mean.index_select(0, self.cols)
+            x8_s, xt8_s, mean_s = self._xt8.T, self._xt8, mean.index_select(0, self.cols)
         p = fixed_mm(x8_s, w, limbs).sub_(mean_s @ w).mul_(include)
         mean_out = mean if every_feature else mean_s
         return fixed_mm(xt8 if every_feature else xt8_s, p, limbs).sub_(torch.outer(mean_out, p.sum(0)))
@@ -440,8 +439,11 @@ def fixed_mm(a: torch.Tensor, v: torch.Tensor, limbs: int) -> torch.Tensor:
     with scale = max|v_t|/(127·256^(limbs−1)), each value off by at most scale/2 (3 limbs: 2⁻²⁴·max|v_t|, a
     float32's rounding). The digit columns are padded to a multiple of 8, where the GEMM runs fastest; the
     digits are split off in float32, exact on integers below 2²⁴, in place where it can (fresh large tensors
-    cost page faults here)."""
+    cost page faults here). `a` may be the transposed view of a row-major (K, R) matrix: the product is then
+    taken as (dᵀ aᵀ)ᵀ, so a working set's rows of Xᵀ serve both products and X's columns are never gathered
+    (that gather cost 100 ms at 1,980 × 18,000 of 50,000 columns, a product 14 to 18)."""
     K, T = v.shape
+    transposed = a.stride() != (K, 1) and a.T.stride() == (a.shape[0], 1)
     scale = torch.maximum(v.amax(0), v.amin(0).neg_()).div_(127 * 256 ** (limbs - 1))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
     n = limbs * T
@@ -453,7 +455,8 @@ def fixed_mm(a: torch.Tensor, v: torch.Tensor, limbs: int) -> torch.Tensor:
         b[:, k * T:(k + 1) * T] = q.add_(high, alpha=-256)
         q = high
     b[:, (limbs - 1) * T:n] = q
-    sums = torch._int_mm(_canonical(a), b)  # |sums of a digit| ≤ 128·K
+    # |sums of a digit| ≤ 128·K
+    sums = torch._int_mm(b.T.contiguous(), a.T).T if transposed else torch._int_mm(_canonical(a), b)
     digit = [sums[:, k * T:(k + 1) * T] for k in range(limbs)]
     if limbs > 1 and K < 1 << 16:  # the top two digits' sums in int32 (≤ 2¹⁵·K + 2⁷·K < 2³¹), then Horner
         out = digit[-2].add_(digit[-1], alpha=256).to(torch.float32)
