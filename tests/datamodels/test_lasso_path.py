@@ -170,7 +170,8 @@ def test_thin_products_equal_numpy(targets):
 
 @pytest.mark.parametrize("limbs", [1, 2, lasso.EXACT_LIMBS])
 @pytest.mark.parametrize("rows, k", [(70, 300), (3, 70_000)])  # sums combined in int32 below K = 2**16, else float
-def test_fixed_mm_is_within_half_a_step_of_each_value(limbs, rows, k):
+@pytest.mark.parametrize("transposed", [False, True])  # a as the transposed view of a row-major matrix
+def test_fixed_mm_is_within_half_a_step_of_each_value(limbs, rows, k, transposed):
     """a @ v on 0/1 rows equals the float64 product up to the fixed-point rounding of v: at most half a step
     scale_t = max|v_t|/(127·256^(limbs−1)) per value, summed over a row's ones (plus float32's last bits)."""
     rng = np.random.default_rng(limbs)
@@ -178,7 +179,9 @@ def test_fixed_mm_is_within_half_a_step_of_each_value(limbs, rows, k):
     v = rng.normal(size=(k, 13)) * np.logspace(-6, 3, 13)  # columns of very different sizes
     v[:, 4] = 0.0
     v[7, 9] = -1e4  # one large value sets its column's step
-    out = lasso.fixed_mm(torch.from_numpy(a.view(np.int8)), torch.from_numpy(v.astype(np.float32)), limbs).numpy()
+    a8 = torch.from_numpy(a.view(np.int8))
+    a8 = a8.T.contiguous().T if transposed else a8
+    out = lasso.fixed_mm(a8, torch.from_numpy(v.astype(np.float32)), limbs).numpy()
     exact = a.astype(np.float64) @ v.astype(np.float32).astype(np.float64)
     step = np.abs(v.astype(np.float32)).max(0) / (127 * 256 ** (limbs - 1))
     bound = a.sum(1, keepdims=True) * step / 2 + 1e-6 * (a.astype(np.float64) @ np.abs(v))
