@@ -46,27 +46,40 @@ union (tried: groups of ~16 where a GEMM's column cost flattens), lost on digits
 14–16): the sets of a random mask design overlap little, and a GEMM on few targets costs nearly as much
 as on many.
 
-Per-target rows cost what their products cost. The whole 50-λ path of a digits training target takes ~400
-products (`bench_lasso.py --run` on digits, 262 training targets, one thread, load 14–16: 200 ms of CPU
-a target against scikit-learn's 308, 1.5×, objective excess ≤ 4.5e-5), each two M×F GEMM columns
-(4 · 4,500 · 1,297 = 23 MFLOP): 9.2 GFLOP against ~85 GFLOP/s for one core's float32 GEMM here, so
-≥ 110 ms, where scikit-learn's Gram-based coordinate descent takes ~300 ms (its float64 Gram of
-2,500 × 1,297 rows is most of that). Ten times scikit-learn needs a tenth of these flops, which neither
-working sets give (the chosen λ keeps half of the 1,297 features) nor a per-target Gram (M_t·F², ~27 ms
-in int8 GEMMs, then 400 memory-bound F×F matrix-vector products of ~0.5 ms).
-The thin products (`_mm`, THIN_TARGETS) are what the tail of a batch needs: when few targets of a λ step are
-left, BLAS's tall Zᵀ·P took as long for 4 targets as for 128; the transposed forms make the fit's training
-targets 76 → 57 ms of CPU a target (digits, 256 targets, path with validation and patience, one thread,
-best of two runs side by side in one process, load 20–25; test targets, on the Gram, 9.4 and 9.7).
+Per-target rows cost what their products cost: the whole 50-λ path of a digits training target takes ~400
+of them, each two M×F GEMM columns (4 · 4,500 · 1,297 = 23 MFLOP), 9.2 GFLOP against ~90 GFLOP/s for one
+core's float32 GEMM here. So on resident float32 rows on a CPU (`MaskRows.fixed_point`) the products run
+in fixed point (`fixed_mm`): X is 0/1, so X·v is exact in integers once v is. v's columns become `limbs`
+int8 digits of a fixed-point copy and one int8 GEMM with int32 sums (torch._int_mm) takes all digits at
+once, at 360–420 G multiply-adds a second against float32's 88–94 (4,500 × 1,297 × 256, one thread);
+Z = X − 1·meanᵀ goes through X (Z w = X w − meanᵀw, Zᵀp = Xᵀp − mean·1ᵀp). Every product whose result
+is kept (a solve's first, the KKT check, the check that ends every solve) takes three digits, 24 bits,
+a float32's mantissa. FISTA's steps multiply only the change of the iterate, hv + H·(cand − v), on
+STEP_LIMBS = 2 digits: near the answer the change is small and so is its rounding. H·w carried along by
+steps drifts by those roundings, so a solve ends on an exact product and its exact duality gap, and a
+target whose gap it does not confirm is solved on with exact steps. One digit a step took more steps,
+and late in a path most targets failed that check (107 against 97 ms a digits whole path). Measured in
+turn, one thread, load about 1: the fit's training targets on digits (256, path with validation and
+patience, refit) 55.7 → 31.2 ms of CPU a target, the whole 50-λ path (`bench_lasso.py --run`) 146.9 →
+87.4 ms (scikit-learn's 224: 1.6× → 2.6×), objective excess ≤ 5.1e-5 at every λ; on the full
+Fashion-MNIST run (2,000 models × 60,000 features, 64 targets, `gram=False`) training targets 0.73 →
+0.46 s and test targets 0.72 → 0.44 s a target, every λ the same. Ten times scikit-learn on the whole
+path (22 ms) stays out of reach: the steps' two-digit products alone run at ~170 G a second, ≥ 55 ms.
+The thin products (`_mm`, THIN_TARGETS) are what the tail of a batch needs on float rows: when few targets
+of a λ step are left, BLAS's tall Zᵀ·P took as long for 4 targets as for 128; the transposed forms made the
+fit's training targets 76 → 57 ms of CPU a target before fixed point (digits, 256 targets, one thread, load
+20–25). `_int_mm` pads its digit columns to a multiple of 8 instead, where it runs fastest.
 
 The validation choice has a tie rule (`improves`): a step beats the best so far only when its score is
 lower by more than SCORE_RTOL (1e-3) relatively, so thread count, block size and `--ray` (float summation
 order) and the solver tolerance do not flip the chosen λ on near-ties; the larger λ wins ties, and
 patience counts steps by the same rule. On the digits run, fits at 1 and 2 threads, in one block and as
-`--ray auto` tasks of 300 targets at one thread each chose all 1,797 λ alike; weights within 6.1e-5.
+`--ray auto` tasks of 300 targets at one thread each chose all 1,797 λ alike; weights within 6.1e-5
+(with fixed point: 1.1e-4; its int8 sums are exact, whatever the threads).
 
 Memory: the mask rows stay on the device as float when M·F·itemsize ≤ `resident_bytes` (2 GiB), else
-they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product.
+they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product;
+fixed point adds their int8 transpose (M·F bytes) and a working set's rows of it (M·S).
 A block of T targets holds its margins and row sets (2·M·T floats), about twelve F×T tensors of
 solver state, and, for a `GramDesign`, the F×F Gram matrix shared by all blocks on those rows (built
 in float64: 8·F² bytes while it is summed); `TargetBlock(gram=False)` avoids it when F is large.
