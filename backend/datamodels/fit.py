@@ -130,26 +130,27 @@ def memory_model(n_models: int, n_train: int, memory: int) -> tuple[int, int, bo
     Peak RSS ≈ fixed + block_targets · per_target, whatever the number of targets: the outputs are
     written block by block (backend.store.blocks) and each block's margin columns are read through a
     mapping closed after the read (backend.store.rows.read_columns). fixed = the interpreter and torch
-    (BASE_BYTES), the masks file's pages (M·F bytes), the fit, validation and all-model row sets (float and bool: 5 bytes per entry,
-    2M·F entries, each set above RESIDENT_BYTES re-read in CHUNK_BYTES chunks instead), on resident rows the
-    int8 transposed copies of the fit and all-model rows and a working set's int8 columns in both layouts
-    (lasso.fixed_mm: at most 3M·F bytes; a streamed set's float columns instead, at most F/2 of them) and, when
-    16·F² ≤ memory/4, the two F×F Gram matrices (float32, summed in float64). per_target = float32
-    margins (read once, then split into fit/validation/all rows, plus the row sets of eq. 9: 5·M), an exact
-    product's int32 sums of three digits and their float32 copy (6·M) and the solver state (~22 F-length
-    vectors: path, FISTA, the written row).
+    (BASE_BYTES), the masks file's pages (M·F bytes), the fit, validation and all-model row sets (on a CPU
+    the 0/1 rows and their int8 transpose for the fixed-point products, lasso.fixed_mm: 2 bytes per entry,
+    2M·F entries; each set above RESIDENT_BYTES as float is re-read in CHUNK_BYTES chunks instead), a working
+    set's rows of the transpose (at most F/2 of them: M·F/2 bytes; a streamed chunk's float columns instead)
+    and, when 16·F² ≤ memory/4, the two F×F Gram matrices (float32, summed in float64). per_target = float32
+    margins (read once, then split into fit/validation/all rows, plus the row sets of eq. 9: 5·M) and ~47
+    F-length vectors: the solver state (path, FISTA, the written row) and the fixed-point products' digits,
+    int32 sums and float copies, with the allocator's slack (measured: the peak RSS of fits of full
+    Fashion-MNIST at 31 and 62 targets a block rose 11.3 MB a target).
     """
     def row_set(n: int) -> int:
-        return 5 * n * n_train if 4 * n * n_train <= RESIDENT_BYTES else 5 * CHUNK_BYTES // 4
+        return 2 * n * n_train if 4 * n * n_train <= RESIDENT_BYTES else 5 * CHUNK_BYTES // 4
 
     n_val = n_models // 10
     gram = 16 * n_train * n_train <= memory // 4
-    # int8 copies for the fixed-point products, or a streamed working set's float columns (at most half the
+    # A working set's rows of the int8 transpose, or of a streamed chunk its float columns (at most half the
     # features: lasso.WORKING_SET_MAX).
-    gathered = 3 * n_models * n_train if 4 * n_models * n_train <= RESIDENT_BYTES else CHUNK_BYTES // 2
+    gathered = n_models * n_train // 2 if 4 * n_models * n_train <= RESIDENT_BYTES else CHUNK_BYTES // 2
     fixed = (BASE_BYTES + n_models * n_train + row_set(n_models - n_val) + row_set(n_val) + row_set(n_models)
              + gathered + (16 * n_train * n_train if gram else 0))
-    return fixed, 4 * (11 * n_models + 22 * n_train), gram
+    return fixed, 4 * (5 * n_models + 47 * n_train), gram
 
 
 def block_targets_for(memory: int, n_models: int, n_train: int) -> int:

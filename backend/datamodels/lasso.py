@@ -130,22 +130,24 @@ class MaskRows:
         for lo, hi in self.spans():
             counts += self._read(lo, hi).sum(axis=0)
         self.mean = torch.as_tensor(counts / max(self.n, 1), dtype=dtype, device=self.device)
-        self._chunks = [self._convert(lo, hi) for lo, hi in self.spans()] if self.resident else None
+        self._chunks = None
+        if self.fixed_point:  # the 0/1 rows and their int8 transpose only: no float copy (4·M·F bytes)
+            x = torch.as_tensor(self._read(0, self.n))
+            self._chunks = [(None, x)]
+            self._int8 = (x.view(torch.int8), _canonical(x.view(torch.int8).T))
+        elif self.resident:
+            self._chunks = [self._convert(lo, hi) for lo, hi in self.spans()]
         self._gram: torch.Tensor | None = None
         self._top: torch.Tensor | None = None
-        self._int8: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def fixed_point(self) -> bool:
-        """Whether `MaskedDesign` multiplies these rows by int8 GEMMs (`fixed_mm`, float32's precision):
-        resident float32 rows on a CPU."""
+        """Whether these rows are multiplied by int8 GEMMs (`fixed_mm`, float32's precision) and kept as
+        0/1 rows and their int8 transpose only (2·M·F bytes, no float copy): resident float32 rows on a CPU."""
         return self.resident and self.device.type == "cpu" and self.dtype == torch.float32 and self.n > 0
 
     def int8(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The raw 0/1 rows as int8, (M, F), and their transposed copy, (F, M); built once (2·M·F bytes)."""
-        if self._int8 is None:
-            x = self._chunks[0][1].view(torch.int8)
-            self._int8 = (x, _canonical(x.T))
+        """The raw 0/1 rows as int8, (M, F), and their transposed copy, (F, M), of fixed-point rows."""
         return self._int8
 
     def spans(self) -> list[tuple[int, int]]:
@@ -159,8 +161,8 @@ class MaskRows:
         x = torch.as_tensor(self._read(lo, hi), device=self.device)
         return x.to(self.dtype) - self.mean, x
 
-    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """(lo, hi, Z, X): Z the centred float rows (m, F), X the bool rows (m, F)."""
+    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor | None, torch.Tensor]]:
+        """(lo, hi, Z, X): Z the centred float rows (m, F), None on fixed-point rows, X the bool rows (m, F)."""
         for k, (lo, hi) in enumerate(self.spans()):
             z, x = self._chunks[k] if self._chunks is not None else self._convert(lo, hi)
             yield lo, hi, z, x
@@ -178,9 +180,13 @@ class MaskRows:
             rq = torch.zeros((), dtype=self.dtype, device=self.device)
             for _ in range(steps):
                 v = v / v.norm().clamp(min=1e-30)
-                hv = torch.zeros_like(v)
-                for _, _, z, _ in self:
-                    hv.addmm_(z.T, z @ v)
+                if self.fixed_point:
+                    x8, xt8 = self.int8()
+                    hv = centred_product(x8, xt8, self.mean, self.mean, v, EXACT_LIMBS)
+                else:
+                    hv = torch.zeros_like(v)
+                    for _, _, z, _ in self:
+                        hv.addmm_(z.T, z @ v)
                 hv /= max(self.n, 1)
                 rq = (v * hv).sum()
                 v = hv
@@ -312,16 +318,13 @@ class MaskedDesign:
         return out
 
     def _fixed_product(self, w: torch.Tensor, include: torch.Tensor, every_feature: bool, limbs: int) -> torch.Tensor:
-        """Zᵀ(s_t ⊙ Z w) from the raw rows X = Z + 1·meanᵀ by int8 GEMMs: Z w = X w − meanᵀw and
-        Zᵀp = Xᵀp − mean·(1ᵀp), each X product exact on `limbs` digits of its float factor (`fixed_mm`)."""
         x8, xt8 = self.rows.int8()
         mean = self.rows.mean
         x8_s, xt8_s, mean_s = x8, xt8, mean
         if self.cols is not None:
             x8_s, xt8_s, mean_s = self._xt8.T, self._xt8, mean.index_select(0, self.cols)
-        p = fixed_mm(x8_s, w, limbs).sub_(mean_s @ w).mul_(include)
-        mean_out = mean if every_feature else mean_s
-        return fixed_mm(xt8 if every_feature else xt8_s, p, limbs).sub_(torch.outer(mean_out, p.sum(0)))
+        return centred_product(x8_s, xt8 if every_feature else xt8_s, mean_s, mean if every_feature else mean_s, w,
+                               limbs, include)
 
     def lipschitz(self, idx: torch.Tensor) -> torch.Tensor:
         """Initial curvature bound per target, (T,)."""
@@ -385,7 +388,8 @@ class TargetBlock:
             for lo, hi, z, x in rows:
                 yc = (self.y[lo:hi].double() - self.y_mean) * _include(x, self.excluded)
                 c0 += (yc * yc).sum(0)
-                q.addmm_(z.T, yc.to(dt))  # Σ_R (y−ȳ) = 0, so centring x by any constant is exact
+                # Σ_R (y−ȳ) = 0, so centring x by any constant is exact: Zᵀyc = Xᵀyc
+                q += fixed_mm(rows.int8()[1], yc.to(dt), EXACT_LIMBS) if z is None else z.T @ yc.to(dt)
             safe_n = self.n_rows.clamp(min=1)
             q /= safe_n.to(dt)
             c0 /= 2 * safe_n
@@ -415,7 +419,8 @@ class TargetBlock:
         offset = (rows.mean[:, None] * w).sum(0) + b  # predictions use raw x = z + mean
         sse = torch.zeros(len(idx), dtype=torch.float64, device=w.device)
         for lo, hi, z, x in rows:
-            r = self.y[lo:hi].index_select(1, idx).double() - (z @ w + offset).double()
+            pred = fixed_mm(rows.int8()[0], w, EXACT_LIMBS).add_(b) if z is None else z @ w + offset
+            r = self.y[lo:hi].index_select(1, idx).double() - pred.double()
             sse += (r * r * _include(x, excluded)).sum(0)
         n = self.n_rows[idx]
         return torch.where(n > 0, sse / n.clamp(min=1), torch.nan)
@@ -480,6 +485,19 @@ def fixed_mm(a: torch.Tensor, v: torch.Tensor, limbs: int) -> torch.Tensor:
     for k in range(limbs - 2, -1, -1):
         out.mul_(256).add_(digit[k])
     return out.mul_(scale)
+
+
+def centred_product(x8, xt8_out, mean, mean_out, w, limbs: int, include=None) -> torch.Tensor:
+    """Z_outᵀ(s ⊙ Z w), (F_out, T), from raw 0/1 rows by int8 GEMMs, Z = X − 1·meanᵀ: Z w = X w − meanᵀw and
+    Z_outᵀp = X_outᵀp − mean_out·(1ᵀp), each X product exact on `limbs` digits of its float factor (`fixed_mm`).
+
+    x8 : (M, F) int8 rows X; xt8_out : (F_out, M) int8, X_outᵀ; mean (F,), mean_out (F_out,); w (F, T);
+    include : (M, T) float row sets s, or None for every row.
+    """
+    p = fixed_mm(x8, w, limbs).sub_(mean @ w)
+    if include is not None:
+        p.mul_(include)
+    return fixed_mm(xt8_out, p, limbs).sub_(torch.outer(mean_out, p.sum(0)))
 
 
 def _put(dst: torch.Tensor, columns: torch.Tensor, src: torch.Tensor, src_columns: torch.Tensor | None = None) -> None:

@@ -143,9 +143,9 @@ def test_memory_flag_sets_the_block_and_rejects_nonsense(small_run, tmp_path):
     assert not (run / ".partial").exists() and not (run / "weights.npy").exists()
     result = run_cli("fit", "--run", run, "--n-lambdas", "3", "--memory", "401MiB", "--device", "cpu", "--json",
                      in_process=True)
-    # fixed: 400 MiB base + 150·120 mask bytes + 5·(135 + 15 + 150)·120 row-set bytes + 3·150·120 int8-copy
-    # bytes + 16·120² Gram bytes; per target: 4·(11·150 + 22·120) bytes; (401 MiB − fixed) // per target = 32
-    assert json.loads(result.stdout)["block_targets"] == 32
+    # fixed: 400 MiB base + 150·120 mask bytes + 2·(135 + 15 + 150)·120 row-set bytes + 150·120/2 working-set
+    # bytes + 16·120² Gram bytes; per target: 4·(5·150 + 47·120) bytes; (401 MiB − fixed) // per target = 28
+    assert json.loads(result.stdout)["block_targets"] == 28
 
 
 def test_the_fit_writes_the_test_weights_transposed_and_removals_read_them(small_run, reference, tmp_path):

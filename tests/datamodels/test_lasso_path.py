@@ -223,6 +223,23 @@ def test_fixed_point_products_equal_the_float64_ones(problem):
     np.testing.assert_allclose(step, exact.apply(near, idx).numpy(), atol=1e-5)
 
 
+def test_fixed_point_rows_keep_no_float_copy_and_give_float64_s_block(problem):
+    """Fixed-point rows hold the 0/1 rows and their int8 transpose only; a block's q, λ_max, validation MSE and
+    the rows' curvature bound, all from int8 products, equal float64's."""
+    masks, margins = problem
+    rows32, rows64 = (MaskRows(masks, np.arange(len(masks)), dtype=dt) for dt in (torch.float32, torch.float64))
+    assert rows32.fixed_point and all(z is None for _, _, z, _ in rows32)
+    blocks = [TargetBlock(rows, margins, COLUMNS, N_TRAIN) for rows in (rows32, rows64)]
+    np.testing.assert_allclose(blocks[0].quadratic()[1].numpy(), blocks[1].quadratic()[1].numpy(), atol=1e-6)
+    np.testing.assert_allclose(blocks[0].lambda_max().numpy(), blocks[1].lambda_max().numpy(), rtol=1e-6)
+    w = np.random.default_rng(4).normal(size=(N_TRAIN, len(COLUMNS))) * 0.1
+    b = np.linspace(-1, 1, len(COLUMNS))
+    idx = torch.arange(len(COLUMNS))
+    mse32 = blocks[0].mse(torch.from_numpy(w).float(), torch.from_numpy(b).float(), idx).numpy()
+    np.testing.assert_allclose(mse32, blocks[1].mse(torch.from_numpy(w), torch.from_numpy(b), idx).numpy(), rtol=1e-6)
+    assert rows32.top_eigenvalue().item() == pytest.approx(rows64.top_eigenvalue().item(), rel=1e-5)
+
+
 def test_fixed_point_steps_end_on_an_exact_duality_gap(problem, monkeypatch):
     """With one coarse digit a step, FISTA's own H·w drifts, so its stopping gap is not the true one: every
     answer is checked by an exact product and solved on until the exact gap is within tol."""
