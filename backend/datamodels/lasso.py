@@ -60,10 +60,12 @@ steps drifts by those roundings, so a solve ends on an exact product and its exa
 target whose gap it does not confirm is solved on with exact steps. One digit a step took more steps,
 and late in a path most targets failed that check (107 against 97 ms a digits whole path). Measured in
 turn, one thread, load about 1: the fit's training targets on digits (256, path with validation and
-patience, refit) 55.7 → 31.2 ms of CPU a target, the whole 50-λ path (`bench_lasso.py --run`) 146.9 →
-87.4 ms (scikit-learn's 224: 1.6× → 2.6×), objective excess ≤ 5.1e-5 at every λ; on the full
+patience, refit) 55.7 → 31–34 ms of CPU a target, the whole 50-λ path (`bench_lasso.py --run`) 146.9 →
+87–91 ms (scikit-learn's 220–240: 1.6× → 2.4–2.6×), objective excess ≤ 5.1e-5 at every λ; on the full
 Fashion-MNIST run (2,000 models × 60,000 features, 64 targets, `gram=False`) training targets 0.73 →
-0.46 s and test targets 0.72 → 0.44 s a target, every λ the same. Ten times scikit-learn on the whole
+0.46 s and test targets 0.72 → 0.44 s a target, every λ the same; bench_scale.py's block at 50,000
+features 1.10 → 0.23 s a target. Fixed-point rows keep no float copy: the 0/1 rows and their int8
+transpose (q, the validation MSE and the curvature bound are int8 products too). Ten times scikit-learn on the whole
 path (22 ms) stays out of reach: the steps' two-digit products alone run at ~170 G a second, ≥ 55 ms.
 The thin products (`_mm`, THIN_TARGETS) are what the tail of a batch needs on float rows: when few targets
 of a λ step are left, BLAS's tall Zᵀ·P took as long for 4 targets as for 128; the transposed forms made the
@@ -79,7 +81,8 @@ patience counts steps by the same rule. On the digits run, fits at 1 and 2 threa
 
 Memory: the mask rows stay on the device as float when M·F·itemsize ≤ `resident_bytes` (2 GiB), else
 they are re-read from the (memory-mapped) masks in chunks of `chunk_bytes` (256 MiB) at every product;
-fixed point adds their int8 transpose (M·F bytes) and a working set's rows of it (M·S).
+fixed-point rows are the 0/1 rows and their int8 transpose instead (2·M·F bytes), and a working set's rows
+of the transpose (M·S).
 A block of T targets holds its margins and row sets (2·M·T floats), about twelve F×T tensors of
 solver state, and, for a `GramDesign`, the F×F Gram matrix shared by all blocks on those rows (built
 in float64: 8·F² bytes while it is summed); `TargetBlock(gram=False)` avoids it when F is large.
