@@ -261,7 +261,8 @@ class MaskedDesign:
 
     def on(self, cols: torch.Tensor) -> "MaskedDesign":
         """The operator restricted to the features `cols` (S,): Z[:, S]ᵀ(s_t ⊙ Z[:, S] w_S)/M_t − z̄_S (z̄_Sᵀ w_S),
-        two M×S×T GEMMs per product. Resident rows gather their S columns once (M·S floats)."""
+        two M×S×T GEMMs per product. Resident rows gather their S columns once (M·S floats; fixed-point rows
+        the S rows of their int8 transpose, M·S bytes)."""
         sub = copy.copy(self)
         sub.cols, sub.z_mean, sub._z_mean_all = cols, self.z_mean.index_select(0, cols), self.z_mean
         if self.fixed_point:
@@ -272,7 +273,7 @@ class MaskedDesign:
 
     @property
     def fixed_point(self) -> bool:
-        """Products by int8 GEMMs on the raw 0/1 rows (`fixed_mm`): resident rows on a CPU."""
+        """Products by int8 GEMMs on the raw 0/1 rows (`fixed_mm`): resident float32 rows on a CPU."""
         return self.rows.fixed_point
 
     def _includes(self, idx: torch.Tensor) -> list | None:
