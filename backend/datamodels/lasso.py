@@ -133,11 +133,12 @@ class MaskRows:
         for lo, hi in self.spans():
             counts += self._read(lo, hi).sum(axis=0)
         self.mean = torch.as_tensor(counts / max(self.n, 1), dtype=dtype, device=self.device)
-        self._chunks = None
+        self._chunks, self._int8 = None, None
         if self.fixed_point:  # the 0/1 rows and their int8 transpose only: no float copy (4·M·F bytes)
             x = torch.as_tensor(self._read(0, self.n))
             self._chunks = [(None, x)]
-            self._int8 = (x.view(torch.int8), _canonical(x.view(torch.int8).T))
+            x8 = x.view(torch.int8)
+            self._int8 = (x8, _canonical(x8.T))
         elif self.resident:
             self._chunks = [self._convert(lo, hi) for lo, hi in self.spans()]
         self._gram: torch.Tensor | None = None
@@ -393,7 +394,10 @@ class TargetBlock:
                 yc = (self.y[lo:hi].double() - self.y_mean) * _include(x, self.excluded)
                 c0 += (yc * yc).sum(0)
                 # Σ_R (y−ȳ) = 0, so centring x by any constant is exact: Zᵀyc = Xᵀyc
-                q += fixed_mm(rows.int8()[1], yc.to(dt), EXACT_LIMBS) if z is None else z.T @ yc.to(dt)
+                if z is None:
+                    q += fixed_mm(rows.int8()[1], yc.to(dt), EXACT_LIMBS)
+                else:
+                    q.addmm_(z.T, yc.to(dt))
             safe_n = self.n_rows.clamp(min=1)
             q /= safe_n.to(dt)
             c0 /= 2 * safe_n
@@ -420,8 +424,9 @@ class TargetBlock:
         """Mean squared error of x·w_t + b_t over each target's own rows, (T_a,); NaN with no rows."""
         rows = self.rows
         excluded = self.excluded[idx]
-        offset = (rows.mean[:, None] * w).sum(0) + b  # predictions use raw x = z + mean
         sse = torch.zeros(len(idx), dtype=torch.float64, device=w.device)
+        if not rows.fixed_point:
+            offset = (rows.mean[:, None] * w).sum(0) + b  # float rows are centred: raw x = z + mean
         for lo, hi, z, x in rows:
             pred = fixed_mm(rows.int8()[0], w, EXACT_LIMBS).add_(b) if z is None else z @ w + offset
             r = self.y[lo:hi].index_select(1, idx).double() - pred.double()
@@ -660,15 +665,16 @@ def solve_working_set(design, q, c0, lam, w0, lipschitz, idx, cols, *, tol: floa
         hw_t = sub.kkt(w_s, idx[todo]) if checked else stats.hw
         gap = _duality_gap(w_t, hw_t, q_t, c0_t, lam_t) if checked else stats.gap
         violated = ((hw_t - q_t).abs_() > lam_t).index_fill_(0, cols, False)
+        grows = violated.any(0)
         # Again where the gap is open: with new features, or where FISTA stopped on a gap that the exact product
         # does not confirm (it moved this round, so it moves again from the exact H·w).
-        again = (gap > tol * 2 * c0_t) & (violated.any(0) | (stats.n_iter > 0)) & (n_iter[todo] < max_iter)
+        again = (gap > tol * 2 * c0_t) & (grows | (stats.n_iter > 0)) & (n_iter[todo] < max_iter)
         w_cur.index_copy_(1, todo, w_t)
         hw_out.index_copy_(1, todo, hw_t)
         gap_out[todo] = gap
         if not again.any():
             break
-        if (again & ~violated.any(0)).any():  # FISTA's fixed-point steps left too much rounding: go exact
+        if (again & ~grows).any():  # FISTA's fixed-point steps left too much rounding: go exact
             limbs = EXACT_LIMBS
         todo, keep = todo[again], again.nonzero().squeeze(1)
         cols = torch.cat([cols, violated.index_select(1, keep).any(1).nonzero().squeeze(1)]).sort().values
@@ -736,7 +742,8 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
     stops once its score has not improved (by that rule) for that many steps, as the datamodels solver
     does (fast_l1 stops at the first rise). progress counts target-steps ("λ step", T · n_lambdas in all,
     skipped ones included; backend.progress). working_sets=False solves every step on all features (the
-    solver before working sets, kept for benchmarks/bench_scale.py's before-and-after).
+    solver before working sets, kept for benchmarks/bench_scale.py's before-and-after), through
+    `solve_working_set` on every feature, so fixed-point steps still end on an exact product.
     """
     design, q, c0 = block.quadratic()
     F, T = q.shape
@@ -777,13 +784,10 @@ def lasso_path(block: TargetBlock, *, n_lambdas: int = 50, eps: float = 1e-3, to
                     ahead = torch.where(den != 0, num / torch.where(den != 0, den, 1), 0)
                 w0, hw0 = w + ahead * (w - w_before), hw + ahead * (hw - hw_before)
                 w_before, hw_before = w, hw
-                if working_sets:
-                    cols = strong_set(hw - q_a, w, lams[active, k], lams[active, k - 1])
-                    w, stats = solve_working_set(design, q_a, c0_a, lams[active, k], w0, lip, active, cols,
-                                                 tol=tol, max_iter=max_iter, hw0=hw0)
-                else:
-                    w, stats = fista(design, q_a, c0_a, lams[active, k], w0, lip, active, tol=tol,
-                                     max_iter=max_iter, hw0=hw0)
+                cols = (strong_set(hw - q_a, w, lams[active, k], lams[active, k - 1]) if working_sets
+                        else torch.arange(F, device=dev))
+                w, stats = solve_working_set(design, q_a, c0_a, lams[active, k], w0, lip, active, cols, tol=tol,
+                                             max_iter=max_iter, hw0=hw0)
                 lip, hw = stats.lipschitz, stats.hw
                 n_iter[act_np, k] = stats.n_iter.cpu().numpy()
             b = block.intercept(w, active)
