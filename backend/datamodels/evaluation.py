@@ -37,11 +37,19 @@ def _blocks(columns: np.ndarray, n_models: int, n_train: int):
         yield lo, columns[lo:lo + size]
 
 
+def take_columns(a, columns: np.ndarray) -> np.ndarray:
+    """a[:, columns] as an array; a slice where the columns are a contiguous run, as `eval`'s blocks of fitted
+    targets mostly are (8× faster than fancy indexing on a memory map: it reads the rows' runs, not each value)."""
+    if len(columns) and columns[-1] - columns[0] == len(columns) - 1 and (np.diff(columns) == 1).all():
+        return np.asarray(a[:, int(columns[0]):int(columns[-1]) + 1])
+    return np.asarray(a[:, columns])
+
+
 def included(masks, columns: np.ndarray, n_train: int) -> np.ndarray:
     """Bool (M, T): the models each target is evaluated on (eq. 9: not those that trained on it)."""
     inc = np.ones((masks.shape[0], len(columns)), dtype=bool)
     train = columns < n_train
-    inc[:, train] = ~np.asarray(masks[:, columns[train]], dtype=bool)
+    inc[:, train] = ~take_columns(masks, columns[train]).astype(bool, copy=False)
     return inc
 
 
@@ -129,13 +137,24 @@ def predict(weights, bias, masks, columns: np.ndarray) -> np.ndarray:
 
 
 def _predict(w: np.ndarray, b: np.ndarray, masks) -> np.ndarray:
-    """masks (M, F) bool @ w.T for w (T, F), plus b (T,): (M, T) float64."""
+    """masks (M, F) bool, or float32 0/1 (resident_rows), @ w.T for w (T, F), plus b (T,): (M, T) float64."""
     w = np.ascontiguousarray(np.asarray(w, dtype=np.float32).T)
     step = max(1, MASK_CHUNK_BYTES // (4 * max(1, masks.shape[1])))
     out = np.empty((masks.shape[0], w.shape[1]))
     for r in range(0, masks.shape[0], step):  # as int8, numpy converts 0/1 to float32 ~3× faster than as bool
-        out[r:r + step] = _predict_rows(np.asarray(masks[r:r + step]).view(np.int8).astype(np.float32), w)
+        rows = masks[r:r + step]
+        out[r:r + step] = _predict_rows(rows if rows.dtype == np.float32 else
+                                        np.asarray(rows).view(np.int8).astype(np.float32), w)
     return out + np.asarray(b, dtype=np.float64)
+
+
+def resident_rows(masks):
+    """masks (M, F) bool as float32 once, where that takes at most MASK_CHUNK_BYTES (CIFAR shape's 1,000 held-out
+    models: 200 MB), else as they are: a call that predicts block after block on the same models then converts
+    them once, not once a block (with the fresh pages' faults, 0.3 s a block there against a 0.13 s GEMM)."""
+    if 4 * masks.shape[0] * masks.shape[1] > MASK_CHUNK_BYTES:
+        return masks
+    return np.asarray(masks).view(np.int8).astype(np.float32)
 
 
 def lds(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
@@ -154,10 +173,11 @@ def lds_by_block(datamodels, masks, margins, n_train: int, columns: np.ndarray) 
     linear predictor of margins from masks (backend.attribution.yardsticks scores every method this way)."""
     out = {"targets": columns, "spearman": np.full(len(columns), np.nan),
            "mse": np.full(len(columns), np.nan), "n_models": np.zeros(len(columns), dtype=np.int64)}
+    rows = resident_rows(masks)
     for lo, cols in _blocks(columns, masks.shape[0], n_train):
         inc = included(masks, cols, n_train)
-        pred = _predict(*datamodels(cols), masks)
-        actual = np.asarray(margins[:, cols], dtype=np.float64)
+        pred = _predict(*datamodels(cols), rows)
+        actual = take_columns(margins, cols).astype(np.float64)
         n = inc.sum(axis=0)
         sl = slice(lo, lo + len(cols))
         out["spearman"][sl] = masked_spearman(pred, actual, inc & np.isfinite(pred))  # NaN: an unfitted target
@@ -220,9 +240,10 @@ def _fixed_point(values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 def inverse_counts(n: np.ndarray, n_in: np.ndarray) -> np.ndarray:
     """1/n_in + 1/n_out = n/(n_in·n_out) in n_in's float dtype (shapes broadcast), 0 where a side holds no
     model: a difference of means of centred values is their sum over the models holding a feature times this."""
-    n_out = n - n_in
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n_in > 0) & (n_out > 0), n / (n_in * n_out), 0).astype(n_in.dtype, copy=False)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        out = np.divide(n, n_in * (n - n_in), dtype=n_in.dtype)  # ±inf or NaN where a side is empty
+    out[~np.isfinite(out)] = 0
+    return out
 
 
 class MarginalEffects:
@@ -241,7 +262,7 @@ class MarginalEffects:
     def __init__(self, masks, margins, n_train: int, columns: np.ndarray, limbs: int = MARGIN_LIMBS):
         n_models, n_features = masks.shape
         t = len(columns)
-        y = np.ascontiguousarray(np.asarray(margins[:, columns], dtype=np.float64).T)
+        y = np.ascontiguousarray(take_columns(margins, columns).T, dtype=np.float64)
         inc = np.ascontiguousarray(included(masks, columns, n_train).T)
         self.n = inc.sum(axis=1)
         self.mean = np.where(inc, y, 0.0).sum(axis=1) / np.maximum(self.n, 1)
@@ -282,22 +303,23 @@ class MarginalEffects:
 
     def weights(self, outcome: str, dtype=np.float64) -> np.ndarray:
         """The difference-of-means weights (T, F) of the margins ("margin") or of correctness ("correct"):
-        w_ti = mean(y_t | i in) − mean(y_t | i out) = sum_in·(1/n_in + 1/n_out) − total/n_out, with sums of
-        y − mean(y) (for the margins, of their summed limbs), 0 where a side has no model. float32 for
-        predictions (_predict multiplies in float32), float64 for the weights themselves."""
+        w_ti = mean(y_t | i in) − mean(y_t | i out) = sum_in·(1/n_in + 1/n_out) − total/n_out
+        = (sum_in − n_in·total/n)·(1/n_in + 1/n_out), with sums of y − mean(y) (for the margins, of their summed
+        limbs; total, their sum over all counted models, is 0 but for rounding), 0 where a side has no model
+        (factor is 0 there). float32 for predictions (_predict multiplies in float32), float64 for the weights
+        themselves."""
+        n = np.maximum(self.n, 1)
         if outcome == "margin":
-            sum_in = sum((self.scale[:, None] * 256.0 ** k).astype(dtype) * s for k, s in self._sums.items())
-            total = self.total
-        else:  # centred in float64 too: the weights are small differences of the accuracy on both sides
+            sum_in = sum(np.multiply(s, (self.scale * 256.0 ** k).astype(dtype)[:, None], dtype=dtype)
+                         for k, s in self._sums.items())
+            sum_in -= self.n_in * (self.total / n).astype(dtype)[:, None]
+        else:  # centred in float64: the weights are small differences of the accuracy on both sides
             n_correct = self.correct.sum(axis=1)
-            y_mean = n_correct / np.maximum(self.n, 1)
-            sum_in = (self.correct_in - self.n_in * y_mean[:, None]).astype(dtype)
-            total = n_correct - self.n * y_mean
-        factor = self.factor(dtype)
-        n_out = self.n.astype(dtype)[:, None] - self.n_in
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = sum_in * factor - total.astype(dtype)[:, None] / n_out
-        return np.where(factor > 0, w, 0).astype(dtype, copy=False)
+            y_mean = n_correct / n
+            shift = y_mean + (n_correct - self.n * y_mean) / n
+            sum_in = (self.correct_in - self.n_in * shift[:, None]).astype(dtype, copy=False)
+        sum_in *= self.factor(dtype)
+        return sum_in
 
     def effects(self, outcome: str) -> tuple[np.ndarray, np.ndarray]:
         """weights(outcome) in float64 and the bias b_t = mean(y_t) − x̄_t·w_t (T,), so the prediction is right
@@ -419,7 +441,7 @@ def _test_predictions(kernels: Kernels, fit_margins, columns: np.ndarray) -> tup
     """Held-out predictions (M_h, T) of the empirical influence and the difference of means of test targets
     `columns` (every fit model counts), without their biases (ranks ignore them): Kernels' identity."""
     kernel, shared = kernels.all_models()
-    y = np.asarray(fit_margins[:, columns], dtype=np.float64)
+    y = take_columns(fit_margins, columns).astype(np.float64)
     out = []
     for values in ((y > 0).astype(np.float64), y):
         centred = values - values.mean(axis=0)
@@ -458,16 +480,20 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
     prediction with what it predicts (correctness for empirical influence, margins otherwise),
     "spearman_margin" always with margins, and "auc" is the AUC of the prediction for correctness
     (NaN where the held-out models show one outcome only).
-    Returns {"targets": (T,), estimator: {score: (T,)}} numpy arrays.
+    Returns {"targets": (T,), estimator: {score: (T,)}, "lds": lds()'s result} numpy arrays: the datamodel's
+    LDS and held-out MSE come with it, as its predictions are made here anyway (`eval` makes them once).
     """
     columns = _columns(targets, heldout_margins.shape[1])
-    out = {"targets": columns}
+    out = {"targets": columns, "lds": {"targets": columns, "spearman": np.full(len(columns), np.nan),
+                                       "mse": np.full(len(columns), np.nan),
+                                       "n_models": np.zeros(len(columns), dtype=np.int64)}}
     out.update({e: {k: np.full(len(columns), np.nan) for k in ("spearman", "spearman_margin", "auc")}
                 for e in ESTIMATORS})
     kernels = Kernels(fit_masks, heldout_masks)
+    rows = resident_rows(heldout_masks)
     for lo, cols in _effect_blocks(columns, fit_masks.shape[0], heldout_masks.shape[0], n_train):
         inc = included(heldout_masks, cols, n_train)
-        actual = np.asarray(heldout_margins[:, cols], dtype=np.float64)
+        actual = take_columns(heldout_margins, cols).astype(np.float64)
         correct = actual > 0
         preds = np.empty((3, *actual.shape))
         test = cols >= n_train
@@ -477,7 +503,7 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
             w += [influence, means]
             del influence, means
         # The predictors' weights in one product, so the held-out masks are read and converted once.
-        products = _predict(np.concatenate(w), np.zeros(sum(len(x) for x in w)), heldout_masks)
+        products = _predict(np.concatenate(w), np.zeros(sum(len(x) for x in w)), rows)
         del w
         preds[2] = products[:, :len(cols)] + np.asarray(bias[cols], dtype=np.float64)
         if not test.all():
@@ -494,6 +520,13 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
             own = ranks_correct if name == "empirical_influence" else ranks_margin
             out[name]["spearman"][sl] = spearman_of_ranks(ranks, own, inc)
             out[name]["auc"][sl] = auc_of_ranks(ranks, correct, inc)
+        finite = np.isfinite(preds[2])  # as lds(): an unfitted target's NaN predictions count no model
+        out["lds"]["spearman"][sl] = (out["datamodel"]["spearman"][sl] if finite.all() else
+                                      masked_spearman(preds[2], actual, inc & finite))
+        n = inc.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["lds"]["mse"][sl] = np.where(n > 0, (np.where(inc, preds[2] - actual, 0) ** 2).sum(axis=0) / n, np.nan)
+        out["lds"]["n_models"][sl] = n
     return out
 
 
@@ -501,7 +534,12 @@ def table5_report(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_
                   targets=None) -> dict:
     """JSON-able Table 5: each estimator's scores averaged (with quartiles) over test and training targets."""
     res = table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins, n_train, targets)
-    report = {"n_fit_models": int(fit_masks.shape[0]), "n_heldout_models": int(heldout_masks.shape[0])}
+    return table5_summary(res, fit_masks.shape[0], heldout_masks.shape[0], n_train)
+
+
+def table5_summary(res: dict, n_fit: int, n_heldout: int, n_train: int) -> dict:
+    """table5_report's dict from table5's per-target result (for a Table 5 already computed)."""
+    report = {"n_fit_models": int(n_fit), "n_heldout_models": int(n_heldout)}
     for name in ESTIMATORS:
         report[name] = {k: summarize(v, res["targets"], n_train) for k, v in res[name].items()}
     return report
@@ -572,12 +610,13 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     "unfitted" names the others, and their lds.npy entries are NaN.
 
     heldout must hold the same dataset and another seed, or its models are not held out. progress counts
-    stages ("stage"): LDS, Table 5, then one per sample-complexity fit, each fit reporting within its stage.
+    stages ("stage"): LDS and Table 5 (one pass: table5 gives the LDS too), then one per sample-complexity fit,
+    each fit reporting within its stage.
     """
     from backend.training.engine import resolve_device
 
     check_heldout(run, heldout)
-    total = 2 + (len(COMPLEXITY_FRACTIONS) if complexity else 0)
+    total = 1 + (len(COMPLEXITY_FRACTIONS) if complexity else 0)
     if progress:
         progress(0, total, "stage")
     weights, bias = run.array(WEIGHTS), run.array(BIAS)
@@ -585,14 +624,12 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     if not len(fitted):
         raise RunError(f"{run.dir} has no fitted datamodel (every λ in lam.npy is NaN): fit them with "
                        f"`{WEIGHTS.command(run.dir)}`")
-    per_target = lds(weights, bias, heldout.masks, heldout.margins, run.n_train, fitted)
-    if progress:
-        progress(1, total, "stage")
+    scores = table5(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fitted)
+    per_target = scores["lds"]
     # Relative to the run, so a copied or moved run still names its own held-out run (quality.heldout_dir).
     metrics = {"heldout_run": os.path.relpath(heldout.dir.resolve(), run.dir.resolve()), "n_fit_models": int(len(run.masks)),
                **summary_report(per_target, len(heldout.masks), run.n_train),
-               "table5": table5_report(weights, bias, run.masks, run.margins, heldout.masks, heldout.margins,
-                                       run.n_train, fitted)}
+               "table5": table5_summary(scores, len(run.masks), len(heldout.masks), run.n_train)}
     if len(fitted) < run.n_targets:  # every number above is over the fitted targets only
         unfitted = np.setdiff1d(np.arange(run.n_targets), fitted)
         metrics["unfitted"] = {"n_train": int((unfitted < run.n_train).sum()), "n_test": int((unfitted >= run.n_train).sum()),
@@ -600,10 +637,10 @@ def evaluate_run(run: Run, heldout: Run, *, complexity: bool = True, device: str
     lds_all = np.full(run.n_targets, np.nan, dtype=np.float32)
     lds_all[fitted] = per_target["spearman"]
     if progress:
-        progress(2, total, "stage")
+        progress(1, total, "stage")
     if complexity:
         def on_fraction(i: int) -> Progress | None:
-            return part(progress, 2 + i, 1, total, "stage")
+            return part(progress, 1 + i, 1, total, "stage")
         metrics["sample_complexity"] = sample_complexity(
             run.masks, run.margins, heldout.masks, heldout.margins, run.n_train, fractions=COMPLEXITY_FRACTIONS,
             targets=np.intersect1d(default_complexity_targets(run.n_train, run.n_test), fitted),

@@ -113,6 +113,14 @@ def test_table5_scores_each_estimator_on_the_same_models(data):
     res = table5(weights, bias, fit_m, fit_y, held_m, held_y, N_TRAIN)
     ref = lds(weights, bias, held_m, held_y, N_TRAIN)
     np.testing.assert_allclose(res["datamodel"]["spearman"], ref["spearman"], equal_nan=True)
+    for key in ("targets", "spearman", "mse", "n_models"):  # eval takes its LDS from table5's pass
+        np.testing.assert_allclose(res["lds"][key], ref[key], rtol=1e-12, equal_nan=True)
+    unfitted = weights.copy()
+    unfitted[[3, N_TRAIN + 1]] = np.nan
+    got, want = table5(unfitted, bias, fit_m, fit_y, held_m, held_y, N_TRAIN)["lds"], lds(unfitted, bias, held_m, held_y, N_TRAIN)
+    assert np.isnan(got["spearman"][[3, N_TRAIN + 1]]).all() and np.isnan(got["mse"][[3, N_TRAIN + 1]]).all()
+    for key in ("spearman", "mse", "n_models"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, equal_nan=True)
     w, b = difference_of_means(fit_m, fit_y, N_TRAIN, correctness=True)
     c = N_TRAIN + 2
     pred = held_m @ w[c] + b[c]
