@@ -172,20 +172,34 @@ def lds(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
 def lds_by_block(datamodels, masks, margins, n_train: int, columns: np.ndarray) -> dict:
     """lds() with datamodels(cols) -> (weights (T_b, n_train), bias (T_b,)) of a block of columns, for any
     linear predictor of margins from masks (backend.attribution.yardsticks scores every method this way)."""
-    out = {"targets": columns, "spearman": np.full(len(columns), np.nan),
-           "mse": np.full(len(columns), np.nan), "n_models": np.zeros(len(columns), dtype=np.int64)}
+    out = _lds_result(columns)
     rows = resident_rows(masks)
     for lo, cols in _blocks(columns, masks.shape[0], n_train):
         inc = included(masks, cols, n_train)
         pred = _predict(*datamodels(cols), rows)
         actual = take_columns(margins, cols).astype(np.float64)
-        n = inc.sum(axis=0)
-        sl = slice(lo, lo + len(cols))
-        out["spearman"][sl] = masked_spearman(pred, actual, inc & np.isfinite(pred))  # NaN: an unfitted target
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["mse"][sl] = np.where(n > 0, (np.where(inc, pred - actual, 0) ** 2).sum(axis=0) / n, np.nan)
-        out["n_models"][sl] = n
+        _lds_block(out, slice(lo, lo + len(cols)), pred, actual, inc)
     return out
+
+
+def _lds_result(columns: np.ndarray) -> dict:
+    """lds()'s result for targets `columns`, NaN (none counted) until _lds_block fills it."""
+    return {"targets": columns, "spearman": np.full(len(columns), np.nan),
+            "mse": np.full(len(columns), np.nan), "n_models": np.zeros(len(columns), dtype=np.int64)}
+
+
+def _lds_block(out: dict, sl: slice, pred: np.ndarray, actual: np.ndarray, inc: np.ndarray,
+               spearman: np.ndarray | None = None) -> None:
+    """out[...][sl] of lds() from a block's predictions pred and margins actual (M, T) on its models inc.
+    spearman: the same correlation already computed over all of inc (table5's), used where every prediction
+    is finite; a NaN prediction (an unfitted target's) counts no model."""
+    finite = np.isfinite(pred)
+    out["spearman"][sl] = spearman if spearman is not None and finite.all() else \
+        masked_spearman(pred, actual, inc & finite)
+    n = inc.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["mse"][sl] = np.where(n > 0, (np.where(inc, pred - actual, 0) ** 2).sum(axis=0) / n, np.nan)
+    out["n_models"][sl] = n
 
 
 def summarize(values: np.ndarray, columns: np.ndarray, n_train: int) -> dict:
@@ -486,9 +500,7 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
     LDS and held-out MSE come with it, as its predictions are made here anyway (`eval` makes them once).
     """
     columns = _columns(targets, heldout_margins.shape[1])
-    out = {"targets": columns, "lds": {"targets": columns, "spearman": np.full(len(columns), np.nan),
-                                       "mse": np.full(len(columns), np.nan),
-                                       "n_models": np.zeros(len(columns), dtype=np.int64)}}
+    out = {"targets": columns, "lds": _lds_result(columns)}
     out.update({e: {k: np.full(len(columns), np.nan) for k in ("spearman", "spearman_margin", "auc")}
                 for e in ESTIMATORS})
     kernels = Kernels(fit_masks, heldout_masks)
@@ -522,13 +534,7 @@ def table5(weights, bias, fit_masks, fit_margins, heldout_masks, heldout_margins
             own = ranks_correct if name == "empirical_influence" else ranks_margin
             out[name]["spearman"][sl] = spearman_of_ranks(ranks, own, inc)
             out[name]["auc"][sl] = auc_of_ranks(ranks, correct, inc)
-        finite = np.isfinite(preds[2])  # as lds(): an unfitted target's NaN predictions count no model
-        out["lds"]["spearman"][sl] = (out["datamodel"]["spearman"][sl] if finite.all() else
-                                      masked_spearman(preds[2], actual, inc & finite))
-        n = inc.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["lds"]["mse"][sl] = np.where(n > 0, (np.where(inc, preds[2] - actual, 0) ** 2).sum(axis=0) / n, np.nan)
-        out["lds"]["n_models"][sl] = n
+        _lds_block(out["lds"], sl, preds[2], actual, inc, out["datamodel"]["spearman"][sl])
     return out
 
 
