@@ -85,11 +85,12 @@ def load_before(rev: str):
     source = "\n".join(f"{', '.join(n.strip() for n in line.split(' import ')[1].split(','))} = (None,) * "
                         f"{len(line.split(' import ')[1].split(','))}"
                         if line.startswith("from backend.") else line for line in source.splitlines())
-    path = Path(tempfile.mkdtemp()) / "evaluation_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("evaluation_before", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as tmp:  # the module keeps no reference to its file once executed
+        path = Path(tmp) / "evaluation_before.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("evaluation_before", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
