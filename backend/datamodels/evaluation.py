@@ -142,11 +142,15 @@ def _predict(w: np.ndarray, b: np.ndarray, masks) -> np.ndarray:
     w = np.asarray(w, dtype=np.float32).T
     step = max(1, MASK_CHUNK_BYTES // (4 * max(1, masks.shape[1])))
     out = np.empty((masks.shape[0], w.shape[1]))
-    for r in range(0, masks.shape[0], step):  # as int8, numpy converts 0/1 to float32 ~3× faster than as bool
+    for r in range(0, masks.shape[0], step):
         rows = masks[r:r + step]
-        out[r:r + step] = _predict_rows(rows if rows.dtype == np.float32 else
-                                        np.asarray(rows).view(np.int8).astype(np.float32), w)
+        out[r:r + step] = _predict_rows(rows if rows.dtype == np.float32 else _float32(rows), w)
     return out + np.asarray(b, dtype=np.float64)
+
+
+def _float32(masks) -> np.ndarray:
+    """Bool 0/1 rows as float32 (read as int8, numpy converts them ~3× faster than as bool)."""
+    return np.asarray(masks).view(np.int8).astype(np.float32)
 
 
 def resident_rows(masks):
@@ -155,7 +159,7 @@ def resident_rows(masks):
     them once, not once a block (with the fresh pages' faults, 0.3 s a block there against a 0.13 s GEMM)."""
     if 4 * masks.shape[0] * masks.shape[1] > MASK_CHUNK_BYTES:
         return masks
-    return np.asarray(masks).view(np.int8).astype(np.float32)
+    return _float32(masks)
 
 
 def lds(weights, bias, masks, margins, n_train: int, targets=None) -> dict:
