@@ -51,7 +51,7 @@ of them, each two M×F GEMM columns (4 · 4,500 · 1,297 = 23 MFLOP), 9.2 GFLOP 
 core's float32 GEMM here. So on resident float32 rows on a CPU (`MaskRows.fixed_point`) the products run
 in fixed point (`fixed_mm`): X is 0/1, so X·v is exact in integers once v is. v's columns become `limbs`
 int8 digits of a fixed-point copy and one int8 GEMM with int32 sums (torch._int_mm) takes all digits at
-once, at 360–420 G multiply-adds a second against float32's 88–94 (4,500 × 1,297 × 256, one thread);
+once, at 200–215 G multiply-adds a second against float32's 43–47 (4,500 × 1,297 × 256, one thread);
 Z = X − 1·meanᵀ goes through X (Z w = X w − meanᵀw, Zᵀp = Xᵀp − mean·1ᵀp). Every product whose result
 is kept (a solve's first, the KKT check, the check that ends every solve) takes three digits, 24 bits,
 a float32's mantissa. FISTA's steps multiply only the change of the iterate, hv + H·(cand − v), on
