@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from backend.attribution import base
-from backend.progress import Progress
+from backend.progress import Progress, part
 from backend.store.blocks import BlockedOutput
 from backend.store.artifacts import write_array, write_json
 from backend.store.atomic import transaction
@@ -28,19 +28,19 @@ def attribute(run: Run, method: base.Method, block_rows: int = DEFAULT_BLOCK_ROW
     started = time.time()
     total = 2 + -(-run.n_test // block_rows)  # preparation, the blocks, the self-scores
     if progress:
-        progress(0, total, "blocks")
+        progress(0, total, "block")
     # The method reads (and the schema checks) its inputs first: a broken one stops it before any staging exists.
-    method.prepare(None if progress is None else lambda done, of, unit: progress(done / of if of else 1, total, unit))
+    method.prepare(part(progress, 0, 1, total, "block"))  # one bar, in blocks, whatever units the method counts
     out = BlockedOutput(run.dir, f"attribution-{method.name}", {"method": method.name, "config": method.config},
                         {"scores": ("float32", (run.n_test, run.n_train))}, block_rows)
     todo = out.missing()
     for i, block in enumerate(todo):
         out.write(block, scores=method.score(out.rows(block)))
         if progress:
-            progress(1 + out.n_blocks - len(todo) + i + 1, total, "blocks")
+            progress(1 + out.n_blocks - len(todo) + i + 1, total, "block")
     own = np.asarray(method.self_scores(), dtype=np.float32)
     if progress:
-        progress(total, total, "blocks")
+        progress(total, total, "block")
     meta = {"method": method.name, "config": method.config, "models": method.models,
             "seconds": round(time.time() - started, 3), "resumed_blocks": out.n_blocks - len(todo),
             "bytes": int(out.view("scores").nbytes), "code_version": code_version()}

@@ -52,6 +52,22 @@ def test_an_interrupted_attribution_keeps_its_finished_blocks(fitted):
     np.testing.assert_allclose(read_self_scores(run, "datamodels"), method.self_scores(), rtol=1e-6)
 
 
+def test_progress_is_one_bar_of_blocks_through_a_methods_own_preparation(tiny_run, tmp_path):
+    """influence's preparation trains a control model and counts its own units (model, step): the job's bar must stay
+    in blocks, its total fixed and its count rising, or the CLI reopens the bar as "0/4 models" of the job's total."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    run = Run(out)
+    calls = []
+    attribute(run, make("influence", run, device="cpu", influence_params="last"), block_rows=50,
+              progress=lambda done, total, unit: calls.append((done, total, unit)))
+    total = 2 + -(-run.n_test // 50)
+    prepared = [c for c in calls if 0 < c[0] < 1]
+    assert prepared and {unit for _, _, unit in calls} == {"block"} and {t for _, t, _ in calls} == {total}
+    done = [d for d, _, _ in calls]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == total
+
+
 def test_an_unknown_method_is_one_line_and_exit_2(fitted):
     result = run_cli("attribute", "--run", fitted, "--method", "nope", check=False)
     assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
