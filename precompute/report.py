@@ -40,7 +40,8 @@ def merge_part(summary: dict) -> str:
     """What a merge wrote: the bytes it appended of the run's total, and the shards it deleted."""
     written, total = summary.get("merge_bytes_written", summary.get("bytes_written")), summary.get("run_bytes")
     share = f" of {_bytes(total)} ({written / total:.0%})" if total else ""
-    return f"wrote {_bytes(written)}{share}, deleted {summary.get('shards_deleted', 0)} shards"
+    deleted = summary.get("shards_deleted", 0)
+    return f"wrote {_bytes(written)}{share}, deleted {deleted} shard{'' if deleted == 1 else 's'}"
 
 
 def _bytes(n: int | None) -> str:

@@ -37,3 +37,11 @@ def test_all_prints_a_plan_an_estimate_and_one_line_per_stage(tmp_path):
                                                r"\(wrote 0 B of [0-9.]+ KiB \(0%\), deleted 0 shards\)", quiet.stderr.strip())
     again = json.loads(run_cli("merge", "--run", out, "--json", in_process=True).stdout)  # nothing new: none appended
     assert again["run"] == str(out) and again["n_models"] == 20 and again["added"] == again["bytes_written"] == 0
+
+
+def test_the_merge_part_counts_its_shards_in_words():
+    from precompute.report import merge_part
+
+    lines = [merge_part({"bytes_written": 2048, "run_bytes": 4096, "shards_deleted": n}) for n in (0, 1, 2)]
+    assert lines == ["wrote 2.0 KiB of 4.0 KiB (50%), deleted 0 shards", "wrote 2.0 KiB of 4.0 KiB (50%), deleted 1 shard",
+                     "wrote 2.0 KiB of 4.0 KiB (50%), deleted 2 shards"]
