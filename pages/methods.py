@@ -41,6 +41,11 @@ if "note" in report["mislabel"]:
 
 cdf_tab, pair_tab, curve_tab = url_state.lazy_tabs(["Support CDFs", "Who finds smaller support", "LDS against models used"],
                                                     key="methods_tab")
+for tab in (cdf_tab, pair_tab):
+    if tab.open and not report["modes"]:
+        with tab:  # an evaluation run with `--modes none` (as `make run` does) certified no support
+            st.caption("No supports certified yet: this evaluation skipped the support search (`--modes none`). "
+                       "`methods-eval` without it, under What is missing, certifies them by retraining.")
 if cdf_tab.open:
     with cdf_tab:
         for mode in report["modes"]:

@@ -101,3 +101,22 @@ def test_the_methods_table_shows_each_methods_chosen_setting_beside_both_lds_val
     settings = dict(zip(table["method"], table["setting"]))
     assert settings == {"datamodels": "—", "fixture-permuted": "noise 0 (chosen on validation)"}
     assert "--select" in at.caption[0].value
+
+
+def test_the_support_tabs_of_an_evaluation_without_supports_say_so(app, dashboard_data_dir, tmp_path):
+    """`make run` evaluates with `--modes none`: both support tabs must say why they are empty and what fills them."""
+    import json
+
+    run = shutil.copytree(dashboard_data_dir / "runs" / RUN, tmp_path / "runs" / RUN, symlinks=True)
+    path = run / "attribution" / "methods_eval.json"
+    report = json.loads(path.read_text())
+    report.update(modes=[], smaller_support={})
+    for entry in report["methods"].values():
+        entry["support"] = {}
+    path.write_text(json.dumps(report))
+    for tab in ("Support CDFs", "Who finds smaller support"):
+        at = app("methods", root=tmp_path, run=RUN, methods_tab=tab)
+        assert not at.error and not at.get("plotly_chart") and len(at.dataframe) == 1
+        assert any("No supports certified yet" in c.value and "--modes none" in c.value for c in at.caption)
+    at = app("methods", run=RUN)  # the fixture's evaluation has supports: no such line
+    assert not any("No supports certified yet" in c.value for c in at.caption)
