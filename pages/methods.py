@@ -23,12 +23,14 @@ n_validation = report.get("validation_models", 0)
 held = (f"held-out models {n_validation + 1}–{report['n_heldout_models']}; validation LDS on the first {n_validation}, "
         "where `methods-eval --select` chooses each method's setting from its small grid" if n_validation
         else f"{report['n_heldout_models']} held-out models")
+supports = (f"Supports: certified by bisection with retraining ({report['support_params']['n_models']} models per "
+            f"step, {report['support_params']['budget']} steps, k ≤ {report['support_params']['k_max']}) on the same "
+            f"{len(report['targets'])} targets, {report['target_rule']}. Smaller support = a method that finds the "
+            "images a prediction rests on." if report["modes"] else
+            "Supports: none certified in this evaluation (`--modes none`).")
 st.caption(f"LDS: mean over test targets of the Spearman correlation between Σ score over a held-out model's "
-           f"training subset and its margin ({held}). Supports: certified by "
-           f"bisection with retraining ({report['support_params']['n_models']} models per step, "
-           f"{report['support_params']['budget']} steps, k ≤ {report['support_params']['k_max']}) on the same "
-           f"{len(report['targets'])} targets, {report['target_rule']}. Smaller support = a method that finds the "
-           "images a prediction rests on. Mislabel AUC: self-scores against labels flipped by plant-label-noise.")
+           f"training subset and its margin ({held}). {supports} Mislabel AUC: self-scores against labels flipped by "
+           "plant-label-noise.")
 table = pd.DataFrame(api.methods_table(report))
 # "—": the method has no self-scores, or the run no planted label noise (the caption below says which).
 table["mislabel AUC"] = ["—" if v is None or pd.isna(v) else f"{v:.3f}" for v in table["mislabel AUC"]]

@@ -118,5 +118,6 @@ def test_the_support_tabs_of_an_evaluation_without_supports_say_so(app, dashboar
         at = app("methods", root=tmp_path, run=RUN, methods_tab=tab)
         assert not at.error and not at.get("plotly_chart") and len(at.dataframe) == 1
         assert any("No supports certified yet" in c.value and "--modes none" in c.value for c in at.caption)
+        assert "none certified" in at.caption[0].value and "bisection" not in at.caption[0].value
     at = app("methods", run=RUN)  # the fixture's evaluation has supports: no such line
-    assert not any("No supports certified yet" in c.value for c in at.caption)
+    assert not any("No supports certified yet" in c.value for c in at.caption) and "bisection" in at.caption[0].value
