@@ -21,21 +21,31 @@ def axis(field: str, title: str, **more) -> dict:
 def chart(data: pd.DataFrame, spec: dict, key: str) -> None:
     st.vega_lite_chart(data, {"height": CHART_HEIGHT, **spec}, width="stretch", key=key)
 
+
+def score(stats: dict, key: str) -> str:
+    """A split's LDS statistic, or "—" where the split has none (no fitted target of it, or none defined)."""
+    value = stats.get(key)
+    return "—" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
 run = run_context.current_run()
 api = RunAPI(run)
 manifest = run.manifest
 dataset = manifest["dataset"]
 st.title(f"Run {run.name}")
-cols = st.columns(8)
-cols[0].metric("Dataset", dataset["name"], help=dataset.get("spec"))
-cols[1].metric("Train images", f"{run.n_train:,}")
-cols[2].metric("Test images", f"{run.n_test:,}")
-cols[3].metric("α", f"{manifest['alpha']:g}", help="fraction of the training set each model trains on")
-cols[4].metric("Models", f"{manifest.get('n_models', 0):,}")
-cols[5].metric("Architecture", manifest["arch"])
-cols[6].metric("Seed", manifest["seed"])
+# The dataset in words, not a metric: a name like fashion-mnist is cut short in a metric's column.
+spec = dataset.get("spec") or dataset["name"]
+st.markdown(f"Dataset {text.plain(dataset['name'])}"
+            + ("" if spec == dataset["name"] else f", loaded from {text.plain(text.hide_paths(spec))}"))
+cols = st.columns(7)
+cols[0].metric("Train images", f"{run.n_train:,}")
+cols[1].metric("Test images", f"{run.n_test:,}")
+cols[2].metric("α", f"{manifest['alpha']:g}", help="fraction of the training set each model trains on")
+cols[3].metric("Models", f"{manifest.get('n_models', 0):,}")
+cols[4].metric("Architecture", manifest["arch"])
+cols[5].metric("Seed", manifest["seed"])
 accuracy = manifest.get("mean_test_accuracy")
-cols[7].metric("Test accuracy", "—" if accuracy is None else f"{accuracy:.1%}",
+cols[6].metric("Test accuracy", "—" if accuracy is None else f"{accuracy:.1%}",
                help="mean over the run's models of their accuracy on the test set")
 with st.expander("Manifest"):
     st.json(manifest)
@@ -56,13 +66,14 @@ if api.lds_is_stale():
     st.warning(f"The datamodels were refitted after this evaluation; rerun `{text.hide_paths(api.eval_command())}`.")
 run_context.unfitted_note(run, lam)
 
-summary = metrics["lds"]["test"]
+summary, train = metrics["lds"]["test"], metrics["lds"]["train"]
 cols = st.columns(4)
-cols[0].metric("Mean test LDS", f"{summary.get('mean', float('nan')):.3f}",
+cols[0].metric("Mean test LDS", score(summary, "mean"),
                help="Spearman correlation between predicted and actual margins over held-out models, per test target")
-cols[1].metric("Median test LDS", f"{summary.get('median', float('nan')):.3f}")
-cols[2].metric("Mean train LDS", f"{metrics['lds']['train'].get('mean', float('nan')):.3f}",
-               help="training targets, each on the held-out models that did not train on it (eq. 9)")
+cols[1].metric("Median test LDS", score(summary, "median"))
+cols[2].metric("Mean train LDS", score(train, "mean"),
+               help="training targets, each on the held-out models that did not train on it (eq. 9)"
+               + ("; none is fitted yet" if not train.get("n_targets") else ""))
 cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=text.hide_paths(metrics.get("heldout_run", "")))
 
 left, right = st.columns(2)
@@ -76,7 +87,7 @@ if lds_tab.open:
             "mark": {"type": "bar", "tooltip": True},
             "encoding": {"x": axis("LDS", "LDS", bin={"maxbins": 40}), "y": {"aggregate": "count", "title": "test targets"}},
         }, key="lds-histogram")
-        st.caption(f"{summary['n_undefined']} of {summary['n_targets']} test targets have no LDS "
+        st.caption(f"{summary['n_undefined']:,} of {summary['n_targets']:,} test targets have no LDS "
                    "(a datamodel or the held-out margins are constant)")
 if margins_tab.open:
     with margins_tab:

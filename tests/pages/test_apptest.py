@@ -98,7 +98,7 @@ def vega_data(at: AppTest) -> list:
 def test_overview_shows_the_manifest_and_the_eval_stage_results(app, fitted):
     at = app(run=RUN)
     shown = {m.label: m.value for m in at.metric}
-    assert shown["Dataset"] == "digits" and shown["Models"] == "60"
+    assert at.markdown[0].value.startswith("Dataset `digits`") and shown["Models"] == "60"
     assert shown["Train images"] == f"{fitted.n_train:,}" and shown["Test images"] == f"{fitted.n_test:,}"
     assert shown["Test accuracy"] == f"{fitted.manifest['mean_test_accuracy']:.1%}"
     metrics = json.loads((fitted.dir / "metrics.json").read_text())
@@ -109,6 +109,21 @@ def test_overview_shows_the_manifest_and_the_eval_stage_results(app, fitted):
     at.radio(key="table5_split").set_value("train").run()
     assert at.table[0].value["AUC (correct)"].iloc[0] == f"{metrics['table5']['empirical_influence']['auc']['train']['mean']:.3f}"
     assert {"Overview", "Neighbours", "Quality"} <= {p.proto.label for p in at.get("page_link")}
+
+
+def test_overview_of_an_evaluation_without_training_targets_shows_a_dash_not_nan(app, fitted, tmp_path):
+    """`fit --targets test` then `eval` (the Fashion-MNIST run): metrics.json's train LDS has no targets and no mean.
+    The page must say "—" and why, not "nan"; counts carry thousands separators like every other count."""
+    run = shutil.copytree(fitted.dir, tmp_path / "runs" / RUN, symlinks=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["lds"]["train"] = {"n_targets": 0, "n_undefined": 0}  # as eval writes it with no training target fitted
+    metrics["lds"]["test"].update(n_targets=10000, n_undefined=1234)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    at = app(root=tmp_path, run=RUN)
+    shown = {m.label: m for m in at.metric}
+    assert shown["Mean train LDS"].value == "—" and "none is fitted yet" in shown["Mean train LDS"].help
+    assert shown["Mean test LDS"].value == f"{metrics['lds']['test']['mean']:.3f}" and not at.error
+    assert any(c.value.startswith("1,234 of 10,000 test targets have no LDS") for c in at.caption)
 
 
 def test_overview_charts_plot_the_stored_lds_and_the_held_out_margins(app, fitted):
