@@ -55,7 +55,8 @@ from backend.store.schema import (ATTRIBUTION_SCORES, ATTRIBUTION_SELF_SCORES, B
                                   LEAKAGE_SUMMARY, MAP_LAYOUT,
                                   METHODS_EVAL, NEIGHBORS, SSL_EMBEDDINGS, TARGET_MEAN_MARGIN,
                                   TARGET_PREDICTIONS, WEIGHTS, Artifact)
-from backend.store.targets import TargetError, parse_targets, split_name, split_position, target_column, target_name
+from backend.store.targets import (TargetError, describe_targets, parse_targets, split_name, split_position, target_column,
+                                   target_name)
 from backend.structure.map_layout import inside_polygon
 from backend.structure.similar_targets import nearest_to, similar_to
 from backend.target_table import TargetTable, target_table
@@ -422,6 +423,20 @@ class RunAPI:
         self._require(LAM, "datamodels")
         return bool(fitted_targets(self.run.array(LAM)[column:column + 1])[0])
 
+    def require_fitted(self, targets: Iterable[str]) -> None:
+        """A RunError naming those of `targets` without a datamodel, and the command that fits them. Why: a removal
+        ranked by a datamodel of zero weights is empty or arbitrary, so a prediction or a retraining check of one
+        means nothing, and a support search would retrain for minutes to say so."""
+        columns = np.array([self.column(t) for t in targets], dtype=np.int64)
+        self._require(WEIGHTS, "datamodels")  # a run not fitted at all: the line the CLI has always printed
+        self._require(LAM, "datamodels")
+        missing = columns[~fitted_targets(np.asarray(self.run.array(LAM))[columns])]
+        if len(missing):
+            spec = describe_targets(missing, self.run.n_train, self.run.n_test)
+            raise RunError(f"{spec} {'has' if len(missing) == 1 else 'have'} no datamodel yet (the run's fit left "
+                           f"{'it' if len(missing) == 1 else 'them'} out): fit with "
+                           f"`{WEIGHTS.command(self.run.dir)} --targets {spec}`")
+
     def nonzero_weights(self, target: str) -> int:
         """How many training images the target's datamodel gives a nonzero weight."""
         return sparsity(self.scores(target))
@@ -478,6 +493,7 @@ class RunAPI:
         deltas: removal_deltas(removed), when the caller has it."""
         column, ids = self.column(target), self._removal(removed, max_remove)
         self._require(WEIGHTS, "datamodels")
+        self.require_fitted([target])
         self._require(CONTROL_MARGINS, "control models")
         found = predict_removal(self.run, column, ids, self.control_margins(), deltas=deltas)
         return PredictedRemoval(target=self.name(column), removed=[self.name(i) for i in found.removed],
@@ -594,6 +610,7 @@ class RunAPI:
         and record their mean margin ("check_margin"). progress counts the targets ("target")."""
         columns = [self.column(t) for t in targets]
         self._require(WEIGHTS, "datamodels")
+        self.require_fitted(targets)
         self._require(CONTROL_MARGINS, "control models")
         return support.certified_supports(self.run, columns, n_models, mislabel=mislabel, k_max=k_max, budget=budget,
                                           check=check, device=device, progress=progress)

@@ -50,7 +50,7 @@ def cmd_counterfactual(args: argparse.Namespace) -> dict:
     from backend.api import open_run
 
     api = open_run(args.run)
-    api.column(args.target)  # a bad target name is refused before the removal set is read
+    api.require_fitted([args.target])  # a bad or unfitted target is refused before the removal set is read
     changed = api.check_removal(parse_removal(args.remove, api, args.target, args.seed), args.max_remove)
     deltas = api.removal_deltas(changed, args.max_remove)  # reads the datamodels before anything trains
     train_control(api, args)
@@ -77,6 +77,7 @@ def cmd_support(args: argparse.Namespace) -> dict:
 
     api = open_run(args.run)
     targets = api.target_list(args.targets)
+    api.require_fitted(targets)  # before the control models train
     if args.k_max is not None and not 0 < args.k_max < api.run.n_train:
         raise ValueError(f"--k-max {args.k_max} is out of range: give 1..{api.run.n_train - 1}")
     train_control(api, args)

@@ -123,3 +123,36 @@ def test_random_class_relabel_is_the_apis_set_and_class(cf_run, capsys):
             for c in range(len(api.run.class_names))]
     assert out["relabelled_to"] == api.competitor("test:6") == api.run.class_names[int(np.argmin(pull))]
     assert out["label"] == api.label("test:6") and out["predicted"] is None
+
+
+@pytest.mark.parametrize("verb, request_args, named", [
+    ("counterfactual", ["--target", "train:5", "--remove", "top:3"], "train:5 has no datamodel yet"),
+    ("support", ["--targets", "test:0,train:5"], "train:5 has no datamodel yet"),
+    ("cf-eval", ["--targets", "train:2-3,test:1"], "train:2-3 have no datamodel yet"),
+])
+def test_a_target_without_a_datamodel_is_refused_before_anything_trains(cf_run, verb, request_args, named, capsys):
+    """After `fit --targets test` a training target has NaN λ and zero weights: its "top 3" is empty and a support
+    search would retrain for minutes to certify nothing. Each verb refuses in one line naming the fit command, before
+    the control models top up (16 asked, 8 stored) and without writing anything."""
+    lam = np.load(cf_run / "lam.npy")
+    lam[:1297] = np.nan  # as `fit --targets test` leaves the training targets
+    np.save(cf_run / "lam.npy", lam)
+    before = sorted(p.name for p in cf_run.iterdir())
+    code = main([verb, "--run", str(cf_run), *request_args, "--control-models", "16", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and err.count("\n") == 1, err
+    assert f"fit --run {cf_run} --targets {named.split()[0]}`" in err
+    assert sorted(p.name for p in cf_run.iterdir()) == before and np.load(cf_run / "control_margins.npy").shape[0] == 8
+
+
+def test_the_api_will_not_predict_a_removal_for_a_target_without_a_datamodel(cf_run):
+    from backend.api import RunError, open_run
+
+    lam = np.load(cf_run / "lam.npy")
+    lam[5] = np.nan
+    np.save(cf_run / "lam.npy", lam)
+    api = open_run(cf_run)
+    with pytest.raises(RunError, match=r"^train:5 has no datamodel yet"):
+        api.predict_removal("train:5", ["train:1", "train:2"])
+    api.require_fitted(["train:4", "test:0"])  # fitted targets pass
+    assert api.predict_removal("test:0", ["train:1"]).target == "test:0"
