@@ -492,7 +492,6 @@ class RunAPI:
         """What the datamodels predict for `target` when the training images `removed` (names) are taken out;
         deltas: removal_deltas(removed), when the caller has it."""
         column, ids = self.column(target), self._removal(removed, max_remove)
-        self._require(WEIGHTS, "datamodels")
         self.require_fitted([target])
         self._require(CONTROL_MARGINS, "control models")
         found = predict_removal(self.run, column, ids, self.control_margins(), deltas=deltas)
@@ -609,7 +608,6 @@ class RunAPI:
         budget : bisection steps; check : also retrain fresh models (other seeds) without each certified support
         and record their mean margin ("check_margin"). progress counts the targets ("target")."""
         columns = [self.column(t) for t in targets]
-        self._require(WEIGHTS, "datamodels")
         self.require_fitted(targets)
         self._require(CONTROL_MARGINS, "control models")
         return support.certified_supports(self.run, columns, n_models, mislabel=mislabel, k_max=k_max, budget=budget,
