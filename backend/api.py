@@ -435,7 +435,8 @@ class RunAPI:
             spec = describe_targets(missing, self.run.n_train, self.run.n_test)
             raise RunError(f"{spec} {'has' if len(missing) == 1 else 'have'} no datamodel yet (the run's fit left "
                            f"{'it' if len(missing) == 1 else 'them'} out): fit with "
-                           f"`{WEIGHTS.command(self.run.dir)} --targets {spec}`")
+                           f"`{WEIGHTS.command(self.run.dir)} --targets {spec}` (the first fit's settings keep the fitted targets "
+                           "as they are)")
 
     def nonzero_weights(self, target: str) -> int:
         """How many training images the target's datamodel gives a nonzero weight."""

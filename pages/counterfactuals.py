@@ -23,7 +23,7 @@ def request(flag: str) -> None:
 
 run = run_context.current_run()
 api = RunAPI(run)
-_, _, lam = run_context.require_datamodels(run)
+run_context.require_datamodels(run)  # a run without them stops here: a RunError naming the fit command
 column = url_state.current_target(run)
 name = api.name(column)
 row = api.scores(name)
@@ -32,7 +32,7 @@ train_labels = np.asarray(run.labels[:run.n_train])
 st.title(f"Counterfactuals for {name}")
 with st.expander("Choose a target", expanded=False):
     target_picker.target_picker(run, column)
-run_context.require_fitted(run, lam, column)
+run_context.require_fitted(run, column)
 
 if not api.has_control():
     st.info(f"Predictions are measured against control models trained on the full training set; run {run.name} "

@@ -36,7 +36,7 @@ with right:
     b.metric("Datamodel bias", f"{bias[column]:+.3f}" if fitted else "—")
     c.metric("Nonzero weights", f"{api.nonzero_weights(name)} / {run.n_train}")
     a.metric("LASSO λ", f"{lam[column]:.2e}" if fitted else "—")
-run_context.require_fitted(run, lam, column)
+run_context.require_fitted(run, column)
 
 
 tag, tagged = selection_actions.tag_filter(run, key="neighbours_tag")

@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from backend.api import RunAPI
 from backend.datamodels.queries import fitted_targets
 from backend.store import catalog
 from backend.store.errors import RunError
@@ -139,13 +140,13 @@ def unfitted_note(run: Run, lam: np.ndarray) -> None:
                 "fits them and keeps the others.")
 
 
-def require_fitted(run: Run, lam: np.ndarray, column: int) -> None:
-    """Stop the page with an st.info when target `column` has no datamodel, naming the command that fits it."""
-    if not fitted_targets(lam[column:column + 1])[0]:
-        name = target_name(column, run.n_train)
-        st.info(f"{name} has no datamodel yet: the run's fit left it out (`fit --targets`). Fit it with "
-                f"`{CLI} fit --run {hide_paths(run.dir)} --targets {name}` (the first fit's settings "
-                "keep the fitted targets as they are).")
+def require_fitted(run: Run, column: int) -> None:
+    """Stop the page with an st.info when target `column` has no datamodel: RunAPI.require_fitted's line, which names
+    the command that fits it (the CLI's query verbs print the same)."""
+    try:
+        RunAPI(run).require_fitted([target_name(column, run.n_train)])
+    except RunError as exc:
+        st.info(hide_paths(str(exc)))
         st.stop()
 
 
