@@ -12,16 +12,16 @@ def cmd_cf_eval(args: argparse.Namespace) -> dict:
     from backend.counterfactuals.evaluation import evaluate_counterfactuals, sample_test_targets
     from backend.store.schema import COUNTERFACTUAL_EVAL
     from backend.counterfactuals.removal import HEURISTICS
-    from backend.store.run_dir import Run
     from backend.store.targets import parse_targets, target_name
     from backend.training.control import ensure_control
 
-    run = Run(args.run)
+    api = open_run(args.run)
+    run = api.run
     if args.targets.isdigit() and int(args.targets) == 0:
         raise ValueError("bad --targets 0: give a number of test targets of at least 1, or target names like test:0-9")
     targets = (sample_test_targets(run, int(args.targets), args.seed) if args.targets.isdigit()
                else parse_targets(args.targets, run.n_train, run.n_test))
-    open_run(run.dir).require_fitted([target_name(c, run.n_train) for c in targets])  # before anything trains
+    api.require_fitted([target_name(c, run.n_train) for c in targets])  # before anything trains
     refuse_existing(COUNTERFACTUAL_EVAL.path(run.dir), "the run's", args.force)
     ks = _int_list(args.k, "--k")
     heuristics = tuple(h.strip() for h in args.heuristics.split(",") if h.strip())
