@@ -33,7 +33,7 @@ st.caption(f"LDS: mean over test targets of the Spearman correlation between Σ 
            "plant-label-noise.")
 table = pd.DataFrame(api.methods_table(report))
 # "—": the method has no self-scores, or the run no planted label noise (the caption below says which).
-table["mislabel AUC"] = ["—" if v is None or pd.isna(v) else f"{v:.3f}" for v in table["mislabel AUC"]]
+table["mislabel AUC"] = [text.number(v) for v in table["mislabel AUC"]]
 st.dataframe(table, hide_index=True, column_config={
     "LDS": st.column_config.NumberColumn(format="%.3f"), "validation LDS": st.column_config.NumberColumn(format="%.3f"),
     "MB stored": st.column_config.NumberColumn(format="%.1f"), "seconds": st.column_config.NumberColumn(format="%.1f"),

@@ -22,12 +22,6 @@ def chart(data: pd.DataFrame, spec: dict, key: str) -> None:
     st.vega_lite_chart(data, {"height": CHART_HEIGHT, **spec}, width="stretch", key=key)
 
 
-def score(stats: dict, key: str) -> str:
-    """A split's LDS statistic, or "—" where the split has none (no fitted target of it, or none defined)."""
-    value = stats.get(key)
-    return "—" if value is None or not np.isfinite(value) else f"{value:.3f}"
-
-
 run = run_context.current_run()
 api = RunAPI(run)
 manifest = run.manifest
@@ -68,10 +62,10 @@ run_context.unfitted_note(run, lam)
 
 summary, train = metrics["lds"]["test"], metrics["lds"]["train"]
 cols = st.columns(4)
-cols[0].metric("Mean test LDS", score(summary, "mean"),
+cols[0].metric("Mean test LDS", text.number(summary.get("mean")),
                help="Spearman correlation between predicted and actual margins over held-out models, per test target")
-cols[1].metric("Median test LDS", score(summary, "median"))
-cols[2].metric("Mean train LDS", score(train, "mean"),
+cols[1].metric("Median test LDS", text.number(summary.get("median")))
+cols[2].metric("Mean train LDS", text.number(train.get("mean")),
                help="training targets, each on the held-out models that did not train on it (eq. 9)"
                + ("; none is fitted yet" if not train.get("n_targets") else ""))
 cols[3].metric("Held-out models", f"{metrics['n_heldout_models']:,}", help=text.hide_paths(metrics.get("heldout_run", "")))

@@ -1,10 +1,12 @@
-"""Text a page shows: user input quoted so it cannot render, server paths hidden, errors as one st.error."""
+"""Text a page shows: user input quoted so it cannot render, server paths hidden, errors as one st.error, missing
+numbers as "—"."""
 from __future__ import annotations
 
 import functools
 import re
 from collections.abc import Callable
 
+import numpy as np
 import streamlit as st
 
 from backend.store import catalog
@@ -23,6 +25,12 @@ def plain(text: object) -> str:
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text[0] == "`" or text[-1] == "`" else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def number(value: float | None, spec: str = ".3f") -> str:
+    """A statistic as text, "—" where there is none (None or NaN: a split without fitted targets, a method without
+    self-scores)."""
+    return "—" if value is None or not np.isfinite(value) else format(value, spec)
 
 
 def hide_paths(text: object) -> str:
