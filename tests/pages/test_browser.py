@@ -224,6 +224,13 @@ def drag_around(page, area: dict, steps: int) -> None:
     page.mouse.up()
 
 
+def cut_metrics(page) -> list[str]:
+    """The values of the page's st.metrics that do not fit their column (drawn cut off with an ellipsis)."""
+    return page.get_by_test_id("stMetricValue").evaluate_all(
+        "values => values.filter(v => [v, ...v.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth))"
+        ".map(v => v.innerText)")
+
+
 def grid(page, key: str):
     """The image grid (widgets.image_grid.image_grid) drawn with key `key` (its widget key adds a digest)."""
     return page.locator(f'[class*="st-key-{key}-"]').get_by_test_id("stPlotlyChart")
@@ -311,10 +318,7 @@ def test_walk_the_dataset_in_a_real_browser(server, page):
         expect(grid(page, key)).to_be_in_viewport()
     assert grid(page, "positive").bounding_box()["y"] == grid(page, "negative").bounding_box()["y"]
     # No metric is cut off with an ellipsis at this width (Majority prediction was: "1 · 100% of …").
-    cut = page.get_by_test_id("stMetricValue").evaluate_all(
-        "values => values.filter(v => [v, ...v.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth))"
-        ".map(v => v.innerText)")
-    assert cut == []
+    assert cut_metrics(page) == []
     screenshot(page, "neighbours")
 
     # Clicking an image opens it: the image, not a button under it, is the click target.
@@ -444,6 +448,28 @@ def test_a_run_without_datamodels_shows_an_error_in_the_browser(server, page):
     expect(alert).to_contain_text("weights.npy is missing")
     expect(alert).to_contain_text("python -m precompute fit --run")
     settle(page)
+
+
+def test_overview_and_a_target_without_a_datamodel_in_a_real_browser(server, page):
+    """The Overview's figures fit their columns (the dataset is a line of its own: a metric cut "fashion-mnist" to
+    "fash…") and none reads nan; a target `fit --targets` left out (train:0-4 of the fixture) opens, on Neighbours
+    and Counterfactuals, on RunAPI.require_fitted's line, which names the command that fits it."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/?run={RUN}")
+    expect(heading(page, f"Run {RUN}")).to_be_visible()
+    settle(page)
+    expect(page.get_by_test_id("stMarkdown").filter(has_text="Dataset").first).to_have_text("Dataset digits")
+    values = page.get_by_test_id("stMetricValue").all_inner_texts()
+    assert len(values) == 11 and not [v for v in values if "nan" in v.lower()] and cut_metrics(page) == []
+    for page_name, title in (("neighbours", "Neighbours of train:2"), ("counterfactuals", "Counterfactuals for train:2")):
+        page.goto(f"{server}/{page_name}?run={RUN}&target=train:2")
+        expect(heading(page, title)).to_be_visible()
+        settle(page)
+        info = page.get_by_test_id("stAlertContentInfo").filter(has_text="no datamodel yet")
+        expect(info).to_contain_text("train:2 has no datamodel yet")
+        # the server's data directory hidden, as on every page (this server's is DATAMODELS_DATA_DIR)
+        expect(info).to_contain_text(f"python -m precompute fit --run ${DATA_DIR_ENV}/runs/{RUN} --targets train:2")
 
 
 def test_structure_pages_in_a_real_browser(server, page):
